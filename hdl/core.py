@@ -1,0 +1,209 @@
+"""CoreMmu: one core's MMU = Tlb + PageWalker + CPU port + invalidation port + counters."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import check_asid_bits
+from .layouts import (PA_WIDTH, PPN_WIDTH, VA_WIDTH, AccessType, FaultKind, inval_signature,
+                      mem_signature, perf_signature)
+from .tlb import Tlb
+from .walker import PageWalker, leaf_paddr, sv39_permits, va_canonical
+
+__all__ = ["CoreMmu", "CORE_COUNTERS", "cpu_req_signature", "cpu_resp_signature"]
+
+CORE_COUNTERS = ("lookups", "hits", "misses", "walks", "walk_cycles", "a_sets", "d_sets",
+                 "cas_retries", "invals", "squashed")
+
+
+def cpu_req_signature(asid_bits):
+    aw = max(asid_bits, 1)
+    return wiring.Signature({"valid": Out(1), "ready": In(1), "vaddr": Out(VA_WIDTH),
+                             "op": Out(2), "user": Out(1), "sum": Out(1), "asid": Out(aw),
+                             "root": Out(PPN_WIDTH)})
+
+
+def cpu_resp_signature():
+    return wiring.Signature({"valid": Out(1), "paddr": Out(PA_WIDTH), "fault": Out(2),
+                             "hit": Out(1)})
+
+
+class CoreMmu(wiring.Component):
+    """The MMU of one core (ports as ``cpu{i}__…`` in hdl/PORTS.md).
+
+    A request is accepted while idle (``req.ready``).  It hits when a TLB entry maps (vaddr,
+    asid), the VA is canonical, the entry grants the access (R/W/X, U/SUM), has A=1 and, for a
+    store, D=1: then ``resp`` pulses the next cycle with ``hit=1``.  Otherwise a matching entry is
+    dropped and the walker runs; ``resp`` pulses when it finishes, and a successful walk fills the
+    TLB unless an invalidation was applied while it was in flight (its fill is *squashed*, the
+    response is still returned).
+
+    The invalidation port applies a request in the cycle it sees ``valid`` (and did not just
+    acknowledge one); ``ack`` pulses the next cycle, when every matching entry is gone and every
+    walk in flight is marked squashed, including one finishing in the very cycle the request
+    was applied.
+
+    Parameters
+    ----------
+    tlb_entries, tlb_ways, replacement, superpage_entries, asid_bits
+        See :class:`hdl.tlb.Tlb`.
+    svadu, quirk_plain_ad_write, quirk_ad_on_nonpresent
+        See :class:`hdl.walker.PageWalker`.
+    quirk_fill_after_inval : bool
+        Bug: walks in flight are not squashed; their fill lands after the invalidation was
+        acknowledged (and wins over an invalidation in the same cycle).
+
+    Members
+    -------
+    req, resp : the CPU port.   inval : the invalidation port.   mem : the walker's memory port.
+    perf : 32-bit counters ``CORE_COUNTERS``.
+    """
+
+    def __init__(self, *, tlb_entries=8, tlb_ways=None, replacement="plru", superpage_entries=4,
+                 asid_bits=9, svadu=True, quirk_plain_ad_write=False,
+                 quirk_fill_after_inval=False, quirk_ad_on_nonpresent=False):
+        check_asid_bits(asid_bits)
+        if not isinstance(quirk_fill_after_inval, bool):
+            raise TypeError(f"quirk_fill_after_inval must be a bool, not "
+                            f"{quirk_fill_after_inval!r}")
+        self.tlb = Tlb(entries=tlb_entries, ways=tlb_ways, replacement=replacement,
+                       superpage_entries=superpage_entries, asid_bits=asid_bits)
+        self.walker = PageWalker(svadu=svadu, quirk_plain_ad_write=quirk_plain_ad_write,
+                                 quirk_ad_on_nonpresent=quirk_ad_on_nonpresent)
+        self.asid_bits = asid_bits
+        self.quirk_fill_after_inval = quirk_fill_after_inval
+        super().__init__({
+            "req": In(cpu_req_signature(asid_bits)),
+            "resp": Out(cpu_resp_signature()),
+            "inval": In(inval_signature(asid_bits)),
+            "mem": Out(mem_signature()),
+            "perf": Out(perf_signature(CORE_COUNTERS)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.tlb = tlb = self.tlb
+        m.submodules.walker = walker = self.walker
+        wiring.connect(m, wiring.flipped(self.mem), walker.mem)
+
+        req, resp, iv, perf = self.req, self.resp, self.inval, self.perf
+
+        # --- invalidation -------------------------------------------------------------------
+        ack = Signal()
+        apply = Signal()
+        m.d.comb += [
+            apply.eq(iv.valid & ~ack),
+            iv.ack.eq(ack),
+            tlb.inval.valid.eq(apply),
+            tlb.inval.kind.eq(iv.kind),
+            tlb.inval.vpn.eq(iv.vaddr[12:39]),
+            tlb.inval.asid.eq(iv.asid),
+        ]
+        m.d.sync += ack.eq(apply)
+        with m.If(apply):
+            m.d.sync += perf.invals.eq(perf.invals + 1)
+
+        # --- the request being served -------------------------------------------------------
+        vaddr = Signal(VA_WIDTH)
+        op = Signal(2)
+        user = Signal()
+        sum_ = Signal()
+        asid = Signal.like(req.asid)
+        root = Signal(PPN_WIDTH)
+        squashed = Signal()   # an invalidation was applied while this walk was in flight
+
+        m.d.sync += resp.valid.eq(0)
+
+        e = tlb.lookup.entry
+        hit_ok = (tlb.lookup.hit & va_canonical(req.vaddr) & e.a
+                  & sv39_permits(req.op, req.user, req.sum, e.r, e.w, e.x, e.u)
+                  & ((req.op != AccessType.STORE) | e.d))
+
+        m.d.comb += [
+            tlb.lookup.vpn.eq(req.vaddr[12:39]),
+            tlb.lookup.asid.eq(req.asid),
+            walker.start.vaddr.eq(vaddr),
+            walker.start.op.eq(op),
+            walker.start.user.eq(user),
+            walker.start.sum.eq(sum_),
+            walker.start.root.eq(root),
+        ]
+
+        with m.FSM(name="core"):
+            with m.State("IDLE"):
+                m.d.comb += req.ready.eq(1)
+                with m.If(req.valid):
+                    m.d.comb += tlb.lookup.valid.eq(1)
+                    m.d.sync += perf.lookups.eq(perf.lookups + 1)
+                    with m.If(hit_ok):
+                        m.d.sync += [
+                            resp.valid.eq(1),
+                            resp.hit.eq(1),
+                            resp.fault.eq(FaultKind.NONE),
+                            resp.paddr.eq(leaf_paddr(e.ppn, e.level, req.vaddr)),
+                            perf.hits.eq(perf.hits + 1),
+                        ]
+                    with m.Else():
+                        # A hit that cannot serve the access (a store to a clean entry, a
+                        # permission the entry lacks) is dropped and re-walked.
+                        m.d.comb += tlb.lookup.drop.eq(1)
+                        m.d.sync += [
+                            vaddr.eq(req.vaddr), op.eq(req.op), user.eq(req.user),
+                            sum_.eq(req.sum), asid.eq(req.asid), root.eq(req.root),
+                            squashed.eq(apply),
+                            perf.misses.eq(perf.misses + 1),
+                        ]
+                        m.next = "WALK_START"
+
+            with m.State("WALK_START"):
+                m.d.comb += walker.start.valid.eq(1)
+                m.d.sync += perf.walk_cycles.eq(perf.walk_cycles + 1)
+                with m.If(walker.start.ready):
+                    m.d.sync += perf.walks.eq(perf.walks + 1)
+                    m.next = "WALK"
+
+            with m.State("WALK"):
+                m.d.sync += perf.walk_cycles.eq(perf.walk_cycles + 1)
+                with m.If(walker.done.valid):
+                    pte = walker.done.pte
+                    killed = squashed | apply
+                    m.d.sync += [
+                        resp.valid.eq(1),
+                        resp.hit.eq(0),
+                        resp.fault.eq(walker.done.fault),
+                        resp.paddr.eq(walker.done.paddr),
+                    ]
+                    install = walker.done.fault == FaultKind.NONE
+                    if not self.quirk_fill_after_inval:
+                        install = install & ~killed
+                        with m.If(killed):
+                            m.d.sync += perf.squashed.eq(perf.squashed + 1)
+                    m.d.comb += [
+                        tlb.fill.valid.eq(install),
+                        tlb.fill.entry.vpn.eq(vaddr[12:39]),
+                        tlb.fill.entry.asid.eq(asid),
+                        tlb.fill.entry.ppn.eq(pte.ppn),
+                        tlb.fill.entry.level.eq(walker.done.level),
+                        tlb.fill.entry.r.eq(pte.r),
+                        tlb.fill.entry.w.eq(pte.w),
+                        tlb.fill.entry.x.eq(pte.x),
+                        tlb.fill.entry.u.eq(pte.u),
+                        tlb.fill.entry.g.eq(pte.g),
+                        tlb.fill.entry.a.eq(pte.a),
+                        tlb.fill.entry.d.eq(pte.d),
+                    ]
+                    m.next = "IDLE"
+
+        with m.If(apply):
+            m.d.sync += squashed.eq(1)
+
+        ev = walker.events
+        with m.If(ev.a_set):
+            m.d.sync += perf.a_sets.eq(perf.a_sets + 1)
+        with m.If(ev.d_set):
+            m.d.sync += perf.d_sets.eq(perf.d_sets + 1)
+        with m.If(ev.cas_retry):
+            m.d.sync += perf.cas_retries.eq(perf.cas_retries + 1)
+        return m

@@ -1,0 +1,162 @@
+"""DeviceMmu: a secondary MMU (GRU-style): a TLB without a walker, filled by the host."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import check_asid_bits
+from .layouts import (PA_WIDTH, PPN_WIDTH, VA_WIDTH, AccessType, FaultKind, inval_signature,
+                      perf_signature)
+from .tlb import Tlb
+from .walker import leaf_paddr, va_canonical
+
+__all__ = ["DeviceMmu", "DEVICE_COUNTERS"]
+
+DEVICE_COUNTERS = ("lookups", "hits", "misses", "fills", "invals", "young_clears")
+
+
+class DeviceMmu(wiring.Component):
+    """The device's TLB and its host-facing ports (``dev__…`` in hdl/PORTS.md).
+
+    The one TLB lookup port serves, in priority order each cycle: a young test-and-clear, a
+    fill (which first drops any entry already mapping its (vaddr, asid), so a fill replaces
+    rather than duplicates), a device request.  ``req.ready``/``fill.ready`` say who got it.
+
+    * ``req`` → ``resp`` the next cycle: NONE with ``paddr`` (the entry's young bit is set);
+      PAGE when the entry lacks the permission (R for a load, W for a store, X for a fetch) or
+      the VA is not canonical; MISS when no entry maps it.  A miss raises the fault record
+      (``fault.valid`` level, held until ``fault.ack``) unless one is already pending.
+    * ``fill``: install (vaddr, asid) → ppn at ``level`` with ``perm`` (R W X U = bits 0..3) and
+      ``g``.  Not accepted in a cycle where an invalidation is applied.
+    * ``young``: hold ``valid``; ``ack`` pulses with ``young`` = the bit's old value (0 when no
+      entry maps it), and the bit is cleared.
+    * ``inval``: as :class:`hdl.core.CoreMmu`'s.
+
+    Parameters
+    ----------
+    entries : int
+        Entries of the (fully associative) TLB.
+    replacement : str
+    asid_bits : int
+    """
+
+    def __init__(self, *, entries=8, replacement="plru", asid_bits=9):
+        check_asid_bits(asid_bits)
+        self.tlb = Tlb(entries=entries, ways=entries, replacement=replacement,
+                       asid_bits=asid_bits)
+        aw = max(asid_bits, 1)
+        self.asid_bits = asid_bits
+        super().__init__({
+            "req": In(wiring.Signature({"valid": Out(1), "ready": In(1), "vaddr": Out(VA_WIDTH),
+                                        "op": Out(2), "asid": Out(aw)})),
+            "resp": Out(wiring.Signature({"valid": Out(1), "paddr": Out(PA_WIDTH),
+                                          "fault": Out(2)})),
+            "fault": Out(wiring.Signature({"valid": Out(1), "vaddr": Out(VA_WIDTH),
+                                           "asid": Out(aw), "op": Out(2), "ack": In(1)})),
+            "fill": In(wiring.Signature({"valid": Out(1), "ready": In(1),
+                                         "vaddr": Out(VA_WIDTH), "asid": Out(aw),
+                                         "ppn": Out(PPN_WIDTH), "level": Out(2),
+                                         "perm": Out(4), "g": Out(1)})),
+            "young": In(wiring.Signature({"valid": Out(1), "vaddr": Out(VA_WIDTH),
+                                          "asid": Out(aw), "ack": In(1), "young": In(1)})),
+            "inval": In(inval_signature(asid_bits)),
+            "perf": Out(perf_signature(DEVICE_COUNTERS)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.tlb = tlb = self.tlb
+        req, resp, fault, fill, young, iv, perf = (self.req, self.resp, self.fault, self.fill,
+                                                   self.young, self.inval, self.perf)
+        lk = tlb.lookup
+        e = lk.entry
+
+        # --- invalidation -------------------------------------------------------------------
+        ack = Signal()
+        apply = Signal()
+        m.d.comb += [
+            apply.eq(iv.valid & ~ack),
+            iv.ack.eq(ack),
+            tlb.inval.valid.eq(apply),
+            tlb.inval.kind.eq(iv.kind),
+            tlb.inval.vpn.eq(iv.vaddr[12:39]),
+            tlb.inval.asid.eq(iv.asid),
+        ]
+        m.d.sync += ack.eq(apply)
+        with m.If(apply):
+            m.d.sync += perf.invals.eq(perf.invals + 1)
+
+        # --- who owns the lookup port this cycle --------------------------------------------
+        young_ack = Signal()
+        use_young = Signal()
+        use_fill = Signal()
+        use_req = Signal()
+        m.d.comb += [
+            use_young.eq(young.valid & ~young_ack),
+            use_fill.eq(~use_young & fill.valid & ~apply),
+            use_req.eq(~use_young & ~use_fill),
+            req.ready.eq(use_req),
+            fill.ready.eq(use_fill),
+            young.ack.eq(young_ack),
+        ]
+        m.d.sync += [young_ack.eq(use_young), resp.valid.eq(0)]
+
+        with m.If(use_young):
+            m.d.comb += [lk.valid.eq(1), lk.vpn.eq(young.vaddr[12:39]), lk.asid.eq(young.asid),
+                         lk.clear_young.eq(1)]
+            m.d.sync += young.young.eq(lk.hit & e.young)
+            with m.If(lk.hit & e.young):
+                m.d.sync += perf.young_clears.eq(perf.young_clears + 1)
+        with m.Elif(use_fill):
+            m.d.comb += [lk.valid.eq(1), lk.vpn.eq(fill.vaddr[12:39]), lk.asid.eq(fill.asid),
+                         lk.drop.eq(1)]
+            m.d.comb += [
+                tlb.fill.valid.eq(1),
+                tlb.fill.entry.vpn.eq(fill.vaddr[12:39]),
+                tlb.fill.entry.asid.eq(fill.asid),
+                tlb.fill.entry.ppn.eq(fill.ppn),
+                tlb.fill.entry.level.eq(fill.level),
+                tlb.fill.entry.r.eq(fill.perm[0]),
+                tlb.fill.entry.w.eq(fill.perm[1]),
+                tlb.fill.entry.x.eq(fill.perm[2]),
+                tlb.fill.entry.u.eq(fill.perm[3]),
+                tlb.fill.entry.g.eq(fill.g),
+                tlb.fill.entry.a.eq(1),
+                tlb.fill.entry.d.eq(fill.perm[1]),
+            ]
+            m.d.sync += perf.fills.eq(perf.fills + 1)
+        with m.Else():
+            m.d.comb += [lk.vpn.eq(req.vaddr[12:39]), lk.asid.eq(req.asid)]
+            with m.If(req.valid):
+                m.d.comb += lk.valid.eq(1)
+                permitted = ((req.op == AccessType.LOAD) & e.r
+                             | (req.op == AccessType.STORE) & e.w
+                             | (req.op == AccessType.FETCH) & e.x)
+                canonical = va_canonical(req.vaddr)
+                m.d.sync += [resp.valid.eq(1), resp.paddr.eq(0),
+                             perf.lookups.eq(perf.lookups + 1)]
+                with m.If(~canonical):
+                    m.d.sync += resp.fault.eq(FaultKind.PAGE)
+                with m.Elif(lk.hit):
+                    m.d.sync += perf.hits.eq(perf.hits + 1)
+                    with m.If(permitted):
+                        m.d.comb += lk.set_young.eq(1)
+                        m.d.sync += [resp.fault.eq(FaultKind.NONE),
+                                     resp.paddr.eq(leaf_paddr(e.ppn, e.level, req.vaddr))]
+                    with m.Else():
+                        m.d.sync += resp.fault.eq(FaultKind.PAGE)
+                with m.Else():
+                    m.d.sync += [resp.fault.eq(FaultKind.MISS), perf.misses.eq(perf.misses + 1)]
+                    with m.If(~fault.valid | fault.ack):
+                        m.d.sync += [fault.vaddr.eq(req.vaddr), fault.asid.eq(req.asid),
+                                     fault.op.eq(req.op)]
+
+        # The fault record: cleared by ack, raised by a miss (a miss in the ack cycle wins).
+        raise_fault = use_req & req.valid & va_canonical(req.vaddr) & ~lk.hit
+        with m.If(fault.ack):
+            m.d.sync += fault.valid.eq(0)
+        with m.If(raise_fault & (~fault.valid | fault.ack)):
+            m.d.sync += fault.valid.eq(1)
+        return m

@@ -1,0 +1,310 @@
+"""Tlb: the translation cache of a CoreMmu or the DeviceMmu.
+
+Entries are registers (``e<i>`` for the main array, ``sp<i>`` for the superpage array; the cocotb
+side reads them through :func:`hdl.layouts.tlb_entry_to_arch`).  Entry ``e<i>`` is way
+``i % ways`` of set ``i // ways``.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import check_asid_bits, check_tlb_geometry
+from .layouts import VPN_WIDTH, InvalKind, tlb_entry_layout
+
+__all__ = ["Tlb", "vpn_match", "LFSR_TAPS"]
+
+LFSR_TAPS = 0xB400  # x^16 + x^14 + x^13 + x^11 + 1, Galois form, maximal length
+
+
+def vpn_match(entry, vpn):
+    """True when ``vpn`` (27 bits) falls inside the page ``entry`` maps, at the entry's level."""
+    hi = entry.vpn[18:27] == vpn[18:27]
+    mid = entry.vpn[9:18] == vpn[9:18]
+    lo = entry.vpn[0:9] == vpn[0:9]
+    return hi & ((entry.level == 2) | (mid & ((entry.level == 1) | lo)))
+
+
+def _log2(n):
+    return max(n - 1, 0).bit_length()
+
+
+class _Replacement:
+    """Replacement state for ``nsets`` sets of ``ways`` ways, and the victim logic.
+
+    ``victim(m, set_idx, valids)`` returns a Value: the first invalid way, else the policy's
+    choice.  ``touch(m, set_idx, way)`` records a use (PLRU only); ``advance(m, set_idx)`` records
+    a fill of the policy's victim (FIFO only).
+    """
+
+    def __init__(self, name, policy, nsets, ways, lfsr):
+        self.name, self.policy, self.nsets, self.ways, self.lfsr = name, policy, nsets, ways, lfsr
+        self.wbits = max(_log2(ways), 1)
+        if policy == "plru" and ways > 1:
+            self.state = [Signal(ways - 1, name=f"{name}_plru{s}") for s in range(nsets)]
+        elif policy == "fifo":
+            self.state = [Signal(self.wbits, name=f"{name}_fifo{s}") for s in range(nsets)]
+        else:
+            self.state = None
+
+    def _select(self, set_idx):
+        if self.nsets == 1:
+            return self.state[0]
+        return Array(self.state)[set_idx]
+
+    def policy_way(self, set_idx):
+        ways = self.ways
+        if ways == 1:
+            return Const(0, self.wbits)
+        if self.policy == "plru":
+            tree = self._select(set_idx)
+            levels = _log2(ways)
+            prefix = Const(0, 0)
+            for d in range(levels):
+                node = Cat(prefix, Const(0, 0)).as_unsigned() + ((1 << d) - 1)
+                bit = tree.bit_select(node, 1) if d else tree[0]
+                prefix = Cat(bit, prefix)  # prefix holds the way's top bits, MSB last
+            return prefix
+        if self.policy == "fifo":
+            return self._select(set_idx)
+        # random: the LFSR's low bits, folded into range
+        raw = self.lfsr[:self.wbits]
+        if (1 << self.wbits) == ways:
+            return raw
+        return Mux(raw >= ways, raw - ways, raw)[:self.wbits]
+
+    def victim(self, m, set_idx, valids):
+        """``valids``: list of the ways' valid bits (Values) of the selected set."""
+        way = Signal(self.wbits, name=f"{self.name}_victim")
+        m.d.comb += way.eq(self.policy_way(set_idx))
+        for w in reversed(range(len(valids))):
+            with m.If(~valids[w]):
+                m.d.comb += way.eq(w)
+        return way
+
+    def touch(self, m, set_idx, way):
+        if self.policy != "plru" or self.ways == 1:
+            return
+        levels = _log2(self.ways)
+        for s in range(self.nsets):
+            tree = self.state[s]
+            with m.If((set_idx == s) if self.nsets > 1 else 1):
+                for d in range(levels):
+                    for p in range(1 << d):  # node index (1<<d)-1+p covers ways with prefix p
+                        node = (1 << d) - 1 + p
+                        with m.If((way >> (levels - d)) == p):
+                            m.d.sync += tree[node].eq(~way[levels - 1 - d])
+
+    def advance(self, m, set_idx):
+        if self.policy != "fifo":
+            return
+        for s in range(self.nsets):
+            ptr = self.state[s]
+            with m.If((set_idx == s) if self.nsets > 1 else 1):
+                m.d.sync += ptr.eq(Mux(ptr == self.ways - 1, 0, ptr + 1))
+
+
+class Tlb(wiring.Component):
+    """A TLB of register entries: lookup in the same cycle, fill and invalidate at the edge.
+
+    Parameters
+    ----------
+    entries : int
+        Entries of the main array.
+    ways : int or None
+        Ways per set (default: ``entries``, fully associative; 1: direct mapped).  The number of
+        sets must be a power of two.
+    replacement : str
+        ``"plru"`` (tree pseudo-LRU per set), ``"random"`` (a 16-bit LFSR) or ``"fifo"``.  An
+        invalid way is always preferred.
+    superpage_entries : int
+        When the main array is set-associative, 2 MiB and 1 GiB entries live in a separate
+        fully-associative array of this many entries (as in Rocket); unused when fully
+        associative.
+    asid_bits : int
+        ASID tag width (0..16).
+
+    Members
+    -------
+    lookup : In
+        ``valid``, ``vpn`` (27), ``asid``; out ``hit``, ``entry`` (``tlb_entry_layout``), in the
+        same cycle.  With ``valid``: a hit updates the replacement state; ``drop`` invalidates every
+        matching entry at the edge; ``set_young``/``clear_young`` set or clear their young bits.
+    fill : In
+        ``valid`` and ``entry``: install ``entry`` (its ``vpn`` is aligned down to its level) at
+        the edge, over the set's victim.  The caller makes sure no matching entry exists (drop it
+        first); a fill wins over an invalidation in the same cycle (callers suppress that fill
+        unless they model the fill-after-invalidation bug).
+    inval : In
+        ``valid``, ``kind`` (:class:`pyrmap.arch.InvalKind`), ``vpn``, ``asid``: at the edge every
+        matching entry is cleared.  ASID kinds keep global entries; VA_ASID clears global entries
+        mapping the VA.
+    """
+
+    def __init__(self, *, entries=8, ways=None, replacement="plru", superpage_entries=4,
+                 asid_bits=9):
+        ways = entries if ways is None else ways
+        check_tlb_geometry(entries, ways, replacement, superpage_entries)
+        check_asid_bits(asid_bits)
+        self.entries = entries
+        self.ways = ways
+        self.sets = entries // ways
+        self.split = self.sets > 1
+        self.superpage_entries = superpage_entries if self.split else 0
+        self.replacement = replacement
+        self.asid_bits = asid_bits
+        self.entry_layout = layout = tlb_entry_layout(asid_bits)
+        aw = layout["asid"].shape.width
+        super().__init__({
+            "lookup": In(wiring.Signature({
+                "valid": Out(1), "vpn": Out(VPN_WIDTH), "asid": Out(aw), "drop": Out(1),
+                "set_young": Out(1), "clear_young": Out(1),
+                "hit": In(1), "entry": In(layout)})),
+            "fill": In(wiring.Signature({"valid": Out(1), "entry": Out(layout)})),
+            "inval": In(wiring.Signature({"valid": Out(1), "kind": Out(2),
+                                          "vpn": Out(VPN_WIDTH), "asid": Out(aw)})),
+        })
+
+    def entry_names(self):
+        """Names of the entry registers, main array first."""
+        return ([f"e{i}" for i in range(self.entries)]
+                + [f"sp{i}" for i in range(self.superpage_entries)])
+
+    def elaborate(self, platform):
+        m = Module()
+        layout = self.entry_layout
+        sets, ways = self.sets, self.ways
+        sbits = _log2(sets)
+
+        main = [[Signal(layout, name=f"e{s * ways + w}") for w in range(ways)]
+                for s in range(sets)]
+        sp = [Signal(layout, name=f"sp{i}") for i in range(self.superpage_entries)]
+        everything = [e for row in main for e in row] + sp
+
+        lfsr = Signal(16, init=1)
+        if self.replacement == "random":
+            m.d.sync += lfsr.eq(Mux(lfsr[0], (lfsr >> 1) ^ LFSR_TAPS, lfsr >> 1))
+        repl = _Replacement("main", self.replacement, sets, ways, lfsr)
+        sprepl = (_Replacement("sp", self.replacement, 1, len(sp), lfsr) if sp else None)
+
+        def set_index(vpn):
+            return vpn[:sbits] if sbits else Const(0, 1)
+
+        def read_set(idx):
+            """The ways of set ``idx`` as Views."""
+            if sets == 1:
+                return main[0]
+            return [data.View(layout, Array([main[s][w].as_value() for s in range(sets)])[idx])
+                    for w in range(ways)]
+
+        def tag_match(e, vpn, asid):
+            return e.valid & vpn_match(e, vpn) & (e.g | (e.asid == asid))
+
+        # --- lookup -------------------------------------------------------------------------
+        lk = self.lookup
+        lidx = Signal(max(sbits, 1))
+        m.d.comb += lidx.eq(set_index(lk.vpn))
+        row = read_set(lidx)
+        cands = row + sp
+        hits = Signal(len(cands))
+        for i, e in enumerate(cands):
+            m.d.comb += hits[i].eq(tag_match(e, lk.vpn, lk.asid))
+        m.d.comb += lk.hit.eq(hits.any())
+        for i in reversed(range(len(cands))):
+            with m.If(hits[i]):
+                m.d.comb += lk.entry.eq(cands[i])
+
+        main_hit_way = Signal(repl.wbits)
+        for w in reversed(range(ways)):
+            with m.If(hits[w]):
+                m.d.comb += main_hit_way.eq(w)
+        with m.If(lk.valid & hits[:ways].any()):
+            repl.touch(m, lidx, main_hit_way)
+        if sp:
+            sp_hit_way = Signal(sprepl.wbits)
+            for w in reversed(range(len(sp))):
+                with m.If(hits[ways + w]):
+                    m.d.comb += sp_hit_way.eq(w)
+            with m.If(lk.valid & hits[ways:].any()):
+                sprepl.touch(m, 0, sp_hit_way)
+
+        with m.If(lk.valid):
+            for s in range(sets):
+                for w in range(ways):
+                    in_set = (lidx == s) if sets > 1 else 1
+                    with m.If(in_set & hits[w]):
+                        self._lookup_update(m, main[s][w])
+            for i, e in enumerate(sp):
+                with m.If(hits[ways + i]):
+                    self._lookup_update(m, e)
+
+        # --- invalidation (before fill: a later assignment wins) ----------------------------
+        iv = self.inval
+        with m.If(iv.valid):
+            for e in everything:
+                va = vpn_match(e, iv.vpn)
+                asid = e.asid == iv.asid
+                with m.Switch(iv.kind):
+                    with m.Case(InvalKind.ALL):
+                        m.d.sync += e.valid.eq(0)
+                    with m.Case(InvalKind.VA):
+                        with m.If(va):
+                            m.d.sync += e.valid.eq(0)
+                    with m.Case(InvalKind.ASID):
+                        with m.If(asid & ~e.g):
+                            m.d.sync += e.valid.eq(0)
+                    with m.Case(InvalKind.VA_ASID):
+                        with m.If(va & (asid | e.g)):
+                            m.d.sync += e.valid.eq(0)
+
+        # --- fill ---------------------------------------------------------------------------
+        fl = self.fill
+        new = Signal(layout)
+        m.d.comb += [
+            new.eq(fl.entry),
+            new.valid.eq(1),
+        ]
+        with m.Switch(fl.entry.level):
+            with m.Case(1):
+                m.d.comb += new.vpn[:9].eq(0)
+            with m.Case(2, 3):
+                m.d.comb += [new.vpn[:18].eq(0), new.level.eq(2)]
+        fidx = Signal(max(sbits, 1))
+        m.d.comb += fidx.eq(set_index(fl.entry.vpn))
+        frow = read_set(fidx)
+        main_victim = repl.victim(m, fidx, [e.valid for e in frow])
+        main_free = Signal()
+        m.d.comb += main_free.eq(~Cat(*(e.valid for e in frow)).all())
+        to_sp = (fl.entry.level != 0) if sp else Const(0, 1)
+        with m.If(fl.valid & ~to_sp):
+            for s in range(sets):
+                for w in range(ways):
+                    in_set = (fidx == s) if sets > 1 else 1
+                    with m.If(in_set & (main_victim == w)):
+                        m.d.sync += main[s][w].eq(new)
+            repl.touch(m, fidx, main_victim)
+            with m.If(~main_free):
+                repl.advance(m, fidx)
+        if sp:
+            sp_victim = sprepl.victim(m, 0, [e.valid for e in sp])
+            sp_free = Signal()
+            m.d.comb += sp_free.eq(~Cat(*(e.valid for e in sp)).all())
+            with m.If(fl.valid & to_sp):
+                for i, e in enumerate(sp):
+                    with m.If(sp_victim == i):
+                        m.d.sync += e.eq(new)
+                sprepl.touch(m, 0, sp_victim)
+                with m.If(~sp_free):
+                    sprepl.advance(m, 0)
+        return m
+
+    def _lookup_update(self, m, e):
+        lk = self.lookup
+        with m.If(lk.drop):
+            m.d.sync += e.valid.eq(0)
+        with m.If(lk.set_young):
+            m.d.sync += e.young.eq(1)
+        with m.If(lk.clear_young):
+            m.d.sync += e.young.eq(0)

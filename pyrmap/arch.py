@@ -164,6 +164,11 @@ class Arch(abc.ABC):
     def current_thread(self) -> str:
         """Name of the engine thread that is running."""
 
+    @abc.abstractmethod
+    def current_task(self):
+        """The running engine thread's task: an object with ``name``, ``mm`` (the kernel's
+        ``current->mm``, settable, None by default) and ``signal_pending`` (settable)."""
+
     # --- Address spaces on cores -----------------------------------------------------------
 
     @abc.abstractmethod

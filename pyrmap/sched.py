@@ -1,0 +1,289 @@
+"""A deterministic scheduler for engine threads.
+
+Engine code (rmap, fault handlers, syscalls, CPU workloads) is ordinary synchronous Python.
+The scheduler runs each piece as a real :class:`threading.Thread`, but passes a baton so that
+exactly one of them runs at any time.  A thread gives the baton away only at a yield point
+(:meth:`Scheduler.yield_point`, called by every SoftArch PTE operation, flush, CPU access and
+lock operation) or when it blocks on a lock; the next thread is drawn by a ``random.Random``
+seeded with ``seed`` among the runnable ones.  The same seed and the same program therefore
+give the same interleaving, recorded in :attr:`Scheduler.trace`.
+
+When every unfinished thread is blocked, :meth:`Scheduler.run` raises :class:`Deadlock`,
+naming who holds and who waits for what.  When a thread raises, the others are unwound (their
+``finally`` blocks run one at a time, with the baton) and ``run`` re-raises the first
+exception with the thread name and the seed added to its message.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from typing import Any, Callable, Optional
+
+from .locking import Deadlock
+
+__all__ = ["Scheduler", "Task", "Deadlock", "Livelock"]
+
+
+class Livelock(RuntimeError):
+    """The threads kept yielding for ``max_steps`` scheduling decisions without finishing."""
+
+
+class _Abort(BaseException):
+    """Unwinds an engine thread after another thread failed or the system deadlocked."""
+
+
+class Task:
+    """One engine thread.
+
+    Attributes
+    ----------
+    name : str
+    mm : MmStruct or None
+        The kernel's ``current->mm`` (settable).
+    signal_pending : bool
+        Set by :meth:`Scheduler.send_signal` (settable).
+    state : str
+        "runnable", "blocked" or "done".
+    result :
+        The return value of the thread's function once done.
+    """
+
+    def __init__(self, sched: Optional["Scheduler"], name: str, fn: Optional[Callable],
+                 args: tuple = (), mm=None):
+        self.sched = sched
+        self.name = name
+        self.fn = fn
+        self.args = args
+        self.mm = mm
+        self.signal_pending = False
+        self.state = "runnable"
+        self.waiting: Optional[tuple[Any, str]] = None
+        self.result = None
+        self.exc: Optional[BaseException] = None
+        self.thread: Optional[threading.Thread] = None
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name!r} {self.state}>"
+
+
+class Scheduler:
+    """Runs engine threads one at a time in a seeded order.
+
+    Parameters
+    ----------
+    seed : int
+        Seeds the choice of the next thread at every yield point.
+    max_steps : int
+        Scheduling decisions after which :meth:`run` gives up with :class:`Livelock`.
+    """
+
+    def __init__(self, seed: int = 0, *, max_steps: int = 2_000_000):
+        if not isinstance(seed, int):
+            raise TypeError(f"Seed must be an integer, not {seed!r}")
+        if not isinstance(max_steps, int) or max_steps <= 0:
+            raise TypeError(f"Step limit must be a positive integer, not {max_steps!r}")
+        self.seed = seed
+        self.max_steps = max_steps
+        self.rng = random.Random(seed)
+        self.tasks: list[Task] = []
+        self.trace: list[tuple[str, str]] = []
+        self.steps = 0
+        self._cv = threading.Condition()
+        self._turn: Optional[Task] = None       # the task holding the baton (None: the caller)
+        self._by_ident: dict[int, Task] = {}
+        self._running = False
+        self._aborting = False
+        self._error: Optional[BaseException] = None
+        self._error_task: Optional[Task] = None
+
+    # --- setting up ------------------------------------------------------------------------
+
+    def spawn(self, name: str, fn: Callable, *args, mm=None) -> Task:
+        """Add an engine thread running ``fn(*args)``; it first runs inside :meth:`run` (or at
+        the next scheduling decision, when spawned by a running thread)."""
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"Thread name must be a non-empty string, not {name!r}")
+        if any(t.name == name for t in self.tasks):
+            raise ValueError(f"Thread name {name!r} is already used")
+        if not callable(fn):
+            raise TypeError(f"Thread function must be callable, not {fn!r}")
+        task = Task(self, name, fn, args, mm)
+        self.tasks.append(task)
+        if self._running:
+            self._start(task)
+        return task
+
+    def send_signal(self, task: Task) -> None:
+        """Make a signal pending for ``task`` (mm_take_all_locks then fails with -EINTR)."""
+        task.signal_pending = True
+
+    def current(self) -> Optional[Task]:
+        """The task of the calling OS thread, or None outside the scheduler's threads."""
+        return self._by_ident.get(threading.get_ident())
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    # --- running -----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run every thread to completion.
+
+        Raises
+        ------
+        Deadlock
+            Every unfinished thread is blocked on a lock.
+        Livelock
+            ``max_steps`` scheduling decisions passed.
+        Exception
+            The first exception an engine thread raised, with the thread name and the seed
+            prepended to its message.
+        """
+        if self._running:
+            raise RuntimeError("Scheduler.run called while it is already running")
+        if self.current() is not None:
+            raise RuntimeError("Scheduler.run called from one of its own threads")
+        self._running = True
+        self._aborting = False
+        self._error = None
+        try:
+            with self._cv:
+                for task in self.tasks:
+                    if task.state != "done" and task.thread is None:
+                        self._start(task)
+                nxt = self._pick()
+                if nxt is not None:
+                    self._turn = nxt
+                    self._cv.notify_all()
+                    while self._turn is not None:
+                        self._cv.wait()
+            for task in self.tasks:
+                if task.thread is not None:
+                    task.thread.join()
+        finally:
+            self._running = False
+        if self._error is not None:
+            err, task = self._error, self._error_task
+            self._error = None
+            if task is not None:
+                note = f"in engine thread {task.name!r}, scheduler seed {self.seed}"
+                if err.args and isinstance(err.args[0], str):
+                    err.args = (f"{err.args[0]} [{note}]",) + err.args[1:]
+                err.add_note(note)
+            raise err
+
+    def _start(self, task: Task) -> None:
+        th = threading.Thread(target=self._body, args=(task,), name=f"engine-{task.name}",
+                              daemon=True)
+        task.thread = th
+        th.start()
+
+    def _body(self, task: Task) -> None:
+        self._by_ident[threading.get_ident()] = task
+        with self._cv:
+            while self._turn is not task:
+                self._cv.wait()
+        try:
+            if self._aborting:
+                raise _Abort()
+            task.result = task.fn(*task.args)
+        except _Abort:
+            pass
+        except BaseException as exc:            # noqa: BLE001 -- reported by run()
+            task.exc = exc
+            if self._error is None:
+                self._error, self._error_task = exc, task
+            self._aborting = True
+        finally:
+            task.state = "done"
+            task.waiting = None
+            with self._cv:
+                nxt = self._next_after_exit()
+                self._turn = nxt
+                self._cv.notify_all()
+
+    def _next_after_exit(self) -> Optional[Task]:
+        if self._aborting:
+            return next((t for t in self.tasks if t.state != "done"), None)
+        nxt = self._pick()
+        if nxt is None and any(t.state == "blocked" for t in self.tasks):
+            self._deadlock()
+            return next((t for t in self.tasks if t.state != "done"), None)
+        return nxt
+
+    def _pick(self) -> Optional[Task]:
+        runnable = [t for t in self.tasks if t.state == "runnable"]
+        if not runnable:
+            return None
+        return runnable[0] if len(runnable) == 1 else self.rng.choice(runnable)
+
+    def _deadlock(self) -> None:
+        lines = []
+        for t in self.tasks:
+            if t.state == "blocked" and t.waiting is not None:
+                obj, why = t.waiting
+                holders = obj.holders() if hasattr(obj, "holders") else "?"
+                lines.append(f"{t.name!r} waits for {obj!r} ({why}), held by {holders}")
+        msg = (f"Deadlock (scheduler seed {self.seed}): every thread is blocked: "
+               + "; ".join(lines))
+        if self._error is None:
+            self._error, self._error_task = Deadlock(msg), None
+        self._aborting = True
+
+    def _switch(self, me: Task, nxt: Task) -> None:
+        """Give the baton to ``nxt`` and wait until it comes back to ``me``."""
+        with self._cv:
+            self._turn = nxt
+            self._cv.notify_all()
+            while self._turn is not me:
+                self._cv.wait()
+        if self._aborting:
+            raise _Abort()
+
+    def _step(self, name: str, why: str) -> None:
+        self.trace.append((name, why))
+        self.steps += 1
+        if self.steps > self.max_steps and self._error is None:
+            self._error = Livelock(f"Engine threads made {self.steps} scheduling decisions "
+                                   f"without finishing (scheduler seed {self.seed})")
+            self._error_task = None
+            self._aborting = True
+            raise _Abort()
+
+    # --- called by engine threads ------------------------------------------------------------
+
+    def yield_point(self, why: str = "") -> None:
+        """Offer the baton; the seeded RNG picks the next thread (possibly the caller).
+        A no-op outside the scheduler's threads and while threads are being unwound."""
+        me = self.current()
+        if me is None or self._aborting:
+            return
+        self._step(me.name, why)
+        nxt = self._pick()
+        if nxt is not None and nxt is not me:
+            self._switch(me, nxt)
+
+    def block(self, obj, why: str) -> None:
+        """Block the calling thread on ``obj`` until :meth:`wake` is called for it; other
+        threads run meanwhile.  Raises (after unwinding) when nothing else can run."""
+        me = self.current()
+        if me is None:
+            raise RuntimeError("Scheduler.block called outside the scheduler's threads")
+        if self._aborting:
+            raise _Abort()
+        self._step(me.name, "block " + why)
+        me.state, me.waiting = "blocked", (obj, why)
+        nxt = self._pick()
+        if nxt is None:
+            self._deadlock()
+            me.state, me.waiting = "runnable", None
+            raise _Abort()
+        self._switch(me, nxt)
+
+    def wake(self, obj) -> None:
+        """Make every thread blocked on ``obj`` runnable (they re-check their condition)."""
+        for t in self.tasks:
+            if t.state == "blocked" and t.waiting is not None and t.waiting[0] is obj:
+                t.state, t.waiting = "runnable", None

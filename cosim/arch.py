@@ -1,0 +1,438 @@
+"""CosimArch: the engine's arch seam performed through the simulated RTL MMU.
+
+:class:`CosimArch` implements :class:`pyrmap.arch.Arch` for code running in host threads
+(:mod:`cosim.host`):
+
+* **PTE operations** (load, plain store, exchange, test-and-clear-young, write-protect,
+  compare-and-swap) are performed on the shared :class:`~pyrmap.physmem.PhysMem` at a rising
+  clock edge, in the scheduler, between two of the memory model's transactions: the memory
+  model answers the walkers' READ/WRITE/CAS requests one at a time, each at one instant, so an
+  arch atomic is never split by a walker's A/D compare-and-swap (the walker's CAS fails and it
+  re-walks).  One ``resume`` round trip per operation.
+* **TLB flushes** drive ``cpu{i}__inval__*`` of every targeted core at once (``mm.cpu_vm_mask``,
+  every core for ``flush_tlb_all``), hold ``valid`` until each core's ``ack`` pulse and return
+  when every core acknowledged.  One round trip per flush; the cycles each took are recorded.
+* ``switch_mm`` records the satp (ASID, root PPN) a core's :class:`cosim.cpu.CpuDriver` sends
+  with its requests; ``tlb_entries`` reads the RTL's TLB entry registers (``e<i>``, ``sp<i>``)
+  through the simulator handles.
+* Locks, yield points and thread identity come from the :class:`cosim.host.HostEnv`.
+
+Every operation is counted (:attr:`CosimArch.stats`) and every PTE store is kept in a per-PTE
+history (with the walkers' A/D writes from the memory model's log, when one is attached) that
+violation reports print.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from dataclasses import dataclass
+from typing import Iterable, Optional
+
+import cocotb
+from cocotb.triggers import Lock as CoLock
+from cocotb.triggers import RisingEdge
+
+from pyrmap.arch import Arch, InvalKind, TlbEntry
+from pyrmap.pte import PAGE_SIZE, _PAGE_A, _PAGE_W, describe
+
+__all__ = ["CosimArch", "FlushRecord", "TlbReader"]
+
+MASK64 = (1 << 64) - 1
+
+
+@dataclass
+class FlushRecord:
+    """One flush: what, which cores, when it started, how many cycles until the last ack."""
+    what: str
+    cores: tuple[int, ...]
+    requests: int
+    start_cycle: int
+    cycles: int
+    thread: str
+
+
+class TlbReader:
+    """Reads the RTL TLB entry registers of every core (and the device) through dut handles.
+
+    The hierarchy is found once by trying the names Amaranth gives submodules
+    (``core0.tlb.e0``, ``cpu0_mmu.tlb.e0``, ...); when none is found ``available`` is False.
+    """
+
+    CORE_PATHS = ("core{i}.tlb", "core{i}_mmu.tlb", "cores{i}.tlb", "mmu{i}.tlb",
+                  "core_{i}.tlb", "U$core{i}.tlb")
+    DEV_PATHS = ("dev.tlb", "device.tlb", "dev_mmu.tlb", "devmmu.tlb")
+
+    def __init__(self, dut, ncores: int, asid_bits: int, entries: int, sp_entries: int,
+                 dev_entries: int):
+        from hdl.layouts import tlb_entry_to_arch
+        self._to_arch = tlb_entry_to_arch
+        self.asid_bits = asid_bits
+        self.core_handles: list[list] = []
+        self.dev_handles: list = []
+        for i in range(ncores):
+            tlb = self._find(dut, [p.format(i=i) for p in self.CORE_PATHS])
+            self.core_handles.append(self._regs(tlb, entries, sp_entries) if tlb is not None
+                                     else [])
+        dev = self._find(dut, list(self.DEV_PATHS))
+        if dev is not None:
+            self.dev_handles = self._regs(dev, dev_entries, 0)
+        self.available = all(self.core_handles) and ncores > 0
+
+    @staticmethod
+    def _find(dut, paths):
+        for path in paths:
+            h = dut
+            try:
+                for part in path.split("."):
+                    h = h[part] if "$" in part else getattr(h, part)
+                return h
+            except (AttributeError, KeyError, IndexError, TypeError):
+                continue
+        return None
+
+    @staticmethod
+    def _regs(tlb, entries, sp_entries):
+        regs = []
+        for name, n in (("e", entries), ("sp", sp_entries)):
+            for k in range(n):
+                try:
+                    regs.append(getattr(tlb, f"{name}{k}"))
+                except AttributeError:
+                    break
+        return regs
+
+    def _read(self, handles) -> list[TlbEntry]:
+        out = []
+        for h in handles:
+            try:
+                word = int(h.value)
+            except ValueError:   # X before reset
+                continue
+            e = self._to_arch(self.asid_bits, word)
+            if e is not None:
+                out.append(e)
+        return out
+
+    def core(self, i: int) -> list[TlbEntry]:
+        return self._read(self.core_handles[i])
+
+    def device(self) -> list[TlbEntry]:
+        return self._read(self.dev_handles)
+
+
+class CosimArch(Arch):
+    """The :class:`pyrmap.arch.Arch` of a co-simulation.
+
+    Parameters
+    ----------
+    dut : cocotb handle
+        The ``top`` of ``hdl.top.Top`` (ports as in ``hdl/PORTS.md``).
+    mem : PhysMem
+        The one physical memory (the memory model answers the RTL from it too).
+    env : cosim.host.HostEnv
+        Host threads, locks, the seeded generator.
+    ncores : int
+    asid_bits : int
+    memory : cosim.memory.MemoryResponder, optional
+        The memory model; its transaction log feeds :meth:`pte_history`.
+    range_flush_pages : int
+        ``flush_tlb_range`` of more pages than this flushes the whole ASID instead (as x86's
+        ``flush_tlb_range`` did with a full flush).
+    tlb_entries, sp_entries, dev_entries : int
+        Register counts to look for when reading TLB state.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Bad parameters.
+    """
+
+    def __init__(self, dut, mem, env, *, ncores: int, asid_bits: int = 9, memory=None,
+                 range_flush_pages: int = 16, tlb_entries: int = 8, sp_entries: int = 4,
+                 dev_entries: int = 8, clock_period_ns: float = 10.0):
+        if not isinstance(ncores, int) or isinstance(ncores, bool) or ncores <= 0:
+            raise TypeError(f"Core count must be a positive integer, not {ncores!r}")
+        if not isinstance(range_flush_pages, int) or range_flush_pages < 1:
+            raise TypeError(f"Range flush threshold must be a positive integer, not "
+                            f"{range_flush_pages!r}")
+        self.dut = dut
+        self.mem = mem
+        self.env = env
+        self.ncores = ncores
+        self.asid_bits = asid_bits
+        self.memory = memory
+        self.range_flush_pages = range_flush_pages
+        self.clock_period_ns = clock_period_ns
+        self.clk = dut.clk
+        self.kernel = None                      # set by the scenario once the Kernel exists
+        self.satp: list[Optional[tuple[int, int]]] = [None] * ncores
+        self.current_mm: list = [None] * ncores
+        self.stats: collections.Counter[str] = collections.Counter()
+        self.flushes: list[FlushRecord] = []
+        self.history: dict[int, list[tuple]] = collections.defaultdict(list)
+        self.history_limit = 64
+        self._inval_locks = [CoLock(f"inval{i}") for i in range(ncores)]
+        self.log = logging.getLogger("cosim.arch")
+        self.tlb_reader: Optional[TlbReader] = None
+        try:
+            self.tlb_reader = TlbReader(dut, ncores, asid_bits, tlb_entries, sp_entries,
+                                        dev_entries)
+        except Exception as exc:  # noqa: BLE001 - no readable TLB state; reported below
+            self.log.warning("cannot read RTL TLB state: %s", exc)
+        self._tlb_cache: dict = {}
+        self._tlb_cache_key = None
+        #: Entries a core's driver saw served (fallback when the RTL state is not readable).
+        self.fill_records: list[dict[tuple[int, int], TlbEntry]] = [dict() for _ in range(ncores)]
+
+    # --- time ------------------------------------------------------------------------------
+
+    def cycle(self) -> int:
+        return int(cocotb.simtime.get_sim_time("ns") // self.clock_period_ns)
+
+    # --- PTE access ------------------------------------------------------------------------
+
+    def _record(self, ptep: int, op: str, val: int) -> None:
+        hist = self.history[ptep]
+        hist.append((f"cycle {self.cycle()}", self.env.current_thread(), op, val))
+        if len(hist) > self.history_limit:
+            del hist[0]
+
+    def _apply(self, op: str, ptep: int, a: int, b: int) -> int:
+        """Perform one PTE operation on memory, now (one instant: atomic)."""
+        mem = self.mem
+        old = mem.read(ptep)
+        self.stats[f"pte_{op}"] += 1
+        if op == "load":
+            return old
+        if op == "store":
+            new = a
+        elif op == "xchg":
+            new = 0
+        elif op == "mkold":
+            new = old & ~_PAGE_A
+        elif op == "wrprotect":
+            new = old & ~_PAGE_W
+        elif op == "cmpxchg":
+            if old != a:
+                self.stats["pte_cmpxchg_failed"] += 1
+                return old
+            new = b
+        else:  # pragma: no cover - internal
+            raise ValueError(f"unknown PTE operation {op!r}")
+        new &= MASK64
+        if new != old or op == "store":
+            mem.write(ptep, new)
+            self._record(ptep, op, new)
+        return old
+
+    async def _at_edge(self, op: str, ptep: int, a: int, b: int) -> int:
+        await RisingEdge(self.clk)
+        return self._apply(op, ptep, a, b)
+
+    def _pte_op(self, op: str, ptep: int, a: int = 0, b: int = 0) -> int:
+        if ptep & 7:
+            raise ValueError(f"PTE address 0x{ptep:09x} is not 8-byte aligned")
+        if not self.env.in_host_thread():
+            # Setup code in coroutine context (before the workload starts): apply now.
+            return self._apply(op, ptep, a, b)
+        return self.env.call(self._at_edge, op, ptep, a, b)
+
+    def pte_load(self, ptep: int) -> int:
+        return self._pte_op("load", ptep)
+
+    def set_pte_at(self, mm, addr: int, ptep: int, val: int) -> None:
+        self._pte_op("store", ptep, val)
+
+    def ptep_get_and_clear(self, mm, addr: int, ptep: int) -> int:
+        return self._pte_op("xchg", ptep)
+
+    def ptep_test_and_clear_young(self, vma, addr: int, ptep: int) -> int:
+        return int(bool(self._pte_op("mkold", ptep) & _PAGE_A))
+
+    def ptep_set_wrprotect(self, mm, addr: int, ptep: int) -> None:
+        self._pte_op("wrprotect", ptep)
+
+    def cmpxchg(self, ptep: int, old: int, new: int) -> int:
+        return self._pte_op("cmpxchg", ptep, old, new)
+
+    def pte_history(self, ptep: int) -> list[tuple]:
+        """The stores to ``ptep`` (oldest first): the arch's own and, when the memory model
+        keeps a log, the walkers' WRITE/CAS; each ``(when, who, op, value)``."""
+        items = list(self.history.get(ptep, []))
+        log = getattr(self.memory, "history", None)
+        try:
+            if callable(log):
+                for t in log(ptep):
+                    items.append(t if isinstance(t, tuple) else (str(t),))
+        except Exception:  # noqa: BLE001 - a history is a courtesy
+            pass
+
+        def when(t):
+            s = str(t[0])
+            digits = "".join(ch for ch in s if ch.isdigit())
+            return int(digits) if digits else 0
+        items.sort(key=when)
+        return [t for t in items if t and isinstance(t[-1], int)]
+
+    # --- TLB flushes -----------------------------------------------------------------------
+
+    async def _inval_core(self, core: int, reqs, result: dict) -> None:
+        dut = self.dut
+        port = f"cpu{core}__inval__"
+        valid = getattr(dut, port + "valid")
+        ack = getattr(dut, port + "ack")
+        async with self._inval_locks[core]:
+            start = self.cycle()
+            for kind, va, asid in reqs:
+                getattr(dut, port + "kind").value = int(kind)
+                getattr(dut, port + "vaddr").value = va & MASK64
+                getattr(dut, port + "asid").value = asid & ((1 << max(self.asid_bits, 1)) - 1)
+                valid.value = 1
+                waited = 0
+                while True:
+                    await RisingEdge(self.clk)
+                    waited += 1
+                    if int(ack.value):
+                        break
+                    if waited > 100_000:
+                        raise TimeoutError(f"core {core} never acknowledged invalidation "
+                                           f"{InvalKind(kind).name} va=0x{va:x} asid={asid}")
+                valid.value = 0
+            result[core] = self.cycle() - start
+
+    async def _flush(self, cores: tuple[int, ...], reqs) -> dict:
+        result: dict[int, int] = {}
+        tasks = [cocotb.start_soon(self._inval_core(c, reqs, result)) for c in cores]
+        for t in tasks:
+            await t
+        return result
+
+    def _do_flush(self, what: str, cores: Iterable[int], reqs: list) -> None:
+        cores = tuple(sorted(c for c in cores if 0 <= c < self.ncores))
+        self.stats[f"flush_{what}"] += 1
+        if not cores or not reqs:
+            self.stats["flush_no_cores"] += 1
+            return
+        if not self.env.in_host_thread():
+            raise RuntimeError(f"flush_tlb_{what} needs simulated time; call it from a host "
+                               f"thread (HostEnv.run), not from a coroutine")
+        start = self.cycle()
+        result = self.env.call(self._flush, cores, reqs)
+        cycles = max(result.values()) if result else 0
+        self.stats["flush_cycles"] += cycles
+        self.stats["inval_requests"] += len(reqs) * len(cores)
+        self.flushes.append(FlushRecord(what, cores, len(reqs), start, cycles,
+                                        self.env.current_thread()))
+        self._tlb_cache_key = None
+
+    def flush_tlb_page(self, vma, addr: int) -> None:
+        mm = vma.vm_mm
+        self._do_flush("page", mm.cpu_vm_mask,
+                       [(InvalKind.VA_ASID, addr & ~(PAGE_SIZE - 1), mm.asid)])
+
+    def flush_tlb_range(self, vma, start: int, end: int) -> None:
+        mm = vma.vm_mm
+        npages = max(0, (end - start + PAGE_SIZE - 1) // PAGE_SIZE)
+        if npages > self.range_flush_pages:
+            reqs = [(InvalKind.ASID, 0, mm.asid)]
+        else:
+            reqs = [(InvalKind.VA_ASID, (start & ~(PAGE_SIZE - 1)) + i * PAGE_SIZE, mm.asid)
+                    for i in range(npages)]
+        self._do_flush("range", mm.cpu_vm_mask, reqs)
+
+    def flush_tlb_mm(self, mm) -> None:
+        self._do_flush("mm", mm.cpu_vm_mask, [(InvalKind.ASID, 0, mm.asid)])
+
+    def flush_tlb_all(self) -> None:
+        self._do_flush("all", range(self.ncores), [(InvalKind.ALL, 0, 0)])
+
+    # --- environment -----------------------------------------------------------------------
+
+    def new_lock(self, name: str):
+        return self.env.new_lock(name)
+
+    def new_rwsem(self, name: str):
+        return self.env.new_rwsem(name)
+
+    def yield_point(self, why: str = "") -> None:
+        self.env.yield_point(why)
+
+    def signal_pending(self) -> bool:
+        return self.env.signal_pending()
+
+    def current_thread(self) -> str:
+        return self.env.current_thread()
+
+    def current_task(self):
+        """The running :class:`cosim.host.HostThread` (``current`` of the kernel)."""
+        return self.env.current()
+
+    # Names the lock primitives of pyrmap.locking look for on their environment.
+    @property
+    def lockdep(self):
+        return self.env.lockdep
+
+    def lock_block(self, lock, why: str) -> None:
+        self.env.lock_block(lock, why)
+
+    def lock_wake(self, lock) -> None:
+        self.env.lock_wake(lock)
+
+    # --- address spaces on cores -------------------------------------------------------------
+
+    def switch_mm(self, core: int, mm) -> None:
+        if not 0 <= core < self.ncores:
+            raise ValueError(f"Core {core} does not exist; this MMU has {self.ncores} cores")
+        self.satp[core] = (mm.asid, mm.pgd)
+        self.current_mm[core] = mm
+        mm.cpu_vm_mask.add(core)
+        self.stats["switch_mm"] += 1
+
+    def _snapshot(self) -> dict:
+        key = (cocotb.simtime.get_sim_time("step"), self.env.stats["resumes"])
+        if key != self._tlb_cache_key:
+            reader = self.tlb_reader
+            snap = {}
+            for core in range(self.ncores):
+                if reader is not None and reader.available:
+                    snap[core] = reader.core(core)
+                else:
+                    snap[core] = list(self.fill_records[core].values())
+            snap["dev"] = reader.device() if reader is not None and reader.dev_handles else []
+            self._tlb_cache = snap
+            self._tlb_cache_key = key
+        return self._tlb_cache
+
+    def tlb_entries(self, core: int) -> Iterable[TlbEntry]:
+        """The valid entries of ``core``'s RTL TLB right now (no side effects)."""
+        if not 0 <= core < self.ncores:
+            raise ValueError(f"Core {core} does not exist; this MMU has {self.ncores} cores")
+        return list(self._snapshot()[core])
+
+    def dev_entries(self) -> list[TlbEntry]:
+        """The valid entries of the device TLB (empty when it is not readable)."""
+        return list(self._snapshot()["dev"])
+
+    @property
+    def reads_rtl_tlbs(self) -> bool:
+        return self.tlb_reader is not None and self.tlb_reader.available
+
+    # --- reporting -------------------------------------------------------------------------
+
+    def figures(self) -> dict:
+        """Counters for reports: PTE operations, flushes, their cycles."""
+        cyc = [f.cycles for f in self.flushes]
+        return {
+            "pte_ops": {k[4:]: v for k, v in sorted(self.stats.items()) if k.startswith("pte_")},
+            "flushes": {k[6:]: v for k, v in sorted(self.stats.items())
+                        if k.startswith("flush_") and k != "flush_cycles"},
+            "flush_count": len(self.flushes),
+            "flush_cycles_total": sum(cyc),
+            "flush_cycles_max": max(cyc) if cyc else 0,
+            "flush_cycles_mean": (sum(cyc) / len(cyc)) if cyc else 0.0,
+            "inval_requests": self.stats["inval_requests"],
+        }
+
+    def describe_pte(self, ptep: int) -> str:
+        return describe(self.mem.read(ptep))

@@ -1,0 +1,285 @@
+"""Host threads: the engine's synchronous code run inside a cocotb simulation.
+
+The engine (rmap, the notifier core, the mm around them) is ordinary blocking Python.  Under
+co-simulation each engine thread (a fault handler, the reclaim thread, a syscall) runs in an
+OS thread of its own; whenever it must let simulated time pass -- a PTE operation performed by
+the memory model, a TLB flush waiting for its acknowledgements, a contended lock, a yield
+point -- it hands one coroutine to the cocotb scheduler and sleeps until it finished (one
+round trip per operation, never one per cycle): the pattern of ``cocotb.task.bridge`` /
+``cocotb.task.resume``, with a strict hand-off.
+
+Exactly one piece of Python runs at a time (the scheduler or one host thread).  cocotb 2.1's
+``resume`` does not guarantee that: two bridge threads whose coroutines finish in the same
+pass of its event loop are both released and run in parallel (with each other and with the
+scheduler), and a seeded run then interleaves differently from one try to the next.  Here the
+scheduler blocks while a host thread runs, so the lock state below needs no OS-level locking
+and, with every random choice drawn from the environment's seeded generator, an interleaving
+is reproducible from its seed.
+
+Public API
+----------
+:class:`HostEnv`
+    ``spawn`` / ``run`` a function as a host thread, ``wait_cycles``, ``call`` (one resume),
+    ``yield_point``, ``new_lock`` / ``new_rwsem``, ``current`` (the running :class:`HostThread`).
+:class:`HostThread`
+    Name, pending-signal flag, statistics of one engine thread.
+Locks are :mod:`pyrmap.locking`'s ``SoftLock`` / ``SoftRwSem`` (the same primitives as
+SoftArch, with the same lock-order checking); :class:`HostEnv` is their ``LockEnv``: a waiter
+sleeps in simulated time until the lock is released, then re-checks.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import random
+import threading
+from typing import Any, Callable, Optional
+
+import cocotb
+from cocotb.triggers import ClockCycles, Event, First
+
+from pyrmap.locking import Deadlock, LockDep, LockError, SoftLock, SoftRwSem, lock_class
+
+__all__ = ["HostEnv", "HostThread", "SCHEDULER", "LockError", "Deadlock"]
+
+
+class HostThread:
+    """One engine thread.
+
+    Members
+    -------
+    name : str
+        Shown in reports and lock errors ("reclaim", "fault/core0", ...).
+    sigpending : bool
+        What ``signal_pending()`` answers while this thread runs (mm_take_all_locks -EINTR).
+    resumes : int
+        Round trips to the scheduler this thread made.
+    """
+
+    def __init__(self, name: str, ident: int | None = None):
+        self.name = name
+        self.ident = ident
+        self.sigpending = False
+        self.resumes = 0
+        self.lock_waits = 0
+        self.done = False
+        self.mm = None      # the mm the thread acts on, for engines that ask current->mm
+
+    def __repr__(self) -> str:
+        return f"<HostThread {self.name!r}>"
+
+
+#: Stands for "the cocotb scheduler itself" (a coroutine, not a host thread).
+SCHEDULER = HostThread("scheduler")
+
+
+class HostEnv:
+    """The environment host threads run in: one clock, one seeded generator, the locks.
+
+    Parameters
+    ----------
+    clk : cocotb handle
+        The clock every wait counts edges of.
+    seed : int
+        Seeds the generator behind yield points (and anything else the run draws).
+    yield_cycles : tuple of int, optional
+        ``(lo, hi)``: a yield point waits a uniformly drawn number of cycles in [lo, hi]; a
+        draw of 0 returns at once without a round trip.  Default ``(0, 3)``.
+    """
+
+    def __init__(self, clk, seed: int, yield_cycles: tuple[int, int] = (0, 3),
+                 lockdep: bool = True, lock_timeout: int = 200_000):
+        if not isinstance(seed, int):
+            raise TypeError(f"Seed must be an integer, not {seed!r}")
+        lo, hi = yield_cycles
+        if not (isinstance(lo, int) and isinstance(hi, int) and 0 <= lo <= hi):
+            raise ValueError(f"Yield cycles must be 0 <= lo <= hi, not {yield_cycles!r}")
+        self.clk = clk
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.yield_cycles = (lo, hi)
+        self.lockdep: Optional[LockDep] = LockDep() if lockdep else None
+        #: A thread waiting this many cycles for one lock raises :class:`Deadlock`.
+        self.lock_timeout = lock_timeout
+        self._names: collections.Counter[str] = collections.Counter()
+        self._tls = threading.local()
+        self.threads: list[HostThread] = []
+        self.stats: collections.Counter[str] = collections.Counter()
+        self.log = logging.getLogger("cosim.host")
+        #: Called with (thread, exception) when a spawned thread dies with an exception.
+        self.on_error: Optional[Callable[[HostThread, BaseException], None]] = None
+
+    # --- threads ---------------------------------------------------------------------------
+
+    def current(self) -> HostThread:
+        """The running host thread, or :data:`SCHEDULER` in coroutine context."""
+        return getattr(self._tls, "thread", None) or SCHEDULER
+
+    def in_host_thread(self) -> bool:
+        return getattr(self._tls, "thread", None) is not None
+
+    async def run(self, name: str, fn: Callable[..., Any], *args, **kwargs) -> Any:
+        """Run ``fn(*args, **kwargs)`` as host thread ``name``; await its return value.
+
+        Exceptions raised by ``fn`` propagate to the awaiting coroutine."""
+        return await self._run(self._new_thread(name), fn, *args, **kwargs)
+
+    def _new_thread(self, name: str) -> HostThread:
+        """Thread names are lock owners, so they are made unique ("fault/core0#2")."""
+        self._names[name] += 1
+        n = self._names[name]
+        return HostThread(name if n == 1 else f"{name}#{n}")
+
+    async def _run(self, thread: HostThread, fn, *args, **kwargs) -> Any:
+        """The scheduler side of one host thread: start it, then serve its requests.
+
+        Exactly one of {the scheduler, one host thread} runs at any moment: while the thread
+        runs, this coroutine blocks the scheduler thread synchronously on a semaphore until
+        the thread either posts a coroutine to run (:meth:`call`) or finishes.  (cocotb's
+        own ``bridge``/``resume`` can release several bridge threads in one pass of its
+        event loop, which then run in parallel with each other and with the scheduler; the
+        interleaving, and the engine's lock state, would then depend on the OS.)
+        """
+        self.threads.append(thread)
+        self.stats["threads"] += 1
+        thread._to_sched = threading.Semaphore(0)
+        thread._to_host = threading.Semaphore(0)
+
+        def body():
+            thread.ident = threading.get_ident()
+            self._tls.thread = thread
+            try:
+                thread._request = ("done", True, fn(*args, **kwargs))
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+                thread._request = ("done", False, exc)
+            finally:
+                thread.done = True
+                self._tls.thread = None
+                thread._to_sched.release()
+
+        os_thread = threading.Thread(target=body, name=f"host:{thread.name}", daemon=True)
+        os_thread.start()
+        while True:
+            thread._to_sched.acquire()          # the host thread runs until it posts
+            kind, a, b = thread._request
+            if kind == "done":
+                os_thread.join()
+                if a:
+                    return b
+                raise b
+            try:
+                reply = (True, await a(*b[0], **b[1]))
+            except BaseException as exc:  # noqa: BLE001 - raised in the host thread
+                reply = (False, exc)
+            thread._reply = reply
+            thread._to_host.release()           # and we block again at the loop's top
+
+    def spawn(self, name: str, fn: Callable[..., Any], *args, **kwargs):
+        """Start ``fn`` as a host thread in the background; returns the cocotb Task.
+
+        An exception in the thread is reported to :attr:`on_error` (and re-raised by the
+        task, so awaiting it fails too)."""
+        thread = self._new_thread(name)
+
+        async def guarded():
+            try:
+                return await self._run(thread, fn, *args, **kwargs)
+            except BaseException as exc:  # noqa: BLE001 - reported, then re-raised
+                if self.on_error is not None:
+                    self.on_error(thread, exc)
+                raise
+        return cocotb.start_soon(guarded())
+
+    # --- letting simulated time pass -----------------------------------------------------
+
+    def call(self, coro_fn: Callable[..., Any], *args, **kwargs) -> Any:
+        """From a host thread: run ``await coro_fn(*args, **kwargs)`` in the scheduler (one
+        round trip) and return its result (or raise its exception).  From coroutine context
+        this is an error: await the coroutine instead."""
+        thread = self.current()
+        if thread is SCHEDULER:
+            raise RuntimeError(
+                f"{getattr(coro_fn, '__qualname__', coro_fn)} needs simulated time but was "
+                f"called from a coroutine, not from a host thread (run it with HostEnv.run)")
+        thread.resumes += 1
+        self.stats["resumes"] += 1
+        thread._request = ("call", coro_fn, (args, kwargs))
+        thread._to_sched.release()
+        thread._to_host.acquire()
+        ok, value = thread._reply
+        thread._reply = None
+        if ok:
+            return value
+        raise value
+
+    async def _cycles(self, n: int) -> None:
+        if n > 0:
+            await ClockCycles(self.clk, n)
+
+    def wait_cycles(self, n: int) -> None:
+        """Block the current host thread for ``n`` clock cycles (one round trip)."""
+        if n < 0:
+            raise ValueError(f"Cycle count must be non-negative, not {n}")
+        self.call(self._cycles, n)
+
+    def yield_point(self, why: str = "") -> None:
+        """Let simulated time (and so other threads and the hardware) run for a seeded random
+        number of cycles.  A no-op outside host threads and when the draw is 0."""
+        if not self.in_host_thread():
+            return
+        n = self.rng.randint(*self.yield_cycles)
+        self.stats["yield_points"] += 1
+        if n:
+            self.wait_cycles(n)
+
+    def signal_pending(self) -> bool:
+        return self.current().sigpending
+
+    def current_thread(self) -> str:
+        return self.current().name
+
+    # --- locks (pyrmap.locking.LockEnv) --------------------------------------------------
+
+    def new_lock(self, name: str):
+        """A :class:`pyrmap.locking.SoftLock` whose waiters sleep in simulated time.
+        ``PG_locked`` may be released by another thread (I/O completion), as in the kernel."""
+        return SoftLock(self, name, any_thread_may_release=(lock_class(name) == "PG_locked"))
+
+    def new_rwsem(self, name: str):
+        """A :class:`pyrmap.locking.SoftRwSem` whose waiters sleep in simulated time."""
+        return SoftRwSem(self, name)
+
+    def lock_block(self, lock, why: str) -> None:
+        """Sleep until ``lock`` is released (:meth:`lock_wake`); the caller re-checks.
+
+        Raises
+        ------
+        LockError
+            Called from a coroutine: only host threads may sleep on a lock.
+        Deadlock
+            The lock was not released within :attr:`lock_timeout` cycles.
+        """
+        thread = self.current()
+        if thread is SCHEDULER:
+            raise LockError(f"{why}: {lock!r} is held by {lock.holders()} and a coroutine "
+                            f"cannot sleep on it; only host threads may")
+        ev = getattr(lock, "_cosim_release", None)
+        if ev is None:
+            ev = lock._cosim_release = Event()
+        thread.lock_waits += 1
+        self.stats["lock_waits"] += 1
+        timeout = self.lock_timeout
+
+        async def wait():
+            await First(ev.wait(), ClockCycles(self.clk, timeout))
+            return ev.is_set()
+        if not self.call(wait):
+            raise Deadlock(f"Thread {thread.name!r} waited {timeout} cycles for {lock!r} "
+                           f"({why}), held by {lock.holders()}")
+
+    def lock_wake(self, lock) -> None:
+        ev = getattr(lock, "_cosim_release", None)
+        if ev is not None:
+            lock._cosim_release = None
+            ev.set()

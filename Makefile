@@ -37,7 +37,7 @@ test: $(STAMP) sims
 	$(VPY) -m pytest -n 2 $(ARGS)
 
 demo: $(STAMP) sims
-	$(VPY) -m cosim demo --seed $(SEED)
+	$(VPY) -m pyrmap demo --seed $(SEED)
 
 verilog: $(STAMP)
 	$(VPY) -m hdl.export $(ARGS)

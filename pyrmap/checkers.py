@@ -172,7 +172,9 @@ def lookup_pte(mem, root_pfn: int, va: int) -> tuple[Optional[int], int, int]:
         if not mem.contains(ptep):
             return None, 0, level
         val = mem.read(ptep)
-        if not val & _PAGE_V or val & (_PAGE_R | _PAGE_W | _PAGE_X) or level == 0:
+        if level and not val & _PAGE_V:
+            return None, 0, level
+        if val & (_PAGE_R | _PAGE_W | _PAGE_X) or level == 0:
             return ptep, val, level
         table = (val & PPN_MASK) >> PPN_SHIFT
     return None, 0, 0  # pragma: no cover
@@ -465,6 +467,7 @@ class SecondaryMmu:
         self.mm = mm
         self.map: dict[int, tuple[int, bool]] = {}     # vpn -> (pfn, writable)
         self.windows = 0
+        self.seq = 0
         self.released = False
         self.calls: list[tuple] = []
         self.client = _make_secondary_client(self)
@@ -476,23 +479,32 @@ class SecondaryMmu:
             raise RuntimeError(f"mmu_notifier_register failed with {rc}")
 
     def fault(self, va: int, write: bool = False) -> bool:
+        """Resolve and install the translation of ``va`` (the driver's fault handler, with
+        KVM's sequence-count retry: an invalidation that ran while the fill was in flight
+        undoes it).  Returns True when installed, False when the device must retry."""
         if self.released or self.windows:
             return False
+        seq = self.seq
         ptep, val, level = lookup_pte(self.owner.kernel.mem, self.mm.pgd, va)
         if not val & _PAGE_V or (write and not val & _PAGE_W):
             return False
         if self.owner.notifier.in_window(self.mm, va):
             self.owner.notifier.fail(f"secondary fill of 0x{va:x} inside an invalidate window")
         pfn = (val & PPN_MASK) >> PPN_SHIFT
-        self.map[va >> PAGE_SHIFT] = (pfn, bool(val & _PAGE_W))
+        vpn = va >> PAGE_SHIFT
+        self.map[vpn] = (pfn, bool(val & _PAGE_W))
         arch = self.owner.kernel.arch
         if hasattr(arch, "dev_fill"):
             arch.dev_fill(va & ~(PAGE_SIZE - 1), self.mm.asid, pfn, 0, val & 0x1E, False)
+        if self.seq != seq or self.released:
+            self._drop(vpn << PAGE_SHIFT, (vpn + 1) << PAGE_SHIFT)
+            return False
         return True
 
     def _drop(self, start: int, end: int) -> None:
+        self.seq += 1
         for vpn in [v for v in self.map if start <= (v << PAGE_SHIFT) < end]:
-            del self.map[vpn]
+            self.map.pop(vpn, None)
             arch = self.owner.kernel.arch
             if hasattr(arch, "dev_inval"):
                 from .arch import InvalKind
@@ -948,8 +960,8 @@ class Checkers:
             items = []
         out = []
         for item in items:
-            if isinstance(item, tuple) and len(item) >= 2 and isinstance(item[-1], int):
-                out.append(f"{' '.join(str(x) for x in item[:-1])}: {describe(item[-1])}")
+            if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], int):
+                out.append(f"{item[1]}: {describe(item[0])}")
             else:
                 out.append(str(item))
         out.append(f"now: {describe(self.kernel.mem.read(ptep))} at 0x{ptep:09x}")

@@ -1,0 +1,590 @@
+"""Building a system to run: kernel + MMU + scheduler + checkers + processes + files + workloads.
+
+:class:`System` is what the property tests, the quirk tests and the demo drive, and what the
+RTL co-simulation reuses with its own arch (pass ``arch=``).  Every mm operation goes through a
+:class:`System` method that calls the engine, then tells the shadow memory what the operation
+means for the user (checker (c)) and, once it has returned, checks that no TLB still holds what
+it removed (checker (a)).  :func:`random_program` builds a seeded random sequence of such
+operations with CPU workloads and concurrent reclaim, migration and writeback threads; every
+step ends with the quiescent checks.
+
+Example
+-------
+>>> sys = System(seed=1, nframes=96)
+>>> p = sys.new_process()
+>>> a = sys.mmap(p, 0, 4 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
+>>> sys.spawn_workload(0, p, [("store", a, 7), ("load", a, 7)])
+>>> sys.run()
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Callable, Iterable, Optional
+
+from .checkers import Checkers, InvariantViolation
+from .kernel import Kernel, KernelConfig, Quirks
+from .mm_types import PG, AddressSpace, PageAnon, page_mapped
+from .physmem import PhysMem
+from .pte import PAGE_SHIFT, PAGE_SIZE
+from .workload import PROT_EXEC, PROT_READ, PROT_WRITE, CpuWorkload, random_accesses
+
+__all__ = ["System", "random_program", "run_program", "PROT_READ", "PROT_WRITE", "PROT_EXEC",
+           "MAP_SHARED", "MAP_PRIVATE", "MAP_ANONYMOUS", "MAP_FIXED", "reproduce_command"]
+
+
+def _mmap_mod():
+    from . import mmap
+    return mmap
+
+
+def _flag(name: str, default: int) -> int:
+    try:
+        return getattr(_mmap_mod(), name)
+    except (ImportError, AttributeError):
+        return default
+
+
+MAP_SHARED = 0x01
+MAP_PRIVATE = 0x02
+MAP_FIXED = 0x10
+MAP_ANONYMOUS = 0x20
+MADV_DONTNEED = 4
+
+
+def reproduce_command(seed: int, steps: int, **opts) -> str:
+    extra = "".join(f" --{k.replace('_', '-')} {v}" for k, v in opts.items() if v is not None)
+    return f"python -m pyrmap fuzz --seed {seed} --steps {steps}{extra}"
+
+
+class System:
+    """One machine ready to run: a :class:`Kernel` on an MMU, a seeded scheduler, checkers.
+
+    Parameters
+    ----------
+    seed : int
+        Seeds the scheduler, the MMU's replacement and every random choice.
+    nframes : int
+        Physical memory size in 4 KiB frames (few frames = memory pressure).
+    ncores : int
+        MMU cores.
+    swap_slots : int
+        Swap device size (0: no swap device).
+    quirks : Quirks or iterable of str, optional
+        Historical bugs to switch on.
+    config : KernelConfig, optional
+    arch : callable, optional
+        ``arch(mem, ncores, seed, scheduler) -> Arch``; default SoftArch.
+    check : bool
+        Install the checkers (default).
+    raise_on_violation : bool
+        Checkers raise at once (default) or only collect.
+    command : str
+        Printed in violation reports.
+    """
+
+    def __init__(self, *, seed: int = 0, nframes: int = 128, ncores: int = 2,
+                 swap_slots: int = 256, quirks=None, config: Optional[KernelConfig] = None,
+                 arch: Optional[Callable] = None, check: bool = True,
+                 raise_on_violation: bool = True, command: str = "", tlb_entries: int = 8,
+                 history: bool = True):
+        if not isinstance(seed, int):
+            raise TypeError(f"Seed must be an integer, not {seed!r}")
+        if not isinstance(nframes, int) or nframes < 16:
+            raise ValueError(f"A system needs at least 16 frames, not {nframes!r}")
+        if not isinstance(ncores, int) or ncores < 1:
+            raise ValueError(f"Core count must be a positive integer, not {ncores!r}")
+        from .sched import Scheduler
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.sched = Scheduler(seed)
+        mem = PhysMem(nframes)
+        if arch is None:
+            self.arch = _softarch(mem, ncores, seed, self.sched, tlb_entries, history)
+        else:
+            self.arch = arch(mem, ncores, seed, self.sched)
+        if quirks is None:
+            quirks = Quirks()
+        elif not isinstance(quirks, Quirks):
+            names = list(quirks)
+            quirks = Quirks()
+            for name in names:
+                if not hasattr(quirks, name):
+                    raise ValueError(f"Unknown quirk {name!r}; known: "
+                                     f"{', '.join(f for f in vars(Quirks()))}")
+                setattr(quirks, name, True)
+        if config is None:
+            config = KernelConfig(swap_slots=max(swap_slots, 1))
+        self.kernel = Kernel(self.arch, quirks, config)
+        if swap_slots:
+            from .swap import swapon
+            swapon(self.kernel, swap_slots)
+        self.checkers = Checkers(self.kernel, seed=seed, command=command,
+                                 raise_on_violation=raise_on_violation)
+        self.check = check
+        if check:
+            self.checkers.install()
+        self.processes: list = []
+        self.files: list[AddressSpace] = []
+        self.workloads: list[CpuWorkload] = []
+        self._threads = 0
+
+    # --- building ----------------------------------------------------------------------------
+
+    @property
+    def shadow(self):
+        return self.checkers.shadow
+
+    def new_process(self):
+        """A new, empty mm (with the notifier-pairing client when checking)."""
+        mm = _mmap_mod().mm_alloc(self.kernel)
+        self.processes.append(mm)
+        if self.check:
+            self._attach(mm)
+        return mm
+
+    def _attach(self, mm) -> None:
+        try:
+            self.checkers.notifier.attach(mm)
+        except ImportError:  # pragma: no cover - notifier core missing
+            pass
+
+    def create_file(self, name: str, npages: int) -> AddressSpace:
+        """A file of ``npages`` pages (its initial contents snapshotted by the shadow)."""
+        mapping = _mmap_mod().file_create(self.kernel, name, npages)
+        self.files.append(mapping)
+        self.shadow.register_file(mapping)
+        return mapping
+
+    # --- mm operations (engine call, then shadow, then checker (a)) --------------------------
+
+    def mmap(self, mm, addr: int, length: int, prot: int, flags: int, file=None,
+             pgoff: int = 0) -> int:
+        m = _mmap_mod()
+        addr = m.do_mmap(mm, addr, length, prot, flags, file=file, pgoff=pgoff)
+        shared = bool(flags & _flag("MAP_SHARED", MAP_SHARED))
+        self.shadow.on_mmap(mm, addr, length, prot, shared, file, pgoff)
+        return addr
+
+    def munmap(self, mm, addr: int, length: int) -> None:
+        _mmap_mod().do_munmap(mm, addr, length)
+        self.shadow.on_munmap(mm, addr, length)
+        if self.check:
+            self.checkers.tlb.after_range(mm, addr, addr + _align(length), "unmap", "munmap")
+
+    def mprotect(self, mm, addr: int, length: int, prot: int) -> None:
+        _mmap_mod().mprotect(mm, addr, length, prot)
+        self.shadow.on_mprotect(mm, addr, length, prot)
+        if self.check and not prot & PROT_WRITE:
+            kind = "unmap" if not prot & (PROT_READ | PROT_EXEC) else "wrprotect"
+            self.checkers.tlb.after_range(mm, addr, addr + _align(length), kind, "mprotect")
+
+    def mremap(self, mm, old: int, old_len: int, new_len: int, flags: int = 1,
+               new_addr: int = 0) -> int:
+        m = _mmap_mod()
+        try:
+            got = m.mremap(mm, old, old_len, new_len, flags, new_addr)
+        except TypeError:
+            got = m.mremap(mm, old, old_len, new_len, flags)
+        self.shadow.on_mremap(mm, old, old_len, got, new_len)
+        if self.check:
+            if got != old:
+                self.checkers.tlb.after_range(mm, old, old + _align(old_len), "unmap", "mremap")
+            elif new_len < old_len:
+                self.checkers.tlb.after_range(mm, old + _align(new_len), old + _align(old_len),
+                                              "unmap", "mremap")
+        return got
+
+    def madvise_dontneed(self, mm, addr: int, length: int) -> None:
+        m = _mmap_mod()
+        m.madvise(mm, addr, length, getattr(m, "MADV_DONTNEED", MADV_DONTNEED))
+        self.shadow.on_madvise_dontneed(mm, addr, length)
+        if self.check:
+            nonlinear = [r for r in self.shadow._mm(mm).nonlinear
+                         if addr >> PAGE_SHIFT <= r < (addr + length) >> PAGE_SHIFT]
+            if not nonlinear:
+                self.checkers.tlb.after_range(mm, addr, addr + _align(length), "unmap",
+                                              "madvise(MADV_DONTNEED)")
+
+    def fork(self, mm):
+        m = _mmap_mod()
+        fn = getattr(m, "fork", None) or getattr(m, "dup_mm")
+        child = fn(mm)
+        self.processes.append(child)
+        self.shadow.on_fork(mm, child)
+        if self.check:
+            self._attach(child)
+        return child
+
+    def exit(self, mm) -> None:
+        m = _mmap_mod()
+        fn = getattr(m, "mmput", None) or getattr(m, "exit_mmap")
+        fn(mm)
+        self.shadow.on_exit(mm)
+        if mm in self.processes:
+            self.processes.remove(mm)
+
+    def remap_file_pages(self, mm, start: int, size: int, pgoff: int) -> None:
+        from .fremap import sys_remap_file_pages
+        rc = sys_remap_file_pages(mm, start, size, 0, pgoff, 0)
+        if isinstance(rc, int) and rc < 0:
+            raise OSError(-rc, f"remap_file_pages(0x{start:x}, {size}, {pgoff}) failed")
+        self.shadow.on_remap_file_pages(mm, start, size, pgoff)
+
+    def msync(self, mm, start: int, length: int, check_backing: bool = True) -> int:
+        from .filemap import msync
+        rc = msync(mm, start, length)
+        if self.check and check_backing:
+            for mapping, pgoff in self.shadow.shared_pgoffs(mm, start, start + _align(length)):
+                self.shadow.check_backing(mapping, [pgoff])
+        return rc
+
+    def reclaim(self, nr: int = 8) -> int:
+        from .vmscan import try_to_free_pages
+        return try_to_free_pages(self.kernel, nr)
+
+    def age(self, nr: int = 16) -> int:
+        from .vmscan import shrink_active_list
+        return shrink_active_list(self.kernel, nr)
+
+    def migrate(self, page) -> int:
+        """Migrate one mapped user page to a new frame; checks that the old frame is reachable
+        from no TLB when migration returns."""
+        from . import migrate as mig
+        fn = getattr(mig, "migrate_page_to_new", None) or getattr(mig, "migrate_one", None)
+        if fn is not None:
+            rc = fn(page)
+        else:
+            rc = mig.migrate_pages([page])
+        if self.check and rc == 0 and self.kernel.frames.is_free(page.pfn):
+            self.checkers.tlb.after_page(page, "unmap", "migration")
+        return rc
+
+    def mapped_user_pages(self) -> list:
+        """Pages mapped by some PTE (candidates for migration), in frame order."""
+        return [p for p in self.kernel.pages if page_mapped(p) and not p.test(PG.pagetable)]
+
+    # --- threads -----------------------------------------------------------------------------
+
+    def spawn(self, name: str, fn: Callable, *args, mm=None):
+        return self.sched.spawn(name, fn, *args, mm=mm)
+
+    def _name(self, base: str) -> str:
+        self._threads += 1
+        return f"{base}#{self._threads}"
+
+    def workload(self, core: int, mm, source: Iterable, **kw) -> CpuWorkload:
+        wl = CpuWorkload(self.kernel, core, mm, source, checkers=self.checkers, **kw)
+        self.workloads.append(wl)
+        return wl
+
+    def spawn_workload(self, core: int, mm, source: Iterable, **kw) -> CpuWorkload:
+        wl = self.workload(core, mm, source, **kw)
+        self.spawn(self._name(wl.name), wl.run, mm=mm)
+        return wl
+
+    def random_workload(self, core: int, mm, count: int, *, store_ratio: float = 0.5,
+                        rng: Optional[random.Random] = None, **kw) -> CpuWorkload:
+        """A random-with-locality workload on ``core``; each core uses its own words of every
+        page, so concurrent workloads never race on one word (the shadow stays exact)."""
+        rng = rng or random.Random(self.rng.randrange(1 << 30))
+        src = _offset(random_accesses(rng, lambda: self.shadow.regions(mm), count,
+                                      store_ratio=store_ratio), 64 * core)
+        return self.spawn_workload(core, mm, src, **kw)
+
+    def run(self, check: bool = True) -> None:
+        """Run every spawned thread to completion, then the quiescent checks."""
+        self.sched.run()
+        if check and self.check:
+            self.checkers.check_all()
+
+    # --- figures -----------------------------------------------------------------------------
+
+    def tlb_stats(self) -> dict[str, int]:
+        """Hits, misses, walks, A/D sets, flushes, summed over cores (whatever the MMU counts)."""
+        out: dict[str, int] = {}
+        arch = self.arch
+        stats = getattr(arch, "stats", None)
+        if stats:
+            for k, v in dict(stats).items():
+                if isinstance(v, int):
+                    out[k] = out.get(k, 0) + v
+        for core in range(arch.ncores):
+            counters = None
+            for attr in ("counters", "perf"):
+                fn = getattr(arch, attr, None)
+                if fn is not None:
+                    try:
+                        counters = fn(core) if callable(fn) else fn[core]
+                    except Exception:
+                        counters = None
+                    if counters is not None:
+                        break
+            if counters is None:
+                cores = getattr(arch, "cores", None)
+                if cores is not None:
+                    c = cores[core]
+                    counters = getattr(c, "counters", None) or getattr(c, "stats", None)
+            if counters:
+                items = counters.items() if hasattr(counters, "items") else vars(counters).items()
+                for k, v in items:
+                    if isinstance(v, int):
+                        out[k] = out.get(k, 0) + v
+        return out
+
+
+def _offset(accesses, delta: int):
+    for acc in accesses:
+        page = acc.vaddr & ~(PAGE_SIZE - 1)
+        yield type(acc)(acc.op, page + ((acc.vaddr - page + delta) % PAGE_SIZE), acc.value)
+
+
+def _align(n: int) -> int:
+    return (n + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+
+
+def _softarch(mem, ncores, seed, sched, tlb_entries, history):
+    from .softarch import SoftArch
+    return SoftArch(mem, ncores, seed=seed, sched=sched, tlb_entries=tlb_entries,
+                    tlb_ways=tlb_entries, history=history)
+
+
+# ---------------------------------------------------------------------------------------------
+# Random programs (the property tests and `python -m pyrmap fuzz`).
+
+def random_program(system: System, steps: int, *, rng: Optional[random.Random] = None,
+                   nprocs: int = 3, nfiles: int = 2, file_pages: int = 8,
+                   concurrency: bool = True, ops: Optional[Iterable[str]] = None,
+                   on_step: Optional[Callable[[int, str], None]] = None) -> list[str]:
+    """Run ``steps`` random mm operations on ``system``, checking after every step.
+
+    Each step is one operation (mmap of anonymous or file memory, private or shared; munmap,
+    mprotect, mremap, fork, exit, madvise(DONTNEED), msync, a reclaim pass, migration,
+    remap_file_pages) possibly run as a thread next to CPU workloads on the cores and a
+    reclaim thread, interleaved by the seeded scheduler.  Returns the step log.
+    """
+    rng = rng or random.Random(system.seed)
+    log: list[str] = []
+    files = [system.create_file(f"file{i}", file_pages) for i in range(nfiles)]
+    for _ in range(max(1, nprocs - 1)):
+        system.new_process()
+    allowed = set(ops) if ops is not None else None
+    program = _Program(system, rng, files, nprocs, concurrency)
+    for step in range(steps):
+        name, fn = program.pick(allowed)
+        system.checkers.step(name)
+        log.append(f"{step}: {name}")
+        if on_step is not None:
+            on_step(step, name)
+        fn()
+        system.run()
+    return log
+
+
+def run_program(seed: int, steps: int, *, nframes: int = 64, quirks=None,
+                concurrency: bool = True, **kw) -> System:
+    """Build a :class:`System` for ``seed`` and run :func:`random_program` on it."""
+    system = System(seed=seed, nframes=nframes, quirks=quirks,
+                    command=reproduce_command(seed, steps, nframes=nframes))
+    random_program(system, steps, concurrency=concurrency, **kw)
+    return system
+
+
+class _Program:
+    """Chooses a valid next step from the current state."""
+
+    REGION_PAGES = (1, 2, 3, 4, 6)
+
+    def __init__(self, system: System, rng: random.Random, files, nprocs: int,
+                 concurrency: bool):
+        self.s = system
+        self.rng = rng
+        self.files = files
+        self.nprocs = nprocs
+        self.concurrency = concurrency
+
+    def procs(self):
+        return list(self.s.processes)
+
+    def regions(self, mm, shared_file: bool = False):
+        regs = [r for r in self.s.shadow._mm(mm).regions]
+        if shared_file:
+            regs = [r for r in regs if r.shared and isinstance(r.obj, AddressSpace)]
+        return regs
+
+    def pick(self, allowed):
+        choices = [
+            ("mmap_anon", 4), ("mmap_file", 4), ("access", 6), ("munmap", 1), ("mprotect", 1),
+            ("mremap", 1), ("fork", 1), ("exit", 1), ("madvise", 1), ("msync", 2),
+            ("reclaim", 3), ("migrate", 2), ("remap_file_pages", 1),
+        ]
+        if allowed is not None:
+            choices = [c for c in choices if c[0] in allowed]
+        while True:
+            name = self.rng.choices([c[0] for c in choices], [c[1] for c in choices])[0]
+            fn = getattr(self, "op_" + name)()
+            if fn is not None:
+                return fn
+
+    # Each op_* returns (label, thunk) or None when it does not apply now.
+
+    def _mm(self):
+        procs = self.procs()
+        if not procs:
+            return None
+        return self.rng.choice(procs)
+
+    def _region(self, shared_file=False):
+        cands = [(mm, r) for mm in self.procs() for r in self.regions(mm, shared_file)]
+        if not cands:
+            return None
+        return self.rng.choice(cands)
+
+    def _with_load(self, label, main, mm=None):
+        """Run ``main`` as a thread next to workloads on the cores (and maybe reclaim).
+
+        ``mm``, when given, is the mm whose layout ``main`` changes: no workload runs on it
+        (a workload touching a range being unmapped would be a workload bug)."""
+        s = self.s
+        if not self.concurrency:
+            return label, main
+
+        def go():
+            s.spawn(s._name("op"), main)
+            others = [p for p in self.procs() if p is not mm and self.regions(p)]
+            for core in range(s.arch.ncores):
+                if not others or self.rng.random() < 0.3:
+                    continue
+                s.random_workload(core, self.rng.choice(others), self.rng.randrange(4, 24))
+            if self.rng.random() < 0.4:
+                s.spawn(s._name("kswapd"), s.reclaim, self.rng.randrange(1, 6))
+        return label, go
+
+    def op_access(self):
+        s = self.s
+        if not any(self.regions(mm) for mm in self.procs()):
+            return None
+
+        def go():
+            for core in range(s.arch.ncores):
+                mm = self._mm()
+                if mm is not None and self.regions(mm):
+                    s.random_workload(core, mm, self.rng.randrange(8, 40))
+            if self.concurrency and self.rng.random() < 0.5:
+                s.spawn(s._name("kswapd"), s.reclaim, self.rng.randrange(1, 8))
+        return "access", go
+
+    def op_mmap_anon(self):
+        mm = self._mm()
+        if mm is None or len(self.regions(mm)) > 6:
+            return None
+        n = self.rng.choice(self.REGION_PAGES)
+        shared = self.rng.random() < 0.3
+        flags = MAP_ANONYMOUS | (MAP_SHARED if shared else MAP_PRIVATE)
+        label = f"mmap anon {'shared' if shared else 'private'} {n} pages in mm{mm.asid}"
+        return label, lambda: self.s.mmap(mm, 0, n * PAGE_SIZE, PROT_READ | PROT_WRITE, flags)
+
+    def op_mmap_file(self):
+        mm = self._mm()
+        if mm is None or len(self.regions(mm)) > 6 or not self.files:
+            return None
+        f = self.rng.choice(self.files)
+        n = self.rng.randrange(1, f.npages + 1)
+        pgoff = self.rng.randrange(0, f.npages - n + 1)
+        shared = self.rng.random() < 0.6
+        flags = MAP_SHARED if shared else MAP_PRIVATE
+        label = (f"mmap {f.name} {'shared' if shared else 'private'} pgoff {pgoff} "
+                 f"{n} pages in mm{mm.asid}")
+        return label, lambda: self.s.mmap(mm, 0, n * PAGE_SIZE, PROT_READ | PROT_WRITE, flags,
+                                          file=f, pgoff=pgoff)
+
+    def _subrange(self, r):
+        npages = (r.end - r.start) >> PAGE_SHIFT
+        first = self.rng.randrange(npages)
+        count = self.rng.randrange(1, npages - first + 1)
+        return r.start + first * PAGE_SIZE, count * PAGE_SIZE
+
+    def op_munmap(self):
+        got = self._region()
+        if got is None:
+            return None
+        mm, r = got
+        addr, length = self._subrange(r)
+        return self._with_load(f"munmap 0x{addr:x}+{length:#x} in mm{mm.asid}",
+                               lambda: self.s.munmap(mm, addr, length))
+
+    def op_mprotect(self):
+        got = self._region()
+        if got is None:
+            return None
+        mm, r = got
+        addr, length = self._subrange(r)
+        prot = self.rng.choice([PROT_READ, PROT_READ | PROT_WRITE])
+        return self._with_load(f"mprotect 0x{addr:x}+{length:#x} {prot} in mm{mm.asid}",
+                               lambda: self.s.mprotect(mm, addr, length, prot))
+
+    def op_mremap(self):
+        got = self._region()
+        if got is None:
+            return None
+        mm, r = got
+        old_len = r.end - r.start
+        new_len = max(PAGE_SIZE, old_len + PAGE_SIZE * self.rng.choice([-1, 1, 2]))
+        if r.obj is not None and isinstance(r.obj, AddressSpace) and \
+                r.pgoff + (new_len >> PAGE_SHIFT) > r.obj.npages:
+            new_len = old_len
+        return self._with_load(f"mremap 0x{r.start:x} {old_len:#x}->{new_len:#x} in mm{mm.asid}",
+                               lambda: self.s.mremap(mm, r.start, old_len, new_len, 1))
+
+    def op_fork(self):
+        mm = self._mm()
+        if mm is None or len(self.procs()) >= self.nprocs + 2:
+            return None
+        return f"fork mm{mm.asid}", lambda: self.s.fork(mm)
+
+    def op_exit(self):
+        procs = self.procs()
+        if len(procs) < 2:
+            return None
+        mm = self.rng.choice(procs)
+        return self._with_load(f"exit mm{mm.asid}", lambda: self.s.exit(mm), mm)
+
+    def op_madvise(self):
+        got = self._region()
+        if got is None:
+            return None
+        mm, r = got
+        addr, length = self._subrange(r)
+        return self._with_load(f"madvise(DONTNEED) 0x{addr:x}+{length:#x} in mm{mm.asid}",
+                               lambda: self.s.madvise_dontneed(mm, addr, length))
+
+    def op_msync(self):
+        got = self._region(shared_file=True)
+        if got is None:
+            return None
+        mm, r = got
+        return (f"msync 0x{r.start:x}+{r.end - r.start:#x} in mm{mm.asid}",
+                lambda: self.s.msync(mm, r.start, r.end - r.start))
+
+    def op_reclaim(self):
+        n = self.rng.randrange(1, 16)
+        return self._with_load(f"reclaim {n}", lambda: self.s.reclaim(n))
+
+    def op_migrate(self):
+        pages = self.s.mapped_user_pages()
+        if not pages:
+            return None
+        page = self.rng.choice(pages)
+        return self._with_load(f"migrate pfn {page.pfn:#x}", lambda: self.s.migrate(page))
+
+    def op_remap_file_pages(self):
+        got = self._region(shared_file=True)
+        if got is None:
+            return None
+        mm, r = got
+        npages = (r.end - r.start) >> PAGE_SHIFT
+        n = self.rng.randrange(1, npages + 1)
+        start = r.start + self.rng.randrange(npages - n + 1) * PAGE_SIZE
+        pgoff = self.rng.randrange(0, r.obj.npages - n + 1)
+        return (f"remap_file_pages 0x{start:x} {n} pages -> pgoff {pgoff} in mm{mm.asid}",
+                lambda: self.s.remap_file_pages(mm, start, n * PAGE_SIZE, pgoff))

@@ -248,14 +248,13 @@ class System:
         return shrink_active_list(self.kernel, nr)
 
     def migrate(self, page) -> int:
-        """Migrate one mapped user page to a new frame; checks that the old frame is reachable
-        from no TLB when migration returns."""
-        from . import migrate as mig
-        fn = getattr(mig, "migrate_page_to_new", None) or getattr(mig, "migrate_one", None)
-        if fn is not None:
-            rc = fn(page)
-        else:
-            rc = mig.migrate_pages([page])
+        """Migrate one mapped user page to a new frame (``migrate_pages``).  Returns the number
+        of pages not migrated (0 or 1); 1 without trying when the page is no longer mapped.
+        When the old frame was freed, checks that no TLB reaches it (checker (a))."""
+        from .migrate import migrate_pages
+        if page._count <= 0 or not page_mapped(page):
+            return 1
+        rc = migrate_pages(self.kernel, [page])
         if self.check and rc == 0 and self.kernel.frames.is_free(page.pfn):
             self.checkers.tlb.after_page(page, "unmap", "migration")
         return rc

@@ -14,9 +14,10 @@ TLB rules (the RTL's):
 
 * A hit is an entry that covers the VA (anywhere inside a 2 MiB / 1 GiB entry) and is global
   or tagged with satp.ASID.
-* A STORE is served from the TLB only by an entry with W and D; otherwise it re-walks (and the
-  walk sets D, or faults under Svade).  Every other permission check (R, X, U, SUM) is re-done
-  on a hit against the cached permissions; a failure is a PAGE fault from the TLB.
+* A hit serves the access only if the entry has A, grants it (R for a LOAD, W for a STORE, X
+  for a FETCH; U for a U-mode access; an S-mode access to a U page needs SUM and is never a
+  FETCH) and, for a STORE, has D.  Otherwise the entry is dropped and the access re-walks (the
+  walk sets D, or faults under Svade or when the PTE forbids the access).
 * Entries are filled only by successful walks and carry A and D from the final PTE value.
   Clearing A or D in memory does not change a cached entry until it is invalidated (stale but
   legal until the flush that ends it).
@@ -300,8 +301,11 @@ class DeviceTlb:
 
     Fully associative with ``entries`` entries and PLRU replacement; entries carry a young bit
     that a hit sets and the host tests and clears.  A LOAD needs R, a STORE W, a FETCH X in the
-    entry's permissions (U is not checked: the device acts for the user).  A miss answers MISS
-    and queues a fault record (vaddr, asid, op) in :attr:`faults`.
+    entry's permissions (U is not checked: the device acts for the user); a non-canonical VA
+    is a PAGE fault.  A miss answers MISS and raises the fault record (vaddr, asid, op) in
+    :attr:`fault` unless one is already pending; :meth:`ack_fault` consumes it.  A fill first
+    drops any entry mapping its (vaddr, asid), so it replaces rather than duplicates; a new
+    entry is not young until an access hits it.
     """
 
     def __init__(self, entries: int = 8, asid_bits: int = 9, rng: Optional[random.Random] = None):
@@ -311,15 +315,23 @@ class DeviceTlb:
                              f"(PLRU replacement)")
         self.tlb = Tlb(entries, entries, "plru", asid_bits, rng=rng)
         self.perf: collections.Counter[str] = collections.Counter({k: 0 for k in DEV_COUNTERS})
-        self.faults: collections.deque[tuple[int, int, AccessType]] = collections.deque()
+        self.fault: Optional[tuple[int, int, AccessType]] = None
+
+    def ack_fault(self) -> Optional[tuple[int, int, AccessType]]:
+        """Consume the pending fault record (vaddr, asid, op), or None."""
+        rec, self.fault = self.fault, None
+        return rec
 
     def access(self, vaddr: int, op: AccessType, asid: int) -> tuple[FaultKind, int]:
         op = AccessType(op)
         self.perf["lookups"] += 1
-        found = self.tlb.lookup(vaddr, asid) if va_canonical(vaddr) else None
+        if not va_canonical(vaddr):
+            return FaultKind.PAGE, 0
+        found = self.tlb.lookup(vaddr, asid)
         if found is None:
             self.perf["misses"] += 1
-            self.faults.append((vaddr, asid, op))
+            if self.fault is None:
+                self.fault = (vaddr, asid, op)
             return FaultKind.MISS, 0
         arr, s, way, e = found
         self.perf["hits"] += 1
@@ -341,18 +353,22 @@ class DeviceTlb:
             raise ValueError(f"PPN {ppn:#x} is not aligned to a level-{level} page")
         entry = _make_entry(vaddr, asid, ppn, level, perm, g, True, bool(perm & _PAGE_W),
                             self.tlb.asid_mask)
+        found = self.tlb.lookup(vaddr, asid, touch=False)
+        if found is not None:
+            found[0].remove(found[1], found[2])
         self.tlb.fill(entry)
         self.perf["fills"] += 1
         return entry
 
     def young(self, vaddr: int, asid: int) -> bool:
-        self.perf["young_clears"] += 1
         found = self.tlb.lookup(vaddr, asid, touch=False)
         if found is None:
             return False
         arr, s, way, _ = found
         old = arr.young[s][way]
         arr.young[s][way] = False
+        if old:
+            self.perf["young_clears"] += 1
         return old
 
     def inval(self, kind: InvalKind, vaddr: int = 0, asid: int = 0) -> int:
@@ -604,16 +620,15 @@ class SoftArch(Arch):
         vaddr &= _MASK64
         found = c.tlb.lookup(vaddr, c.asid) if va_canonical(vaddr) else None
         if found is not None:
-            e = found[3]
-            if op == AccessType.STORE and not (e.perm & _PAGE_W and e.d and e.a):
-                pass                            # not writable from the TLB: re-walk
-            elif not check_perm(e.perm, op, user=user, sum=sum):
-                perf["hits"] += 1
-                return AccessResult(FaultKind.PAGE, 0, None, True)
-            else:
+            arr, s, way, e = found
+            if (e.a and check_perm(e.perm, op, user=user, sum=sum)
+                    and (op != AccessType.STORE or e.d)):
                 perf["hits"] += 1
                 paddr = (e.ppn << PAGE_SHIFT) + (vaddr & LEVEL_SIZE_MASK[e.level])
                 return AccessResult(FaultKind.NONE, paddr, None, True)
+            # A hit that cannot serve the access (a store to a clean entry, a permission the
+            # entry lacks) is dropped and re-walked, as the RTL does.
+            arr.remove(s, way)
         perf["misses"] += 1
         perf["walks"] += 1
         w = sv39_walk(self.mem.read, self._hw_cas(c.index), vaddr, op, user=user, sum=sum,
@@ -732,7 +747,7 @@ class SoftArch(Arch):
 
     def dev_access(self, vaddr: int, op: AccessType, asid: int) -> tuple[FaultKind, int]:
         """A device access: (NONE, paddr), (PAGE, 0) when the entry lacks the permission, or
-        (MISS, 0) with a fault record queued in ``dev.faults``."""
+        (MISS, 0) with the fault record raised in ``dev.fault`` (if none was pending)."""
         self.yield_point("dev_access")
         with self._atomic:
             fault, paddr = self.dev.access(vaddr, op, asid)

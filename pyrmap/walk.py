@@ -115,18 +115,18 @@ def check_perm(perm: int, op: AccessType, *, user: bool, sum: bool) -> bool:
 
     Used by the walk and, on a TLB hit, against the entry's cached permissions.
     """
+    need = _NEED.get(op)
+    if need is None:
+        raise ValueError(f"Access type must be an AccessType, not {op!r}")
     if perm & _PAGE_U:
         if not user and (op == AccessType.FETCH or not sum):
             return False
     elif user:
         return False
-    if op == AccessType.LOAD:
-        return bool(perm & _PAGE_R)
-    if op == AccessType.STORE:
-        return bool(perm & _PAGE_W)
-    if op == AccessType.FETCH:
-        return bool(perm & _PAGE_X)
-    raise ValueError(f"Access type must be an AccessType, not {op!r}")
+    return bool(perm & need)
+
+
+_NEED = {AccessType.LOAD: _PAGE_R, AccessType.STORE: _PAGE_W, AccessType.FETCH: _PAGE_X}
 
 
 def sv39_walk(read: Callable[[int], int], cas: Callable[[int, int, int], int], vaddr: int,

@@ -182,6 +182,7 @@ class Tlb(wiring.Component):
                 for s in range(sets)]
         sp = [Signal(layout, name=f"sp{i}") for i in range(self.superpage_entries)]
         everything = [e for row in main for e in row] + sp
+        self.entry_signals = everything   # for testbenches: e0.., then sp0..
 
         lfsr = Signal(16, init=1)
         if self.replacement == "random":

@@ -1,0 +1,152 @@
+"""Verilog export of a Top configuration, and Yosys cell statistics.
+
+Usage::
+
+    python -m hdl.export [--cores N] [--tlb-entries N] [--tlb-ways N] [--replacement R]
+                         [--superpage-entries N] [--asid-bits N] [--svade] [--dev-entries N]
+                         [--arbitration A] [--quirk NAME ...] [--out-dir DIR] [--stat]
+
+writes ``sim_build/<config_hash>/top.v`` (plus ``config.json``) and prints its path.  With
+``--stat`` it also prints a Yosys cell-count summary (``synth -flatten``, generic cells) so TLB
+designs can be compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .config import ARBITRATIONS, REPLACEMENTS, MmuConfig
+
+__all__ = ["verilog_text", "export", "yosys_stat", "main", "QUIRKS"]
+
+QUIRKS = ("plain_ad_write", "fill_after_inval", "ad_on_nonpresent")
+DEFAULT_OUT = Path(__file__).resolve().parent.parent / "sim_build"
+
+
+def _top(config):
+    from .top import Top
+    return Top(config)
+
+
+def verilog_text(config: MmuConfig, name: str = "top") -> str:
+    """The Verilog of ``config`` (stable: no source locations, internal attributes stripped)."""
+    os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
+    from amaranth.back import verilog
+    return verilog.convert(_top(config), name=name, emit_src=False, strip_internal_attrs=True)
+
+
+def export(config: MmuConfig, out_dir: Path | str = DEFAULT_OUT) -> Path:
+    """Write ``<out_dir>/<config_hash>/top.v`` (if not already there) and return its path."""
+    d = Path(out_dir) / config.config_hash
+    path = d / "top.v"
+    if not path.exists():
+        d.mkdir(parents=True, exist_ok=True)
+        text = verilog_text(config)
+        tmp = d / f"top.v.{os.getpid()}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, path)   # atomic: concurrent exporters never see half a file
+        (d / "config.json").write_text(json.dumps(config.as_dict(), indent=2, sort_keys=True)
+                                       + "\n")
+    return path
+
+
+def yosys_stat(config: MmuConfig) -> dict:
+    """Cell counts of ``config`` from Amaranth's bundled Yosys.
+
+    The bundled Yosys has no ``synth``/``stat``; this runs ``proc; flatten; opt; wreduce; opt``
+    (coarse cells), then ``simplemap; opt`` (single-bit gates) and counts cells in the JSON.
+
+    Returns ``{"cells": coarse cell count, "ff_bits": flip-flop bits, "gates": single-bit
+    cells after simplemap, "by_type": {coarse cell type: count}}``.
+    """
+    os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
+    from amaranth._toolchain.yosys import find_yosys
+    from amaranth.back import rtlil
+    text = rtlil.convert(_top(config), name="top", emit_src=False)
+    yosys = find_yosys(lambda ver: ver >= (0, 40))
+    # The WebAssembly Yosys sees no host files: the netlists come back on stdout.
+    prep = (f"read_rtlil <<rtlil\n{text}\nrtlil\n"
+            "hierarchy -top top; proc; flatten; opt -full; wreduce; opt_clean\n")
+    coarse = yosys.run(["-q", "-s", "-"], stdin=prep + "write_json\n", ignore_warnings=True)
+    fine = yosys.run(["-q", "-s", "-"], stdin=prep + "simplemap; opt; opt_clean\nwrite_json\n",
+                     ignore_warnings=True)
+    return _count(_json(coarse), _json(fine))
+
+
+def _json(out: str) -> dict:
+    return json.loads(out[out.index("{"):])
+
+
+def _cells(netlist):
+    return netlist["modules"]["top"]["cells"].values()
+
+
+def _count(coarse, fine) -> dict:
+    by_type = {}
+    ff_bits = 0
+    for cell in _cells(coarse):
+        by_type[cell["type"]] = by_type.get(cell["type"], 0) + 1
+        if "dff" in cell["type"].lower():
+            ff_bits += int(str(cell["parameters"].get("WIDTH", "1")), 2) \
+                if set(str(cell["parameters"].get("WIDTH", "1"))) <= {"0", "1"} \
+                else int(cell["parameters"]["WIDTH"])
+    gates = sum(1 for _ in _cells(fine))
+    return {"cells": sum(by_type.values()), "ff_bits": ff_bits, "gates": gates,
+            "by_type": by_type}
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="python -m hdl.export",
+                                description="Write the Verilog of a Top configuration.")
+    d = MmuConfig()
+    p.add_argument("--cores", type=int, default=d.ncores)
+    p.add_argument("--tlb-entries", type=int, default=d.tlb_entries)
+    p.add_argument("--tlb-ways", type=int, default=None,
+                   help="default: = --tlb-entries (fully associative)")
+    p.add_argument("--replacement", choices=REPLACEMENTS, default=d.replacement)
+    p.add_argument("--superpage-entries", type=int, default=d.superpage_entries)
+    p.add_argument("--asid-bits", type=int, default=d.asid_bits)
+    p.add_argument("--svade", action="store_true", help="Svade: page fault instead of A/D update")
+    p.add_argument("--dev-entries", type=int, default=d.dev_entries)
+    p.add_argument("--arbitration", choices=ARBITRATIONS, default=d.arbitration)
+    p.add_argument("--quirk", action="append", choices=QUIRKS, default=[],
+                   help="switch on a hardware quirk (repeatable)")
+    p.add_argument("--out-dir", default=str(DEFAULT_OUT))
+    p.add_argument("--stat", action="store_true", help="print a Yosys cell-count summary")
+    return p
+
+
+def config_from_args(args) -> MmuConfig:
+    return MmuConfig(
+        ncores=args.cores, tlb_entries=args.tlb_entries,
+        tlb_ways=args.tlb_entries if args.tlb_ways is None else args.tlb_ways,
+        replacement=args.replacement, superpage_entries=args.superpage_entries,
+        asid_bits=args.asid_bits, svadu=not args.svade, dev_entries=args.dev_entries,
+        arbitration=args.arbitration,
+        **{f"quirk_{q}": True for q in args.quirk})
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except (TypeError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    path = export(config, args.out_dir)
+    print(path)
+    if args.stat:
+        st = yosys_stat(config)
+        print(f"config {config.config_hash}: {st['cells']} cells, {st['ff_bits']} flip-flop "
+              f"bits, {st['gates']} single-bit gates")
+        for kind, n in sorted(st["by_type"].items(), key=lambda kv: -kv[1]):
+            print(f"  {kind:<16} {n}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

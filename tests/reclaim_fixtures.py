@@ -46,6 +46,8 @@ def add_vma(mm, start, npages, flags=ANON_FLAGS, mapping=None, pgoff=0, anon_vma
     """A VMA linked where rmap finds it: anon_vma (given, shared with a fork parent, or new)
     and, for a file, i_mmap."""
     from pyrmap.rmap import anon_vma_prepare
+    if mapping is None and not pgoff:
+        pgoff = start >> 12                   # mmap's vm_pgoff for an anonymous VMA
     vma = Vma(mm, start, start + npages * PAGE, flags, pgoff=pgoff, mapping=mapping)
     mm.mmap.append(vma)
     mm.mmap.sort(key=lambda v: v.vm_start)

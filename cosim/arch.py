@@ -13,7 +13,8 @@
   every core for ``flush_tlb_all``), hold ``valid`` until each core's ``ack`` pulse and return
   when every core acknowledged.  One round trip per flush; the cycles each took are recorded.
 * ``switch_mm`` records the satp (ASID, root PPN) a core's :class:`cosim.cpu.CpuDriver` sends
-  with its requests; ``tlb_entries`` reads the RTL's TLB entry registers (``e<i>``, ``sp<i>``)
+  with its requests; ``cpu_access`` (what the engine's ``CpuWorkload`` calls) performs one
+  load or store through a core's driver; ``tlb_entries`` reads the RTL's TLB entry registers (``e<i>``, ``sp<i>``)
   through the simulator handles.
 * Locks, yield points and thread identity come from the :class:`cosim.host.HostEnv`.
 
@@ -105,14 +106,24 @@ class TlbReader:
     def _read(self, handles) -> list[TlbEntry]:
         out = []
         for h in handles:
-            try:
-                word = int(h.value)
-            except ValueError:   # X before reset
-                continue
+            word = self._word(h.value)
             e = self._to_arch(self.asid_bits, word)
             if e is not None:
                 out.append(e)
         return out
+
+    @staticmethod
+    def _word(value) -> int:
+        """The register as an integer; an X/Z bit reads 0, except an X valid bit (bit 0),
+        which reads 1: a checker must see an entry the hardware might consider valid."""
+        try:
+            return int(value)
+        except ValueError:
+            bits = str(value)
+            word = int("".join("1" if b == "1" else "0" for b in bits), 2)
+            if bits[-1] not in "01":
+                word |= 1
+            return word
 
     def core(self, i: int) -> list[TlbEntry]:
         return self._read(self.core_handles[i])
@@ -166,7 +177,7 @@ class CosimArch(Arch):
         self.clock_period_ns = clock_period_ns
         self.clk = dut.clk
         self.kernel = None                      # set by the scenario once the Kernel exists
-        self.satp: list[Optional[tuple[int, int]]] = [None] * ncores
+        self._satp: list[Optional[tuple[int, int]]] = [None] * ncores
         self.current_mm: list = [None] * ncores
         self.stats: collections.Counter[str] = collections.Counter()
         self.flushes: list[FlushRecord] = []
@@ -199,10 +210,41 @@ class CosimArch(Arch):
             del hist[0]
 
     def _apply(self, op: str, ptep: int, a: int, b: int) -> int:
-        """Perform one PTE operation on memory, now (one instant: atomic)."""
+        """Perform one PTE operation on memory, now (one instant: atomic with respect to the
+        memory model, which performs each walker transaction at one instant too)."""
+        self.stats[f"pte_{op}"] += 1
+        who = f"sw {op} {self.env.current_thread()}"
+        m = self.memory
+        if m is None:
+            return self._apply_direct(op, ptep, a, b)
+        if op == "load":
+            return m.sw_read(ptep, who)
+        if op == "store":
+            old = self.mem.read(ptep)
+            m.sw_store(ptep, a & MASK64, who)
+            new = a & MASK64
+        elif op == "xchg":
+            old = m.sw_xchg(ptep, 0, who)
+            new = 0
+        elif op == "cmpxchg":
+            old = m.sw_cas(ptep, a & MASK64, b & MASK64, who)
+            if old != a:
+                self.stats["pte_cmpxchg_failed"] += 1
+                return old
+            new = b & MASK64
+        else:
+            # Atomic AND: a read and a CAS in the same instant (nothing runs in between).
+            old = m.sw_read(ptep, who)
+            new = old & ~(_PAGE_A if op == "mkold" else _PAGE_W)
+            if new != old:
+                m.sw_cas(ptep, old, new, who)
+        self._changed(ptep, op, old, new)
+        return old
+
+    def _apply_direct(self, op: str, ptep: int, a: int, b: int) -> int:
+        """The same operations on PhysMem without a memory model (setup, unit tests)."""
         mem = self.mem
         old = mem.read(ptep)
-        self.stats[f"pte_{op}"] += 1
         if op == "load":
             return old
         if op == "store":
@@ -223,8 +265,15 @@ class CosimArch(Arch):
         new &= MASK64
         if new != old or op == "store":
             mem.write(ptep, new)
-            self._record(ptep, op, new)
+        self._changed(ptep, op, old, new)
         return old
+
+    def _changed(self, ptep: int, op: str, old: int, new: int) -> None:
+        if new != old or op == "store":
+            self._record(ptep, op, new)
+            if self.observer is not None:
+                self.notify("pte_write", ptep=ptep, old=old, new=new,
+                            who=f"sw {op} {self.env.current_thread()}")
 
     async def _at_edge(self, op: str, ptep: int, a: int, b: int) -> int:
         await RisingEdge(self.clk)
@@ -257,23 +306,19 @@ class CosimArch(Arch):
         return self._pte_op("cmpxchg", ptep, old, new)
 
     def pte_history(self, ptep: int) -> list[tuple]:
-        """The stores to ``ptep`` (oldest first): the arch's own and, when the memory model
-        keeps a log, the walkers' WRITE/CAS; each ``(when, who, op, value)``."""
-        items = list(self.history.get(ptep, []))
-        log = getattr(self.memory, "history", None)
-        try:
-            if callable(log):
-                for t in log(ptep):
-                    items.append(t if isinstance(t, tuple) else (str(t),))
-        except Exception:  # noqa: BLE001 - a history is a courtesy
-            pass
-
-        def when(t):
-            s = str(t[0])
-            digits = "".join(ch for ch in s if ch.isdigit())
-            return int(digits) if digits else 0
-        items.sort(key=when)
-        return [t for t in items if t and isinstance(t[-1], int)]
+        """Every store to ``ptep`` still remembered, oldest first, as ``(when, who, value)``:
+        the memory model's log (software operations and the walkers' WRITE/CAS) when one is
+        attached, else the arch's own record."""
+        m = self.memory
+        if m is None:
+            return [(w, f"{who} {op}", v) for w, who, op, v in self.history.get(ptep, [])]
+        out = []
+        for txn in m.log:
+            if txn.addr == ptep and txn.wrote:
+                who = txn.who or ("sw" if txn.src < 0 else f"core{txn.src} walker")
+                out.append((f"#{txn.seq} cycle {txn.resp_cycle}", f"{who} {txn.op.name}",
+                            txn.wdata))
+        return out[-self.history_limit:]
 
     # --- TLB flushes -----------------------------------------------------------------------
 
@@ -384,10 +429,56 @@ class CosimArch(Arch):
     def switch_mm(self, core: int, mm) -> None:
         if not 0 <= core < self.ncores:
             raise ValueError(f"Core {core} does not exist; this MMU has {self.ncores} cores")
-        self.satp[core] = (mm.asid, mm.pgd)
+        if mm is None:
+            self._satp[core] = None
+            self.current_mm[core] = None
+            return
+        if self.asid_bits and mm.asid >> self.asid_bits:
+            raise ValueError(f"ASID {mm.asid} does not fit in {self.asid_bits} ASID bits")
+        self._satp[core] = (mm.asid, mm.pgd)
         self.current_mm[core] = mm
         mm.cpu_vm_mask.add(core)
         self.stats["switch_mm"] += 1
+
+    def satp(self, core: int) -> Optional[tuple[int, int]]:
+        """``(asid, root pfn)`` of ``core``, or None before its first switch_mm."""
+        return self._satp[core]
+
+    def set_satp(self, core: int, asid: int, root: int) -> None:
+        """Write satp directly (no mm): for tests of the MMU alone."""
+        self._satp[core] = (asid, root)
+        self.current_mm[core] = None
+
+    # --- CPU accesses through the RTL (the engine's CpuWorkload calls these) ----------------
+
+    def attach_drivers(self, drivers) -> None:
+        """The :class:`cosim.cpu.CpuDriver` of each core (``cpu_access`` goes through them)."""
+        if len(drivers) != self.ncores:
+            raise ValueError(f"{len(drivers)} CPU drivers for {self.ncores} cores")
+        self.drivers = list(drivers)
+
+    def cpu_access(self, core: int, vaddr: int, op, *, user: bool = True, sum: bool = False,
+                   data: Optional[int] = None):
+        """Translate ``vaddr`` on ``core``'s RTL MMU and access the word (as SoftArch's
+        ``cpu_access``): one round trip; the data access happens at the instant of the
+        response.  Returns a :class:`pyrmap.softarch.AccessResult`-like object with ``fault``,
+        ``paddr``, ``value``, ``hit``."""
+        drivers = getattr(self, "drivers", None)
+        if not drivers:
+            raise RuntimeError("cpu_access needs the CPU drivers (CosimArch.attach_drivers)")
+        if not 0 <= core < self.ncores:
+            raise ValueError(f"Core {core} does not exist; this MMU has {self.ncores} cores")
+        self.stats["cpu_access"] += 1
+        if not self.env.in_host_thread():
+            raise RuntimeError("cpu_access needs simulated time; call it from a host thread")
+        return self.env.call(drivers[core].raw_access, vaddr, op, data, user, sum)
+
+    def perf(self, core: int) -> dict[str, int]:
+        """The RTL performance counters of ``core`` (``cpu{i}__perf__*``)."""
+        drivers = getattr(self, "drivers", None)
+        if drivers:
+            return drivers[core].perf()
+        return {}
 
     def _snapshot(self) -> dict:
         key = (cocotb.simtime.get_sim_time("step"), self.env.stats["resumes"])

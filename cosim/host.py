@@ -51,7 +51,7 @@ class HostThread:
     -------
     name : str
         Shown in reports and lock errors ("reclaim", "fault/core0", ...).
-    sigpending : bool
+    signal_pending : bool
         What ``signal_pending()`` answers while this thread runs (mm_take_all_locks -EINTR).
     resumes : int
         Round trips to the scheduler this thread made.
@@ -60,7 +60,7 @@ class HostThread:
     def __init__(self, name: str, ident: int | None = None):
         self.name = name
         self.ident = ident
-        self.sigpending = False
+        self.signal_pending = False
         self.resumes = 0
         self.lock_waits = 0
         self.done = False
@@ -234,7 +234,7 @@ class HostEnv:
             self.wait_cycles(n)
 
     def signal_pending(self) -> bool:
-        return self.current().sigpending
+        return self.current().signal_pending
 
     def current_thread(self) -> str:
         return self.current().name

@@ -59,3 +59,22 @@ def test_host_threads(sim):
     (ntests, nfailed), log = _run_stub(sim, seed=5)
     assert ntests >= 4, f"only {ntests} host tests ran; see {log}"
     assert nfailed == 0, f"{nfailed} of {ntests} host tests failed on {sim}; see {log}"
+
+
+def _run_top(sim: str, seed: int, test_filter: str, env=None, **params):
+    from cosim import build as cb
+    config = cb.make_config(**params)
+    tag = f"{sim}-{test_filter}-{seed}-{os.environ.get('PYTEST_XDIST_WORKER', 'w')}"
+    test_dir = cb.SIM_BUILD / config.config_hash / "runs" / tag
+    saved = os.environ.get("COSIM_TEST_FILTER")
+    r = cb.run(config, sim, "cosim.tb.tb_cosim", seed=seed, test_dir=test_dir,
+               env=dict(env or {}, COCOTB_TEST_FILTER=test_filter))
+    return r
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+def test_arch_on_rtl(sim):
+    """PTE atomics through the memory model, flushes through the RTL's invalidation ports."""
+    r = _run_top(sim, 3, "test_arch_")
+    assert r.passed, f"{r.failures}\n{r.log_tail()}\nreproduce: {r.command}"

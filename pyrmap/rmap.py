@@ -4,7 +4,8 @@ A port of the 2008 file, function by function: same names, arguments, return val
 locking contracts.  Given a page, rmap finds every pte that maps it (anonymous pages through
 their anon_vma's VMA list, file pages through ``mapping.i_mmap``) to age, clean or unmap it.
 
-Lock ordering in mm (the seed's comment, kept as data in :data:`LOCK_ORDER`)::
+Lock ordering in mm (the seed's comment; kept as data in :data:`LOCK_ORDER` and checked by
+:class:`pyrmap.locking.LockDep`)::
 
     inode->i_mutex          (while writing or truncating, not reading or faulting)
       inode->i_alloc_sem    (vmtruncate_range)
@@ -43,6 +44,7 @@ from __future__ import annotations
 import errno
 from typing import Callable, Optional
 
+from . import locking as _locking
 from .mm_types import (PG, VM_LOCKED, VM_MAYSHARE, VM_NONLINEAR, VM_SHARED, AddressSpace,
                        AnonVma, Page, PageAnon, Vma, page_mapcount, page_mapped)
 from .mmu_notifier import ptep_clear_flush_notify, ptep_clear_flush_young_notify
@@ -54,7 +56,7 @@ from .pte import (PAGE_SHIFT, PAGE_SIZE, PTE_SIZE, make_migration_entry, pgoff_t
 
 __all__ = [
     "SWAP_SUCCESS", "SWAP_AGAIN", "SWAP_FAIL", "EFAULT", "ENOMEM", "CLUSTER_SIZE",
-    "CLUSTER_MASK", "LOCK_ORDER", "lock_rank", "KernelBug", "BadPageState", "Ref",
+    "CLUSTER_MASK", "LOCK_ORDER", "KernelBug", "BadPageState", "Ref",
     "RmapWalkControl", "rmap_walk_anon", "rmap_walk_file",
     "anon_vma_alloc", "anon_vma_free", "anon_vma_prepare", "__anon_vma_merge",
     "__anon_vma_link", "anon_vma_link", "anon_vma_unlink", "page_lock_anon_vma",
@@ -77,32 +79,9 @@ PMD_SIZE = 1 << 21
 CLUSTER_SIZE = min(32 * PAGE_SIZE, PMD_SIZE)
 CLUSTER_MASK = ~(CLUSTER_SIZE - 1)
 
-#: The lock-order tree above as data: each tuple is one level, outermost first.  A thread may
-#: take a lock only if every lock it holds is of a strictly earlier level (locks of one level
-#: are never nested, except by mm_take_all_locks under its mutex).
-LOCK_ORDER: tuple[tuple[str, ...], ...] = (
-    ("i_mutex",),
-    ("i_alloc_sem",),
-    ("mmap_sem",),
-    ("mm_all_locks_mutex",),
-    ("PG_locked",),
-    ("i_mmap_lock",),
-    ("anon_vma->lock",),
-    ("page_table_lock", "pte lock"),
-    ("mmu_notifier_mm->lock", "zone->lru_lock", "swap_lock"),
-    ("mmlist_lock", "private_lock", "inode_lock"),
-    ("sb_lock", "tree_lock"),
-)
-
-_RANK = {name: level for level, names in enumerate(LOCK_ORDER) for name in names}
-
-
-def lock_rank(name: str) -> int:
-    """Level of lock class ``name`` in :data:`LOCK_ORDER` (KeyError for an unknown class)."""
-    try:
-        return _RANK[name]
-    except KeyError:
-        raise KeyError(f"Lock class {name!r} is not in the rmap lock-order tree") from None
+#: The lock-order tree above as data (``(lock class, depth)``, outermost first), shared with
+#: the debug lock wrapper :class:`pyrmap.locking.LockDep` that checks it on every acquisition.
+LOCK_ORDER = _locking.LOCK_ORDER
 
 
 class KernelBug(AssertionError):

@@ -4,8 +4,9 @@ Engine code (rmap, fault handlers, syscalls, CPU workloads) is ordinary synchron
 The scheduler runs each piece as a real :class:`threading.Thread`, but passes a baton so that
 exactly one of them runs at any time.  A thread gives the baton away only at a yield point
 (:meth:`Scheduler.yield_point`, called by every SoftArch PTE operation, flush, CPU access and
-lock operation) or when it blocks on a lock; the next thread is drawn by a ``random.Random``
-seeded with ``seed`` among the runnable ones.  The same seed and the same program therefore
+lock operation) or when it blocks on a lock.  At a yield point a ``random.Random`` seeded with
+``seed`` decides whether to switch (probability ``switch_prob``, itself drawn from the seed
+unless given) and to which of the other runnable threads.  The same seed and the same program therefore
 give the same interleaving, recorded in :attr:`Scheduler.trace`.
 
 When every unfinished thread is blocked, :meth:`Scheduler.run` raises :class:`Deadlock`,
@@ -74,11 +75,15 @@ class Scheduler:
     ----------
     seed : int
         Seeds the choice of the next thread at every yield point.
+    switch_prob : float, optional
+        Probability that a yield point hands the baton to another thread.  By default drawn
+        per seed, log-uniformly in [1/256, 1/2].
     max_steps : int
         Scheduling decisions after which :meth:`run` gives up with :class:`Livelock`.
     """
 
-    def __init__(self, seed: int = 0, *, max_steps: int = 2_000_000):
+    def __init__(self, seed: int = 0, *, switch_prob: Optional[float] = None,
+                 max_steps: int = 2_000_000):
         if not isinstance(seed, int):
             raise TypeError(f"Seed must be an integer, not {seed!r}")
         if not isinstance(max_steps, int) or max_steps <= 0:
@@ -86,6 +91,13 @@ class Scheduler:
         self.seed = seed
         self.max_steps = max_steps
         self.rng = random.Random(seed)
+        if switch_prob is None:
+            # Log-uniform in [1/256, 1/2]: some seeds switch often, others let a thread run
+            # long stretches, so that a window deep inside one thread is hit by some seed.
+            switch_prob = 2.0 ** -self.rng.uniform(1.0, 8.0)
+        if not isinstance(switch_prob, (int, float)) or not 0.0 < switch_prob <= 1.0:
+            raise ValueError(f"Switch probability must be in (0, 1], not {switch_prob!r}")
+        self.switch_prob = float(switch_prob)
         self.tasks: list[Task] = []
         self.trace: list[tuple[str, str]] = []
         self.steps = 0
@@ -213,8 +225,14 @@ class Scheduler:
             return next((t for t in self.tasks if t.state != "done"), None)
         return nxt
 
-    def _pick(self) -> Optional[Task]:
-        runnable = [t for t in self.tasks if t.state == "runnable"]
+    def _pick(self, current: Optional[Task] = None) -> Optional[Task]:
+        """The next thread: ``current`` keeps running unless a switch is drawn (probability
+        ``switch_prob``); a switch, or a ``current`` that cannot run, picks uniformly among
+        the other runnable threads."""
+        runnable = [t for t in self.tasks if t.state == "runnable" and t is not current]
+        if current is not None and current.state == "runnable":
+            if not runnable or self.rng.random() >= self.switch_prob:
+                return current
         if not runnable:
             return None
         return runnable[0] if len(runnable) == 1 else self.rng.choice(runnable)
@@ -255,14 +273,14 @@ class Scheduler:
     # --- called by engine threads ------------------------------------------------------------
 
     def yield_point(self, why: str = "") -> None:
-        """Offer the baton; the seeded RNG picks the next thread (possibly the caller).
+        """Offer the baton; the seeded RNG decides whether another thread runs, and which.
         A no-op outside the scheduler's threads and while threads are being unwound."""
         me = self.current()
         if me is None or self._aborting:
             return
         self._step(me.name, why)
-        nxt = self._pick()
-        if nxt is not None and nxt is not me:
+        nxt = self._pick(me)
+        if nxt is not me:
             self._switch(me, nxt)
 
     def block(self, obj, why: str) -> None:

@@ -502,13 +502,15 @@ class SecondaryMmu:
         return True
 
     def _drop(self, start: int, end: int) -> None:
+        """Invalidate the device TLB for every translation in [start, end), *then* forget it:
+        until the invalidation is acknowledged the device can still use it."""
         self.seq += 1
+        arch = self.owner.kernel.arch
         for vpn in [v for v in self.map if start <= (v << PAGE_SHIFT) < end]:
-            self.map.pop(vpn, None)
-            arch = self.owner.kernel.arch
             if hasattr(arch, "dev_inval"):
                 from .arch import InvalKind
                 arch.dev_inval(InvalKind.VA_ASID, vpn << PAGE_SHIFT, self.mm.asid)
+            self.map.pop(vpn, None)
 
     def reaches(self, pfn: int) -> Optional[int]:
         for vpn, (p, _) in self.map.items():

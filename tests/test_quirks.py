@@ -1,0 +1,217 @@
+"""The bug zoo: each quirk makes a checker fail, and the same run passes with it off.
+
+The races are driven by the seeded scheduler.  Each test searches a fixed, small range of
+seeds for one whose interleaving hits the race with the quirk on (deterministic: same range,
+same result), then runs the very same seed with the quirk off and expects every checker to
+pass.  Failures print the seed.
+"""
+
+import pytest
+
+from pyrmap.checkers import Checkers, InvariantViolation
+from pyrmap.kernel import Kernel, Quirks
+from pyrmap.mm_types import (PG, AddressSpace, MmStruct, Vma, VM_MAYREAD, VM_MAYSHARE,
+                             VM_MAYWRITE, VM_READ, VM_SHARED, VM_WRITE)
+from pyrmap.pagemap import lock_page, unlock_page
+from pyrmap.pagetable import pgd_alloc, pte_alloc
+from pyrmap.physmem import PhysMem
+from pyrmap.pte import (PAGE_SHARED, PAGE_SIZE, AccessType, FaultKind, _PAGE_A, _PAGE_D,
+                        pfn_pte)
+from pyrmap.sched import Scheduler
+from pyrmap.softarch import SoftArch
+
+VA = 0x40000000
+SEEDS = range(40)
+
+
+class Rig:
+    """A kernel on SoftArch with a scheduler, checkers, one mm and one shared file page."""
+
+    def __init__(self, seed: int, quirk: str, on: bool, pte_bits: int = _PAGE_A | _PAGE_D):
+        self.seed = seed
+        self.sched = Scheduler(seed)
+        self.arch = SoftArch(PhysMem(32), 2, seed=seed, sched=self.sched, history=True)
+        quirks = Quirks(**{quirk: on})
+        self.kernel = Kernel(self.arch, quirks)
+        self.chk = Checkers(self.kernel, seed=seed,
+                            command=f"pytest tests/test_quirks.py  # seed {seed}").install()
+        k = self.kernel
+        self.mm = mm = MmStruct(k, k.alloc_asid(), pgd_alloc(k))
+        k.mms.append(mm)
+        self.arch.switch_mm(0, mm)
+        self.file = f = AddressSpace(k, "f", 1)
+        flags = VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_SHARED | VM_MAYSHARE
+        self.vma = Vma(mm, VA, VA + PAGE_SIZE, flags, 0, f)
+        mm.mmap.append(self.vma)
+        f.i_mmap.insert(0, 0, self.vma)
+        self.page = page = k.alloc_page()            # the page cache's reference
+        page.mapping, page.index = f, 0
+        page.set(PG.uptodate)
+        f.page_tree[0] = page
+        k.get_page(page)                             # the pte's reference
+        self.ptep = pte_alloc(mm, VA)
+        self.arch.set_pte_at(mm, VA, self.ptep, pfn_pte(page.pfn, PAGE_SHARED | pte_bits))
+        from pyrmap.rmap import page_add_file_rmap
+        page_add_file_rmap(page)
+        mm.file_rss += 1
+        self.chk.shadow.register_file(f)
+        self.chk.shadow.on_mmap(mm, VA, PAGE_SIZE, 3, True, f, 0)
+
+    def store(self, core: int, value: int) -> bool:
+        """A CPU store; False (nothing stored) when it faults: the page is gone, and the
+        rig has no fault handler to bring it back."""
+        res = self.arch.cpu_access(core, VA, AccessType.STORE, data=value)
+        if res.fault != FaultKind.NONE:
+            assert res.fault == FaultKind.PAGE, res
+            return False
+        self.chk.shadow.store(self.mm, VA, value)
+        return True
+
+    def run(self):
+        self.sched.run()
+
+
+def _search(make, check_off=True):
+    """The first seed in SEEDS whose run violates an invariant with the quirk on; then the
+    same seed with the quirk off must pass.  Returns (seed, violation)."""
+    for seed in SEEDS:
+        try:
+            make(seed, True)
+        except InvariantViolation as exc:
+            if check_off:
+                try:
+                    make(seed, False)
+                except InvariantViolation as off:    # pragma: no cover - a real failure
+                    pytest.fail(f"seed {seed}: fails with the quirk off too:\n{off}")
+            return seed, exc
+    pytest.fail(f"no seed in {SEEDS} hit the race with the quirk on")
+
+
+# --- 479db0bf408e: page_check_address lock-free pre-check ------------------------------------
+
+def lockless_race(seed: int, on: bool) -> Rig:
+    rig = Rig(seed, "page_check_address_lockless", on)
+    mm, arch, page = rig.mm, rig.arch, rig.page
+    assert rig.store(0, 0x1111)         # core0 caches a writable, dirty translation
+    page.set(PG.dirty)                  # the write fault dirtied the page
+
+    def rewriter():
+        # A clear-then-set rewrite of a live pte under the pte lock (powerpc's set_pte_at,
+        # any update done as "clear; set").
+        with mm.page_table_lock:
+            old = arch.ptep_get_and_clear(mm, VA, rig.ptep)
+            arch.set_pte_at(mm, VA, rig.ptep, old)
+
+    def writeback():
+        from pyrmap.filemap import write_one_page
+        lock_page(page)
+        write_one_page(page)            # clear_page_dirty_for_io -> page_mkclean, writepage
+
+    rig.sched.spawn("rewriter", rewriter)
+    rig.sched.spawn("writeback", writeback)
+    rig.run()
+    rig.chk.check_all()
+    # page_mkclean made the pte clean and read-only everywhere: the next write faults.
+    res = arch.translate(0, VA, AccessType.STORE)
+    assert res.fault == FaultKind.PAGE, f"seed {seed}: a store after writeback did not fault"
+    return rig
+
+
+def test_page_check_address_lockless_loses_dirty():
+    seed, exc = _search(lockless_race)
+    assert exc.checker == "shadow"
+    assert "writeback of clean" in exc.message and exc.seed == seed
+    assert "lockless" not in exc.message
+
+
+def test_page_check_address_locked_is_safe_on_every_seed():
+    for seed in range(10):
+        rig = lockless_race(seed, False)
+        assert rig.kernel.stats["rmap_lockless_skip"] == 0
+
+
+# --- nonatomic ptep_get_and_clear: a D bit set by a walker in the window is lost ---------------
+
+def nonatomic_race(seed: int, on: bool) -> Rig:
+    # The pte is writable but clean and not young: a store must walk and CAS D in.
+    rig = Rig(seed, "nonatomic_ptep_get_and_clear", on, pte_bits=0)
+    mm, arch, page, k = rig.mm, rig.arch, rig.page, rig.kernel
+
+    def cpu():
+        # Spin a seed-dependent while before the store, so that the seeds cover every
+        # position of the store relative to reclaim's steps.
+        for _ in range(seed % 16):
+            arch.yield_point("spin")
+        rig.store(0, 0x2222)
+
+    def reclaim():
+        from pyrmap.filemap import write_one_page
+        from pyrmap.rmap import SWAP_SUCCESS, try_to_unmap
+        from pyrmap.vmscan import remove_mapping
+        k.get_page(page)
+        lock_page(page)
+        rc = try_to_unmap(page, 0)
+        if rc == SWAP_SUCCESS and page.test(PG.dirty):
+            write_one_page(page)                # unlocks
+            lock_page(page)
+        if rc == SWAP_SUCCESS and remove_mapping(page):
+            pass
+        unlock_page(page)
+        k.put_page(page)
+
+    rig.sched.spawn("cpu0", cpu)
+    rig.sched.spawn("reclaim", reclaim)
+    rig.run()
+    if 0 not in rig.file.page_tree:
+        # The page left the cache: the file's backing store must hold every write.
+        rig.chk.shadow.check_backing(rig.file, [0])
+    rig.chk.check_all()
+    return rig
+
+
+def test_nonatomic_ptep_get_and_clear_loses_a_write():
+    seed, exc = _search(nonatomic_race)
+    assert exc.checker == "shadow" and "lost write" in exc.message
+    assert exc.seed == seed
+
+
+# --- 3ad3d901bbcf: mmu_notifier_release unlinks before ->release -------------------------------
+
+def release_race(seed: int, on: bool) -> Rig:
+    # Not young, so try_to_unmap does not refuse the page.
+    rig = Rig(seed, "notifier_release_unlink_first", on, pte_bits=0)
+    mm, arch, page, k = rig.mm, rig.arch, rig.page, rig.kernel
+    sec = rig.chk.add_secondary(mm)
+    assert sec.fault(VA)
+
+    def exiting():
+        from pyrmap.mmu_notifier import mmu_notifier_release
+        mmu_notifier_release(mm)            # exit_mmap's first step
+
+    def reclaim():
+        from pyrmap.rmap import SWAP_SUCCESS, try_to_unmap
+        from pyrmap.vmscan import remove_mapping
+        k.get_page(page)
+        lock_page(page)
+        if try_to_unmap(page, 0) == SWAP_SUCCESS:
+            remove_mapping(page)
+        unlock_page(page)
+        k.put_page(page)                    # the last reference: the frame is freed
+
+    rig.sched.spawn("exit", exiting)
+    rig.sched.spawn("reclaim", reclaim)
+    rig.run()
+    return rig
+
+
+def test_notifier_release_unlink_first_leaves_secondary_to_freed_page():
+    seed, exc = _search(release_race)
+    assert exc.checker == "frame"
+    assert "freed while" in exc.message and ("device TLB" in exc.message or
+                                             "secondary MMU" in exc.message)
+
+
+def test_notifier_release_fixed_order_on_every_seed():
+    for seed in range(10):
+        rig = release_race(seed, False)
+        assert rig.chk.frame.violations == 0

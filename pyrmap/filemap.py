@@ -348,35 +348,22 @@ def unmap_mapping_range(mapping: AddressSpace, holebegin: int, holelen: int,
     else:
         last = (1 << 44) - 1
     details = {"check_mapping": None if even_cows else mapping,
-               "nonlinear": False, "first_index": first, "last_index": last}
+               "nonlinear_vma": None, "first_index": first, "last_index": last}
+    # As in the kernel, i_mmap_lock is held across the zaps (the pte locks nest inside it),
+    # so no rmap walk of this file runs in between.
     with mapping.i_mmap_lock:
         vmas = [v for v in mapping.i_mmap
                 if v.vm_pgoff <= last and v.vm_pgoff + v.npages - 1 >= first]
-        nonlinear = list(mapping.i_mmap_nonlinear)
-    # zap_page_range takes the pte locks (and the notifier may sleep): do it outside
-    # i_mmap_lock, as the kernel does when it must reschedule.
-    for vma in vmas:
-        vfirst = max(first, vma.vm_pgoff)
-        vlast = min(last, vma.vm_pgoff + vma.npages - 1)
-        if vfirst > vlast:
-            continue
-        s = vma.vm_start + ((vfirst - vma.vm_pgoff) << PAGE_SHIFT)
-        e = vma.vm_start + ((vlast - vma.vm_pgoff + 1) << PAGE_SHIFT)
-        _zap(zap_page_range, vma, s, e - s, details, even_cows)
-    for vma in nonlinear:
-        _zap(zap_page_range, vma, vma.vm_start, vma.vm_end - vma.vm_start,
-             dict(details, nonlinear=True), even_cows)
+        for vma in vmas:
+            vfirst = max(first, vma.vm_pgoff)
+            vlast = min(last, vma.vm_pgoff + vma.npages - 1)
+            s = vma.vm_start + ((vfirst - vma.vm_pgoff) << PAGE_SHIFT)
+            e = vma.vm_start + ((vlast - vma.vm_pgoff + 1) << PAGE_SHIFT)
+            zap_page_range(vma, s, e - s, details)
+        for vma in list(mapping.i_mmap_nonlinear):
+            zap_page_range(vma, vma.vm_start, vma.vm_end - vma.vm_start,
+                           dict(details, nonlinear_vma=vma))
     mapping.kernel.stats["unmap_mapping_range"] += 1
-
-
-def _zap(zap_page_range, vma, start, size, details, even_cows):
-    if not even_cows and not (vma.vm_flags & VM_SHARED):
-        # Private mapping: its COW copies survive; file pages still mapped go.
-        pass
-    try:
-        zap_page_range(vma, start, size, details)
-    except TypeError:
-        zap_page_range(vma, start, size)
 
 
 def truncate_inode_pages(mapping: AddressSpace, lstart: int) -> int:

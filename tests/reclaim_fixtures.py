@@ -150,7 +150,9 @@ def access(mm, addr, op, data=None, core=0):
 def store(mm, addr, data, core=0, fault_ok=True):
     """A user store; on a page fault runs :func:`handle_fault` and retries once."""
     res = access(mm, addr, AccessType.STORE, data, core)
-    if res.fault == FaultKind.PAGE and fault_ok:
+    for _ in range(4):
+        if res.fault != FaultKind.PAGE or not fault_ok:
+            break
         handle_fault(mm, addr, AccessType.STORE)
         res = access(mm, addr, AccessType.STORE, data, core)
     assert res.fault == FaultKind.NONE, f"store to 0x{addr:x} faulted: {res}"
@@ -159,7 +161,9 @@ def store(mm, addr, data, core=0, fault_ok=True):
 
 def load(mm, addr, core=0):
     res = access(mm, addr, AccessType.LOAD, None, core)
-    if res.fault == FaultKind.PAGE:
+    for _ in range(4):
+        if res.fault != FaultKind.PAGE:
+            break
         handle_fault(mm, addr, AccessType.LOAD)
         res = access(mm, addr, AccessType.LOAD, None, core)
     assert res.fault == FaultKind.NONE, f"load from 0x{addr:x} faulted: {res}"

@@ -164,3 +164,72 @@ def test_msync_errors():
     fm.set_page_dirty(fm.find_get_page(f, 1))
     assert fm.msync(mm, BASE, 4 * PAGE) == -fm.ENOMEM       # hole after the VMA
     assert fm.dirty_pages(f) == []                          # the mapped part was synced
+
+
+# ---------------------------------------------------------------------------------------------
+# Truncation (needs the zap of pyrmap.memory)
+
+def truncate_setup():
+    """f of 4 pages; mm1 maps it shared (every page faulted in); mm2 maps it private, reads
+    page 3 and writes page 2 (a COW copy)."""
+    from pyrmap.mm_types import VM_MAYWRITE, VM_WRITE
+    k = make_kernel(nframes=96)
+    f = new_file(k, "t", 4, seed=11)
+    mm1, mm2 = new_mm(k), new_mm(k)
+    add_vma(mm1, BASE, 4, SHARED_FLAGS, mapping=f)
+    add_vma(mm2, BASE, 4, VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE, mapping=f)
+    for i in range(4):
+        assert load(mm1, BASE + i * PAGE) == int(f.backing[i][0])
+    load(mm2, BASE + 3 * PAGE)
+    store(mm2, BASE + 2 * PAGE, 0xC0C0)
+    return k, f, mm1, mm2
+
+
+def test_vmtruncate_unmaps_everywhere_and_drops_the_tail():
+    from pyrmap.mm_types import PageAnon
+    from pyrmap.mmu_notifier import RecordingNotifier, mmu_notifier_register
+    k, f, mm1, mm2 = truncate_setup()
+    cow = k.pfn_to_page(pte_of(mm2, BASE + 2 * PAGE) >> 10 & ((1 << 44) - 1))
+    assert PageAnon(cow)
+    tail = [f.page_tree[i] for i in (2, 3)]
+    tail_pfns = [p.pfn for p in tail]
+    rec = RecordingNotifier("t")
+    assert mmu_notifier_register(rec, mm1) == 0
+    assert fm.vmtruncate(f, 2 * PAGE) == 2
+    assert f.npages == 2 and sorted(f.page_tree) == [0, 1] and sorted(f.backing) == [0, 1]
+    for mm in (mm1, mm2):
+        for i in (2, 3):
+            assert pte_of(mm, BASE + i * PAGE) == 0, f"page {i} still mapped in {mm!r}"
+        assert pte_present(pte_of(mm1, BASE))
+    assert all(k.frames.is_free(pfn) for pfn in tail_pfns)
+    assert k.frames.is_free(cow.pfn)                          # even the COW copy
+    starts = [e for e in rec.events if e.kind == "range_start"]
+    ends = [e for e in rec.events if e.kind == "range_end"]
+    assert rec.depth == 0 and len(starts) == len(ends) >= 1
+    assert any(e.start <= BASE + 2 * PAGE and e.end >= BASE + 4 * PAGE for e in starts)
+    with pytest.raises(ValueError, match="not page aligned"):
+        fm.vmtruncate(f, 100)
+
+
+def test_unmap_mapping_range_keeps_cow_copies():
+    k, f, mm1, mm2 = truncate_setup()
+    fm.unmap_mapping_range(f, 2 * PAGE, 2 * PAGE, 0)
+    assert pte_of(mm1, BASE + 2 * PAGE) == 0 and pte_of(mm1, BASE + 3 * PAGE) == 0
+    assert pte_of(mm2, BASE + 3 * PAGE) == 0
+    assert pte_present(pte_of(mm2, BASE + 2 * PAGE))            # private copy survives
+    assert load(mm2, BASE + 2 * PAGE) == 0xC0C0
+    assert pte_present(pte_of(mm1, BASE + PAGE))
+    # Faulting the file pages in again reads the same data from the cache.
+    assert load(mm1, BASE + 3 * PAGE) == int(f.backing[3][0])
+
+
+def test_truncate_inode_pages_discards_dirty_data():
+    k = make_kernel()
+    f = new_file(k, "d", 2, seed=2)
+    p = fm.read_file_page(f, 1)
+    k.mem.frame(p.pfn)[0] = 99
+    fm.set_page_dirty(p)
+    k.put_page(p)
+    assert fm.truncate_inode_pages(f, PAGE) == 1
+    assert f.nrpages == 0 and 1 not in f.backing and k.frames.is_free(p.pfn)
+    assert fm.do_writepages(f) == 0

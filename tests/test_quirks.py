@@ -215,3 +215,53 @@ def test_notifier_release_fixed_order_on_every_seed():
     for seed in range(10):
         rig = release_race(seed, False)
         assert rig.chk.frame.violations == 0
+
+
+# --- 1cf35d47712d: zap flushes the TLB only after dropping the pte lock -------------------------
+
+def zap_race(seed: int, on: bool) -> Rig:
+    rig = Rig(seed, "zap_flush_after_pte_unlock", on)
+    mm, arch, page, k = rig.mm, rig.arch, rig.page, rig.kernel
+    assert rig.store(0, 0x3333)         # CPU A holds a dirty, writable TLB entry
+    page.set(PG.dirty)
+
+    def cpu_a():
+        # A keeps writing through its TLB entry (no fault while the entry is live).
+        for i in range(seed % 8):
+            arch.yield_point("spin")
+        rig.store(0, 0x4444)
+
+    def cpu_b():
+        from pyrmap.memory import zap_page_range
+        mm.mmap_sem.down_read()                            # MADV_DONTNEED
+        try:
+            zap_page_range(rig.vma, VA, PAGE_SIZE)
+        finally:
+            mm.mmap_sem.up_read()
+
+    def writeback_c():
+        from pyrmap.filemap import write_one_page
+        lock_page(page)
+        write_one_page(page)
+
+    rig.sched.spawn("A", cpu_a)
+    rig.sched.spawn("B", cpu_b)
+    rig.sched.spawn("C", writeback_c)
+    rig.run()
+    if not page.test(PG.dirty):
+        # Nothing left to write back: the file must hold every write.
+        rig.chk.shadow.check_backing(rig.file, [0])
+    rig.chk.check_all()
+    return rig
+
+
+def test_zap_flush_after_pte_unlock_loses_a_write():
+    seed, exc = _search(zap_race)
+    assert exc.checker == "shadow"
+    assert "writeback of clean" in exc.message or "lost write" in exc.message
+
+
+def test_zap_flush_under_pte_lock_on_every_seed():
+    for seed in range(10):
+        rig = zap_race(seed, False)
+        assert rig.chk.shadow.violations == 0

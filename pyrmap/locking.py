@@ -222,7 +222,7 @@ class SoftLock:
         return f"<{self.name} {id(self) & 0xFFFFFF:06x}{who}>"
 
     def holders(self) -> str:
-        return repr(self.owner) if self.owner is not None else "nobody"
+        return f"held by {self.owner!r}" if self.owner is not None else "free"
 
     def acquire(self, *, nested: bool = False) -> None:
         env = self.env

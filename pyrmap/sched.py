@@ -242,8 +242,10 @@ class Scheduler:
         for t in self.tasks:
             if t.state == "blocked" and t.waiting is not None:
                 obj, why = t.waiting
-                holders = obj.holders() if hasattr(obj, "holders") else "?"
-                lines.append(f"{t.name!r} waits for {obj!r} ({why}), held by {holders}")
+                holders = obj.holders() if hasattr(obj, "holders") else "held by ?"
+                name = getattr(obj, "name", type(obj).__name__)
+                lines.append(f"{t.name!r} waits for {name!r} {id(obj) & 0xFFFFFF:06x} "
+                             f"({why}), {holders}")
         msg = (f"Deadlock (scheduler seed {self.seed}): every thread is blocked: "
                + "; ".join(lines))
         if self._error is None:

@@ -485,7 +485,7 @@ class SoftArch(Arch):
         if self.sched is not None and self.sched.current() is not None:
             self.sched.block(lock, why)
             return
-        raise Deadlock(f"Thread {self.current_thread()!r} blocks on {lock!r} ({why}), held by "
+        raise Deadlock(f"Thread {self.current_thread()!r} blocks on {lock.name!r} ({why}), "
                        f"{lock.holders()}, and no scheduler runs the holder")
 
     def lock_wake(self, lock) -> None:

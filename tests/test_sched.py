@@ -1,6 +1,8 @@
 """The deterministic scheduler: same seed same interleaving, locks under contention, deadlock
 and livelock detection, exceptions, signals, current task."""
 
+import re
+
 import pytest
 
 from pyrmap.locking import Deadlock
@@ -112,8 +114,8 @@ def test_abba_deadlock_is_detected_and_named():
     deadlocks = [m for m in outcomes.values() if m != "ok"]
     assert deadlocks and "ok" in outcomes.values(), outcomes
     msg = deadlocks[0]
-    assert "'ab' waits for <B" in msg and "held by 'ba'" in msg
-    assert "'ba' waits for <A" in msg and "held by 'ab'" in msg
+    assert re.search(r"'ab' waits for 'B' \w+ \(lock B\), held by 'ba'", msg), msg
+    assert re.search(r"'ba' waits for 'A' \w+ \(lock A\), held by 'ab'", msg), msg
     assert "scheduler seed" in msg
     # Deterministic: the same seed deadlocks again.
     seed = next(s for s, m in outcomes.items() if m != "ok")
@@ -266,3 +268,47 @@ def test_results_and_rerun():
     t2 = sched.spawn("b", lambda: "again")
     sched.run()
     assert t2.result == "again"
+
+
+def test_switch_prob_validation():
+    with pytest.raises(ValueError, match=r"^Switch probability must be in \(0, 1\], not 0$"):
+        Scheduler(0, switch_prob=0)
+    assert 1 / 256 <= Scheduler(11).switch_prob <= 1 / 2
+    assert Scheduler(11).switch_prob == Scheduler(11).switch_prob
+
+
+def test_some_seed_reaches_a_window_deep_inside_a_long_thread():
+    """A one-step thread lands after many different steps of a 60-step thread across seeds
+    (uniform switching at every step would almost never get past the first few)."""
+    positions = set()
+    for seed in range(64):
+        sched = Scheduler(seed)
+        state = {"step": 0, "at": None}
+
+        def long():
+            for i in range(60):
+                state["step"] = i
+                sched.yield_point("long")
+
+        def short():
+            sched.yield_point("short")
+            state["at"] = state["step"]
+        sched.spawn("long", long)
+        sched.spawn("short", short)
+        sched.run()
+        positions.add(state["at"])
+    assert max(positions) >= 30, sorted(positions)
+    assert len(positions) >= 15, sorted(positions)
+
+
+def test_fixed_switch_prob_one_always_switches_between_two_threads():
+    sched = Scheduler(0, switch_prob=1.0)
+
+    def f():
+        for _ in range(5):
+            sched.yield_point("y")
+    sched.spawn("a", f)
+    sched.spawn("b", f)
+    sched.run()
+    names = [n for n, _ in sched.trace]
+    assert all(x != y for x, y in zip(names, names[1:]))

@@ -200,8 +200,12 @@ class Tlb(wiring.Component):
             return [data.View(layout, Array([main[s][w].as_value() for s in range(sets)])[idx])
                     for w in range(ways)]
 
+        def asid_eq(e, asid):
+            # With no ASID tag (asid_bits=0) every entry belongs to every address space.
+            return (e.asid == asid) if self.asid_bits else Const(1, 1)
+
         def tag_match(e, vpn, asid):
-            return e.valid & vpn_match(e, vpn) & (e.g | (e.asid == asid))
+            return e.valid & vpn_match(e, vpn) & (e.g | asid_eq(e, asid))
 
         # --- lookup -------------------------------------------------------------------------
         lk = self.lookup
@@ -228,7 +232,7 @@ class Tlb(wiring.Component):
             for w in reversed(range(len(sp))):
                 with m.If(hits[ways + w]):
                     m.d.comb += sp_hit_way.eq(w)
-            with m.If(lk.valid & hits[ways:].any()):
+            with m.If(lk.valid & hits[ways:].any() & ~hits[:ways].any()):
                 sprepl.touch(m, 0, sp_hit_way)
 
         with m.If(lk.valid):
@@ -246,7 +250,7 @@ class Tlb(wiring.Component):
         with m.If(iv.valid):
             for e in everything:
                 va = vpn_match(e, iv.vpn)
-                asid = e.asid == iv.asid
+                asid = asid_eq(e, iv.asid)
                 with m.Switch(iv.kind):
                     with m.Case(InvalKind.ALL):
                         m.d.sync += e.valid.eq(0)

@@ -70,7 +70,7 @@ class PageWalker(wiring.Component):
     start : In
         ``valid``/``ready`` (ready while idle), ``vaddr``, ``op``, ``user``, ``sum``, ``root``.
     done : Out
-        One-cycle pulse ``valid`` with ``fault`` (NONE/PAGE/ACCESS), ``paddr``, ``pte`` (the leaf
+        One-cycle pulse ``valid`` with ``fault`` (NONE/PAGE/ACCESS), ``paddr`` (0 on a fault), ``pte`` (the leaf
         as it is in memory after the update) and ``level``.
     mem : Out(mem_signature())
         READ / WRITE / CAS, one outstanding.
@@ -252,7 +252,7 @@ class PageWalker(wiring.Component):
             self.done.fault.eq(fault),
             self.done.pte.eq(pte),
             self.done.level.eq(level),
-            self.done.paddr.eq(leaf_paddr(pte.ppn, level, vaddr)),
+            self.done.paddr.eq(Mux(fault == FaultKind.NONE, leaf_paddr(pte.ppn, level, vaddr), 0)),
         ]
         return m
 

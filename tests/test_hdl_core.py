@@ -1,0 +1,379 @@
+"""CoreMmu on Amaranth's simulator: hits and misses per page size, the D=0 re-walk, the four
+invalidation kinds, invalidation racing a walk (squash, and the fill-after-inval quirk),
+counters, and a seeded lockstep comparison with pyrmap.softarch.SoftArch (the golden MMU)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from hdl.core import CORE_COUNTERS, CoreMmu
+from pyrmap import pte as P
+from pyrmap.arch import InvalKind
+from pyrmap.physmem import PhysMem
+from pyrmap.pte import AccessType, FaultKind
+from pyrmap.softarch import SoftArch
+from test_hdl_memmodel import MemModel, PageTables, inval, run_sim, tlb_entries, translate
+
+V, R, W, X, U, G, A, D = (P._PAGE_V, P._PAGE_R, P._PAGE_W, P._PAGE_X, P._PAGE_U, P._PAGE_G,
+                          P._PAGE_A, P._PAGE_D)
+LOAD, STORE, FETCH = AccessType.LOAD, AccessType.STORE, AccessType.FETCH
+RWU = V | R | W | U
+
+
+def perf(ctx, dut):
+    return {name: ctx.get(getattr(dut.perf, name)) for name in CORE_COUNTERS}
+
+
+def make(latency=1, **params):
+    dut = CoreMmu(**params)
+    mem = MemModel(dut.mem, latency=latency)
+    return dut, mem, PageTables(mem)
+
+
+# --- hits and misses ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("level", [0, 1, 2])
+@pytest.mark.parametrize("ways", [8, 2], ids=["fa", "2way"])
+def test_hit_anywhere_in_page(level, ways):
+    dut, mem, pt = make(tlb_entries=8, tlb_ways=ways)
+    size = 1 << (12 + 9 * level)
+    base = 0x40000000 if level == 2 else 0x12_0000_0000 // size * size
+    ppn = 0x80000 >> (9 * level) << (9 * level) if level else 0x3456
+    pt.map(base, ppn, level=level, flags=RWU | A | D)
+    out = []
+
+    async def bench(ctx):
+        out.append(await translate(ctx, dut, base + 0x10, LOAD))
+        out.append(await translate(ctx, dut, base + size - 8, LOAD))   # other end of the page
+        out.append(await translate(ctx, dut, base + size, LOAD))       # next page: unmapped
+        out.append(perf(ctx, dut))
+        out.append(tlb_entries(ctx, dut.tlb, 9))
+
+    run_sim(dut, bench, background=[mem.run])
+    first, second, outside, counters, entries = out
+    assert (first.fault, first.hit) == (FaultKind.NONE, 0)
+    assert first.paddr == (ppn << 12) + 0x10
+    assert (second.fault, second.hit) == (FaultKind.NONE, 1)
+    assert second.paddr == (ppn << 12) + size - 8
+    assert outside.fault == FaultKind.PAGE and outside.hit == 0
+    assert counters["lookups"] == 3 and counters["hits"] == 1 and counters["misses"] == 2
+    assert counters["walks"] == 2 and counters["walk_cycles"] > 2 * 3
+    assert len(entries) == 1 and entries[0].level == level and entries[0].ppn == ppn
+    assert entries[0].vpn == (base >> 12) and entries[0].a and entries[0].d
+
+
+def test_store_to_clean_entry_rewalks_and_sets_d():
+    dut, mem, pt = make()
+    leaf = pt.map(0x5000, 0x777, flags=RWU | A)        # A=1, D=0
+    out = []
+
+    async def bench(ctx):
+        out.append(await translate(ctx, dut, 0x5008, LOAD))     # fills D=0
+        out.append(await translate(ctx, dut, 0x5010, LOAD))     # hit
+        out.append(mem.read(leaf))
+        out.append(await translate(ctx, dut, 0x5018, STORE))    # D=0 entry: re-walk + CAS
+        out.append(await translate(ctx, dut, 0x5020, STORE))    # now a hit
+        out.append(perf(ctx, dut))
+        out.append(tlb_entries(ctx, dut.tlb, 9))
+
+    run_sim(dut, bench, background=[mem.run])
+    l1, l2, before, s1, s2, c, entries = out
+    assert (l1.hit, l2.hit, s1.hit, s2.hit) == (0, 1, 0, 1)
+    assert s1.fault == s2.fault == FaultKind.NONE and s1.paddr == 0x777018
+    assert not before & D and mem.read(leaf) & D
+    assert c["d_sets"] == 1 and c["a_sets"] == 0 and c["walks"] == 2
+    assert len(entries) == 1 and entries[0].d, "the re-walk replaces the entry, no duplicate"
+
+
+def test_svade_store_to_clean_entry_faults():
+    dut, mem, pt = make(svadu=False)
+    leaf = pt.map(0x5000, 0x777, flags=RWU | A)
+    out = []
+
+    async def bench(ctx):
+        out.append(await translate(ctx, dut, 0x5008, LOAD))
+        out.append(await translate(ctx, dut, 0x5008, STORE))
+
+    run_sim(dut, bench, background=[mem.run])
+    assert out[0].fault == FaultKind.NONE
+    assert out[1].fault == FaultKind.PAGE and out[1].hit == 0
+    assert not mem.read(leaf) & D
+
+
+def test_permission_failure_on_hit_rewalks():
+    # A load fills a read-only entry; software then grants W without a flush: the store must
+    # see the new PTE (re-walk), not fault on the stale entry.
+    dut, mem, pt = make()
+    leaf = pt.map(0x9000, 0x55, flags=V | R | U | A)
+    out = []
+
+    async def bench(ctx):
+        out.append(await translate(ctx, dut, 0x9000, LOAD))
+        mem.write(leaf, P.pfn_pte(0x55, RWU | A))
+        out.append(await translate(ctx, dut, 0x9000, STORE))
+
+    run_sim(dut, bench, background=[mem.run])
+    assert out[1].fault == FaultKind.NONE and out[1].hit == 0
+    assert mem.read(leaf) & D
+
+
+def test_asid_and_global():
+    dut, mem, pt = make()
+    pt.map(0x1000, 0x11, flags=RWU | A | D)
+    pt.map(0x2000, 0x22, flags=V | R | W | G | A | D)    # global, S-mode page
+    out = []
+
+    async def bench(ctx):
+        out.append(await translate(ctx, dut, 0x1000, LOAD, asid=1))
+        out.append(await translate(ctx, dut, 0x1000, LOAD, asid=2))   # other ASID: miss
+        out.append(await translate(ctx, dut, 0x2000, LOAD, asid=1, user=0))
+        out.append(await translate(ctx, dut, 0x2000, LOAD, asid=2, user=0))   # global: hit
+
+    run_sim(dut, bench, background=[mem.run])
+    assert [r.hit for r in out] == [0, 0, 0, 1]
+
+
+def test_non_canonical_never_hits():
+    dut, mem, pt = make()
+    pt.map(0x1000, 0x11, flags=RWU | A | D)
+    out = []
+
+    async def bench(ctx):
+        out.append(await translate(ctx, dut, 0x1000, LOAD))
+        out.append(await translate(ctx, dut, 0x1000 | (1 << 40), LOAD))   # same VPN bits
+
+    run_sim(dut, bench, background=[mem.run])
+    assert out[1].fault == FaultKind.PAGE and out[1].hit == 0
+
+
+# --- invalidation kinds -------------------------------------------------------------------------
+
+# Entries: (va, asid, global)
+INVAL_SETUP = [(0x1000, 1, False), (0x2000, 1, False), (0x1000, 2, False), (0x3000, 2, True),
+               (0x4020_0000, 1, False)]        # last one is a 2 MiB page
+
+
+def _expected_after(kind, va, asid):
+    keep = []
+    for eva, easid, g in INVAL_SETUP:
+        size = 1 << 21 if eva >= 0x4000_0000 else 1 << 12
+        covers = eva // size == va // size
+        if kind == InvalKind.ALL:
+            gone = True
+        elif kind == InvalKind.VA:
+            gone = covers
+        elif kind == InvalKind.ASID:
+            gone = easid == asid and not g
+        else:
+            gone = covers and (easid == asid or g)
+        if not gone:
+            keep.append((eva, easid))
+    return sorted(keep)
+
+
+@pytest.mark.parametrize("kind,va,asid", [
+    (InvalKind.ALL, 0, 0),
+    (InvalKind.VA, 0x1000, 0),
+    (InvalKind.VA, 0x4020_0000 + 0x1234_5, 0),     # inside the 2 MiB page
+    (InvalKind.ASID, 0, 1),
+    (InvalKind.ASID, 0, 2),                        # keeps the global entry
+    (InvalKind.VA_ASID, 0x1000, 2),
+    (InvalKind.VA_ASID, 0x3000, 1),                # global entry mapping the VA goes
+], ids=["all", "va", "va-in-superpage", "asid1", "asid2-keeps-global", "va-asid",
+        "va-asid-global"])
+@pytest.mark.parametrize("ways", [8, 2], ids=["fa", "2way"])
+def test_inval_kinds(kind, va, asid, ways):
+    dut, mem, pt = make(tlb_entries=8, tlb_ways=ways)
+    pt.map(0x1000, 0x11, flags=RWU | A | D)
+    pt.map(0x2000, 0x22, flags=RWU | A | D)
+    pt.map(0x3000, 0x33, flags=RWU | G | A | D)
+    pt.map(0x4020_0000, 0x200, level=1, flags=RWU | A | D)
+    out = {}
+
+    async def bench(ctx):
+        for eva, easid, _ in INVAL_SETUP:
+            r = await translate(ctx, dut, eva, LOAD, asid=easid)
+            assert r.fault == FaultKind.NONE
+        before = tlb_entries(ctx, dut.tlb, 9)
+        out["before"] = len(before)
+        out["cycles"] = await inval(ctx, dut.inval, kind, va, asid)
+        out["after"] = tlb_entries(ctx, dut.tlb, 9)
+        out["perf"] = perf(ctx, dut)
+        # what is left still hits
+        out["hits"] = []
+        for eva, easid, _ in INVAL_SETUP:
+            r = await translate(ctx, dut, eva, LOAD, asid=easid)
+            out["hits"].append(((eva, easid), r.hit))
+
+    run_sim(dut, bench, background=[mem.run])
+    assert out["before"] == len(INVAL_SETUP)
+    left = sorted((e.vpn << 12, e.asid) for e in out["after"])
+    expect = _expected_after(kind, va, asid)
+    assert left == expect
+    assert out["perf"]["invals"] == 1
+    assert out["cycles"] <= 2, "an invalidation is acknowledged the cycle after it is seen"
+    for (eva, easid), hit in out["hits"]:
+        if (eva, easid) in expect:
+            assert hit
+
+
+# --- invalidation racing a walk --------------------------------------------------------------
+
+def _race(offset, quirk=False, latency=3):
+    """Start a walk, raise an invalidation ``offset`` cycles after the request; report what
+    the TLB holds after the ack and whether the invalidation met the walk's last cycle."""
+    dut, mem, pt = make(latency=latency, quirk_fill_after_inval=quirk)
+    pt.map(0x7000, 0x99, flags=RWU | A | D)
+    out = {}
+
+    async def cpu(ctx):
+        out["resp"] = await translate(ctx, dut, 0x7000, LOAD, asid=3)
+
+    async def shootdown(ctx):
+        if offset:
+            await ctx.tick().repeat(offset)
+        out["start"] = True
+        ctx.set(dut.inval.kind, InvalKind.VA_ASID)
+        ctx.set(dut.inval.vaddr, 0x7000)
+        ctx.set(dut.inval.asid, 3)
+        ctx.set(dut.inval.valid, 1)
+        while True:
+            _, _, apply, done, ack = await ctx.tick().sample(
+                dut.inval.valid & ~dut.inval.ack, dut.walker.done.valid, dut.inval.ack)
+            if apply and done:
+                out["same_cycle"] = True
+            if ack:
+                break
+        ctx.set(dut.inval.valid, 0)
+        out["after_ack"] = tlb_entries(ctx, dut.tlb, 9)
+        # a few cycles later, still nothing may appear
+        await ctx.tick().repeat(30)
+        out["later"] = tlb_entries(ctx, dut.tlb, 9)
+        out["perf"] = perf(ctx, dut)
+
+    run_sim(dut, cpu, shootdown, background=[mem.run])
+    return out
+
+
+def test_inval_racing_walk_is_squashed():
+    same_cycle_seen = False
+    squashes = 0
+    for offset in range(0, 20):
+        out = _race(offset)
+        assert out["after_ack"] == [] and out["later"] == [], f"offset {offset}"
+        assert out["resp"].fault == FaultKind.NONE and out["resp"].paddr == 0x99000
+        same_cycle_seen |= out.get("same_cycle", False)
+        squashes += out["perf"]["squashed"]
+    assert same_cycle_seen, "no offset put the invalidation on the fill cycle"
+    assert squashes > 0
+
+
+def test_quirk_fill_after_inval_leaves_stale_entry():
+    stale = [off for off in range(0, 20) if _race(off, quirk=True)["later"]]
+    assert stale, "with the quirk an in-flight walk must be able to fill after the ack"
+    clean = [off for off in stale if _race(off, quirk=False)["later"]]
+    assert clean == []
+
+
+# --- lockstep with the golden model (SoftArch) ----------------------------------------------
+
+CONFIGS = [
+    dict(tlb_entries=8, tlb_ways=8, replacement="plru"),
+    dict(tlb_entries=4, tlb_ways=4, replacement="fifo"),
+    dict(tlb_entries=8, tlb_ways=2, replacement="plru", superpage_entries=2),
+    dict(tlb_entries=4, tlb_ways=1, replacement="fifo", superpage_entries=2),
+    dict(tlb_entries=8, tlb_ways=4, replacement="random", superpage_entries=2),
+]
+
+
+def _lockstep(seed, cfg, naccess=60, svadu=True):
+    rng = random.Random(seed)
+    pm = PhysMem(0x100)
+    golden = SoftArch(pm, ncores=1, svadu=svadu, seed=seed, **cfg)
+    pt = PageTables(pm)
+    maps = []
+    for i in range(10):
+        level = rng.choice([0, 0, 0, 0, 1, 2])
+        va = rng.randrange(1 << 26) << 12 & ~((1 << (12 + 9 * level)) - 1)
+        flags = V | rng.choice([R, R | W, R | X, R | W | X]) | U \
+            | (A if rng.random() < 0.6 else 0) | (D if rng.random() < 0.4 else 0) \
+            | (G if rng.random() < 0.15 else 0)
+        a = pt.pte_addr(va, level)
+        if P.pte_present(pm.read(a)):
+            continue
+        pm.write(a, P.pfn_pte(rng.randrange(1, 1 << 16) << (9 * level), flags))
+        maps.append((va, level))
+    dut = CoreMmu(svadu=svadu, **cfg)
+    mem = MemModel(dut.mem, latency=(1, 3), seed=seed)
+    for ppn in range(0x80, pt.next_ppn):
+        for i in range(512):
+            w = pm.read((ppn << 12) + 8 * i)
+            if w:
+                mem.words[(ppn << 12) + 8 * i] = w
+    ops = []
+    for _ in range(naccess):
+        if rng.random() < 0.1:
+            ops.append(("inval", InvalKind(rng.randrange(4)), rng.choice(maps)[0],
+                        rng.randrange(3)))
+        else:
+            va, level = rng.choice(maps)
+            va += rng.randrange(1 << (12 + 9 * level)) & ~7
+            ops.append(("access", va, rng.choice([LOAD, LOAD, STORE, FETCH]),
+                        rng.randrange(3), rng.random() < 0.8))
+    got = []
+
+    async def bench(ctx):
+        for op in ops:
+            if op[0] == "inval":
+                await inval(ctx, dut.inval, op[1], op[2], op[3])
+                got.append(None)
+            else:
+                _, va, kind, asid, user = op
+                got.append(await translate(ctx, dut, va, kind, asid=asid, user=int(user),
+                                           root=0x80))
+        got.append(perf(ctx, dut))
+        got.append(tlb_entries(ctx, dut.tlb, 9))
+
+    run_sim(dut, bench, background=[mem.run])
+    for op, r in zip(ops, got):
+        if op[0] == "inval":
+            golden.inval(0, op[1], op[2], op[3])
+            continue
+        _, va, kind, asid, user = op
+        golden.set_satp(0, asid, 0x80)
+        e = golden.translate(0, va, kind, user=user, sum=False)
+        where = f"seed={seed} cfg={cfg} va={va:#x} {kind.name} asid={asid} user={user}"
+        assert r.fault == e.fault, where
+        assert r.paddr == e.paddr, where
+        if cfg["replacement"] != "random":
+            assert bool(r.hit) == e.hit, where
+    counters, entries = got[-2], got[-1]
+    gperf = golden.perf(0)
+    for name in CORE_COUNTERS:
+        if name in ("walk_cycles", "squashed"):
+            continue
+        if cfg["replacement"] == "random" and name in ("hits", "misses", "walks"):
+            continue
+        assert counters[name] == gperf[name], f"{name} seed={seed} cfg={cfg}"
+    if cfg["replacement"] != "random":
+        assert sorted(entries, key=repr) == sorted(golden.tlb_entries(0), key=repr), \
+            f"TLB contents differ seed={seed} cfg={cfg}"
+    for addr, w in mem.words.items():
+        assert pm.read(addr) == w, f"memory differs at {addr:#x} seed={seed}"
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c['tlb_entries']}x{c['tlb_ways']}"
+                         f"-{c['replacement']}")
+@pytest.mark.parametrize("seed", [1, 2])
+def test_lockstep_with_softarch(seed, cfg):
+    _lockstep(seed, cfg, svadu=seed % 2 == 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c['tlb_entries']}x{c['tlb_ways']}"
+                         f"-{c['replacement']}")
+@pytest.mark.parametrize("seed", range(10, 20))
+def test_lockstep_with_softarch_long(seed, cfg):
+    _lockstep(seed, cfg, naccess=200, svadu=seed % 2 == 1)

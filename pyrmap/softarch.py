@@ -235,22 +235,29 @@ class Tlb:
                     return arr, 0, way, e
         return None
 
-    def fill(self, entry: TlbEntry) -> tuple[_Array, int, int]:
-        """Install ``entry``, replacing an entry of the same page and address space if there is
-        one, else an invalid way, else the replacement policy's victim."""
+    def fill(self, entry: TlbEntry, drop=None) -> tuple[_Array, int, int]:
+        """Install ``entry``.
+
+        Without ``drop``: over an entry of the same page and address space if there is one,
+        else in an invalid way, else over the replacement policy's victim.  With ``drop`` (a
+        lookup result): the victim is chosen first, then the dropped entry is removed, then the
+        new one written (the RTL does all three in one cycle)."""
         if entry.level > 0 and self.superpages is not None:
             arr, s = self.superpages, 0
         else:
             arr = self.main
             s = (entry.vpn & (self.nsets - 1)) if entry.level == 0 else 0
         way = None
-        for w, e in enumerate(arr.slots[s]):
-            if (e is not None and e.vpn == entry.vpn and e.level == entry.level
-                    and (e.g or entry.g or e.asid == entry.asid)):
-                way = w
-                break
+        if drop is None:
+            for w, e in enumerate(arr.slots[s]):
+                if (e is not None and e.vpn == entry.vpn and e.level == entry.level
+                        and (e.g or entry.g or e.asid == entry.asid)):
+                    way = w
+                    break
         if way is None:
             way = arr.victim(s)
+        if drop is not None:
+            drop[0].remove(drop[1], drop[2])
         arr.slots[s][way] = entry
         arr.young[s][way] = False
         arr.touch(s, way)
@@ -325,9 +332,9 @@ class DeviceTlb:
     def access(self, vaddr: int, op: AccessType, asid: int) -> tuple[FaultKind, int]:
         op = AccessType(op)
         self.perf["lookups"] += 1
+        found = self.tlb.lookup(vaddr, asid)        # the RTL looks up VA[38:12] regardless
         if not va_canonical(vaddr):
             return FaultKind.PAGE, 0
-        found = self.tlb.lookup(vaddr, asid)
         if found is None:
             self.perf["misses"] += 1
             if self.fault is None:
@@ -353,15 +360,12 @@ class DeviceTlb:
             raise ValueError(f"PPN {ppn:#x} is not aligned to a level-{level} page")
         entry = _make_entry(vaddr, asid, ppn, level, perm, g, True, bool(perm & _PAGE_W),
                             self.tlb.asid_mask)
-        found = self.tlb.lookup(vaddr, asid, touch=False)
-        if found is not None:
-            found[0].remove(found[1], found[2])
-        self.tlb.fill(entry)
+        self.tlb.fill(entry, drop=self.tlb.lookup(vaddr, asid))
         self.perf["fills"] += 1
         return entry
 
     def young(self, vaddr: int, asid: int) -> bool:
-        found = self.tlb.lookup(vaddr, asid, touch=False)
+        found = self.tlb.lookup(vaddr, asid)
         if found is None:
             return False
         arr, s, way, _ = found
@@ -618,10 +622,10 @@ class SoftArch(Arch):
         perf = c.perf
         perf["lookups"] += 1
         vaddr &= _MASK64
-        found = c.tlb.lookup(vaddr, c.asid) if va_canonical(vaddr) else None
+        found = c.tlb.lookup(vaddr, c.asid)         # the RTL looks up VA[38:12] regardless
         if found is not None:
             arr, s, way, e = found
-            if (e.a and check_perm(e.perm, op, user=user, sum=sum)
+            if (va_canonical(vaddr) and e.a and check_perm(e.perm, op, user=user, sum=sum)
                     and (op != AccessType.STORE or e.d)):
                 perf["hits"] += 1
                 paddr = (e.ppn << PAGE_SHIFT) + (vaddr & LEVEL_SIZE_MASK[e.level])

@@ -30,6 +30,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -144,12 +145,43 @@ def config_params(config) -> dict[str, Any]:
     return dict(vars(config))
 
 
+_SINGLE_ALWAYS = re.compile(r"^(\s*)always @\*\n\s*([^\n;]+?) = ([^\n;]+);\n", re.M)
+_CONST = re.compile(r"^\d+'[hbdo][0-9a-fA-F_]+$")
+_TRICK = re.compile(r"reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+) +=")
+
+
+def patch_verilog(text: str) -> str:
+    """Make Yosys' single-statement ``always @*`` processes run at time 0.
+
+    Yosys writes a combinational assignment that is alone in its process as
+    ``always @* lhs = rhs;`` without the initial-trigger register it gives larger processes.
+    Neither Icarus nor Verilator runs such a block until ``rhs`` changes, so a constant
+    (``\\new [0] = 1'h1``, a TLB entry's valid bit) stays X/0 forever.  Constant ones become
+    ``initial`` assignments (the register has no other driver); others are wrapped to depend
+    on the module's initial-trigger register, as Yosys does for larger processes.
+    """
+    out = []
+    for chunk in re.split(r"(?=^module )", text, flags=re.M):
+        trick = _TRICK.search(chunk)
+
+        def fix(mo, trick=trick):
+            indent, lhs, rhs = mo.group(1), mo.group(2), mo.group(3).strip()
+            if _CONST.match(rhs):
+                return f"{indent}initial {lhs} = {rhs};\n"
+            if trick is None:
+                return mo.group(0)
+            return (f"{indent}always @* begin\n{indent}  if ({trick.group(1)} ) begin end\n"
+                    f"{indent}  {lhs} = {rhs};\n{indent}end\n")
+        out.append(_SINGLE_ALWAYS.sub(fix, chunk))
+    return "".join(out)
+
+
 def hdl_sources_digest() -> str:
     """A hash of the gateware's sources (``hdl/*.py`` and ``pyrmap/pte.py``).
 
     The configuration hash does not change when the hdl code does; this digest makes a cached
     ``top.v`` that an older hdl produced be regenerated."""
-    h = hashlib.sha256()
+    h = hashlib.sha256(Path(__file__).read_bytes())    # patch_verilog lives here
     for path in sorted((ROOT / "hdl").glob("*.py")) + [ROOT / "pyrmap" / "pte.py"]:
         h.update(path.name.encode())
         h.update(path.read_bytes())
@@ -175,7 +207,7 @@ def export_verilog(config) -> Path:
         t0 = time.monotonic()
         from hdl import export as hexport
         try:
-            text = hexport.verilog_text(config)
+            text = patch_verilog(hexport.verilog_text(config))
         except Exception as exc:
             raise BuildError(f"elaboration of configuration {h} failed: "
                              f"{type(exc).__name__}: {exc}") from exc

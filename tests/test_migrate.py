@@ -208,3 +208,50 @@ def test_migration_entry_wait_sleeps_until_migration_ends():
         assert page_mapcount(new) == 1 and new._count == 1
         waited += any(s[0] == "waited" for s in seen)
     assert waited >= 1, "no seed made the faulter meet the migration entry"
+
+
+# ---------------------------------------------------------------------------------------------
+# The kselftests mm/rmap.c shape on the real mm: mmap, fork tree, migrate, every process checks
+
+@pytest.mark.parametrize("kind", ["anon", "shm", "file", "file_private"])
+@pytest.mark.parametrize("seed", [0, 5])
+def test_selftests_rmap_fork_tree(kind, seed):
+    from pyrmap import mmap as mp
+    from pyrmap.pagetable import pte_offset
+    rng = random.Random(seed)
+    k = make_kernel(nframes=512, seed=seed)
+    root = mp.mm_alloc(k)
+    prot = mp.PROT_READ | mp.PROT_WRITE
+    if kind == "anon":
+        addr = mp.do_mmap(root, 0, PAGE, prot, mp.MAP_PRIVATE | mp.MAP_ANONYMOUS)
+    elif kind == "shm":
+        addr = mp.do_mmap(root, 0, PAGE, prot, mp.MAP_SHARED | mp.MAP_ANONYMOUS)
+    else:
+        f = mp.file_create(k, "rmap-test", 1)
+        flags = mp.MAP_SHARED if kind == "file" else mp.MAP_PRIVATE
+        addr = mp.do_mmap(root, 0, PAGE, mp.PROT_READ if kind == "file_private" else prot,
+                          flags, file=f)
+    if kind in ("anon", "shm"):
+        store(root, addr + 8, 0xFEED)
+    expect = load(root, addr + 8)
+    procs, frontier = [root], [root]
+    for _level in range(4):                   # 5 levels, at most 3 children each
+        nxt = []
+        for mm in frontier:
+            for _ in range(rng.randint(1, 3)):
+                child = mp.dup_mm(mm)
+                nxt.append(child)
+        procs += nxt
+        frontier = nxt
+    for i, mm in enumerate(procs):            # every process maps the page
+        assert load(mm, addr + 8, core=i % 2) == expect
+    old = k.pfn_to_page(pte_pfn(pte_of(root, addr)))
+    assert page_mapcount(old) == len(procs)
+    worker = rng.choice(procs)               # any process may move it: rmap finds them all
+    new = mg.migrate_page_to(k.pfn_to_page(pte_pfn(pte_of(worker, addr))))
+    assert new is not None and new is not old
+    assert_maps(k, procs, addr, new, old.pfn)
+    assert page_mapcount(new) == len(procs)
+    for i, mm in enumerate(procs):
+        assert load(mm, addr + 8, core=(i + 1) % 2) == expect
+    assert k.frames.is_free(old.pfn)

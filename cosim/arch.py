@@ -199,7 +199,7 @@ class CosimArch(Arch):
     # --- time ------------------------------------------------------------------------------
 
     def cycle(self) -> int:
-        return int(cocotb.simtime.get_sim_time("ns") // self.clock_period_ns)
+        return int(self.env.now_ns() // self.clock_period_ns)
 
     # --- PTE access ------------------------------------------------------------------------
 
@@ -481,7 +481,13 @@ class CosimArch(Arch):
         return {}
 
     def _snapshot(self) -> dict:
-        key = (cocotb.simtime.get_sim_time("step"), self.env.stats["resumes"])
+        key = (self.env.now_steps(), self.env.stats["resumes"])
+        if key != self._tlb_cache_key and self.env.in_host_thread():
+            # Simulator handles are read in the scheduler's thread (a hand-off that lets no
+            # simulated time pass: the coroutine does not await).
+            self.env.call(self._read_now)
+            self._tlb_cache_key = (self.env.now_steps(), self.env.stats["resumes"])
+            return self._tlb_cache
         if key != self._tlb_cache_key:
             reader = self.tlb_reader
             snap = {}
@@ -494,6 +500,10 @@ class CosimArch(Arch):
             self._tlb_cache = snap
             self._tlb_cache_key = key
         return self._tlb_cache
+
+    async def _read_now(self) -> None:
+        self._tlb_cache_key = None
+        self._snapshot()
 
     def tlb_entries(self, core: int) -> Iterable[TlbEntry]:
         """The valid entries of ``core``'s RTL TLB right now (no side effects)."""

@@ -37,11 +37,17 @@ import threading
 from typing import Any, Callable, Optional
 
 import cocotb
+from cocotb.simtime import get_sim_time
 from cocotb.triggers import ClockCycles, Event, First
 
 from pyrmap.locking import Deadlock, LockDep, LockError, SoftLock, SoftRwSem, lock_class
 
 __all__ = ["HostEnv", "HostThread", "SCHEDULER", "LockError", "Deadlock"]
+
+
+def get_sim_steps_to_ns(steps: int) -> float:
+    from cocotb.simtime import convert
+    return convert(steps, "step", to="ns")
 
 
 class HostThread:
@@ -103,6 +109,7 @@ class HostEnv:
         #: A thread waiting this many cycles for one lock raises :class:`Deadlock`.
         self.lock_timeout = lock_timeout
         self._names: collections.Counter[str] = collections.Counter()
+        self._now = 0
         self._tls = threading.local()
         self.threads: list[HostThread] = []
         self.stats: collections.Counter[str] = collections.Counter()
@@ -115,6 +122,16 @@ class HostEnv:
     def current(self) -> HostThread:
         """The running host thread, or :data:`SCHEDULER` in coroutine context."""
         return getattr(self._tls, "thread", None) or SCHEDULER
+
+    def now_steps(self) -> int:
+        """Simulated time in simulator steps.  Host threads get the time at which they were
+        last resumed (it cannot change while they run) without touching the simulator."""
+        if self.in_host_thread():
+            return self._now
+        return get_sim_time("step")
+
+    def now_ns(self) -> float:
+        return get_sim_steps_to_ns(self.now_steps())
 
     def in_host_thread(self) -> bool:
         return getattr(self._tls, "thread", None) is not None
@@ -159,6 +176,7 @@ class HostEnv:
                 thread._to_sched.release()
 
         os_thread = threading.Thread(target=body, name=f"host:{thread.name}", daemon=True)
+        self._now = get_sim_time("step")
         os_thread.start()
         while True:
             thread._to_sched.acquire()          # the host thread runs until it posts
@@ -173,6 +191,7 @@ class HostEnv:
             except BaseException as exc:  # noqa: BLE001 - raised in the host thread
                 reply = (False, exc)
             thread._reply = reply
+            self._now = get_sim_time("step")
             thread._to_host.release()           # and we block again at the loop's top
 
     def spawn(self, name: str, fn: Callable[..., Any], *args, **kwargs):

@@ -17,7 +17,7 @@ SEED = int(os.environ.get("COSIM_SEED", "1"))
 
 
 def _cycle(env):
-    return int(cocotb.simtime.get_sim_time("ns") // 10)
+    return int(env.now_ns() // 10)
 
 
 async def _start(dut):
@@ -278,3 +278,302 @@ async def test_arch_pte_ops_and_flush(dut):
     hist = arch.pte_history(memory.log[-1].addr if memory.log else 0)
     assert isinstance(hist, list)
     memory.stop()
+
+
+# =============================================================================================
+# Scenarios: pyrmap.scenario.System on CosimArch, its threads run as host threads.
+
+import random
+import time
+
+from pyrmap.checkers import InvariantViolation
+from pyrmap.pte import PAGE_SIZE
+from pyrmap.scenario import (MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_WRITE,
+                             System)
+
+
+class CosimViolation(AssertionError):
+    """An invariant violation seen in co-simulation: the checker's report (seed, step,
+    operation, PTE history, reproducing command) prefixed with the simulated cycle."""
+
+
+class CosimSystem(System):
+    """A :class:`pyrmap.scenario.System` whose MMU is the RTL and whose threads are host
+    threads: ``spawn`` queues a thread, ``await run_async()`` runs every queued thread to
+    completion in simulated time, then the quiescent checks."""
+
+    def __init__(self, bench, seed: int, *, quirks=None, command: str = "",
+                 raise_on_violation: bool = True, swap_slots: int = 128):
+        env, arch, memory = bench
+        self._queued: list = []
+        # System builds a PhysMem of its own and hands it to the arch factory; the bench's
+        # arch already owns the memory the RTL is answered from, and the Kernel takes
+        # ``arch.mem``, so the System's copy is simply not used.
+        super().__init__(seed=seed, nframes=arch.mem.nframes, ncores=arch.ncores,
+                         swap_slots=swap_slots, quirks=quirks,
+                         arch=lambda mem, ncores, seed_, sched: arch, command=command,
+                         raise_on_violation=raise_on_violation)
+        arch.kernel = self.kernel
+        self.env = env
+        self.memory = memory
+
+    def spawn(self, name: str, fn, *args, mm=None):
+        self._queued.append((name, fn, args, mm))
+
+    async def run_async(self, check: bool = True) -> None:
+        queued, self._queued = self._queued, []
+        env = self.env
+        tasks = []
+        for name, fn, args, mm in queued:
+            def body(fn=fn, args=args, mm=mm):
+                env.current().mm = mm
+                return fn(*args)
+            tasks.append(env.spawn(name, body))
+        first_exc = None
+        for t in tasks:
+            try:
+                await t
+            except BaseException as exc:  # noqa: BLE001 - the first one is re-raised below
+                first_exc = first_exc or exc
+                for d in self.arch.drivers:
+                    d.stopped = True
+        if first_exc is not None:
+            raise self._cycle_tag(first_exc)
+        if check and self.check:
+            try:
+                self.checkers.check_all()
+            except InvariantViolation as exc:
+                raise self._cycle_tag(exc)
+
+    async def call(self, name: str, fn, *args):
+        """Run one engine call (an mm operation) as a host thread and return its result."""
+        try:
+            return await self.env.run(name, fn, *args)
+        except InvariantViolation as exc:
+            raise self._cycle_tag(exc)
+
+    def _cycle_tag(self, exc):
+        if isinstance(exc, InvariantViolation):
+            return CosimViolation(f"at cycle {self.arch.cycle()}:\n{exc}")
+        return exc
+
+    def run(self, check: bool = True) -> None:
+        raise RuntimeError("CosimSystem runs in simulated time: await run_async()")
+
+
+async def start_system(dut, seed: int, *, nframes: int, quirks=None, command: str = "",
+                       raise_on_violation: bool = True, yield_cycles=(0, 2)) -> CosimSystem:
+    """Start the bench on a fresh PhysMem of ``nframes`` and build a CosimSystem on it."""
+    from pyrmap.physmem import PhysMem
+    bench = await start_bench(dut, PhysMem(nframes), seed, yield_cycles=yield_cycles)
+    return CosimSystem(bench, seed, quirks=quirks, command=command,
+                       raise_on_violation=raise_on_violation)
+
+
+# Figures the report shows (kernel.stats keys), as pyrmap.demo labels them.
+FIGURES = [
+    ("aged (ptes A cleared)", "rmap_ptes_aged"),
+    ("found young", "rmap_young_found"),
+    ("deactivated", "vmscan_deactivated"),
+    ("unmapped (try_to_unmap)", "vmscan_unmapped"),
+    ("ptes unmapped", "rmap_unmapped"),
+    ("ptes cleaned (page_mkclean)", "rmap_ptes_cleaned"),
+    ("written back", "pages_written"),
+    ("swapped out", "pswpout"),
+    ("swapped in", "pswpin"),
+    ("migrated", "migrate_success"),
+    ("pages freed by reclaim", "vmscan_freed"),
+    ("page faults", "pgfault"),
+]
+
+
+class Progress:
+    """Progress lines to ``COSIM_PROGRESS`` (the CLI tails it) and to the log."""
+
+    def __init__(self):
+        self.path = os.environ.get("COSIM_PROGRESS")
+        self.t0 = time.monotonic()
+
+    def __call__(self, text: str) -> None:
+        line = f"[{time.monotonic() - self.t0:6.1f} s] {text}"
+        cocotb.log.info("%s", line)
+        if self.path:
+            with open(self.path, "a") as fh:
+                fh.write(line + "\n")
+
+
+def scenario_params() -> dict:
+    """Scenario knobs from the environment (set by the CLI / tests)."""
+    def num(name, default):
+        try:
+            return int(os.environ.get(name, default))
+        except ValueError:
+            raise ValueError(f"{name} must be an integer, not {os.environ.get(name)!r}")
+    quirks = [q for q in os.environ.get("COSIM_QUIRKS", "").split(",") if q]
+    return {
+        "scenario": os.environ.get("COSIM_SCENARIO", "reclaim"),
+        "phases": num("COSIM_PHASES", 3),
+        "accesses": num("COSIM_ACCESSES", 40),
+        "nframes": num("COSIM_NFRAMES", 48),
+        "quirks": quirks,
+        "command": os.environ.get("COSIM_COMMAND", ""),
+    }
+
+
+async def reclaim_scenario(dut, seed: int, p: dict, progress: Progress,
+                           out: dict) -> CosimSystem:
+    """Processes sharing anonymous pages through fork and file pages through shared
+    mappings; workloads on every core through the RTL; kswapd under memory pressure,
+    writeback and migration next to them; every checker on, all the time."""
+    s = out["system"] = await start_system(dut, seed, nframes=p["nframes"],
+                                           quirks=p["quirks"] or None, command=p["command"])
+    arch = s.arch
+    rng = random.Random(seed)
+    ncores = arch.ncores
+    progress(f"seed {seed}: {p['nframes']} frames, {ncores} cores, "
+             f"quirks {','.join(p['quirks']) or 'none'}; RTL TLB state "
+             f"{'read from the RTL' if arch.reads_rtl_tlbs else 'from fills'}")
+    rw = PROT_READ | PROT_WRITE
+
+    def setup():
+        f = s.create_file("data.bin", 8)
+        parent = s.new_process()
+        anon = s.mmap(parent, 0, 6 * PAGE_SIZE, rw, MAP_PRIVATE | MAP_ANONYMOUS)
+        fsh = s.mmap(parent, 0, 8 * PAGE_SIZE, rw, MAP_SHARED, file=f)
+        return f, parent, anon, fsh
+
+    s.checkers.step("setup")
+    f, parent, anon, fsh = await s.call("setup", setup)
+    s.workload(0, parent, [("store", anon + i * PAGE_SIZE) for i in range(6)] +
+               [("store", fsh + i * PAGE_SIZE) for i in range(0, 8, 2)])
+    s.spawn("touch", s.workloads[-1].run, mm=parent)
+    await s.run_async()
+
+    def fork_and_map():
+        c1 = s.fork(parent)
+        c2 = s.fork(parent)
+        f1 = s.mmap(c1, 0, 4 * PAGE_SIZE, rw, MAP_SHARED, file=f, pgoff=4)
+        f2 = s.mmap(c2, 0, 3 * PAGE_SIZE, rw, MAP_PRIVATE, file=f, pgoff=2)
+        return c1, c2, f1, f2
+
+    s.checkers.step("fork")
+    c1, c2, f1, f2 = await s.call("fork", fork_and_map)
+    procs = [parent, c1, c2]
+    fmaps = [(parent, fsh, 8 * PAGE_SIZE), (c1, f1, 4 * PAGE_SIZE)]
+    progress("3 processes (fork shares 6 anonymous pages), a file of 8 pages mapped shared "
+             "by 2 and privately by 1")
+    for phase in range(p["phases"]):
+        s.checkers.step(f"phase {phase}")
+        for core in range(ncores):
+            mm = procs[(phase + core) % len(procs)]
+            s.random_workload(core, mm, p["accesses"], store_ratio=0.5,
+                              rng=random.Random(rng.randrange(1 << 30)))
+
+        def kswapd():
+            from pyrmap.vmscan import balance
+            for _ in range(3):
+                balance(s.kernel, 6, 12)
+                arch.yield_point("kswapd sleeps")
+
+        def writeback(phase=phase):
+            mm, addr, length = fmaps[phase % len(fmaps)]
+            s.msync(mm, addr, length, check_backing=False)
+
+        def migration():
+            pages = s.mapped_user_pages()
+            if pages:
+                s.migrate(rng.choice(pages))
+
+        s.spawn("kswapd", kswapd)
+        s.spawn("writeback", writeback)
+        s.spawn("migration", migration)
+        await s.run_async()
+        k = s.kernel
+        progress(f"phase {phase + 1}/{p['phases']}: cycle {arch.cycle()}, "
+                 f"free frames {k.frames.nr_free}, swapped out {k.stats['pswpout']}, "
+                 f"written {k.stats['pages_written']}, migrated {k.stats['migrate_success']}, "
+                 f"accesses {s.shadow.loads + s.shadow.stores}")
+
+    def finish():
+        for mm, addr, length in fmaps:
+            s.msync(mm, addr, length)
+        for mm in list(procs):
+            s.exit(mm)
+    s.checkers.step("final msync and exit")
+    await s.call("exit", finish)
+    s.checkers.check_all()
+    return s
+
+
+SCENARIOS = {"reclaim": reclaim_scenario}
+
+
+def report(s: CosimSystem, seed: int, p: dict, seconds: float, error: str | None) -> dict:
+    """The figures of a run (what the CLI prints and ``--json`` writes)."""
+    arch = s.arch
+    k = s.kernel
+    drivers = getattr(arch, "drivers", [])
+    cores = []
+    for d in drivers:
+        perf = d.perf()
+        cores.append({"core": d.core, "driver": dict(d.stats), "perf": perf})
+    tot = collections.Counter()
+    for c in cores:
+        tot.update({k2: v for k2, v in c["perf"].items() if v >= 0})
+    lookups = tot.get("lookups", 0)
+    return {
+        "scenario": p["scenario"], "seed": seed, "quirks": p["quirks"],
+        "config": bench_config(), "sim": os.environ.get("COSIM_SIM", ""),
+        "cycles": arch.cycle(), "wall_seconds": round(seconds, 2),
+        "accesses": s.shadow.loads + s.shadow.stores,
+        "loads": s.shadow.loads, "stores": s.shadow.stores,
+        "tlb": {"lookups": lookups, "hits": tot.get("hits", 0), "misses": tot.get("misses", 0),
+                "hit_rate": (tot.get("hits", 0) / lookups) if lookups else 0.0,
+                "walks": tot.get("walks", 0), "walk_cycles": tot.get("walk_cycles", 0),
+                "a_sets": tot.get("a_sets", 0), "d_sets": tot.get("d_sets", 0),
+                "cas_retries": tot.get("cas_retries", 0), "invals": tot.get("invals", 0),
+                "squashed": tot.get("squashed", 0)},
+        "cores": cores,
+        "arch": arch.figures(),
+        "kernel": {key: k.stats.get(key, 0) for _, key in FIGURES},
+        "figure_labels": {key: label for label, key in FIGURES},
+        "host": {"threads": arch.env.stats["threads"], "resumes": arch.env.stats["resumes"],
+                 "lock_waits": arch.env.stats["lock_waits"]},
+        "memory": {"transactions": len(arch.memory.log) if arch.memory else 0},
+        "checkers": [{"name": n, "checks": c, "violations": v, "verdict": verd}
+                     for n, c, v, verd in s.checkers.verdicts()],
+        "violation": error,
+        "passed": error is None,
+    }
+
+
+import collections  # noqa: E402
+
+
+@cocotb.test()
+async def test_scenario(dut):
+    """The scenario named by COSIM_SCENARIO; writes its report to COSIM_REPORT."""
+    p = scenario_params()
+    if p["scenario"] not in SCENARIOS:
+        raise ValueError(f"Unknown scenario {p['scenario']!r}; known: {', '.join(SCENARIOS)}")
+    progress = Progress()
+    t0 = time.monotonic()
+    out = {}
+    error = None
+    try:
+        s = await SCENARIOS[p["scenario"]](dut, SEED, p, progress, out)
+    except (CosimViolation, InvariantViolation) as exc:
+        error = str(exc)
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        if "system" not in out:
+            raise
+    s = out["system"]
+    rep = report(s, SEED, p, time.monotonic() - t0, error)
+    path = os.environ.get("COSIM_REPORT")
+    if path:
+        with open(path, "w") as fh:
+            json.dump(rep, fh, indent=2, default=str)
+    progress("violation:\n" + error if error else "passed")
+    if error:
+        raise CosimViolation(error)

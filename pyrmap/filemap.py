@@ -19,13 +19,12 @@ the innermost lock of the seed's order.  Insertion and removal need the page loc
 
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from typing import Optional
 
 import numpy as np
 
 from .mm_types import VM_SHARED, AddressSpace, PG, Page, PageAnon
 from .pagemap import PageLocked, lock_page, trylock_page, unlock_page
-from .physmem import WORDS_PER_PAGE
 from .pte import PAGE_SHIFT, PAGE_SIZE
 
 __all__ = [

@@ -28,7 +28,7 @@ calls ``alloc_page``, before the pte lock is taken.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Iterable, Optional
+from typing import Iterable
 
 from .mm_types import PG, Page, PageAnon, page_mapped
 from .pagemap import trylock_page, unlock_page

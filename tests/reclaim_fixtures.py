@@ -2,8 +2,7 @@
 
 A Kernel on SoftArch, mms and VMAs built directly on the data structures (so these tests do
 not depend on pyrmap.mmap), pages mapped the way the fault paths map them, CPU loads and stores
-through SoftArch, and a minimal fault handler for the faults these tests provoke (swap-in and
-the write-protect fault after page_mkclean).
+through SoftArch; faults go to the engine's handler (pyrmap.memory.do_page_fault).
 """
 
 from __future__ import annotations
@@ -11,13 +10,12 @@ from __future__ import annotations
 import numpy as np
 
 from pyrmap.kernel import Kernel, KernelConfig
-from pyrmap.mm_types import (PG, VM_MAYREAD, VM_MAYSHARE, VM_MAYWRITE, VM_READ, VM_SHARED,
+from pyrmap.mm_types import (VM_MAYREAD, VM_MAYSHARE, VM_MAYWRITE, VM_READ, VM_SHARED,
                              VM_WRITE, AddressSpace, MmStruct, Vma)
 from pyrmap.pagetable import pgd_alloc, pte_alloc, pte_offset
 from pyrmap.physmem import PhysMem
-from pyrmap.pte import (_PAGE_A, _PAGE_D, _PAGE_R, _PAGE_U, _PAGE_V, _PAGE_W, AccessType,
-                        FaultKind, is_migration_entry, pfn_pte, pte_is_swap, pte_present,
-                        pte_to_swp_entry)
+from pyrmap.pte import (_PAGE_R, _PAGE_U, _PAGE_V, _PAGE_W, AccessType, FaultKind, pfn_pte,
+                        pte_present)
 
 PAGE = 4096
 ANON_FLAGS = VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE
@@ -171,57 +169,6 @@ def load(mm, addr, core=0):
 
 
 def handle_fault(mm, addr, op):
-    """The engine's fault handler when pyrmap.memory has one, else the two cases these tests
-    provoke: swap-in (do_swap_page) and the write fault on a write-protected shared file page
-    (do_wp_page's dirty accounting)."""
-    try:
-        from pyrmap import memory
-        fn = getattr(memory, "do_page_fault", None) or getattr(memory, "handle_mm_fault")
-    except ImportError:
-        fn = None
-    if fn is not None and getattr(fn, "__name__", "") == "do_page_fault":
-        fn(mm, addr, op)
-        return
-    _mini_fault(mm, addr, op)
-
-
-def _mini_fault(mm, addr, op):
-    from pyrmap.filemap import set_page_dirty
-    from pyrmap.pagemap import lock_page, unlock_page
-    from pyrmap.rmap import page_add_anon_rmap
-    from pyrmap.swap import read_swap_page, swap_free, grab_swap_token
-    k = mm.kernel
-    arch = k.arch
-    page_addr = addr & ~(PAGE - 1)
-    vma = mm.find_vma(page_addr)
-    assert vma is not None and vma.contains(page_addr)
-    ptep = pte_offset(mm, page_addr)
-    val = arch.pte_load(ptep)
-    if pte_is_swap(val):
-        entry = pte_to_swp_entry(val)
-        assert not is_migration_entry(entry)
-        grab_swap_token(mm)
-        page = read_swap_page(k, entry)
-        lock_page(page)
-        with mm.page_table_lock:
-            assert arch.pte_load(ptep) == val
-            prot = RO | _PAGE_A
-            if op == AccessType.STORE:
-                prot |= _PAGE_W | _PAGE_D
-                set_page_dirty(page)
-            arch.set_pte_at(mm, page_addr, ptep, pfn_pte(page.pfn, prot))
-            page_add_anon_rmap(page, vma, page_addr)
-            mm.anon_rss += 1
-        swap_free(k, entry)          # the pte's count; the page's reference stays with the pte
-        unlock_page(page)
-        return
-    assert pte_present(val), f"unexpected fault on {val:#x}"
-    assert op == AccessType.STORE and vma.vm_flags & VM_SHARED
-    page = k.pfn_to_page(val >> 10 & ((1 << 44) - 1))
-    lock_page(page)
-    with mm.page_table_lock:
-        cur = arch.pte_load(ptep)
-        arch.cmpxchg(ptep, cur, cur | _PAGE_W | _PAGE_D | _PAGE_A)
-        arch.flush_tlb_page(vma, page_addr)
-        set_page_dirty(page)
-    unlock_page(page)
+    """The engine's page-fault entry (pyrmap.memory.do_page_fault)."""
+    from pyrmap.memory import do_page_fault
+    do_page_fault(mm, addr, op)

@@ -8,7 +8,7 @@ from pyrmap.mm_types import PG, VM_MAYREAD, VM_READ
 from pyrmap.pagemap import lock_page, unlock_page
 from pyrmap.pte import AccessType, FaultKind, pte_dirty, pte_present, pte_write
 
-from reclaim_fixtures import (PAGE, RO, RW, SHARED_FLAGS, access, add_vma, load, make_kernel,
+from reclaim_fixtures import (PAGE, RW, SHARED_FLAGS, access, add_vma, load, make_kernel,
                               map_file, new_file, new_mm, pte_of, store)
 
 BASE = 0x5000_0000

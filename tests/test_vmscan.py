@@ -5,7 +5,7 @@ import pytest
 
 from pyrmap.mm_types import PG, VM_LOCKED, page_mapcount
 from pyrmap.physmem import OutOfMemory
-from pyrmap.pte import (AccessType, is_migration_entry, pte_is_swap, pte_present, pte_to_swp_entry,
+from pyrmap.pte import (is_migration_entry, pte_is_swap, pte_present, pte_to_swp_entry,
                         pte_young)
 from pyrmap import vmscan as vs
 

@@ -250,7 +250,10 @@ class RmapChecker(Checker):
                               f"from page->mapping {page.mapping!r}", ptep)
         for page in kernel.pages:
             n = counts.get(page.pfn, 0)
-            if page_mapcount(page) != n and (n or page_mapped(page)):
+            if page._mapcount < -1:
+                self.checks += 1
+                self.fail(f"{page!r}: mapcount went negative ({page_mapcount(page)})")
+            elif page_mapcount(page) != n and (n or page_mapped(page)):
                 self.checks += 1
                 self.fail(f"{page!r}: mapcount {page_mapcount(page)} but {n} present ptes map it")
 
@@ -579,9 +582,10 @@ class _Shm:
     """An anonymous shared mapping's object (what shmem would be): one per mmap, kept by fork."""
     _n = 0
 
-    def __init__(self):
+    def __init__(self, npages: int = 0):
         _Shm._n += 1
         self.name = f"shm{_Shm._n}"
+        self.npages = npages
 
     def __repr__(self) -> str:
         return f"<shm {self.name}>"
@@ -687,7 +691,7 @@ class ShadowMemory(Checker):
         s.remove(addr, end)
         obj = file
         if shared and file is None:
-            obj = _Shm()
+            obj = _Shm((end - addr) >> PAGE_SHIFT)
         s.regions.append(_Region(addr, end, prot, shared, obj, pgoff))
         s.regions.sort(key=lambda r: r.start)
 
@@ -934,7 +938,8 @@ class Checkers:
         return sec
 
     def live_mms(self) -> list:
-        return [mm for mm in self.kernel.mms if not getattr(mm, "dead", False)]
+        return [mm for mm in self.kernel.mms
+                if not getattr(mm, "dead", False) and getattr(mm, "mm_users", 1) > 0]
 
     # --- reporting ---------------------------------------------------------------------------
 
@@ -990,11 +995,20 @@ class Checkers:
         yield from self.device_entries()
 
     def reachers(self, pfn: int, writable_only: bool = False) -> Iterator[str]:
-        """Descriptions of everything that reaches frame ``pfn`` right now."""
+        """Descriptions of everything that reaches frame ``pfn`` right now.
+
+        With ``writable_only``, what could still *write* it: writable or dirty PTEs and TLB
+        entries of mms that still have users (an exiting mm's stale entries are reachable
+        but no thread of it runs any more)."""
+        live = {mm.asid for mm in self.live_mms()}
         for src, entry in self.all_entries():
             lo, hi = _entry_span(entry)
-            if lo <= pfn < hi and (not writable_only or _entry_writable(entry) or entry.d):
-                yield f"{src} holds {entry}"
+            if not lo <= pfn < hi:
+                continue
+            if writable_only and (entry.asid not in live or
+                                  not (_entry_writable(entry) or entry.d)):
+                continue
+            yield f"{src} holds {entry}"
         for sec in self.secondaries:
             if writable_only:
                 continue

@@ -510,7 +510,7 @@ class _Program:
         mm, r = got
         addr, length = self._subrange(r)
         return self._with_load(f"munmap 0x{addr:x}+{length:#x} in mm{mm.asid}",
-                               lambda: self.s.munmap(mm, addr, length))
+                               lambda: self.s.munmap(mm, addr, length), mm)
 
     def op_mprotect(self):
         got = self._region()
@@ -520,7 +520,7 @@ class _Program:
         addr, length = self._subrange(r)
         prot = self.rng.choice([PROT_READ, PROT_READ | PROT_WRITE])
         return self._with_load(f"mprotect 0x{addr:x}+{length:#x} {prot} in mm{mm.asid}",
-                               lambda: self.s.mprotect(mm, addr, length, prot))
+                               lambda: self.s.mprotect(mm, addr, length, prot), mm)
 
     def op_mremap(self):
         got = self._region()
@@ -529,11 +529,12 @@ class _Program:
         mm, r = got
         old_len = r.end - r.start
         new_len = max(PAGE_SIZE, old_len + PAGE_SIZE * self.rng.choice([-1, 1, 2]))
-        if r.obj is not None and isinstance(r.obj, AddressSpace) and \
-                r.pgoff + (new_len >> PAGE_SHIFT) > r.obj.npages:
-            new_len = old_len
+        if r.obj is not None and not isinstance(r.obj, AddressSpace):
+            new_len = min(new_len, old_len)     # shmem has the size it was created with
+        elif r.obj is not None and r.pgoff + (new_len >> PAGE_SHIFT) > r.obj.npages:
+            new_len = old_len                   # never beyond the end of the file
         return self._with_load(f"mremap 0x{r.start:x} {old_len:#x}->{new_len:#x} in mm{mm.asid}",
-                               lambda: self.s.mremap(mm, r.start, old_len, new_len, 1))
+                               lambda: self.s.mremap(mm, r.start, old_len, new_len, 1), mm)
 
     def op_fork(self):
         mm = self._mm()
@@ -555,7 +556,7 @@ class _Program:
         mm, r = got
         addr, length = self._subrange(r)
         return self._with_load(f"madvise(DONTNEED) 0x{addr:x}+{length:#x} in mm{mm.asid}",
-                               lambda: self.s.madvise_dontneed(mm, addr, length))
+                               lambda: self.s.madvise_dontneed(mm, addr, length), mm)
 
     def op_msync(self):
         got = self._region(shared_file=True)
@@ -577,10 +578,14 @@ class _Program:
         return self._with_load(f"migrate pfn {page.pfn:#x}", lambda: self.s.migrate(page))
 
     def op_remap_file_pages(self):
-        got = self._region(shared_file=True)
-        if got is None:
+        # Only on shared anonymous (shmem) mappings: the 2008 kernel never made a mapping of
+        # a dirty-accounted file nonlinear (sys_remap_file_pages re-mmaps it linearly), and
+        # page_mkclean does not search nonlinear vmas.
+        cands = [(mm, r) for mm in self.procs() for r in self.regions(mm)
+                 if r.shared and r.obj is not None and not isinstance(r.obj, AddressSpace)]
+        if not cands:
             return None
-        mm, r = got
+        mm, r = self.rng.choice(cands)
         npages = (r.end - r.start) >> PAGE_SHIFT
         n = self.rng.randrange(1, npages + 1)
         start = r.start + self.rng.randrange(npages - n + 1) * PAGE_SIZE

@@ -52,8 +52,13 @@ MAP_ANONYMOUS = 0x20
 MADV_DONTNEED = 4
 
 
-def reproduce_command(seed: int, steps: int, **opts) -> str:
+def reproduce_command(seed: int, steps: int, *, quirks=(), sequential: bool = False,
+                      **opts) -> str:
+    """The ``python -m pyrmap fuzz`` command line that replays a random program."""
     extra = "".join(f" --{k.replace('_', '-')} {v}" for k, v in opts.items() if v is not None)
+    extra += "".join(f" --quirk {q}" for q in quirks or ())
+    if sequential:
+        extra += " --sequential"
     return f"python -m pyrmap fuzz --seed {seed} --steps {steps}{extra}"
 
 
@@ -383,8 +388,10 @@ def random_program(system: System, steps: int, *, rng: Optional[random.Random] =
 def run_program(seed: int, steps: int, *, nframes: int = 64, quirks=None,
                 concurrency: bool = True, **kw) -> System:
     """Build a :class:`System` for ``seed`` and run :func:`random_program` on it."""
+    names = quirks.enabled() if isinstance(quirks, Quirks) else list(quirks or ())
     system = System(seed=seed, nframes=nframes, quirks=quirks,
-                    command=reproduce_command(seed, steps, nframes=nframes))
+                    command=reproduce_command(seed, steps, quirks=names,
+                                              sequential=not concurrency, nframes=nframes))
     random_program(system, steps, concurrency=concurrency, **kw)
     return system
 

@@ -19,11 +19,10 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Optional
 
-from .mm_types import (PG, VM_EXEC, VM_READ, VM_WRITE, AddressSpace, AnonVma, Page, PageAnon,
-                       page_mapped)
+from .mm_types import PG, AddressSpace, AnonVma, Page, PageAnon, page_mapped
 from .pagemap import lock_page, trylock_page, unlock_page
 from .pagetable import pte_offset
-from .pte import (_PAGE_R, _PAGE_U, _PAGE_V, _PAGE_W, _PAGE_X, is_migration_entry,
+from .pte import (_PAGE_A, _PAGE_R, _PAGE_W, is_migration_entry,
                   is_write_migration_entry, migration_entry_to_pfn, pfn_pte, pte_is_swap,
                   pte_to_swp_entry)
 
@@ -43,14 +42,14 @@ MIGRATE_PASSES = 10
 
 
 def vma_migration_prot(vma, write: bool) -> int:
-    """The protection bits of a PTE restored from a migration entry in ``vma``: V, U, R unless
-    the VMA is execute-only, X for VM_EXEC; W only for a write entry (a read entry stays read-
-    only, so a COW or dirty-tracking write still faults).  A and D are clear (pte_mkold)."""
-    prot = _PAGE_V | _PAGE_U
-    if vma.vm_flags & (VM_READ | VM_WRITE) or not vma.vm_flags & VM_EXEC:
-        prot |= _PAGE_R
-    if vma.vm_flags & VM_EXEC:
-        prot |= _PAGE_X
+    """The protection bits of a PTE restored from a migration entry in ``vma``:
+    ``vma->vm_page_prot`` (:func:`pyrmap.memory.vm_get_page_prot`, so a PROT_NONE VMA gets
+    its user-inaccessible PTE back) made old (A clear, pte_mkold), plus W for a write entry
+    (a read entry stays read-only, so a COW or dirty-tracking write still faults).  D is
+    clear: the old PTE's D bit already went to ``PG.dirty`` of the page."""
+    from .memory import vm_get_page_prot
+
+    prot = vm_get_page_prot(vma.vm_flags) & ~_PAGE_A
     if write:
         prot |= _PAGE_W | _PAGE_R
     return prot

@@ -255,3 +255,31 @@ def test_selftests_rmap_fork_tree(kind, seed):
     for i, mm in enumerate(procs):
         assert load(mm, addr + 8, core=(i + 1) % 2) == expect
     assert k.frames.is_free(old.pfn)
+
+
+def test_prot_none_page_stays_inaccessible_after_migration():
+    from pyrmap import mmap as mp
+    k = make_kernel(nframes=64)
+    mm = mp.mm_alloc(k)
+    addr = mp.do_mmap(mm, 0, PAGE, mp.PROT_READ | mp.PROT_WRITE,
+                      mp.MAP_PRIVATE | mp.MAP_ANONYMOUS)
+    store(mm, addr, 77)
+    assert mp.mprotect(mm, addr, PAGE, mp.PROT_NONE) == 0
+    old = k.pfn_to_page(pte_pfn(pte_of(mm, addr)))
+    new = mg.migrate_page_to(old)
+    val = pte_of(mm, addr)
+    assert pte_pfn(val) == new.pfn and not val & 0x10          # no U bit: user faults
+    assert access(mm, addr, AccessType.LOAD).fault == FaultKind.PAGE
+    assert mp.mprotect(mm, addr, PAGE, mp.PROT_READ) == 0
+    assert load(mm, addr) == 77
+
+
+def test_vma_migration_prot():
+    from pyrmap.mm_types import VM_EXEC, VM_READ, VM_WRITE
+    k = make_kernel()
+    mm = new_mm(k)
+    rw = add_vma(mm, BASE, 1, VM_READ | VM_WRITE)
+    x = add_vma(mm, BASE + PAGE, 1, VM_EXEC)
+    assert mg.vma_migration_prot(rw, True) == RW
+    assert mg.vma_migration_prot(rw, False) == RO
+    assert mg.vma_migration_prot(x, False) == 0b11001          # V X U, no A

@@ -221,7 +221,11 @@ def mmu_notifier_unregister(mn: MmuNotifier, mm) -> None:
     Caller holds no VM lock and must not call it from a callback of ``mm``'s notifiers.
     On return no callback of ``mn`` is running or will run, and the mm_struct pin taken by
     registration is dropped.  The driver must have dropped every secondary translation (its
-    ``release`` is the place).
+    ``release`` is the place).  ``release`` runs while ``mn`` is still on the list (so a
+    racing invalidation still reaches it), and ``mn`` is unlinked after it; with
+    ``kernel.quirks.notifier_release_unlink_first`` the 2008 order (unlink, then release) is
+    used, as in :func:`__mmu_notifier_release`.  As in the kernel of 3ad3d901bbcf, an
+    unregister racing with exit's release may call ``release`` twice; drivers tolerate it.
     """
     if mm.mm_count <= 0:
         raise _bug(f"mmu_notifier_unregister on {mm!r} with mm_count {mm.mm_count}")

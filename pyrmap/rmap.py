@@ -831,9 +831,10 @@ def try_to_unmap_one(page: Page, vma: Vma, migration: int) -> int:
                                     "the swap cache nor being migrated")
                 entry = make_migration_entry(page.pfn, pte_write(pteval))
                 stats["rmap_migration_ptes"] += 1
-            arch.set_pte_at(mm, address, ptep, swp_entry_to_pte(entry))
-            if pte_file(arch.pte_load(ptep)):
-                raise KernelBug(f"swap entry {entry} at 0x{address:x} reads as a file pte")
+            swp_pte = swp_entry_to_pte(entry)
+            if pte_file(swp_pte):
+                raise KernelBug(f"swap entry {entry} at 0x{address:x} encodes as a file pte")
+            arch.set_pte_at(mm, address, ptep, swp_pte)
         elif migration:
             entry = make_migration_entry(page.pfn, pte_write(pteval))
             arch.set_pte_at(mm, address, ptep, swp_entry_to_pte(entry))

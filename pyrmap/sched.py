@@ -17,6 +17,7 @@ exception with the thread name and the seed added to its message.
 
 from __future__ import annotations
 
+import collections
 import random
 import threading
 from typing import Any, Callable, Optional
@@ -80,10 +81,12 @@ class Scheduler:
         per seed, log-uniformly in [1/256, 1/2].
     max_steps : int
         Scheduling decisions after which :meth:`run` gives up with :class:`Livelock`.
+    trace_len : int or None
+        :attr:`trace` keeps the last ``trace_len`` (thread, why) pairs (None: all of them).
     """
 
     def __init__(self, seed: int = 0, *, switch_prob: Optional[float] = None,
-                 max_steps: int = 2_000_000):
+                 max_steps: int = 2_000_000, trace_len: Optional[int] = 200_000):
         if not isinstance(seed, int):
             raise TypeError(f"Seed must be an integer, not {seed!r}")
         if not isinstance(max_steps, int) or max_steps <= 0:
@@ -99,7 +102,10 @@ class Scheduler:
             raise ValueError(f"Switch probability must be in (0, 1], not {switch_prob!r}")
         self.switch_prob = float(switch_prob)
         self.tasks: list[Task] = []
-        self.trace: list[tuple[str, str]] = []
+        if trace_len is not None and (not isinstance(trace_len, int) or trace_len <= 0):
+            raise TypeError(f"Trace length must be a positive integer or None, not "
+                            f"{trace_len!r}")
+        self.trace: collections.deque[tuple[str, str]] = collections.deque(maxlen=trace_len)
         self.steps = 0
         self._cv = threading.Condition()
         self._turn: Optional[Task] = None       # the task holding the baton (None: the caller)

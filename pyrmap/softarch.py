@@ -21,9 +21,12 @@ TLB rules (the RTL's):
 * Entries are filled only by successful walks and carry A and D from the final PTE value.
   Clearing A or D in memory does not change a cached entry until it is invalidated (stale but
   legal until the flush that ends it).
-* Replacement: an invalid way first, else ``plru`` (tree pseudo-LRU per set), ``random``
-  (seeded) or ``fifo`` (round robin per set).  With more than one set, superpages go to a
-  separate fully-associative array of ``superpage_entries`` entries.
+* Replacement: an invalid way first, else ``plru`` (tree pseudo-LRU per set, the same tree
+  and bit convention as hdl/tlb.py), ``random`` (seeded Python RNG; the RTL's LFSR advances
+  every cycle, so only ``plru`` and ``fifo`` match the RTL entry for entry) or ``fifo`` (round
+  robin per set).  With more than one set, superpages go to a separate fully-associative
+  array of ``superpage_entries`` entries.  A lookup updates the replacement state even when
+  the hit cannot serve the access.
 
 Observer events (``arch.observer(event, **details)``, only when an observer is set):
 ``tlb_fill`` (core, entry), ``tlb_inval`` (core, kind, vaddr, asid, removed), ``cpu_access``
@@ -512,6 +515,15 @@ class SoftArch(Arch):
         if self.history is None:
             return []
         return list(self.history.get(ptep, ()))
+
+    def describe_history(self, ptep: int) -> str:
+        """The PTE's recent writes, one per line, for violation messages."""
+        from .pte import describe
+        lines = [f"  {describe(v):<40} by {who}" for v, who in self.pte_history(ptep)]
+        if not lines:
+            return (f"  (no history of PTE 0x{ptep:09x}"
+                    f"{'' if self.history is not None else ': SoftArch(history=True)'})")
+        return f"writes to PTE 0x{ptep:09x}, oldest first:\n" + "\n".join(lines)
 
     def _sw(self, what: str) -> str:
         return f"sw {what} thread {self.current_thread()}"

@@ -312,3 +312,17 @@ def test_fixed_switch_prob_one_always_switches_between_two_threads():
     sched.run()
     names = [n for n, _ in sched.trace]
     assert all(x != y for x, y in zip(names, names[1:]))
+
+
+def test_trace_is_bounded():
+    sched = Scheduler(0, trace_len=10)
+
+    def f():
+        for i in range(50):
+            sched.yield_point(f"y{i}")
+    sched.spawn("a", f)
+    sched.run()
+    assert list(sched.trace) == [("a", f"y{i}") for i in range(40, 50)]
+    assert sched.steps == 50
+    with pytest.raises(TypeError, match=r"^Trace length must be a positive integer or None"):
+        Scheduler(0, trace_len=0)

@@ -660,3 +660,17 @@ def test_walker_cas_and_xchg_never_lose_d_under_any_interleaving():
             assert whos == ["hw-cas core0", "sw xchg thread reclaim"], f"seed {seed}"
         outcomes.add(stored)
     assert outcomes == {True, False}         # both orders were explored
+
+
+def test_describe_history_for_violation_messages():
+    m = Machine(history=True)
+    mm = m.mm(1)
+    p = m.map(mm, 0x1000, 0x50)
+    m.arch.switch_mm(0, mm)
+    m.arch.cpu_access(0, 0x1000, S, data=1)
+    m.arch.ptep_get_and_clear(mm, 0x1000, p)
+    text = m.arch.describe_history(p)
+    assert text.splitlines()[0] == f"writes to PTE 0x{p:09x}, oldest first:"
+    assert "VRW-U-AD ppn=0x50" in text and "by hw-cas core0" in text
+    assert text.splitlines()[-1].strip().startswith("none") and "sw xchg thread main" in text
+    assert "history=True" in Machine().arch.describe_history(p)

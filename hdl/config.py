@@ -89,7 +89,7 @@ class MmuConfig:
     svadu : bool
         Hardware A/D update (True) or Svade page faults (False).
     dev_entries : int
-        Entries of the (fully associative) DeviceMmu TLB.
+        Entries of the (fully associative, PLRU) DeviceMmu TLB; a power of two.
     arbitration : str
         ``"round_robin"`` or ``"fixed"`` (core 0 first) for the MemArbiter.
     quirk_plain_ad_write, quirk_fill_after_inval, quirk_ad_on_nonpresent : bool
@@ -116,9 +116,9 @@ class MmuConfig:
                            self.superpage_entries)
         check_asid_bits(self.asid_bits)
         _check_int("Device entries", self.dev_entries)
-        if self.replacement == "plru" and not _is_pow2(self.dev_entries):
-            raise ValueError(f"PLRU replacement needs a power-of-two number of ways, not "
-                             f"{self.dev_entries}")
+        if not _is_pow2(self.dev_entries):
+            raise ValueError(f"Device TLB has {self.dev_entries} entries, which is not a power "
+                             f"of two (PLRU replacement)")
         if self.arbitration not in ARBITRATIONS:
             raise ValueError(f"Arbitration must be one of "
                              f"{', '.join(repr(a) for a in ARBITRATIONS)}, not "

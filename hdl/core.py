@@ -135,7 +135,7 @@ class CoreMmu(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += req.ready.eq(1)
                 with m.If(req.valid):
-                    m.d.comb += tlb.lookup.valid.eq(1)
+                    m.d.comb += [tlb.lookup.valid.eq(1), tlb.lookup.touch.eq(1)]
                     m.d.sync += perf.lookups.eq(perf.lookups + 1)
                     with m.If(hit_ok):
                         m.d.sync += [

@@ -39,10 +39,15 @@ class DeviceMmu(wiring.Component):
     entries : int
         Entries of the (fully associative) TLB.
     replacement : str
+        ``"plru"`` (what :class:`hdl.top.Top` uses, as the golden model's DeviceTlb does),
+        ``"random"`` or ``"fifo"``.  The fill and young lookups do not touch the replacement
+        state; a device request that hits does.
     asid_bits : int
     """
 
     def __init__(self, *, entries=8, replacement="plru", asid_bits=9):
+        if not isinstance(entries, int) or isinstance(entries, bool) or entries < 1:
+            raise TypeError(f"Device TLB entries must be a positive integer, not {entries!r}")
         check_asid_bits(asid_bits)
         self.tlb = Tlb(entries=entries, ways=entries, replacement=replacement,
                        asid_bits=asid_bits)
@@ -130,7 +135,7 @@ class DeviceMmu(wiring.Component):
         with m.Else():
             m.d.comb += [lk.vpn.eq(req.vaddr[12:39]), lk.asid.eq(req.asid)]
             with m.If(req.valid):
-                m.d.comb += lk.valid.eq(1)
+                m.d.comb += [lk.valid.eq(1), lk.touch.eq(1)]
                 permitted = ((req.op == AccessType.LOAD) & e.r
                              | (req.op == AccessType.STORE) & e.w
                              | (req.op == AccessType.FETCH) & e.x)

@@ -129,9 +129,10 @@ class Tlb(wiring.Component):
     Members
     -------
     lookup : In
-        ``valid``, ``vpn`` (27), ``asid``; out ``hit``, ``entry`` (``tlb_entry_layout``), in the
-        same cycle.  With ``valid``: a hit updates the replacement state; ``drop`` invalidates every
-        matching entry at the edge; ``set_young``/``clear_young`` set or clear their young bits.
+        ``valid``, ``vpn`` (27), ``asid``; out ``hit``, ``entry`` (``tlb_entry_layout``, the first
+        matching entry, main array first), in the same cycle.  With ``valid``: ``touch`` makes a
+        hit update the replacement state; ``drop`` invalidates every matching entry at the edge;
+        ``set_young``/``clear_young`` set or clear their young bits.
     fill : In
         ``valid`` and ``entry``: install ``entry`` (its ``vpn`` is aligned down to its level) at
         the edge, over the set's victim.  The caller makes sure no matching entry exists (drop it
@@ -159,7 +160,7 @@ class Tlb(wiring.Component):
         aw = layout["asid"].shape.width
         super().__init__({
             "lookup": In(wiring.Signature({
-                "valid": Out(1), "vpn": Out(VPN_WIDTH), "asid": Out(aw), "drop": Out(1),
+                "valid": Out(1), "vpn": Out(VPN_WIDTH), "asid": Out(aw), "touch": Out(1), "drop": Out(1),
                 "set_young": Out(1), "clear_young": Out(1),
                 "hit": In(1), "entry": In(layout)})),
             "fill": In(wiring.Signature({"valid": Out(1), "entry": Out(layout)})),
@@ -225,14 +226,14 @@ class Tlb(wiring.Component):
         for w in reversed(range(ways)):
             with m.If(hits[w]):
                 m.d.comb += main_hit_way.eq(w)
-        with m.If(lk.valid & hits[:ways].any()):
+        with m.If(lk.valid & lk.touch & hits[:ways].any()):
             repl.touch(m, lidx, main_hit_way)
         if sp:
             sp_hit_way = Signal(sprepl.wbits)
             for w in reversed(range(len(sp))):
                 with m.If(hits[ways + w]):
                     m.d.comb += sp_hit_way.eq(w)
-            with m.If(lk.valid & hits[ways:].any() & ~hits[:ways].any()):
+            with m.If(lk.valid & lk.touch & hits[ways:].any() & ~hits[:ways].any()):
                 sprepl.touch(m, 0, sp_hit_way)
 
         with m.If(lk.valid):

@@ -60,7 +60,7 @@ class Top(wiring.Component):
                     quirk_fill_after_inval=c.quirk_fill_after_inval,
                     quirk_ad_on_nonpresent=c.quirk_ad_on_nonpresent)
             for _ in range(c.ncores)]
-        self.device = DeviceMmu(entries=c.dev_entries, replacement=c.replacement,
+        self.device = DeviceMmu(entries=c.dev_entries, replacement="plru",
                                 asid_bits=c.asid_bits)
         self.arbiter = MemArbiter(c.ncores, arbitration=c.arbitration)
         members = {f"cpu{i}": Out(_core_signature(c.asid_bits)) for i in range(c.ncores)}

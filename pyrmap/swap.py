@@ -31,7 +31,7 @@ __all__ = [
     "SwapInfo", "SwapFull", "swapon", "get_swap_page", "swap_duplicate", "swap_free",
     "swap_count", "page_swapcount", "add_to_swap", "add_to_swap_cache", "delete_from_swap_cache",
     "lookup_swap_cache", "read_swap_page", "swap_writepage", "free_swap_and_cache",
-    "try_to_free_swap", "PageSwapCache", "mmlist_add", "mmlist_del", "grab_swap_token",
+    "try_to_free_swap", "vm_swap_full", "PageSwapCache", "mmlist_add", "mmlist_del", "grab_swap_token",
     "has_swap_token", "put_swap_token", "nr_swap_pages",
 ]
 
@@ -364,10 +364,18 @@ def read_swap_page(kernel, entry: SwpEntry) -> Page:
         return new
 
 
+def vm_swap_full(kernel) -> bool:
+    """More than half the swap slots are in use: swap-in and zap give slots back eagerly."""
+    si = kernel.swap
+    return si is not None and si.nr_free * 2 < si.nslots
+
+
 def free_swap_and_cache(kernel, entry: SwpEntry) -> None:
-    """A PTE holding ``entry`` went away (zap): drop its count, and if only the swap cache is
-    left holding the slot and its page can be locked now, drop the page from the swap cache
-    too.  Migration entries are ignored."""
+    """A PTE holding ``entry`` went away (zap): drop its count.  If only the swap cache still
+    holds the slot and its page can be locked now, and either nobody else holds the page
+    (only the cache and us) or swap is more than half full, the page leaves the swap cache
+    and is marked dirty (its data now lives only in the frame).  Migration entries are
+    ignored."""
     from .pagemap import trylock_page, unlock_page
 
     if isinstance(entry, SwpEntry) and is_migration_entry(entry):
@@ -380,14 +388,16 @@ def free_swap_and_cache(kernel, entry: SwpEntry) -> None:
             page = si.cache.get(entry.offset)
             if page is not None:
                 kernel.get_page(page)
-    if page is not None:
-        if trylock_page(page):
-            if (PageSwapCache(page) and page.private == entry
-                    and swap_count(kernel, entry) == 1 and not page.test(PG.writeback)):
-                delete_from_swap_cache(page)
-                page.clear(PG.dirty)   # nobody can read this data again
-            unlock_page(page)
-        kernel.put_page(page)
+    if page is None:
+        return
+    if trylock_page(page):
+        one_user = page._count == 2
+        if (PageSwapCache(page) and page.private == entry and not page.test(PG.writeback)
+                and (one_user or vm_swap_full(kernel))):
+            delete_from_swap_cache(page)
+            page.set(PG.dirty)
+        unlock_page(page)
+    kernel.put_page(page)
 
 
 def try_to_free_swap(page: Page) -> bool:

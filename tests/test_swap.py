@@ -177,9 +177,30 @@ def test_free_swap_and_cache_drops_an_unused_cached_page():
     e = page.private
     sw.swap_duplicate(k, e)
     unlock_page(page)
-    sw.free_swap_and_cache(k, e)             # the pte goes: only the cache is left
-    assert not sw.PageSwapCache(page) and sw.swap_count(k, e) == 0 and page._count == 1
+    k.put_page(page)                         # only the swap cache holds the page now
+    sw.free_swap_and_cache(k, e)             # the pte goes: nobody can read the slot again
+    assert sw.swap_count(k, e) == 0 and sw.lookup_swap_cache(k, e) is None
+    assert k.frames.is_free(page.pfn) and page._count == 0
     sw.free_swap_and_cache(k, make_migration_entry(3, False))   # ignored
+
+
+def test_free_swap_and_cache_keeps_a_page_in_use_until_swap_is_full():
+    k = make_kernel()
+    sw.swapon(k, 4)
+    page = anon_page(k)
+    lock_page(page)
+    sw.add_to_swap(page)
+    e = page.private
+    sw.swap_duplicate(k, e)
+    unlock_page(page)
+    k.get_page(page)                         # mapped somewhere else too
+    sw.free_swap_and_cache(k, e)
+    assert sw.PageSwapCache(page) and sw.swap_count(k, e) == 1
+    others = [sw.get_swap_page(k) for _ in range(2)]   # 3 of 4 slots used: swap is full
+    assert sw.vm_swap_full(k) and all(others)
+    sw.swap_duplicate(k, e)
+    sw.free_swap_and_cache(k, e)
+    assert not sw.PageSwapCache(page) and page.test(PG.dirty) and page._count == 2
 
 
 def test_free_swap_and_cache_leaves_a_locked_page():

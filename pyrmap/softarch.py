@@ -61,6 +61,7 @@ DEV_COUNTERS = ("lookups", "hits", "misses", "fills", "invals", "young_clears")
 #: flush_tlb_range invalidates page by page up to this many pages, else the whole ASID.
 FLUSH_RANGE_MAX_PAGES = 32
 _MASK64 = (1 << 64) - 1
+_VA39 = (1 << 39) - 1
 
 
 def _positive_int(what: str, value) -> int:
@@ -216,12 +217,14 @@ class Tlb:
         return [self.main] if self.superpages is None else [self.main, self.superpages]
 
     def _match(self, e: TlbEntry, vaddr: int, asid: int) -> bool:
+        """``vaddr`` already cut to VA[38:0] (the RTL matches VA[38:12])."""
         return e.covers(vaddr) and (e.g or self.asid_bits == 0 or e.asid == asid & self.asid_mask)
 
     def lookup(self, vaddr: int, asid: int, *, touch: bool = True):
         """The first entry mapping ``vaddr`` for ``asid`` as (array, set, way, entry), or None.
         Updates the replacement state when ``touch``."""
-        vpn = (vaddr & ((1 << 39) - 1)) >> PAGE_SHIFT
+        vaddr &= _VA39
+        vpn = vaddr >> PAGE_SHIFT
         s = vpn & (self.nsets - 1)
         row = self.main.slots[s]
         for way, e in enumerate(row):
@@ -270,6 +273,7 @@ class Tlb:
         """Remove the entries an SFENCE.VMA of ``kind`` removes; returns how many."""
         kind = InvalKind(kind)
         asid &= self.asid_mask
+        vaddr &= _VA39
         removed = 0
         for arr in self._arrays():
             for s, way, e in list(arr.entries()):

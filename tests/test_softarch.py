@@ -674,3 +674,15 @@ def test_describe_history_for_violation_messages():
     assert "VRW-U-AD ppn=0x50" in text and "by hw-cas core0" in text
     assert text.splitlines()[-1].strip().startswith("none") and "sw xchg thread main" in text
     assert "history=True" in Machine().arch.describe_history(p)
+
+
+def test_upper_half_vaddr_hits_and_is_invalidated():
+    m = Machine()
+    mm = m.mm(1)
+    va = 0xFFFF_FFFF_FFFF_E000
+    m.map(mm, va, 0x50, RWU | _PAGE_A)
+    m.arch.switch_mm(0, mm)
+    assert not m.arch.translate(0, va, L).hit
+    r = m.arch.translate(0, va + 8, L)
+    assert r.hit and r.paddr == 0x50008
+    assert m.arch.inval(0, InvalKind.VA_ASID, va, 1) == 1

@@ -657,3 +657,114 @@ def test_lock_order_is_the_seed_tree_checked_by_lockdep():
     with parent.page_table_lock:
         with pytest.raises(locking.LockOrderViolation, match="anon_vma->lock"):
             rmap.page_lock_anon_vma(page)
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end under a seeded scheduler: reclaim against a CPU writing the page
+
+def _reclaim_vs_store(seed, quirk):
+    """A clean swap-cache page (just written back) mapped writable but not dirty; a CPU
+    thread stores to it while a reclaim thread unmaps it.  Returns (stores that completed,
+    try_to_unmap result, PG_dirty at the end)."""
+    sched = Scheduler(seed)
+    k = make_kernel(swap_slots=4, sched=sched)
+    k.quirks = Quirks(nonatomic_ptep_get_and_clear=quirk)
+    mm = new_mm(k)
+    vma = add_vma(mm, BASE, 1)
+    page = map_anon(vma, BASE)
+    access(mm, BASE, AccessType.LOAD, core=1)     # core 1 caches a clean entry (A=1, D=0)
+    lock_page(page)
+    assert add_to_swap(page)
+    unlock_page(page)
+    page.clear(PG.dirty)                          # as after swap_writepage
+    out = {"stores": 0}
+
+    def cpu():
+        k.arch.switch_mm(1, mm)
+        for i in range(3):
+            if k.arch.cpu_access(1, BASE, AccessType.STORE, data=100 + i).fault:
+                return
+            out["stores"] += 1
+
+    def reclaim():
+        lock_page(page)
+        for _ in range(4):
+            out["ret"] = rmap.try_to_unmap(page, 0)
+            if out["ret"] == SWAP_SUCCESS:
+                break
+        unlock_page(page)
+
+    sched.spawn("cpu", cpu)
+    sched.spawn("reclaim", reclaim)
+    sched.run()
+    return out["stores"], out["ret"], page.test(PG.dirty)
+
+
+def test_try_to_unmap_never_loses_a_store_into_a_page_it_unmaps():
+    raced = 0
+    for seed in range(16):
+        stores, ret, dirty = _reclaim_vs_store(seed, quirk=False)
+        if ret == SWAP_SUCCESS and stores:
+            raced += 1
+            assert dirty, f"seed {seed}: {stores} stores completed, page unmapped clean"
+    assert raced, "no seed let a store complete before the page was unmapped"
+
+
+def test_nonatomic_get_and_clear_quirk_loses_a_store_through_try_to_unmap():
+    lost = [seed for seed in range(16)
+            if (lambda s, r, d: r == SWAP_SUCCESS and s and not d)(
+                *_reclaim_vs_store(seed, quirk=True))]
+    assert lost, "the non-atomic clear never lost the racing D bit"
+
+
+# ---------------------------------------------------------------------------------------------
+# Property: random fork trees, random accesses, reclaim until unmapped
+
+def _ptes_mapping(k, pfn):
+    """(mm, addr) of every present pte mapping ``pfn``, by scanning every mm's VMAs."""
+    found = []
+    for mm in k.mms:
+        for vma in mm.mmap:
+            for addr in range(vma.vm_start, vma.vm_end, PAGE):
+                val = pte_of(mm, addr)
+                if pte_present(val) and (val >> 10) == pfn:
+                    found.append((mm, addr))
+    return found
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_fork_tree_reclaim_unmaps_every_pte(seed):
+    import random
+    rng = random.Random(seed)
+    k = make_kernel(nframes=128, swap_slots=16)
+    root = new_mm(k)
+    vmas = [add_vma(root, BASE, 4)]
+    pages = [map_anon(vmas[0], BASE + i * PAGE) for i in range(4)]
+    for _ in range(rng.randrange(1, 5)):                  # fork from a random member
+        parent = rng.choice(vmas)
+        vmas.append(dup_anon(parent, new_mm(k)))
+    for _ in range(12):                                    # warm TLBs, set A (and D)
+        vma = rng.choice(vmas)
+        addr = BASE + rng.randrange(4) * PAGE
+        op = rng.choice([AccessType.LOAD, AccessType.STORE])
+        access(vma.vm_mm, addr, op, data=1 if op == AccessType.STORE else None,
+               core=rng.randrange(2))
+    for page in pages:
+        # rmap completeness: the mapcount is exactly the number of ptes mapping the page.
+        where = _ptes_mapping(k, page.pfn)
+        assert page_mapcount(page) == len(where), f"seed {seed}"
+        lock_page(page)
+        assert add_to_swap(page)
+        rets = []
+        while not rets or rets[-1] != SWAP_SUCCESS:
+            # Each pass consumes at most one young pte's A bit and fails on it.
+            assert len(rets) <= len(vmas), f"seed {seed}: {rets}"
+            rets.append(rmap.try_to_unmap(page, 0))
+        unlock_page(page)
+        assert set(rets[:-1]) <= {SWAP_FAIL}, f"seed {seed}: {rets}"
+        assert not _ptes_mapping(k, page.pfn) and page_mapcount(page) == 0
+        assert not [e for c in range(2) for e in k.arch.tlb_entries(c) if e.ppn == page.pfn]
+        holders = sum(pte_is_swap(pte_of(mm, addr)) and pte_to_swp_entry(pte_of(mm, addr))
+                      == page.private for mm, addr in where)
+        assert holders == len(where)
+        assert swap_count(k, page.private) == len(where) + 1      # + the swap cache

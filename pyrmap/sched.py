@@ -217,6 +217,7 @@ class Scheduler:
         finally:
             task.state = "done"
             task.waiting = None
+            self._by_ident.pop(threading.get_ident(), None)     # idents are reused
             with self._cv:
                 nxt = self._next_after_exit()
                 self._turn = nxt

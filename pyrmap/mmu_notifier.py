@@ -45,6 +45,7 @@ __all__ = [
     "mmu_notifier_invalidate_page", "mmu_notifier_invalidate_range_start",
     "mmu_notifier_invalidate_range_end", "mmu_notifier_range", "mmu_notifier_clear_flush_young",
     "ptep_clear_flush_notify", "ptep_clear_flush_young_notify", "fail_allocations",
+    "allocation_fails",
     "ENOMEM", "EINTR",
 ]
 
@@ -134,8 +135,9 @@ _failing: "weakref.WeakSet[object]" = weakref.WeakSet()
 
 @contextlib.contextmanager
 def fail_allocations(kernel) -> Iterator[None]:
-    """Test hook: inside the block, allocating a :class:`MmuNotifierMm` on ``kernel`` fails,
-    so :func:`mmu_notifier_register` returns ``-ENOMEM``."""
+    """Test hook: inside the block, the engine's small-object allocations on ``kernel`` fail:
+    :func:`mmu_notifier_register` returns ``-ENOMEM`` (no :class:`MmuNotifierMm`) and so does
+    :func:`pyrmap.rmap.anon_vma_prepare` (no anon_vma)."""
     _failing.add(kernel)
     try:
         yield
@@ -143,8 +145,13 @@ def fail_allocations(kernel) -> Iterator[None]:
         _failing.discard(kernel)
 
 
+def allocation_fails(kernel) -> bool:
+    """True inside :func:`fail_allocations` for ``kernel``."""
+    return kernel in _failing
+
+
 def _mmu_notifier_mm_alloc(kernel) -> Optional[MmuNotifierMm]:
-    if kernel in _failing:
+    if allocation_fails(kernel):
         return None
     return MmuNotifierMm(kernel)
 

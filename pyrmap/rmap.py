@@ -47,7 +47,8 @@ from typing import Callable, Optional
 from . import locking as _locking
 from .mm_types import (PG, VM_LOCKED, VM_MAYSHARE, VM_NONLINEAR, VM_SHARED, AddressSpace,
                        AnonVma, Page, PageAnon, Vma, page_mapcount, page_mapped)
-from .mmu_notifier import ptep_clear_flush_notify, ptep_clear_flush_young_notify
+from .mmu_notifier import (allocation_fails, ptep_clear_flush_notify,
+                           ptep_clear_flush_young_notify)
 from .pagemap import PageLocked, page_cache_release, trylock_page, unlock_page
 from .pagetable import pte_lockptr, pte_offset
 from .pte import (PAGE_SHIFT, PAGE_SIZE, PTE_SIZE, make_migration_entry, pgoff_to_pte,
@@ -201,42 +202,18 @@ def cond_resched_lock(lock, arch) -> None:
 
 
 def _find_mergeable_anon_vma(vma: Vma) -> Optional[AnonVma]:
-    """An adjacent VMA's anon_vma that ``vma`` could share (mm/mmap.c
-    ``find_mergeable_anon_vma``): the neighbour must touch it, map the same file at the
-    contiguous offset and differ in flags only by what mprotect can change."""
-    try:
-        from .mmap import find_mergeable_anon_vma
-    except ImportError:
-        pass
-    else:
-        return find_mergeable_anon_vma(vma)
-    mmap = vma.vm_mm.mmap
-    try:
-        i = mmap.index(vma)
-    except ValueError:
-        return None
-    prot = 0x7  # VM_READ | VM_WRITE | VM_EXEC
-
-    def compatible(a: Vma, b: Vma) -> bool:        # a directly before b
-        return (a.vm_end == b.vm_start and a.vm_file is b.vm_file
-                and a.vm_pgoff + a.npages == b.vm_pgoff
-                and not (a.vm_flags ^ b.vm_flags) & ~prot)
-
-    if i + 1 < len(mmap):
-        near = mmap[i + 1]
-        if near.anon_vma is not None and compatible(vma, near):
-            return near.anon_vma
-    if i > 0:
-        near = mmap[i - 1]
-        if near.anon_vma is not None and compatible(near, vma):
-            return near.anon_vma
-    return None
+    from .mmap import find_mergeable_anon_vma
+    return find_mergeable_anon_vma(vma)
 
 
 # ---------------------------------------------------------------------------------------------
 # anon_vma lifetime and linking.
 
-def anon_vma_alloc(kernel) -> AnonVma:
+def anon_vma_alloc(kernel) -> Optional[AnonVma]:
+    """A new, empty anon_vma; None when allocation fails
+    (:func:`pyrmap.mmu_notifier.fail_allocations` is the test hook)."""
+    if allocation_fails(kernel):
+        return None
     kernel.stats["rmap_anon_vma_alloc"] += 1
     return AnonVma(kernel)
 
@@ -271,6 +248,8 @@ def anon_vma_prepare(vma: Vma) -> int:
     anon_vma = _find_mergeable_anon_vma(vma)
     if anon_vma is None:
         anon_vma = anon_vma_alloc(kernel)
+        if anon_vma is None:
+            return -ENOMEM
         allocated = anon_vma
     with anon_vma.lock:
         with mm.page_table_lock:

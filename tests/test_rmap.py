@@ -7,7 +7,7 @@ from pyrmap.filemap import read_file_page
 from pyrmap.kernel import Quirks
 from pyrmap.mm_types import (PG, VM_LOCKED, VM_MAYSHARE, VM_NONLINEAR, VM_SHARED, Vma,
                              page_mapcount)
-from pyrmap.mmu_notifier import RecordingNotifier, mmu_notifier_register
+from pyrmap.mmu_notifier import RecordingNotifier, fail_allocations, mmu_notifier_register
 from pyrmap.pagemap import lock_page, unlock_page
 from pyrmap.pagetable import pte_offset
 from pyrmap.pte import (_PAGE_A, _PAGE_D, AccessType, FaultKind, SWP_MIGRATION_READ,
@@ -101,6 +101,11 @@ def test_anon_vma_prepare_allocates_once_and_reuses_a_neighbours():
     rmap.anon_vma_prepare(far)
     assert far.anon_vma is not av
     assert k.stats["rmap_anon_vma_alloc"] == 2
+    lonely = Vma(mm, BASE + 0x200000, BASE + 0x201000, ANON_FLAGS)
+    mm.mmap.append(lonely)
+    with fail_allocations(k):
+        assert rmap.anon_vma_prepare(lonely) == -rmap.ENOMEM
+    assert lonely.anon_vma is None and not mm.page_table_lock.is_locked()
 
 
 def test_anon_vma_link_unlink_merge_and_free():

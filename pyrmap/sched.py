@@ -156,8 +156,8 @@ class Scheduler:
         Livelock
             ``max_steps`` scheduling decisions passed.
         Exception
-            The first exception an engine thread raised, with the thread name and the seed
-            prepended to its message.
+            The first exception an engine thread raised (the same object), with the thread
+            name and the seed appended to its message and added as a note.
         """
         if self._running:
             raise RuntimeError("Scheduler.run called while it is already running")

@@ -326,3 +326,67 @@ def test_trace_is_bounded():
     assert sched.steps == 50
     with pytest.raises(TypeError, match=r"^Trace length must be a positive integer or None"):
         Scheduler(0, trace_len=0)
+
+
+def random_lock_program(seed, nthreads=4, nlocks=3, steps=30):
+    """Threads take random subsets of locks in the tree's order, checking exclusion."""
+    import random
+    sched, arch = make(seed)
+    classes = ["mmap_sem", "PG_locked", "i_mmap_lock", "anon_vma->lock", "page_table_lock"]
+    locks = {c: arch.new_lock(c) if c != "mmap_sem" else arch.new_rwsem(c) for c in classes}
+    inside = {c: None for c in classes}
+    readers = {"n": 0}
+    log = []
+
+    def worker(name, rng):
+        for _ in range(steps):
+            take = sorted(rng.sample(range(len(classes)), rng.randrange(1, nlocks + 1)))
+            held = []
+            for i in take:
+                c = classes[i]
+                if c == "mmap_sem":
+                    if rng.random() < 0.5:
+                        locks[c].down_read()
+                        readers["n"] += 1
+                        held.append((c, "r"))
+                        assert inside[c] is None, f"seed {seed}: reader under a writer"
+                        continue
+                    locks[c].down_write()
+                    assert readers["n"] == 0, f"seed {seed}: writer with readers"
+                else:
+                    locks[c].acquire()
+                assert inside[c] is None, f"seed {seed}: {name} and {inside[c]} both in {c}"
+                inside[c] = name
+                held.append((c, "x"))
+                arch.yield_point(f"holding {c}")
+            log.append((name, tuple(c for c, _ in held)))
+            for c, mode in reversed(held):
+                if mode == "r":
+                    readers["n"] -= 1
+                    locks[c].up_read()
+                    continue
+                inside[c] = None
+                if c == "mmap_sem":
+                    locks[c].up_write()
+                else:
+                    locks[c].release()
+    master = __import__("random").Random(seed)
+    for i in range(nthreads):
+        sched.spawn(f"w{i}", worker, f"w{i}", __import__("random").Random(master.random()))
+    sched.run()
+    return sched, log
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_lock_programs_in_tree_order_never_deadlock(seed):
+    sched, log = random_lock_program(seed)
+    assert len(log) == 4 * 30, f"seed {seed}"
+    sched2, log2 = random_lock_program(seed)
+    assert list(sched.trace) == list(sched2.trace) and log == log2, f"seed {seed}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(6, 200))
+def test_random_lock_programs_stress(seed):
+    _, log = random_lock_program(seed, nthreads=6, steps=60)
+    assert len(log) == 6 * 60, f"seed {seed}"

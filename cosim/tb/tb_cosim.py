@@ -414,7 +414,7 @@ def scenario_params() -> dict:
         "scenario": os.environ.get("COSIM_SCENARIO", "reclaim"),
         "phases": num("COSIM_PHASES", 3),
         "accesses": num("COSIM_ACCESSES", 40),
-        "nframes": num("COSIM_NFRAMES", 48),
+        "nframes": num("COSIM_NFRAMES", 36),
         "quirks": quirks,
         "command": os.environ.get("COSIM_COMMAND", ""),
     }

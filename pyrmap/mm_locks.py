@@ -55,10 +55,11 @@ def vm_lock_anon_vma(mm, anon_vma) -> None:
 
 def vm_lock_mapping(mm, mapping) -> None:
     if not mapping.mm_all_locks:
-        # The mark is set before the lock, as AS_MM_ALL_LOCKS is: the flags word is atomic
-        # and only this (mutex-serialised) path sets it.
-        mapping.mm_all_locks = True
+        # The kernel sets AS_MM_ALL_LOCKS before spinning; only this mutex-serialised path
+        # reads the mark, so setting it once the lock is held is equivalent, and an acquire
+        # that raises leaves no mark behind for the unwinding to trip on.
         mapping.i_mmap_lock.acquire()
+        mapping.mm_all_locks = True
 
 
 def vm_unlock_anon_vma(anon_vma) -> None:
@@ -95,24 +96,25 @@ def mm_take_all_locks(mm) -> int:
     if lockdep is not None:
         # Several i_mmap_lock / anon_vma->lock at once are legal only in this context.
         lockdep.enter_mm_all_locks(arch.current_thread())
-    ret = -EINTR
+    taken = False
     try:
         for vma in mm.mmap:
             if arch.signal_pending():
-                return ret
+                kernel.stats["mm_take_all_locks_eintr"] += 1
+                return -EINTR
             if vma.vm_file is not None:
                 vm_lock_mapping(mm, vma.vm_file)
         for vma in mm.mmap:
             if arch.signal_pending():
-                return ret
+                kernel.stats["mm_take_all_locks_eintr"] += 1
+                return -EINTR
             if vma.anon_vma is not None:
                 vm_lock_anon_vma(mm, vma.anon_vma)
-        ret = 0
+        taken = True
         kernel.stats["mm_take_all_locks"] += 1
-        return ret
+        return 0
     finally:
-        if ret:
-            kernel.stats["mm_take_all_locks_eintr"] += 1
+        if not taken:                 # -EINTR, or an exception: leave nothing held
             mm_drop_all_locks(mm)
 
 

@@ -370,3 +370,31 @@ def test_clear_flush_notify_invalidates_secondaries_after_the_cpu_flush():
     assert old & 0x80, "the dirty bit comes back from the atomic clear"
     assert rec.kinds() == ["invalidate_page"] and rec.events[0].start == BASE
     assert at_callback == {"pte": 0, "tlb": [], "ptl_held": True}
+
+
+def test_mm_take_all_locks_holds_many_locks_of_one_class_inside_the_lockdep_context():
+    k, mm, a, b, f = setup()
+    g = new_file(k, "g", 4)
+    add_vma(mm, BASE + 0x40000, 1, ANON_FLAGS | VM_SHARED | VM_MAYSHARE, mapping=g)
+    other = add_vma(mm, BASE + 0x50000, 1)              # a second anon_vma
+    assert other.anon_vma is not a.anon_vma
+    mm.mmap_sem.down_write()
+    assert mm_locks.mm_take_all_locks(mm) == 0
+    held = {lock.name for lock in k.arch.lockdep.held_by("main")}
+    assert held >= {"mmap_sem", "i_mmap_lock", "anon_vma->lock"}
+    assert sum(lk.name == "anon_vma->lock" for lk in k.arch.lockdep.held_by("main")) == 2
+    assert sum(lk.name == "i_mmap_lock" for lk in k.arch.lockdep.held_by("main")) == 2
+    mm_locks.mm_drop_all_locks(mm)
+    assert [lk.name for lk in k.arch.lockdep.held_by("main")] == ["mmap_sem"]
+    mm.mmap_sem.up_write()
+
+
+def test_mm_take_all_locks_outside_the_lockdep_context_is_a_lock_order_violation(monkeypatch):
+    from pyrmap.locking import LockOrderViolation
+    k, mm, a, b, f = setup()
+    add_vma(mm, BASE + 0x50000, 1)                      # a second anon_vma
+    monkeypatch.setattr(k.arch.lockdep, "enter_mm_all_locks", lambda thread: None)
+    monkeypatch.setattr(k.arch.lockdep, "exit_mm_all_locks", lambda thread: None)
+    mm.mmap_sem.down_write()
+    with pytest.raises(LockOrderViolation, match="second 'anon_vma->lock'"):
+        mm_locks.mm_take_all_locks(mm)

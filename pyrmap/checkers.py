@@ -845,15 +845,34 @@ class ShadowMemory(Checker):
         return out
 
     def writeback_check(self, page) -> None:
-        """"Writeback only when clean and write-protected": when a page's contents go to the
-        backing store with PG_dirty clear, no PTE may map it writable or dirty and no TLB entry
-        may hold a writable or dirty translation of it (a store through one would be lost).
-        A page redirtied in the meantime (PG_dirty set again) will be written again."""
+        """No write may escape a writeback: when a page's contents go to the backing store
+        with PG_dirty clear, every translation that can still write the page must leave a
+        trace that makes the page dirty again.  A PTE with W (a store through it sets D, or D
+        is set already: page_mkclean or try_to_unmap will find it) is such a trace; a CPU TLB
+        entry with W whose PTE is gone, write-protected, clean or elsewhere is not (the core
+        stores through it without touching memory's PTE), and neither is a writable device
+        TLB entry (the device never sets D).  A page redirtied meanwhile (PG_dirty set) will
+        be written again."""
         self.checks += 1
         if page.test(PG.dirty):
-            return      # redirtied already: the page will be written again
-        for where in self.owner.reachers(page.pfn, writable_only=True):
-            self.fail(f"writeback of clean {page!r} while {where}")
+            return
+        mem = self.kernel.mem
+        by_asid = {mm.asid: mm for mm in self.owner.live_mms()}
+        for src, entry in self.owner.all_entries():
+            lo, hi = _entry_span(entry)
+            if not lo <= page.pfn < hi or not _entry_writable(entry):
+                continue
+            mm = by_asid.get(entry.asid)
+            if mm is None:
+                continue        # an exiting mm: no thread of it runs any more
+            va = entry.vpn << PAGE_SHIFT
+            ptep, val, _ = lookup_pte(mem, mm.pgd, va)
+            if src.startswith("core") and val & _PAGE_V and val & _PAGE_W and \
+                    (val & PPN_MASK) >> PPN_SHIFT == entry.ppn and (val & _PAGE_D or not entry.d):
+                continue
+            self.fail(f"writeback of clean {page!r} while {src} holds writable {entry} "
+                      f"(0x{va:x} of {mm!r}) whose pte is {describe(val)}: a store through it "
+                      f"would leave no trace", ptep)
             return
 
 

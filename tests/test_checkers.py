@@ -291,15 +291,32 @@ def test_secondary_refuses_fill_inside_window(system):
 # --- (c) writeback only when clean and write-protected -----------------------------------------
 
 def test_writeback_check(system):
+    from pyrmap.mm_types import PG
     kernel, chk, mm = system
     f = AddressSpace(kernel, "f", 2)
     vma, pages = map_file(kernel, mm, f)
     page, ptep = pages[0]
-    page.set(__import__("pyrmap.mm_types", fromlist=["PG"]).PG.dirty)
-    chk.shadow.writeback_check(page)      # dirty: will be written again, fine
-    page.clear(__import__("pyrmap.mm_types", fromlist=["PG"]).PG.dirty)
-    with pytest.raises(InvariantViolation, match=r"writeback of clean .* while pte"):
+    _warm(kernel, 0, VA)                  # core0: writable, dirty entry; the pte has W and D
+    chk.shadow.writeback_check(page)      # the pte's D bit records the write: fine
+    page.set(PG.dirty)
+    old = kernel.mem.read(ptep)
+    kernel.arch.cmpxchg(ptep, old, pte_wrprotect(old) & ~_PAGE_D)   # cleaned, no flush
+    chk.shadow.writeback_check(page)      # dirty: it will be written again, fine
+    page.clear(PG.dirty)
+    with pytest.raises(InvariantViolation, match=r"writeback of clean .* while core0 TLB holds "
+                                                 r"writable .* would leave no trace"):
         kernel.arch.notify("writeback_start", pfn=page.pfn, page=page)
+
+
+def test_writeback_check_device_entry(system):
+    kernel, chk, mm = system
+    f = AddressSpace(kernel, "f", 2)
+    vma, pages = map_file(kernel, mm, f)
+    page, ptep = pages[0]
+    sec = chk.add_secondary(mm)
+    assert sec.fault(VA, write=True)
+    with pytest.raises(InvariantViolation, match=r"device TLB holds writable"):
+        chk.shadow.writeback_check(page)
 
 
 def test_collecting_mode_keeps_every_violation():

@@ -27,14 +27,16 @@ SEEDS = range(40)
 class Rig:
     """A kernel on SoftArch with a scheduler, checkers, one mm and one shared file page."""
 
-    def __init__(self, seed: int, quirk: str, on: bool, pte_bits: int = _PAGE_A | _PAGE_D):
+    def __init__(self, seed: int, quirk: str, on: bool, pte_bits: int = _PAGE_A | _PAGE_D,
+                 raise_on_violation: bool = True):
         self.seed = seed
         self.sched = Scheduler(seed)
         self.arch = SoftArch(PhysMem(32), 2, seed=seed, sched=self.sched, history=True)
         quirks = Quirks(**{quirk: on})
         self.kernel = Kernel(self.arch, quirks)
         self.chk = Checkers(self.kernel, seed=seed,
-                            command=f"pytest tests/test_quirks.py  # seed {seed}").install()
+                            command=f"pytest tests/test_quirks.py  # seed {seed}",
+                            raise_on_violation=raise_on_violation).install()
         k = self.kernel
         self.mm = mm = MmStruct(k, k.alloc_asid(), pgd_alloc(k))
         k.mms.append(mm)
@@ -89,8 +91,8 @@ def _search(make, check_off=True):
 
 # --- 479db0bf408e: page_check_address lock-free pre-check ------------------------------------
 
-def lockless_race(seed: int, on: bool) -> Rig:
-    rig = Rig(seed, "page_check_address_lockless", on)
+def lockless_race(seed: int, on: bool, raise_on_violation: bool = True) -> Rig:
+    rig = Rig(seed, "page_check_address_lockless", on, raise_on_violation=raise_on_violation)
     mm, arch, page = rig.mm, rig.arch, rig.page
     assert rig.store(0, 0x1111)         # core0 caches a writable, dirty translation
     page.set(PG.dirty)                  # the write fault dirtied the page
@@ -111,9 +113,10 @@ def lockless_race(seed: int, on: bool) -> Rig:
     rig.sched.spawn("writeback", writeback)
     rig.run()
     rig.chk.check_all()
-    # page_mkclean made the pte clean and read-only everywhere: the next write faults.
-    res = arch.translate(0, VA, AccessType.STORE)
-    assert res.fault == FaultKind.PAGE, f"seed {seed}: a store after writeback did not fault"
+    if raise_on_violation:
+        # page_mkclean made the pte clean and read-only everywhere: the next write faults.
+        res = arch.translate(0, VA, AccessType.STORE)
+        assert res.fault == FaultKind.PAGE, f"seed {seed}: a store after writeback did not fault"
     return rig
 
 
@@ -122,6 +125,31 @@ def test_page_check_address_lockless_loses_dirty():
     assert exc.checker == "shadow"
     assert "writeback of clean" in exc.message and exc.seed == seed
     assert "lockless" not in exc.message
+
+
+def _store_then_msync(rig: Rig) -> None:
+    """A CPU store (faulting as needed), then msync's writeback: the backing store must hold
+    the store."""
+    from pyrmap.filemap import do_writepages
+    from pyrmap.workload import CpuWorkload
+    wl = CpuWorkload(rig.kernel, 0, rig.mm, [("store", VA + 8, 0x5555)], checkers=rig.chk)
+    rig.sched.spawn("cpu0-late", wl.run)
+    rig.run()
+    rig.sched.spawn("msync", do_writepages, rig.file)
+    rig.run()
+    rig.chk.shadow.check_backing(rig.file, [0])
+
+
+def test_page_check_address_lockless_write_after_writeback_is_lost():
+    seed, _ = _search(lockless_race)
+    rig = lockless_race(seed, True, raise_on_violation=False)
+    _store_then_msync(rig)
+    lost = [v for v in rig.chk.violations if "lost write" in v.message]
+    assert lost, f"seed {seed}: the write after writeback reached the file"
+    assert "word 1" in lost[0].message and "0x5555" in lost[0].message
+    rig = lockless_race(seed, False, raise_on_violation=False)
+    _store_then_msync(rig)
+    assert rig.chk.violations == []
 
 
 def test_page_check_address_locked_is_safe_on_every_seed():

@@ -127,10 +127,6 @@ class Ref:
         return f"Ref({self.value})"
 
 
-def _stats(page_or_mm):
-    return page_or_mm.kernel.stats
-
-
 # ---------------------------------------------------------------------------------------------
 # Helpers from the surrounding mm, used lazily so this module loads on its own.
 

@@ -770,3 +770,17 @@ def test_random_fork_tree_reclaim_unmaps_every_pte(seed):
                       == page.private for mm, addr in where)
         assert holders == len(where)
         assert swap_count(k, page.private) == len(where) + 1      # + the swap cache
+
+
+@pytest.mark.parametrize("flushes", [True, False])
+def test_page_referenced_aging_with_and_without_the_young_flush(flushes):
+    """x86 2008 flushes a young pte, so a later access re-sets A and is seen; since
+    b13b1d2d8692 the cached A=1 entry keeps serving hits and the page looks idle."""
+    from pyrmap.kernel import KernelConfig
+    k, parent, pvma, child, cvma, page = forked()
+    k.config = KernelConfig(clear_flush_young_flushes=flushes)
+    assert rmap.page_referenced(page, 0, None) == 2
+    assert bool(tlb_maps(k, BASE)) is not flushes
+    res = access(parent, BASE, AccessType.LOAD, core=0)
+    assert res.hit is not flushes
+    assert rmap.page_referenced(page, 0, None) == (1 if flushes else 0)

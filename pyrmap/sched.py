@@ -249,10 +249,11 @@ class Scheduler:
         for t in self.tasks:
             if t.state == "blocked" and t.waiting is not None:
                 obj, why = t.waiting
-                holders = obj.holders() if hasattr(obj, "holders") else "held by ?"
-                name = getattr(obj, "name", type(obj).__name__)
-                lines.append(f"{t.name!r} waits for {name!r} {id(obj) & 0xFFFFFF:06x} "
-                             f"({why}), {holders}")
+                if hasattr(obj, "holders"):
+                    lines.append(f"{t.name!r} waits for {obj.name!r} {id(obj) & 0xFFFFFF:06x} "
+                                 f"({why}), {obj.holders()}")
+                else:
+                    lines.append(f"{t.name!r} waits for a condition ({why})")
         msg = (f"Deadlock (scheduler seed {self.seed}): every thread is blocked: "
                + "; ".join(lines))
         if self._error is None:
@@ -290,6 +291,30 @@ class Scheduler:
         self._step(me.name, why)
         nxt = self._pick(me)
         if nxt is not me:
+            self._switch(me, nxt)
+
+    def wait_until(self, pred: Callable[[], bool], why: str = "wait") -> None:
+        """Yield until ``pred()`` is true, handing the baton to *another* thread each time.
+
+        For waits on a condition that is not a lock (writeback to end, a migration entry to
+        go).  Raises :class:`Deadlock` (after unwinding) when ``pred()`` is false and no other
+        thread can run; outside the scheduler's threads, when ``pred()`` is false at once.
+        """
+        me = self.current()
+        while not pred():
+            if me is None:
+                raise Deadlock(f"Waiting for {why!r} outside the scheduler's threads; nothing "
+                               f"else can run")
+            if self._aborting:
+                raise _Abort()
+            others = [t for t in self.tasks if t.state == "runnable" and t is not me]
+            if not others:
+                me.state, me.waiting = "blocked", (pred, why)
+                self._deadlock()
+                me.state, me.waiting = "runnable", None
+                raise _Abort()
+            self._step(me.name, why)
+            nxt = others[0] if len(others) == 1 else self.rng.choice(others)
             self._switch(me, nxt)
 
     def block(self, obj, why: str) -> None:

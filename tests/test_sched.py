@@ -390,3 +390,29 @@ def test_random_lock_programs_in_tree_order_never_deadlock(seed):
 def test_random_lock_programs_stress(seed):
     _, log = random_lock_program(seed, nthreads=6, steps=60)
     assert len(log) == 6 * 60, f"seed {seed}"
+
+
+def test_wait_until_hands_over_and_detects_a_condition_nobody_will_set():
+    sched = Scheduler(0, switch_prob=1 / 256)
+    st = {"done": False, "seen": None}
+
+    def writer():
+        for _ in range(5):
+            sched.yield_point("io")
+        st["done"] = True
+
+    def waiter():
+        sched.wait_until(lambda: st["done"], "writeback")
+        st["seen"] = True
+    sched.spawn("waiter", waiter)
+    sched.spawn("writer", writer)
+    sched.run()
+    assert st["seen"] is True
+
+    sched = Scheduler(0)
+    sched.spawn("waiter", lambda: sched.wait_until(lambda: False, "migration entry"))
+    with pytest.raises(Deadlock, match=r"'waiter' waits for a condition \(migration entry\)"):
+        sched.run()
+    with pytest.raises(Deadlock, match=r"outside the scheduler's threads"):
+        Scheduler(0).wait_until(lambda: False, "x")
+    Scheduler(0).wait_until(lambda: True, "x")            # true at once: returns

@@ -205,15 +205,17 @@ class CosimArch(Arch):
 
     def _record(self, ptep: int, op: str, val: int) -> None:
         hist = self.history[ptep]
-        hist.append((f"cycle {self.cycle()}", self.env.current_thread(), op, val))
+        hist.append((f"cycle {self.cycle()}", getattr(self, "_who", ""), op, val))
         if len(hist) > self.history_limit:
             del hist[0]
 
-    def _apply(self, op: str, ptep: int, a: int, b: int) -> int:
+    def _apply(self, op: str, ptep: int, a: int, b: int, thread: str = "") -> int:
         """Perform one PTE operation on memory, now (one instant: atomic with respect to the
         memory model, which performs each walker transaction at one instant too)."""
         self.stats[f"pte_{op}"] += 1
-        who = f"sw {op} {self.env.current_thread()}"
+        thread = thread or self.env.current_thread()
+        self._who = thread
+        who = f"{thread}: {op}"
         m = self.memory
         if m is None:
             return self._apply_direct(op, ptep, a, b)
@@ -273,11 +275,11 @@ class CosimArch(Arch):
             self._record(ptep, op, new)
             if self.observer is not None:
                 self.notify("pte_write", ptep=ptep, old=old, new=new,
-                            who=f"sw {op} {self.env.current_thread()}")
+                            who=f"sw {op} {getattr(self, '_who', '')}")
 
-    async def _at_edge(self, op: str, ptep: int, a: int, b: int) -> int:
+    async def _at_edge(self, op: str, ptep: int, a: int, b: int, thread: str) -> int:
         await RisingEdge(self.clk)
-        return self._apply(op, ptep, a, b)
+        return self._apply(op, ptep, a, b, thread)
 
     def _pte_op(self, op: str, ptep: int, a: int = 0, b: int = 0) -> int:
         if ptep & 7:
@@ -285,7 +287,7 @@ class CosimArch(Arch):
         if not self.env.in_host_thread():
             # Setup code in coroutine context (before the workload starts): apply now.
             return self._apply(op, ptep, a, b)
-        return self.env.call(self._at_edge, op, ptep, a, b)
+        return self.env.call(self._at_edge, op, ptep, a, b, self.env.current_thread())
 
     def pte_load(self, ptep: int) -> int:
         return self._pte_op("load", ptep)
@@ -305,19 +307,20 @@ class CosimArch(Arch):
     def cmpxchg(self, ptep: int, old: int, new: int) -> int:
         return self._pte_op("cmpxchg", ptep, old, new)
 
-    def pte_history(self, ptep: int) -> list[tuple]:
-        """Every store to ``ptep`` still remembered, oldest first, as ``(when, who, value)``:
-        the memory model's log (software operations and the walkers' WRITE/CAS) when one is
-        attached, else the arch's own record."""
+    def pte_history(self, ptep: int) -> list[str]:
+        """Every store to ``ptep`` still remembered, oldest first, one line each ("#seq cycle
+        N who OP: value"): the memory model's log (the engine's operations and the walkers'
+        WRITE/CAS) when one is attached, else the arch's own record."""
         m = self.memory
         if m is None:
-            return [(w, f"{who} {op}", v) for w, who, op, v in self.history.get(ptep, [])]
+            return [f"{w} {who} {op}: {describe(v)}"
+                    for w, who, op, v in self.history.get(ptep, [])]
         out = []
         for txn in m.log:
             if txn.addr == ptep and txn.wrote:
                 who = txn.who or ("sw" if txn.src < 0 else f"core{txn.src} walker")
-                out.append((f"#{txn.seq} cycle {txn.resp_cycle}", f"{who} {txn.op.name}",
-                            txn.wdata))
+                out.append(f"#{txn.seq} cycle {txn.resp_cycle} {who} {txn.op.name}: "
+                           f"{describe(txn.wdata)}")
         return out[-self.history_limit:]
 
     # --- TLB flushes -----------------------------------------------------------------------

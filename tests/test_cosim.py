@@ -94,3 +94,18 @@ def test_reclaim_scenario(sim):
     assert rep["tlb"]["walks"] > 0 and rep["tlb"]["hits"] > 0, rep["tlb"]
     assert rep["arch"]["flush_count"] > 0, rep["arch"]
     assert all(c["verdict"] == "PASS" for c in rep["checkers"]), rep["checkers"]
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("sim", ["icarus"])
+def test_quirk_fill_after_inval_fails_reclaim(sim):
+    """With the hdl quirk, a walk in flight during an invalidation fills its stale result after
+    the ack: the checkers catch it (with cycle, seed and command); the same seed without the
+    quirk passes (test_reclaim_scenario)."""
+    r = _run_top(sim, 11, "test_scenario", quirk_fill_after_inval=True,
+                 env={"COSIM_SCENARIO": "reclaim", "COSIM_PHASES": 2, "COSIM_ACCESSES": 30})
+    assert r.report is not None, f"no report: {r.failures}\n{r.log_tail()}"
+    assert not r.passed, "the scenario passed with quirk_fill_after_inval on"
+    v = r.report["violation"]
+    assert v and "at cycle" in v and "seed=11" in v, v
+    assert any(c["verdict"] == "FAIL" for c in r.report["checkers"]), r.report["checkers"]

@@ -414,10 +414,28 @@ def scenario_params() -> dict:
         "scenario": os.environ.get("COSIM_SCENARIO", "reclaim"),
         "phases": num("COSIM_PHASES", 3),
         "accesses": num("COSIM_ACCESSES", 40),
-        "nframes": num("COSIM_NFRAMES", 36),
+        "nframes": num("COSIM_NFRAMES", 32),
         "quirks": quirks,
-        "command": os.environ.get("COSIM_COMMAND", ""),
+        "command": os.environ.get("COSIM_COMMAND") or default_command(quirks),
     }
+
+
+def default_command(quirks) -> str:
+    """The CLI command that reruns this very run (seed, simulator, configuration)."""
+    cfg = bench_config()
+    parts = [f"python -m cosim run {os.environ.get('COSIM_SCENARIO', 'reclaim')}",
+             f"--sim {os.environ.get('COSIM_SIM', 'icarus')}", f"--seed {SEED}"]
+    for flag, key in (("--cores", "ncores"), ("--tlb-entries", "tlb_entries"),
+                      ("--tlb-ways", "tlb_ways")):
+        if key in cfg:
+            parts.append(f"{flag} {cfg[key]}")
+    for name in ("COSIM_PHASES", "COSIM_ACCESSES", "COSIM_NFRAMES"):
+        if name in os.environ:
+            parts.append(f"--{name[6:].lower()} {os.environ[name]}")
+    hw = [k for k, v in cfg.items() if k.startswith("quirk_") and v]
+    for q in list(quirks) + hw:
+        parts.append(f"--quirk {q}")
+    return " ".join(parts)
 
 
 async def reclaim_scenario(dut, seed: int, p: dict, progress: Progress,
@@ -471,9 +489,9 @@ async def reclaim_scenario(dut, seed: int, p: dict, progress: Progress,
 
         def kswapd():
             from pyrmap.vmscan import balance
-            for _ in range(3):
-                balance(s.kernel, 6, 12)
-                arch.yield_point("kswapd sleeps")
+            for _ in range(8):
+                balance(s.kernel, 8, 14)
+                arch.env.wait_cycles(arch.env.rng.randint(50, 150))   # kswapd sleeps
 
         def writeback(phase=phase):
             mm, addr, length = fmaps[phase % len(fmaps)]

@@ -29,7 +29,8 @@ from .pte import (_PAGE_A, _PAGE_R, _PAGE_W, is_migration_entry,
 __all__ = [
     "EAGAIN", "EBUSY", "unmap_and_move", "move_to_new_page", "migrate_page",
     "migrate_page_move_mapping", "migrate_page_copy", "remove_migration_ptes",
-    "remove_migration_pte", "migrate_pages", "migrate_page_to", "migration_entry_wait",
+    "remove_migration_pte", "migrate_pages", "migrate_isolated_pages", "move_page",
+    "migrate_page_to", "migration_entry_wait",
     "vma_migration_prot",
 ]
 
@@ -232,47 +233,93 @@ def unmap_and_move(page: Page, newpage: Page, force: bool = True) -> int:
 def migrate_pages(kernel, pages: Iterable[Page],
                   get_new_page: Optional[Callable[[Page], Page]] = None) -> int:
     """Migrate each page to a page from ``get_new_page(page)`` (default: any free frame, with
-    reclaim).  Pages on the LRU are isolated first (others need only be referenced by a
-    mapping or cache).  Pages answering -EAGAIN are retried for up to 10 passes.  Returns the
-    number of pages not migrated; those are back where they were."""
-    from .vmscan import (_add, alloc_page_reclaim, isolate_lru_page, putback_lru_page)
+    reclaim).  Each page is first isolated from the LRU (a page not on it -- free, or isolated
+    by reclaim or another migration right now -- is not migrated).  Pages answering -EAGAIN
+    are retried for up to 10 passes.  Returns the number of pages not migrated; those are
+    back on the LRU as they were."""
+    from .vmscan import isolate_lru_page
 
-    todo: list[tuple[Page, bool]] = []
+    isolated = []
+    failed = 0
     for page in pages:
         if isolate_lru_page(page) == 0:
-            todo.append((page, True))
+            isolated.append(page)
         else:
-            kernel.get_page(page)
-            todo.append((page, False))
+            failed += 1
+    kernel.stats["migrate_failed"] += failed
+    return failed + migrate_isolated_pages(kernel, isolated, get_new_page)
+
+
+def migrate_isolated_pages(kernel, pages: list[Page],
+                           get_new_page: Optional[Callable[[Page], Page]] = None) -> int:
+    """:func:`migrate_pages` for pages the caller isolated (``isolate_lru_page``; the
+    isolation reference is consumed).  Returns the number not migrated (put back)."""
+    from .vmscan import _add, alloc_page_reclaim, putback_lru_page
+
+    todo = list(pages)
     for _ in range(MIGRATE_PASSES):
         if not todo:
             break
         retry = []
-        for page, on_lru in todo:
+        for page in todo:
             newpage = get_new_page(page) if get_new_page else alloc_page_reclaim(kernel)
             rc = unmap_and_move(page, newpage)
             if rc == 0:
-                if on_lru and newpage.mapping is not None:
+                if newpage.mapping is not None:
                     _add(newpage, newpage.test(PG.active))
                 kernel.put_page(newpage)
                 page.clear(PG.active)
-                kernel.put_page(page)
+                kernel.put_page(page)       # the isolation reference: the old frame is free
             else:
                 kernel.put_page(newpage)
-                retry.append((page, on_lru))
+                retry.append(page)
         todo = retry
-    for page, on_lru in todo:
-        if on_lru:
-            putback_lru_page(page)
-        else:
-            kernel.put_page(page)
+    for page in todo:
+        putback_lru_page(page)
     kernel.stats["migrate_failed"] += len(todo)
     return len(todo)
 
 
+def move_page(mm, addr: int) -> Optional[Page]:
+    """sys_move_pages for the one page mapped at ``addr`` in ``mm``: look the page up under
+    the pte lock (taking a reference), isolate it, drop the lookup reference, migrate.
+    Returns the page now mapped there, or None (nothing mapped, not isolatable, or migration
+    failed)."""
+    from .pte import pte_pfn, pte_present
+    from .vmscan import isolate_lru_page
+
+    kernel = mm.kernel
+    ptep = pte_offset(mm, addr)
+    if ptep is None:
+        return None
+    with mm.page_table_lock:
+        val = kernel.arch.pte_load(ptep)
+        if not pte_present(val):
+            return None
+        page = kernel.pfn_to_page(pte_pfn(val))
+        kernel.get_page(page)                # follow_page(FOLL_GET)
+    try:
+        if isolate_lru_page(page) != 0:
+            kernel.stats["migrate_failed"] += 1
+            return None
+    finally:
+        kernel.put_page(page)
+    got: list[Page] = []
+
+    def get_new_page(_old: Page) -> Page:
+        from .vmscan import alloc_page_reclaim
+        got.append(alloc_page_reclaim(kernel))
+        return got[-1]
+
+    if migrate_isolated_pages(kernel, [page], get_new_page):
+        return None
+    return got[-1]
+
+
 def migrate_page_to(page: Page, newpage: Optional[Page] = None) -> Optional[Page]:
-    """Migrate one page (a convenience around :func:`migrate_pages`).  Returns the page now
-    holding its contents, or None if it could not be migrated."""
+    """Migrate one page on the LRU (a convenience around :func:`migrate_pages`), to
+    ``newpage`` if given.  Returns the page now holding its contents, or None if it could not
+    be migrated."""
     kernel = page.kernel
     got: list[Page] = []
 

@@ -283,3 +283,31 @@ def test_vma_migration_prot():
     assert mg.vma_migration_prot(rw, True) == RW
     assert mg.vma_migration_prot(rw, False) == RO
     assert mg.vma_migration_prot(x, False) == 0b11001          # V X U, no A
+
+
+def test_pages_off_the_lru_are_not_migrated():
+    from pyrmap.vmscan import isolate_lru_page, putback_lru_page
+    k = make_kernel()
+    mm = new_mm(k)
+    vma = add_vma(mm, BASE, 1)
+    page = map_anon(vma, BASE, np.full(512, 3, dtype=np.uint64))
+    assert isolate_lru_page(page) == 0          # reclaim has it right now
+    assert mg.migrate_pages(k, [page]) == 1
+    assert pte_pfn(pte_of(mm, BASE)) == page.pfn and page._count == 2
+    putback_lru_page(page)
+    free = k.alloc_page()
+    k.put_page(free)
+    assert mg.migrate_pages(k, [free]) == 1     # a free frame is never touched
+    assert free._count == 0
+
+
+def test_move_page_by_address():
+    k = make_kernel()
+    mm = new_mm(k)
+    vma = add_vma(mm, BASE, 2)
+    page = map_anon(vma, BASE, np.full(512, 9, dtype=np.uint64))
+    new = mg.move_page(mm, BASE)
+    assert new is not None and pte_pfn(pte_of(mm, BASE)) == new.pfn != page.pfn
+    assert load(mm, BASE + 64) == 9 and page_mapcount(new) == 1 and new._count == 1
+    assert mg.move_page(mm, BASE + PAGE) is None           # nothing mapped
+    assert mg.move_page(mm, BASE + 0x100_0000) is None     # no page table

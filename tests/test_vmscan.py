@@ -249,11 +249,13 @@ def test_try_to_free_pages_counts():
 # ---------------------------------------------------------------------------------------------
 # Reclaim racing CPUs and writeback, under the seeded scheduler, with the checkers on
 
-def run_reclaim_race(seed, nops=60, rounds=8):
+def run_reclaim_race(seed, nops=60, rounds=8, extras=True):
     """Two CPU threads store and load random words of 16 anonymous and 6 shared file pages in
-    ~40 frames; a kswapd thread reclaims and a writeback thread msyncs meanwhile.  Every load
-    must return the last value stored there; at the end the file's backing store must hold
-    every stored word, rmap must be complete and no frame was freed while reachable."""
+    ~40 frames; a kswapd thread reclaims and a writeback thread msyncs meanwhile; with
+    ``extras``, a device (secondary MMU, notifier client) faults translations in and a
+    migration thread moves random pages.  Every load must return the last value stored
+    there; at the end the file's backing store must hold every stored word, rmap must be
+    complete and no frame was freed or reused while a PTE, TLB or the device reached it."""
     import random
     from pyrmap.checkers import Checkers
     from pyrmap.filemap import msync
@@ -295,10 +297,42 @@ def run_reclaim_race(seed, nops=60, rounds=8):
             assert msync(mm, FILE, 6 * PAGE) == 0
             k.arch.yield_point("writeback sleeps")
 
+    def device(sec):
+        # The driver's fault pins the page (get_user_pages) across the fill, as KVM and GRU
+        # do: a pinned page may be unmapped but is neither freed nor migrated meanwhile.
+        from pyrmap.pagetable import pte_offset
+        from pyrmap.pte import pte_pfn
+        rng = random.Random(seed * 100 + 7)
+        for _ in range(nops // 2):
+            va = rng.choice(pages)
+            pinned = None
+            ptep = pte_offset(mm, va)
+            if ptep is not None:
+                with mm.page_table_lock:
+                    val = k.arch.pte_load(ptep)
+                    if pte_present(val):
+                        pinned = k.pfn_to_page(pte_pfn(val))
+                        k.get_page(pinned)
+            sec.fault(va, write=rng.random() < 0.3)
+            if pinned is not None:
+                k.put_page(pinned)
+            k.arch.yield_point("device works")
+
+    def migration():
+        from pyrmap.migrate import move_page
+        rng = random.Random(seed * 100 + 9)
+        for _ in range(nops // 3):
+            for _ in range(8):
+                k.arch.yield_point("migration sleeps")
+            move_page(mm, rng.choice(pages))
+
     sched.spawn("cpu0", cpu, 0)
     sched.spawn("cpu1", cpu, 1)
     sched.spawn("kswapd", kswapd)
     sched.spawn("writeback", writeback)
+    if extras:
+        sched.spawn("device", device, checkers.add_secondary(mm))
+        sched.spawn("migration", migration)
     sched.run()
     # Quiescent: everything the CPUs stored is where it belongs.
     from pyrmap.filemap import msync as final_msync
@@ -312,6 +346,8 @@ def run_reclaim_race(seed, nops=60, rounds=8):
     checkers.rmap.check()
     assert checkers.violations == []
     assert k.stats["vmscan_freed"] > 0, f"seed {seed}: nothing was reclaimed"
+    if extras:
+        assert k.stats["migrate_success"] > 0, f"seed {seed}: nothing was migrated"
     return k
 
 
@@ -335,7 +371,7 @@ def test_race_check_catches_a_reclaim_that_drops_the_dirty_bit(monkeypatch):
     caught = []
     for seed in range(6):
         try:
-            run_reclaim_race(seed)
+            run_reclaim_race(seed, extras=False)
         except AssertionError as exc:
             caught.append((seed, str(exc)))
     assert caught and all("lost" in msg or "expected" in msg for _, msg in caught), caught

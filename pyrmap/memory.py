@@ -457,12 +457,12 @@ def __do_fault(mm: MmStruct, vma: Vma, address: int, ptep: int, pgoff: int,
                 page = _alloc_page(kernel)
             except OutOfMemory:
                 return VM_FAULT_OOM
-            kernel.mem.copy_frame(page.pfn, fault_page.pfn)
-            kernel.stats["cow_copies"] += 1
             anon = True
         installed = False
         with pte_lockptr(mm, address):
             if arch.pte_load(ptep) == orig_pte:
+                if anon:
+                    _cow_copy(mm, address, page, fault_page)
                 entry = mk_pte(page, vma_page_prot(vma))
                 if write_access:
                     entry = maybe_mkwrite(entry | _PAGE_D, vma)
@@ -497,6 +497,17 @@ def __do_fault(mm: MmStruct, vma: Vma, address: int, ptep: int, pgoff: int,
             kernel.put_page(fault_page)
 
 
+def _cow_copy(mm: MmStruct, address: int, new: Page, old: Page) -> None:
+    """Copy ``old`` into ``new`` for a COW at ``address``.  Called under the pte lock right
+    before the new PTE goes in, so the copy's instant is the instant the private page is
+    born; checkers hear it as the ``cow_copy`` event (a shared writer may change ``old``
+    just before or after: MAP_PRIVATE leaves that unspecified)."""
+    kernel = mm.kernel
+    kernel.mem.copy_frame(new.pfn, old.pfn)
+    kernel.stats["cow_copies"] += 1
+    kernel.arch.notify("cow_copy", mm=mm, address=address, old_pfn=old.pfn, new_pfn=new.pfn)
+
+
 def can_share_swap_page(page: Page) -> bool:
     """The page (locked) is mapped once and nobody else holds its swap slot: a write may
     reuse it instead of copying."""
@@ -517,8 +528,9 @@ def do_wp_page(mm: MmStruct, vma: Vma, address: int, ptep: int, ptl, orig_pte: i
     * Page of a shared writable file mapping (after ``page_mkclean`` or a read fault): the PTE
       is made writable and dirty in place, then, with the pte lock dropped, the page is dirtied
       (``set_page_dirty``) under the page lock.
-    * Otherwise *copy*: with the pte lock dropped a new anonymous page receives the contents;
-      under the lock again, if the PTE is unchanged: ``ptep_clear_flush_notify`` (no TLB or
+    * Otherwise *copy*: with the pte lock dropped a new anonymous page is allocated;
+      under the lock again, if the PTE is unchanged: the contents are copied (``cow_copy``
+      event), ``ptep_clear_flush_notify`` (no TLB or
       secondary MMU maps the old page), ``set_pte_at`` of the new page, then
       ``page_remove_rmap`` of the old one; the old page's references are dropped last.
 
@@ -560,10 +572,10 @@ def do_wp_page(mm: MmStruct, vma: Vma, address: int, ptep: int, ptl, orig_pte: i
                 new_page = _alloc_page(kernel)
             except OutOfMemory:
                 return VM_FAULT_OOM
-            kernel.mem.copy_frame(new_page.pfn, old_page.pfn)
             ret = 0
             with pte_lockptr(mm, address):
                 if arch.pte_load(ptep) == orig_pte:
+                    _cow_copy(mm, address, new_page, old_page)
                     if not PageAnon(old_page):
                         mm.file_rss -= 1
                         mm.anon_rss += 1
@@ -576,7 +588,6 @@ def do_wp_page(mm: MmStruct, vma: Vma, address: int, ptep: int, ptl, orig_pte: i
                     # see the mapcount drop (and reuse the page) while our PTE still maps it.
                     rmap.page_remove_rmap(old_page, vma)
                     kernel.stats["fault_cow"] += 1
-                    kernel.stats["cow_copies"] += 1
                     release = old_page          # the reference the PTE held
                     ret = VM_FAULT_WRITE
                 else:

@@ -508,3 +508,17 @@ def test_exit_returns_every_frame():
     assert mm.dead and mm not in m.k.mms
     # Everything but the new mm's root table is free again.
     assert m.k.frames.nr_free == free0 - 1
+
+
+def test_cow_copy_event_names_the_old_and_new_frames():
+    m = Machine()
+    mm = m.mm()
+    f = M.file_create(m.k, "f", 1)
+    a = M.do_mmap(mm, 0, P, RW, M.MAP_PRIVATE, file=f)
+    m.load(mm, a)
+    events = []
+    m.arch.observer = lambda ev, **d: events.append((ev, d)) if ev == "cow_copy" else None
+    m.store(mm, a + 8, 1)
+    ((ev, d),) = events
+    assert d["mm"] is mm and d["address"] == a
+    assert d["old_pfn"] == f.page_tree[0].pfn and d["new_pfn"] == pte_pfn(m.pte(mm, a))

@@ -164,19 +164,21 @@ def _entry_matches(inv: InvalTxn, e: CachedEntry) -> bool:
                          entry_asid=e.asid, entry_g=e.g)
 
 
-def new_mmu_coverage(ncores: int) -> Coverage:
+def new_mmu_coverage(ncores: int, svadu: bool = True) -> Coverage:
     """The MMU coverage model: hit/miss x page size x fault x A/D update x CAS retry x
-    invalidation during a walk x core."""
+    invalidation during a walk x core.  Bins that cannot happen in the A/D mode are left out
+    (Svadu: no SVADE_AD fault; Svade: no A/D update, no CAS retry, no CAS bus error)."""
     cov = Coverage("rtl-mmu")
     cov.point("core", range(ncores))
     cov.point("outcome", ["hit", "walk"])
     cov.point("page", ["4K", "2M", "1G", "none"])
     cov.point("fault", ["NONE", "PAGE", "ACCESS"])
     cov.point("op", [a.name for a in AccessType])
-    cov.point("ad_update", ["none", "A", "D", "AD"])
-    cov.point("cas_retry", ["0", "1+"])
+    cov.point("ad_update", ["none", "A", "D", "AD"] if svadu else ["none"])
+    cov.point("cas_retry", ["0", "1+"] if svadu else ["0"])
     cov.point("inval_during_walk", ["none"] + [k.name for k in InvalKind])
-    cov.point("cause", [c.name for c in FaultCause])
+    skip = {FaultCause.SVADE_AD} if svadu else {FaultCause.CAS_BUS_ERROR}
+    cov.point("cause", [c.name for c in FaultCause if c not in skip])
     cov.point("inval_kind", [k.name for k in InvalKind])
     cov.point("inval_removed", ["0", "1+"])
     cov.cross("outcome_x_page_x_core", "outcome", "page", "core",

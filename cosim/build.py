@@ -421,7 +421,7 @@ def run(config, sim: str, test_module: str, *, seed: int, testcase: str | None =
         runner.test(test_module=test_module, hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog",
                     build_dir=b.build_dir, test_dir=test_dir, results_xml=str(results_xml),
                     extra_env=run_env, seed=seed, testcase=testcase,
-                    waves=(waves and sim == "verilator"), plusargs=plus, log_file=log_file,
+                    waves=waves, plusargs=plus, log_file=log_file,
                     timescale=("1ns", "1ps"))
     except SystemExit as exc:
         passed = False

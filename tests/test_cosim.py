@@ -6,6 +6,7 @@ scenario tests run ``hdl.top.Top`` on Icarus and on Verilator through ``cosim.bu
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -109,3 +110,61 @@ def test_quirk_fill_after_inval_fails_reclaim(sim):
     v = r.report["violation"]
     assert v and "at cycle" in v and "seed=11" in v, v
     assert any(c["verdict"] == "FAIL" for c in r.report["checkers"]), r.report["checkers"]
+
+
+# --- the CLI ------------------------------------------------------------------------------
+
+def _cli(*args, timeout=900):
+    return subprocess.run([sys.executable, "-m", "cosim", *args], cwd=ROOT, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "nosuch"], "unknown scenario 'nosuch'; known: reclaim"),
+    (["run", "reclaim", "--tlb-entries", "12", "--tlb-ways", "8"],
+     "TLB has 12 entries, which is not a multiple of 8 ways"),
+    (["run", "reclaim", "--quirk", "bogus"], "unknown quirk 'bogus'"),
+    (["run", "reclaim", "--cores", "0"], "argument --cores: must be a positive integer, not 0"),
+    (["run", "reclaim", "--sim", "modelsim"], "argument --sim: invalid choice: 'modelsim'"),
+    (["run", "reclaim", "--json", "/nonexistent/dir/x.json"], "directory /nonexistent/dir"),
+    (["run", "reclaim", "--nframes", "8"], "at least 16 frames, not 8"),
+])
+def test_cli_bad_arguments(args, message):
+    """Bad arguments: a one-line message on stderr saying what is wrong, exit status 2."""
+    r = _cli(*args, timeout=60)
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    assert message in r.stderr, r.stderr
+
+
+def test_cli_scenarios_match_testbench():
+    from cosim.cli import SCENARIOS
+    from cosim.tb import tb_cosim
+    assert set(SCENARIOS) == set(tb_cosim.SCENARIOS)
+
+
+def test_cli_parses_quirks_into_kernel_and_hardware():
+    from cosim.cli import parse_args
+    a = parse_args(["run", "reclaim", "--quirk", "nonatomic_ptep_get_and_clear",
+                    "--quirk", "fill_after_inval", "--seed", "9", "--tlb-entries", "16",
+                    "--tlb-ways", "4"])
+    assert a.kernel_quirks == ["nonatomic_ptep_get_and_clear"]
+    assert a.params == {"ncores": 2, "tlb_entries": 16, "tlb_ways": 4,
+                        "quirk_fill_after_inval": True}
+    assert a.env["COSIM_QUIRKS"] == "nonatomic_ptep_get_and_clear"
+    assert "--seed 9" in a.command and "--quirk fill_after_inval" in a.command
+
+
+@pytest.mark.sim
+def test_cli_run_writes_report_and_json(tmp_path):
+    """A short run on Icarus: progress lines, the readable report, the JSON figures."""
+    out = tmp_path / "fig.json"
+    r = _cli("run", "reclaim", "--sim", "icarus", "--seed", "6", "--phases", "1",
+             "--accesses", "20", "--json", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    for text in ("phase 1/1", "TLB (all cores):", "hits (", "A/D by CAS:", "flushes:",
+                 "swapped out", "migrated", "(c) no lost write", "OK in"):
+        assert text in r.stdout, f"{text!r} missing from:\n{r.stdout}"
+    fig = json.loads(out.read_text())
+    assert fig["seed"] == 6 and fig["passed"] is True
+    assert fig["accesses"] >= 2 * 20 and fig["tlb"]["lookups"] >= fig["accesses"]
+    assert "--seed 6" in fig["command"]

@@ -1,0 +1,333 @@
+"""``python -m cosim``: run a co-simulation scenario on the RTL MMU and print its report.
+
+Commands
+--------
+``run SCENARIO``
+    Build (or reuse) ``hdl.top.Top`` for the chosen simulator and configuration, run the
+    scenario in cocotb (``cosim.tb.tb_cosim.test_scenario``) with a progress display, then
+    print the figures (accesses, TLB hit rate, walks, A/D CAS updates and retries, flushes and
+    their cycles, pages aged / unmapped / written back / swapped / migrated) and every
+    checker's verdict.  ``--json FILE`` writes the figures, ``--waves`` records a waveform.
+``demo``
+    ``run reclaim`` with the demo's size (``make demo``).
+``list``
+    Scenarios and quirks.
+
+Exit status: 0 when every checker passed, 1 on a violation or a failed simulation, 2 on bad
+arguments (with a one-line message saying what is wrong).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Optional, Sequence, TextIO
+
+__all__ = ["main", "SCENARIOS", "UsageError", "parse_args", "format_report"]
+
+#: Scenarios of cosim.tb.tb_cosim (kept in step with its SCENARIOS by a test).
+SCENARIOS = {
+    "reclaim": "fork-shared anonymous pages and shared/private file mappings under memory "
+               "pressure: workloads on every core through the RTL TLBs, kswapd (aging, "
+               "try_to_unmap, swap), writeback (page_mkclean) and migration next to them",
+}
+
+DEMO = {"phases": 6, "accesses": 60, "nframes": 32}
+
+
+class UsageError(ValueError):
+    """A bad command-line argument (exit status 2)."""
+
+
+def _kernel_quirks() -> list[str]:
+    from pyrmap.kernel import Quirks
+    return [f.name for f in dataclasses.fields(Quirks)]
+
+
+def _hdl_quirks() -> list[str]:
+    from hdl.config import MmuConfig
+    return [f.name for f in dataclasses.fields(MmuConfig) if f.name.startswith("quirk_")]
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, not {text!r}")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, not {text!r}")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be non-negative, not {value}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise UsageError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m cosim", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def common(sp, demo=False):
+        sp.add_argument("--sim", choices=("verilator", "icarus"),
+                        default="verilator" if demo else "icarus",
+                        help="simulator (default %(default)s)")
+        sp.add_argument("--seed", type=_seed, default=1, help="seed of the run (default 1)")
+        sp.add_argument("--cores", type=_positive, default=2, help="CPU cores (default 2)")
+        sp.add_argument("--tlb-entries", type=_positive, default=8,
+                        help="entries of each core's TLB (default 8)")
+        sp.add_argument("--tlb-ways", type=_positive, default=None,
+                        help="ways (default: fully associative = entries)")
+        sp.add_argument("--phases", type=_positive, default=DEMO["phases"] if demo else 3,
+                        help="workload phases (default %(default)s)")
+        sp.add_argument("--accesses", type=_positive,
+                        default=DEMO["accesses"] if demo else 40,
+                        help="accesses per core per phase (default %(default)s)")
+        sp.add_argument("--nframes", type=_positive, default=DEMO["nframes"],
+                        help="physical memory in 4 KiB frames (default %(default)s)")
+        sp.add_argument("--quirk", action="append", default=[], metavar="NAME",
+                        help="switch on a quirk (repeatable); see `list`")
+        sp.add_argument("--waves", action="store_true", help="record a waveform")
+        sp.add_argument("--json", metavar="FILE", help="write the figures as JSON")
+        sp.add_argument("--quiet", action="store_true", help="no progress display")
+
+    run = sub.add_parser("run", help="run a scenario")
+    run.add_argument("scenario", metavar="SCENARIO",
+                     help=f"one of: {', '.join(SCENARIOS)}")
+    common(run)
+    demo = sub.add_parser("demo", help="the reclaim scenario at demo size")
+    common(demo, demo=True)
+    sub.add_parser("list", help="scenarios and quirks")
+    return p
+
+
+@dataclasses.dataclass
+class RunArgs:
+    scenario: str
+    sim: str
+    seed: int
+    params: dict            # Top parameters
+    kernel_quirks: list
+    env: dict               # COSIM_* for the testbench
+    waves: bool
+    json: Optional[str]
+    quiet: bool
+    command: str
+
+
+def parse_args(argv: Sequence[str]) -> "RunArgs | str":
+    """Parse and validate; returns :class:`RunArgs`, or ``"list"``.
+
+    Raises
+    ------
+    UsageError
+        Anything wrong with the arguments, the configuration or the quirk names.
+    """
+    args = _parser().parse_args(list(argv))
+    if args.command == "list":
+        return "list"
+    scenario = "reclaim" if args.command == "demo" else args.scenario
+    if scenario not in SCENARIOS:
+        raise UsageError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
+    params = {"ncores": args.cores, "tlb_entries": args.tlb_entries,
+              "tlb_ways": args.tlb_ways if args.tlb_ways is not None else args.tlb_entries}
+    kq, hq = _kernel_quirks(), _hdl_quirks()
+    kernel_quirks = []
+    for q in args.quirk:
+        if q in kq:
+            kernel_quirks.append(q)
+        elif q in hq or f"quirk_{q}" in hq:
+            params[q if q in hq else f"quirk_{q}"] = True
+        else:
+            raise UsageError(f"unknown quirk {q!r}; kernel quirks: {', '.join(kq)}; "
+                             f"hardware quirks: {', '.join(hq)}")
+    try:
+        from cosim.build import make_config
+        make_config(**params)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    if args.nframes < 16:
+        raise UsageError(f"a system needs at least 16 frames, not {args.nframes}")
+    if args.json:
+        parent = Path(args.json).resolve().parent
+        if not parent.is_dir():
+            raise UsageError(f"cannot write {args.json}: directory {parent} does not exist")
+    env = {"COSIM_SCENARIO": scenario, "COSIM_PHASES": args.phases,
+           "COSIM_ACCESSES": args.accesses, "COSIM_NFRAMES": args.nframes,
+           "COSIM_QUIRKS": ",".join(kernel_quirks)}
+    parts = [f"python -m cosim run {scenario} --sim {args.sim} --seed {args.seed}",
+             f"--cores {args.cores} --tlb-entries {args.tlb_entries}",
+             f"--tlb-ways {params['tlb_ways']} --phases {args.phases}",
+             f"--accesses {args.accesses} --nframes {args.nframes}"]
+    parts += [f"--quirk {q}" for q in args.quirk]
+    command = " ".join(parts)
+    env["COSIM_COMMAND"] = command
+    return RunArgs(scenario, args.sim, args.seed, params, kernel_quirks, env, args.waves,
+                   args.json, args.quiet, command)
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+
+
+class _Tail(threading.Thread):
+    """Prints the lines the testbench appends to its progress file."""
+
+    def __init__(self, path: Path, out: TextIO):
+        super().__init__(daemon=True)
+        self.path, self.out = path, out
+        self.stop = threading.Event()
+
+    def run(self):
+        pos = 0
+        while True:
+            stopping = self.stop.is_set()
+            try:
+                with open(self.path) as fh:
+                    fh.seek(pos)
+                    data = fh.read()
+                    pos = fh.tell()
+            except OSError:
+                data = ""
+            for line in data.splitlines():
+                print(f"  {line}", file=self.out, flush=True)
+            if stopping:
+                return
+            self.stop.wait(0.3)
+
+
+def run(a: RunArgs, out: TextIO = sys.stdout) -> int:
+    from cosim import build as cb
+    config = cb.make_config(**a.params)
+    print(f"rmap-cosim: scenario {a.scenario!r} on {a.sim}, seed {a.seed}, "
+          f"{a.params['ncores']} cores, TLB {a.params['tlb_entries']} entries / "
+          f"{a.params['tlb_ways']} ways, config {config.config_hash}", file=out, flush=True)
+    t0 = time.monotonic()
+    try:
+        b = cb.build(config, a.sim, waves=a.waves)
+    except cb.BuildError as exc:
+        print(f"error: {exc}", file=out)
+        return 1
+    print(f"  build: {'reused' if not b.seconds else f'{b.seconds:.1f} s'} ({b.build_dir})",
+          file=out, flush=True)
+    fd, progress = tempfile.mkstemp(prefix="cosim-progress-", suffix=".txt")
+    os.close(fd)
+    tail = None
+    if not a.quiet:
+        tail = _Tail(Path(progress), out)
+        tail.start()
+    try:
+        r = cb.run(config, a.sim, "cosim.tb.tb_cosim", seed=a.seed, waves=a.waves,
+                   env=dict(a.env, COSIM_PROGRESS=progress,
+                            COCOTB_TEST_FILTER="test_scenario"))
+    finally:
+        if tail is not None:
+            tail.stop.set()
+            tail.join()
+        os.unlink(progress)
+    seconds = time.monotonic() - t0
+    rep = r.report
+    if rep is None:
+        print(f"\nthe simulation produced no report ({'; '.join(r.failures)}); log tail:",
+              file=out)
+        print(r.log_tail(3000), file=out)
+        print(f"run directory: {r.test_dir}", file=out)
+        return 1
+    rep = dict(rep, command=a.command, run_dir=str(r.test_dir),
+               waves=str(r.waves_file) if r.waves_file else None,
+               total_seconds=round(seconds, 2))
+    print(format_report(rep), file=out)
+    if r.waves_file:
+        print(f"waves: {r.waves_file}", file=out)
+    if a.json:
+        Path(a.json).write_text(json.dumps(rep, indent=2, default=str) + "\n")
+        print(f"figures written to {a.json}", file=out)
+    ok = r.passed and rep.get("passed", False)
+    print(f"\n{'OK' if ok else 'FAILED'} in {seconds:.1f} s (reproduce: {a.command})", file=out)
+    return 0 if ok else 1
+
+
+def format_report(rep: dict) -> str:
+    """The readable report of a run's figures (the JSON ``--json`` writes)."""
+    lines = []
+    t = rep.get("tlb", {})
+    a = rep.get("arch", {})
+    lines.append("")
+    lines.append(f"simulated {rep.get('cycles', 0)} cycles in {rep.get('wall_seconds', 0)} s "
+                 f"({rep.get('host', {}).get('threads', 0)} host threads, "
+                 f"{rep.get('host', {}).get('resumes', 0)} round trips, "
+                 f"{rep.get('memory', {}).get('transactions', 0)} memory transactions)")
+    lines.append(f"accesses: {rep.get('accesses', 0)} ({rep.get('stores', 0)} stores, "
+                 f"{rep.get('loads', 0)} loads checked against the shadow memory)")
+    lines.append(f"TLB (all cores): {t.get('lookups', 0)} lookups, {t.get('hits', 0)} hits "
+                 f"({100 * t.get('hit_rate', 0):.1f} %), {t.get('misses', 0)} misses, "
+                 f"{t.get('walks', 0)} walks ({t.get('walk_cycles', 0)} cycles)")
+    lines.append(f"A/D by CAS: {t.get('a_sets', 0)} A sets, {t.get('d_sets', 0)} D sets, "
+                 f"{t.get('cas_retries', 0)} CAS retries; {t.get('squashed', 0)} walks "
+                 f"squashed by invalidations")
+    fl = a.get("flushes", {})
+    kinds = ", ".join(f"{k} {v}" for k, v in fl.items() if k != "no_cores")
+    idle = f", {fl['no_cores']} with no core to reach" if fl.get("no_cores") else ""
+    lines.append(f"flushes: {a.get('flush_count', 0)} driven (requested: {kinds or 'none'}"
+                 f"{idle}); "
+                 f"{a.get('inval_requests', 0)} invalidation requests; cycles to the last ack "
+                 f"mean {a.get('flush_cycles_mean', 0):.1f}, max {a.get('flush_cycles_max', 0)}, "
+                 f"total {a.get('flush_cycles_total', 0)}")
+    ops = a.get("pte_ops", {})
+    lines.append("PTE operations: " + ", ".join(f"{k} {v}" for k, v in ops.items()))
+    lines.append("what the kernel did:")
+    labels = rep.get("figure_labels", {})
+    for key, value in rep.get("kernel", {}).items():
+        lines.append(f"  {labels.get(key, key):30s} {value:6d}")
+    names = {"tlb": "(a) no stale translation", "frame": "(b) no freed frame reachable",
+             "shadow": "(c) no lost write", "notifier": "(d) notifier start/end pairs",
+             "rmap": "(e) rmap completeness"}
+    lines.append("checkers:")
+    for c in rep.get("checkers", []):
+        lines.append(f"  {names.get(c['name'], c['name']):32s} {c['checks']:7d} checks  "
+                     f"{c['verdict']}")
+    if rep.get("violation"):
+        lines.append("")
+        lines.append("violation:")
+        lines.extend(f"  {line}" for line in str(rep["violation"]).splitlines())
+    return "\n".join(lines)
+
+
+def list_all(out: TextIO) -> int:
+    print("scenarios:", file=out)
+    for name, text in SCENARIOS.items():
+        print(f"  {name:10s} {text}", file=out)
+    print("kernel quirks (pyrmap.kernel.Quirks): " + ", ".join(_kernel_quirks()), file=out)
+    print("hardware quirks (hdl.config.MmuConfig): " + ", ".join(_hdl_quirks()), file=out)
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout) -> int:
+    try:
+        a = parse_args(sys.argv[1:] if argv is None else argv)
+    except UsageError as exc:
+        print(f"python -m cosim: error: {exc}", file=sys.stderr)
+        print("usage: python -m cosim {run SCENARIO | demo | list} [options]; "
+              "python -m cosim run --help", file=sys.stderr)
+        return 2
+    if a == "list":
+        return list_all(out)
+    return run(a, out)

@@ -412,3 +412,37 @@ def test_locked_page_is_kept():
     assert vs.shrink_inactive_list(k, 8) == 0 and k.stats["vmscan_kept"] == 1
     unlock_page(pages[0])
     assert vs.shrink_inactive_list(k, 8) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Nonlinear mappings: reclaim goes through try_to_unmap_cluster and leaves file ptes
+
+def test_reclaim_of_nonlinear_pages_leaves_file_ptes_and_refaults_the_right_offset():
+    from pyrmap import mmap as mp
+    from pyrmap.fremap import sys_remap_file_pages
+    from pyrmap.pte import pte_file, pte_to_pgoff
+    k = make_kernel(nframes=64)
+    f = mp.file_create(k, "nl", 4)
+    mm = mp.mm_alloc(k)
+    addr = mp.do_mmap(mm, 0, 4 * PAGE, mp.PROT_READ | mp.PROT_WRITE, mp.MAP_SHARED, file=f)
+    # Reverse the file in the window: page i of the window shows file page 3 - i.
+    for i in range(4):
+        assert sys_remap_file_pages(mm, addr + i * PAGE, PAGE, 0, 3 - i, 0) == 0
+    for i in range(4):
+        assert load(mm, addr + i * PAGE) == mp.file_word(f, 3 - i, 0)
+    store(mm, addr + 8, 0xAB)                          # window page 0 = file page 3
+    vs.shrink_active_list(k, 16)
+    vs.shrink_active_list(k, 16)
+    freed = vs.try_to_free_pages(k, 8)
+    assert freed >= 1
+    leftovers = [pte_of(mm, addr + i * PAGE) for i in range(4)]
+    unmapped = [i for i, v in enumerate(leftovers) if not pte_present(v)]
+    assert unmapped, "reclaim unmapped nothing of the nonlinear window"
+    for i in unmapped:                                 # never at its linear index: file pte
+        v = leftovers[i]
+        assert pte_file(v) and pte_to_pgoff(v) == 3 - i, f"window page {i}: {v:#x}"
+    if 3 not in f.page_tree:                           # reclaimed: written back first
+        assert int(f.backing[3][1]) == 0xAB
+    for i in range(4):                                 # refault reads the right file page
+        want = 0xAB if i == 0 else mp.file_word(f, 3 - i, 1)
+        assert load(mm, addr + i * PAGE + 8) == want, f"window page {i}"

@@ -207,3 +207,60 @@ def test_mapcount_underflow_is_reported_with_diagnostics(small):
     # The kernel BUGs here; the state is corrupt and the rmap checker says so.
     with pytest.raises(InvariantViolation, match=r"\[rmap\] .*mapcount went negative \(-1\)"):
         s.checkers.rmap.check()
+
+
+# --- workloads: scripted, trace files, random with locality -------------------------------------
+
+def test_trace_file_workload(tmp_path, small):
+    from pyrmap.workload import parse_trace
+    s, p, a = small
+    trace = tmp_path / "t.trace"
+    trace.write_text(f"# core op vaddr [value]\n"
+                     f"0 store {a:#x} 0x77\n"
+                     f"1 load {a:#x} 0x77   # core1 sees core0's store\n"
+                     f"0 s {a + PAGE_SIZE + 8:#x} 5\n"
+                     f"0 l {a + PAGE_SIZE + 8:#x}\n")
+    per_core = parse_trace(str(trace))
+    assert sorted(per_core) == [0, 1] and len(per_core[0]) == 3
+    s.spawn_workload(0, p, per_core[0])
+    s.run()
+    s.spawn_workload(1, p, per_core[1])
+    s.run()
+    assert s.shadow.expected(p, a) == 0x77 and s.shadow.expected(p, a + PAGE_SIZE + 8) == 5
+
+
+@pytest.mark.parametrize("line, message", [
+    ("0 store", r"line 1: expected 'core op vaddr \[value\]'"),
+    ("0 jump 0x1000", r"line 1: unknown op 'jump'"),
+    ("x load 0x1000", r"line 1: bad number"),
+    ("-1 load 0x1000", r"line 1: core -1 is negative"),
+])
+def test_trace_errors(line, message):
+    from pyrmap.workload import parse_trace
+    with pytest.raises(ValueError, match=message):
+        parse_trace([line])
+
+
+def test_scripted_load_expectation_and_bad_core(small):
+    s, p, a = small
+    with pytest.raises(ValueError, match=r"Core 5 does not exist; the MMU has 2 cores"):
+        s.workload(5, p, [])
+    with pytest.raises(TypeError, match=r"An access must be \(op, vaddr\)"):
+        from pyrmap.workload import _coerce
+        _coerce(("load",))
+    s.spawn_workload(0, p, [("store", a, 9), ("load", a, 10)])
+    with pytest.raises(WorkloadError, match=r"returned 0x9, the trace expects 0xa"):
+        s.run()
+
+
+def test_random_accesses_are_seeded_and_local():
+    from pyrmap.workload import random_accesses
+    regions = lambda: [(0x1000, 0x1000 + 32 * PAGE_SIZE, 3, False)]
+    a = list(random_accesses(random.Random(4), regions, 200, redraw=0.0, hot_pages=3))
+    b = list(random_accesses(random.Random(4), regions, 200, redraw=0.0, hot_pages=3))
+    c = list(random_accesses(random.Random(5), regions, 200, redraw=0.0, hot_pages=3))
+    assert a == b and a != c
+    assert len({acc.vaddr & ~(PAGE_SIZE - 1) for acc in a}) == 3       # locality
+    assert {acc.op for acc in a} == {AccessType.LOAD, AccessType.STORE}
+    ro = list(random_accesses(random.Random(4), lambda: [(0x1000, 0x3000, 1, False)], 50))
+    assert {acc.op for acc in ro} == {AccessType.LOAD}                  # read-only: no stores

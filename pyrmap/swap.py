@@ -32,7 +32,7 @@ __all__ = [
     "swap_count", "page_swapcount", "add_to_swap", "add_to_swap_cache", "delete_from_swap_cache",
     "lookup_swap_cache", "read_swap_page", "swap_writepage", "free_swap_and_cache",
     "try_to_free_swap", "vm_swap_full", "PageSwapCache", "mmlist_add", "mmlist_del", "grab_swap_token",
-    "has_swap_token", "put_swap_token", "nr_swap_pages",
+    "has_swap_token", "put_swap_token", "nr_swap_pages", "swapoff", "unuse_pte",
 ]
 
 SWAP_TYPE = 0
@@ -457,3 +457,101 @@ def put_swap_token(mm: MmStruct) -> None:
     """mm exits: it gives the token back."""
     if has_swap_token(mm):
         mm.kernel.swap_token_mm = None
+
+
+# ---------------------------------------------------------------------------------------------
+# swapoff
+
+def unuse_pte(vma, addr: int, ptep: int, entry: SwpEntry, page: Page) -> bool:
+    """Map the locked swap-cache ``page`` at ``addr`` in place of the swap entry ``entry``,
+    if the PTE still holds it: page_add_anon_rmap, a page reference for the PTE, the slot
+    loses the PTE's count.  Takes the pte lock.  Returns True if the PTE was replaced."""
+    from .memory import vm_get_page_prot
+    from .pte import pfn_pte, pte_is_swap, pte_to_swp_entry
+    from .rmap import page_add_anon_rmap
+
+    mm = vma.vm_mm
+    kernel = mm.kernel
+    arch = kernel.arch
+    with mm.page_table_lock:
+        val = arch.pte_load(ptep)
+        if not pte_is_swap(val) or pte_to_swp_entry(val) != entry:
+            return False
+        kernel.get_page(page)
+        mm.anon_rss += 1
+        # Read-only: a write faults and either reuses the page or copies it (COW after fork).
+        arch.set_pte_at(mm, addr, ptep, pfn_pte(page.pfn, vm_get_page_prot(vma.vm_flags)))
+        page_add_anon_rmap(page, vma, addr)
+        swap_free(kernel, entry)
+    kernel.stats["swapoff_ptes"] += 1
+    return True
+
+
+def swapoff(kernel) -> int:
+    """Turn the swap device off: every swap entry in every mm on the mmlist is swapped in and
+    mapped again (try_to_unuse / unuse_mm), every swap-cache page leaves the swap cache
+    (dirty: its data now lives only in the frame), and ``kernel.swap`` becomes None.
+
+    Takes each mm's mmap_sem for read while its page tables are scanned.  Returns the number
+    of PTEs restored.
+
+    Raises
+    ------
+    ValueError
+        Swap is off.
+    RuntimeError
+        Slots are still in use afterwards (an entry held outside every mm on the mmlist);
+        the device then stays on.
+    """
+    from .pagemap import lock_page, unlock_page
+    from .pagetable import pte_range
+    from .pte import is_migration_entry, pte_is_swap, pte_to_swp_entry
+
+    si = _si(kernel, what="swapoff")
+    restored = 0
+    for mm in list(si.mmlist):
+        mm.mmap_sem.down_read()
+        try:
+            for vma in list(mm.mmap):
+                if vma.anon_vma is None:
+                    continue
+                for addr, ptep in pte_range(mm, vma.vm_start, vma.vm_end):
+                    val = kernel.arch.pte_load(ptep)
+                    if not pte_is_swap(val):
+                        continue
+                    entry = pte_to_swp_entry(val)
+                    if is_migration_entry(entry) or entry.type != si.type:
+                        continue
+                    page = read_swap_page(kernel, entry)
+                    lock_page(page)
+                    try:
+                        restored += unuse_pte(vma, addr, ptep, entry, page)
+                    finally:
+                        unlock_page(page)
+                        kernel.put_page(page)
+        finally:
+            mm.mmap_sem.up_read()
+    for offset in sorted(si.cache):
+        page = si.cache.get(offset)
+        if page is None:
+            continue
+        kernel.get_page(page)
+        lock_page(page)
+        try:
+            if PageSwapCache(page) and page.private.offset == offset:
+                if page_swapcount(page) == 0:
+                    delete_from_swap_cache(page)
+                    page.set(PG.dirty)
+        finally:
+            unlock_page(page)
+            kernel.put_page(page)
+    if si.inuse_pages:
+        busy = [int(i) for i in np.nonzero(si.swap_map)[0][:8]]
+        raise RuntimeError(f"swapoff: {si.inuse_pages} swap slots still in use "
+                           f"(offsets {busy}...)")
+    for mm in list(si.mmlist):
+        mm.on_mmlist = False
+    si.mmlist.clear()
+    kernel.swap = None
+    kernel.stats["swapoff"] += 1
+    return restored

@@ -253,3 +253,44 @@ def test_mmlist_and_swap_token():
     assert sw.has_swap_token(mm2)
     sw.put_swap_token(mm2)
     assert not sw.has_swap_token(mm2)
+
+
+def test_swapoff_brings_every_entry_back_across_fork():
+    from reclaim_fixtures import add_vma, dup_anon, load, map_anon, new_mm, pte_of
+    from pyrmap.mm_types import page_mapcount
+    from pyrmap.pte import pte_is_swap, pte_pfn, pte_present
+    from pyrmap.vmscan import try_to_free_pages
+    k = make_kernel(nframes=64)
+    sw.swapon(k, 16)
+    base = 0x4000_0000
+    parent = new_mm(k)
+    vma = add_vma(parent, base, 3)
+    data = [pattern(10 + i) for i in range(3)]
+    for i in range(3):
+        map_anon(vma, base + i * 4096, data[i])
+    child = new_mm(k)
+    dup_anon(vma, child)
+    assert try_to_free_pages(k, 3) == 3
+    assert all(pte_is_swap(pte_of(mm, base + i * 4096)) for mm in (parent, child)
+               for i in range(3))
+    assert load(child, base + 4096 + 8) == int(data[1][1])   # one page back in the child
+    assert set(k.swap.mmlist) == {parent, child}
+    assert sw.swapoff(k) == 5
+    assert k.swap is None and not parent.on_mmlist and not child.on_mmlist
+    for i in range(3):
+        a, b = pte_of(parent, base + i * 4096), pte_of(child, base + i * 4096)
+        assert pte_present(a) and pte_present(b) and pte_pfn(a) == pte_pfn(b)
+        page = k.pfn_to_page(pte_pfn(a))
+        assert page_mapcount(page) == 2 and not page.test(PG.swapcache)
+        assert page.test(PG.dirty) and np.array_equal(k.mem.frame(page.pfn), data[i])
+    with pytest.raises(ValueError, match="swapoff: no swap device"):
+        sw.swapoff(k)
+
+
+def test_swapoff_refuses_while_an_entry_is_held_elsewhere():
+    k = make_kernel()
+    sw.swapon(k, 4)
+    e = sw.get_swap_page(k)                  # held by no pte of any mm on the mmlist
+    with pytest.raises(RuntimeError, match=r"1 swap slots still in use \(offsets \[0\]"):
+        sw.swapoff(k)
+    assert k.swap is not None and sw.swap_count(k, e) == 1

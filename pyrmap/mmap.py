@@ -41,7 +41,7 @@ from .memory import (TASK_SIZE, copy_page_range, free_pgd_range, free_pgtables,
 from .mm_types import (VM_EXEC, VM_LOCKED, VM_MAYEXEC, VM_MAYREAD, VM_MAYSHARE, VM_MAYWRITE,
                        VM_NONLINEAR, VM_READ, VM_SHARED, VM_WRITE, AddressSpace, MmStruct, Vma)
 from .pagetable import pgd_alloc, pte_alloc, pte_lockptr, pte_offset, pte_range
-from .physmem import WORDS_PER_PAGE
+from .physmem import WORDS_PER_PAGE, OutOfMemory
 from .pte import (LEVEL_SHIFT, PAGE_SHIFT, PAGE_SIZE, SWP_MIGRATION_READ, _PAGE_W,
                   is_write_migration_entry, pte_dirty, pte_is_swap, pte_none, pte_present,
                   pte_to_swp_entry, swp_entry, swp_entry_to_pte)
@@ -997,33 +997,49 @@ def dup_mm(oldmm: MmStruct) -> MmStruct:
     the PTEs (COW mappings write-protected in both, inside notifier ranges on the parent);
     finally the parent's TLBs are flushed (``flush_tlb_mm``), so on return no core can write
     a page now shared with the child.  Returns the child mm."""
-    from .rmap import anon_vma_link
     _check_mm(oldmm)
     kernel = oldmm.kernel
     mm = mm_alloc(kernel)
+    failed = None
     oldmm.mmap_sem.down_write()
     try:
         mm.mmap_sem.down_write(nested=True)
         try:
-            for mpnt in list(oldmm.mmap):
-                tmp = Vma(mm, mpnt.vm_start, mpnt.vm_end, mpnt.vm_flags & ~VM_LOCKED,
-                          mpnt.vm_pgoff, mpnt.vm_file)
-                tmp.anon_vma = mpnt.anon_vma
-                tmp.vm_private_data = mpnt.vm_private_data
-                anon_vma_link(tmp)
-                if tmp.vm_file is not None:
-                    with tmp.vm_file.i_mmap_lock:
-                        __vma_link_file(tmp)
-                mm.mmap.append(tmp)
-                if copy_page_range(mm, oldmm, mpnt):
-                    raise ENOMEM(f"fork: out of memory copying {mpnt!r}")
-            kernel.arch.flush_tlb_mm(oldmm)
+            _dup_mmap(mm, oldmm)
+        except (ENOMEM, OutOfMemory) as exc:
+            failed = exc
         finally:
+            # Even a failed fork write-protected some parent PTEs: flush them.
+            kernel.arch.flush_tlb_mm(oldmm)
             mm.mmap_sem.up_write()
     finally:
         oldmm.mmap_sem.up_write()
+    if failed is not None:
+        # Tear the half-built child down (its VMAs hold rmap links and page references).
+        exit_mmap(mm)
+        kernel.stats["fork_failed"] += 1
+        if isinstance(failed, ENOMEM):
+            raise failed
+        raise ENOMEM(f"fork: out of memory ({failed})") from failed
     kernel.stats["fork"] += 1
     return mm
+
+
+def _dup_mmap(mm: MmStruct, oldmm: MmStruct) -> None:
+    """Copy every VMA and its PTEs; both mmap_sems held for write."""
+    from .rmap import anon_vma_link
+    for mpnt in list(oldmm.mmap):
+        tmp = Vma(mm, mpnt.vm_start, mpnt.vm_end, mpnt.vm_flags & ~VM_LOCKED,
+                  mpnt.vm_pgoff, mpnt.vm_file)
+        tmp.anon_vma = mpnt.anon_vma
+        tmp.vm_private_data = mpnt.vm_private_data
+        anon_vma_link(tmp)
+        if tmp.vm_file is not None:
+            with tmp.vm_file.i_mmap_lock:
+                __vma_link_file(tmp)
+        mm.mmap.append(tmp)
+        if copy_page_range(mm, oldmm, mpnt):
+            raise ENOMEM(f"fork: out of memory copying {mpnt!r}")
 
 
 fork = dup_mm

@@ -172,3 +172,24 @@ def test_fork_tree_random_cow_keeps_every_process_view(seed=7):
             counts[m.page(mm, a + i * P).pfn] = counts.get(m.page(mm, a + i * P).pfn, 0) + 1
     for pfn, n in counts.items():
         assert page_mapcount(m.k.pages[pfn]) == n, f"seed {seed}: pfn {pfn:#x}"
+
+
+def test_fork_out_of_memory_tears_the_child_down_and_raises_enomem():
+    from pyrmap.errors import ENOMEM
+    m = Machine(nframes=24)
+    parent = m.mm()
+    a = M.do_mmap(parent, 0, 2 * P, RW, ANON)
+    b = M.do_mmap(parent, 0x4000_0000, P, RW, ANON | M.MAP_FIXED)   # needs new tables
+    m.store(parent, a, 1)
+    m.store(parent, b, 2)
+    hog = []
+    while m.k.frames.nr_free > 4:
+        hog.append(m.k.alloc_page())
+    mms_before = list(m.k.mms)
+    free_before = m.k.frames.nr_free
+    with pytest.raises(ENOMEM, match="fork: out of memory"):
+        M.dup_mm(parent)
+    assert m.k.mms == mms_before and m.k.frames.nr_free == free_before
+    assert page_mapcount(m.page(parent, a)) == 1 and len(parent.mmap[0].anon_vma.head) == 1
+    assert not parent.mmap_sem.is_locked()
+    assert m.load(parent, b) == 2

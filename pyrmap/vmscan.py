@@ -281,10 +281,6 @@ def shrink_page_list(kernel, pages: Iterable[Page]) -> tuple[int, list[Page]]:
     Returns (number freed, pages not freed).  The pages not freed still carry the isolation
     reference and their ``PG.active`` bit says where they go back; the freed ones' references
     are dropped (their frames are free on return)."""
-    from .filemap import clear_page_dirty_for_io, page_mapping, writepage
-    from .rmap import SWAP_AGAIN, SWAP_FAIL, SWAP_SUCCESS, page_referenced, try_to_unmap
-    from .swap import add_to_swap
-
     stats = kernel.stats
     freed = 0
     ret: list[Page] = []
@@ -294,9 +290,7 @@ def shrink_page_list(kernel, pages: Iterable[Page]) -> tuple[int, list[Page]]:
             stats["vmscan_kept"] += 1
             ret.append(page)
             continue
-        verdict = _shrink_one(kernel, page, page_referenced, try_to_unmap, add_to_swap,
-                              clear_page_dirty_for_io, writepage, page_mapping,
-                              SWAP_SUCCESS, SWAP_AGAIN, SWAP_FAIL)
+        verdict = _shrink_one(kernel, page)
         if verdict == "free":
             unlock_page(page)
             kernel.put_page(page)          # the isolation reference: the frame is free now
@@ -313,14 +307,16 @@ def shrink_page_list(kernel, pages: Iterable[Page]) -> tuple[int, list[Page]]:
     return freed, ret
 
 
-def _shrink_one(kernel, page, page_referenced, try_to_unmap, add_to_swap,
-                clear_page_dirty_for_io, writepage, page_mapping,
-                SWAP_SUCCESS, SWAP_AGAIN, SWAP_FAIL) -> str:
+def _shrink_one(kernel, page: Page) -> str:
     """One page of shrink_page_list, page locked: 'free', 'activate' or 'keep'."""
+    from . import rmap
+    from .filemap import clear_page_dirty_for_io, page_mapping, writepage
+    from .swap import add_to_swap
+
     stats = kernel.stats
     if page.test(PG.writeback):
         return "keep"
-    referenced = page_referenced(page, 1, None)
+    referenced = rmap.page_referenced(page, 1, None)
     if referenced and (page_mapped(page) or page.test(PG.swapcache) or not PageAnon(page)):
         stats["vmscan_referenced"] += 1
         return "activate"
@@ -330,14 +326,14 @@ def _shrink_one(kernel, page, page_referenced, try_to_unmap, add_to_swap,
             return "activate"
         stats["vmscan_swapped_out"] += 1
     if page_mapped(page) and page_mapping(page) is not None:
-        rc = try_to_unmap(page, 0)
-        if rc == SWAP_FAIL:
+        rc = rmap.try_to_unmap(page, 0)
+        if rc == rmap.SWAP_FAIL:
             stats["vmscan_unmap_fail"] += 1
             return "activate"
-        if rc == SWAP_AGAIN:
+        if rc == rmap.SWAP_AGAIN:
             stats["vmscan_unmap_again"] += 1
             return "keep"
-        if rc != SWAP_SUCCESS:
+        if rc != rmap.SWAP_SUCCESS:
             raise AssertionError(f"try_to_unmap returned {rc!r}")
         stats["vmscan_unmapped"] += 1
     if page_mapped(page):

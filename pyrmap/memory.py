@@ -241,11 +241,13 @@ def do_page_fault(mm: MmStruct, address: int, access: AccessType) -> int:
             raise SegmentationFault(
                 f"{access.name.lower()} at 0x{address:x}: no mapping covers this address "
                 f"in {mm!r}", address, access, "no vma")
-        need = {AccessType.LOAD: VM_READ, AccessType.STORE: VM_WRITE,
+        # Write permission implies read (Sv39 has no write-only PTE; x86 did the same).
+        need = {AccessType.LOAD: VM_READ | VM_WRITE, AccessType.STORE: VM_WRITE,
                 AccessType.FETCH: VM_EXEC}[access]
         if not vma.vm_flags & need:
             kernel.stats["segv_accerr"] += 1
-            what = {VM_READ: "readable", VM_WRITE: "writable", VM_EXEC: "executable"}[need]
+            what = {VM_READ | VM_WRITE: "readable", VM_WRITE: "writable",
+                    VM_EXEC: "executable"}[need]
             raise SegmentationFault(
                 f"{access.name.lower()} at 0x{address:x}: {vma!r} is not {what}",
                 address, access, "access")
@@ -869,6 +871,7 @@ def unmap_vmas(tlb: MmuGather, vmas: Iterable[Vma], start_addr: int, end_addr: i
     if not vmas or start_addr >= end_addr:
         return end_addr
     mm = vmas[0].vm_mm
+    mm.hiwater_rss = max(mm.hiwater_rss, mm.anon_rss + mm.file_rss)     # update_hiwater_rss
     with _notify().mmu_notifier_range(mm, start_addr, end_addr):
         for vma in vmas:
             start = max(vma.vm_start, start_addr)

@@ -522,3 +522,20 @@ def test_cow_copy_event_names_the_old_and_new_frames():
     ((ev, d),) = events
     assert d["mm"] is mm and d["address"] == a
     assert d["old_pfn"] == f.page_tree[0].pfn and d["new_pfn"] == pte_pfn(m.pte(mm, a))
+
+
+def test_write_only_mapping_is_readable_exec_only_is_not():
+    m = Machine()
+    mm = m.mm()
+    a = M.do_mmap(mm, 0, P, M.PROT_WRITE, ANON)
+    assert m.load(mm, a) == 0
+    m.store(mm, a, 4)
+    assert m.load(mm, a) == 4
+    x = M.do_mmap(mm, 0x10_0000, P, M.PROT_EXEC, ANON)
+    with pytest.raises(SegmentationFault, match=r"load at 0x100000: .* is not readable"):
+        m.load(mm, x)
+    assert mem.do_page_fault(mm, x, FETCH) == 0
+    assert m.arch.cpu_access(0, x, FETCH).fault == 0
+    assert mm.hiwater_rss == 0
+    M.do_munmap(mm, a, P)
+    assert mm.hiwater_rss == 2 and mm.anon_rss == 1

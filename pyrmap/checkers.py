@@ -495,6 +495,10 @@ class SecondaryMmu:
             self.owner.notifier.fail(f"secondary fill of 0x{va:x} inside an invalidate window")
         pfn = (val & PPN_MASK) >> PPN_SHIFT
         vpn = va >> PAGE_SHIFT
+        if write and not val & _PAGE_D:
+            # get_user_pages(write=1): the device will write without setting D anywhere.
+            from .filemap import set_page_dirty
+            set_page_dirty(self.owner.kernel.pages[pfn])
         self.map[vpn] = (pfn, bool(val & _PAGE_W))
         arch = self.owner.kernel.arch
         if hasattr(arch, "dev_fill"):
@@ -548,6 +552,9 @@ def _make_secondary_client(sec: SecondaryMmu):
 
         def clear_flush_young(self, mm, address):
             sec.calls.append(("clear_flush_young", address))
+            arch = sec.owner.kernel.arch
+            if (address >> PAGE_SHIFT) in sec.map and hasattr(arch, "dev_young"):
+                return int(bool(arch.dev_young(address & ~(PAGE_SIZE - 1), mm.asid)))
             return 0
 
         def release(self, mm):

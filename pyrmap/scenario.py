@@ -132,6 +132,7 @@ class System:
         self.processes: list = []
         self.files: list[AddressSpace] = []
         self.workloads: list[CpuWorkload] = []
+        self.device_workloads: list = []
         self._threads = 0
 
     # --- building ----------------------------------------------------------------------------
@@ -295,6 +296,29 @@ class System:
         src = _offset(random_accesses(rng, lambda: self.shadow.regions(mm), count,
                                       store_ratio=store_ratio), 64 * core)
         return self.spawn_workload(core, mm, src, **kw)
+
+    def secondary(self, mm):
+        """The secondary-MMU driver of ``mm`` (registered on first use, by the calling
+        thread: registration may race with everything else, as mmu_notifier_register may)."""
+        for sec in self.checkers.secondaries:
+            if sec.mm is mm and not sec.released:
+                return sec
+        return self.checkers.add_secondary(mm)
+
+    def spawn_device(self, mm, count: int, *, store_ratio: float = 0.3,
+                     rng: Optional[random.Random] = None):
+        """A device thread: ``count`` random accesses through the device TLB on ``mm``'s
+        memory (its own words of each page), the driver registering itself first."""
+        from .workload import DeviceWorkload
+        rng = rng or random.Random(self.rng.randrange(1 << 30))
+        src = _offset(random_accesses(rng, lambda: self.shadow.regions(mm), count,
+                                      store_ratio=store_ratio), 384)
+
+        def body():
+            wl = DeviceWorkload(self.kernel, self.secondary(mm), src, checkers=self.checkers)
+            self.device_workloads.append(wl)
+            return wl.run()
+        return self.spawn(self._name("device"), body, mm=mm)
 
     def run(self, check: bool = True) -> None:
         """Run every spawned thread to completion, then the quiescent checks."""
@@ -462,6 +486,8 @@ class _Program:
                 if not others or self.rng.random() < 0.3:
                     continue
                 s.random_workload(core, self.rng.choice(others), self.rng.randrange(4, 24))
+            if others and self.rng.random() < 0.3:
+                s.spawn_device(self.rng.choice(others), self.rng.randrange(4, 16))
             if self.rng.random() < 0.4:
                 s.spawn(s._name("kswapd"), s.reclaim, self.rng.randrange(1, 6))
         return label, go
@@ -476,6 +502,9 @@ class _Program:
                 mm = self._mm()
                 if mm is not None and self.regions(mm):
                     s.random_workload(core, mm, self.rng.randrange(8, 40))
+            mm = self._mm()
+            if mm is not None and self.regions(mm) and self.rng.random() < 0.4:
+                s.spawn_device(mm, self.rng.randrange(4, 24))
             if self.concurrency and self.rng.random() < 0.5:
                 s.spawn(s._name("kswapd"), s.reclaim, self.rng.randrange(1, 8))
         return "access", go

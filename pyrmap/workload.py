@@ -23,7 +23,8 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 from .pte import PAGE_SIZE, AccessType, FaultKind
 
-__all__ = ["Access", "CpuWorkload", "WorkloadError", "random_accesses", "parse_trace",
+__all__ = ["Access", "CpuWorkload", "DeviceWorkload", "WorkloadError", "random_accesses",
+           "parse_trace",
            "PROT_READ", "PROT_WRITE", "PROT_EXEC"]
 
 PROT_READ = 1
@@ -243,3 +244,100 @@ class CpuWorkload:
             raise WorkloadError(f"{self.name}: load at 0x{acc.vaddr:x} returned "
                                 f"{res.value:#x}, the trace expects {acc.value:#x}")
         return res.value
+
+
+class DeviceWorkload:
+    """The device's workload: accesses through the secondary MMU (the device TLB) on behalf
+    of ``secondary.mm``, checked against the shadow like a CPU's.
+
+    A MISS (or a permission fault) is the device fault the host driver resolves: the driver
+    (:class:`pyrmap.checkers.SecondaryMmu`) installs the translation from the primary page
+    table; when the primary PTE is missing or read-only, the primary fault handler runs first
+    (what ``get_user_pages`` does), then the driver retries.  Device stores go straight to
+    memory: the driver marked the page dirty when it installed a writable translation.
+
+    Parameters
+    ----------
+    kernel : Kernel
+    secondary : SecondaryMmu
+        The registered driver of the mm the device works for.
+    source : iterable
+        Accesses, as for :class:`CpuWorkload`.
+    checkers : Checkers, optional
+    """
+
+    def __init__(self, kernel, secondary, source: Iterable, *, checkers=None,
+                 name: str = "device", max_faults: int = 64, value_base: int = 0xDE << 48):
+        if not hasattr(kernel.arch, "dev_access"):
+            raise ValueError("This MMU has no device TLB (no dev_access)")
+        self.kernel = kernel
+        self.secondary = secondary
+        self.mm = secondary.mm
+        self.source = source
+        self.checkers = checkers
+        self.name = name
+        self.max_faults = max_faults
+        self._next = value_base
+        self.stats = {"loads": 0, "stores": 0, "faults": 0, "fills": 0}
+
+    def run(self) -> dict:
+        for item in self.source:
+            self.access(_coerce(item))
+        return self.stats
+
+    def access(self, acc: Access) -> int:
+        from .memory import do_page_fault
+
+        arch = self.kernel.arch
+        mem = self.kernel.mem
+        write = acc.op == AccessType.STORE
+        faults = 0
+        while True:
+            fault, paddr = arch.dev_access(acc.vaddr, acc.op, self.mm.asid)
+            if fault == FaultKind.NONE:
+                break
+            ack = getattr(getattr(arch, "dev", None), "ack_fault", None)
+            if ack is not None:
+                ack()
+            faults += 1
+            self.stats["faults"] += 1
+            if faults > self.max_faults:
+                raise WorkloadError(f"{self.name}: {acc.op.name} at 0x{acc.vaddr:x} of "
+                                    f"{self.mm!r} still faults after {self.max_faults} faults")
+            if self.secondary.released:
+                raise WorkloadError(f"{self.name}: the mm {self.mm!r} was released")
+            if self.secondary.fault(acc.vaddr, write=write):
+                self.stats["fills"] += 1
+                continue
+            if self.secondary.windows:
+                faults -= 1                 # waiting is not faulting again
+                self.stats["faults"] -= 1
+                self.stats["waits"] = self.stats.get("waits", 0) + 1
+                if self.stats["waits"] > 100_000:
+                    raise WorkloadError(f"{self.name}: an invalidation window on {self.mm!r} "
+                                        f"never closed")
+                arch.yield_point("device waits for the invalidation window to close")
+                continue
+            try:
+                do_page_fault(self.mm, acc.vaddr, acc.op)
+            except Exception as exc:
+                if type(exc).__name__ == "SegmentationFault":
+                    raise WorkloadError(f"{self.name}: workload bug: {acc.op.name} at "
+                                        f"0x{acc.vaddr:x} of {self.mm!r} is a segmentation "
+                                        f"fault ({exc})") from exc
+                raise
+        shadow = self.checkers.shadow if self.checkers is not None else None
+        word = paddr & ~7
+        if write:
+            self._next += 1
+            value = acc.value if acc.value is not None else self._next
+            mem.write(word, value)
+            self.stats["stores"] += 1
+            if shadow is not None:
+                shadow.store(self.mm, acc.vaddr & ~7, value)
+            return value
+        value = mem.read(word)
+        self.stats["loads"] += 1
+        if shadow is not None:
+            shadow.load(self.mm, acc.vaddr & ~7, value, word)
+        return value

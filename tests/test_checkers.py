@@ -315,6 +315,9 @@ def test_writeback_check_device_entry(system):
     page, ptep = pages[0]
     sec = chk.add_secondary(mm)
     assert sec.fault(VA, write=True)
+    from pyrmap.mm_types import PG
+    assert page.test(PG.dirty)            # get_user_pages(write): the page is dirty at once
+    page.clear(PG.dirty)                  # cleaned for I/O without invalidating the device
     with pytest.raises(InvariantViolation, match=r"device TLB holds writable"):
         chk.shadow.writeback_check(page)
 

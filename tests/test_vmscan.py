@@ -249,7 +249,7 @@ def test_try_to_free_pages_counts():
 # ---------------------------------------------------------------------------------------------
 # Reclaim racing CPUs and writeback, under the seeded scheduler, with the checkers on
 
-def run_reclaim_race(seed, nops=60, rounds=8, extras=True):
+def run_reclaim_race(seed, nops=60, rounds=8, extras=True, svadu=True):
     """Two CPU threads store and load random words of 16 anonymous and 6 shared file pages in
     ~40 frames; a kswapd thread reclaims and a writeback thread msyncs meanwhile; with
     ``extras``, a device (secondary MMU, notifier client) faults translations in and a
@@ -261,7 +261,7 @@ def run_reclaim_race(seed, nops=60, rounds=8, extras=True):
     from pyrmap.filemap import msync
     from pyrmap.sched import Scheduler
     sched = Scheduler(seed)
-    k = make_kernel(nframes=40, seed=seed, swap_slots=64, sched=sched)
+    k = make_kernel(nframes=40, seed=seed, swap_slots=64, sched=sched, svadu=svadu)
     checkers = Checkers(k, seed=seed).install()
     f = new_file(k, "race", 6, seed=seed)
     mm = new_mm(k)
@@ -354,6 +354,13 @@ def run_reclaim_race(seed, nops=60, rounds=8, extras=True):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_reclaim_races_cpus_and_writeback(seed):
     run_reclaim_race(seed)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_reclaim_races_with_svade(seed):
+    """The same with Svade: A and D are set by the fault handler, not the walker."""
+    k = run_reclaim_race(seed, svadu=False)
+    assert k.stats["fault_svade_a"] > 0 and k.stats["fault_svade_d"] > 0
 
 
 @pytest.mark.slow

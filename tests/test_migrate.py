@@ -214,12 +214,11 @@ def test_migration_entry_wait_sleeps_until_migration_ends():
 # The kselftests mm/rmap.c shape on the real mm: mmap, fork tree, migrate, every process checks
 
 @pytest.mark.parametrize("kind", ["anon", "shm", "file", "file_private"])
-@pytest.mark.parametrize("seed", [0, 5])
-def test_selftests_rmap_fork_tree(kind, seed):
+@pytest.mark.parametrize("seed, svadu", [(0, True), (5, True), (7, False)])
+def test_selftests_rmap_fork_tree(kind, seed, svadu):
     from pyrmap import mmap as mp
-    from pyrmap.pagetable import pte_offset
     rng = random.Random(seed)
-    k = make_kernel(nframes=512, seed=seed)
+    k = make_kernel(nframes=512, seed=seed, svadu=svadu)
     root = mp.mm_alloc(k)
     prot = mp.PROT_READ | mp.PROT_WRITE
     if kind == "anon":

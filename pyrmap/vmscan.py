@@ -195,8 +195,12 @@ def _isolate_lru_pages(kernel, nr: int, active: bool) -> tuple[list[Page], int]:
             if len(taken) >= nr:
                 break
             page = src[pfn]
-            if not lru._valid(page) or page.test(PG.active) != active:
+            if not lru._valid(page):
                 del src[pfn]
+                continue
+            if page.test(PG.active) != active:     # on the wrong list: move it where it says
+                del src[pfn]
+                lru._list(page)[pfn] = page
                 continue
             scanned += 1
             del src[pfn]

@@ -453,3 +453,11 @@ def test_reclaim_of_nonlinear_pages_leaves_file_ptes_and_refaults_the_right_offs
     for i in range(4):                                 # refault reads the right file page
         want = 0xAB if i == 0 else mp.file_word(f, 3 - i, 1)
         assert load(mm, addr + i * PAGE + 8) == want, f"window page {i}"
+
+
+def test_a_page_on_the_wrong_list_is_moved_not_lost():
+    k, mm, vma, pages, data = anon_setup(2)
+    pages[0].clear(PG.active)                 # someone flipped the bit without moving it
+    assert vs.shrink_active_list(k, 8) == 1   # only page 1 was aged here
+    assert pages[0].pfn in vs.get_lru(k).contents()[1]
+    assert vs.shrink_inactive_list(k, 8) == 2

@@ -184,6 +184,12 @@ class CosimArch(Arch):
         self.history: dict[int, list[tuple]] = collections.defaultdict(list)
         self.history_limit = 64
         self._inval_locks = [CoLock(f"inval{i}") for i in range(ncores)]
+        #: (cycle the last ack was seen, asid or None for all, va lo, va hi) per request.
+        self._flush_log: list[tuple[int, Optional[int], int, int]] = []
+        #: The :class:`pyrmap.checkers.Checker` that counts access checks and reports a stale
+        #: access (the scenario wires the TLB checker (a)); None: raise AssertionError.
+        self.access_checker = None
+        self.access_checks = 0
         self.log = logging.getLogger("cosim.arch")
         self.tlb_reader: Optional[TlbReader] = None
         try:
@@ -205,7 +211,7 @@ class CosimArch(Arch):
 
     def _record(self, ptep: int, op: str, val: int) -> None:
         hist = self.history[ptep]
-        hist.append((f"cycle {self.cycle()}", getattr(self, "_who", ""), op, val))
+        hist.append((self.cycle(), getattr(self, "_who", ""), op, val))
         if len(hist) > self.history_limit:
             del hist[0]
 
@@ -313,7 +319,7 @@ class CosimArch(Arch):
         WRITE/CAS) when one is attached, else the arch's own record."""
         m = self.memory
         if m is None:
-            return [f"{w} {who} {op}: {describe(v)}"
+            return [f"cycle {w} {who} {op}: {describe(v)}"
                     for w, who, op, v in self.history.get(ptep, [])]
         out = []
         for txn in m.log:
@@ -372,6 +378,14 @@ class CosimArch(Arch):
         self.stats["inval_requests"] += len(reqs) * len(cores)
         self.flushes.append(FlushRecord(what, cores, len(reqs), start, cycles,
                                         self.env.current_thread()))
+        done = self.cycle()
+        for kind, va, asid in reqs:
+            if kind == InvalKind.ALL:
+                self._flush_log.append((done, None, 0, 1 << 64))
+            elif kind == InvalKind.ASID:
+                self._flush_log.append((done, asid, 0, 1 << 64))
+            else:
+                self._flush_log.append((done, asid, va, va + PAGE_SIZE))
         self._tlb_cache_key = None
 
     def flush_tlb_page(self, vma, addr: int) -> None:
@@ -475,6 +489,53 @@ class CosimArch(Arch):
         if not self.env.in_host_thread():
             raise RuntimeError("cpu_access needs simulated time; call it from a host thread")
         return self.env.call(drivers[core].raw_access, vaddr, op, data, user, sum)
+
+    def check_access(self, core: int, asid: int, root: int, va: int, start: int,
+                     paddr: int) -> None:
+        """Checker (a) at cycle level: an access that *began* (request presented at cycle
+        ``start``) after a flush covering (asid, va) was acknowledged must not complete
+        through a translation that flush removed.
+
+        Legal frames: those of every value the leaf PTE had from the last such flush until
+        now (the value at the flush included); an access that began before the flush may
+        still use the old translation (stale but legal).  Called at the response instant.
+        """
+        cut = None
+        for done, fasid, lo, hi in reversed(self._flush_log):
+            if done <= start and (fasid is None or fasid == asid) and lo <= va < hi:
+                cut = done
+                break
+        if cut is None:
+            return
+        from pyrmap.checkers import lookup_pte
+        from pyrmap.pte import pte_pfn, pte_present
+        ptep, now, level = lookup_pte(self.mem, root, va)
+        if ptep is None or level != 0:
+            return
+        self.access_checks += 1
+        if self.access_checker is not None:
+            self.access_checker.checks += 1
+        hist = self.history.get(ptep, [])
+        before = [h for h in hist if h[0] <= cut]
+        if before:
+            values = {before[-1][3]}
+        elif len(hist) >= self.history_limit:
+            return                       # the value at the flush is no longer known
+        else:
+            values = {0}
+        values |= {h[3] for h in hist if h[0] > cut}
+        values.add(now)
+        frames = {pte_pfn(v) for v in values if pte_present(v)}
+        if paddr >> 12 in frames:
+            return
+        msg = (f"core {core}: access to 0x{va:x} (asid {asid}) that began at cycle {start} "
+               f"completed through frame {paddr >> 12:#x}, a translation removed by the "
+               f"flush acknowledged at cycle {cut}; the PTE has since mapped "
+               f"{', '.join(hex(f) for f in sorted(frames)) or 'nothing'}")
+        if self.access_checker is not None:
+            self.access_checker.fail(msg, ptep)
+        else:
+            raise AssertionError(msg)
 
     def perf(self, core: int) -> dict[str, int]:
         """The RTL performance counters of ``core`` (``cpu{i}__perf__*``)."""

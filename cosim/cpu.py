@@ -136,6 +136,8 @@ class CpuDriver:
         if satp is None:
             raise RuntimeError(f"Core {self.core} has no address space (switch_mm first)")
         asid, root = satp
+        self.last_start = self.arch.cycle()
+        self.last_satp = satp
         self.req_vaddr.value = vaddr & MASK64
         self.req_op.value = int(op)
         self.req_user.value = int(self.user)
@@ -183,6 +185,8 @@ class CpuDriver:
             if fault != FaultKind.NONE:
                 self.stats["page_faults" if fault == FaultKind.PAGE else "access_faults"] += 1
                 return AccessResult(fault, 0, None, hit)
+            self.arch.check_access(self.core, self.last_satp[0], self.last_satp[1], vaddr,
+                                   self.last_start, paddr)
             word = paddr & ~7
             value = None
             try:
@@ -224,6 +228,8 @@ class CpuDriver:
             async with self._port:
                 fault, paddr, hit, cycles = await self.translate(vaddr, op)
                 if fault == FaultKind.NONE:
+                    self.arch.check_access(self.core, self.last_satp[0], self.last_satp[1],
+                                           vaddr, self.last_start, paddr)
                     value = self._data(mm, vaddr, op, data, paddr)
             total += cycles
             self.stats["translations"] += 1

@@ -280,6 +280,56 @@ async def test_arch_pte_ops_and_flush(dut):
     memory.stop()
 
 
+@cocotb.test()
+async def test_arch_stale_access_is_caught(dut):
+    """The cycle-level access check (checker (a)): an access that began after a flush of its
+    address was acknowledged must not complete through the flushed translation.  Fed a bad
+    input -- a flush recorded as done that never reached the RTL -- it must fire; after a
+    real flush the access faults instead and nothing fires."""
+    from pyrmap.kernel import Kernel
+    from pyrmap.mm_types import VM_READ, VM_WRITE, MmStruct, Vma
+    from pyrmap.pagetable import pgd_alloc, pte_alloc
+    from pyrmap.physmem import PhysMem
+    from pyrmap.pte import PAGE_SHARED, AccessType, FaultKind, pfn_pte
+
+    mem = PhysMem(64)
+    env, arch, memory = await start_bench(dut, mem, SEED)
+    kernel = Kernel(arch)
+    arch.kernel = kernel
+    va = 0x7000_0000
+    seen = {}
+
+    def body():
+        mm = MmStruct(kernel, kernel.alloc_asid(), pgd_alloc(kernel))
+        vma = Vma(mm, va, va + 0x1000, VM_READ | VM_WRITE)
+        ptep = pte_alloc(mm, va)
+        page = kernel.alloc_page()
+        arch.set_pte_at(mm, va, ptep, pfn_pte(page.pfn, PAGE_SHARED))
+        arch.switch_mm(0, mm)
+        assert arch.cpu_access(0, va, AccessType.LOAD).fault == FaultKind.NONE
+        arch.ptep_get_and_clear(mm, va, ptep)
+        # Stale but legal: no flush yet, the TLB may still serve the old translation.
+        seen["legal"] = arch.cpu_access(0, va, AccessType.LOAD)
+        # The bad input: a flush that is recorded as acknowledged but never happened.
+        arch._flush_log.append((arch.cycle(), mm.asid, va, va + 0x1000))
+        env.wait_cycles(2)
+        try:
+            arch.cpu_access(0, va, AccessType.LOAD)
+        except AssertionError as exc:
+            seen["caught"] = str(exc)
+        arch.flush_tlb_page(vma, va)
+        env.wait_cycles(2)
+        seen["after_flush"] = arch.cpu_access(0, va, AccessType.LOAD)
+
+    await env.run("stale", body)
+    assert seen["legal"].fault == FaultKind.NONE and seen["legal"].hit, seen["legal"]
+    assert "completed through frame" in seen.get("caught", ""), seen
+    assert "removed by the flush acknowledged at cycle" in seen["caught"], seen["caught"]
+    assert seen["after_flush"].fault == FaultKind.PAGE, seen["after_flush"]
+    assert arch.access_checks >= 1
+    memory.stop()
+
+
 # =============================================================================================
 # Scenarios: pyrmap.scenario.System on CosimArch, its threads run as host threads.
 
@@ -316,6 +366,7 @@ class CosimSystem(System):
         arch.kernel = self.kernel
         self.env = env
         self.memory = memory
+        arch.access_checker = self.checkers.tlb
 
     def spawn(self, name: str, fn, *args, mm=None):
         self._queued.append((name, fn, args, mm))

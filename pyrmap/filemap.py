@@ -23,7 +23,7 @@ from typing import Optional
 
 import numpy as np
 
-from .mm_types import VM_SHARED, AddressSpace, PG, Page, PageAnon
+from .mm_types import PG, VM_SHARED, AddressSpace, Page, PageAnon, page_mapped
 from .pagemap import PageLocked, lock_page, trylock_page, unlock_page
 from .pte import PAGE_SHIFT, PAGE_SIZE
 
@@ -383,7 +383,7 @@ def truncate_inode_pages(mapping: AddressSpace, lstart: int) -> int:
         try:
             if page.mapping is not mapping:
                 continue
-            if page_mapped_(page):
+            if page_mapped(page):
                 unmap_mapping_range(mapping, index << PAGE_SHIFT, PAGE_SIZE, 0)
             page.clear(PG.dirty)
             remove_from_page_cache(page)
@@ -396,10 +396,6 @@ def truncate_inode_pages(mapping: AddressSpace, lstart: int) -> int:
         del mapping.backing[index]
     kernel.stats["truncated_pages"] += removed
     return removed
-
-
-def page_mapped_(page: Page) -> bool:
-    return page._mapcount >= 0
 
 
 def vmtruncate(mapping: AddressSpace, offset: int) -> int:

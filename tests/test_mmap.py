@@ -424,3 +424,165 @@ def test_exit_mmap_releases_notifiers_first_and_frees_everything():
         M.exit_mmap(mm)
     with pytest.raises(EINVAL, match="has exited"):
         M.do_mmap(mm, 0, P, RW, ANON)
+
+
+# ---------------------------------------------------------------------------------------------
+# A seeded random walk over the syscalls with an independent consistency oracle.
+
+def check_consistency(m, mms):
+    from pyrmap.checkers import present_leaves
+    from pyrmap.mm_types import AddressSpace, AnonVma, PageAnon
+    k = m.k
+    counts = {}
+    for mm in mms:
+        vmas = mm.mmap
+        for x, y in zip(vmas, vmas[1:]):
+            assert x.vm_end <= y.vm_start, f"overlapping {x!r} {y!r}"
+        for v in vmas:
+            if v.anon_vma is not None:
+                assert v in v.anon_vma.head and not v.anon_vma.freed, v
+            if v.vm_file is not None:
+                assert v in v.vm_file.i_mmap.stab(v.vm_pgoff) or v in v.vm_file.i_mmap_nonlinear
+        anon = filerss = 0
+        for va, ptep, val, level in present_leaves(k.mem, mm.pgd):
+            vma = mm.find_vma(va)
+            assert vma is not None and vma.vm_start <= va, f"pte at 0x{va:x} outside any vma"
+            page = k.pages[pte_pfn(val)]
+            counts[page.pfn] = counts.get(page.pfn, 0) + 1
+            if PageAnon(page):
+                anon += 1
+                assert page.mapping is vma.anon_vma and vma.linear_page_index(va) == page.index
+            else:
+                filerss += 1
+                assert page.mapping is vma.vm_file
+            assert not k.frames.is_free(page.pfn)
+        assert (mm.anon_rss, mm.file_rss) == (anon, filerss), mm
+    for page in k.pages:
+        assert page_mapcount(page) == counts.get(page.pfn, 0), page
+        if counts.get(page.pfn):
+            assert page._count >= page_mapcount(page)
+    for f in k.files.values():
+        for v in list(f.i_mmap) + f.i_mmap_nonlinear:
+            assert v.vm_mm in mms and v in v.vm_mm.mmap, f"stale {v!r} in {f!r}"
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_syscalls_keep_vmas_ptes_rmap_and_rss_consistent(seed):
+    import random
+    from test_memory import ANON, RW, Machine
+    rng = random.Random(seed)
+    m = Machine(nframes=400, seed=seed)
+    f = M.file_create(m.k, "f", 16)
+    root = m.mm(core=None)
+    shadow = {root: {}}            # mm -> {va: value} for anonymous private words
+    prots = {root: {}}             # mm -> {page va: writable}
+    base = 0x10_0000
+
+    def pages(mm):
+        return [(v, a) for v in mm.mmap for a in range(v.vm_start, v.vm_end, P)]
+
+    for step in range(120):
+        mm = rng.choice(list(shadow))
+        m.arch.switch_mm(0, mm)
+        op = rng.choices(["mmap", "store", "load", "munmap", "mprotect", "mremap", "madvise",
+                          "mlock", "fork", "file"], [3, 8, 4, 1, 2, 3, 1, 1, 1, 2])[0]
+        where = f"seed {seed} step {step} {op}"
+        start = base + rng.randrange(16) * P
+        n = rng.randrange(1, 5) * P
+        if op == "mmap":
+            M.do_mmap(mm, start, n, RW, ANON | M.MAP_FIXED)
+            for a in range(start, start + n, P):
+                prots[mm][a] = True
+                for w in [va for va in shadow[mm] if a <= va < a + P]:
+                    del shadow[mm][w]
+        elif op == "file":
+            M.do_mmap(mm, start, n, rng.choice([M.PROT_READ, RW]),
+                      rng.choice([M.MAP_SHARED, M.MAP_PRIVATE]) | M.MAP_FIXED, file=f,
+                      pgoff=rng.randrange(8))
+            for a in range(start, start + n, P):
+                prots[mm].pop(a, None)
+                for w in [va for va in shadow[mm] if a <= va < a + P]:
+                    del shadow[mm][w]
+            for v, a in pages(mm):
+                if v.vm_file is not None and rng.random() < 0.5:
+                    m.load(mm, a)
+        elif op in ("store", "load"):
+            cands = [a for a, w in prots[mm].items() if w or op == "load"]
+            if cands:
+                va = rng.choice(cands) + 8 * rng.randrange(4)
+                if op == "store":
+                    val = rng.randrange(1, 1 << 48)
+                    m.store(mm, va, val)
+                    shadow[mm][va] = val
+                else:
+                    assert m.load(mm, va) == shadow[mm].get(va, 0), where
+        elif op == "munmap":
+            M.do_munmap(mm, start, n)
+            for a in range(start, start + n, P):
+                prots[mm].pop(a, None)
+                for w in [va for va in shadow[mm] if a <= va < a + P]:
+                    del shadow[mm][w]
+        elif op in ("mprotect", "mlock", "madvise"):
+            if all(a in prots[mm] for a in range(start, start + n, P)):
+                if op == "mprotect":
+                    w = rng.random() < 0.5
+                    M.mprotect(mm, start, n, RW if w else M.PROT_READ)
+                    for a in range(start, start + n, P):
+                        prots[mm][a] = w
+                elif op == "mlock":
+                    M.mlock(mm, start, n)
+                    M.munlock(mm, start, n)
+                else:
+                    M.madvise(mm, start, n, M.MADV_DONTNEED)
+                    for w in [va for va in shadow[mm] if start <= va < start + n]:
+                        del shadow[mm][w]
+        elif op == "mremap":
+            n = P * rng.randrange(1, 3)
+            if prots[mm]:
+                start = rng.choice(list(prots[mm]))
+            v = mm.find_vma(start)
+            if v is not None and v.vm_start <= start and start + n <= v.vm_end \
+                    and all(a in prots[mm] for a in range(start, start + n, P)):
+                new = 0x400_0000 + rng.randrange(8) * 0x10_0000
+                if new < start + n and start < new + n + P:
+                    continue
+                got = M.mremap(mm, start, n, n + P, M.MREMAP_MAYMOVE | M.MREMAP_FIXED, new)
+                moved = {va - start + got: x for va, x in shadow[mm].items()
+                         if start <= va < start + n}
+                for a in [a for a in prots[mm] if got <= a < got + n + P]:
+                    del prots[mm][a]
+                for va in [va for va in shadow[mm]
+                           if start <= va < start + n or got <= va < got + n + P]:
+                    del shadow[mm][va]
+                for a in range(start, start + n, P):
+                    prots[mm][a - start + got] = prots[mm].pop(a)
+                prots[mm][got + n] = prots[mm][got + n - P]
+                shadow[mm].update(moved)
+        elif op == "fork" and len(shadow) < 4:
+            child = M.dup_mm(mm)
+            shadow[child] = dict(shadow[mm])
+            prots[child] = dict(prots[mm])
+        check_consistency(m, list(shadow))
+    for mm, view in shadow.items():
+        m.arch.switch_mm(0, mm)
+        for va, val in view.items():
+            assert m.load(mm, va) == val, f"seed {seed}: 0x{va:x}"
+    for mm in list(shadow):
+        m.arch.switch_mm(0, m.mm(core=None))
+        M.mmput(mm)
+    check_consistency(m, [])
+
+
+def test_mremap_move_brackets_the_old_range_with_notifier_calls():
+    from pyrmap.mmu_notifier import RecordingNotifier, mmu_notifier_register
+    m = Machine()
+    mm = m.mm()
+    a = M.do_mmap(mm, 0, 2 * P, RW, ANON)
+    m.store(mm, a, 1)
+    rec = RecordingNotifier()
+    mmu_notifier_register(rec, mm)
+    new = M.mremap(mm, a, 2 * P, 2 * P, M.MREMAP_MAYMOVE | M.MREMAP_FIXED, 0x300000)
+    ev = [(e.kind, e.start, e.end) for e in rec.events]
+    # move_ptes's window on the old range, then munmap's on the (now empty) old range.
+    assert ev[:2] == [("range_start", a, a + 2 * P), ("range_end", a, a + 2 * P)]
+    assert rec.depth == 0 and m.load(mm, new) == 1

@@ -182,6 +182,7 @@ class CoreMmu(wiring.Component):
                             m.d.sync += perf.squashed.eq(perf.squashed + 1)
                     m.d.comb += [
                         tlb.fill.valid.eq(install),
+                        tlb.fill.replace.eq(1),
                         tlb.fill.entry.vpn.eq(vaddr[12:39]),
                         tlb.fill.entry.asid.eq(asid),
                         tlb.fill.entry.ppn.eq(pte.ppn),

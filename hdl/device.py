@@ -21,8 +21,13 @@ class DeviceMmu(wiring.Component):
     """The device's TLB and its host-facing ports (``dev__…`` in hdl/PORTS.md).
 
     The one TLB lookup port serves, in priority order each cycle: a young test-and-clear, a
-    fill (which first drops any entry already mapping its (vaddr, asid), so a fill replaces
-    rather than duplicates), a device request.  ``req.ready``/``fill.ready`` say who got it.
+    fill, a device request.  ``req.ready``/``fill.ready`` say who got it.  Every one of them
+    touches the replacement state of the first entry it matches.  A fill takes two cycles: the
+    first is that lookup; in the second the victim is chosen (first invalid way, else PLRU),
+    the first entry mapping the fill's (vaddr, asid) is dropped and the new entry written
+    over the victim; when no entry maps it, an entry of the same page (another ASID's, or a
+    global one) is overwritten instead, if there is one.  Nothing else (no request, young test or invalidation) is served in the
+    second cycle.
 
     * ``req`` → ``resp`` the next cycle: NONE with ``paddr`` (the entry's young bit is set);
       PAGE when the entry lacks the permission (R for a load, W for a store, X for a fetch) or
@@ -40,8 +45,7 @@ class DeviceMmu(wiring.Component):
         Entries of the (fully associative) TLB.
     replacement : str
         ``"plru"`` (what :class:`hdl.top.Top` uses, as the golden model's DeviceTlb does),
-        ``"random"`` or ``"fifo"``.  The fill and young lookups do not touch the replacement
-        state; a device request that hits does.
+        ``"random"`` or ``"fifo"``.
     asid_bits : int
     """
 
@@ -81,8 +85,9 @@ class DeviceMmu(wiring.Component):
         # --- invalidation -------------------------------------------------------------------
         ack = Signal()
         apply = Signal()
+        fill_pending = Signal()   # second cycle of a fill: the write, after the drop
         m.d.comb += [
-            apply.eq(iv.valid & ~ack),
+            apply.eq(iv.valid & ~ack & ~fill_pending),
             iv.ack.eq(ack),
             tlb.inval.valid.eq(apply),
             tlb.inval.kind.eq(iv.kind),
@@ -99,40 +104,54 @@ class DeviceMmu(wiring.Component):
         use_fill = Signal()
         use_req = Signal()
         m.d.comb += [
-            use_young.eq(young.valid & ~young_ack),
-            use_fill.eq(~use_young & fill.valid & ~apply),
-            use_req.eq(~use_young & ~use_fill),
+            use_young.eq(young.valid & ~young_ack & ~fill_pending),
+            use_fill.eq(~use_young & fill.valid & ~apply & ~fill_pending),
+            use_req.eq(~use_young & ~use_fill & ~fill_pending),
             req.ready.eq(use_req),
             fill.ready.eq(use_fill),
             young.ack.eq(young_ack),
         ]
         m.d.sync += [young_ack.eq(use_young), resp.valid.eq(0)]
 
+        pend = Signal(tlb.entry_layout)
+        pend_vaddr = Signal(VA_WIDTH)
+        with m.If(fill_pending):
+            # Second cycle: the victim is chosen (after the first cycle's PLRU touch, before
+            # the drop), the first entry mapping (vaddr, asid) is dropped, the new one written.
+            m.d.comb += [lk.valid.eq(1), lk.vpn.eq(pend_vaddr[12:39]), lk.asid.eq(pend.asid),
+                         lk.drop.eq(1),
+                         tlb.fill.valid.eq(1), tlb.fill.entry.eq(pend),
+                         # nothing to drop: reuse a same-page entry (other ASID, global) instead
+                         tlb.fill.replace.eq(~lk.hit)]
+            m.d.sync += fill_pending.eq(0)
         with m.If(use_young):
-            m.d.comb += [lk.valid.eq(1), lk.vpn.eq(young.vaddr[12:39]), lk.asid.eq(young.asid),
-                         lk.clear_young.eq(1)]
+            m.d.comb += [lk.valid.eq(1), lk.touch.eq(1), lk.vpn.eq(young.vaddr[12:39]),
+                         lk.asid.eq(young.asid), lk.clear_young.eq(1)]
             m.d.sync += young.young.eq(lk.hit & e.young)
             with m.If(lk.hit & e.young):
                 m.d.sync += perf.young_clears.eq(perf.young_clears + 1)
         with m.Elif(use_fill):
-            m.d.comb += [lk.valid.eq(1), lk.vpn.eq(fill.vaddr[12:39]), lk.asid.eq(fill.asid),
-                         lk.drop.eq(1)]
-            m.d.comb += [
-                tlb.fill.valid.eq(1),
-                tlb.fill.entry.vpn.eq(fill.vaddr[12:39]),
-                tlb.fill.entry.asid.eq(fill.asid),
-                tlb.fill.entry.ppn.eq(fill.ppn),
-                tlb.fill.entry.level.eq(fill.level),
-                tlb.fill.entry.r.eq(fill.perm[0]),
-                tlb.fill.entry.w.eq(fill.perm[1]),
-                tlb.fill.entry.x.eq(fill.perm[2]),
-                tlb.fill.entry.u.eq(fill.perm[3]),
-                tlb.fill.entry.g.eq(fill.g),
-                tlb.fill.entry.a.eq(1),
-                tlb.fill.entry.d.eq(fill.perm[1]),
+            # First cycle: a lookup that touches the replacement state of the entry the fill
+            # will drop.
+            m.d.comb += [lk.valid.eq(1), lk.touch.eq(1), lk.vpn.eq(fill.vaddr[12:39]),
+                         lk.asid.eq(fill.asid)]
+            m.d.sync += [
+                fill_pending.eq(1),
+                pend_vaddr.eq(fill.vaddr),
+                pend.vpn.eq(fill.vaddr[12:39]),
+                pend.asid.eq(fill.asid),
+                pend.ppn.eq(fill.ppn),
+                pend.level.eq(fill.level),
+                pend.r.eq(fill.perm[0]),
+                pend.w.eq(fill.perm[1]),
+                pend.x.eq(fill.perm[2]),
+                pend.u.eq(fill.perm[3]),
+                pend.g.eq(fill.g),
+                pend.a.eq(1),
+                pend.d.eq(fill.perm[1]),
             ]
             m.d.sync += perf.fills.eq(perf.fills + 1)
-        with m.Else():
+        with m.Elif(use_req):
             m.d.comb += [lk.vpn.eq(req.vaddr[12:39]), lk.asid.eq(req.asid)]
             with m.If(req.valid):
                 m.d.comb += [lk.valid.eq(1), lk.touch.eq(1)]

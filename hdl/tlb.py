@@ -135,9 +135,12 @@ class Tlb(wiring.Component):
         ``set_young``/``clear_young`` set or clear their young bits.
     fill : In
         ``valid`` and ``entry``: install ``entry`` (its ``vpn`` is aligned down to its level) at
-        the edge, over the set's victim.  The caller makes sure no matching entry exists (drop it
-        first); a fill wins over an invalidation in the same cycle (callers suppress that fill
-        unless they model the fill-after-invalidation bug).
+        the edge: with ``replace``, over an entry of the same page (same vpn and level, and same
+        ASID or either global) if there is one; else in the first invalid way, else over the
+        policy's victim (both judged before this cycle's ``drop``).  A fill
+        wins over an invalidation in the same cycle (callers suppress that fill unless they
+        model the fill-after-invalidation bug).  ``drop``/young updates act on the first
+        matching entry only.
     inval : In
         ``valid``, ``kind`` (:class:`pyrmap.arch.InvalKind`), ``vpn``, ``asid``: at the edge every
         matching entry is cleared.  ASID kinds keep global entries; VA_ASID clears global entries
@@ -163,7 +166,8 @@ class Tlb(wiring.Component):
                 "valid": Out(1), "vpn": Out(VPN_WIDTH), "asid": Out(aw), "touch": Out(1), "drop": Out(1),
                 "set_young": Out(1), "clear_young": Out(1),
                 "hit": In(1), "entry": In(layout)})),
-            "fill": In(wiring.Signature({"valid": Out(1), "entry": Out(layout)})),
+            "fill": In(wiring.Signature({"valid": Out(1), "replace": Out(1),
+                                         "entry": Out(layout)})),
             "inval": In(wiring.Signature({"valid": Out(1), "kind": Out(2),
                                           "vpn": Out(VPN_WIDTH), "asid": Out(aw)})),
         })
@@ -190,6 +194,7 @@ class Tlb(wiring.Component):
             m.d.sync += lfsr.eq(Mux(lfsr[0], (lfsr >> 1) ^ LFSR_TAPS, lfsr >> 1))
         repl = _Replacement("main", self.replacement, sets, ways, lfsr)
         sprepl = (_Replacement("sp", self.replacement, 1, len(sp), lfsr) if sp else None)
+        self.replacement_state = (repl.state, sprepl.state if sp else None)   # for testbenches
 
         def set_index(vpn):
             return vpn[:sbits] if sbits else Const(0, 1)
@@ -218,6 +223,8 @@ class Tlb(wiring.Component):
         for i, e in enumerate(cands):
             m.d.comb += hits[i].eq(tag_match(e, lk.vpn, lk.asid))
         m.d.comb += lk.hit.eq(hits.any())
+        first = Signal(len(cands))      # one-hot: the first matching entry (main array first)
+        m.d.comb += first.eq(hits & (~hits + 1))
         for i in reversed(range(len(cands))):
             with m.If(hits[i]):
                 m.d.comb += lk.entry.eq(cands[i])
@@ -240,10 +247,10 @@ class Tlb(wiring.Component):
             for s in range(sets):
                 for w in range(ways):
                     in_set = (lidx == s) if sets > 1 else 1
-                    with m.If(in_set & hits[w]):
+                    with m.If(in_set & first[w]):
                         self._lookup_update(m, main[s][w])
             for i, e in enumerate(sp):
-                with m.If(hits[ways + i]):
+                with m.If(first[ways + i]):
                     self._lookup_update(m, e)
 
         # --- invalidation (before fill: a later assignment wins) ----------------------------
@@ -280,29 +287,44 @@ class Tlb(wiring.Component):
         fidx = Signal(max(sbits, 1))
         m.d.comb += fidx.eq(set_index(fl.entry.vpn))
         frow = read_set(fidx)
-        main_victim = repl.victim(m, fidx, [e.valid for e in frow])
-        main_free = Signal()
-        m.d.comb += main_free.eq(~Cat(*(e.valid for e in frow)).all())
+        def same_page(e):
+            # An entry of the same page and address space is replaced, not duplicated.
+            return (e.valid & (e.vpn == new.vpn) & (e.level == new.level)
+                    & (e.g | new.g | asid_eq(e, new.asid)))
+
+        def choose(rp, set_idx, row, name):
+            victim = rp.victim(m, set_idx, [e.valid for e in row])
+            same = Signal(len(row), name=f"{name}_same")
+            for i, e in enumerate(row):
+                m.d.comb += same[i].eq(fl.replace & same_page(e))
+            way = Signal(rp.wbits, name=f"{name}_fill_way")
+            m.d.comb += way.eq(victim)
+            for i in reversed(range(len(row))):
+                with m.If(same[i]):
+                    m.d.comb += way.eq(i)
+            # the policy chose (FIFO advances) when no same-page entry and no free way exists
+            by_policy = ~same.any() & Cat(*(e.valid for e in row)).all()
+            return way, by_policy
+
+        main_way, main_by_policy = choose(repl, fidx, frow, "main")
         to_sp = (fl.entry.level != 0) if sp else Const(0, 1)
         with m.If(fl.valid & ~to_sp):
             for s in range(sets):
                 for w in range(ways):
                     in_set = (fidx == s) if sets > 1 else 1
-                    with m.If(in_set & (main_victim == w)):
+                    with m.If(in_set & (main_way == w)):
                         m.d.sync += main[s][w].eq(new)
-            repl.touch(m, fidx, main_victim)
-            with m.If(~main_free):
+            repl.touch(m, fidx, main_way)
+            with m.If(main_by_policy):
                 repl.advance(m, fidx)
         if sp:
-            sp_victim = sprepl.victim(m, 0, [e.valid for e in sp])
-            sp_free = Signal()
-            m.d.comb += sp_free.eq(~Cat(*(e.valid for e in sp)).all())
+            sp_way, sp_by_policy = choose(sprepl, 0, sp, "sp")
             with m.If(fl.valid & to_sp):
                 for i, e in enumerate(sp):
-                    with m.If(sp_victim == i):
+                    with m.If(sp_way == i):
                         m.d.sync += e.eq(new)
-                sprepl.touch(m, 0, sp_victim)
-                with m.If(~sp_free):
+                sprepl.touch(m, 0, sp_way)
+                with m.If(sp_by_policy):
                     sprepl.advance(m, 0)
         return m
 

@@ -244,6 +244,7 @@ def _device_lockstep(seed, nops=80):
             else:
                 await inval(ctx, dut.inval, op[1], op[2], op[3])
                 got.append(None)
+        await ctx.tick().repeat(2)          # a fill's write lands the cycle after its handshake
         got.append(perf(ctx, dut))
         ents = []
         for s in dut.tlb.entry_signals:

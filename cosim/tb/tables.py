@@ -100,6 +100,7 @@ class RandomTables:
         self.contexts = [Context(a, self._alloc()) for a in asids]
         self._shared_l1: list[int] = []
         for ctx in self.contexts:
+            self._add_directed(ctx)
             for _ in range(targets_per_context):
                 self._add_target(ctx)
             # A non-canonical address and an address in the CAS-error frame's range.
@@ -230,6 +231,63 @@ class RandomTables:
                 else:
                     self._leaf(slot, 0, ctx, va)
                 return
+
+    def _add_directed(self, ctx: Context) -> None:
+        """One target per fault rule, so every seed reaches every rule."""
+        rng = self.rng
+        base = rng.choice([100, 101, 102, 400]) << 30
+        t1, t0 = self._alloc(), self._alloc()
+        if not (t1 and t0):
+            return
+        outside = self.mem.nframes + rng.randrange(1, 1 << 12)
+        l2 = [(pte_table(t1), None),
+              (pte_table(1) | rng.choice([_PAGE_A, _PAGE_D, _PAGE_U]), None),   # non-leaf ADU
+              (self.random_leaf(2, misalign=True), None)]                       # misaligned 1G
+        for i, (val, _) in enumerate(l2):
+            va = sign_extend_va(base + (i << 30))
+            self._set(self._slot(ctx.root, va, 2), val)
+            if i:
+                ctx.targets.append((va, None, None))
+        l1 = [pte_table(t0),
+              self.random_leaf(1, misalign=True),                               # misaligned 2M
+              pte_table(1) | _PAGE_A,                                           # non-leaf A
+              self.random_leaf(1) | (1 << 60),                                  # reserved bits
+              pte_table(outside)]                                               # bus error
+        for i, val in enumerate(l1):
+            va = sign_extend_va(base + (i << 21))
+            self._set(self._slot(t1, va, 1), val)
+            if i:
+                ctx.targets.append((va, None, None))
+        l0 = [pfn_pte(rng.randrange(1, 1 << 20), _PAGE_V | _PAGE_W),              # W without R
+              pte_table(rng.randrange(1, 1 << 20)),                              # non-leaf at L0
+              self.random_leaf(0) | (1 << 55),                                   # reserved bits
+              pfn_pte(rng.randrange(1, 1 << 20), _PAGE_V | _PAGE_R | _PAGE_W)]   # needs A and D
+        for i, val in enumerate(l0):
+            va = sign_extend_va(base + (i << 12))
+            slot = self._slot(t0, va, 0)
+            self._set(slot, val)
+            leaf = i == 3
+            if leaf:
+                self.leaf_addrs.append(slot)
+            ctx.targets.append((va, 0 if leaf else None, val if leaf else None))
+        # Superpages that a store dirties (A set, D clear) and that a load then hits.
+        for level, va in ((2, sign_extend_va(base + (3 << 30))),
+                          (1, sign_extend_va(base + (6 << 21)))):
+            ppn = rng.randrange(1, 1 << 12) << (9 * level)
+            val = pfn_pte(ppn, _PAGE_V | _PAGE_R | _PAGE_W | _PAGE_A
+                          | (_PAGE_U if rng.random() < 0.5 else 0))
+            slot = self._slot(ctx.root if level == 2 else t1, va, level)
+            self._set(slot, val)
+            self.leaf_addrs.append(slot)
+            ctx.targets.append((va, level, val))
+        # A leaf with A clear in the frame whose compare-and-swaps fail.
+        va = sign_extend_va(base + (5 << 21) + (rng.randrange(512) << 12))
+        self._set(self._slot(t1, va, 1), pte_table(self.cas_err_frame))
+        slot = self._slot(self.cas_err_frame, va, 0)
+        if slot not in self.pte_addrs:
+            val = pfn_pte(rng.randrange(1, 1 << 20), _PAGE_V | _PAGE_R | _PAGE_X)
+            self._set(slot, val)
+            ctx.targets.append((va, 0, val))
 
     def _leaf(self, slot: int, level: int, ctx: Context, va: int) -> None:
         pte = self.random_leaf(level, misalign=self.rng.random() < 0.08)

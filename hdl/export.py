@@ -89,11 +89,12 @@ def _count(coarse, fine) -> dict:
     by_type = {}
     ff_bits = 0
     for cell in _cells(coarse):
+        if cell["type"] == "$scopeinfo":
+            continue
         by_type[cell["type"]] = by_type.get(cell["type"], 0) + 1
         if "dff" in cell["type"].lower():
-            ff_bits += int(str(cell["parameters"].get("WIDTH", "1")), 2) \
-                if set(str(cell["parameters"].get("WIDTH", "1"))) <= {"0", "1"} \
-                else int(cell["parameters"]["WIDTH"])
+            width = cell["parameters"].get("WIDTH", 1)
+            ff_bits += int(width, 2) if isinstance(width, str) else int(width)
     gates = sum(1 for _ in _cells(fine))
     return {"cells": sum(by_type.values()), "ff_bits": ff_bits, "gates": gates,
             "by_type": by_type}

@@ -16,6 +16,8 @@ from pyrmap.pte import AccessType, FaultKind
 from pyrmap.softarch import SoftArch
 from test_hdl_memmodel import MemModel, PageTables, inval, run_sim, tlb_entries, translate
 
+pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+
 V, R, W, X, U, G, A, D = (P._PAGE_V, P._PAGE_R, P._PAGE_W, P._PAGE_X, P._PAGE_U, P._PAGE_G,
                           P._PAGE_A, P._PAGE_D)
 LOAD, STORE, FETCH = AccessType.LOAD, AccessType.STORE, AccessType.FETCH

@@ -16,6 +16,8 @@ from pyrmap.pte import AccessType, FaultKind
 from pyrmap.softarch import DeviceTlb
 from test_hdl_memmodel import inval, run_sim
 
+pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+
 LOAD, STORE, FETCH = AccessType.LOAD, AccessType.STORE, AccessType.FETCH
 
 

@@ -14,6 +14,7 @@ designs can be compared.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -39,26 +40,45 @@ def verilog_text(config: MmuConfig, name: str = "top") -> str:
     return verilog.convert(_top(config), name=name, emit_src=False, strip_internal_attrs=True)
 
 
+def sources_digest() -> str:
+    """A hash of the gateware's sources (``hdl/*.py`` and ``pyrmap/pte.py``): a cached
+    ``top.v`` produced by other sources is regenerated."""
+    h = hashlib.sha256()
+    root = Path(__file__).resolve().parent
+    for path in sorted(root.glob("*.py")) + [root.parent / "pyrmap" / "pte.py"]:
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def export(config: MmuConfig, out_dir: Path | str = DEFAULT_OUT) -> Path:
-    """Write ``<out_dir>/<config_hash>/top.v`` (if not already there) and return its path."""
+    """Write ``<out_dir>/<config_hash>/top.v`` and return its path.
+
+    The file is reused when ``sources.sha`` beside it names the current
+    :func:`sources_digest`; otherwise it is regenerated (atomically: a concurrent reader never
+    sees half a file).
+    """
     d = Path(out_dir) / config.config_hash
     path = d / "top.v"
-    if not path.exists():
-        d.mkdir(parents=True, exist_ok=True)
-        text = verilog_text(config)
-        tmp = d / f"top.v.{os.getpid()}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, path)   # atomic: concurrent exporters never see half a file
-        (d / "config.json").write_text(json.dumps(config.as_dict(), indent=2, sort_keys=True)
-                                       + "\n")
+    stamp = d / "sources.sha"
+    digest = sources_digest()
+    if path.exists() and stamp.exists() and stamp.read_text().strip() == digest:
+        return path
+    d.mkdir(parents=True, exist_ok=True)
+    text = verilog_text(config)
+    tmp = d / f"top.v.{os.getpid()}.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    (d / "config.json").write_text(json.dumps(config.as_dict(), indent=2, sort_keys=True) + "\n")
+    stamp.write_text(digest + "\n")
     return path
 
 
 def yosys_stat(config: MmuConfig) -> dict:
     """Cell counts of ``config`` from Amaranth's bundled Yosys.
 
-    The bundled Yosys has no ``synth``/``stat``; this runs ``proc; flatten; opt; wreduce; opt``
-    (coarse cells), then ``simplemap; opt`` (single-bit gates) and counts cells in the JSON.
+    The bundled Yosys has no ``synth``/``stat``; this runs ``proc; flatten; opt; wreduce``
+    (coarse cells), then ``simplemap`` (single-bit gates) and counts cells in the JSON.
 
     Returns ``{"cells": coarse cell count, "ff_bits": flip-flop bits, "gates": single-bit
     cells after simplemap, "by_type": {coarse cell type: count}}``.
@@ -68,17 +88,15 @@ def yosys_stat(config: MmuConfig) -> dict:
     from amaranth.back import rtlil
     text = rtlil.convert(_top(config), name="top", emit_src=False)
     yosys = find_yosys(lambda ver: ver >= (0, 40))
-    # The WebAssembly Yosys sees no host files: the netlists come back on stdout.
-    prep = (f"read_rtlil <<rtlil\n{text}\nrtlil\n"
-            "hierarchy -top top; proc; flatten; opt -full; wreduce; opt_clean\n")
-    coarse = yosys.run(["-q", "-s", "-"], stdin=prep + "write_json\n", ignore_warnings=True)
-    fine = yosys.run(["-q", "-s", "-"], stdin=prep + "simplemap; opt; opt_clean\nwrite_json\n",
-                     ignore_warnings=True)
-    return _count(_json(coarse), _json(fine))
-
-
-def _json(out: str) -> dict:
-    return json.loads(out[out.index("{"):])
+    # The WebAssembly Yosys sees no host files: both netlists come back on stdout.
+    script = (f"read_rtlil <<rtlil\n{text}\nrtlil\n"
+              "hierarchy -top top; proc; flatten; opt; wreduce; opt_clean\nwrite_json\n"
+              "simplemap; opt_clean\nwrite_json\n")
+    out = yosys.run(["-q", "-s", "-"], stdin=script, ignore_warnings=True)
+    decoder = json.JSONDecoder()
+    coarse, end = decoder.raw_decode(out, out.index("{"))
+    fine, _ = decoder.raw_decode(out, out.index("{", end))
+    return _count(coarse, fine)
 
 
 def _cells(netlist):

@@ -154,3 +154,17 @@ def test_yosys_stat_grows_with_the_tlb():
     assert big["ff_bits"] > small["ff_bits"] + 6 * 80, "six more entries of ~90 bits"
     assert big["gates"] > small["gates"]
     assert "$eq" in big["by_type"]
+
+
+def test_export_regenerates_stale_file(small_verilog):
+    config, path = small_verilog
+    good = path.read_text()
+    path.write_text("// stale\n")
+    (path.parent / "sources.sha").write_text("not-the-digest\n")
+    assert export(config, path.parent.parent) == path
+    assert path.read_text() == good
+    # and reuses a current one without regenerating
+    path.write_text(good + "// marker\n")
+    export(config, path.parent.parent)
+    assert path.read_text().endswith("// marker\n")
+    path.write_text(good)

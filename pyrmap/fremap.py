@@ -22,7 +22,7 @@ from .mm_types import VM_NONLINEAR, VM_SHARED, MmStruct, Vma
 from .pagetable import pte_alloc, pte_lockptr
 from .physmem import OutOfMemory
 from .pte import (PAGE_SHIFT, PAGE_SIZE, PGOFF_BITS, is_migration_entry, pgoff_to_pte,
-                  pte_dirty, pte_file, pte_is_swap, pte_none, pte_present, pte_to_swp_entry)
+                  pte_dirty, pte_is_swap, pte_none, pte_present, pte_to_swp_entry)
 
 __all__ = ["sys_remap_file_pages", "populate_range", "install_file_pte", "zap_pte",
            "MAP_NONBLOCK"]

@@ -32,11 +32,11 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from .mm_types import (PG, VM_EXEC, VM_LOCKED, VM_MAYWRITE, VM_NONLINEAR, VM_READ, VM_SHARED,
+from .mm_types import (PG, VM_EXEC, VM_MAYWRITE, VM_NONLINEAR, VM_READ, VM_SHARED,
                        VM_WRITE, AddressSpace, MmStruct, Page, PageAnon, Vma, page_mapcount,
                        page_mapped)
 from .pagemap import lock_page, trylock_page, unlock_page
-from .pagetable import pte_alloc, pte_index, pte_lockptr, pte_offset, pte_range
+from .pagetable import pte_alloc, pte_lockptr, pte_offset, pte_range
 from .physmem import OutOfMemory
 from .pte import (_PAGE_A, _PAGE_D, _PAGE_R, _PAGE_U, _PAGE_V, _PAGE_W, _PAGE_X,
                   LEVEL_SHIFT, PAGE_SHIFT, PAGE_SIZE, PPN_MASK, PTE_SIZE, PTRS_PER_PTE,

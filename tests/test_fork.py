@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from test_memory import ANON, LOAD, RW, STORE, Machine, P, _swap_out
+from test_memory import ANON, RW, STORE, Machine, P, _swap_out
 
 from pyrmap import mmap as M
 from pyrmap.mm_types import PageAnon, VM_LOCKED, page_mapcount

@@ -11,10 +11,9 @@ from pyrmap.mm_types import PG, PageAnon, page_mapcount
 from pyrmap.pagemap import lock_page, unlock_page
 from pyrmap.pagetable import pte_offset
 from pyrmap.physmem import PhysMem
-from pyrmap.pte import (_PAGE_A, _PAGE_D, _PAGE_U, _PAGE_W, AccessType, describe,
-                        make_migration_entry, pte_dirty, pte_file, pte_is_swap, pte_none,
-                        pte_pfn, pte_present, pte_to_pgoff, pte_write, pte_young,
-                        swp_entry_to_pte)
+from pyrmap.pte import (_PAGE_A, _PAGE_D, _PAGE_U, AccessType, make_migration_entry,
+                        pte_dirty, pte_is_swap, pte_none, pte_pfn, pte_present, pte_write,
+                        pte_young, swp_entry_to_pte)
 
 LOAD, STORE, FETCH = AccessType.LOAD, AccessType.STORE, AccessType.FETCH
 RW = M.PROT_READ | M.PROT_WRITE

@@ -4,11 +4,11 @@ message, leaving the state as it was."""
 
 import pytest
 
-from test_memory import ANON, LOAD, RW, STORE, Machine, P
+from test_memory import ANON, LOAD, RW, Machine, P
 
 from pyrmap import mmap as M
 from pyrmap.errors import EACCES, EFAULT, EINVAL, ENOMEM, MmError, SegmentationFault
-from pyrmap.mm_types import (PG, VM_EXEC, VM_LOCKED, VM_MAYEXEC, VM_MAYREAD, VM_MAYSHARE,
+from pyrmap.mm_types import (PG, VM_LOCKED, VM_MAYEXEC, VM_MAYREAD, VM_MAYSHARE,
                              VM_MAYWRITE, VM_READ, VM_SHARED, VM_WRITE, page_mapcount)
 from pyrmap.pte import _PAGE_U, pte_none, pte_pfn, pte_present, pte_write
 
@@ -431,7 +431,7 @@ def test_exit_mmap_releases_notifiers_first_and_frees_everything():
 
 def check_consistency(m, mms):
     from pyrmap.checkers import present_leaves
-    from pyrmap.mm_types import AddressSpace, AnonVma, PageAnon
+    from pyrmap.mm_types import PageAnon
     k = m.k
     counts = {}
     for mm in mms:

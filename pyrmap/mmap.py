@@ -132,10 +132,30 @@ def _check_mm(mm) -> MmStruct:
 # ---------------------------------------------------------------------------------------------
 # mm_struct and files.
 
+def _alloc_hw_asid(kernel) -> int:
+    """An ASID whose hardware tag (its low ``arch.asid_bits`` bits) no live mm uses and is
+    not 0.  When the tags wrap around, every TLB is flushed once per reused tag, so no entry
+    of a dead mm can hit for the new one (ASID rollover)."""
+    bits = getattr(kernel.arch, "asid_bits", 16)
+    mask = (1 << bits) - 1
+    live = {mm.asid & mask for mm in kernel.mms if not mm.dead}
+    if len(live) >= mask:
+        raise ENOMEM(f"No free ASID: {len(live)} address spaces use all {mask} hardware tags")
+    while True:
+        asid = kernel.alloc_asid()
+        tag = asid & mask
+        if tag and tag not in live:
+            break
+    if asid > mask:
+        kernel.arch.flush_tlb_all()
+        kernel.stats["asid_rollover_flushes"] += 1
+    return asid
+
+
 def mm_alloc(kernel) -> MmStruct:
-    """A new, empty address space: a fresh ASID, a zeroed root page table, registered in
-    ``kernel.mms``."""
-    mm = MmStruct(kernel, kernel.alloc_asid(), pgd_alloc(kernel))
+    """A new, empty address space: a fresh ASID (its hardware tag unused by any live mm), a
+    zeroed root page table, registered in ``kernel.mms``."""
+    mm = MmStruct(kernel, _alloc_hw_asid(kernel), pgd_alloc(kernel))
     kernel.mms.append(mm)
     kernel.stats["mm_alloc"] += 1
     return mm
@@ -1052,7 +1072,10 @@ def exit_mmap(mm: MmStruct) -> None:
     mapped), then every VMA is zapped (``unmap_vmas``, inside notifier ranges, which no one
     hears any more), taken off the rmap with its page tables (``free_pgtables``), the TLBs
     flushed and the pages freed (``tlb_finish_mmu``), and the root page table freed after
-    the flush.  The mm leaves ``kernel.mms`` and the swap mmlist."""
+    the flush.  The mm leaves ``kernel.mms`` and the swap mmlist.
+
+    As in the kernel, the caller has switched every core away from ``mm`` first (a core
+    whose satp still names the freed root would walk a reused frame)."""
     from .mmu_notifier import mmu_notifier_release
     kernel = mm.kernel
     if mm.dead:

@@ -586,3 +586,16 @@ def test_mremap_move_brackets_the_old_range_with_notifier_calls():
     # move_ptes's window on the old range, then munmap's on the (now empty) old range.
     assert ev[:2] == [("range_start", a, a + 2 * P), ("range_end", a, a + 2 * P)]
     assert rec.depth == 0 and m.load(mm, new) == 1
+
+
+def test_asid_tags_never_collide_among_live_mms():
+    m = Machine()
+    m.arch.asid_bits = 2                      # tags 1..3
+    a, b, c = (M.mm_alloc(m.k) for _ in range(3))
+    with pytest.raises(ENOMEM, match="No free ASID: 3 address spaces use all 3 hardware tags"):
+        M.mm_alloc(m.k)
+    M.exit_mmap(b)
+    d = M.mm_alloc(m.k)
+    assert d.asid & 3 == b.asid & 3 and d.asid != b.asid
+    assert m.k.stats["asid_rollover_flushes"] == 1
+    assert len({mm.asid & 3 for mm in (a, c, d)}) == 3

@@ -361,12 +361,14 @@ class RunResult:
 
 
 def reproduce_command(sim: str, test_module: str, seed: int, params: Mapping[str, Any],
-                      testcase: str | None = None) -> str:
-    """A shell command that reruns one cocotb run with the same seed and configuration."""
+                      testcase: str | None = None, env: Mapping[str, str] | None = None) -> str:
+    """A shell command that reruns one cocotb run with the same seed, configuration and
+    testbench environment."""
     cfg = ",".join(f"{k}={v}" for k, v in sorted(params.items()))
     tc = f" --testcase {testcase}" if testcase else ""
+    envs = "".join(f" --env {k}={v}" for k, v in sorted((env or {}).items()))
     return (f".venv/bin/python -m cosim.build --sim {sim} --module {test_module}{tc} "
-            f"--seed {seed}" + (f" --config {cfg}" if cfg else ""))
+            f"--seed {seed}" + (f" --config {cfg}" if cfg else "") + envs)
 
 
 def run(config, sim: str, test_module: str, *, seed: int, testcase: str | None = None,
@@ -445,7 +447,9 @@ def run(config, sim: str, test_module: str, *, seed: int, testcase: str | None =
         except ValueError as exc:
             failures.append(f"unreadable report {report_path}: {exc}")
     return RunResult(passed, b, test_dir, results_xml, log_file, report, waves_file, seed,
-                     reproduce_command(sim, test_module, seed, _nondefault(params), testcase),
+                     reproduce_command(sim, test_module, seed, _nondefault(params), testcase,
+                                       {k: v for k, v in (env or {}).items()
+                                        if k.startswith("COSIM_")}),
                      failures)
 
 

@@ -230,7 +230,7 @@ class MmuScoreboard:
         self._last_read: dict[tuple[int, int], int] = {}
         self.events = {c: {k: 0 for k in ("requests", "hits", "walk_responses", "walks",
                                           "a_sets", "d_sets", "cas_retries", "invals",
-                                          "faults", "squashable")}
+                                          "faults", "squashable", "walk_span")}
                        for c in range(ncores)}
         self.responses = 0
         self._pending_invals: dict[int, list[InvalTxn]] = {}
@@ -270,6 +270,7 @@ class MmuScoreboard:
             self._check_hit(t)
             return
         ev["walk_responses"] += 1
+        ev["walk_span"] += t.resp_cycle - t.req_cycle
         self._check_walk(t, new)
 
     def _check_hit(self, t: CpuTxn) -> None:
@@ -505,32 +506,34 @@ class MmuScoreboard:
                       f"({describe(want)})" + (": A/D set without a predicted CAS" if ad else "")
                       + (f"; hardware writes there: {writers}" if writers else ""))
 
-    def check_counters(self, core: int, counters: Mapping[str, int], *,
-                       exact: Iterable[str] = ("hits", "a_sets", "d_sets", "cas_retries",
-                                               "invals")) -> None:
-        """Compare the core's perf counters with the events seen.
+    def check_counters(self, core: int, counters: Mapping[str, int]) -> None:
+        """Compare the core's perf counters with the events the testbench saw.
 
-        ``hits``, ``a_sets``, ``d_sets``, ``cas_retries``, ``invals`` must be exact;
-        ``lookups`` must be at least the number of responses, ``misses`` at least the walk
-        responses, ``walks`` at least the successful-or-faulting walks that read memory.
+        Exact: ``lookups`` (every request), ``hits`` (responses with hit=1), ``misses`` and
+        ``walks`` (responses with hit=0), ``a_sets``/``d_sets`` (successful CASes that set
+        A/D), ``cas_retries`` (failed CASes), ``invals`` (acks).  Bounded: ``walk_cycles``
+        between the number of walks and the summed request-to-response spans of the walks;
+        ``squashed`` at least the walks whose fill the scoreboard knows had to be dropped.
         """
         ev = self.events[core]
-        expect = {"hits": ev["hits"], "a_sets": ev["a_sets"], "d_sets": ev["d_sets"],
+        expect = {"lookups": ev["requests"], "hits": ev["hits"],
+                  "misses": ev["walk_responses"], "walks": ev["walk_responses"],
+                  "a_sets": ev["a_sets"], "d_sets": ev["d_sets"],
                   "cas_retries": ev["cas_retries"], "invals": ev["invals"]}
-        for name in exact:
-            if name in counters and counters[name] != expect[name]:
+        for name, want in expect.items():
+            if name in counters and counters[name] != want:
                 self.fail("perf", -1, f"core{core} perf counter {name} is {counters[name]}, "
-                                      f"the testbench saw {expect[name]}")
-        mins = {"lookups": ev["requests"], "misses": ev["walk_responses"]}
-        for name, lo in mins.items():
-            if name in counters and counters[name] < lo:
-                self.fail("perf", -1, f"core{core} perf counter {name} is {counters[name]}, "
-                                      f"less than the {lo} the testbench saw")
-        if "lookups" in counters and "hits" in counters and "misses" in counters:
-            if counters["lookups"] != counters["hits"] + counters["misses"]:
-                self.fail("perf", -1, f"core{core} perf counters: lookups {counters['lookups']}"
-                                      f" != hits {counters['hits']} + misses "
-                                      f"{counters['misses']}")
+                                      f"the testbench saw {want}")
+        if "walk_cycles" in counters:
+            lo, hi = ev["walk_responses"], ev["walk_span"]
+            if not lo <= counters["walk_cycles"] <= hi:
+                self.fail("perf", -1, f"core{core} perf counter walk_cycles is "
+                                      f"{counters['walk_cycles']}, outside [{lo}, {hi}] (walks, "
+                                      f"summed request-to-response cycles of the walks)")
+        if "squashed" in counters and counters["squashed"] < ev["squashable"]:
+            self.fail("perf", -1, f"core{core} perf counter squashed is "
+                                  f"{counters['squashed']}, less than the {ev['squashable']} "
+                                  f"walks whose fill had to be dropped")
 
     def summary(self) -> dict:
         return {"responses": self.responses,

@@ -344,12 +344,15 @@ def test_scoreboard_counters():
     sb = _sb(mem, log)
     _correct_walk(log, mem, leaf)
     sb.on_cpu(_txn())
-    good = dict(lookups=1, hits=0, misses=1, a_sets=1, d_sets=0, cas_retries=0, invals=0)
+    good = dict(lookups=1, hits=0, misses=1, walks=1, walk_cycles=8, a_sets=1, d_sets=0,
+                cas_retries=0, invals=0, squashed=0)
     sb.check_counters(0, good)
     assert not sb.violations
     sb.check_counters(0, dict(good, a_sets=2))
     sb.check_counters(0, dict(good, lookups=3))
-    assert sb.kinds() == {"perf"} and len(sb.violations) == 2
+    sb.check_counters(0, dict(good, walk_cycles=11))
+    assert sb.kinds() == {"perf"} and len(sb.violations) == 3
+    assert "outside [1, 10]" in str(sb.violations[-1])
 
 
 def test_coverage_model():
@@ -404,6 +407,32 @@ def test_random_tables_are_seeded():
     assert [c.targets for c in t1.contexts] == [c.targets for c in t2.contexts]
     with pytest.raises(ValueError, match="at least 8 frames, not 4"):
         RandomTables(PhysMem(4), 1)
+
+
+def test_device_checker_catches_wrong_answers():
+    import asyncio
+    import random
+
+    from pyrmap.softarch import SoftArch
+    from cosim.tb.device import DEV_COUNTERS, DeviceChecker
+
+    class FakeDriver:           # answers every access with a wrong translation
+        dut = None
+
+        async def access(self, vaddr, op, asid):
+            return FaultKind.NONE, 0xBAD000
+
+        def counters(self):
+            return {n: 0 for n in DEV_COUNTERS}
+
+    arch = SoftArch(PhysMem(8), 2)
+    chk = DeviceChecker(FakeDriver(), arch, random.Random(1), dev_entries=8, asid_bits=9)
+    arch.dev_fill(VA, 5, 0x1234, 0, _PAGE_R, False)
+    asyncio.run(chk._access(VA + 8, AccessType.LOAD, 5))
+    assert len(chk.violations) == 1
+    assert "RTL NONE 0x000bad000, model NONE 0x001234008" in str(chk.violations[0])
+    chk.check_counters()            # the model counted a lookup and a hit, the fake nothing
+    assert any("dev perf counter lookups: RTL 0, model 1" in str(v) for v in chk.violations)
 
 
 def test_build_rejects_unknown_simulator():

@@ -466,12 +466,12 @@ def check_consistency(m, mms):
             assert v.vm_mm in mms and v in v.vm_mm.mmap, f"stale {v!r} in {f!r}"
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_random_syscalls_keep_vmas_ptes_rmap_and_rss_consistent(seed):
+@pytest.mark.parametrize("seed, svadu", [(s, True) for s in range(6)] + [(6, False), (7, False)])
+def test_random_syscalls_keep_vmas_ptes_rmap_and_rss_consistent(seed, svadu):
     import random
     from test_memory import ANON, RW, Machine
     rng = random.Random(seed)
-    m = Machine(nframes=400, seed=seed)
+    m = Machine(nframes=400, seed=seed, svadu=svadu)
     f = M.file_create(m.k, "f", 16)
     root = m.mm(core=None)
     shadow = {root: {}}            # mm -> {va: value} for anonymous private words
@@ -599,3 +599,9 @@ def test_asid_tags_never_collide_among_live_mms():
     assert d.asid & 3 == b.asid & 3 and d.asid != b.asid
     assert m.k.stats["asid_rollover_flushes"] == 1
     assert len({mm.asid & 3 for mm in (a, c, d)}) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(100, 140))
+def test_random_syscalls_stress(seed):
+    test_random_syscalls_keep_vmas_ptes_rmap_and_rss_consistent(seed, seed % 2 == 0)

@@ -185,6 +185,21 @@ def pte_modify(pte: int, prot: int) -> int:
     return (pte & (PPN_MASK | _PAGE_A | _PAGE_D)) | (prot & _PERM_BITS)
 
 
+def lock_nested(method) -> None:
+    """Call a lock's ``acquire``/``down_write`` as ``spin_lock_nested``/``down_write_nested``
+    (a second lock of the same class, e.g. fork's two pte locks), if the lock implementation
+    knows the ``nested`` hint (the :class:`pyrmap.arch.Lock` protocol does not require it)."""
+    import inspect
+    try:
+        params = inspect.signature(method).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins
+        params = {}
+    if "nested" in params:
+        method(nested=True)
+    else:
+        method()
+
+
 def vm_normal_page(vma: Vma, addr: int, pte: int) -> Page:
     """The struct page a present user PTE maps (every user PTE maps a normal page here)."""
     kernel = vma.vm_mm.kernel
@@ -1043,7 +1058,7 @@ def copy_page_range(dst_mm: MmStruct, src_mm: MmStruct, vma: Vma) -> int:
                 rss = [0, 0]
                 dst_ptl.acquire()
                 try:
-                    src_ptl.acquire(nested=True)
+                    lock_nested(src_ptl.acquire)
                     try:
                         for a, src_ptep in pte_range(src_mm, addr, next_table):
                             dst_ptep = pte_offset(dst_mm, a)

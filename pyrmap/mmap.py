@@ -35,7 +35,7 @@ import numpy as np
 
 from .errors import EACCES, EFAULT, EINVAL, ENOMEM
 from .memory import (TASK_SIZE, copy_page_range, free_pgd_range, free_pgtables,
-                     make_pages_present,
+                     lock_nested, make_pages_present,
                      pte_modify, tlb_finish_mmu, tlb_gather_mmu, unmap_vmas, vm_get_page_prot,
                      zap_page_range)
 from .mm_types import (VM_EXEC, VM_LOCKED, VM_MAYEXEC, VM_MAYREAD, VM_MAYSHARE, VM_MAYWRITE,
@@ -1023,7 +1023,7 @@ def dup_mm(oldmm: MmStruct) -> MmStruct:
     failed = None
     oldmm.mmap_sem.down_write()
     try:
-        mm.mmap_sem.down_write(nested=True)
+        lock_nested(mm.mmap_sem.down_write)
         try:
             _dup_mmap(mm, oldmm)
         except (ENOMEM, OutOfMemory) as exc:

@@ -53,7 +53,7 @@ __all__ = [
     "do_swap_page", "can_share_swap_page", "MmuGather", "tlb_gather_mmu", "tlb_remove_page",
     "tlb_flush_mmu", "tlb_finish_mmu", "zap_pte_range", "unmap_vmas", "zap_page_range",
     "free_pgtables", "free_pgd_range", "copy_page_range", "copy_one_pte", "follow_pte",
-    "make_pages_present",
+    "make_pages_present", "lock_nested", "is_cow_mapping",
 ]
 
 VM_FAULT_MINOR = 0

@@ -538,3 +538,46 @@ def test_write_only_mapping_is_readable_exec_only_is_not():
     assert mm.hiwater_rss == 0
     M.do_munmap(mm, a, P)
     assert mm.hiwater_rss == 2 and mm.anon_rss == 1
+
+
+def test_cow_orders_clear_flush_then_new_pte_then_rmap_removal_then_release(monkeypatch):
+    import pyrmap.mmu_notifier as mn
+    import pyrmap.rmap as rmap
+    m = Machine()
+    mm = m.mm()
+    f = M.file_create(m.k, "f", 1)
+    a = M.do_mmap(mm, 0, P, RW, M.MAP_PRIVATE, file=f)
+    m.load(mm, a)
+    old = f.page_tree[0]
+    ptep = pte_offset(mm, a)
+    log = []
+    real_clear, real_remove = mn.ptep_clear_flush_notify, rmap.page_remove_rmap
+    real_set, real_put = m.arch.set_pte_at, m.k.put_page
+
+    def clear(vma, addr, p):
+        log.append("clear_flush")
+        v = real_clear(vma, addr, p)
+        assert old.pfn not in m.tlb_pfns(0), "TLB still maps the old page after clear_flush"
+        return v
+
+    def set_pte(mm_, addr, p, val):
+        if p == ptep:
+            log.append("set_pte")
+        real_set(mm_, addr, p, val)
+
+    def remove(page, vma):
+        log.append("remove_rmap" if page is old else "remove_rmap(other)")
+        real_remove(page, vma)
+
+    def put(page):
+        if page is old:
+            log.append("put_old")
+        real_put(page)
+
+    monkeypatch.setattr(mn, "ptep_clear_flush_notify", clear)
+    monkeypatch.setattr(rmap, "page_remove_rmap", remove)
+    monkeypatch.setattr(m.arch, "set_pte_at", set_pte)
+    monkeypatch.setattr(m.k, "put_page", put)
+    m.store(mm, a, 1)
+    assert log == ["clear_flush", "set_pte", "remove_rmap", "put_old", "put_old"]
+    assert old._count == 1 and page_mapcount(old) == 0

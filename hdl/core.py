@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from .config import check_asid_bits
 from .layouts import (PA_WIDTH, PPN_WIDTH, VA_WIDTH, AccessType, FaultKind, inval_signature,
-                      mem_signature, perf_signature)
+                      mem_signature, perf_signature, tlb_entry_value)
 from .tlb import Tlb
 from .walker import PageWalker, leaf_paddr, sv39_permits, va_canonical
 
@@ -183,22 +183,18 @@ class CoreMmu(wiring.Component):
                     m.d.comb += [
                         tlb.fill.valid.eq(install),
                         tlb.fill.replace.eq(1),
-                        tlb.fill.entry.vpn.eq(vaddr[12:39]),
-                        tlb.fill.entry.asid.eq(asid),
-                        tlb.fill.entry.ppn.eq(pte.ppn),
-                        tlb.fill.entry.level.eq(walker.done.level),
-                        tlb.fill.entry.r.eq(pte.r),
-                        tlb.fill.entry.w.eq(pte.w),
-                        tlb.fill.entry.x.eq(pte.x),
-                        tlb.fill.entry.u.eq(pte.u),
-                        tlb.fill.entry.g.eq(pte.g),
-                        tlb.fill.entry.a.eq(pte.a),
-                        tlb.fill.entry.d.eq(pte.d),
                     ]
                     m.next = "IDLE"
 
         with m.If(apply):
             m.d.sync += squashed.eq(1)
+
+        # The fill entry, as one continuous assignment (see layouts.tlb_entry_value).
+        pte = walker.done.pte
+        m.d.comb += tlb.fill.entry.eq(tlb_entry_value(
+            tlb.entry_layout, vpn=vaddr[12:39], asid=asid, ppn=pte.ppn,
+            level=walker.done.level, r=pte.r, w=pte.w, x=pte.x, u=pte.u, g=pte.g, a=pte.a,
+            d=pte.d))
 
         ev = walker.events
         with m.If(ev.a_set):

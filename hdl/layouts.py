@@ -104,6 +104,31 @@ def tlb_entry_layout(asid_bits: int) -> data.StructLayout:
     return data.StructLayout({name: unsigned(widths[name]) for name in _TLB_FIELD_ORDER})
 
 
+def tlb_entry_value(layout: data.StructLayout, **fields):
+    """A Value holding a TLB entry built from ``fields`` (missing ones are 0).
+
+    Assigning it in one unconditional statement makes Yosys emit a continuous ``assign``:
+    a comb process whose only statements are constants would never run at time 0 in
+    Icarus/Verilator (an ``always @*`` with no sensitivities) and leave X bits.
+    """
+    from amaranth.hdl import Cat, Const, Value
+    parts = []
+    for name, field in layout:
+        width = field.width
+        value = fields.pop(name, None)
+        if value is None:
+            value = 0
+        if isinstance(value, int):
+            parts.append(Const(value, width))
+            continue
+        value = Value.cast(value).as_unsigned()
+        parts.append(value[:width] if len(value) >= width
+                     else Cat(value, Const(0, width - len(value))))
+    if fields:
+        raise TypeError(f"TLB entries have no field(s) {', '.join(sorted(fields))}")
+    return Cat(*parts)
+
+
 def _offsets(layout):
     return {name: (field.offset, field.width) for name, field in layout}
 

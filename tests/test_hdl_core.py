@@ -9,6 +9,7 @@ import random
 import pytest
 
 from hdl.core import CORE_COUNTERS, CoreMmu
+from hdl.layouts import MemOp
 from pyrmap import pte as P
 from pyrmap.arch import InvalKind
 from pyrmap.physmem import PhysMem
@@ -223,60 +224,72 @@ def test_inval_kinds(kind, va, asid, ways):
 
 # --- invalidation racing a walk --------------------------------------------------------------
 
-def _race(offset, quirk=False, latency=3):
-    """Start a walk, raise an invalidation ``offset`` cycles after the request; report what
-    the TLB holds after the ack and whether the invalidation met the walk's last cycle."""
+def _race_sweep(offsets, quirk=False, latency=3):
+    """For each offset: start a walk, raise an invalidation of its page ``offset`` cycles after
+    the request; record what the TLB holds right after the ack and a few cycles later, and
+    whether the invalidation was applied in the walk's last cycle.  One simulation."""
     dut, mem, pt = make(latency=latency, quirk_fill_after_inval=quirk)
     pt.map(0x7000, 0x99, flags=RWU | A | D)
-    out = {}
+    results = {}
 
-    async def cpu(ctx):
-        out["resp"] = await translate(ctx, dut, 0x7000, LOAD, asid=3)
+    async def bench(ctx):
+        req, iv = dut.req, dut.inval
+        for offset in offsets:
+            await inval(ctx, iv, InvalKind.ALL)
+            out = {"same_cycle": False}
+            for name, val in dict(vaddr=0x7000, op=LOAD, user=1, sum=0, asid=3,
+                                  root=0x80).items():
+                ctx.set(getattr(req, name), val)
+            ctx.set(req.valid, 1)
+            ctx.set(iv.kind, InvalKind.VA_ASID)
+            ctx.set(iv.vaddr, 0x7000)
+            ctx.set(iv.asid, 3)
+            cycle, accepted, state = 0, False, 0
+            while "resp" not in out or state < 2:
+                if cycle == offset and state == 0:
+                    ctx.set(iv.valid, 1)
+                    state = 1
+                _, _, ready, rv, fault, paddr, apply, done, ack = await ctx.tick().sample(
+                    req.ready, dut.resp.valid, dut.resp.fault, dut.resp.paddr,
+                    iv.valid & ~iv.ack, dut.walker.done.valid, iv.ack)
+                if not accepted and ready:
+                    accepted = True
+                    ctx.set(req.valid, 0)
+                if rv:
+                    out["resp"] = (fault, paddr)
+                if state == 1 and apply and done:
+                    out["same_cycle"] = True
+                if state == 1 and ack:
+                    ctx.set(iv.valid, 0)
+                    state = 2
+                    out["after_ack"] = tlb_entries(ctx, dut.tlb, 9)
+                cycle += 1
+            await ctx.tick().repeat(8)
+            out["later"] = tlb_entries(ctx, dut.tlb, 9)
+            out["squashed"] = ctx.get(dut.perf.squashed)
+            results[offset] = out
 
-    async def shootdown(ctx):
-        if offset:
-            await ctx.tick().repeat(offset)
-        out["start"] = True
-        ctx.set(dut.inval.kind, InvalKind.VA_ASID)
-        ctx.set(dut.inval.vaddr, 0x7000)
-        ctx.set(dut.inval.asid, 3)
-        ctx.set(dut.inval.valid, 1)
-        while True:
-            _, _, apply, done, ack = await ctx.tick().sample(
-                dut.inval.valid & ~dut.inval.ack, dut.walker.done.valid, dut.inval.ack)
-            if apply and done:
-                out["same_cycle"] = True
-            if ack:
-                break
-        ctx.set(dut.inval.valid, 0)
-        out["after_ack"] = tlb_entries(ctx, dut.tlb, 9)
-        # a few cycles later, still nothing may appear
-        await ctx.tick().repeat(30)
-        out["later"] = tlb_entries(ctx, dut.tlb, 9)
-        out["perf"] = perf(ctx, dut)
-
-    run_sim(dut, cpu, shootdown, background=[mem.run])
-    return out
+    run_sim(dut, bench, background=[mem.run])
+    return results
 
 
 def test_inval_racing_walk_is_squashed():
-    same_cycle_seen = False
-    squashes = 0
-    for offset in range(0, 20):
-        out = _race(offset)
+    res = _race_sweep(range(0, 18))
+    for offset, out in res.items():
         assert out["after_ack"] == [] and out["later"] == [], f"offset {offset}"
-        assert out["resp"].fault == FaultKind.NONE and out["resp"].paddr == 0x99000
-        same_cycle_seen |= out.get("same_cycle", False)
-        squashes += out["perf"]["squashed"]
-    assert same_cycle_seen, "no offset put the invalidation on the fill cycle"
-    assert squashes > 0
+        assert out["resp"] == (FaultKind.NONE, 0x99000), f"offset {offset}"
+    assert any(out["same_cycle"] for out in res.values()), \
+        "no offset put the invalidation on the fill cycle"
+    assert res[17]["squashed"] > 0
 
 
 def test_quirk_fill_after_inval_leaves_stale_entry():
-    stale = [off for off in range(0, 20) if _race(off, quirk=True)["later"]]
+    offsets = range(0, 18)
+    buggy = _race_sweep(offsets, quirk=True)
+    stale = [off for off, out in buggy.items() if out["later"]]
     assert stale, "with the quirk an in-flight walk must be able to fill after the ack"
-    clean = [off for off in stale if _race(off, quirk=False)["later"]]
-    assert clean == []
+    fixed = _race_sweep(stale, quirk=False)
+    assert [off for off, out in fixed.items() if out["later"]] == []
 
 
 # --- lockstep with the golden model (SoftArch) ----------------------------------------------
@@ -379,3 +392,31 @@ def test_lockstep_with_softarch(seed, cfg):
 @pytest.mark.parametrize("seed", range(10, 20))
 def test_lockstep_with_softarch_long(seed, cfg):
     _lockstep(seed, cfg, naccess=200, svadu=seed % 2 == 1)
+
+
+def test_cas_retry_counted_and_fill_uses_the_new_pte():
+    # Between the walker's read of the leaf and its CAS, software write-protects the page and
+    # marks it young: the CAS fails, the walk restarts and the load fills from the new PTE.
+    dut, mem, pt = make(latency=2)
+    leaf = pt.map(0x6000, 0x66, flags=RWU)          # A=0: the load must CAS
+    fired = []
+
+    def hook(model, op, rdata):
+        if op == MemOp.READ and not fired:
+            fired.append(1)
+            model.write(leaf, P.pfn_pte(0x66, V | R | U | A))
+        return not fired
+    mem.after(leaf, hook)
+    out = []
+
+    async def bench(ctx):
+        out.append(await translate(ctx, dut, 0x6000, LOAD))
+        out.append(perf(ctx, dut))
+        out.append(tlb_entries(ctx, dut.tlb, 9))
+
+    run_sim(dut, bench, background=[mem.run])
+    r, c, entries = out
+    assert r.fault == FaultKind.NONE and r.paddr == 0x66000
+    assert c["cas_retries"] == 1 and c["a_sets"] == 0 and c["walks"] == 1
+    assert len(entries) == 1 and not entries[0].perm & W, "the fill is the re-read PTE"
+    assert mem.read(leaf) == P.pfn_pte(0x66, V | R | U | A)

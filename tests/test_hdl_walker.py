@@ -63,14 +63,16 @@ def run_walks(mem_setup, accesses, *, svadu=True, latency=1, seed=0, **quirks):
     return out, mem
 
 
-def check_against_golden(mem_setup, accesses, *, svadu=True, latency=1, seed=0):
+def check_against_golden(mem_setup, accesses, *, svadu=True, latency=1, seed=0,
+                         _rtl_svadu=None):
     """Walk on the RTL and with sv39_walk on a copy of the same memory; compare everything."""
     golden_mem = MemModel(None)
     mem_setup(golden_mem)
     read, cas, words = golden_mem.golden_ports()
     expect = [sv39_walk(read, cas, va, op, user=bool(u), sum=bool(s), root=0x80, svadu=svadu)
               for va, op, u, s in accesses]
-    got, mem = run_walks(mem_setup, accesses, svadu=svadu, latency=latency, seed=seed)
+    got, mem = run_walks(mem_setup, accesses, svadu=svadu if _rtl_svadu is None else _rtl_svadu,
+                         latency=latency, seed=seed)
     for (va, op, u, s), g, e in zip(accesses, got, expect):
         where = f"va={va:#x} op={op.name} user={u} sum={s} seed={seed}: golden {e.cause}"
         assert g["fault"] == e.fault, where
@@ -332,6 +334,20 @@ def test_random_walks_match_golden(seed):
     rng = random.Random(seed)
     setup, accesses = random_space(rng)
     check_against_golden(setup, accesses, svadu=bool(seed % 2 == 0), latency=(1, 3), seed=seed)
+
+
+def test_golden_comparison_catches_a_mismatch():
+    # The RTL walks with Svade, the golden walk with Svadu: a load of an A=0 page differs.
+    def setup(mem):
+        PageTables(mem).map(VA, 0x12345, flags=V | R | U)
+    golden_mem = MemModel(None)
+    setup(golden_mem)
+    read, cas, _ = golden_mem.golden_ports()
+    expect = sv39_walk(read, cas, VA, LOAD, user=True, sum=False, root=0x80, svadu=True)
+    got, _ = run_walks(setup, [(VA, LOAD, 1, 0)], svadu=False)
+    assert expect.fault == FaultKind.NONE and got[0]["fault"] == FaultKind.PAGE
+    with pytest.raises(AssertionError):
+        check_against_golden(setup, [(VA, LOAD, 1, 0)], svadu=True, _rtl_svadu=False)
 
 
 @pytest.mark.slow

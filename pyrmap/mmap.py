@@ -587,6 +587,24 @@ def unmap_region(mm: MmStruct, vmas: list[Vma], prev: Optional[Vma], nxt: Option
                       nxt.vm_start if nxt is not None else 0)
     finally:
         tlb_finish_mmu(tlb, start, end)
+    _release_shmem(vmas)
+
+
+def _release_shmem(vmas) -> None:
+    """An anonymous shared mapping's object dies with its last mapping: drop its page cache
+    and forget the file.  Runs after tlb_finish_mmu (no TLB reaches its pages any more)."""
+    from .filemap import truncate_inode_pages
+    seen = set()
+    for v in vmas:
+        f = v.vm_file
+        if f is None or id(f) in seen or not f.name.startswith("shmem:"):
+            continue
+        seen.add(id(f))
+        if len(f.i_mmap) or f.i_mmap_nonlinear or f.kernel.files.get(f.name) is not f:
+            continue
+        truncate_inode_pages(f, 0)
+        del f.kernel.files[f.name]
+        f.kernel.stats["shmem_released"] += 1
 
 
 def do_munmap(mm: MmStruct, addr: int, length: int) -> int:
@@ -1096,6 +1114,7 @@ def exit_mmap(mm: MmStruct) -> None:
         finally:
             tlb_finish_mmu(tlb, 0, TASK_SIZE)
         mm.dead = True
+    _release_shmem(vmas)
     try:
         from .swap import mmlist_del, put_swap_token
         mmlist_del(mm)

@@ -605,3 +605,25 @@ def test_asid_tags_never_collide_among_live_mms():
 @pytest.mark.parametrize("seed", range(100, 140))
 def test_random_syscalls_stress(seed):
     test_random_syscalls_keep_vmas_ptes_rmap_and_rss_consistent(seed, seed % 2 == 0)
+
+
+def test_anonymous_shared_memory_dies_with_its_last_mapping():
+    m = Machine()
+    free0 = m.k.frames.nr_free
+    parent = m.mm(core=None)
+    a = M.do_mmap(parent, 0, 2 * P, RW, M.MAP_SHARED | M.MAP_ANONYMOUS | M.MAP_POPULATE)
+    shm = parent.mmap[0].vm_file
+    assert parent.file_rss == 2 and shm.nrpages == 2
+    child = M.dup_mm(parent)
+    m.arch.switch_mm(0, child)
+    m.store(child, a + P, 77)
+    m.arch.switch_mm(0, parent)
+    assert m.load(parent, a + P) == 77
+    M.do_munmap(parent, a, 2 * P)
+    assert m.k.files.get(shm.name) is shm          # the child still maps it
+    m.arch.switch_mm(0, M.mm_alloc(m.k))
+    M.mmput(child)
+    assert shm.name not in m.k.files and shm.nrpages == 0
+    assert m.k.stats["shmem_released"] == 1
+    M.mmput(parent)
+    assert m.k.frames.nr_free == free0 - 1         # only the last mm's root table

@@ -130,3 +130,19 @@ def test_bad_input_raises_einval_and_changes_nothing(make, args, msg):
         sys_remap_file_pages(mm, a + start, size, prot, pgoff, flags)
     assert ([(v.vm_start, v.vm_end, v.vm_flags) for v in mm.mmap], m.pte(mm, a)) == before
     assert not mm.mmap_sem.is_locked()
+
+
+def test_munmap_splits_a_nonlinear_vma_and_exit_unlinks_it():
+    m, mm, f, a = setup()
+    sys_remap_file_pages(mm, a, 2 * P, 5)
+    M.do_munmap(mm, a + P, P)
+    lo, hi = mm.mmap
+    assert lo.vm_flags & VM_NONLINEAR and hi.vm_flags & VM_NONLINEAR
+    assert f.i_mmap_nonlinear == [lo, hi] or sorted(map(id, f.i_mmap_nonlinear)) == \
+        sorted(map(id, (lo, hi)))
+    assert pte_none(m.pte(mm, a + P)) and page_mapcount(f.page_tree[6]) == 0
+    assert m.load(mm, a) == M.file_word(f, 5, 0)
+    m.arch.switch_mm(0, m.mm(core=None))
+    M.mmput(mm)
+    assert f.i_mmap_nonlinear == [] and len(f.i_mmap) == 0
+    assert all(page_mapcount(p) == 0 for p in f.page_tree.values())

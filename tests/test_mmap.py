@@ -627,3 +627,21 @@ def test_anonymous_shared_memory_dies_with_its_last_mapping():
     assert m.k.stats["shmem_released"] == 1
     M.mmput(parent)
     assert m.k.frames.nr_free == free0 - 1         # only the last mm's root table
+
+
+def test_type_errors_and_mm_reference_counting():
+    m = Machine()
+    mm = m.mm(core=None)
+    with pytest.raises(TypeError, match=r"Length must be an integer, not '4096'"):
+        M.do_mmap(mm, 0, "4096", RW, ANON)
+    with pytest.raises(TypeError, match=r"mm must be an MmStruct, not None"):
+        M.do_munmap(None, 0, P)
+    M.mmget(mm)
+    M.mmput(mm)
+    assert not mm.dead and mm in m.k.mms
+    M.mmput(mm)
+    assert mm.dead
+    with pytest.raises(EINVAL, match="mmput of .* which has no users left"):
+        M.mmput(mm)
+    with pytest.raises(EINVAL, match="mmget of .* which has no users left"):
+        M.mmget(mm)

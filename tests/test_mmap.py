@@ -562,7 +562,10 @@ def test_random_syscalls_keep_vmas_ptes_rmap_and_rss_consistent(seed, svadu):
             child = M.dup_mm(mm)
             shadow[child] = dict(shadow[mm])
             prots[child] = dict(prots[mm])
-        check_consistency(m, list(shadow))
+        try:
+            check_consistency(m, list(shadow))
+        except AssertionError as exc:
+            raise AssertionError(f"{where}: {exc}") from exc
     for mm, view in shadow.items():
         m.arch.switch_mm(0, mm)
         for va, val in view.items():

@@ -37,6 +37,9 @@ SCENARIOS = {
     "reclaim": "fork-shared anonymous pages and shared/private file mappings under memory "
                "pressure: workloads on every core through the RTL TLBs, kswapd (aging, "
                "try_to_unmap, swap), writeback (page_mkclean) and migration next to them",
+    "fuzz": "pyrmap's random program on the RTL: seeded mmap / munmap / mprotect / mremap / "
+            "fork / exit / madvise / msync / reclaim / migration / remap_file_pages steps, "
+            "each next to workloads on the cores, quiescent checks after every step",
 }
 
 DEMO = {"phases": 6, "accesses": 60, "nframes": 32}
@@ -101,8 +104,10 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--accesses", type=_positive,
                         default=DEMO["accesses"] if demo else 40,
                         help="accesses per core per phase (default %(default)s)")
-        sp.add_argument("--nframes", type=_positive, default=DEMO["nframes"],
-                        help="physical memory in 4 KiB frames (default %(default)s)")
+        sp.add_argument("--nframes", type=_positive, default=None,
+                        help="physical memory in 4 KiB frames (default: 32, fuzz 64)")
+        sp.add_argument("--steps", type=_positive, default=12,
+                        help="random steps of the fuzz scenario (default %(default)s)")
         sp.add_argument("--quirk", action="append", default=[], metavar="NAME",
                         help="switch on a quirk (repeatable); see `list`")
         sp.add_argument("--waves", action="store_true", help="record a waveform")
@@ -164,19 +169,23 @@ def parse_args(argv: Sequence[str]) -> "RunArgs | str":
         make_config(**params)
     except (TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from None
-    if args.nframes < 16:
-        raise UsageError(f"a system needs at least 16 frames, not {args.nframes}")
+    nframes = args.nframes or (64 if scenario == "fuzz" else DEMO["nframes"])
+    if nframes < 16:
+        raise UsageError(f"a system needs at least 16 frames, not {nframes}")
     if args.json:
         parent = Path(args.json).resolve().parent
         if not parent.is_dir():
             raise UsageError(f"cannot write {args.json}: directory {parent} does not exist")
     env = {"COSIM_SCENARIO": scenario, "COSIM_PHASES": args.phases,
-           "COSIM_ACCESSES": args.accesses, "COSIM_NFRAMES": args.nframes,
+           "COSIM_ACCESSES": args.accesses, "COSIM_NFRAMES": nframes,
+           "COSIM_STEPS": args.steps,
            "COSIM_QUIRKS": ",".join(kernel_quirks)}
     parts = [f"python -m cosim run {scenario} --sim {args.sim} --seed {args.seed}",
              f"--cores {args.cores} --tlb-entries {args.tlb_entries}",
              f"--tlb-ways {params['tlb_ways']} --phases {args.phases}",
-             f"--accesses {args.accesses} --nframes {args.nframes}"]
+             f"--accesses {args.accesses} --nframes {nframes}"]
+    if scenario == "fuzz":
+        parts.append(f"--steps {args.steps}")
     parts += [f"--quirk {q}" for q in args.quirk]
     command = " ".join(parts)
     env["COSIM_COMMAND"] = command

@@ -42,12 +42,16 @@ from cocotb.triggers import ClockCycles, Event, First
 
 from pyrmap.locking import Deadlock, LockDep, LockError, SoftLock, SoftRwSem, lock_class
 
-__all__ = ["HostEnv", "HostThread", "SCHEDULER", "LockError", "Deadlock"]
+__all__ = ["HostEnv", "HostThread", "SCHEDULER", "LockError", "Deadlock", "ThreadKilled"]
 
 
 def get_sim_steps_to_ns(steps: int) -> float:
     from cocotb.simtime import convert
     return convert(steps, "step", to="ns")
+
+
+class ThreadKilled(BaseException):
+    """Raised in a host thread whose task was killed (the test ended while it waited)."""
 
 
 class HostThread:
@@ -71,6 +75,19 @@ class HostThread:
         self.lock_waits = 0
         self.done = False
         self.mm = None      # the mm the thread acts on, for engines that ask current->mm
+
+        self.task = None
+        self.result = None
+        self.error: Optional[BaseException] = None
+
+    async def join(self) -> Any:
+        """Wait until the thread finished; return its result or raise its exception."""
+        if self.task is None:
+            raise RuntimeError(f"host thread {self.name!r} was not started with spawn()")
+        await self.task
+        if self.error is not None:
+            raise self.error
+        return self.result
 
     def __repr__(self) -> str:
         return f"<HostThread {self.name!r}>"
@@ -188,27 +205,47 @@ class HostEnv:
                 raise b
             try:
                 reply = (True, await a(*b[0], **b[1]))
-            except BaseException as exc:  # noqa: BLE001 - raised in the host thread
+            except Exception as exc:  # noqa: BLE001 - raised in the host thread
                 reply = (False, exc)
+            except BaseException:
+                # This task is being killed (the test ends, or the task was cancelled): the
+                # host thread must unwind before the scheduler goes on, never next to it.
+                self._kill(thread, os_thread)
+                raise
             thread._reply = reply
             self._now = get_sim_time("step")
             thread._to_host.release()           # and we block again at the loop's top
 
-    def spawn(self, name: str, fn: Callable[..., Any], *args, **kwargs):
-        """Start ``fn`` as a host thread in the background; returns the cocotb Task.
+    @staticmethod
+    def _kill(thread: HostThread, os_thread: threading.Thread) -> None:
+        """Make ``thread`` raise :class:`ThreadKilled` from its pending call and wait (the
+        scheduler blocked) until it has finished; calls it makes while unwinding fail too."""
+        while True:
+            thread._reply = (False, ThreadKilled(f"host thread {thread.name!r} killed"))
+            thread._to_host.release()
+            thread._to_sched.acquire()
+            if thread._request[0] == "done":
+                os_thread.join()
+                return
 
-        An exception in the thread is reported to :attr:`on_error` (and re-raised by the
-        task, so awaiting it fails too)."""
+    def spawn(self, name: str, fn: Callable[..., Any], *args, **kwargs) -> HostThread:
+        """Start ``fn`` as a host thread in the background; returns its :class:`HostThread`
+        (``await thread.join()`` returns ``fn``'s result or raises its exception).
+
+        An exception in the thread does not fail the cocotb test by itself (cocotb aborts a
+        test when a background task raises): it is kept in ``thread.error`` and reported to
+        :attr:`on_error`; whoever joins the thread decides."""
         thread = self._new_thread(name)
 
         async def guarded():
             try:
-                return await self._run(thread, fn, *args, **kwargs)
-            except BaseException as exc:  # noqa: BLE001 - reported, then re-raised
+                thread.result = await self._run(thread, fn, *args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - kept for join()
+                thread.error = exc
                 if self.on_error is not None:
                     self.on_error(thread, exc)
-                raise
-        return cocotb.start_soon(guarded())
+        thread.task = cocotb.start_soon(guarded())
+        return thread
 
     # --- letting simulated time pass -----------------------------------------------------
 

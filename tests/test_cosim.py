@@ -120,7 +120,7 @@ def _cli(*args, timeout=900):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["run", "nosuch"], "unknown scenario 'nosuch'; known: reclaim"),
+    (["run", "nosuch"], "unknown scenario 'nosuch'; known: reclaim, fuzz"),
     (["run", "reclaim", "--tlb-entries", "12", "--tlb-ways", "8"],
      "TLB has 12 entries, which is not a multiple of 8 ways"),
     (["run", "reclaim", "--quirk", "bogus"], "unknown quirk 'bogus'"),

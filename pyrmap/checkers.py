@@ -186,7 +186,9 @@ def _entry_span(entry) -> tuple[int, int]:
 
 
 def _entry_writable(entry) -> bool:
-    return bool(entry.perm & _PAGE_W)
+    """A store can complete through the entry without a walk: W and D (a CPU entry filled
+    with D=0 re-walks on a store; a device entry's D mirrors its W)."""
+    return bool(entry.perm & _PAGE_W) and bool(entry.d)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,11 +302,32 @@ class TlbChecker(Checker):
     """(a) no translation survives the operation that removed or downgraded it.
 
     ``after_range(mm, start, end, kind)`` / ``after_page(page, kind)`` run when such an
-    operation returns; ``kind`` is ``"unmap"`` (no entry may remain) or ``"wrprotect"`` (no
-    writable or dirty entry may remain).  ``check()`` (quiescent points) requires every cached
-    entry of a live mm to be backed by its current PTE.
+    operation (munmap, mprotect, madvise, mremap, migration) *returns*: every TLB entry (CPU
+    or device) in what it covered must then be backed by the PTE as it is now -- present,
+    the same frame, no W the PTE lacks, and for a CPU entry no D the PTE lacks.  An entry
+    that is not predates the operation's end (a refill could only copy the current PTE), so
+    an access hitting it would complete through a translation the operation removed.  Other
+    threads may legitimately refault the range meanwhile; such fresh entries pass.
+    ``check()`` (quiescent points) applies the same rule, plus A, to every CPU entry.
     """
     name = "tlb"
+
+    def _problem(self, src: str, entry, mm, strict_a: bool = False):
+        """Why ``entry`` is not backed by mm's current PTE, or None; also ``(ptep, val)``."""
+        va = entry.vpn << 12
+        ptep, val, _ = lookup_pte(self.kernel.mem, mm.pgd, va)
+        device = not src.startswith("core")
+        if not val & _PAGE_V:
+            return "the pte is not present", ptep, val
+        if (val & PPN_MASK) >> PPN_SHIFT != entry.ppn:
+            return f"the pte maps {(val & PPN_MASK) >> PPN_SHIFT:#x}", ptep, val
+        if _entry_writable(entry) and not val & _PAGE_W:
+            return "the pte is write-protected", ptep, val
+        if not device and entry.d and not val & _PAGE_D:
+            return "the pte is clean (a later write would not dirty it)", ptep, val
+        if strict_a and not device and entry.a and not val & _PAGE_A:
+            return "the pte is old but A was cleared without a flush", ptep, val
+        return None, ptep, val
 
     def after_range(self, mm, start: int, end: int, kind: str, op: str = "") -> None:
         self.checks += 1
@@ -315,48 +338,42 @@ class TlbChecker(Checker):
             hi = lo + (PAGE_SIZE << (9 * getattr(entry, "level", 0)))
             if hi <= start or lo >= end:
                 continue
-            if kind == "unmap" or _entry_writable(entry) or entry.d:
-                ptep, _, _ = lookup_pte(self.kernel.mem, mm.pgd, max(lo, start))
+            problem, ptep, val = self._problem(src, entry, mm)
+            if problem:
                 self.fail(f"{op or kind} of [0x{start:x}, 0x{end:x}) in {mm!r} returned while "
-                          f"{src} still holds {entry}", ptep)
+                          f"{src} still holds {entry}, but {problem}: {describe(val)}", ptep)
                 return
 
     def after_page(self, page, kind: str, op: str = "") -> None:
         self.checks += 1
+        by_asid = {mm.asid: mm for mm in self.owner.live_mms()}
         for src, entry in self.owner.all_entries():
             lo, hi = _entry_span(entry)
             if not lo <= page.pfn < hi:
                 continue
-            if kind == "unmap" or _entry_writable(entry) or entry.d:
-                self.fail(f"{op or kind} of {page!r} returned while {src} still holds {entry}")
+            mm = by_asid.get(entry.asid)
+            if mm is None:
+                self.fail(f"{op or kind} of {page!r} returned while {src} still holds {entry} "
+                          f"of an address space that is gone")
+                return
+            problem, ptep, val = self._problem(src, entry, mm)
+            if problem:
+                self.fail(f"{op or kind} of {page!r} returned while {src} still holds {entry}, "
+                          f"but {problem}: {describe(val)}", ptep)
                 return
 
     def check(self) -> None:
-        kernel = self.kernel
-        mem = kernel.mem
         by_asid = {mm.asid: mm for mm in self.owner.live_mms()}
-        strict_a = getattr(kernel.config, "clear_flush_young_flushes", True)
+        strict_a = getattr(self.kernel.config, "clear_flush_young_flushes", True)
         for src, entry in self.owner.core_entries():
             mm = by_asid.get(entry.asid)
             if mm is None:
                 continue
             self.checks += 1
-            va = entry.vpn << 12
-            ptep, val, level = lookup_pte(mem, mm.pgd, va)
-            problem = None
-            if not val & _PAGE_V:
-                problem = "the pte is not present"
-            elif (val & PPN_MASK) >> PPN_SHIFT != entry.ppn:
-                problem = f"the pte maps {(val & PPN_MASK) >> PPN_SHIFT:#x}"
-            elif _entry_writable(entry) and not val & _PAGE_W:
-                problem = "the pte is write-protected"
-            elif entry.d and not val & _PAGE_D:
-                problem = "the pte is clean (a later write would not dirty it)"
-            elif strict_a and entry.a and not val & _PAGE_A:
-                problem = "the pte is old but A was cleared without a flush"
+            problem, ptep, val = self._problem(src, entry, mm, strict_a)
             if problem:
-                self.fail(f"{src} holds {entry} for 0x{va:x} of {mm!r} but {problem}: "
-                          f"{describe(val)}", ptep)
+                self.fail(f"{src} holds {entry} for 0x{entry.vpn << 12:x} of {mm!r} but "
+                          f"{problem}: {describe(val)}", ptep)
                 return
 
 
@@ -472,6 +489,7 @@ class SecondaryMmu:
         self.windows = 0
         self.seq = 0
         self.released = False
+        self.lock = owner.kernel.arch.new_lock("secondary mmu_lock")
         self.calls: list[tuple] = []
         self.client = _make_secondary_client(self)
 
@@ -483,34 +501,37 @@ class SecondaryMmu:
 
     def fault(self, va: int, write: bool = False) -> bool:
         """Resolve and install the translation of ``va`` (the driver's fault handler, with
-        KVM's sequence-count retry: an invalidation that ran while the fill was in flight
-        undoes it).  Returns True when installed, False when the device must retry."""
+        KVM's protocol: sample the sequence count, resolve from the primary PTE, then under
+        the driver's ``mmu_lock`` install only if no invalidation ran or is running).
+        Returns True when installed, False when the device must retry."""
         if self.released or self.windows:
             return False
         seq = self.seq
         ptep, val, level = lookup_pte(self.owner.kernel.mem, self.mm.pgd, va)
         if not val & _PAGE_V or (write and not val & _PAGE_W):
             return False
-        if self.owner.notifier.in_window(self.mm, va):
-            self.owner.notifier.fail(f"secondary fill of 0x{va:x} inside an invalidate window")
         pfn = (val & PPN_MASK) >> PPN_SHIFT
         vpn = va >> PAGE_SHIFT
         if write and not val & _PAGE_D:
             # get_user_pages(write=1): the device will write without setting D anywhere.
             from .filemap import set_page_dirty
             set_page_dirty(self.owner.kernel.pages[pfn])
-        self.map[vpn] = (pfn, bool(val & _PAGE_W))
-        arch = self.owner.kernel.arch
-        if hasattr(arch, "dev_fill"):
-            arch.dev_fill(va & ~(PAGE_SIZE - 1), self.mm.asid, pfn, 0, val & 0x1E, False)
-        if self.seq != seq or self.released:
-            self._drop(vpn << PAGE_SHIFT, (vpn + 1) << PAGE_SHIFT)
-            return False
+        with self.lock:
+            if self.seq != seq or self.windows or self.released:
+                return False
+            if self.owner.notifier.in_window(self.mm, va):
+                self.owner.notifier.fail(f"secondary fill of 0x{va:x} inside an invalidate "
+                                         f"window")
+            self.map[vpn] = (pfn, bool(val & _PAGE_W))
+            arch = self.owner.kernel.arch
+            if hasattr(arch, "dev_fill"):
+                arch.dev_fill(va & ~(PAGE_SIZE - 1), self.mm.asid, pfn, 0, val & 0x1E, False)
         return True
 
     def _drop(self, start: int, end: int) -> None:
         """Invalidate the device TLB for every translation in [start, end), *then* forget it:
-        until the invalidation is acknowledged the device can still use it."""
+        until the invalidation is acknowledged the device can still use it.  Caller holds
+        ``self.lock``."""
         self.seq += 1
         arch = self.owner.kernel.arch
         for vpn in [v for v in self.map if start <= (v << PAGE_SHIFT) < end]:
@@ -530,6 +551,8 @@ def _make_secondary_client(sec: SecondaryMmu):
     base = _notifier_base()
 
     class _Secondary(base):
+        """The driver's callbacks; each takes the driver's mmu_lock (a spinlock in KVM)."""
+
         def __init__(self):
             if base is not object:
                 try:
@@ -539,16 +562,21 @@ def _make_secondary_client(sec: SecondaryMmu):
 
         def invalidate_page(self, mm, address):
             sec.calls.append(("invalidate_page", address))
-            sec._drop(address & ~(PAGE_SIZE - 1), (address & ~(PAGE_SIZE - 1)) + PAGE_SIZE)
+            with sec.lock:
+                page = address & ~(PAGE_SIZE - 1)
+                sec._drop(page, page + PAGE_SIZE)
 
         def invalidate_range_start(self, mm, start, end):
             sec.calls.append(("invalidate_range_start", start, end))
-            sec.windows += 1
-            sec._drop(start, end)
+            with sec.lock:
+                sec.windows += 1
+                sec._drop(start, end)
 
         def invalidate_range_end(self, mm, start, end):
             sec.calls.append(("invalidate_range_end", start, end))
-            sec.windows -= 1
+            with sec.lock:
+                sec.seq += 1
+                sec.windows -= 1
 
         def clear_flush_young(self, mm, address):
             sec.calls.append(("clear_flush_young", address))
@@ -559,8 +587,9 @@ def _make_secondary_client(sec: SecondaryMmu):
 
         def release(self, mm):
             sec.calls.append(("release",))
-            sec.released = True
-            sec._drop(0, 1 << 64)
+            with sec.lock:
+                sec.released = True
+                sec._drop(0, 1 << 64)
 
     return _Secondary()
 
@@ -603,12 +632,14 @@ class _MmShadow:
         self.regions: list[_Region] = []
         self.private: dict[int, np.ndarray] = {}   # vpn -> page contents (COW'd or anon)
         self.nonlinear: dict[int, int] = {}         # vpn -> pgoff (remap_file_pages)
+        self.written: set[int] = set()              # vpns of private pages this mm stored to
 
     def clone(self) -> "_MmShadow":
         new = _MmShadow()
         new.regions = [dataclasses.replace(r) for r in self.regions]
         new.private = {v: a.copy() for v, a in self.private.items()}
         new.nonlinear = dict(self.nonlinear)
+        new.written = set(self.written)
         return new
 
     def find(self, va: int) -> Optional[_Region]:
@@ -724,6 +755,8 @@ class ShadowMemory(Checker):
         nl = {v: p for v, p in s.nonlinear.items() if old >> PAGE_SHIFT <= v < (old + old_len) >> PAGE_SHIFT}
         for v in moved:
             del s.private[v]
+        wmoved = {v for v in s.written if old >> PAGE_SHIFT <= v < (old + old_len) >> PAGE_SHIFT}
+        s.written -= wmoved
         for v in nl:
             del s.nonlinear[v]
         self._forget(s, new, new + new_len)
@@ -749,12 +782,30 @@ class ShadowMemory(Checker):
         for v, p in nl.items():
             if (v << PAGE_SHIFT) - old < keep:
                 s.nonlinear[v + (delta >> PAGE_SHIFT)] = p
+        for v in wmoved:
+            if (v << PAGE_SHIFT) - old < keep:
+                s.written.add(v + (delta >> PAGE_SHIFT))
 
     def on_madvise_dontneed(self, mm, addr: int, length: int) -> None:
         s = self._mm(mm)
         end = addr + _page_align(length)
         for v in [v for v in s.private if addr >> PAGE_SHIFT <= v < end >> PAGE_SHIFT]:
             del s.private[v]
+            s.written.discard(v)
+
+    def on_cow_copy(self, mm, address: int) -> None:
+        """The engine copied a page for a write fault of mm at ``address`` (the ``cow_copy``
+        event, raised at the instant of the copy): a private file page is born now, with the
+        file's contents of this instant.  (Until the mm's first store lands, a failed and
+        retried fault may copy again: the last copy counts.)"""
+        s = self.mms.get(id(mm))
+        if s is None:
+            return
+        r = s.find(address)
+        vpn = address >> PAGE_SHIFT
+        if r is None or r.shared or not isinstance(r.obj, AddressSpace) or vpn in s.written:
+            return
+        s.private[vpn] = self._object_page(r.obj, r.pgoff_of(address)).copy()
 
     def on_fork(self, parent, child) -> None:
         self.mms[id(child)] = self._mm(parent).clone()
@@ -771,6 +822,7 @@ class ShadowMemory(Checker):
     def _forget(self, s: _MmShadow, start: int, end: int) -> None:
         for v in [v for v in s.private if start >> PAGE_SHIFT <= v < end >> PAGE_SHIFT]:
             del s.private[v]
+            s.written.discard(v)
         for v in [v for v in s.nonlinear if start >> PAGE_SHIFT <= v < end >> PAGE_SHIFT]:
             del s.nonlinear[v]
 
@@ -805,7 +857,11 @@ class ShadowMemory(Checker):
 
     def store(self, mm, va: int, value: int) -> None:
         self.stores += 1
-        page = self._page_for(self._mm(mm), va, True)
+        s = self._mm(mm)
+        page = self._page_for(s, va, True)
+        r = s.find(va)
+        if r is not None and not r.shared:
+            s.written.add(va >> PAGE_SHIFT)
         if page is None:
             self.fail(f"store to 0x{va:x} of {mm!r} completed outside every mapping")
             return
@@ -854,12 +910,13 @@ class ShadowMemory(Checker):
     def writeback_check(self, page) -> None:
         """No write may escape a writeback: when a page's contents go to the backing store
         with PG_dirty clear, every translation that can still write the page must leave a
-        trace that makes the page dirty again.  A PTE with W (a store through it sets D, or D
-        is set already: page_mkclean or try_to_unmap will find it) is such a trace; a CPU TLB
-        entry with W whose PTE is gone, write-protected, clean or elsewhere is not (the core
-        stores through it without touching memory's PTE), and neither is a writable device
-        TLB entry (the device never sets D).  A page redirtied meanwhile (PG_dirty set) will
-        be written again."""
+        trace that makes the page dirty again.  A PTE with W is such a trace (page_mkclean
+        counts a writable pte as dirty; try_to_unmap moves D to the page); a CPU TLB entry
+        with W whose PTE is gone, write-protected or elsewhere is not (the core stores
+        through it without touching memory's PTE).  A device entry is like a CPU one:
+        the device never sets D, but while its PTE stays writable page_mkclean finds the PTE
+        (and invalidates the device).  A page redirtied meanwhile (PG_dirty set) will be
+        written again."""
         self.checks += 1
         if page.test(PG.dirty):
             return
@@ -874,9 +931,8 @@ class ShadowMemory(Checker):
                 continue        # an exiting mm: no thread of it runs any more
             va = entry.vpn << PAGE_SHIFT
             ptep, val, _ = lookup_pte(mem, mm.pgd, va)
-            if src.startswith("core") and val & _PAGE_V and val & _PAGE_W and \
-                    (val & PPN_MASK) >> PPN_SHIFT == entry.ppn and (val & _PAGE_D or not entry.d):
-                continue
+            if val & _PAGE_V and val & _PAGE_W and (val & PPN_MASK) >> PPN_SHIFT == entry.ppn:
+                continue        # page_mkclean will find the writable pte: the page redirties
             self.fail(f"writeback of clean {page!r} while {src} holds writable {entry} "
                       f"(0x{va:x} of {mm!r}) whose pte is {describe(val)}: a store through it "
                       f"would leave no trace", ptep)
@@ -956,6 +1012,8 @@ class Checkers:
             self.frame.on_event(event, **details)
         elif event in ("writeback", "writepage", "writeback_start") and "page" in details:
             self.shadow.writeback_check(details["page"])
+        elif event == "cow_copy":
+            self.shadow.on_cow_copy(details["mm"], details["address"])
 
     def add_secondary(self, mm) -> SecondaryMmu:
         sec = SecondaryMmu(self, mm)

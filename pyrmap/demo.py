@@ -1,8 +1,9 @@
 """The demo: reclaim under memory pressure with every invariant checked (pure Python, SoftArch).
 
 Several processes share anonymous pages through fork and file pages through shared mappings
-(one also maps the file privately); CPU workloads run on the MMU cores while a reclaim thread
-(kswapd), a writeback thread (msync) and a migration thread run next to them, interleaved by
+(one also maps the file privately); CPU workloads run on the MMU cores and a device works through the
+secondary MMU (its driver kept coherent by mmu notifiers) while a reclaim thread (kswapd), a
+writeback thread (msync) and a migration thread run next to them, interleaved by
 the seeded scheduler, in a memory too small to hold everything.  At the end it prints what was
 aged, unmapped, written back, swapped and migrated (``kernel.stats``), the TLB figures (hits,
 misses, walks, A/D sets, flushes) and each checker's verdict.  Deterministic per seed; the exit
@@ -45,6 +46,8 @@ def _phase_threads(system: System, rng: random.Random, procs, fmaps, phase: int,
         mm = procs[(phase + core) % len(procs)]
         system.random_workload(core, mm, accesses, store_ratio=0.5,
                                rng=random.Random(rng.randrange(1 << 30)))
+    system.spawn_device(procs[(phase + 1) % len(procs)], accesses // 3,
+                        rng=random.Random(rng.randrange(1 << 30)))
     low, high = 8, 14
 
     def kswapd():
@@ -55,8 +58,10 @@ def _phase_threads(system: System, rng: random.Random, procs, fmaps, phase: int,
 
     def writeback():
         mm, addr, length = fmaps[phase % len(fmaps)]
-        if mm in system.processes:
-            system.msync(mm, addr, length, check_backing=False)
+        for _ in range(2):
+            if mm in system.processes:
+                system.msync(mm, addr, length, check_backing=False)
+            system.arch.yield_point("writeback thread sleeps")
 
     def migration():
         for _ in range(2):
@@ -64,7 +69,21 @@ def _phase_threads(system: System, rng: random.Random, procs, fmaps, phase: int,
             if pages:
                 system.migrate(rng.choice(pages))
 
+    def dontneed():
+        # MADV_DONTNEED of a few pages of a shared file mapping while the CPUs use them (the
+        # contents stay in the page cache; the ptes and TLB entries go).
+        mm, addr, length = fmaps[phase % len(fmaps)]
+        npages = length // PAGE_SIZE
+        for _ in range(3):
+            if mm not in system.processes:
+                return
+            first = rng.randrange(npages)
+            count = rng.randrange(1, min(3, npages - first) + 1)
+            system.madvise_dontneed(mm, addr + first * PAGE_SIZE, count * PAGE_SIZE)
+            system.arch.yield_point("madvise thread sleeps")
+
     system.spawn(system._name("kswapd"), kswapd)
+    system.spawn(system._name("madvise"), dontneed)
     system.spawn(system._name("writeback"), writeback)
     system.spawn(system._name("migration"), migration)
 
@@ -89,7 +108,7 @@ _TLB = ["lookups", "hits", "misses", "walks", "a_sets", "d_sets", "cas_retries",
         "entries_invalidated"]
 
 
-def run_demo(seed: int = 1, *, nframes: int = 48, phases: int = 10, accesses: int = 100,
+def run_demo(seed: int = 1, *, nframes: int = 52, phases: int = 10, accesses: int = 100,
              out: Optional[TextIO] = None, quirks=None) -> DemoResult:
     """Run the demo scenario and print its report to ``out`` (stdout by default)."""
     out = out or sys.stdout
@@ -152,10 +171,23 @@ def run_demo(seed: int = 1, *, nframes: int = 48, phases: int = 10, accesses: in
     tlb = system.tlb_stats()
     print("TLB figures (all cores):", file=out)
     print("  " + "  ".join(f"{name}={tlb.get(name, 0)}" for name in _TLB), file=out)
+    dev = getattr(getattr(system.arch, "dev", None), "perf", None)
+    if dev:
+        print("device TLB (secondary MMU): " + "  ".join(f"{k}={v}" for k, v in dev.items()),
+              file=out)
+    calls: dict[str, int] = {}
+    for sec in system.checkers.secondaries:
+        for call in sec.calls:
+            calls[call[0]] = calls.get(call[0], 0) + 1
+    if calls:
+        print("notifier callbacks seen by the device driver: " +
+              "  ".join(f"{k}={v}" for k, v in sorted(calls.items())), file=out)
     loads = system.shadow.loads
     stores = system.shadow.stores
     print(f"workloads: {stores} stores, {loads} loads checked against the shadow memory, "
-          f"{sum(w.stats['faults'] for w in system.workloads)} page faults", file=out)
+          f"{sum(w.stats['faults'] for w in system.workloads)} CPU page faults, "
+          f"{sum(w.stats['faults'] for w in system.device_workloads)} device faults",
+          file=out)
     print("checkers:", file=out)
     names = {"tlb": "(a) no stale translation", "frame": "(b) no freed frame reachable",
              "shadow": "(c) no lost write", "notifier": "(d) notifier start/end pairs",

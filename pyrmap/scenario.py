@@ -290,11 +290,12 @@ class System:
 
     def random_workload(self, core: int, mm, count: int, *, store_ratio: float = 0.5,
                         rng: Optional[random.Random] = None, **kw) -> CpuWorkload:
-        """A random-with-locality workload on ``core``; each core uses its own words of every
-        page, so concurrent workloads never race on one word (the shadow stays exact)."""
+        """A random-with-locality workload on ``core``, on words of its own (see
+        :meth:`agent_offset`)."""
         rng = rng or random.Random(self.rng.randrange(1 << 30))
         src = _offset(random_accesses(rng, lambda: self.shadow.regions(mm), count,
-                                      store_ratio=store_ratio), 64 * core)
+                                      store_ratio=store_ratio, words=2),
+                      self.agent_offset(mm, core))
         return self.spawn_workload(core, mm, src, **kw)
 
     def secondary(self, mm):
@@ -305,6 +306,13 @@ class System:
                 return sec
         return self.checkers.add_secondary(mm)
 
+    def agent_offset(self, mm, agent: int) -> int:
+        """Byte offset in every page of the two words that ``agent`` (a core, or ``ncores``
+        for the device) uses.  Distinct agents never share a word, so no two threads race on
+        one word and the shadow's order of stores is the memory's; an agent does read words
+        it wrote through another mm (shared mappings, fork)."""
+        return 16 * agent
+
     def spawn_device(self, mm, count: int, *, store_ratio: float = 0.3,
                      rng: Optional[random.Random] = None):
         """A device thread: ``count`` random accesses through the device TLB on ``mm``'s
@@ -312,7 +320,8 @@ class System:
         from .workload import DeviceWorkload
         rng = rng or random.Random(self.rng.randrange(1 << 30))
         src = _offset(random_accesses(rng, lambda: self.shadow.regions(mm), count,
-                                      store_ratio=store_ratio), 384)
+                                      store_ratio=store_ratio, words=2),
+                      self.agent_offset(mm, self.arch.ncores))
 
         def body():
             wl = DeviceWorkload(self.kernel, self.secondary(mm), src, checkers=self.checkers)

@@ -119,14 +119,17 @@ def _count(coarse, fine) -> dict:
 
 
 def _parser():
-    p = argparse.ArgumentParser(prog="python -m hdl.export",
-                                description="Write the Verilog of a Top configuration.")
+    p = argparse.ArgumentParser(
+        prog="python -m hdl.export",
+        description="Write the Verilog of a Top configuration (or of several: --tlb-entries, "
+                    "--tlb-ways and --replacement take several values; every combination is "
+                    "exported, and with --stat compared in one table).")
     d = MmuConfig()
     p.add_argument("--cores", type=int, default=d.ncores)
-    p.add_argument("--tlb-entries", type=int, default=d.tlb_entries)
-    p.add_argument("--tlb-ways", type=int, default=None,
+    p.add_argument("--tlb-entries", type=int, nargs="+", default=[d.tlb_entries])
+    p.add_argument("--tlb-ways", type=int, nargs="+", default=None,
                    help="default: = --tlb-entries (fully associative)")
-    p.add_argument("--replacement", choices=REPLACEMENTS, default=d.replacement)
+    p.add_argument("--replacement", choices=REPLACEMENTS, nargs="+", default=[d.replacement])
     p.add_argument("--superpage-entries", type=int, default=d.superpage_entries)
     p.add_argument("--asid-bits", type=int, default=d.asid_bits)
     p.add_argument("--svade", action="store_true", help="Svade: page fault instead of A/D update")
@@ -139,32 +142,65 @@ def _parser():
     return p
 
 
+def configs_from_args(args) -> list:
+    """Every combination of the multi-valued options, as MmuConfigs (or the error a
+    combination raised, as a string)."""
+    out = []
+    for entries in args.tlb_entries:
+        for ways in (args.tlb_ways or [entries]):
+            for replacement in args.replacement:
+                try:
+                    out.append(MmuConfig(
+                        ncores=args.cores, tlb_entries=entries, tlb_ways=ways,
+                        replacement=replacement, superpage_entries=args.superpage_entries,
+                        asid_bits=args.asid_bits, svadu=not args.svade,
+                        dev_entries=args.dev_entries, arbitration=args.arbitration,
+                        **{f"quirk_{q}": True for q in args.quirk}))
+                except (TypeError, ValueError) as e:
+                    out.append(f"{entries} entries / {ways} ways / {replacement}: {e}")
+    return out
+
+
 def config_from_args(args) -> MmuConfig:
-    return MmuConfig(
-        ncores=args.cores, tlb_entries=args.tlb_entries,
-        tlb_ways=args.tlb_entries if args.tlb_ways is None else args.tlb_ways,
-        replacement=args.replacement, superpage_entries=args.superpage_entries,
-        asid_bits=args.asid_bits, svadu=not args.svade, dev_entries=args.dev_entries,
-        arbitration=args.arbitration,
-        **{f"quirk_{q}": True for q in args.quirk})
+    """The one configuration the options name (raises if they name several or a bad one)."""
+    configs = configs_from_args(args)
+    if len(configs) != 1:
+        raise ValueError(f"The options name {len(configs)} configurations, not one")
+    if isinstance(configs[0], str):
+        raise ValueError(configs[0].split(": ", 1)[1])
+    return configs[0]
 
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        config = config_from_args(args)
-    except (TypeError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    configs = configs_from_args(args)
+    bad = [c for c in configs if isinstance(c, str)]
+    good = [c for c in configs if not isinstance(c, str)]
+    for msg in bad:
+        print(f"error: {msg if len(configs) > 1 else msg.split(': ', 1)[1]}", file=sys.stderr)
+    if not good:
         return 2
-    path = export(config, args.out_dir)
-    print(path)
+    for config in good:
+        print(export(config, args.out_dir))
     if args.stat:
-        st = yosys_stat(config)
-        print(f"config {config.config_hash}: {st['cells']} cells, {st['ff_bits']} flip-flop "
-              f"bits, {st['gates']} single-bit gates")
-        for kind, n in sorted(st["by_type"].items(), key=lambda kv: -kv[1]):
-            print(f"  {kind:<16} {n}")
-    return 0
+        rows = []
+        for config in good:
+            st = yosys_stat(config)
+            rows.append((config, st))
+        if len(rows) == 1:
+            config, st = rows[0]
+            print(f"config {config.config_hash}: {st['cells']} cells, {st['ff_bits']} "
+                  f"flip-flop bits, {st['gates']} single-bit gates")
+            for kind, n in sorted(st["by_type"].items(), key=lambda kv: -kv[1]):
+                print(f"  {kind:<16} {n}")
+        else:
+            print(f"{'config':<14}{'entries':>8}{'ways':>6}  {'replacement':<12}{'cells':>8}"
+                  f"{'ff bits':>9}{'gates':>9}")
+            for config, st in rows:
+                print(f"{config.config_hash:<14}{config.tlb_entries:>8}{config.tlb_ways:>6}  "
+                      f"{config.replacement:<12}{st['cells']:>8}{st['ff_bits']:>9}"
+                      f"{st['gates']:>9}")
+    return 2 if bad else 0
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ import pytest
 from hdl.config import MmuConfig
 from hdl.core import CoreMmu
 from hdl.device import DeviceMmu
-from hdl.export import config_from_args, export, main, verilog_text, yosys_stat, _parser
+from hdl.export import (_parser, config_from_args, configs_from_args, export, main,
+                        verilog_text, yosys_stat)
 from hdl.tlb import Tlb
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
@@ -93,6 +94,23 @@ def test_cli_parses_to_config():
                                                                              False)
     assert c.quirk_fill_after_inval and not c.quirk_plain_ad_write
     assert config_from_args(_parser().parse_args(["--tlb-entries", "4"])).tlb_ways == 4
+
+
+def test_cli_sweeps_designs(tmp_path, capsys):
+    args = ["--cores", "1", "--dev-entries", "2", "--tlb-entries", "4", "8", "--tlb-ways", "1",
+            "4", "--replacement", "fifo", "--out-dir", str(tmp_path)]
+    configs = configs_from_args(_parser().parse_args(args))
+    assert len(configs) == 4
+    assert [isinstance(c, str) for c in configs] == [False, False, False, False]
+    with pytest.raises(ValueError, match="name 4 configurations"):
+        config_from_args(_parser().parse_args(args))
+    # 8 entries / 3 ways is rejected, the other combination is exported; exit status 2
+    assert main(["--cores", "1", "--dev-entries", "2", "--tlb-entries", "8", "--tlb-ways", "8",
+                 "3", "--out-dir", str(tmp_path)]) == 2
+    cap = capsys.readouterr()
+    assert "8 entries / 3 ways / plru: TLB has 8 entries, which is not a multiple of 3 ways" \
+        in cap.err
+    assert cap.out.strip().endswith("top.v")
 
 
 def test_cli_rejects_bad_config(capsys):

@@ -235,8 +235,13 @@ class PteRacer:
         rng = self.rng
         if self.unmapped and rng.random() < 0.4:
             addr = rng.choice(sorted(self.unmapped))
-            self.mem.sw_store(addr, self.unmapped.pop(addr), "racer restore")
-            self.counts["restore"] += 1
+            if rng.random() < 0.3:              # swap it out: another non-present value
+                new = swp_entry_to_pte(swp_entry(rng.randrange(4), rng.randrange(1, 1 << 12)))
+                self.mem.sw_store(addr, new, "racer store non-present")
+                self.counts["store"] += 1
+            else:                               # map it again
+                self.mem.sw_store(addr, self.unmapped.pop(addr), "racer restore")
+                self.counts["restore"] += 1
             return
         if self.recent_reads and rng.random() < 0.8:
             addr = self.recent_reads[-1].addr

@@ -132,6 +132,17 @@ class TlbReader:
         return self._read(self.dev_handles)
 
 
+class _DevFaultPort:
+    """``arch.dev.ack_fault()`` as the engine's DeviceWorkload calls it (SoftArch's
+    ``DeviceTlb.ack_fault``): consumes the RTL's pending fault record."""
+
+    def __init__(self, arch):
+        self.arch = arch
+
+    def ack_fault(self):
+        return self.arch._dev_call("dev_ack_fault", self.arch.device.ack_fault)
+
+
 class CosimArch(Arch):
     """The :class:`pyrmap.arch.Arch` of a co-simulation.
 
@@ -536,6 +547,40 @@ class CosimArch(Arch):
             self.access_checker.fail(msg, ptep)
         else:
             raise AssertionError(msg)
+
+    # --- the device (secondary MMU) through its driver ---------------------------------------
+
+    def attach_device(self, driver) -> None:
+        """The :class:`cosim.cpu.DeviceDriver`; enables ``dev_*`` and ``dev.ack_fault``."""
+        self.device = driver
+        self.dev = _DevFaultPort(self)
+
+    def _dev_call(self, what: str, coro_fn, *args):
+        if getattr(self, "device", None) is None:
+            raise RuntimeError(f"{what} needs the device driver (CosimArch.attach_device)")
+        if not self.env.in_host_thread():
+            raise RuntimeError(f"{what} needs simulated time; call it from a host thread")
+        self.stats[what] += 1
+        return self.env.call(coro_fn, *args)
+
+    def dev_access(self, vaddr: int, op, asid: int):
+        """A device access through the RTL's DeviceMmu: ``(FaultKind, paddr)``."""
+        return self._dev_call("dev_access", self.device.access, vaddr, op, asid)
+
+    def dev_fill(self, vaddr: int, asid: int, ppn: int, level: int, perm: int,
+                 g: bool = False):
+        """Install a device TLB entry (perm: R W X U in PTE bit positions 1..4)."""
+        self._dev_call("dev_fill", self.device.fill, vaddr, asid, ppn, level, perm, g)
+        self._tlb_cache_key = None
+
+    def dev_young(self, vaddr: int, asid: int) -> bool:
+        return self._dev_call("dev_young", self.device.young, vaddr, asid)
+
+    def dev_inval(self, kind, vaddr: int = 0, asid: int = 0) -> int:
+        """One device invalidation; returns after the ack (the cycles it took)."""
+        cycles = self._dev_call("dev_inval", self.device.inval, int(kind), vaddr, asid)
+        self._tlb_cache_key = None
+        return cycles
 
     def perf(self, core: int) -> dict[str, int]:
         """The RTL performance counters of ``core`` (``cpu{i}__perf__*``)."""

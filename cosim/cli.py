@@ -247,6 +247,10 @@ def run(a: RunArgs, out: TextIO = sys.stdout) -> int:
         r = cb.run(config, a.sim, "cosim.tb.tb_cosim", seed=a.seed, waves=a.waves,
                    env=dict(a.env, COSIM_PROGRESS=progress,
                             COCOTB_TEST_FILTER="test_scenario"))
+    except RuntimeError as exc:          # the simulator itself died
+        print(f"\nerror: the simulation failed: {exc}", file=out)
+        print(f"\nFAILED (reproduce: {a.command})", file=out)
+        return 1
     finally:
         if tail is not None:
             tail.stop.set()
@@ -292,6 +296,13 @@ def format_report(rep: dict) -> str:
     lines.append(f"A/D by CAS: {t.get('a_sets', 0)} A sets, {t.get('d_sets', 0)} D sets, "
                  f"{t.get('cas_retries', 0)} CAS retries; {t.get('squashed', 0)} walks "
                  f"squashed by invalidations")
+    dev = rep.get("device") or {}
+    if dev.get("driver"):
+        dd, dp = dev["driver"], dev.get("perf", {})
+        lines.append(f"device TLB: {dd.get('accesses', 0)} accesses ({dp.get('hits', 0)} hits, "
+                     f"{dp.get('misses', 0)} misses), {dd.get('fills', 0)} fills, "
+                     f"{dd.get('invals', 0)} invalidations, {dd.get('young_tests', 0)} "
+                     f"young tests")
     fl = a.get("flushes", {})
     kinds = ", ".join(f"{k} {v}" for k, v in fl.items() if k != "no_cores")
     idle = f", {fl['no_cores']} with no core to reach" if fl.get("no_cores") else ""

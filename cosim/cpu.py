@@ -30,7 +30,7 @@ from cocotb.triggers import RisingEdge
 from pyrmap.physmem import BusError
 from pyrmap.pte import AccessType, FaultKind
 
-__all__ = ["Access", "AccessOutcome", "CpuDriver", "WorkloadError"]
+__all__ = ["Access", "AccessOutcome", "CpuDriver", "DeviceDriver", "WorkloadError"]
 
 MASK64 = (1 << 64) - 1
 
@@ -316,4 +316,131 @@ class CpuDriver:
                 out[name] = int(h.value)
             except ValueError:
                 out[name] = -1
+        return out
+
+
+class DeviceDriver:
+    """Drives the secondary MMU's ports (``dev__req``, ``dev__fault``, ``dev__fill``,
+    ``dev__young``, ``dev__inval``; ``hdl/PORTS.md``) for the host's device driver.
+
+    Every method is a coroutine; ``CosimArch.dev_*`` run them for engine threads, one round
+    trip each.  Sampling is as :class:`CpuDriver`'s: right after the rising edge.
+    """
+
+    def __init__(self, dut, arch, *, timeout: int = 100_000):
+        self.dut = dut
+        self.arch = arch
+        self.clk = dut.clk
+        self.timeout = timeout
+        self.stats: collections.Counter[str] = collections.Counter()
+        self._port = CoLock("dev")
+        self._inval = CoLock("dev.inval")
+        self.asid_mask = (1 << max(arch.asid_bits, 1)) - 1
+        for name in ("req__valid", "fill__valid", "young__valid", "inval__valid",
+                     "fault__ack"):
+            self._h(name).value = 0
+
+    def _h(self, name: str):
+        return getattr(self.dut, f"dev__{name}")
+
+    async def _handshake(self, prefix: str) -> None:
+        """Hold ``{prefix}__valid`` until the edge after which ``{prefix}__ready`` reads 1."""
+        valid, ready = self._h(prefix + "__valid"), self._h(prefix + "__ready")
+        valid.value = 1
+        for _ in range(self.timeout):
+            await RisingEdge(self.clk)
+            if int(ready.value):
+                valid.value = 0
+                return
+        raise TimeoutError(f"device: {prefix} never ready")
+
+    async def access(self, vaddr: int, op: AccessType, asid: int):
+        """One device access: ``(fault, paddr)`` (PORTS.md: NONE, PAGE, or MISS with the
+        fault record raised)."""
+        async with self._port:
+            self._h("req__vaddr").value = vaddr & MASK64
+            self._h("req__op").value = int(op)
+            self._h("req__asid").value = asid & self.asid_mask
+            valid, ready = self._h("req__valid"), self._h("req__ready")
+            rvalid = self._h("resp__valid")
+            valid.value = 1
+            accepted = False
+            for _ in range(self.timeout):
+                await RisingEdge(self.clk)
+                if not accepted and int(ready.value):
+                    accepted = True
+                    valid.value = 0
+                if accepted and int(rvalid.value):
+                    fault = FaultKind(int(self._h("resp__fault").value))
+                    paddr = int(self._h("resp__paddr").value)
+                    self.stats["accesses"] += 1
+                    self.stats[f"fault_{fault.name.lower()}"] += 1
+                    return fault, (paddr if fault == FaultKind.NONE else 0)
+            raise TimeoutError(f"device: no response to {AccessType(op).name} 0x{vaddr:x}")
+
+    async def ack_fault(self):
+        """Consume the pending fault record: ``(vaddr, asid, op)`` or None."""
+        async with self._port:
+            if not int(self._h("fault__valid").value):
+                return None
+            rec = (int(self._h("fault__vaddr").value), int(self._h("fault__asid").value),
+                   AccessType(int(self._h("fault__op").value)))
+            self._h("fault__ack").value = 1
+            await RisingEdge(self.clk)
+            self._h("fault__ack").value = 0
+            await RisingEdge(self.clk)
+            self.stats["faults_acked"] += 1
+            return rec
+
+    async def fill(self, vaddr: int, asid: int, ppn: int, level: int, perm: int,
+                   g: bool = False) -> None:
+        """Install an entry; ``perm`` has R W X U in PTE bit positions 1..4."""
+        async with self._port:
+            self._h("fill__vaddr").value = vaddr & MASK64
+            self._h("fill__asid").value = asid & self.asid_mask
+            self._h("fill__ppn").value = ppn
+            self._h("fill__level").value = level
+            self._h("fill__perm").value = (perm >> 1) & 0xF
+            self._h("fill__g").value = int(bool(g))
+            await self._handshake("fill")
+            self.stats["fills"] += 1
+
+    async def young(self, vaddr: int, asid: int) -> bool:
+        """Test and clear the young bit of the entry mapping (vaddr, asid)."""
+        async with self._port:
+            self._h("young__vaddr").value = vaddr & MASK64
+            self._h("young__asid").value = asid & self.asid_mask
+            self._h("young__valid").value = 1
+            for _ in range(self.timeout):
+                await RisingEdge(self.clk)
+                if int(self._h("young__ack").value):
+                    self._h("young__valid").value = 0
+                    self.stats["young_tests"] += 1
+                    return bool(int(self._h("young__young").value))
+            raise TimeoutError("device: young test never acknowledged")
+
+    async def inval(self, kind: int, vaddr: int = 0, asid: int = 0) -> int:
+        """One invalidation; returns the cycles until the ack."""
+        async with self._inval:
+            self._h("inval__kind").value = int(kind)
+            self._h("inval__vaddr").value = vaddr & MASK64
+            self._h("inval__asid").value = asid & self.asid_mask
+            self._h("inval__valid").value = 1
+            for n in range(1, self.timeout):
+                await RisingEdge(self.clk)
+                if int(self._h("inval__ack").value):
+                    self._h("inval__valid").value = 0
+                    self.stats["invals"] += 1
+                    return n
+            raise TimeoutError("device: invalidation never acknowledged")
+
+    def perf(self) -> dict[str, int]:
+        out = {}
+        for name in ("lookups", "hits", "misses", "fills", "invals", "young_clears"):
+            h = getattr(self.dut, f"dev__perf__{name}", None)
+            if h is not None:
+                try:
+                    out[name] = int(h.value)
+                except ValueError:
+                    out[name] = -1
         return out

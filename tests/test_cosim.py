@@ -189,3 +189,17 @@ def test_deterministic_per_seed_on_both_simulators():
     assert a == b, "seed 21: two Icarus runs differ"
     assert a == v, "seed 21: Icarus and Verilator differ"
     assert a != other, "seeds 21 and 22 gave the same run"
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+def test_fuzz_scenario(sim):
+    """pyrmap's random program (mmap/munmap/mprotect/mremap/fork/exit/madvise/msync/reclaim/
+    migration/remap_file_pages, CPU and device workloads) on the RTL: every checker passes."""
+    r = _run_top(sim, 3, "test_scenario", env={"COSIM_SCENARIO": "fuzz", "COSIM_STEPS": 12})
+    assert r.report is not None, f"no report: {r.failures}\n{r.log_tail()}"
+    assert r.passed, f"{r.report.get('violation')}\n{r.log_tail()}\nreproduce: {r.command}"
+    rep = r.report
+    assert rep["accesses"] > 50 and rep["arch"]["flush_count"] > 0, rep
+    assert rep["device"] and rep["device"]["driver"].get("accesses", 0) > 0, rep["device"]
+    assert all(c["verdict"] == "PASS" for c in rep["checkers"]), rep["checkers"]

@@ -171,7 +171,7 @@ import json
 from cocotb.triggers import RisingEdge
 
 from cosim.arch import CosimArch
-from cosim.cpu import CpuDriver
+from cosim.cpu import CpuDriver, DeviceDriver
 from cosim.memory import Latency, MemoryResponder
 
 
@@ -214,6 +214,8 @@ async def start_bench(dut, mem, seed: int, *, yield_cycles=(0, 2), latency=None)
                      sp_entries=int(cfg.get("superpage_entries", 4)),
                      dev_entries=int(cfg.get("dev_entries", 8)))
     arch.attach_drivers([CpuDriver(dut, i, arch) for i in range(ncores)])
+    if hasattr(dut, "dev__req__valid"):
+        arch.attach_device(DeviceDriver(dut, arch))
     return env, arch, memory
 
 
@@ -639,6 +641,8 @@ def report(s: CosimSystem, seed: int, p: dict, seconds: float, error: str | None
                 "cas_retries": tot.get("cas_retries", 0), "invals": tot.get("invals", 0),
                 "squashed": tot.get("squashed", 0)},
         "cores": cores,
+        "device": ({"driver": dict(arch.device.stats), "perf": arch.device.perf()}
+                   if getattr(arch, "device", None) is not None else None),
         "arch": arch.figures(),
         "kernel": {key: k.stats.get(key, 0) for _, key in FIGURES},
         "figure_labels": {key: label for label, key in FIGURES},

@@ -23,7 +23,9 @@ Every PTE store goes through ``kernel.arch``.  Counters go to ``kernel.stats``:
 ``fault_private_file_cow``, ``fault_cow``, ``fault_wp_reuse``, ``fault_wp_shared``,
 ``fault_swapin``, ``fault_migration_wait``, ``fault_nonlinear``, ``fault_svade_a``,
 ``fault_svade_d``, ``fault_spurious``, ``cow_copies``, ``zap_ptes``, ``zap_swap_entries``,
-``tlb_gather_flushes``, ``pagetables_freed``, ``fork_ptes_copied``.
+``tlb_gather_flushes``, ``pagetables_freed``, ``fork_ptes_copied``.  Events for checkers
+(``arch.notify``): ``cow_copy`` (mm, address, old_pfn, new_pfn) at the instant a private copy
+is taken, under the pte lock.
 """
 
 from __future__ import annotations

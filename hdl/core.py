@@ -57,8 +57,21 @@ class CoreMmu(wiring.Component):
 
     Members
     -------
-    req, resp : the CPU port.   inval : the invalidation port.   mem : the walker's memory port.
-    perf : 32-bit counters ``CORE_COUNTERS``.
+    req : In(cpu_req_signature)
+        ``valid``/``ready``, ``vaddr``, ``op`` (AccessType), ``user``, ``sum``, ``asid``,
+        ``root`` (satp.PPN).
+    resp : Out(cpu_resp_signature)
+        One-cycle ``valid`` pulse with ``paddr`` (0 on a fault), ``fault`` (FaultKind) and
+        ``hit`` (served from the TLB).
+    inval : In(inval_signature)
+        ``valid`` (hold until ``ack``), ``kind`` (InvalKind), ``vaddr``, ``asid``; ``ack`` pulse.
+    mem : Out(mem_signature())
+        The walker's memory port.
+    perf : Out
+        32-bit counters ``CORE_COUNTERS``: ``lookups`` (requests), ``hits`` (served from the
+        TLB), ``misses`` (requests that walked), ``walks``, ``walk_cycles`` (cycles a walk was
+        pending), ``a_sets``/``d_sets`` (updates that set A/D), ``cas_retries``, ``invals``
+        (requests applied), ``squashed`` (walks whose fill an invalidation suppressed).
     """
 
     def __init__(self, *, tlb_entries=8, tlb_ways=None, replacement="plru", superpage_entries=4,

@@ -63,9 +63,10 @@ class _Replacement:
             levels = _log2(ways)
             prefix = Const(0, 0)
             for d in range(levels):
-                node = Cat(prefix, Const(0, 0)).as_unsigned() + ((1 << d) - 1)
+                # heap order: the node at depth d under the choices so far is 2**d - 1 + prefix
+                node = prefix.as_unsigned() + ((1 << d) - 1)
                 bit = tree.bit_select(node, 1) if d else tree[0]
-                prefix = Cat(bit, prefix)  # prefix holds the way's top bits, MSB last
+                prefix = Cat(bit, prefix)  # earlier choices are the way number's high bits
             return prefix
         if self.policy == "fifo":
             return self._select(set_idx)

@@ -12,7 +12,7 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     demo = sub.add_parser("demo", help="reclaim under memory pressure, every invariant checked")
     demo.add_argument("--seed", type=int, default=1)
-    demo.add_argument("--frames", type=int, default=48, help="physical memory in 4 KiB frames")
+    demo.add_argument("--frames", type=int, default=52, help="physical memory in 4 KiB frames")
     demo.add_argument("--phases", type=int, default=10)
     demo.add_argument("--quirk", action="append", default=[],
                       help="switch on a historical bug (repeatable)")

@@ -203,3 +203,48 @@ def test_fuzz_scenario(sim):
     assert rep["accesses"] > 50 and rep["arch"]["flush_count"] > 0, rep
     assert rep["device"] and rep["device"]["driver"].get("accesses", 0) > 0, rep["device"]
     assert all(c["verdict"] == "PASS" for c in rep["checkers"]), rep["checkers"]
+
+
+# --- constructors: errors in Amaranth's voice, no simulator needed --------------------------
+
+def test_host_env_rejects_bad_parameters():
+    from cosim.host import HostEnv
+    with pytest.raises(TypeError, match=r"^Seed must be an integer, not 'x'$"):
+        HostEnv(None, "x")
+    with pytest.raises(ValueError, match=r"Yield cycles must be 0 <= lo <= hi, not \(3, 1\)"):
+        HostEnv(None, 1, yield_cycles=(3, 1))
+
+
+def test_cosim_arch_rejects_bad_parameters():
+    from cosim.arch import CosimArch
+    from cosim.host import HostEnv
+    env = HostEnv(None, 1)
+    with pytest.raises(TypeError, match=r"^Core count must be a positive integer, not 0$"):
+        CosimArch(None, None, env, ncores=0)
+    with pytest.raises(TypeError, match=r"Range flush threshold must be a positive integer"):
+        CosimArch(None, None, env, ncores=2, range_flush_pages=0)
+
+
+def test_cpu_driver_rejects_bad_core():
+    from types import SimpleNamespace
+
+    from cosim.cpu import CpuDriver
+    with pytest.raises(ValueError, match=r"^Core must be 0\.\.1, not 5$"):
+        CpuDriver(None, 5, SimpleNamespace(ncores=2))
+    with pytest.raises(TypeError, match=r"Retry limit must be a positive integer, not 0"):
+        CpuDriver(None, 0, SimpleNamespace(ncores=2), max_retries=0)
+
+
+def test_report_format_names_every_figure():
+    from cosim.cli import format_report
+    rep = {"cycles": 10, "accesses": 3, "stores": 1, "loads": 2,
+           "tlb": {"lookups": 4, "hits": 3, "hit_rate": 0.75, "misses": 1, "walks": 1,
+                   "a_sets": 1, "d_sets": 1, "cas_retries": 2},
+           "arch": {"flush_count": 2, "flushes": {"page": 2}, "flush_cycles_max": 5},
+           "kernel": {"pswpout": 7}, "figure_labels": {"pswpout": "swapped out"},
+           "checkers": [{"name": "shadow", "checks": 9, "verdict": "FAIL"}],
+           "violation": "[shadow] lost write"}
+    text = format_report(rep)
+    for needle in ("4 lookups, 3 hits (75.0 %)", "1 D sets, 2 CAS retries", "flushes: 2 driven",
+                   "max 5", "swapped out", "(c) no lost write", "FAIL", "[shadow] lost write"):
+        assert needle in text, f"{needle!r} missing:\n{text}"

@@ -240,9 +240,14 @@ class System:
     def msync(self, mm, start: int, length: int, check_backing: bool = True) -> int:
         from .filemap import msync
         rc = msync(mm, start, length)
-        if self.check and check_backing:
+        if self.check:
             for mapping, pgoff in self.shadow.shared_pgoffs(mm, start, start + _align(length)):
-                self.shadow.check_backing(mapping, [pgoff])
+                if check_backing:
+                    self.shadow.check_backing(mapping, [pgoff])
+                page = mapping.page_tree.get(pgoff)
+                if page is not None:
+                    # page_mkclean returned: no TLB may still write the page unseen.
+                    self.checkers.tlb.after_page(page, "wrprotect", "msync (page_mkclean)")
         return rc
 
     def reclaim(self, nr: int = 8) -> int:

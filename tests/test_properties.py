@@ -264,3 +264,41 @@ def test_random_accesses_are_seeded_and_local():
     assert {acc.op for acc in a} == {AccessType.LOAD, AccessType.STORE}
     ro = list(random_accesses(random.Random(4), lambda: [(0x1000, 0x3000, 1, False)], 50))
     assert {acc.op for acc in ro} == {AccessType.LOAD}                  # read-only: no stores
+
+
+# --- the fuzz command line and the long runs -----------------------------------------------------
+
+def test_fuzz_command_line_replays_a_program(capsys):
+    from pyrmap.__main__ import main
+    assert main(["fuzz", "--seed", "3", "--steps", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "step 0:" in out and "step 5:" in out and "every check passed" in out
+    assert main(["fuzz", "--seed", "3", "--steps", "6"]) == 0
+    assert capsys.readouterr().out == out                 # deterministic per seed
+
+
+def test_violation_names_the_replay_command():
+    """A violation raised inside a random program carries the fuzz command and the step."""
+    system = System(seed=8, nframes=64, command=reproduce_command(8, 5, nframes=64))
+    random_program(system, 3)
+    p = system.processes[0]
+    a = system.mmap(p, 0, PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
+    system.spawn_workload(0, p, [("store", a, 1)])
+    system.run()
+    system.shadow._mm(p).private[a >> 12][0] = 2            # corrupt the model on purpose
+    system.checkers.step("load")
+    system.spawn_workload(0, p, [("load", a)])
+    with pytest.raises(InvariantViolation) as exc:
+        system.run()
+    v = exc.value
+    assert v.seed == 8 and v.step == 4 and v.operation == "load"
+    assert "python -m pyrmap fuzz --seed 8 --steps 5 --nframes 64" in str(v)
+
+
+@pytest.mark.slow
+@settings(derandomize=True, max_examples=150, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2 ** 31 - 1), nframes=st.sampled_from([40, 48, 64, 96]))
+def test_stress_long_random_programs(seed, nframes):
+    system = _run(seed, 80, nframes=nframes)
+    _ran_every_checker(system)

@@ -187,6 +187,10 @@ def new_mmu_coverage(ncores: int, svadu: bool = True) -> Coverage:
     cov.cross("ad_x_page", "ad_update", "page",
               exclude=[(None, "none")])
     cov.cross("inval_x_removed", "inval_kind", "inval_removed")
+    cov.cross("inval_during_walk_x_core", "inval_during_walk", "core")
+    cov.cross("cas_retry_x_page", "cas_retry", "page", exclude=[(None, "none")])
+    cov.cross("ad_x_op", "ad_update", "op",
+              exclude=[(ad, op) for ad in ("D", "AD") for op in ("LOAD", "FETCH")])
     return cov
 
 

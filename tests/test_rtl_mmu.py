@@ -86,6 +86,16 @@ def test_random_mmu(sim, seed, rtl_opts):
 
 
 @pytest.mark.sim
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(100, 110))
+@pytest.mark.parametrize("sim", SIMS)
+def test_random_mmu_stress(sim, seed, rtl_opts):
+    """Ten more seeds with 1500 requests per core (make stress)."""
+    r = _run(sim, "test_random_mmu", seed, rtl_opts, env={"COSIM_NREQ": "1500"})
+    assert r.passed, _explain(r)
+
+
+@pytest.mark.sim
 @pytest.mark.parametrize("sim", SIMS)
 def test_device(sim, rtl_opts):
     """DeviceMmu step by step against SoftArch's device model."""

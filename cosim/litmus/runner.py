@@ -1,0 +1,204 @@
+"""Run litmus files on the RTL, many times each, and judge them.
+
+:func:`run_files` groups the tests by the ``Top`` configuration they need, runs each group in
+one simulator process (:mod:`cosim.litmus.bench`), and returns a :class:`TestResult` per
+test: the histogram of outcomes, which conditions were seen, and the verdict.
+
+Verdict rules: a test **fails** when a run satisfies a ``forbidden`` condition, when a run
+does not satisfy a ``required`` one, when an ``observable`` condition (a negative control) was
+never satisfied, or when a run hung or broke; otherwise it **passes**.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional
+
+from .model import LitmusTest, Verdict
+from .parser import parse_file
+
+__all__ = ["TestResult", "judge", "run_files", "format_result", "DEFAULT_RUNS"]
+
+DEFAULT_RUNS = 100
+
+
+@dataclass
+class TestResult:
+    """The judged runs of one test.
+
+    Attributes
+    ----------
+    test : LitmusTest
+    sim : str
+    config : dict
+        The ``Top`` parameters it ran on.
+    runs : list of dict
+        The bench's records (``seed``, ``outcome``, ``conds``, ``cycles``, ``error``).
+    histogram : Counter of str
+    seen : list of int
+        Per condition, the number of runs that satisfied it.
+    failures : list of str
+        Why the test failed (empty: passed); each names a run's seed.
+    first_bad_cycles : int or None
+        Simulated cycles from the start of the batch to the end of the first failing run.
+    """
+    test: LitmusTest
+    sim: str
+    config: dict
+    runs: list
+    histogram: collections.Counter = field(default_factory=collections.Counter)
+    seen: list = field(default_factory=list)
+    failures: list = field(default_factory=list)
+    first_bad_cycles: Optional[int] = None
+    first_bad_condition: Optional[str] = None
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+def judge(test: LitmusTest, runs: list, sim: str = "", config: Optional[dict] = None
+          ) -> TestResult:
+    """Apply the verdict rules to the bench's run records."""
+    r = TestResult(test, sim, dict(config or {}), runs)
+    r.seen = [0] * len(test.conditions)
+    cycles = 0
+    for rec in runs:
+        cycles += rec.get("cycles", 0)
+        if "error" in rec:
+            r.histogram["error: " + rec["error"]] += 1
+            r.failures.append(f"run seed {rec['seed']}: {rec['error']}")
+            if r.first_bad_cycles is None:
+                r.first_bad_cycles, r.first_bad_condition = cycles, "run error"
+            continue
+        r.histogram[rec["outcome"]] += 1
+        for i, (c, val) in enumerate(zip(test.conditions, rec["conds"])):
+            if val:
+                r.seen[i] += 1
+            bad = (c.verdict == Verdict.FORBIDDEN and val) or \
+                  (c.verdict == Verdict.REQUIRED and not val)
+            if bad:
+                what = "forbidden outcome seen" if val else "required condition failed"
+                r.failures.append(f"run seed {rec['seed']}: {what} (line {c.line}: {c.text}): "
+                                  f"{rec['outcome']}")
+                if r.first_bad_cycles is None:
+                    r.first_bad_cycles = cycles
+                    r.first_bad_condition = f"{c.verdict.value}: {c.text}"
+    for i, c in enumerate(test.conditions):
+        if c.verdict == Verdict.OBSERVABLE and not r.seen[i] and runs:
+            r.failures.append(f"observable outcome never seen in {len(runs)} runs (line "
+                              f"{c.line}: {c.text})")
+    return r
+
+
+def format_result(r: TestResult, *, max_failures: int = 5) -> str:
+    """The histogram and verdict of one test, as the CLI prints it."""
+    n = len(r.runs)
+    lines = [f"Test {r.test.name} ({r.test.path}) on {r.sim or '?'}: {n} runs"]
+    for outcome, count in sorted(r.histogram.items(), key=lambda kv: (-kv[1], kv[0])):
+        lines.append(f"  {count:6d}  {outcome}")
+    for c, seen in zip(r.test.conditions, r.seen):
+        lines.append(f"  {c.verdict.value:>10}: {c.text}  -- satisfied in {seen}/{n}")
+    if r.passed:
+        lines.append("  verdict: PASS")
+    else:
+        lines.append(f"  verdict: FAIL ({len(r.failures)} problem(s))")
+        for f in r.failures[:max_failures]:
+            lines.append(f"    {f}")
+    return "\n".join(lines)
+
+
+def _config_for(test: LitmusTest, base: dict) -> dict:
+    cfg = dict(base)
+    cfg.update({k: v for k, v in test.config.items()})
+    cfg["ncores"] = max(int(cfg.get("ncores", 2)), test.ncores)
+    return cfg
+
+
+def run_files(paths: Iterable[str], *, runs: Optional[int] = None, sim: str = "icarus",
+              seed: int = 1, config: Optional[dict] = None, waves: bool = False
+              ) -> list[TestResult]:
+    """Parse, run and judge litmus files.
+
+    Parameters
+    ----------
+    paths : iterable of str
+    runs : int, optional
+        Runs per test (default: the file's ``option runs=``, else :data:`DEFAULT_RUNS`).
+    sim : str
+        ``"icarus"`` or ``"verilator"``.
+    seed : int
+        Run ``k`` of a test uses seed ``seed + k``; ``--runs 1 --seed S`` replays one run.
+    config : dict, optional
+        ``Top`` parameters for every test (a file's ``config`` line overrides them), e.g.
+        ``{"quirk_fill_after_inval": True}``.
+
+    Raises
+    ------
+    LitmusSyntaxError
+        A file does not parse (before anything runs).
+    RuntimeError
+        The simulator failed to produce a report.
+    """
+    from ..build import make_config, run
+    tests = [parse_file(p) for p in paths]
+    groups: dict = collections.OrderedDict()
+    for t in tests:
+        cfg = _config_for(t, config or {})
+        groups.setdefault(json.dumps(cfg, sort_keys=True), []).append(t)
+    results = []
+    for key, group in groups.items():
+        cfg = json.loads(key)
+        jobs = [{"path": str(Path(t.path).resolve()), "runs": int(runs or t.options.get("runs", DEFAULT_RUNS)),
+                 "seed": seed} for t in group]
+        rr = run(make_config(**cfg), sim, "cosim.litmus.bench", seed=seed,
+                 env={"COSIM_LITMUS": json.dumps(jobs)}, waves=waves)
+        rep = (rr.report or {}).get("litmus")
+        if rep is None:
+            raise RuntimeError(f"the litmus bench produced no report ({'; '.join(rr.failures)})"
+                               f"\n{rr.log_tail()}\nreproduce: {rr.command}")
+        for t in group:
+            data = rep["tests"][str(Path(t.path).resolve())]
+            results.append(judge(t, data["runs"], sim, cfg))
+    return results
+
+
+def main(argv: Optional[list] = None, prog: str = "python -m cosim.litmus") -> int:
+    """Run litmus files on the RTL; exit 1 when any test fails, 2 on a usage or parse error."""
+    import argparse
+    import logging
+    from ..build import SIMULATORS
+    from .parser import LitmusSyntaxError
+    p = argparse.ArgumentParser(prog=prog, description=main.__doc__)
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--runs", type=int, default=None, help=f"runs per test (default: the "
+                   f"file's 'option runs=', else {DEFAULT_RUNS})")
+    p.add_argument("--sim", choices=SIMULATORS, default="icarus")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--config", default="", help="k=v,k=v parameters of Top (quirks too)")
+    p.add_argument("--waves", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    if args.runs is not None and args.runs < 1:
+        p.error(f"--runs must be at least 1, not {args.runs}")
+    from ..build import _parse_value
+    cfg = {}
+    for item in filter(None, args.config.split(",")):
+        k, _, v = item.partition("=")
+        cfg[k.strip()] = _parse_value(v.strip())
+    try:
+        results = run_files(args.files, runs=args.runs, sim=args.sim, seed=args.seed,
+                            config=cfg, waves=args.waves)
+    except LitmusSyntaxError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    bad = 0
+    for r in results:
+        print(format_result(r))
+        bad += not r.passed
+    print(f"{len(results) - bad} of {len(results)} litmus tests passed")
+    return 1 if bad else 0

@@ -1,0 +1,566 @@
+"""pyrmap.devdriver on SoftArch: the secondary-MMU driver kept coherent by mmu notifiers.
+
+Every scenario runs a device thread (accesses through the device TLB, faults resolved by the
+driver, loads compared with the shadow memory) next to the VM operation under test, on a
+seeded scheduler, with every checker on; the quirks are each caught by a checker.  Failures
+print the seed.
+"""
+
+import random
+
+import pytest
+
+from pyrmap import mmu_notifier as mn
+from pyrmap.arch import InvalKind
+from pyrmap.checkers import InvariantViolation
+from pyrmap.devdriver import (EFAULT, EINTR, FIGURE_LABELS, DevDriverConfig, DeviceMmuDriver,
+                              device_figures, register_device, run_device)
+from pyrmap.mmu_notifier import mmu_notifier_release
+from pyrmap.pagemap import lock_page, unlock_page
+from pyrmap.pte import PAGE_SIZE, AccessType, FaultKind
+from pyrmap.rmap import KernelBug
+from pyrmap.scenario import (MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_WRITE,
+                             System, _offset)
+from pyrmap.workload import random_accesses
+
+RW = PROT_READ | PROT_WRITE
+DEV_OFFSET = 32          # the device's own words of every page (System.agent_offset(mm, 2))
+
+
+class DevSys:
+    """A System with one process (anonymous and shared-file memory) and its device."""
+
+    def __init__(self, seed: int, *, nframes: int = 40, config=None, quirks=None,
+                 pages: int = 6, register: bool = True):
+        self.seed = seed
+        self.s = s = System(seed=seed, nframes=nframes, quirks=quirks,
+                            command=f"pytest tests/test_devdriver.py  # seed {seed}")
+        self.rng = random.Random(seed)
+        self.p = s.new_process()
+        self.file = s.create_file("f", pages)
+        self.anon = s.mmap(self.p, 0, pages * PAGE_SIZE, RW, MAP_PRIVATE | MAP_ANONYMOUS)
+        self.fsh = s.mmap(self.p, 0, pages * PAGE_SIZE, RW, MAP_SHARED, file=self.file)
+        self.pages = pages
+        self.drv = None
+        if register:
+            self.drv = register_device(self.p, checkers=s.checkers, config=config)
+
+    def accesses(self, count: int, store_ratio: float = 0.4, mm=None):
+        mm = mm or self.p
+        rng = random.Random(self.rng.randrange(1 << 30))
+        return _offset(random_accesses(rng, lambda: self.s.shadow.regions(mm), count,
+                                       store_ratio=store_ratio, words=2), DEV_OFFSET)
+
+    def spawn_device(self, count: int, store_ratio: float = 0.4):
+        src = self.accesses(count, store_ratio)
+        self.s.spawn("device", lambda: run_device(self.drv, src, shadow=self.s.shadow))
+
+    def touch_all(self):
+        """The device stores to every page (faulting each in), before the scenario."""
+        for base in (self.anon, self.fsh):
+            for i in range(self.pages):
+                self.drv.access(base + i * PAGE_SIZE + DEV_OFFSET, AccessType.STORE,
+                                0x1000 + i, shadow=self.s.shadow)
+
+    def run(self):
+        self.s.run()
+
+    def check_device(self):
+        """Quiescent: every device entry of the mm backed by its current PTE (checker (a))."""
+        chk = self.s.checkers
+        for entry in self.drv.device_entries():
+            problem, ptep, val = chk.tlb._problem("device TLB", entry, self.p)
+            assert problem is None, f"seed {self.seed}: device holds {entry}: {problem}"
+
+
+def _verdicts_pass(ds):
+    bad = [v for v in ds.s.checkers.verdicts() if v[3] != "PASS"]
+    assert not bad, f"seed {ds.seed}: {bad}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Construction and the single-threaded paths.
+
+def test_config_and_constructor_errors():
+    with pytest.raises(TypeError, match="Range pages must be a positive integer, not 0"):
+        DevDriverConfig(range_pages=0)
+    with pytest.raises(TypeError, match="Max retries must be a positive integer, not 'x'"):
+        DevDriverConfig(max_retries="x")
+    ds = DevSys(0, register=False)
+    with pytest.raises(TypeError, match="Config must be a DevDriverConfig, not 3"):
+        DeviceMmuDriver(ds.p, config=3)
+    with pytest.raises(TypeError, match=r"must provide dev_fill\(\), which 5 lacks"):
+        DeviceMmuDriver(ds.p, dev=5)
+    assert DevDriverConfig(no_seq_retry=True).quirks() == ["no_seq_retry"]
+
+
+def test_fault_fills_from_the_primary_pte_without_pinning():
+    ds = DevSys(1)
+    drv, s = ds.drv, ds.s
+    va = ds.anon + DEV_OFFSET
+    assert drv.access(va, AccessType.STORE, 0xAB, shadow=s.shadow) is None
+    assert drv.access(va, AccessType.LOAD, shadow=s.shadow) == 0xAB
+    st = drv.stats
+    assert st["faults"] == 1 and st["fills"] == 1 and st["gup_faults"] == 1, st
+    assert st["accesses"] == 2
+    ent = drv.device_entries()
+    assert len(ent) == 1 and ent[0].vpn == ds.anon >> 12 and ent[0].perm & 0x4  # W
+    page = s.kernel.pages[ent[0].ppn]
+    # Not pinned: the PTE's reference and the LRU's are all there is (no extra get_page).
+    assert page._count == 1, page
+    assert page.test(page.flags.__class__.dirty), "a write fill must dirty the page"
+
+
+def test_fault_outside_any_mapping_is_efault_and_stopped_device_refuses():
+    ds = DevSys(2)
+    assert ds.drv.device_fault(0x10_0000_0000, AccessType.LOAD) == -EFAULT
+    with pytest.raises(OSError) as ei:
+        ds.drv.access(0x10_0000_0000, AccessType.LOAD)
+    assert ei.value.errno == EFAULT
+    ds.drv.release(ds.p)
+    assert ds.drv.stopped and ds.drv.device_entries() == []
+    assert ds.drv.device_fault(ds.anon, AccessType.LOAD) == -EFAULT
+
+
+def test_invalidate_page_range_and_young_drive_the_device():
+    ds = DevSys(3)
+    ds.touch_all()
+    drv, p = ds.drv, ds.p
+    n = len(drv.device_entries())
+    assert n == 8, drv.device_entries()            # 12 pages through an 8-entry device TLB
+    seq = drv.seq
+    va = next(e.vpn << 12 for e in drv.device_entries())
+    drv.invalidate_page(p, va)
+    assert drv.seq == seq + 1
+    assert not any(e.vpn << 12 == va for e in drv.device_entries())
+    drv.invalidate_range_start(p, ds.fsh, ds.fsh + 6 * PAGE_SIZE)
+    assert drv.count == 1
+    assert not any(ds.fsh <= e.vpn << 12 < ds.fsh + 6 * PAGE_SIZE
+                   for e in drv.device_entries())
+    # Inside the window the fault path refuses to fill (and the device waits).
+    assert drv.fault(ds.fsh, write=False) is False and drv.stats["fills_refused"] == 1
+    drv.invalidate_range_end(p, ds.fsh, ds.fsh + 6 * PAGE_SIZE)
+    assert drv.count == 0 and drv.seq == seq + 2
+    assert drv.fault(ds.fsh, write=False) is True
+    # young: a hit sets it, clear_flush_young harvests it once and flushes the entry.
+    drv.access(ds.fsh + DEV_OFFSET, AccessType.LOAD)
+    assert drv.clear_flush_young(p, ds.fsh) == 1
+    assert drv.clear_flush_young(p, ds.fsh) == 0
+    assert not any(e.vpn << 12 == ds.fsh for e in drv.device_entries())
+    assert drv.stats["young_harvested"] == 1
+    fig = device_figures(ds.s)
+    assert set(k for k, _ in FIGURE_LABELS) <= set(fig) and fig["drivers"] == 1
+    assert fig["invalidations"] == 2 and fig["young_harvested"] == 1, fig
+
+
+def test_end_without_start_is_reported():
+    ds = DevSys(4)
+    with pytest.raises(InvariantViolation, match="without its start"):
+        ds.drv.invalidate_range_end(ds.p, ds.anon, ds.anon + PAGE_SIZE)
+    assert ds.drv.count == 0 and ds.drv.min_count == -1
+
+
+def test_register_with_signal_pending_returns_eintr_and_leaves_everything():
+    ds = DevSys(5, register=False)
+    s, p = ds.s, ds.p
+    drv = DeviceMmuDriver(p, checkers=s.checkers)
+    before = (list(p.mmu_notifier_mm.list), p.mm_count, dict(drv.stats), drv.seq)
+    task = s.arch.current_task()
+    task.signal_pending = True
+    try:
+        assert drv.register() == -EINTR
+        with pytest.raises(OSError) as ei:
+            register_device(p, checkers=s.checkers)
+        assert ei.value.errno == EINTR
+    finally:
+        task.signal_pending = False
+    assert (list(p.mmu_notifier_mm.list), p.mm_count, dict(drv.stats), drv.seq) == before
+    assert not drv.registered and not p.mmap_sem.is_locked()
+    assert not ds.file.i_mmap_lock.is_locked()
+    mn.mmu_notifier_invalidate_page(p, ds.anon)          # not heard
+    assert drv.events == []
+    assert drv.register() == 0 and drv.registered
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_register_interrupted_inside_a_scenario(seed):
+    """A signal arrives while the driver registers next to munmap and reclaim: -EINTR, and
+    the driver heard nothing; the retry succeeds and sees only paired windows."""
+    ds = DevSys(seed, register=False, nframes=32)
+    s, p = ds.s, ds.p
+    drv = DeviceMmuDriver(p, checkers=s.checkers)
+    got = []
+
+    def driver():
+        s.arch.current_task().signal_pending = True
+        got.append(drv.register())
+        s.arch.current_task().signal_pending = False
+        got.append(list(drv.events))
+        got.append(drv.register())
+
+    def vm():
+        s.munmap(p, ds.anon, PAGE_SIZE)
+        s.reclaim(4)
+        s.mprotect(p, ds.fsh, PAGE_SIZE, PROT_READ)
+
+    s.spawn("driver", driver)
+    s.spawn("vm", vm)
+    ds.run()
+    assert got[0] == -EINTR and got[1] == [] and got[2] == 0, (seed, got)
+    assert drv.count == 0 and drv.min_count == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenarios.
+
+def kswapd(ds, rounds=10, nr=4):
+    def body():
+        for _ in range(rounds):
+            ds.s.reclaim(nr)
+            for _ in range(10):
+                ds.s.arch.yield_point("kswapd sleeps")
+    return body
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_reclaim_swaps_device_pages_and_the_device_faults_them_back(seed):
+    ds = DevSys(seed, nframes=30)
+    ds.touch_all()
+    ds.spawn_device(160)
+    ds.s.spawn("kswapd", kswapd(ds))
+    ds.run()
+    k, st = ds.s.kernel, ds.drv.stats
+    assert k.stats["vmscan_unmapped"] > 0, f"seed {seed}: reclaim unmapped nothing"
+    assert st["invalidate_page"] > 0 and st["young_tests"] > 0, (seed, st)
+    assert st["fills"] > 12, (seed, st)              # refaults after the touch
+    assert ds.s.shadow.loads > 0
+    ds.check_device()
+    _verdicts_pass(ds)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_munmap_mprotect_mremap_while_the_device_accesses(seed):
+    ds = DevSys(seed)
+    ds.touch_all()
+    s, p = ds.s, ds.p
+    ds.spawn_device(120)
+
+    def vm():
+        s.mprotect(p, ds.anon, 2 * PAGE_SIZE, PROT_READ)
+        s.arch.yield_point("vm")
+        s.mprotect(p, ds.anon, 2 * PAGE_SIZE, RW)
+        new = s.mremap(p, ds.anon + 2 * PAGE_SIZE, 2 * PAGE_SIZE, 3 * PAGE_SIZE, 1)
+        s.arch.yield_point("vm")
+        s.munmap(p, ds.fsh + PAGE_SIZE, 2 * PAGE_SIZE)
+        s.munmap(p, new, PAGE_SIZE)
+
+    s.spawn("vm", vm)
+    ds.run()
+    st = ds.drv.stats
+    assert st["range_start"] >= 4 and st["range_end"] == st["range_start"], (seed, st)
+    assert ds.drv.count == 0
+    ds.check_device()
+    _verdicts_pass(ds)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fork_cow_while_the_device_maps_the_parent(seed):
+    ds = DevSys(seed)
+    ds.touch_all()
+    s, p = ds.s, ds.p
+    ds.spawn_device(100, store_ratio=0.6)
+    child = []
+
+    def forker():
+        c = s.fork(p)
+        child.append(c)
+        s.random_workload(0, c, 40, store_ratio=0.3)
+
+    s.spawn("fork", forker)
+    ds.run()
+    c = child[0]
+    # The parent's device stores after the fork went to its own copies: the child's loads
+    # (checked by the shadow on every access) still see the values from before the fork.
+    assert s.shadow.loads > 0
+    st = ds.drv.stats
+    assert st["range_start"] >= 1, (seed, st)       # copy_page_range write-protected the parent
+    ds.check_device()
+    _verdicts_pass(ds)
+    assert c in s.processes
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_migration_of_device_mapped_pages(seed):
+    ds = DevSys(seed)
+    ds.touch_all()
+    s = ds.s
+    ds.spawn_device(100)
+    moved = []
+
+    def migrator():
+        rng = random.Random(seed)
+        for _ in range(8):
+            devpages = [s.kernel.pages[e.ppn] for e in ds.drv.device_entries()]
+            if devpages:
+                moved.append(s.migrate(rng.choice(devpages)))
+            s.arch.yield_point("migrator")
+
+    s.spawn("migrate", migrator)
+    ds.run()
+    assert moved.count(0) >= 1, f"seed {seed}: no device-mapped page migrated: {moved}"
+    assert ds.drv.stats["invalidate_page"] >= 1
+    ds.check_device()
+    _verdicts_pass(ds)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_exit_while_the_device_is_active_racing_reclaim(seed):
+    ds = DevSys(seed, nframes=30)
+    ds.touch_all()
+    s, p = ds.s, ds.p
+    ds.spawn_device(200)
+    s.spawn("kswapd", kswapd(ds, rounds=6))
+
+    def exiter():
+        for _ in range(seed * 7):
+            s.arch.yield_point("exit later")
+        s.exit(p)
+
+    s.spawn("exit", exiter)
+    ds.run()
+    drv = ds.drv
+    assert drv.stopped and drv.stats["releases"] >= 1, (seed, drv.stats)
+    assert p.dead and drv.sptes == {}
+    assert not any(e.asid == p.asid for e in s.arch.dev_entries()), s.arch.dev_entries()
+    _verdicts_pass(ds)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_register_racing_munmap_truncate_and_try_to_unmap(seed):
+    """The driver registers while munmap, truncate and reclaim (try_to_unmap) run on the mm:
+    its start/end counter never goes negative and it never sees an end without its start."""
+    from pyrmap.filemap import vmtruncate
+    ds = DevSys(seed, nframes=30, register=False)
+    s, p = ds.s, ds.p
+    for base in (ds.anon, ds.fsh):
+        s.workload(0, p, [("store", base + i * PAGE_SIZE) for i in range(ds.pages)]).run()
+    drv = DeviceMmuDriver(p, checkers=s.checkers)
+
+    def driver():
+        for _ in range(seed * 3):
+            s.arch.yield_point("register later")
+        assert drv.register() == 0
+        s.checkers.secondaries.append(drv)
+        run_device(drv, ds.accesses(40), shadow=s.shadow)
+
+    def munmapper():
+        s.munmap(p, ds.anon, 2 * PAGE_SIZE)
+        s.munmap(p, ds.anon + 3 * PAGE_SIZE, PAGE_SIZE)
+
+    def truncater():
+        vmtruncate(ds.file, 3 * PAGE_SIZE)
+        s.shadow.on_truncate(ds.file, 3) if hasattr(s.shadow, "on_truncate") else None
+
+    s.spawn("driver", driver)
+    s.spawn("munmap", munmapper)
+    s.spawn("truncate", truncater)
+    s.spawn("kswapd", kswapd(ds, rounds=3))
+    ds.run()
+    assert drv.min_count == 0 and drv.count == 0, (seed, drv.min_count, drv.count)
+    kinds = [e[0] for e in drv.events]
+    depth = 0
+    for k in kinds:
+        depth += {"range_start": 1, "range_end": -1}.get(k, 0)
+        assert depth >= 0, f"seed {seed}: an end without its start: {kinds}"
+    assert drv.stats["violations"] == 0
+
+
+def test_register_without_the_locks_sees_an_unmatched_end(monkeypatch):
+    """Mutation: registration without mmap_sem and mm_take_all_locks lets the driver join in
+    the middle of a window; its counter check reports the end without a start."""
+    monkeypatch.setattr(mn, "mm_take_all_locks", lambda mm: 0)
+    monkeypatch.setattr(mn, "mm_drop_all_locks", lambda mm: None)
+    caught = 0
+    for seed in range(12):
+        ds = DevSys(seed, register=False)
+        s, p = ds.s, ds.p
+        drv = DeviceMmuDriver(p, checkers=s.checkers)
+
+        def vm():
+            for _ in range(4):
+                s.mprotect(p, ds.anon, PAGE_SIZE, PROT_READ)
+                s.mprotect(p, ds.anon, PAGE_SIZE, RW)
+
+        def driver():
+            for _ in range(seed):
+                s.arch.yield_point("later")
+            mn.__mmu_notifier_register(drv, p)
+
+        s.spawn("vm", vm)
+        s.spawn("driver", driver)
+        try:
+            ds.run()
+        except InvariantViolation as exc:
+            assert "without its start" in str(exc), exc
+            caught += 1
+    assert caught, "no seed let the unlocked registration land inside a window"
+
+
+# ---------------------------------------------------------------------------------------------
+# Quirks.
+
+class _RaceDriver(DeviceMmuDriver):
+    """Runs ``race()`` once, between resolving a translation and filling it."""
+
+    race = None
+
+    def _resolved(self, vaddr, op, pfn):
+        fn, self.race = self.race, None
+        if fn is not None:
+            fn()
+        super()._resolved(vaddr, op, pfn)
+
+
+def _seq_race(on: bool):
+    ds = DevSys(7, register=False)
+    s, p = ds.s, ds.p
+    s.workload(0, p, [("store", ds.anon)]).run()
+    drv = _RaceDriver(p, checkers=s.checkers, config=DevDriverConfig(no_seq_retry=on))
+    assert drv.register() == 0
+    s.checkers.secondaries.append(drv)
+    drv.race = lambda: s.munmap(p, ds.anon, PAGE_SIZE)      # frees the page just resolved
+    return ds, drv.device_fault(ds.anon, AccessType.LOAD)
+
+
+def test_no_seq_retry_fills_a_freed_page():
+    with pytest.raises(InvariantViolation) as ei:
+        _seq_race(True)
+    assert ei.value.checker in ("frame", "notifier")
+    assert "which is free" in ei.value.message or "inside the open" in ei.value.message
+    ds, rc = _seq_race(False)
+    assert rc == -EFAULT                     # refused, retried, found the mapping gone
+    _verdicts_pass(ds)
+
+
+def _concurrent_seq_race(seed: int, on: bool):
+    ds = DevSys(seed, nframes=30, config=DevDriverConfig(no_seq_retry=on))
+    ds.touch_all()
+    s, p = ds.s, ds.p
+    ds.spawn_device(120)
+    s.spawn("kswapd", kswapd(ds, rounds=8))
+
+    def vm():
+        for i in range(3):
+            s.madvise_dontneed(p, ds.anon + 2 * i * PAGE_SIZE, PAGE_SIZE)
+            s.arch.yield_point("vm")
+    s.spawn("vm", vm)
+    ds.run()
+    return ds
+
+
+def test_no_seq_retry_caught_under_concurrency():
+    """The same quirk hit by the seeded scheduler alone (reclaim and madvise next to the
+    device); the same seed passes without it."""
+    for seed in range(40):
+        try:
+            _concurrent_seq_race(seed, True)
+        except InvariantViolation as exc:
+            assert exc.checker in ("frame", "notifier", "tlb"), exc
+            assert exc.seed == seed
+            _verdicts_pass(_concurrent_seq_race(seed, False))
+            return
+    pytest.fail("no seed in range(40) hit the seq race with no_seq_retry on")
+
+
+def _defer_migrate(on: bool):
+    ds = DevSys(8, config=DevDriverConfig(defer_inval_to_range_end=on))
+    ds.touch_all()
+    entry = ds.drv.device_entries()[0]
+    page = ds.s.kernel.pages[entry.ppn]
+    rc = ds.s.migrate(page)
+    return ds, rc
+
+
+def test_defer_inval_to_range_end_leaves_the_device_on_a_freed_page():
+    with pytest.raises(InvariantViolation) as ei:
+        _defer_migrate(True)
+    assert ei.value.checker in ("frame", "tlb"), ei.value
+    assert "device TLB" in ei.value.message or "secondary MMU" in ei.value.message
+    ds, rc = _defer_migrate(False)
+    assert rc == 0
+    ds.check_device()
+    _verdicts_pass(ds)
+
+
+def _defer_mremap_race(seed: int, on: bool):
+    """CVE-2018-18281's device twin under concurrency: mremap moves PTEs while the device
+    keeps old translations until a range_end, and reclaim's try_to_unmap (whose
+    invalidate_page is deferred too) frees pages the device still maps."""
+    ds = DevSys(seed, nframes=30, config=DevDriverConfig(defer_inval_to_range_end=on))
+    ds.touch_all()
+    s, p = ds.s, ds.p
+
+    def mover():
+        s.mremap(p, ds.fsh, 3 * PAGE_SIZE, 4 * PAGE_SIZE, 1)
+
+    s.spawn("mremap", mover)
+    s.spawn("kswapd", kswapd(ds, rounds=6, nr=8))
+    ds.run()
+    return ds
+
+
+def test_defer_inval_to_range_end_mremap_and_reclaim_race():
+    for seed in range(40):
+        try:
+            _defer_mremap_race(seed, True)
+        except InvariantViolation as exc:
+            assert exc.checker in ("frame", "tlb", "shadow"), exc
+            assert exc.seed == seed
+            _verdicts_pass(_defer_mremap_race(seed, False))
+            return
+    pytest.fail("no seed in range(40) hit the mremap/reclaim race with the deferral on")
+
+
+def _release_race(seed: int, on: bool):
+    ds = DevSys(seed, quirks=["notifier_release_unlink_first"] if on else None)
+    ds.touch_all()
+    s, p, k = ds.s, ds.p, ds.s.kernel
+    page = k.pages[next(e.ppn for e in ds.drv.device_entries()
+                        if ds.fsh <= e.vpn << 12 < ds.fsh + ds.pages * PAGE_SIZE)]
+
+    def exiting():
+        mmu_notifier_release(p)                # exit_mmap's first step
+
+    def reclaim():
+        from pyrmap.rmap import SWAP_SUCCESS, try_to_unmap
+        from pyrmap.filemap import write_one_page
+        from pyrmap.vmscan import remove_mapping
+        k.get_page(page)
+        lock_page(page)
+        if page.test(page.flags.__class__.dirty):
+            write_one_page(page)
+            lock_page(page)
+        if try_to_unmap(page, 0) == SWAP_SUCCESS:
+            remove_mapping(page)
+        unlock_page(page)
+        k.put_page(page)
+
+    s.spawn("exit", exiting)
+    s.spawn("reclaim", reclaim)
+    ds.run()
+    return ds
+
+
+def test_notifier_release_unlink_first_with_a_real_device():
+    for seed in range(40):
+        try:
+            _release_race(seed, True)
+        except InvariantViolation as exc:
+            # The page is freed (b) or written back clean (c) while the device still maps it.
+            assert exc.checker in ("frame", "shadow"), exc
+            assert "device TLB" in exc.message or "secondary MMU" in exc.message, exc
+            ds = _release_race(seed, False)
+            assert ds.drv.stopped
+            _verdicts_pass(ds)
+            return
+    pytest.fail("no seed in range(40) hit the release/try_to_unmap race")

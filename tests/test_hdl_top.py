@@ -230,3 +230,29 @@ def test_top_passes_quirks_down(quirk):
         flags = (core.quirk_fill_after_inval, core.walker.quirk_plain_ad_write,
                  core.walker.quirk_ad_on_nonpresent)
         assert sum(flags) == 1
+
+
+def test_package_exports():
+    import hdl
+    assert hdl.Top is Top and hdl.MmuConfig is MmuConfig
+    assert hdl.MemArbiter is MemArbiter
+    with pytest.raises(AttributeError, match="has no attribute 'Nope'"):
+        hdl.Nope
+
+
+def test_layouts_follow_pyrmap_pte():
+    from hdl.layouts import (PTE_LAYOUT, pack_tlb_entry, tlb_entry_to_arch, unpack_pte,
+                             unpack_tlb_entry)
+    val = P.pfn_pte(0xABCDE, V | R | W | U | A) | (1 << 63)
+    f = unpack_pte(val)
+    assert (f["v"], f["r"], f["w"], f["x"], f["u"], f["a"], f["d"]) == (1, 1, 1, 0, 1, 1, 0)
+    assert f["ppn"] == 0xABCDE and f["reserved"] == 1 << 9
+    assert PTE_LAYOUT.size == 64 and PTE_LAYOUT["ppn"].offset == P.PPN_SHIFT
+    word = pack_tlb_entry(9, vpn=0x123, asid=7, ppn=0x456, level=1, r=1, w=1, g=1, a=1)
+    assert unpack_tlb_entry(9, word)["asid"] == 7
+    e = tlb_entry_to_arch(9, word)
+    assert (e.vpn, e.asid, e.ppn, e.level, e.perm, e.g, e.a, e.d) == \
+        (0x123, 7, 0x456, 1, R | W, True, True, False)
+    assert tlb_entry_to_arch(9, pack_tlb_entry(9, valid=0)) is None
+    with pytest.raises(ValueError, match=r"field 'asid' value 0x200 does not fit in 9 bits"):
+        pack_tlb_entry(9, asid=0x200)

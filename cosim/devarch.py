@@ -1,0 +1,200 @@
+"""DevArch: the device operations of the secondary-MMU driver, performed on the RTL DeviceMmu.
+
+:class:`DevArch` gives :class:`pyrmap.devdriver.DeviceMmuDriver` the same device operations
+SoftArch has (``dev_fill``, ``dev_inval``, ``dev_young``, ``dev_entries``, ``dev_access``),
+each performed through the ``dev__…`` ports of ``hdl.top.Top`` (``hdl/PORTS.md``) in
+simulated time: called from a host thread (:mod:`cosim.host`), each is one round trip that
+drives the port, holds ``valid`` until the handshake or acknowledgement, and returns after it.
+
+* ``dev_fill`` drives ``dev__fill__*`` until ``fill.ready`` took it (the entry is written the
+  cycle after; the next lookup sees it).
+* ``dev_inval`` drives ``dev__inval__*`` and returns after ``dev__inval__ack``: from then on
+  no entry matching the request exists.  Each acknowledged request is logged with its cycle
+  for the cycle-level access check (:meth:`DevArch.check_access`, checker (a)).
+* ``dev_young`` drives ``dev__young__*`` and returns the old young bit with the ack.
+* ``dev_entries`` reads the RTL's device entry registers (``dev.tlb.e<i>``) through
+  :class:`cosim.arch.CosimArch`'s reader.
+
+Each port has its own cocotb lock, so two host threads never drive one port at once; the
+DeviceMmu itself arbitrates between ports (young > fill > request).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from typing import Optional
+
+from cocotb.triggers import Lock as CoLock
+
+from pyrmap.arch import InvalKind, TlbEntry
+from pyrmap.pte import PAGE_SIZE, AccessType, FaultKind
+
+from .tb.device import DeviceDriver as _DevicePorts
+
+__all__ = ["DevArch"]
+
+
+class DevArch:
+    """The RTL device operations for the secondary-MMU driver.
+
+    Parameters
+    ----------
+    arch : cosim.arch.CosimArch
+        Supplies the dut, the host environment, the clock and the TLB reader.
+
+    Members
+    -------
+    ports : cosim.tb.device.DeviceDriver
+        The port-level driver (coroutines).
+    stats : collections.Counter
+        fills, invals, young_tests, young_set, accesses, fill_cycles, inval_cycles.
+    inval_log : list of tuple
+        ``(ack cycle, asid or None, va lo, va hi)`` of every acknowledged invalidation.
+
+    Raises
+    ------
+    ValueError
+        The dut has no device ports.
+    """
+
+    def __init__(self, arch):
+        dut = arch.dut
+        for port in ("dev__req__valid", "dev__fill__valid", "dev__inval__valid",
+                     "dev__young__valid"):
+            if not hasattr(dut, port):
+                raise ValueError(f"The design has no {port} port (no DeviceMmu)")
+        self.arch = arch
+        self.dut = dut
+        self.env = arch.env
+        self.ports = _DevicePorts(dut)
+        self.asid_mask = (1 << max(arch.asid_bits, 1)) - 1
+        self.stats: collections.Counter[str] = collections.Counter()
+        self.inval_log: list[tuple[int, Optional[int], int, int]] = []
+        self.checks = 0
+        self.checker = None          # a pyrmap.checkers.Checker for check_access failures
+        self._locks = {name: CoLock(f"dev {name}") for name in ("req", "fill", "inval", "young")}
+        self.log = logging.getLogger("cosim.dev")
+
+    # --- coroutines (the scheduler side) ----------------------------------------------------
+
+    async def fill_async(self, vaddr: int, asid: int, ppn: int, level: int, perm: int,
+                         g: bool) -> None:
+        async with self._locks["fill"]:
+            start = self.arch.cycle()
+            await self.ports.fill(vaddr, asid & self.asid_mask, ppn, level, perm, g)
+            self.stats["fill_cycles"] += self.arch.cycle() - start
+
+    async def inval_async(self, kind: InvalKind, vaddr: int, asid: int) -> None:
+        async with self._locks["inval"]:
+            start = self.arch.cycle()
+            await self.ports.inval(InvalKind(kind), vaddr, asid & self.asid_mask)
+            done = self.arch.cycle()
+            self.stats["inval_cycles"] += done - start
+        kind = InvalKind(kind)
+        if kind == InvalKind.ALL:
+            self.inval_log.append((done, None, 0, 1 << 64))
+        elif kind == InvalKind.ASID:
+            self.inval_log.append((done, asid, 0, 1 << 64))
+        else:
+            lo = vaddr & ~(PAGE_SIZE - 1)
+            self.inval_log.append((done, asid, lo, lo + PAGE_SIZE))
+        self.arch._tlb_cache_key = None
+
+    async def young_async(self, vaddr: int, asid: int) -> bool:
+        async with self._locks["young"]:
+            return await self.ports.young(vaddr, asid & self.asid_mask)
+
+    async def access_async(self, vaddr: int, op: AccessType, asid: int):
+        """One request on ``dev__req``: ``(fault, paddr, start cycle)`` at the response."""
+        async with self._locks["req"]:
+            start = self.arch.cycle()
+            fault, paddr = await self.ports.access(vaddr, AccessType(op), asid & self.asid_mask)
+            self.stats["accesses"] += 1
+            return FaultKind(fault), paddr, start
+
+    # --- the driver's device operations (host threads) -------------------------------------
+
+    def _call(self, what: str, coro, *args):
+        if not self.env.in_host_thread():
+            raise RuntimeError(f"dev_{what} needs simulated time; call it from a host thread "
+                               f"(HostEnv.run), not from a coroutine")
+        return self.env.call(coro, *args)
+
+    def dev_fill(self, vaddr: int, asid: int, ppn: int, level: int, perm: int,
+                 g: bool = False) -> None:
+        """Install a device entry (perm: R W X U in PTE bit positions); returns once the
+        DeviceMmu took it."""
+        self.stats["fills"] += 1
+        self._call("fill", self.fill_async, vaddr, asid, ppn, level, perm, g)
+
+    def dev_inval(self, kind: InvalKind, vaddr: int = 0, asid: int = 0) -> int:
+        """One device invalidation; returns after the ack (0: the RTL does not count)."""
+        self.stats["invals"] += 1
+        self._call("inval", self.inval_async, kind, vaddr, asid)
+        return 0
+
+    def dev_young(self, vaddr: int, asid: int) -> bool:
+        """Test and clear the young bit of the entry mapping (vaddr, asid)."""
+        self.stats["young_tests"] += 1
+        young = bool(self._call("young", self.young_async, vaddr, asid))
+        self.stats["young_set"] += int(young)
+        return young
+
+    def dev_access(self, vaddr: int, op: AccessType, asid: int) -> tuple[FaultKind, int]:
+        """A device access from a host thread (the device workload normally issues them
+        from a coroutine, :class:`cosim.device.DeviceDriver`)."""
+        fault, paddr, _ = self._call("access", self.access_async, vaddr, op, asid)
+        return fault, paddr
+
+    def dev_entries(self) -> list[TlbEntry]:
+        """The RTL device TLB's valid entries (no side effects)."""
+        return self.arch.dev_entries()
+
+    def counters(self) -> dict[str, int]:
+        """The DeviceMmu's ``dev__perf__*`` counters."""
+        return self.ports.counters()
+
+    # --- checker (a) for device accesses, at cycle level -----------------------------------
+
+    def check_access(self, asid: int, root: int, va: int, start: int, paddr: int) -> None:
+        """An access that began (request presented at cycle ``start``) after a device
+        invalidation covering (asid, va) was acknowledged must not complete through a frame
+        that the PTE stopped mapping before that invalidation: legal frames are those of every
+        value the leaf PTE had from the last such invalidation until now."""
+        cut = None
+        for done, fasid, lo, hi in reversed(self.inval_log):
+            if done <= start and (fasid is None or fasid == asid) and lo <= va < hi:
+                cut = done
+                break
+        if cut is None:
+            return
+        from pyrmap.checkers import lookup_pte
+        from pyrmap.pte import pte_pfn, pte_present
+        ptep, now, level = lookup_pte(self.arch.mem, root, va)
+        if ptep is None or level != 0:
+            return
+        self.checks += 1
+        if self.checker is not None:
+            self.checker.checks += 1
+        hist = self.arch.history.get(ptep, [])
+        before = [h for h in hist if h[0] <= cut]
+        if before:
+            values = {before[-1][3]}
+        elif len(hist) >= self.arch.history_limit:
+            return
+        else:
+            values = {0}
+        values |= {h[3] for h in hist if h[0] > cut}
+        values.add(now)
+        frames = {pte_pfn(v) for v in values if pte_present(v)}
+        if paddr >> 12 in frames:
+            return
+        msg = (f"device: access to 0x{va:x} (asid {asid}) that began at cycle {start} "
+               f"completed through frame {paddr >> 12:#x}, a translation removed by the "
+               f"device invalidation acknowledged at cycle {cut}; the PTE has since mapped "
+               f"{', '.join(hex(f) for f in sorted(frames)) or 'nothing'}")
+        if self.checker is not None:
+            self.checker.fail(msg, ptep)
+        else:
+            raise AssertionError(msg)

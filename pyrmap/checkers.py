@@ -37,7 +37,7 @@ from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
-from .mm_types import PG, AddressSpace, AnonVma, VM_NONLINEAR, VM_SHARED, page_mapcount
+from .mm_types import PG, AddressSpace, AnonVma, page_mapcount
 from .pte import (PAGE_SHIFT, PAGE_SIZE, PPN_MASK, PPN_SHIFT, PTRS_PER_PTE, _PAGE_A, _PAGE_D,
                   _PAGE_R, _PAGE_V, _PAGE_W, _PAGE_X, describe)
 

@@ -18,8 +18,8 @@ import time
 from typing import Optional, TextIO
 
 from .pte import PAGE_SIZE
-from .scenario import (MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_WRITE, System,
-                       _flag)
+from .scenario import (MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_WRITE,
+                       System)
 
 __all__ = ["run_demo", "DemoResult"]
 

@@ -22,9 +22,9 @@ from __future__ import annotations
 import random
 from typing import Callable, Iterable, Optional
 
-from .checkers import Checkers, InvariantViolation
+from .checkers import Checkers
 from .kernel import Kernel, KernelConfig, Quirks
-from .mm_types import PG, AddressSpace, PageAnon, page_mapped
+from .mm_types import PG, AddressSpace, page_mapped
 from .physmem import PhysMem
 from .pte import PAGE_SHIFT, PAGE_SIZE
 from .workload import PROT_EXEC, PROT_READ, PROT_WRITE, CpuWorkload, random_accesses
@@ -86,6 +86,19 @@ class System:
         Checkers raise at once (default) or only collect.
     command : str
         Printed in violation reports.
+    tlb_entries : int
+        Entries of each core's (fully associative) TLB in the default SoftArch.
+    history : bool
+        The default SoftArch records each PTE's recent values for violation reports.
+
+    Members
+    -------
+    kernel, arch, sched, checkers :
+        The machine, its MMU, the seeded scheduler and the checkers.
+    processes : list of MmStruct
+        Live processes made through this system (fork and exit keep it current).
+    workloads, device_workloads : list
+        Every workload spawned, with its counters.
     """
 
     def __init__(self, *, seed: int = 0, nframes: int = 128, ncores: int = 2,

@@ -4,14 +4,13 @@ Kernel on SoftArch, an mm and VMAs set up directly, PTEs through the arch)."""
 import numpy as np
 import pytest
 
-from pyrmap.checkers import (Checkers, InvariantViolation, ShadowMemory, lookup_pte,
-                             present_leaves)
+from pyrmap.checkers import Checkers, InvariantViolation, lookup_pte, present_leaves
 from pyrmap.kernel import Kernel
 from pyrmap.mm_types import (AddressSpace, MmStruct, Vma, VM_MAYREAD, VM_MAYSHARE,
                              VM_MAYWRITE, VM_READ, VM_SHARED, VM_WRITE)
 from pyrmap.pagetable import pgd_alloc, pte_alloc
 from pyrmap.physmem import PhysMem
-from pyrmap.pte import (PAGE_SHARED, PAGE_SIZE, AccessType, FaultKind, _PAGE_A, _PAGE_D,
+from pyrmap.pte import (PAGE_SHARED, PAGE_SIZE, AccessType, FaultKind, _PAGE_D,
                         pfn_pte, pte_wrprotect)
 from pyrmap.softarch import SoftArch
 

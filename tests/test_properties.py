@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyrmap.checkers import InvariantViolation
-from pyrmap.mm_types import PG, page_mapcount
+from pyrmap.mm_types import page_mapcount
 from pyrmap.pte import PAGE_SIZE, AccessType, pte_pfn, pte_present
 from pyrmap.scenario import (MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_WRITE,
                              System, random_program, reproduce_command, run_program)

@@ -32,7 +32,7 @@ import random
 import time
 
 import cocotb
-from cocotb.triggers import ClockCycles, Event, Lock, RisingEdge
+from cocotb.triggers import ClockCycles, Event, First, Lock, RisingEdge
 
 from pyrmap.arch import InvalKind
 from pyrmap.physmem import PhysMem
@@ -105,8 +105,8 @@ class Perturbation:
     def __init__(self, seed: int, options: dict):
         self.rng = random.Random(seed)
         rng = self.rng
-        self.start_max = int(options.get("start", 16))
-        self.jitter = int(options.get("jitter", 3))
+        self.start_max = int(options.get("start", 48))
+        self.jitter = int(options.get("jitter", 4))
         self.p_long = float(options.get("p_long", 10)) / 100.0
         self.long = int(options.get("long", 24))
         profile = rng.choice(("fast", "mixed", "slow"))
@@ -181,6 +181,7 @@ class Run:
         self.dev_lock = Lock("dev")
         self.core_locks = {i: Lock(f"core{i}") for i in range(bench.ncores)}
         self.walk_events: list = []
+        self.locks: dict = {}
         bench.responder.listeners.append(self._on_txn)
 
     # --- hardware ports ----------------------------------------------------------------------
@@ -271,7 +272,21 @@ class Run:
 
     async def thread(self, th) -> None:
         await ClockCycles(self.dut.clk, self.pert.start() + 1)
-        for op in th.ops:
+        labels = {op.args["name"]: i for i, op in enumerate(th.ops) if op.kind == "label"}
+        pc = 0
+        while pc < len(th.ops):
+            op = th.ops[pc]
+            pc += 1
+            if op.kind == "label":
+                continue
+            if op.kind == "if":
+                if not evaluate(op.args["cond"], self.live()):
+                    continue
+                op = op.args["then"]
+            if op.kind == "goto":
+                pc = labels[op.args["label"]]
+                await RisingEdge(self.dut.clk)      # a loop always lets time pass
+                continue
             try:
                 await self.op(th, op)
             except RunError as exc:
@@ -279,6 +294,18 @@ class Run:
             gap = self.pert.gap()
             if gap:
                 await ClockCycles(self.dut.clk, gap)
+
+    def live(self) -> FinalState:
+        """The state now, for 'if' conditions: registers, every word, every PTE."""
+        st = FinalState(regs=dict(self.regs), pfns=dict(self.lay.pfns))
+        for va in self.test.init.maps:
+            st.ptes[va] = self.mem.read(self.lay.ptep(va))
+        for name in self.test.init.flags:
+            st.mem[(name, 0)] = self.mem.read(self.lay.flags[name])
+        for page in self.test.init.pages:
+            for off in range(0, 64, 8):
+                st.mem[(page, off)] = self.mem.read(self.lay.addr_of(page, off))
+        return st
 
     async def op(self, th, op) -> None:
         k = op.kind
@@ -335,16 +362,33 @@ class Run:
             else:
                 raise RunError(f"flag {op.args['flag']} never became {want}")
         elif k == "wait_walk":
+            # Resumes in the very time step the memory model performs the walker's read,
+            # so the next operations (a PTE change, an invalidation) land inside the walk.
             ev = Event()
             entry = (self.lay.ptep(op.va), op.args["core"], ev)
             self.walk_events.append(entry)
-            for _ in range(MAX_CYCLES):
-                if ev.is_set():
-                    break
-                await RisingEdge(self.dut.clk)
-            else:
-                raise RunError(f"no walk read PTE({op.va})")
+            timer = ClockCycles(self.dut.clk, MAX_CYCLES)
+            fired = await First(ev.wait(), timer)
             self.walk_events.remove(entry)
+            if fired is timer:
+                raise RunError(f"no walk read PTE({op.va})")
+        elif k == "lock":
+            await self.locks.setdefault(op.args["lock"], Lock(op.args["lock"])).acquire()
+        elif k == "unlock":
+            lk = self.locks.get(op.args["lock"])
+            if lk is None or not lk.locked():
+                raise RunError(f"unlock of {op.args['lock']!r}, which is not locked")
+            lk.release()
+        elif k == "flag_ld":
+            self.regs[op.dst] = mem.sw_read(self.lay.flags[op.args["flag"]], who)
+        elif k == "mem_ld":
+            self.regs[op.dst] = mem.sw_read(self.lay.addr_of(op.args["page"], op.args["off"]),
+                                            who)
+        elif k == "mem_st":
+            mem.sw_store(self.lay.addr_of(op.args["page"], op.args["off"]),
+                         self.value(op.args["value"]), who)
+        elif k == "dev_install":
+            await self.dev_install(op.va, self.pte_expr(op.args["pte"]))
         elif k == "delay":
             if op.args["cycles"]:
                 await ClockCycles(self.dut.clk, op.args["cycles"])
@@ -380,7 +424,10 @@ class Run:
 
     async def dev_fill(self, va: str) -> None:
         """The device driver's fill: read PTE(va) now; install it if present."""
-        pte = self.b.responder.sw_read(self.lay.ptep(va), "dev fill")
+        await self.dev_install(va, self.b.responder.sw_read(self.lay.ptep(va), "dev fill"))
+
+    async def dev_install(self, va: str, pte: int) -> None:
+        """Install ``pte`` as the device's translation of ``va`` (nothing if not present)."""
         if not pte & _PAGE_V or not pte & (_PAGE_R | _PAGE_X):
             return
         async with self.dev_lock:

@@ -25,7 +25,8 @@ __all__ = ["LitmusSyntaxError", "parse", "parse_file", "OP_KINDS", "KERNEL_OPS",
 #: Every operation kind the bench executes.
 OP_KINDS = ("ld", "st", "fence", "csync", "pte_ld", "pte_st", "pte_xchg", "pte_cas", "pte_and",
             "pte_or", "inv", "shoot", "set", "wait", "wait_walk", "delay", "dev_ld", "dev_st",
-            "dev_fill", "dev_young", "kernel")
+            "dev_fill", "dev_young", "dev_install", "kernel", "label", "goto", "if", "lock",
+            "unlock", "flag_ld", "mem_ld", "mem_st")
 
 #: Kernel operations (run by pyrmap's engine on the RTL) and the registers they may write.
 KERNEL_OPS = ("ptep_clear_flush", "ptep_clear_flush_young", "ptep_set_wrprotect",
@@ -345,6 +346,24 @@ class _Parser:
             return
         if "$i" in line:
             self.err(n, "expected '$i' only inside 'repeat N: ...'")
+        op = self._one_op(line, n)
+        self.thread.ops.append(op)
+
+    def _one_op(self, line: str, n: int) -> Op:
+        mo = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)\s*:", line)
+        if mo:
+            if any(o.kind == "label" and o.args["name"] == mo.group(1) for o in self.thread.ops):
+                self.err(n, f"expected a new label, found {mo.group(1)!r} a second time")
+            return Op("label", n, args={"name": mo.group(1)}, text=line)
+        mo = re.match(r"if\s+([^:]+):\s*(.*)$", line)
+        if mo:
+            if not mo.group(2).strip():
+                self.err(n, "expected an operation after 'if CONDITION:'")
+            cond = _ExprParser(_Cursor(mo.group(1), self.path, n)).parse()
+            then = self._one_op(mo.group(2).strip(), n)
+            if then.kind in ("label", "if"):
+                self.err(n, f"expected a plain operation after 'if ...:', found {then.kind!r}")
+            return Op("if", n, args={"cond": cond, "then": then}, text=line)
         cur = _Cursor(line, self.path, n)
         dst = None
         if cur.peek(1) is not None and cur.peek(1)[1] == "=" and cur.peek()[0] == "name" \
@@ -354,15 +373,18 @@ class _Parser:
         op = self._op(cur, dst, n)
         op.text = line
         cur.end(f"'{op.kind}'")
-        self.thread.ops.append(op)
         if dst is not None:
             kind = {"ld": "data", "dev_ld": "data", "st": "status", "dev_st": "status",
-                    "dev_young": "young", "kernel": "data"}.get(op.kind, "pte")
+                    "dev_young": "young", "kernel": "data", "flag_ld": "data",
+                    "mem_ld": "data"}.get(op.kind, "pte")
+            if op.kind == "kernel" and op.args["fn"] in ("ptep_clear_flush",):
+                kind = "pte"
             prev = self.test.registers.get(dst)
             if prev is not None and prev != kind:
                 self.err(n, f"expected register {dst!r} to hold one kind of value, found it "
                             f"used for {prev} and {kind}")
             self.test.registers[dst] = kind
+        return op
 
     def _va(self, cur: _Cursor, after: str) -> tuple[str, int]:
         va = cur.name(f"a virtual page name after {after!r}")
@@ -488,11 +510,18 @@ class _Parser:
                 cur.error("expected a number of cycles >= 0")
             return Op("delay", n, None, None, 0, {"cycles": c})
         if word == "dev":
-            self._needs(cur, (DEV,), "'dev' accesses")
-            sub = cur.name("'ld', 'st', 'fill' or 'young' after 'dev'")
-            if sub not in ("ld", "st", "fill", "young"):
-                cur.error(f"expected 'ld', 'st', 'fill' or 'young' after 'dev', found {sub!r}")
+            sub_ = cur.peek()
+            if sub_ is not None and sub_[1] in ("ld", "st", "young"):
+                self._needs(cur, (DEV,), "'dev' accesses")
+            sub = cur.name("'ld', 'st', 'fill', 'install' or 'young' after 'dev'")
+            if sub not in ("ld", "st", "fill", "young", "install"):
+                cur.error(f"expected 'ld', 'st', 'fill', 'install' or 'young' after 'dev', "
+                          f"found {sub!r}")
             va, off = self._va(cur, f"dev {sub}")
+            if sub == "install":
+                self._no_dst(cur, dst, "dev install")
+                cur.expect(",", "between the page and the PTE value to install")
+                return Op("dev_install", n, None, va, 0, {"pte": self._pte_expr(cur)})
             args = {}
             if sub == "st":
                 cur.expect(",", "between the address and the value")
@@ -502,12 +531,36 @@ class _Parser:
             if sub == "fill":
                 self._no_dst(cur, dst, "dev fill")
             return Op(f"dev_{sub}", n, dst, va, off, args)
+        if word == "goto":
+            self._no_dst(cur, dst, "goto")
+            return Op("goto", n, args={"label": cur.name("a label after 'goto'")})
+        if word in ("lock", "unlock"):
+            self._no_dst(cur, dst, word)
+            return Op(word, n, args={"lock": cur.name(f"a lock name after {word!r}")})
+        if word == "flag":
+            if dst is None:
+                cur.error("expected 'REG = flag F' (use 'set F = V' to write a flag)")
+            return Op("flag_ld", n, dst, args={"flag": cur.name("a flag name after 'flag'")})
+        if word == "mem":
+            page = cur.name("a physical page or flag name after 'mem'")
+            if page not in self.test.init.flags:
+                self._page(page)
+            off = cur.integer("a byte offset") if cur.accept("+") else 0
+            if off % 8 or not 0 <= off < 4096:
+                cur.error(f"expected an 8-byte aligned offset in the page, found {off}")
+            if cur.accept(":="):
+                self._no_dst(cur, dst, "mem :=")
+                return Op("mem_st", n, args={"page": page, "off": off,
+                                             "value": self._value(cur)})
+            if dst is None:
+                cur.error("expected 'REG = mem P' (a load) or 'mem P := VALUE' (a store)")
+            return Op("mem_ld", n, dst, args={"page": page, "off": off})
         if word in KERNEL_OPS:
             va = cur.name(f"a virtual page name after {word!r}")
             return Op("kernel", n, dst, va, 0, {"fn": word})
         cur.error(f"expected an operation (ld, st, fence, csync, pte, xchg, cas, and, or, inv, "
-                  f"shoot, set, wait, delay, dev, repeat, {', '.join(KERNEL_OPS)}), found "
-                  f"{word!r}")
+                  f"shoot, set, wait, delay, dev, flag, mem, lock, unlock, goto, if, repeat, "
+                  f"{', '.join(KERNEL_OPS)}), found {word!r}")
 
     def _no_dst(self, cur: _Cursor, dst, what: str) -> None:
         if dst is not None:
@@ -519,7 +572,19 @@ class _Parser:
         t = self.test
         init = t.init
         for th in t.threads:
-            for op in th.ops:
+            labels = {o.args["name"] for o in th.ops if o.kind == "label"}
+            ops = list(th.ops) + [o.args["then"] for o in th.ops if o.kind == "if"]
+            for op in ops:
+                if op.kind == "goto" and op.args["label"] not in labels:
+                    self.err(op.line, f"expected a label of thread {th.name!r}, found "
+                                      f"{op.args['label']!r}")
+                if op.kind == "if":
+                    self._check_expr(op.args["cond"], op.line)
+                if op.kind == "flag_ld" and op.args["flag"] not in init.flags:
+                    self.err(op.line, f"expected a flag declared with 'flag', found "
+                                      f"{op.args['flag']!r}")
+                if op.kind in ("mem_ld", "mem_st") and op.args["page"] in init.flags:
+                    pass
                 if op.va is not None and op.va not in init.maps:
                     self.err(op.line, f"expected a virtual page declared with 'map', found "
                                       f"{op.va!r}")
@@ -529,7 +594,7 @@ class _Parser:
                 if op.kind == "wait_walk" and op.args["core"] == "dev":
                     self.err(op.line, "expected a core for 'wait walk': the device has no "
                                       "walker")
-                for k in ("new", "old"):
+                for k in ("new", "old", "pte"):
                     pe = op.args.get(k)
                     if isinstance(pe, PteExpr) and isinstance(pe.base, str) \
                             and t.registers.get(pe.base) != "pte":

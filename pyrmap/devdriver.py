@@ -227,6 +227,27 @@ class DeviceMmuDriver(MmuNotifier):
     def windows(self) -> int:
         return self.count
 
+    @property
+    def map(self) -> dict[int, tuple[int, bool]]:
+        """``vpn -> (pfn, writable)``: :attr:`sptes` (the name checkers and tests use)."""
+        return self.sptes
+
+    @property
+    def calls(self) -> list[tuple]:
+        """The callbacks seen, as ``("invalidate_page", address)``,
+        ``("invalidate_range_start", start, end)``, ``("invalidate_range_end", start, end)``,
+        ``("clear_flush_young", address)``, ``("release",)``."""
+        names = {"range_start": "invalidate_range_start", "range_end": "invalidate_range_end"}
+        out = []
+        for kind, a, b in self.events:
+            if kind in names:
+                out.append((names[kind], a, b))
+            elif kind == "release":
+                out.append(("release",))
+            else:
+                out.append((kind, a))
+        return out
+
     def fault(self, va: int, write: bool = False) -> bool:
         """One attempt of the fault path without faulting the page in: True when the entry
         was installed, False when the device must retry (refused by the protocol, or the
@@ -504,6 +525,7 @@ class DeviceMmuDriver(MmuNotifier):
     def clear_flush_young(self, mm, address: int) -> int:
         """Test and clear the device entry's young bit; flush the entry when it was set.
         Caller holds the pte lock.  Returns 1 if the device had the page young."""
+        self.events.append(("clear_flush_young", address, None))
         self.stats["young_tests"] += 1
         page = address & ~(PAGE_SIZE - 1)
         with self.mmu_lock:

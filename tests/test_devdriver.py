@@ -564,3 +564,64 @@ def test_notifier_release_unlink_first_with_a_real_device():
             _verdicts_pass(ds)
             return
     pytest.fail("no seed in range(40) hit the release/try_to_unmap race")
+
+
+# ---------------------------------------------------------------------------------------------
+# The driver's own checks, each fed a bad input.
+
+def test_access_through_a_free_frame_is_reported():
+    ds = DevSys(9)
+    k = ds.s.kernel
+    free_pfn = next(p for p in range(1, k.mem.nframes) if k.frames.is_free(p))
+    with pytest.raises(InvariantViolation) as ei:
+        ds.drv.completed(ds.anon, AccessType.LOAD, free_pfn << 12)
+    assert ei.value.checker == "frame" and "which is free" in ei.value.message
+
+
+def test_fill_inside_a_window_is_reported_even_without_checkers():
+    ds = DevSys(10, register=False)
+    s, p = ds.s, ds.p
+    s.workload(0, p, [("store", ds.anon)]).run()
+    drv = DeviceMmuDriver(p, config=DevDriverConfig(no_seq_retry=True))   # no checkers
+    assert drv.register() == 0
+    drv.invalidate_range_start(p, ds.anon, ds.anon + PAGE_SIZE)
+    with pytest.raises(KernelBug, match=r"device fill of 0x[0-9a-f]+ .* inside the open "
+                                        r"invalidate window"):
+        drv.device_fault(ds.anon, AccessType.LOAD)
+
+
+def test_compat_views_and_figures():
+    ds = DevSys(11)
+    drv = ds.drv
+    drv.access(ds.fsh + DEV_OFFSET, AccessType.STORE, 5)
+    assert drv.map == {ds.fsh >> 12: (drv.device_entries()[0].ppn, True)}
+    assert drv.reaches(drv.device_entries()[0].ppn) == ds.fsh
+    with mn.mmu_notifier_range(ds.p, ds.fsh, ds.fsh + PAGE_SIZE):
+        pass
+    drv.clear_flush_young(ds.p, ds.fsh)
+    assert drv.calls == [("invalidate_range_start", ds.fsh, ds.fsh + PAGE_SIZE),
+                         ("invalidate_range_end", ds.fsh, ds.fsh + PAGE_SIZE),
+                         ("clear_flush_young", ds.fsh)]
+    assert drv.map == {} and drv.reaches(1) is None
+    fig = device_figures([drv])
+    assert fig["accesses"] == 1 and fig["fills"] == 1 and fig["faults"] == 1, fig
+    assert fig["invalidations"] == 1 and fig["drivers"] == 1
+
+
+def test_zapping_a_writable_entry_dirties_the_page():
+    """The device never sets D: dropping an entry it could write marks the page dirty
+    (the contract of invalidate_page), so reclaim writes the device's stores back."""
+    from pyrmap.mm_types import PG
+    ds = DevSys(12)
+    drv = ds.drv
+    drv.access(ds.fsh + DEV_OFFSET, AccessType.LOAD)        # a read fault: read-only
+    assert drv.map[ds.fsh >> 12][1] is False                # (the file pte is clean)
+    drv.access(ds.fsh + DEV_OFFSET, AccessType.STORE, 1, shadow=ds.s.shadow)   # PAGE fault
+    pfn = drv.device_entries()[0].ppn
+    page = ds.s.kernel.pages[pfn]
+    assert drv.map[ds.fsh >> 12] == (pfn, True)
+    page.clear(PG.dirty)
+    drv.access(ds.fsh + DEV_OFFSET, AccessType.STORE, 77, shadow=ds.s.shadow)   # a hit
+    assert not page.test(PG.dirty)
+    drv.invalidate_page(ds.p, ds.fsh)
+    assert page.test(PG.dirty)

@@ -103,6 +103,7 @@ def test_device(sim, rtl_opts):
     assert r.passed, _explain(r)
     stats = r.report["test_device"]["stats"]
     assert stats["miss"] and stats["hit"] and stats["young_set"] and stats["inval"], stats
+    assert stats.get("global") == 1, stats
 
 
 @pytest.mark.sim

@@ -173,11 +173,29 @@ class DeviceChecker:
                 self.fail(f"young test-and-clear of 0x{va:x} asid {asid}: RTL {int(got)}, "
                           f"model {int(want)}")
         else:
-            kind = rng.choice(list(InvalKind))
-            self.note(f"inval {kind.name} 0x{va:x} asid {asid}")
-            await self.drv.inval(kind, va, asid)
-            self.arch.dev_inval(kind, va, asid)
-            self.stats["inval"] += 1
+            await self._inval(rng.choice(list(InvalKind)), va, asid)
+
+    async def directed_global(self) -> None:
+        """A global entry: hit from another ASID, kept by an ASID invalidation, removed by a
+        VA+ASID invalidation of any ASID (compared with the model at every step)."""
+        a, b = self.asids[0], self.asids[-1]
+        va = self.pages[0] | 0x18
+        await self._inval(InvalKind.ALL, 0, 0)
+        self.note(f"fill global 0x{va:x} asid {a}")
+        await self.drv.fill(va, a, 0x4321, 0, _PAGE_R | _PAGE_W, True)
+        self.arch.dev_fill(va, a, 0x4321, 0, _PAGE_R | _PAGE_W, True)
+        await self._access(va, AccessType.LOAD, b)
+        await self._inval(InvalKind.ASID, 0, b)
+        await self._access(va, AccessType.STORE, b)
+        await self._inval(InvalKind.VA_ASID, va, b)
+        await self._access(va, AccessType.LOAD, a)
+        self.stats["global"] = 1
+
+    async def _inval(self, kind: InvalKind, va: int, asid: int) -> None:
+        self.note(f"inval {kind.name} 0x{va:x} asid {asid}")
+        await self.drv.inval(kind, va, asid)
+        self.arch.dev_inval(kind, va, asid)
+        self.stats["inval"] += 1
 
     async def _fill(self, va: int, asid: int) -> None:
         rng = self.rng

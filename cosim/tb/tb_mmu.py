@@ -262,6 +262,8 @@ async def test_device(dut):
         await chk.step()
         if len(chk.violations) > 20:
             break
+    await chk.directed_global()
+    await ClockCycles(dut.clk, 2)           # counters update at the edge after the last op
     chk.check_counters()
     responder.stop()
     write_report("test_device", {"seed": seed, "params": params, "stats": chk.stats,

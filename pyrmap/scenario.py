@@ -146,6 +146,7 @@ class System:
         self.files: list[AddressSpace] = []
         self.workloads: list[CpuWorkload] = []
         self.device_workloads: list = []
+        self._blocks = 0
         self._threads = 0
 
     # --- building ----------------------------------------------------------------------------
@@ -296,7 +297,14 @@ class System:
         self._threads += 1
         return f"{base}#{self._threads}"
 
+    def _value_base(self, agent: int) -> int:
+        """A fresh block of store values for one workload: no value is ever stored twice, so
+        a load returning an older value can never pass for the newest one."""
+        self._blocks += 1
+        return ((agent + 1) << 56) | (self._blocks << 28)
+
     def workload(self, core: int, mm, source: Iterable, **kw) -> CpuWorkload:
+        kw.setdefault("value_base", self._value_base(core))
         wl = CpuWorkload(self.kernel, core, mm, source, checkers=self.checkers, **kw)
         self.workloads.append(wl)
         return wl
@@ -342,7 +350,8 @@ class System:
                       self.agent_offset(mm, self.arch.ncores))
 
         def body():
-            wl = DeviceWorkload(self.kernel, self.secondary(mm), src, checkers=self.checkers)
+            wl = DeviceWorkload(self.kernel, self.secondary(mm), src, checkers=self.checkers,
+                                value_base=self._value_base(self.arch.ncores))
             self.device_workloads.append(wl)
             return wl.run()
         return self.spawn(self._name("device"), body, mm=mm)

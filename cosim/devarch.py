@@ -73,7 +73,7 @@ class DevArch:
         self.inval_log: list[tuple[int, Optional[int], int, int]] = []
         self.checks = 0
         self.checker = None          # a pyrmap.checkers.Checker for check_access failures
-        self._locks = {name: CoLock(f"dev {name}") for name in ("req", "fill", "inval", "young")}
+        self._locks = {name: CoLock() for name in ("req", "fill", "inval", "young")}
         self.log = logging.getLogger("cosim.dev")
 
     # --- coroutines (the scheduler side) ----------------------------------------------------

@@ -66,3 +66,25 @@ def test_device_runs_are_deterministic_per_seed():
     assert a.passed and b.passed, f"{a.failures} {b.failures}\n{a.log_tail()}"
     strip = lambda d: {k: v for k, v in d.items() if k not in ("checkers",)}  # noqa: E731
     assert strip(fa["reclaim"]) == strip(fb["reclaim"])
+
+
+def test_devarch_and_device_driver_constructor_errors():
+    """Clear errors without a simulator: a design without device ports, a host driver that
+    does not use this DevArch, a bad retry limit."""
+    import types
+
+    from cosim.devarch import DevArch
+    from cosim.device import DeviceDriver
+    arch = types.SimpleNamespace(dut=types.SimpleNamespace(clk=None), env=None, asid_bits=9)
+    with pytest.raises(ValueError, match="The design has no dev__req__valid port"):
+        DevArch(arch)
+    dut = types.SimpleNamespace(**{p: 0 for p in ("clk", "dev__req__valid", "dev__fill__valid",
+                                                  "dev__inval__valid", "dev__young__valid")})
+    env = types.SimpleNamespace(in_host_thread=lambda: False)
+    dev = DevArch(types.SimpleNamespace(dut=dut, env=env, asid_bits=9))
+    with pytest.raises(RuntimeError, match="dev_fill needs simulated time"):
+        dev._call("fill", None)
+    with pytest.raises(TypeError, match="Retry limit must be a positive integer, not 0"):
+        DeviceDriver(dev, types.SimpleNamespace(dev=dev, mm=None), max_retries=0)
+    with pytest.raises(ValueError, match="does not use this DevArch"):
+        DeviceDriver(dev, types.SimpleNamespace(dev=object(), mm=None))

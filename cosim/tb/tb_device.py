@@ -448,3 +448,52 @@ async def test_dev_quirk_release_unlink_first_off(dut):
     assert error is None, error
     assert b.drv.stopped and b.drv.stats["invalidate_page"] >= 1, b.drv.stats
     _passed(b)
+
+
+# =============================================================================================
+# The device checks, each fed a bad input.
+
+@cocotb.test()
+async def test_dev_stale_access_is_caught(dut):
+    """Checker (a) at cycle level for the device: fed an invalidation recorded as
+    acknowledged that never reached the RTL, an access through the stale entry fires it;
+    after a real invalidation the access misses.  A fault record that does not name the
+    access is a DeviceError."""
+    from cosim.device import DeviceError
+    from pyrmap.pte import FaultKind
+    b = await DevBench.start(dut, "stale_access")
+    va = b.anon + b.offset
+    await b.dev.access(va, AccessType.STORE, 0x77)
+    p, arch, s = b.p, b.arch, b.s
+    seen = {}
+
+    def clear():
+        from pyrmap.pagetable import pte_offset
+        ptep = pte_offset(p, b.anon)
+        arch.ptep_get_and_clear(p, b.anon, ptep)       # behind the notifiers' back
+
+    await s.call("clear", clear)
+    # Stale but legal: no device invalidation yet.
+    fault, paddr, start = await b.devarch.access_async(va, AccessType.LOAD, p.asid)
+    b.devarch.check_access(p.asid, p.pgd, va, start, paddr)
+    seen["legal"] = fault
+    b.devarch.inval_log.append((arch.cycle(), p.asid, b.anon, b.anon + PAGE_SIZE))
+    await cocotb.triggers.ClockCycles(dut.clk, 2)
+    fault, paddr, start = await b.devarch.access_async(va, AccessType.LOAD, p.asid)
+    try:
+        b.devarch.check_access(p.asid, p.pgd, va, start, paddr)
+    except InvariantViolation as exc:
+        seen["caught"] = str(exc)
+    await s.call("inval", b.devarch.dev_inval, 3, b.anon, p.asid)
+    fault, paddr, start = await b.devarch.access_async(va, AccessType.LOAD, p.asid)
+    seen["after"] = fault
+    try:
+        await b.dev._take_record(va + PAGE_SIZE, AccessType.LOAD)
+    except DeviceError as exc:
+        seen["record"] = str(exc)
+    b.report()
+    assert seen["legal"] == FaultKind.NONE, seen
+    assert "completed through frame" in seen.get("caught", ""), seen
+    assert "device invalidation acknowledged at cycle" in seen["caught"], seen
+    assert seen["after"] == FaultKind.MISS, seen
+    assert "expected" in seen.get("record", ""), seen

@@ -16,7 +16,7 @@ Checks (each failure is a :class:`Violation` with a ``kind``):
     sequence of PTE addresses and every CAS (address, expected, new) must match, and the RTL
     must make no memory request the golden walk does not make.
 ``stale_hit``
-    A TLB hit must match an entry of the core's "may be cached" set: an entry is added when a
+    A TLB hit must be for a canonical address and must match an entry of the core's "may be cached" set: an entry is added when a
     walk that succeeded responds, unless an invalidation matching it was requested after the
     walk's first memory request and acknowledged before the response (the walk began before
     the request, so its fill must be dropped); it is removed when an invalidation matching it
@@ -48,7 +48,7 @@ import numpy as np
 from pyrmap.arch import InvalKind
 from pyrmap.physmem import BusError
 from pyrmap.pte import (_PAGE_A, _PAGE_D, _PAGE_G, _PAGE_V, LEVEL_SHIFT, AccessType,
-                        FaultKind, describe)
+                        FaultKind, describe, va_canonical)
 from pyrmap.walk import PERM_MASK, FaultCause, WalkResult, check_perm, sv39_walk
 
 from .coverage import Coverage
@@ -279,6 +279,10 @@ class MmuScoreboard:
 
     def _check_hit(self, t: CpuTxn) -> None:
         asid = t.asid & self.asid_mask
+        if not va_canonical(t.vaddr) and t.fault == FaultKind.NONE:
+            self.fail("stale_hit", t.resp_cycle,
+                      f"{t.describe()}: a TLB hit translated a non-canonical address")
+            return
         cands = [e for e in self._live(t.core, t.req_cycle, t.resp_cycle)
                  if e.covers(t.vaddr) and (e.g or e.asid == asid)]
         level = None

@@ -330,6 +330,17 @@ def test_scoreboard_fill_of_walk_that_began_before_inval_is_illegal():
     assert sb.kinds() == {"stale_hit"}
 
 
+def test_scoreboard_hit_on_non_canonical_address():
+    mem, leaf = _tables()
+    log = _Log(mem)
+    sb = _sb(mem, log)
+    _correct_walk(log, mem, leaf)
+    sb.on_cpu(_txn())
+    sb.on_cpu(_txn(hit=True, c0=11, c1=12, va=VA | (1 << 45), paddr=0x1234000))
+    assert sb.kinds() == {"stale_hit"}
+    assert "non-canonical" in str(sb.violations[0])
+
+
 def test_scoreboard_store_hit_needs_dirty_entry():
     mem, leaf = _tables()
     log = _Log(mem)

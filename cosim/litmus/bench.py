@@ -15,7 +15,8 @@ run ``k`` (seed ``S + k``) the bench
 The JSON report (``COSIM_REPORT``) holds, per test, one record per run: its seed, outcome
 key, the value of every condition, the cycles it took and an error if it hung or failed.
 
-CPU accesses are S-mode (``user=0``, ``sum=0``), ASID 1: the PTE's translation goes through
+CPU accesses are S-mode with ``sstatus.SUM`` set (``user=0``, ``sum=1``: U and non-U pages
+alike, as the kernel's user PTEs carry U), ASID 1: the PTE's translation goes through
 the core's TLB and walker; a load or store then reads or writes the word at the physical
 address in the cycle the response arrives.  OS operations act on the PTE word in memory at one
 clock edge, atomically with respect to the walkers' compare-and-swap.  ``fence`` and
@@ -51,6 +52,8 @@ ASID = 1
 ROOT, L1, L0, FLAGS = 1, 2, 3, 4
 FIRST_PAGE = 5
 VA_BASE = 0x4000_0000
+#: Free frames after the test's own, for the kernel (migration targets, new pages).
+SPARE_FRAMES = 8
 MAX_CYCLES = 20000
 HANDSHAKE_TIMEOUT = 3000
 
@@ -81,7 +84,7 @@ class Layout:
         return pfn_pte(pfn, spec.bits)
 
     def build(self) -> PhysMem:
-        mem = PhysMem(self.nframes)
+        mem = PhysMem(self.nframes + SPARE_FRAMES)
         mem.write((ROOT << 12) + ((VA_BASE >> 30) & 511) * 8, pte_table(L1))
         mem.write((L1 << 12) + ((VA_BASE >> 21) & 511) * 8, pte_table(L0))
         for va, spec in self.test.init.maps.items():
@@ -182,6 +185,7 @@ class Run:
         self.core_locks = {i: Lock(f"core{i}") for i in range(bench.ncores)}
         self.walk_events: list = []
         self.locks: dict = {}
+        self.kworld = None
         bench.responder.listeners.append(self._on_txn)
 
     # --- hardware ports ----------------------------------------------------------------------
@@ -200,7 +204,7 @@ class Run:
             s("req__vaddr").value = vaddr
             s("req__op").value = int(op)
             s("req__user").value = 0
-            s("req__sum").value = 0
+            s("req__sum").value = 1
             s("req__asid").value = ASID
             s("req__root").value = ROOT
             s("req__valid").value = 1
@@ -313,8 +317,19 @@ class Run:
         who = f"{th.name}:{op.line}"
         if k in ("ld", "st"):
             va = self.lay.vas[op.va] + op.off
-            fault, paddr = await self.translate(th.core, va,
-                                                AccessType.LOAD if k == "ld" else AccessType.STORE)
+            acc = AccessType.LOAD if k == "ld" else AccessType.STORE
+            fault, paddr = await self.translate(th.core, va, acc)
+            tries = 0
+            while fault == FaultKind.PAGE and op.args.get("retry") and tries < 4:
+                # The kernel's fault handler (a host thread), then the access again.
+                tries += 1
+                try:
+                    await self.kworld.env.run(f"{th.name}:fault", self.kworld.fault, va,
+                                              k == "st")
+                except Exception as exc:  # noqa: BLE001 - SIGSEGV/SIGBUS: the access faults
+                    log.debug("%s: fault handler: %s", who, exc)
+                    break
+                fault, paddr = await self.translate(th.core, va, acc)
             if fault != FaultKind.NONE:
                 res = Fault(fault.name.lower())
             elif k == "ld":
@@ -441,6 +456,10 @@ class Run:
     # --- whole run -------------------------------------------------------------------------
 
     async def warm(self) -> None:
+        from .kernel_ops import KernelWorld, needs_kernel
+        if needs_kernel(self.test):
+            self.kworld = KernelWorld(self, self.pert.rng.randrange(1 << 30))
+            await self.kworld.setup()
         for w in self.test.init.warm:
             if w.target == "dev":
                 await self.dev_fill(w.va)
@@ -479,7 +498,16 @@ async def run_test(bench: Bench, test, seed: int) -> dict:
     rec = {"seed": seed, "profile": pert.profile}
     try:
         await run.warm()
-        tasks = [cocotb.start_soon(run.thread(th)) for th in test.threads]
+        errors: list = []
+
+        async def guarded(th):
+            # cocotb fails the whole test when a background task raises: keep it for the run
+            try:
+                await run.thread(th)
+            except Exception as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        tasks = [cocotb.start_soon(guarded(th)) for th in test.threads]
         deadline = cycle_now() + MAX_CYCLES
         while not all(t.done() for t in tasks):
             if cycle_now() > deadline:
@@ -488,16 +516,14 @@ async def run_test(bench: Bench, test, seed: int) -> dict:
                         t.cancel()
                 raise RunError(f"threads still running after {MAX_CYCLES} cycles")
             await RisingEdge(bench.dut.clk)
-        for t in tasks:
-            exc = t.exception()
-            if exc is not None:
-                raise exc
+        if errors:
+            raise errors[0]
         await ClockCycles(bench.dut.clk, 2)
         st = run.final()
         rec["outcome"] = outcome_key(test, st)
         rec["conds"] = [bool(evaluate(c.expr, st)) for c in test.conditions]
-    except (RunError, TimeoutError) as exc:
-        rec["error"] = str(exc)
+    except Exception as exc:  # noqa: BLE001 - a run that breaks is reported, not fatal
+        rec["error"] = f"{type(exc).__name__}: {exc}"
     rec["cycles"] = cycle_now() - start
     return rec
 

@@ -137,9 +137,9 @@ def describe_pte(value: int, pfns: dict) -> str:
     low = value & 0x3FF
     letters = "".join(k for k, b in PTE_BITS.items() if value & b)
     rest = value & ~(0x3FF | (((1 << 44) - 1) << 10))
-    if pfn not in names or rest or low & ~0xFF:
+    if rest or low & ~0xFF:
         return f"0x{value:x}"
-    return "{" + names[pfn] + (" " + letters if letters else "") + "}"
+    return "{" + names.get(pfn, f"frame{pfn}") + (" " + letters if letters else "") + "}"
 
 
 def outcome_key(test: LitmusTest, st: FinalState) -> str:

@@ -30,8 +30,9 @@ OP_KINDS = ("ld", "st", "fence", "csync", "pte_ld", "pte_st", "pte_xchg", "pte_c
 
 #: Kernel operations (run by pyrmap's engine on the RTL) and the registers they may write.
 KERNEL_OPS = ("ptep_clear_flush", "ptep_clear_flush_young", "ptep_set_wrprotect",
-              "ptep_test_and_clear_young", "flush_tlb_page", "page_mkclean_one",
-              "invalidate_range_start", "invalidate_range_end")
+              "ptep_test_and_clear_young", "flush_tlb_page", "page_mkclean", "try_to_unmap",
+              "page_referenced", "migrate", "mprotect_ro", "mprotect_rw", "mprotect_none",
+              "munmap", "invalidate_range_start", "invalidate_range_end")
 
 #: Fields of a PTE value usable in conditions (``p.d``, ``pte(x).ppn``).
 PTE_FIELDS = ("v", "r", "w", "x", "u", "g", "a", "d", "ppn", "value")
@@ -440,12 +441,13 @@ class _Parser:
         if word == "ld":
             self._needs(cur, (CPU,), "'ld'")
             va, off = self._va(cur, "ld")
-            return Op("ld", n, dst, va, off)
+            return Op("ld", n, dst, va, off, {"retry": cur.accept("retry")})
         if word == "st":
             self._needs(cur, (CPU,), "'st'")
             va, off = self._va(cur, "st")
             cur.expect(",", "between the address and the value")
-            return Op("st", n, dst, va, off, {"value": self._value(cur)})
+            return Op("st", n, dst, va, off, {"value": self._value(cur),
+                                              "retry": cur.accept("retry")})
         if word in ("fence", "csync"):
             self._no_dst(cur, dst, word)
             return Op(word, n)

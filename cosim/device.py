@@ -15,7 +15,7 @@ serves.  For each access it
    (:meth:`~pyrmap.devdriver.DeviceMmuDriver.device_fault`) in a host thread and retries; on
    ``PAGE`` (the entry lacks the permission, e.g. a store through a read-only entry) the same
    without a record.  ``-EFAULT`` (unmapped meanwhile, or the device was stopped by
-   ``release``) drops the access; a stopped device ends the workload.
+   ``release``) or ``-ENOMEM`` drops the access; a stopped device ends the workload.
 
 Members (ports): drives ``dev__req__valid/vaddr/op/asid`` and ``dev__fault__ack``; samples
 ``dev__req__ready``, ``dev__resp__*`` and ``dev__fault__*`` (through
@@ -31,7 +31,7 @@ from typing import Iterable, Optional
 
 from cocotb.triggers import RisingEdge
 
-from pyrmap.devdriver import EFAULT
+from pyrmap.devdriver import EFAULT, ENOMEM
 from pyrmap.physmem import BusError
 from pyrmap.pte import AccessType, FaultKind
 
@@ -116,8 +116,8 @@ class DeviceDriver:
                 raise DeviceError(f"device: {op.name} 0x{vaddr:x} of {mm!r} faulted {retries} "
                                   f"times (seed {self.env.seed})")
             rc = await self.env.run("devfault", drv.device_fault, vaddr, op)
-            if rc == -EFAULT:
-                self.stats["efaults"] += 1
+            if rc in (-EFAULT, -ENOMEM):
+                self.stats["efaults" if rc == -EFAULT else "enomem"] += 1
                 if drv.stopped:
                     self.stopped = True
                 return DeviceOutcome(FaultKind.PAGE, None, None, retries, cycles)

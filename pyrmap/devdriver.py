@@ -72,10 +72,11 @@ from .pte import (PAGE_SHIFT, PAGE_SIZE, _PAGE_R, _PAGE_U, _PAGE_W, _PAGE_X, Acc
                   FaultKind, pte_leaf, pte_pfn, pte_present)
 
 __all__ = ["DevDriverConfig", "DeviceMmuDriver", "device_figures", "FIGURE_LABELS",
-           "EFAULT", "EINTR"]
+           "EFAULT", "EINTR", "ENOMEM", "register_device", "run_device"]
 
 EFAULT = errno.EFAULT
 EINTR = errno.EINTR
+ENOMEM = errno.ENOMEM
 
 _PERM = _PAGE_R | _PAGE_W | _PAGE_X | _PAGE_U
 _NEED = {AccessType.LOAD: _PAGE_R, AccessType.STORE: _PAGE_W, AccessType.FETCH: _PAGE_X}
@@ -273,7 +274,8 @@ class DeviceMmuDriver(MmuNotifier):
         int
             0 when the entry was installed; ``-EFAULT`` when the device was stopped
             (``release``), the mm has no users left, or the access is a segmentation fault
-            or bus error for the process.
+            or bus error for the process; ``-ENOMEM`` when faulting the page in ran out of
+            memory.
 
         Raises
         ------
@@ -367,7 +369,7 @@ class DeviceMmuDriver(MmuNotifier):
 
     def _gup(self, vaddr: int, op: AccessType) -> int:
         """Fault the page in through the engine, holding a user reference of the mm."""
-        from .errors import BusErrorSignal, SegmentationFault
+        from .errors import BusErrorSignal, OutOfMemoryError, SegmentationFault
         from .memory import do_page_fault
         mm = self.mm
         if mm.mm_users <= 0 or mm.dead:                    # mmget_not_zero
@@ -379,6 +381,9 @@ class DeviceMmuDriver(MmuNotifier):
         except (SegmentationFault, BusErrorSignal):
             self.stats["segv"] += 1
             return -EFAULT
+        except OutOfMemoryError:
+            self.stats["oom"] += 1
+            return -ENOMEM
         finally:
             from .mmap import mmput
             mmput(mm)
@@ -396,7 +401,8 @@ class DeviceMmuDriver(MmuNotifier):
         Raises
         ------
         OSError
-            ``EFAULT``: the device was stopped or the access is not allowed to the process.
+            ``EFAULT``: the device was stopped or the access is not allowed to the process;
+            ``ENOMEM``: no memory to fault the page in.
         """
         op = AccessType(op)
         dev = self.dev
@@ -640,8 +646,8 @@ def run_device(driver: DeviceMmuDriver, accesses: Iterable, *, shadow=None,
     """A device thread: every access of ``accesses`` (:class:`pyrmap.workload.Access` or
     ``(op, vaddr[, value])``) through :meth:`DeviceMmuDriver.access`; a store writes a fresh
     value.  An access the process may not make (``EFAULT``: unmapped meanwhile, or the
-    device stopped) is counted in ``efaults`` and skipped; the thread ends when the device
-    is stopped.  Returns the driver's figures."""
+    device stopped) is counted in ``efaults`` and skipped, one that found no memory
+    (``ENOMEM``) in ``enomem``; the thread ends when the device is stopped.  Returns the driver's figures."""
     from .workload import _coerce
     value = value_base
     for item in accesses:
@@ -656,7 +662,7 @@ def run_device(driver: DeviceMmuDriver, accesses: Iterable, *, shadow=None,
         try:
             driver.access(acc.vaddr, acc.op, data, shadow=shadow)
         except OSError as exc:
-            if exc.errno != EFAULT:
+            if exc.errno not in (EFAULT, ENOMEM):
                 raise
-            driver.stats["efaults"] += 1
+            driver.stats["efaults" if exc.errno == EFAULT else "enomem"] += 1
     return driver.figures()

@@ -11,13 +11,12 @@ import random
 import pytest
 
 from pyrmap import mmu_notifier as mn
-from pyrmap.arch import InvalKind
 from pyrmap.checkers import InvariantViolation
 from pyrmap.devdriver import (EFAULT, EINTR, FIGURE_LABELS, DevDriverConfig, DeviceMmuDriver,
                               device_figures, register_device, run_device)
 from pyrmap.mmu_notifier import mmu_notifier_release
 from pyrmap.pagemap import lock_page, unlock_page
-from pyrmap.pte import PAGE_SIZE, AccessType, FaultKind
+from pyrmap.pte import PAGE_SIZE, AccessType
 from pyrmap.rmap import KernelBug
 from pyrmap.scenario import (MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_WRITE,
                              System, _offset)
@@ -625,3 +624,64 @@ def test_zapping_a_writable_entry_dirties_the_page():
     assert not page.test(PG.dirty)
     drv.invalidate_page(ds.p, ds.fsh)
     assert page.test(PG.dirty)
+
+
+# ---------------------------------------------------------------------------------------------
+# Random mixes: every VM operation next to the device, many seeds.
+
+def _random_mix(seed: int, steps: int = 8, quirks=None, config=None):
+    ds = DevSys(seed, nframes=36, quirks=quirks, config=config)
+    s, p = ds.s, ds.p
+    rng = random.Random(seed)
+    ds.spawn_device(40 + 15 * steps)
+    s.spawn("kswapd", kswapd(ds, rounds=steps))
+
+    def ops():
+        for _ in range(steps):
+            regs = [r for r in s.shadow.regions(p)]
+            if not regs:
+                break
+            start, end, prot, shared = rng.choice(regs)
+            npages = (end - start) // PAGE_SIZE
+            op = rng.choice(["mprotect", "munmap", "mremap", "fork", "migrate", "madvise",
+                             "msync", "mmap"])
+            if op == "mprotect":
+                s.mprotect(p, start, PAGE_SIZE, PROT_READ if prot & PROT_WRITE else RW)
+            elif op == "munmap" and len(regs) > 1:
+                s.munmap(p, start, PAGE_SIZE * rng.randint(1, npages))
+            elif op == "mremap" and not shared:          # a file mapping would pass EOF
+                s.mremap(p, start, npages * PAGE_SIZE, (npages + 1) * PAGE_SIZE, 1)
+            elif op == "fork" and len(s.processes) == 1:   # one workload per core
+                c = s.fork(p)
+                s.random_workload(0, c, 10, store_ratio=0.3)
+            elif op == "migrate":
+                pages = [s.kernel.pages[e.ppn] for e in ds.drv.device_entries()]
+                if pages:
+                    s.migrate(rng.choice(pages))
+            elif op == "madvise" and not shared:
+                s.madvise_dontneed(p, start, PAGE_SIZE)
+            elif op == "msync" and shared:
+                s.msync(p, start, end - start, check_backing=False)   # writers run
+            elif op == "mmap":
+                s.mmap(p, 0, 2 * PAGE_SIZE, RW, MAP_PRIVATE | MAP_ANONYMOUS)
+            for _ in range(rng.randrange(1, 30)):
+                s.arch.yield_point("ops think")
+
+    s.spawn("ops", ops)
+    ds.run()
+    ds.check_device()
+    return ds
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_vm_operations_next_to_the_device(seed):
+    ds = _random_mix(seed)
+    assert ds.drv.stats["accesses"] > 0 and ds.drv.count == 0
+    _verdicts_pass(ds)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(8, 108))
+def test_random_vm_operations_next_to_the_device_stress(seed):
+    ds = _random_mix(seed, steps=16)
+    _verdicts_pass(ds)

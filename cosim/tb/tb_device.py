@@ -21,8 +21,7 @@ import cocotb
 from cosim.device import DeviceDriver
 from cosim.devarch import DevArch
 from pyrmap.checkers import InvariantViolation
-from pyrmap.devdriver import (EFAULT, EINTR, DevDriverConfig, DeviceMmuDriver, device_figures,
-                              register_device)
+from pyrmap.devdriver import EFAULT, EINTR, DevDriverConfig, DeviceMmuDriver
 from pyrmap.pte import PAGE_SIZE, AccessType
 from pyrmap.scenario import MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_WRITE, _offset
 from pyrmap.workload import random_accesses

@@ -32,7 +32,7 @@ from typing import Iterable, Optional
 
 import cocotb
 from cocotb.triggers import Lock as CoLock
-from cocotb.triggers import RisingEdge
+from cocotb.triggers import RisingEdge, Timer
 
 from pyrmap.arch import Arch, InvalKind, TlbEntry
 from pyrmap.pte import PAGE_SIZE, _PAGE_A, _PAGE_W, describe
@@ -194,7 +194,13 @@ class CosimArch(Arch):
         self.flushes: list[FlushRecord] = []
         self.history: dict[int, list[tuple]] = collections.defaultdict(list)
         self.history_limit = 64
+        #: pte_history ignores memory transactions before this sequence number (a scenario
+        #: that reuses memory for a fresh kernel sets it).
+        self.history_from_seq = 0
         self._inval_locks = [CoLock(f"inval{i}") for i in range(ncores)]
+        #: Invalidation acks seen per core (a CpuDriver squashes an access in flight across
+        #: one: see cosim.cpu).
+        self.acks = [0] * ncores
         #: (cycle the last ack was seen, asid or None for all, va lo, va hi) per request.
         self._flush_log: list[tuple[int, Optional[int], int, int]] = []
         #: The :class:`pyrmap.checkers.Checker` that counts access checks and reports a stale
@@ -333,7 +339,7 @@ class CosimArch(Arch):
             return [f"cycle {w} {who} {op}: {describe(v)}"
                     for w, who, op, v in self.history.get(ptep, [])]
         out = []
-        for txn in m.log:
+        for txn in m.log[self.history_from_seq:]:
             if txn.addr == ptep and txn.wrote:
                 who = txn.who or ("sw" if txn.src < 0 else f"core{txn.src} walker")
                 out.append(f"#{txn.seq} cycle {txn.resp_cycle} {who} {txn.op.name}: "
@@ -359,6 +365,7 @@ class CosimArch(Arch):
                     await RisingEdge(self.clk)
                     waited += 1
                     if int(ack.value):
+                        self.acks[core] += 1
                         break
                     if waited > 100_000:
                         raise TimeoutError(f"core {core} never acknowledged invalidation "
@@ -371,6 +378,10 @@ class CosimArch(Arch):
         tasks = [cocotb.start_soon(self._inval_core(c, reqs, result)) for c in cores]
         for t in tasks:
             await t
+        # Everything the hardware did up to the edge of the last ack -- a CPU response in the
+        # same cycle, whose data access happens at that edge -- happens before the flush
+        # returns: let every coroutine woken by that edge run first.
+        await Timer(1, "step")
         return result
 
     def _do_flush(self, what: str, cores: Iterable[int], reqs: list) -> None:

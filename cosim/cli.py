@@ -40,6 +40,9 @@ SCENARIOS = {
     "fuzz": "pyrmap's random program on the RTL: seeded mmap / munmap / mprotect / mremap / "
             "fork / exit / madvise / msync / reclaim / migration / remap_file_pages steps, "
             "each next to workloads on the cores, quiescent checks after every step",
+    "dirty_race": "a CPU store whose walker sets D by CAS against reclaim's try_to_unmap of "
+                  "the page, iterated over store timings (--steps iterations); finds the "
+                  "lost write of --quirk nonatomic_ptep_get_and_clear",
 }
 
 DEMO = {"phases": 6, "accesses": 60, "nframes": 32}
@@ -107,7 +110,8 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--nframes", type=_positive, default=None,
                         help="physical memory in 4 KiB frames (default: 32, fuzz 64)")
         sp.add_argument("--steps", type=_positive, default=12,
-                        help="random steps of the fuzz scenario (default %(default)s)")
+                        help="random steps of fuzz, iterations of dirty_race "
+                             "(default %(default)s)")
         sp.add_argument("--quirk", action="append", default=[], metavar="NAME",
                         help="switch on a quirk (repeatable); see `list`")
         sp.add_argument("--waves", action="store_true", help="record a waveform")
@@ -184,7 +188,7 @@ def parse_args(argv: Sequence[str]) -> "RunArgs | str":
              f"--cores {args.cores} --tlb-entries {args.tlb_entries}",
              f"--tlb-ways {params['tlb_ways']} --phases {args.phases}",
              f"--accesses {args.accesses} --nframes {nframes}"]
-    if scenario == "fuzz":
+    if scenario in ("fuzz", "dirty_race"):
         parts.append(f"--steps {args.steps}")
     parts += [f"--quirk {q}" for q in args.quirk]
     command = " ".join(parts)

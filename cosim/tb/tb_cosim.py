@@ -612,7 +612,132 @@ async def fuzz_scenario(dut, seed: int, p: dict, progress: Progress,
     return s
 
 
-SCENARIOS = {"reclaim": reclaim_scenario, "fuzz": fuzz_scenario}
+class _RaceRun:
+    """Stands in for a CosimSystem in the report of the dirty-race scenario (one kernel per
+    iteration; the report shows the last one's figures, every iteration's checks)."""
+
+    def __init__(self, arch, env, memory):
+        self.arch, self.env, self.memory = arch, env, memory
+        self.kernel = None
+        self.checkers = None
+        self.shadow = None
+        self.iterations = 0
+
+
+async def dirty_race_scenario(dut, seed: int, p: dict, progress: Progress, out: dict):
+    """reclaim's ``try_to_unmap`` against a CPU store whose walk sets D by CAS in the RTL.
+
+    A shared file page is mapped writable but clean and old, so the store's walker must
+    compare-and-swap A and D into the PTE.  Each iteration (a fresh kernel on the same RTL,
+    every TLB flushed) starts the store a different number of cycles after reclaim; reclaim
+    unmaps the page, writes it back if it is dirty and drops it from the page cache; then the
+    file's backing store must hold the store's value (checker (c)).  With
+    ``nonatomic_ptep_get_and_clear`` the unmap is a load and a store of 0 a few cycles apart,
+    and a walker CAS that lands between them is lost: the page is dropped unwritten."""
+    from pyrmap.checkers import Checkers
+    from pyrmap.filemap import write_one_page
+    from pyrmap.kernel import Kernel, Quirks
+    from pyrmap.mm_types import (PG, VM_MAYREAD, VM_MAYSHARE, VM_MAYWRITE, VM_READ, VM_SHARED,
+                                 VM_WRITE, AddressSpace, MmStruct, Vma)
+    from pyrmap.pagemap import lock_page, unlock_page
+    from pyrmap.pagetable import pgd_alloc, pte_alloc
+    from pyrmap.physmem import PhysMem
+    from pyrmap.pte import PAGE_SHARED, AccessType, FaultKind, pfn_pte
+    from pyrmap.rmap import SWAP_SUCCESS, page_add_file_rmap, try_to_unmap
+    from pyrmap.vmscan import remove_mapping
+
+    mem = PhysMem(max(p["nframes"], 16))
+    env, arch, memory = await start_bench(dut, mem, seed, yield_cycles=(0, 3))
+    run = out["system"] = _RaceRun(arch, env, memory)
+    iterations = p["steps"]
+    va = 0x4000_0000
+    progress(f"seed {seed}: up to {iterations} iterations of store-vs-try_to_unmap, quirks "
+             f"{','.join(p['quirks']) or 'none'}")
+    for it in range(iterations):
+        mem.words[:] = 0
+        quirks = Quirks(**{q: True for q in p["quirks"]})
+        k = Kernel(arch, quirks)
+        arch.kernel = k
+        if run.checkers is not None:
+            run.checkers.uninstall()
+        chk = Checkers(k, seed=seed, command=p["command"]).install()
+        chk.step(f"iteration {it}")
+        run.kernel, run.checkers, run.shadow, run.iterations = k, chk, chk.shadow, it + 1
+        arch.access_checker = chk.tlb
+        f = AddressSpace(k, "f", 1)
+        flags = VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_SHARED | VM_MAYSHARE
+        # Iterations sweep the store's start from 24 cycles before reclaim to 23 after.
+        delay = it % 48 - 24
+        state = {}
+
+        def setup():
+            arch.flush_tlb_all()
+            mm = MmStruct(k, k.alloc_asid(), pgd_alloc(k))
+            k.mms.append(mm)
+            vma = Vma(mm, va, va + PAGE_SIZE, flags, 0, f)
+            mm.mmap.append(vma)
+            f.i_mmap.insert(0, 0, vma)
+            page = k.alloc_page()
+            page.mapping, page.index = f, 0
+            page.set(PG.uptodate)
+            f.page_tree[0] = page
+            k.get_page(page)
+            ptep = pte_alloc(mm, va)
+            arch.set_pte_at(mm, va, ptep, pfn_pte(page.pfn, PAGE_SHARED))   # clean, old
+            page_add_file_rmap(page)
+            mm.file_rss += 1
+            chk.shadow.register_file(f)
+            chk.shadow.on_mmap(mm, va, PAGE_SIZE, 3, True, f, 0)
+            arch.switch_mm(0, mm)
+            state.update(mm=mm, page=page, ptep=ptep)
+
+        first_txn = arch.history_from_seq = len(memory.log)
+        await env.run("setup", setup)
+        mm, page = state["mm"], state["page"]
+        value = 0x5EED_0000 + it
+
+        def cpu():
+            env.wait_cycles(max(delay, 0))
+            r = arch.cpu_access(0, va, AccessType.STORE, data=value)
+            if r.fault == FaultKind.NONE:
+                chk.shadow.store(mm, va, value)
+
+        def reclaim():
+            env.wait_cycles(max(-delay, 0))
+            k.get_page(page)
+            lock_page(page)
+            rc = try_to_unmap(page, 0)
+            if rc == SWAP_SUCCESS and page.test(PG.dirty):
+                write_one_page(page)
+                lock_page(page)
+            if rc == SWAP_SUCCESS:
+                remove_mapping(page)
+            unlock_page(page)
+            k.put_page(page)
+
+        threads = [env.spawn("cpu0", cpu), env.spawn("reclaim", reclaim)]
+        try:
+            for t in threads:
+                await t.join()
+        except InvariantViolation as exc:
+            raise CosimViolation(f"at cycle {arch.cycle()} (iteration {it}, the store began "
+                                 f"{delay} cycles after reclaim):\n{exc}")
+        try:
+            if 0 not in f.page_tree:
+                chk.shadow.check_backing(f, [0])
+            chk.check_all()
+        except InvariantViolation as exc:
+            hist = "\n".join(f"    {h}" for h in arch.pte_history(state["ptep"]))
+            raise CosimViolation(f"at cycle {arch.cycle()} (iteration {it}, the store began "
+                                 f"{delay} cycles after reclaim):\n{exc}\n  PTE history of "
+                                 f"0x{va:x} (oldest first):\n{hist}")
+        if it % 8 == 7:
+            progress(f"iteration {it + 1}/{iterations}: cycle {arch.cycle()}, no lost write")
+    return run
+
+
+SCENARIOS = {"reclaim": reclaim_scenario, "fuzz": fuzz_scenario,
+             "dirty_race": dirty_race_scenario}
 
 
 def report(s: CosimSystem, seed: int, p: dict, seconds: float, error: str | None) -> dict:
@@ -651,6 +776,7 @@ def report(s: CosimSystem, seed: int, p: dict, seconds: float, error: str | None
         "memory": {"transactions": len(arch.memory.log) if arch.memory else 0},
         "checkers": [{"name": n, "checks": c, "violations": v, "verdict": verd}
                      for n, c, v, verd in s.checkers.verdicts()],
+        "iterations": getattr(s, "iterations", None),
         "violation": error,
         "passed": error is None,
     }

@@ -186,6 +186,9 @@ class Run:
         self.walk_events: list = []
         self.locks: dict = {}
         self.kworld = None
+        self.kernel_quirks: list = []
+        #: Thread name -> the operation it is executing (for hang reports).
+        self.current: dict = {}
         bench.responder.listeners.append(self._on_txn)
 
     # --- hardware ports ----------------------------------------------------------------------
@@ -291,6 +294,7 @@ class Run:
                 pc = labels[op.args["label"]]
                 await RisingEdge(self.dut.clk)      # a loop always lets time pass
                 continue
+            self.current[th.name] = f"line {op.line} '{op.text}'"
             try:
                 await self.op(th, op)
             except RunError as exc:
@@ -487,14 +491,16 @@ class Run:
         return st
 
 
-async def run_test(bench: Bench, test, seed: int) -> dict:
-    """One run of ``test`` with ``seed``: the record the report keeps."""
+async def run_test(bench: Bench, test, seed: int, kernel_quirks=()) -> dict:
+    """One run of ``test`` with ``seed``: the record the report keeps.  ``kernel_quirks``
+    names :class:`pyrmap.kernel.Quirks` switched on in the run's kernel."""
     lay = Layout(test)
     mem = lay.build()
     pert = Perturbation(seed, test.options)
     await bench.reset(mem, pert.latency)
     start = cycle_now()
     run = Run(bench, test, lay, mem, pert)
+    run.kernel_quirks = list(kernel_quirks)
     rec = {"seed": seed, "profile": pert.profile}
     try:
         await run.warm()
@@ -504,6 +510,7 @@ async def run_test(bench: Bench, test, seed: int) -> dict:
             # cocotb fails the whole test when a background task raises: keep it for the run
             try:
                 await run.thread(th)
+                run.current[th.name] = None
             except Exception as exc:  # noqa: BLE001
                 errors.append(exc)
 
@@ -514,7 +521,8 @@ async def run_test(bench: Bench, test, seed: int) -> dict:
                 for t in tasks:
                     if not t.done():
                         t.cancel()
-                raise RunError(f"threads still running after {MAX_CYCLES} cycles")
+                stuck = ", ".join(f"{n} at {w}" for n, w in run.current.items() if w)
+                raise RunError(f"threads still running after {MAX_CYCLES} cycles: {stuck}")
             await RisingEdge(bench.dut.clk)
         if errors:
             raise errors[0]
@@ -541,7 +549,8 @@ async def test_litmus(dut):
         test = parse_file(job["path"])
         recs = []
         for k in range(int(job["runs"])):
-            recs.append(await run_test(bench, test, int(job["seed"]) + k))
+            recs.append(await run_test(bench, test, int(job["seed"]) + k,
+                                       job.get("kernel_quirks", ())))
         report[job["path"]] = {"name": test.name, "runs": recs}
         log.info("%s: %d runs", test.name, len(recs))
     if bench.responder is not None:

@@ -32,6 +32,8 @@ class KernelSetupError(RuntimeError):
 
 def needs_kernel(test) -> bool:
     """True when a thread uses a kernel operation or a CPU access with ``retry``."""
+    if test.options.get("kernel"):
+        return True
     for th in test.threads:
         for op in th.ops:
             if op.kind == "if":
@@ -90,7 +92,8 @@ class KernelWorld:
                                      dev_entries=int(b.cfg.get("dev_entries", 8)))
         for i in range(b.ncores):       # one owner per invalidation port
             run.inval_locks[i] = arch._inval_locks[i]
-        self.kernel = k = Kernel(arch)
+        from pyrmap.kernel import Quirks
+        self.kernel = k = Kernel(arch, Quirks(**{q: True for q in run.kernel_quirks}))
         arch.kernel = k
         for _ in range(1, lay.nframes):         # the bench's frames are in use
             k.frames.alloc()

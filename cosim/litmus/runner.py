@@ -69,9 +69,10 @@ def judge(test: LitmusTest, runs: list, sim: str = "", config: Optional[dict] = 
     cycles = 0
     for rec in runs:
         cycles += rec.get("cycles", 0)
+        arb = f", {rec['arbitration']} arbitration" if "arbitration" in rec else ""
         if "error" in rec:
             r.histogram["error: " + rec["error"]] += 1
-            r.failures.append(f"run seed {rec['seed']}: {rec['error']}")
+            r.failures.append(f"run seed {rec['seed']}{arb}: {rec['error']}")
             if r.first_bad_cycles is None:
                 r.first_bad_cycles, r.first_bad_condition = cycles, "run error"
             continue
@@ -83,8 +84,8 @@ def judge(test: LitmusTest, runs: list, sim: str = "", config: Optional[dict] = 
                   (c.verdict == Verdict.REQUIRED and not val)
             if bad:
                 what = "forbidden outcome seen" if val else "required condition failed"
-                r.failures.append(f"run seed {rec['seed']}: {what} (line {c.line}: {c.text}): "
-                                  f"{rec['outcome']}")
+                r.failures.append(f"run seed {rec['seed']}{arb}: {what} (line {c.line}: "
+                                  f"{c.text}): {rec['outcome']}")
                 if r.first_bad_cycles is None:
                     r.first_bad_cycles = cycles
                     r.first_bad_condition = f"{c.verdict.value}: {c.text}"
@@ -120,7 +121,8 @@ def _config_for(test: LitmusTest, base: dict) -> dict:
 
 
 def run_files(paths: Iterable[str], *, runs: Optional[int] = None, sim: str = "icarus",
-              seed: int = 1, config: Optional[dict] = None, waves: bool = False
+              seed: int = 1, config: Optional[dict] = None, waves: bool = False,
+              arbitration: str = "both", kernel_quirks: Iterable[str] = ()
               ) -> list[TestResult]:
     """Parse, run and judge litmus files.
 
@@ -132,39 +134,74 @@ def run_files(paths: Iterable[str], *, runs: Optional[int] = None, sim: str = "i
     sim : str
         ``"icarus"`` or ``"verilator"``.
     seed : int
-        Run ``k`` of a test uses seed ``seed + k``; ``--runs 1 --seed S`` replays one run.
+        Run ``k`` of a test uses seed ``seed + k``; ``--runs 1 --seed S`` replays one run
+        (with the same arbitration).
     config : dict, optional
         ``Top`` parameters for every test (a file's ``config`` line overrides them), e.g.
         ``{"quirk_fill_after_inval": True}``.
+    arbitration : str
+        ``"round_robin"``, ``"fixed"``, or ``"both"``: the first half of the runs on a
+        round-robin memory arbiter, the second half on a fixed-priority one (a timing
+        perturbation of its own).  A test or ``config`` naming ``arbitration`` pins it.
+    kernel_quirks : iterable of str
+        :class:`pyrmap.kernel.Quirks` to switch on in the kernel of tests that use one.
 
     Raises
     ------
     LitmusSyntaxError
         A file does not parse (before anything runs).
+    ValueError
+        An unknown arbitration.
     RuntimeError
         The simulator failed to produce a report.
     """
     from ..build import make_config, run
+    from pyrmap.kernel import Quirks
+    kernel_quirks = list(kernel_quirks)
+    for q in kernel_quirks:
+        if q not in Quirks.__dataclass_fields__:
+            raise ValueError(f"Kernel quirk must be one of "
+                             f"{', '.join(Quirks.__dataclass_fields__)}, not {q!r}")
+    if arbitration not in ("round_robin", "fixed", "both"):
+        raise ValueError(f"Arbitration must be 'round_robin', 'fixed' or 'both', not "
+                         f"{arbitration!r}")
     tests = [parse_file(p) for p in paths]
     groups: dict = collections.OrderedDict()
     for t in tests:
         cfg = _config_for(t, config or {})
         groups.setdefault(json.dumps(cfg, sort_keys=True), []).append(t)
-    results = []
+    records: dict = collections.defaultdict(list)
+    configs: dict = {}
     for key, group in groups.items():
         cfg = json.loads(key)
-        jobs = [{"path": str(Path(t.path).resolve()), "runs": int(runs or t.options.get("runs", DEFAULT_RUNS)),
-                 "seed": seed} for t in group]
-        rr = run(make_config(**cfg), sim, "cosim.litmus.bench", seed=seed,
-                 env={"COSIM_LITMUS": json.dumps(jobs)}, waves=waves)
-        rep = (rr.report or {}).get("litmus")
-        if rep is None:
-            raise RuntimeError(f"the litmus bench produced no report ({'; '.join(rr.failures)})"
-                               f"\n{rr.log_tail()}\nreproduce: {rr.command}")
+        arbs = ([cfg["arbitration"]] if "arbitration" in cfg else
+                ["round_robin", "fixed"] if arbitration == "both" else [arbitration])
         for t in group:
-            data = rep["tests"][str(Path(t.path).resolve())]
-            results.append(judge(t, data["runs"], sim, cfg))
-    return results
+            configs[id(t)] = cfg
+        for j, arb in enumerate(arbs):
+            jobs = []
+            for t in group:
+                n = int(runs or t.options.get("runs", DEFAULT_RUNS))
+                lo = n * j // len(arbs)
+                hi = n * (j + 1) // len(arbs)
+                if hi > lo:
+                    jobs.append((t, {"path": str(Path(t.path).resolve()), "runs": hi - lo,
+                                     "seed": seed + lo, "kernel_quirks": kernel_quirks}))
+            if not jobs:
+                continue
+            full = dict(cfg, arbitration=arb)
+            rr = run(make_config(**full), sim, "cosim.litmus.bench", seed=seed,
+                     env={"COSIM_LITMUS": json.dumps([jb for _, jb in jobs])}, waves=waves)
+            rep = (rr.report or {}).get("litmus")
+            if rep is None:
+                raise RuntimeError(f"the litmus bench produced no report "
+                                   f"({'; '.join(rr.failures)})\n{rr.log_tail()}\n"
+                                   f"reproduce: {rr.command}")
+            for t, jb in jobs:
+                for rec in rep["tests"][jb["path"]]["runs"]:
+                    rec["arbitration"] = arb
+                    records[id(t)].append(rec)
+    return [judge(t, records[id(t)], sim, configs[id(t)]) for t in tests]
 
 
 def main(argv: Optional[list] = None, prog: str = "python -m cosim.litmus") -> int:
@@ -180,6 +217,10 @@ def main(argv: Optional[list] = None, prog: str = "python -m cosim.litmus") -> i
     p.add_argument("--sim", choices=SIMULATORS, default="icarus")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--config", default="", help="k=v,k=v parameters of Top (quirks too)")
+    p.add_argument("--arbitration", choices=("both", "round_robin", "fixed"), default="both",
+                   help="memory arbiter of the runs (both: half of the runs on each)")
+    p.add_argument("--kernel-quirk", action="append", default=[], metavar="NAME",
+                   help="switch on a pyrmap.kernel.Quirks switch in the tests' kernel")
     p.add_argument("--waves", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
@@ -192,8 +233,9 @@ def main(argv: Optional[list] = None, prog: str = "python -m cosim.litmus") -> i
         cfg[k.strip()] = _parse_value(v.strip())
     try:
         results = run_files(args.files, runs=args.runs, sim=args.sim, seed=args.seed,
-                            config=cfg, waves=args.waves)
-    except LitmusSyntaxError as exc:
+                            config=cfg, waves=args.waves, arbitration=args.arbitration,
+                            kernel_quirks=args.kernel_quirk)
+    except (LitmusSyntaxError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     bad = 0

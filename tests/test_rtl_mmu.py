@@ -170,16 +170,20 @@ QUIRKS = [
 
 
 @pytest.mark.sim
+@pytest.mark.parametrize("sim", [
+    "icarus",
+    pytest.param("verilator", marks=pytest.mark.slow),   # a Verilator build per quirk
+])
 @pytest.mark.parametrize("quirk,kind", QUIRKS, ids=[q for q, _ in QUIRKS])
-def test_quirk_caught(quirk, kind, rtl_opts):
+def test_quirk_caught(quirk, kind, sim, rtl_opts):
     """The quirked RTL fails the testbench with the expected checker; the same seed passes on
-    the correct RTL.  Icarus only (a build per quirk)."""
+    the correct RTL.  By default on Icarus only (a build per quirk); Verilator with -m slow."""
     env = {"COSIM_NREQ": "500"}
-    bad = _run("icarus", "test_random_mmu", 5, rtl_opts, env=env, **{quirk: True})
+    bad = _run(sim, "test_random_mmu", 5, rtl_opts, env=env, **{quirk: True})
     assert not bad.passed, f"{quirk} was not caught:\n" + _explain(bad)
     assert kind in _kinds(bad), (f"{quirk} failed, but not with the {kind} checker "
                                  f"(got {sorted(_kinds(bad))}):\n" + _explain(bad))
-    good = _run("icarus", "test_random_mmu", 5, rtl_opts, env=env)
+    good = _run(sim, "test_random_mmu", 5, rtl_opts, env=env)
     assert good.passed, _explain(good)
 
 

@@ -384,7 +384,9 @@ def run(config, sim: str, test_module: str, *, seed: int, testcase: str | None =
     b = build(config, sim, waves=waves)
     h = b.config_hash
     if test_dir is None:
-        test_dir = SIM_BUILD / h / "runs" / f"{sim}-{test_module.rsplit('.', 1)[-1]}-{seed}-{os.getpid()}"
+        name = "-".join(filter(None, [sim, test_module.rsplit(".", 1)[-1], testcase, str(seed),
+                                      str(os.getpid())]))
+        test_dir = SIM_BUILD / h / "runs" / name
     test_dir = Path(test_dir).resolve()
     if test_dir.exists():
         shutil.rmtree(test_dir, ignore_errors=True)

@@ -82,9 +82,24 @@ class DevBench:
     async def run(self, count: int, store_ratio: float = 0.4):
         """The device workload next to every queued host thread; then the quiescent checks
         and the device's own: every device entry backed by its current PTE."""
-        task = cocotb.start_soon(self.dev.run(self.accesses(count, store_ratio)))
+        failed = []
+
+        async def device():
+            # An exception in a background task would end the cocotb test at once; keep it
+            # and raise it (tagged with the cycle) once the host threads are done.
+            try:
+                await self.dev.run(self.accesses(count, store_ratio))
+            except Exception as exc:  # noqa: BLE001 - re-raised below
+                failed.append((self.arch.cycle(), exc))
+
+        task = cocotb.start_soon(device())
         await self.s.run_async(check=False)
         await task
+        if failed:
+            cycle, exc = failed[0]
+            if isinstance(exc, InvariantViolation):
+                raise CosimViolation(f"at cycle {cycle} (device):\n{exc}")
+            raise exc
         self.check()
 
     def check(self):
@@ -496,3 +511,61 @@ async def test_dev_stale_access_is_caught(dut):
     assert "device invalidation acknowledged at cycle" in seen["caught"], seen
     assert seen["after"] == FaultKind.MISS, seen
     assert "expected" in seen.get("record", ""), seen
+
+
+# =============================================================================================
+# The seq race without a directed hook: the seeded timing alone opens the window.
+
+async def _seq_sweep(dut, on: bool, rounds: int = 10):
+    """``rounds`` fresh processes, each with a device working on it while madvise(DONTNEED)
+    and reclaim run next to it; stops at the first violation.  Returns (bench, round or
+    None, violation or None)."""
+    b = await DevBench.start(dut, f"seq_sweep_{'on' if on else 'off'}", nframes=40,
+                             config=DevDriverConfig(no_seq_retry=on))
+    s = b.s
+    hit = error = None
+    for r in range(rounds):
+        if r:
+            def fresh():
+                p = s.new_process()
+                anon = s.mmap(p, 0, b.pages * PAGE_SIZE, RW, MAP_PRIVATE | MAP_ANONYMOUS)
+                drv = DeviceMmuDriver(p, dev=b.devarch, config=b.drv.config,
+                                      checkers=s.checkers, name=f"dev{r}")
+                assert drv.register() == 0
+                s.checkers.secondaries.append(drv)
+                return p, anon, drv
+            b.p, b.anon, b.drv = await s.call("fresh", fresh)
+            b.fsh = b.anon
+            b.dev = DeviceDriver(b.devarch, b.drv, shadow=s.shadow)
+        p, anon = b.p, b.anon
+
+        def vm(p=p, anon=anon):
+            for i in range(6):
+                s.madvise_dontneed(p, anon + (i % b.pages) * PAGE_SIZE, PAGE_SIZE)
+                b.env.wait_cycles(b.env.rng.randint(0, 12))
+
+        s.spawn("vm", vm)
+        s.spawn("kswapd", b.kswapd(rounds=2, nr=2))
+        try:
+            await b.run(30)
+        except (CosimViolation, InvariantViolation) as exc:
+            hit, error = r, str(exc)
+            break
+        s.checkers.step(f"round {r + 1}")
+    b.report(violation=error, round=hit)
+    return b, hit, error
+
+
+@cocotb.test()
+async def test_dev_quirk_no_seq_retry_sweep_on(dut):
+    b, hit, error = await _seq_sweep(dut, True)
+    assert error is not None, "no round hit the seq race with no_seq_retry on"
+    assert "inside the open" in error or "which is free" in error or "device" in error, error
+
+
+@cocotb.test()
+async def test_dev_quirk_no_seq_retry_sweep_off(dut):
+    b, hit, error = await _seq_sweep(dut, False)
+    assert error is None, error
+    assert sum(d.stats["fills_refused"] for d in b.s.checkers.secondaries) >= 1
+    _passed(b)

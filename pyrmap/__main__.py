@@ -23,6 +23,9 @@ def main(argv=None) -> int:
     fuzz.add_argument("--nframes", type=int, default=64)
     fuzz.add_argument("--quirk", action="append", default=[])
     fuzz.add_argument("--sequential", action="store_true", help="no concurrent threads")
+    fuzz.add_argument("--ops", default=None,
+                      help="comma-separated operations to draw from (default: all but the "
+                           "opt-in dontneed_race)")
     args = parser.parse_args(argv)
 
     if args.cmd == "demo":
@@ -38,8 +41,10 @@ def main(argv=None) -> int:
     from .checkers import InvariantViolation
     from .scenario import run_program
     try:
+        ops = args.ops.split(",") if args.ops else None
         system = run_program(args.seed, args.steps, nframes=args.nframes,
                              quirks=args.quirk or None, concurrency=not args.sequential,
+                             ops=ops,
                              on_step=lambda i, name: print(f"step {i}: {name}", flush=True))
     except InvariantViolation as exc:
         print(str(exc), file=sys.stderr)

@@ -338,6 +338,8 @@ class TlbChecker(Checker):
             hi = lo + (PAGE_SIZE << (9 * getattr(entry, "level", 0)))
             if hi <= start or lo >= end:
                 continue
+            if kind != "unmap" and not _entry_writable(entry):
+                continue        # a read-only entry does not break a write-protection
             problem, ptep, val = self._problem(src, entry, mm)
             if problem:
                 self.fail(f"{op or kind} of [0x{start:x}, 0x{end:x}) in {mm!r} returned while "
@@ -351,6 +353,8 @@ class TlbChecker(Checker):
             lo, hi = _entry_span(entry)
             if not lo <= page.pfn < hi:
                 continue
+            if kind != "unmap" and not _entry_writable(entry):
+                continue        # a read-only entry does not break a write-protection
             mm = by_asid.get(entry.asid)
             if mm is None:
                 self.fail(f"{op or kind} of {page!r} returned while {src} still holds {entry} "

@@ -293,3 +293,47 @@ def test_zap_flush_under_pte_lock_on_every_seed():
     for seed in range(10):
         rig = zap_race(seed, False)
         assert rig.chk.shadow.violations == 0
+
+
+# --- the same races found by the random programs ---------------------------------------------
+
+RACE_OPS = ["mmap_file", "access", "dontneed_race", "msync"]
+
+
+def _program(seed, quirks):
+    from pyrmap.scenario import run_program
+    return run_program(seed, 30, nframes=64, quirks=quirks, ops=RACE_OPS)
+
+
+def test_random_programs_find_the_zap_quirk():
+    """MADV_DONTNEED racing the CPUs and writeback: with 1cf35d47712d undone some seed loses
+    a write, and that same seed passes with the quirk off."""
+    for seed in range(1, 41):
+        try:
+            _program(seed, ["zap_flush_after_pte_unlock"])
+        except InvariantViolation as exc:
+            assert "reproduce: python -m pyrmap fuzz --seed" in str(exc)
+            assert "--quirk zap_flush_after_pte_unlock" in str(exc)
+            try:
+                _program(seed, None)
+            except InvariantViolation:
+                continue        # this seed also hits the deeper race below: try another
+            return
+    pytest.fail("no seed in 1..40 found the zap quirk (and passed without it)")
+
+
+@pytest.mark.slow
+def test_zap_removes_rmap_before_flush_beyond_the_quirk():
+    """Characterisation of the 2008 engine, quirks all off: zap_pte_range drops the rmap
+    (page_remove_rmap) before its TLB flush, so a concurrent page_mkclean sees an unmapped
+    page, skips it, and writeback starts while a dirty, writable TLB entry is still live --
+    Linux fixed this only in 2022 (5df397dec7c4, "mm: delay page_remove_rmap() until after
+    the TLB has been flushed").  The checkers must see it for some seed."""
+    for seed in range(1, 101):
+        try:
+            _program(seed, None)
+        except InvariantViolation as exc:
+            assert exc.checker == "shadow" and "writeback of clean" in exc.message
+            assert "map=0" in exc.message and "whose pte is none" in exc.message
+            return
+    pytest.fail("no seed in 1..100 reproduced the zap rmap-before-flush race")

@@ -685,3 +685,30 @@ def test_random_vm_operations_next_to_the_device(seed):
 def test_random_vm_operations_next_to_the_device_stress(seed):
     ds = _random_mix(seed, steps=16)
     _verdicts_pass(ds)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_unregister_while_the_device_works(seed):
+    """mmu_notifier_unregister runs release (the device stops, every entry of the ASID is
+    dropped); on return no callback runs any more and later faults answer -EFAULT."""
+    ds = DevSys(seed, nframes=30)
+    ds.touch_all()
+    s = ds.s
+    ds.spawn_device(80)
+    s.spawn("kswapd", kswapd(ds, rounds=4))
+
+    def unregister():
+        for _ in range(seed * 5):
+            s.arch.yield_point("later")
+        ds.drv.unregister()
+
+    s.spawn("unregister", unregister)
+    ds.run()
+    drv = ds.drv
+    assert drv.stopped and not drv.registered and drv.stats["releases"] == 1, drv.stats
+    assert drv.device_entries() == [] and drv.sptes == {}
+    n = len(drv.events)
+    s.munmap(ds.p, ds.anon, PAGE_SIZE)
+    assert len(drv.events) == n, "a callback ran after unregister returned"
+    assert drv.device_fault(ds.fsh, AccessType.LOAD) == -EFAULT
+    _verdicts_pass(ds)

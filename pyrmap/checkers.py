@@ -4,19 +4,20 @@ The five checkers of DESIGN.md "Oracles and checkers", each able to fail (a quir
 
 (a) :class:`TlbChecker` — no translation outlives the operation that removed or downgraded it.
     ``after_range(...)`` / ``after_page(...)`` are called when an invalidating operation
-    (munmap, mprotect, madvise, try_to_unmap, page_mkclean, migration) *returns*: any TLB entry
-    (any core, the device TLB) that still reaches what the operation removed predates its
-    return, so a later hit through it would complete through a removed translation.
-    ``check()`` (at quiescent points) requires every cached entry to be backed by the current
-    PTE: present, same frame, no W or D the PTE lacks.
+    (munmap, mprotect, madvise, mremap, page_mkclean through msync, migration) *returns*:
+    every TLB entry (any core, the device TLB) in what it covered must then be backed by the
+    PTE as it is now; one that is not predates the operation's end (a refill copies the
+    current PTE), so a later hit through it would complete through a removed translation.
+    ``check()`` (at quiescent points) requires the same of every cached CPU entry, A included.
 (b) :class:`FrameChecker` — a frame is freed or reused only when nothing reaches it: hooked on
     the arch's ``frame_free`` / ``frame_alloc`` notifications, it looks at every core's TLB, the
     device TLB, every secondary-MMU client and every page table at that instant.
 (c) :class:`ShadowMemory` — no write is lost: a model of what every virtual word must contain
-    (per mm for private pages, per (file, pgoff) for shared ones, following fork's COW, mremap,
-    madvise and remap_file_pages), compared on every CPU load and against the file backing
-    after msync.  ``writeback_check(page)`` is the "writeback only when clean and
-    write-protected" rule.
+    (per mm for private pages, per (file, pgoff) for shared ones, following fork's COW, the
+    engine's COW copies, mremap, madvise and remap_file_pages), compared on every CPU and
+    device load and against the file backing after msync.  ``writeback_check(page)`` is the
+    "writeback only when clean and write-protected" rule: when a clean page goes to disk no
+    translation may be able to write it without leaving a trace (a writable PTE).
 (d) :class:`NotifierChecker` — every invalidate_range_start has its end (a tracking notifier
     client per mm) and no secondary translation is installed inside a window.
 (e) :class:`RmapChecker` — rmap completeness: every present PTE of a page is reachable from

@@ -115,7 +115,7 @@ def test_shared_file_writes_reach_the_backing_store_through_reclaim():
     s = System(seed=9, nframes=40)
     f = s.create_file("f", 8)
     p = s.new_process()
-    q = s.fork(p) if False else s.new_process()
+    q = s.new_process()
     a = s.mmap(p, 0, 8 * PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, file=f)
     b = s.mmap(q, 0, 8 * PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, file=f)
     s.random_workload(0, p, 80, store_ratio=0.7)

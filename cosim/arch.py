@@ -35,7 +35,7 @@ from cocotb.triggers import Lock as CoLock
 from cocotb.triggers import RisingEdge, Timer
 
 from pyrmap.arch import Arch, InvalKind, TlbEntry
-from pyrmap.pte import PAGE_SIZE, _PAGE_A, _PAGE_W, describe
+from pyrmap.pte import PAGE_SIZE, _PAGE_A, _PAGE_W, FaultKind, describe
 
 __all__ = ["CosimArch", "FlushRecord", "TlbReader"]
 
@@ -140,7 +140,10 @@ class _DevFaultPort:
         self.arch = arch
 
     def ack_fault(self):
-        return self.arch._dev_call("dev_ack_fault", self.arch.device.ack_fault)
+        self.arch._device("dev_ack_fault")
+        if not self.arch.env.in_host_thread():
+            raise RuntimeError("ack_fault needs simulated time; call it from a host thread")
+        return self.arch.env.call(self.arch._ack_fault)
 
 
 class CosimArch(Arch):
@@ -559,39 +562,57 @@ class CosimArch(Arch):
         else:
             raise AssertionError(msg)
 
-    # --- the device (secondary MMU) through its driver ---------------------------------------
+    # --- the device (secondary MMU), through cosim.devarch.DevArch -------------------------
 
-    def attach_device(self, driver) -> None:
-        """The :class:`cosim.cpu.DeviceDriver`; enables ``dev_*`` and ``dev.ack_fault``."""
-        self.device = driver
+    def attach_device(self, devarch) -> None:
+        """Route ``dev_*`` (what the engine's DeviceWorkload and the secondary-MMU client
+        call) to a :class:`cosim.devarch.DevArch` on this arch; ``dev.ack_fault`` consumes
+        the RTL's pending fault record."""
+        self.device = devarch
         self.dev = _DevFaultPort(self)
 
-    def _dev_call(self, what: str, coro_fn, *args):
-        if getattr(self, "device", None) is None:
-            raise RuntimeError(f"{what} needs the device driver (CosimArch.attach_device)")
-        if not self.env.in_host_thread():
-            raise RuntimeError(f"{what} needs simulated time; call it from a host thread")
+    def _device(self, what: str):
+        dev = getattr(self, "device", None)
+        if dev is None:
+            raise RuntimeError(f"{what} needs the device (CosimArch.attach_device)")
         self.stats[what] += 1
-        return self.env.call(coro_fn, *args)
+        return dev
 
     def dev_access(self, vaddr: int, op, asid: int):
-        """A device access through the RTL's DeviceMmu: ``(FaultKind, paddr)``."""
-        return self._dev_call("dev_access", self.device.access, vaddr, op, asid)
+        """A device access through the RTL's DeviceMmu: ``(FaultKind, paddr)``; a completed
+        one is checked at cycle level (DevArch.check_access, checker (a))."""
+        dev = self._device("dev_access")
+        if not self.env.in_host_thread():
+            raise RuntimeError("dev_access needs simulated time; call it from a host thread")
+        fault, paddr, start = self.env.call(dev.access_async, vaddr, op, asid)
+        if fault == FaultKind.NONE and self.kernel is not None:
+            root = next((mm.pgd for mm in self.kernel.mms if mm.asid == asid), None)
+            if root is not None:
+                dev.check_access(asid, root, vaddr, start, paddr)
+        return fault, paddr
 
     def dev_fill(self, vaddr: int, asid: int, ppn: int, level: int, perm: int,
                  g: bool = False):
         """Install a device TLB entry (perm: R W X U in PTE bit positions 1..4)."""
-        self._dev_call("dev_fill", self.device.fill, vaddr, asid, ppn, level, perm, g)
+        self._device("dev_fill").dev_fill(vaddr, asid, ppn, level, perm, g)
         self._tlb_cache_key = None
 
     def dev_young(self, vaddr: int, asid: int) -> bool:
-        return self._dev_call("dev_young", self.device.young, vaddr, asid)
+        return self._device("dev_young").dev_young(vaddr, asid)
 
     def dev_inval(self, kind, vaddr: int = 0, asid: int = 0) -> int:
-        """One device invalidation; returns after the ack (the cycles it took)."""
-        cycles = self._dev_call("dev_inval", self.device.inval, int(kind), vaddr, asid)
+        """One device invalidation; returns after the ack."""
+        out = self._device("dev_inval").dev_inval(kind, vaddr, asid)
         self._tlb_cache_key = None
-        return cycles
+        return out
+
+    async def _ack_fault(self):
+        dev = self.device
+        async with dev._locks["req"]:
+            rec = dev.ports.fault_record()
+            if rec is not None:
+                await dev.ports.ack_fault()
+            return rec
 
     def perf(self, core: int) -> dict[str, int]:
         """The RTL performance counters of ``core`` (``cpu{i}__perf__*``)."""

@@ -171,7 +171,7 @@ import json
 from cocotb.triggers import RisingEdge
 
 from cosim.arch import CosimArch
-from cosim.cpu import CpuDriver, DeviceDriver
+from cosim.cpu import CpuDriver
 from cosim.memory import Latency, MemoryResponder
 
 
@@ -215,7 +215,8 @@ async def start_bench(dut, mem, seed: int, *, yield_cycles=(0, 2), latency=None)
                      dev_entries=int(cfg.get("dev_entries", 8)))
     arch.attach_drivers([CpuDriver(dut, i, arch) for i in range(ncores)])
     if hasattr(dut, "dev__req__valid"):
-        arch.attach_device(DeviceDriver(dut, arch))
+        from cosim.devarch import DevArch
+        arch.attach_device(DevArch(arch))
     return env, arch, memory
 
 
@@ -377,6 +378,8 @@ class CosimSystem(System):
         self.env = env
         self.memory = memory
         arch.access_checker = self.checkers.tlb
+        if getattr(arch, "device", None) is not None:
+            arch.device.checker = self.checkers.tlb
 
     def spawn(self, name: str, fn, *args, mm=None):
         self._queued.append((name, fn, args, mm))
@@ -766,7 +769,7 @@ def report(s: CosimSystem, seed: int, p: dict, seconds: float, error: str | None
                 "cas_retries": tot.get("cas_retries", 0), "invals": tot.get("invals", 0),
                 "squashed": tot.get("squashed", 0)},
         "cores": cores,
-        "device": ({"driver": dict(arch.device.stats), "perf": arch.device.perf()}
+        "device": ({"driver": dict(arch.device.stats), "perf": arch.device.counters()}
                    if getattr(arch, "device", None) is not None else None),
         "arch": arch.figures(),
         "kernel": {key: k.stats.get(key, 0) for _, key in FIGURES},

@@ -152,6 +152,11 @@ class CpuWorkload:
     name : str, optional
     max_faults : int
         Faults allowed for one access before it is declared stuck.
+    value_base : int, optional
+        Stores write ``value_base + 1``, ``+ 2``, ... (give each workload its own block so
+        that no value is ever stored twice).
+    switch : bool
+        Make ``mm`` current on the core first (``arch.switch_mm``).
 
     Members
     -------

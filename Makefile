@@ -48,6 +48,10 @@ waves: $(STAMP) sims
 bench: $(STAMP) sims
 	$(VPY) -m cosim.bench
 
+# Every quirk against its scenario (litmus on the RTL, or the seeded scheduler): a table.
+bugzoo: $(STAMP) sims
+	$(VPY) -m cosim.bugzoo $(ARGS)
+
 stress: $(STAMP) sims
 	$(VPY) -m pytest -n 2 -m slow $(ARGS)
 

@@ -1,0 +1,296 @@
+"""The bug zoo: every quirk of the project against its scenario, as a table.
+
+``make bugzoo`` (``python -m cosim.bugzoo``) runs each quirk -- the hardware ones of
+``hdl.config.MmuConfig``, the kernel ones of :class:`pyrmap.kernel.Quirks` and the device
+driver's of :class:`pyrmap.devdriver.DevDriverConfig` -- against the scenario that exposes it,
+with the quirk on (a checker must fail) and then off (the same scenario must pass), and prints
+
+    quirk | layer | historical reference | scenario | detected | by | after | quirk off
+
+Scenarios come in two kinds:
+
+* **litmus** (on the RTL, cycle level): a litmus file of ``litmus/`` run by
+  :func:`cosim.litmus.runner.run_files` with the quirk in the ``Top`` configuration or in the
+  run's kernel; the checker is the litmus condition that failed; "after" counts the simulated
+  cycles up to the end of the first failing run.
+* **scheduler** (pyrmap on SoftArch): the scenario functions of the existing quirk tests
+  (``tests/test_quirks.py``, ``tests/test_devdriver.py``, loaded from their files), raced by
+  the seeded scheduler over a fixed range of seeds; the checker is the
+  :class:`pyrmap.checkers.InvariantViolation`'s; "after" counts scheduler steps (SoftArch has
+  no clock).  The same seed then runs with the quirk off.
+
+The exit status is non-zero when a quirk is not detected or its scenario fails with it off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+__all__ = ["Quirk", "Outcome", "QUIRKS", "run_quirk", "format_table", "main"]
+
+ROOT = Path(__file__).resolve().parent.parent
+LITMUS = ROOT / "litmus"
+SEEDS = range(40)
+
+
+@dataclass(frozen=True)
+class Quirk:
+    """One quirk and how to expose it.
+
+    Attributes
+    ----------
+    name : str
+        The switch (a field of MmuConfig, Quirks or DevDriverConfig).
+    layer : str
+        ``"hdl"``, ``"kernel"`` or ``"devdriver"``.
+    reference : str
+        The historical bug: a commit id, an erratum, a spec rule.
+    scenario : str
+        A litmus file name under ``litmus/`` or ``module:function`` of a scheduler scenario.
+    runs : int
+        Litmus runs per setting.
+    """
+    name: str
+    layer: str
+    reference: str
+    scenario: str
+    runs: int = 10
+
+    @property
+    def kind(self) -> str:
+        return "litmus" if self.scenario.endswith(".litmus") else "scheduler"
+
+
+@dataclass
+class Outcome:
+    """What one quirk's scenario did."""
+    quirk: Quirk
+    detected: bool = False
+    checker: str = ""
+    after: str = ""
+    off_passed: bool = False
+    detail: str = ""
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.detected and self.off_passed
+
+
+QUIRKS: list[Quirk] = [
+    Quirk("quirk_plain_ad_write", "hdl",
+          "Svadu: A/D update must be atomic (herd LDRx+SWPptex+af)", "ad_cas_unmap.litmus"),
+    Quirk("quirk_ad_on_nonpresent", "hdl",
+          "Intel KNL erratum KNL4 (Linux X86_BUG_PTE_LEAK)", "ad_cas_unmap.litmus"),
+    Quirk("quirk_fill_after_inval", "hdl",
+          "RISC-V SFENCE.VMA: no walk begun before it fills after it", "walk_inflight.litmus"),
+    Quirk("nonatomic_ptep_get_and_clear", "kernel",
+          "x86 ptep_get_and_clear is xchg (herd STRx+LDR-STRptex+db)",
+          "clear_flush_kernel.litmus", runs=40),
+    Quirk("page_check_address_lockless", "kernel", "479db0bf408e",
+          "test_quirks:lockless_race"),
+    Quirk("zap_flush_after_pte_unlock", "kernel", "1cf35d47712d", "test_quirks:zap_race"),
+    Quirk("notifier_release_unlink_first", "kernel", "3ad3d901bbcf",
+          "test_quirks:release_race"),
+    Quirk("no_seq_retry", "devdriver", "e930bffe95e1 (KVM mmu_notifier_seq)",
+          "test_devdriver:_seq_race"),
+    Quirk("defer_inval_to_range_end", "devdriver", "CVE-2018-18281 (device twin)",
+          "test_devdriver:_defer_migrate"),
+]
+
+
+# --- scheduler scenarios -------------------------------------------------------------------------
+
+_modules: dict = {}
+
+
+def _scenario_module(name: str):
+    """Load ``tests/<name>.py`` by path (the quirk tests' scenario functions)."""
+    if name not in _modules:
+        path = ROOT / "tests" / f"{name}.py"
+        if not path.exists():
+            raise FileNotFoundError(f"Scenario module {path} does not exist")
+        spec = importlib.util.spec_from_file_location(f"_bugzoo_{name}", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        _modules[name] = mod
+    return _modules[name]
+
+
+@contextlib.contextmanager
+def _count_steps():
+    """Counts the scheduling decisions of every Scheduler created inside the block."""
+    from pyrmap.sched import Scheduler
+    made: list = []
+    orig = Scheduler.__init__
+
+    def init(self, *a, **kw):
+        orig(self, *a, **kw)
+        made.append(self)
+    Scheduler.__init__ = init
+    try:
+        yield lambda: sum(getattr(s, "steps", 0) for s in made)
+    finally:
+        Scheduler.__init__ = orig
+
+
+def _call(fn: Callable, on: bool, seed: Optional[int]):
+    """The devdriver scenarios take ``on`` only; the kernel ones ``(seed, on)``."""
+    return fn(on) if seed is None else fn(seed, on)
+
+
+def _run_scheduler(q: Quirk, out: Outcome) -> None:
+    from pyrmap.checkers import InvariantViolation
+    from pyrmap.rmap import KernelBug
+    mod_name, fn_name = q.scenario.split(":")
+    fn = getattr(_scenario_module(mod_name), fn_name)
+    import inspect
+    seeds = [None] if len(inspect.signature(fn).parameters) == 1 else list(SEEDS)
+    for seed in seeds:
+        with _count_steps() as steps:
+            try:
+                _call(fn, True, seed)
+            except (InvariantViolation, KernelBug) as exc:
+                out.detected = True
+                out.checker = getattr(exc, "checker", type(exc).__name__)
+                n = steps()
+                out.after = (f"{n} sched steps" if n else "sequential (0 sched steps)") + \
+                    ("" if seed is None else f" (seed {seed})")
+                out.detail = str(exc).splitlines()[0][:160]
+            else:
+                continue
+        try:
+            _call(fn, False, seed)
+            out.off_passed = True
+        except (InvariantViolation, KernelBug) as exc:
+            out.detail += f" | quirk off: {str(exc).splitlines()[0][:120]}"
+        return
+    out.detail = f"no seed in {SEEDS} hit the race" if seeds != [None] else "not caught"
+
+
+# --- litmus scenarios ----------------------------------------------------------------------------
+
+def _run_litmus(q: Quirk, out: Outcome, sim: str, runs: Optional[int], seed: int) -> None:
+    from .litmus.runner import run_files
+    path = str(LITMUS / q.scenario)
+    n = runs or q.runs
+    kw = dict(runs=n, sim=sim, seed=seed, arbitration="round_robin")
+    if q.layer == "hdl":
+        on = run_files([path], config={q.name: True}, **kw)[0]
+    else:
+        on = run_files([path], kernel_quirks=[q.name], **kw)[0]
+    bad = [f for f in on.failures if "error" not in f.split(":", 2)[1]] if on.failures else []
+    if not on.passed and on.first_bad_condition and on.first_bad_condition != "run error":
+        out.detected = True
+        out.checker = f"litmus {on.first_bad_condition}"
+        out.after = f"{on.first_bad_cycles} cycles ({sim})"
+        out.detail = (bad or on.failures)[0][:160]
+    else:
+        out.detail = (on.failures[0][:160] if on.failures else
+                      f"no forbidden outcome in {n} runs")
+    off = run_files([path], **kw)[0]
+    out.off_passed = off.passed
+    if not off.passed:
+        out.detail += f" | quirk off: {off.failures[0][:120]}"
+
+
+def run_quirk(q: Quirk, *, sim: str = "icarus", runs: Optional[int] = None,
+              seed: int = 1) -> Outcome:
+    """Run ``q``'s scenario with the quirk on, then off; never raises for a scenario that
+    fails (the :class:`Outcome` says so)."""
+    out = Outcome(q)
+    t0 = time.monotonic()
+    try:
+        if q.kind == "litmus":
+            _run_litmus(q, out, sim, runs, seed)
+        else:
+            _run_scheduler(q, out)
+    except Exception as exc:  # noqa: BLE001 - a broken scenario is a row of the table
+        out.detail = f"scenario broke: {type(exc).__name__}: {exc}"[:200]
+    out.seconds = time.monotonic() - t0
+    return out
+
+
+def format_table(outcomes: list) -> str:
+    """The table ``make bugzoo`` prints."""
+    head = ("quirk", "layer", "reference", "scenario", "detected", "by", "after", "quirk off")
+    rows = [head]
+    for o in outcomes:
+        q = o.quirk
+        rows.append((q.name, q.layer, q.reference, q.scenario, "yes" if o.detected else "NO",
+                     o.checker or "-", o.after or "-", "passes" if o.off_passed else "FAILS"))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
+    lines = []
+    for k, r in enumerate(rows):
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list] = None) -> int:
+    """Run every quirk against its scenario; print the table; exit 1 if one is missed."""
+    import argparse
+    import logging
+    from .build import SIMULATORS
+    p = argparse.ArgumentParser(prog="python -m cosim.bugzoo", description=main.__doc__)
+    p.add_argument("--sim", choices=SIMULATORS, default="icarus")
+    p.add_argument("--runs", type=int, default=None, help="litmus runs per setting")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--only", action="append", default=[], metavar="QUIRK",
+                   help="run only these quirks")
+    p.add_argument("-v", "--verbose", action="store_true", help="print each scenario's detail")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    names = {q.name for q in QUIRKS}
+    for n in args.only:
+        if n not in names:
+            p.error(f"unknown quirk {n!r}; known: {', '.join(sorted(names))}")
+    chosen = [q for q in QUIRKS if not args.only or q.name in args.only]
+    missing = _unlisted_quirks()
+    outcomes = []
+    for q in chosen:
+        o = run_quirk(q, sim=args.sim, runs=args.runs, seed=args.seed)
+        outcomes.append(o)
+        print(f"  {q.name}: {'detected' if o.detected else 'NOT detected'}"
+              f"{', passes with it off' if o.off_passed else ', FAILS with it off'}"
+              f" ({o.seconds:.1f} s)", file=sys.stderr)
+    print(format_table(outcomes))
+    if args.verbose:
+        for o in outcomes:
+            print(f"{o.quirk.name}: {o.detail}")
+    bad = [o for o in outcomes if not o.ok]
+    if missing:
+        print(f"quirks with no scenario in the zoo: {', '.join(missing)}")
+    print(f"{len(outcomes) - len(bad)} of {len(outcomes)} quirks detected, each passing with "
+          f"the quirk off" if not bad else
+          f"{len(bad)} of {len(outcomes)} quirks missed or failing with the quirk off: "
+          f"{', '.join(o.quirk.name for o in bad)}")
+    return 1 if bad or missing else 0
+
+
+def _unlisted_quirks() -> list[str]:
+    """Every quirk switch of the project that :data:`QUIRKS` does not cover."""
+    import dataclasses
+    from hdl.config import MmuConfig
+    from pyrmap.kernel import Quirks
+    known = {q.name for q in QUIRKS}
+    switches = [f.name for f in dataclasses.fields(MmuConfig) if f.name.startswith("quirk_")]
+    switches += [f.name for f in dataclasses.fields(Quirks)]
+    try:
+        from pyrmap.devdriver import DevDriverConfig
+        switches += DevDriverConfig(**{n: True for n in ("no_seq_retry",
+                                                         "defer_inval_to_range_end")}).quirks()
+    except ImportError:
+        pass
+    return [s for s in switches if s not in known]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

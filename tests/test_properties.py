@@ -302,3 +302,25 @@ def test_violation_names_the_replay_command():
 def test_stress_long_random_programs(seed, nframes):
     system = _run(seed, 60, nframes=nframes)
     _ran_every_checker(system)
+
+
+@pytest.mark.parametrize("kw, error, message", [
+    (dict(seed="1"), TypeError, r"Seed must be an integer, not '1'"),
+    (dict(nframes=8), ValueError, r"A system needs at least 16 frames, not 8"),
+    (dict(ncores=0), ValueError, r"Core count must be a positive integer, not 0"),
+    (dict(quirks=["lost_writes_please"]), ValueError, r"Unknown quirk 'lost_writes_please'; "
+                                                      r"known: page_check_address_lockless"),
+])
+def test_system_rejects_bad_parameters(kw, error, message):
+    with pytest.raises(error, match=message):
+        System(**kw)
+
+
+def test_device_workload_without_device_tlb_is_refused(small):
+    from pyrmap.workload import DeviceWorkload
+    s, p, a = small
+
+    class NoDevice:
+        arch = object()
+    with pytest.raises(ValueError, match="no device TLB"):
+        DeviceWorkload(NoDevice(), s.secondary(p), [])

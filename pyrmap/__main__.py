@@ -23,6 +23,9 @@ def main(argv=None) -> int:
     fuzz.add_argument("--nframes", type=int, default=64)
     fuzz.add_argument("--quirk", action="append", default=[])
     fuzz.add_argument("--sequential", action="store_true", help="no concurrent threads")
+    fuzz.add_argument("--svade", action="store_true",
+                      help="Svade MMU: A/D faults resolved by the engine instead of hardware "
+                           "A/D updates")
     fuzz.add_argument("--ops", default=None,
                       help="comma-separated operations to draw from (default: all but the "
                            "opt-in dontneed_race)")
@@ -44,7 +47,7 @@ def main(argv=None) -> int:
         ops = args.ops.split(",") if args.ops else None
         system = run_program(args.seed, args.steps, nframes=args.nframes,
                              quirks=args.quirk or None, concurrency=not args.sequential,
-                             ops=ops,
+                             ops=ops, svadu=not args.svade,
                              on_step=lambda i, name: print(f"step {i}: {name}", flush=True))
     except InvariantViolation as exc:
         print(str(exc), file=sys.stderr)

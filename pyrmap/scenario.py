@@ -53,7 +53,7 @@ MADV_DONTNEED = 4
 
 
 def reproduce_command(seed: int, steps: int, *, quirks=(), sequential: bool = False,
-                      ops=None, **opts) -> str:
+                      ops=None, svade: bool = False, **opts) -> str:
     """The ``python -m pyrmap fuzz`` command line that replays a random program."""
     extra = "".join(f" --{k.replace('_', '-')} {v}" for k, v in opts.items() if v is not None)
     if ops:
@@ -61,6 +61,8 @@ def reproduce_command(seed: int, steps: int, *, quirks=(), sequential: bool = Fa
     extra += "".join(f" --quirk {q}" for q in quirks or ())
     if sequential:
         extra += " --sequential"
+    if svade:
+        extra += " --svade"
     return f"python -m pyrmap fuzz --seed {seed} --steps {steps}{extra}"
 
 
@@ -92,6 +94,8 @@ class System:
         Entries of each core's (fully associative) TLB in the default SoftArch.
     history : bool
         The default SoftArch records each PTE's recent values for violation reports.
+    svadu : bool
+        Hardware A/D updates (default); False: Svade, A/D faults the engine resolves.
 
     Members
     -------
@@ -107,7 +111,7 @@ class System:
                  swap_slots: int = 256, quirks=None, config: Optional[KernelConfig] = None,
                  arch: Optional[Callable] = None, check: bool = True,
                  raise_on_violation: bool = True, command: str = "", tlb_entries: int = 8,
-                 history: bool = True):
+                 history: bool = True, svadu: bool = True):
         if not isinstance(seed, int):
             raise TypeError(f"Seed must be an integer, not {seed!r}")
         if not isinstance(nframes, int) or nframes < 16:
@@ -120,7 +124,7 @@ class System:
         self.sched = Scheduler(seed)
         mem = PhysMem(nframes)
         if arch is None:
-            self.arch = _softarch(mem, ncores, seed, self.sched, tlb_entries, history)
+            self.arch = _softarch(mem, ncores, seed, self.sched, tlb_entries, history, svadu)
         else:
             self.arch = arch(mem, ncores, seed, self.sched)
         if quirks is None:
@@ -409,10 +413,10 @@ def _align(n: int) -> int:
     return (n + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
 
 
-def _softarch(mem, ncores, seed, sched, tlb_entries, history):
+def _softarch(mem, ncores, seed, sched, tlb_entries, history, svadu=True):
     from .softarch import SoftArch
     return SoftArch(mem, ncores, seed=seed, sched=sched, tlb_entries=tlb_entries,
-                    tlb_ways=tlb_entries, history=history)
+                    tlb_ways=tlb_entries, history=history, svadu=svadu)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -448,11 +452,11 @@ def random_program(system: System, steps: int, *, rng: Optional[random.Random] =
 
 
 def run_program(seed: int, steps: int, *, nframes: int = 64, quirks=None,
-                concurrency: bool = True, **kw) -> System:
+                concurrency: bool = True, svadu: bool = True, **kw) -> System:
     """Build a :class:`System` for ``seed`` and run :func:`random_program` on it."""
     names = quirks.enabled() if isinstance(quirks, Quirks) else list(quirks or ())
-    system = System(seed=seed, nframes=nframes, quirks=quirks,
-                    command=reproduce_command(seed, steps, quirks=names,
+    system = System(seed=seed, nframes=nframes, quirks=quirks, svadu=svadu,
+                    command=reproduce_command(seed, steps, quirks=names, svade=not svadu,
                                               sequential=not concurrency, ops=kw.get("ops"),
                                               nframes=nframes))
     random_program(system, steps, concurrency=concurrency, **kw)

@@ -29,7 +29,8 @@ ALL_OPS = ["mmap_anon", "mmap_file", "access", "munmap", "mprotect", "mremap", "
 def _run(seed, steps, **kw):
     """run_program; any failure names the seed and the command that replays it."""
     cmd = reproduce_command(seed, steps, nframes=kw.get("nframes", 64),
-                            sequential=not kw.get("concurrency", True))
+                            sequential=not kw.get("concurrency", True),
+                            svade=not kw.get("svadu", True), ops=kw.get("ops"))
     try:
         return run_program(seed, steps, **kw)
     except InvariantViolation as exc:
@@ -57,6 +58,16 @@ def test_random_programs_with_threads(seed):
 def test_random_programs_sequential(seed):
     system = _run(seed, 25, nframes=96, concurrency=False)
     _ran_every_checker(system)
+
+
+@settings(derandomize=True, max_examples=8, deadline=None, database=None)
+@given(seed=st.integers(0, 2 ** 31 - 1))
+def test_random_programs_on_a_svade_mmu(seed):
+    """Svade: the MMU faults when A is clear or a store finds D clear, and the engine's
+    fault handler sets the bits (every aging and cleaning path then goes through faults)."""
+    system = _run(seed, 25, nframes=64, svadu=False)
+    _ran_every_checker(system)
+    assert not system.arch.svadu
 
 
 @settings(derandomize=True, max_examples=10, deadline=None, database=None)

@@ -20,7 +20,8 @@ Checks (each failure is a :class:`Violation` with a ``kind``):
     walk that succeeded responds, unless an invalidation matching it was requested after the
     walk's first memory request and acknowledged before the response (the walk began before
     the request, so its fill must be dropped); it is removed when an invalidation matching it
-    is acknowledged.  A hit may use an entry that was live at any time between the request
+    is acknowledged, unless the walk's first memory request came at or after the
+    invalidation's request (it read the PTEs after the change the invalidation publishes).  A hit may use an entry that was live at any time between the request
     and the response (stale-but-legal hits), and no later.  A store hit needs D=1 (and W).
 ``lost_update``
     A hardware WRITE overwrote a value other than the one that core last read from that
@@ -458,6 +459,11 @@ class MmuScoreboard:
         self.invals[inv.target].append(inv)
         removed = 0
         for e in self.entries[inv.target]:
+            # A walk whose first memory request came at or after the request read the PTEs
+            # after software changed them (software invalidates after the change), so its
+            # fill may survive the ack, even a fill at the very edge of the ack.
+            if e.walk_start >= inv.req_cycle:
+                continue
             if e.remove_cycle is None and _entry_matches(inv, e):
                 e.remove_cycle = inv.ack_cycle
                 e.removed_by = inv

@@ -345,6 +345,19 @@ def test_scoreboard_hit_on_non_canonical_address():
     assert "non-canonical" in str(sb.violations[0])
 
 
+def test_scoreboard_walk_after_inval_request_may_fill():
+    mem, leaf = _tables()
+    log = _Log(mem)
+    sb = _sb(mem, log)
+    inv = InvalTxn(0, InvalKind.ALL, 0, 0, 1, 11)     # requested before the walk's reads
+    sb.on_inval_request(inv)
+    _correct_walk(log, mem, leaf)                     # first memory request at cycle 1
+    sb.on_cpu(_txn(c0=0, c1=11))                      # fill at the edge of the ack
+    sb.on_inval_ack(inv)
+    sb.on_cpu(_txn(hit=True, c0=12, c1=13))
+    assert not sb.violations, sb.violations
+
+
 def test_scoreboard_store_hit_needs_dirty_entry():
     mem, leaf = _tables()
     log = _Log(mem)

@@ -369,6 +369,7 @@ class CosimArch(Arch):
                     waited += 1
                     if int(ack.value):
                         self.acks[core] += 1
+                        self._forget(core, kind, va, asid)
                         break
                     if waited > 100_000:
                         raise TimeoutError(f"core {core} never acknowledged invalidation "
@@ -514,6 +515,31 @@ class CosimArch(Arch):
         if not self.env.in_host_thread():
             raise RuntimeError("cpu_access needs simulated time; call it from a host thread")
         return self.env.call(drivers[core].raw_access, vaddr, op, data, user, sum)
+
+    def record_fill(self, core: int, satp, va: int, paddr: int, op) -> None:
+        """The driver's record of what ``core``'s TLB may hold after a translation of ``va``
+        (what ``tlb_entries`` reports when the RTL's entry registers cannot be read): the
+        4 KiB translation, with the permissions of the leaf PTE now.  Flushes remove
+        matching records (``_forget``)."""
+        if self.reads_rtl_tlbs:
+            return
+        from pyrmap.checkers import lookup_pte
+        asid, root = satp
+        _, val, _ = lookup_pte(self.mem, root, va)
+        vpn = va >> 12 & ((1 << 27) - 1)
+        self.fill_records[core][(asid, vpn)] = TlbEntry(
+            vpn=vpn, asid=asid, ppn=paddr >> 12, level=0, perm=val & 0x1E, g=False, a=True,
+            d=bool(val & 0x80) or int(op) == 1)
+
+    def _forget(self, core: int, kind, va: int, asid: int) -> None:
+        recs = self.fill_records[core]
+        vpn = va >> 12 & ((1 << 27) - 1)
+        for key in list(recs):
+            a, v = key
+            if (kind == InvalKind.ALL or (kind == InvalKind.ASID and a == asid)
+                    or (kind == InvalKind.VA and v == vpn)
+                    or (kind == InvalKind.VA_ASID and v == vpn and a == asid)):
+                del recs[key]
 
     def check_access(self, core: int, asid: int, root: int, va: int, start: int,
                      paddr: int) -> None:

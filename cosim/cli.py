@@ -45,7 +45,7 @@ SCENARIOS = {
                   "lost write of --quirk nonatomic_ptep_get_and_clear",
 }
 
-DEMO = {"phases": 6, "accesses": 60, "nframes": 32}
+DEMO = {"phases": 8, "accesses": 120, "nframes": 32}
 
 
 class UsageError(ValueError):

@@ -207,6 +207,7 @@ class CpuDriver:
                 return AccessResult(fault, 0, None, hit)
             self.arch.check_access(self.core, self.last_satp[0], self.last_satp[1], vaddr,
                                    self.last_start, paddr)
+            self.arch.record_fill(self.core, self.last_satp, vaddr, paddr, op)
             word = paddr & ~7
             value = None
             try:
@@ -250,6 +251,7 @@ class CpuDriver:
                 if fault == FaultKind.NONE:
                     self.arch.check_access(self.core, self.last_satp[0], self.last_satp[1],
                                            vaddr, self.last_start, paddr)
+                    self.arch.record_fill(self.core, self.last_satp, vaddr, paddr, op)
                     value = self._data(mm, vaddr, op, data, paddr)
             total += cycles
             self.stats["translations"] += 1

@@ -292,6 +292,45 @@ async def test_arch_pte_ops_and_flush(dut):
 
 
 @cocotb.test()
+async def test_arch_fill_records_without_rtl_state(dut):
+    """When the RTL's TLB registers cannot be read, tlb_entries reports the driver's record of
+    translations, and a flush removes what it invalidated."""
+    from pyrmap.kernel import Kernel
+    from pyrmap.mm_types import VM_READ, VM_WRITE, MmStruct, Vma
+    from pyrmap.pagetable import pgd_alloc, pte_alloc
+    from pyrmap.physmem import PhysMem
+    from pyrmap.pte import PAGE_SHARED, AccessType, FaultKind, pfn_pte
+
+    mem = PhysMem(64)
+    env, arch, memory = await start_bench(dut, mem, SEED)
+    arch.tlb_reader = None                   # as if the hdl exposed no entry registers
+    assert not arch.reads_rtl_tlbs
+    kernel = Kernel(arch)
+    arch.kernel = kernel
+    va = 0x5000_0000
+    seen = {}
+
+    def body():
+        mm = MmStruct(kernel, kernel.alloc_asid(), pgd_alloc(kernel))
+        vma = Vma(mm, va, va + 0x1000, VM_READ | VM_WRITE)
+        ptep = pte_alloc(mm, va)
+        page = kernel.alloc_page()
+        arch.set_pte_at(mm, va, ptep, pfn_pte(page.pfn, PAGE_SHARED))
+        arch.switch_mm(1, mm)
+        assert arch.cpu_access(1, va, AccessType.STORE, data=7).fault == FaultKind.NONE
+        seen["before"] = list(arch.tlb_entries(1))
+        arch.flush_tlb_page(vma, va)
+        seen["after"] = list(arch.tlb_entries(1))
+        seen["pfn"] = page.pfn
+
+    await env.run("records", body)
+    assert [(e.vpn << 12, e.ppn, e.d) for e in seen["before"]] == [(va, seen["pfn"], True)], \
+        seen["before"]
+    assert seen["after"] == [], seen["after"]
+    memory.stop()
+
+
+@cocotb.test()
 async def test_arch_stale_access_is_caught(dut):
     """The cycle-level access check (checker (a)): an access that began after a flush of its
     address was acknowledged must not complete through the flushed translation.  Fed a bad

@@ -16,6 +16,8 @@ def main(argv=None) -> int:
     demo.add_argument("--phases", type=int, default=10)
     demo.add_argument("--quirk", action="append", default=[],
                       help="switch on a historical bug (repeatable)")
+    demo.add_argument("--svade", action="store_true",
+                      help="Svade MMU (A/D faults) instead of hardware A/D updates")
     fuzz = sub.add_parser("fuzz", help="a seeded random program of mm operations, checked "
                                        "after every step (what the property tests run)")
     fuzz.add_argument("--seed", type=int, required=True)
@@ -35,7 +37,7 @@ def main(argv=None) -> int:
         from .demo import run_demo
         try:
             result = run_demo(args.seed, nframes=args.frames, phases=args.phases,
-                              quirks=args.quirk or None)
+                              quirks=args.quirk or None, svadu=not args.svade)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -109,17 +109,24 @@ _TLB = ["lookups", "hits", "misses", "walks", "a_sets", "d_sets", "cas_retries",
 
 
 def run_demo(seed: int = 1, *, nframes: int = 52, phases: int = 10, accesses: int = 100,
-             out: Optional[TextIO] = None, quirks=None) -> DemoResult:
+             out: Optional[TextIO] = None, quirks=None, svadu: bool = True) -> DemoResult:
     """Run the demo scenario and print its report to ``out`` (stdout by default)."""
     out = out or sys.stdout
     t0 = time.monotonic()
     command = f"python -m pyrmap demo --seed {seed}"
+    if nframes != 52:
+        command += f" --frames {nframes}"
+    for q in quirks or ():
+        command += f" --quirk {q}"
+    if not svadu:
+        command += " --svade"
     system = System(seed=seed, nframes=nframes, ncores=2, swap_slots=128, quirks=quirks,
-                    raise_on_violation=False, command=command)
+                    raise_on_violation=False, command=command, svadu=svadu)
     rng = random.Random(seed)
     k = system.kernel
-    print(f"rmap-cosim demo (pure Python, SoftArch golden MMU), seed {seed}: "
-          f"{nframes} frames of 4 KiB, {system.arch.ncores} cores, swap 128 slots", file=out)
+    print(f"rmap-cosim demo (pure Python, SoftArch golden MMU{'' if svadu else ', Svade'}), "
+          f"seed {seed}: {nframes} frames of 4 KiB, {system.arch.ncores} cores, "
+          f"swap 128 slots", file=out)
 
     # Processes and mappings.
     f = system.create_file("data.bin", 12)

@@ -65,6 +65,11 @@ class HostThread:
         What ``signal_pending()`` answers while this thread runs (mm_take_all_locks -EINTR).
     resumes : int
         Round trips to the scheduler this thread made.
+    mm :
+        ``current->mm`` (the Arch ``current_task`` contract).
+    task, result, error :
+        Set by :meth:`HostEnv.spawn`: the cocotb task, and what the function returned or
+        raised (see :meth:`join`).
     """
 
     def __init__(self, name: str, ident: int | None = None):

@@ -229,6 +229,8 @@ observable: r == 0
     assert "run seed 5, round_robin arbitration: forbidden outcome seen (line 11: r == 1): r=1" \
         in out
     assert "observable outcome never seen in 3 runs (line 12: r == 0)" in out
+    assert (f"reproduce the first failing run: python -m cosim.litmus {wrong} --runs 1 "
+            f"--seed 5 --sim icarus --arbitration round_robin") in out
     a = run_files([wrong], runs=3, seed=5, arbitration="round_robin")[0]
     b = run_files([wrong], runs=3, seed=5, arbitration="round_robin")[0]
     assert [r["outcome"] for r in a.runs] == [r["outcome"] for r in b.runs]

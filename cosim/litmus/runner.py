@@ -55,6 +55,31 @@ class TestResult:
     failures: list = field(default_factory=list)
     first_bad_cycles: Optional[int] = None
     first_bad_condition: Optional[str] = None
+    first_bad_run: Optional[dict] = None
+    kernel_quirks: list = field(default_factory=list)
+    #: Waves files of the simulator processes that ran this test (``waves=True``).
+    waves: list = field(default_factory=list)
+
+    def reproduce(self) -> Optional[str]:
+        """The command that replays the first failing run (None when all passed)."""
+        rec = self.first_bad_run
+        if rec is None:
+            return None
+        try:
+            from ..build import config_params, make_config
+            default = config_params(make_config())
+        except Exception:  # noqa: BLE001 - without hdl, list everything
+            default = {}
+        cfg = ",".join(f"{k}={v}" for k, v in sorted(self.config.items())
+                       if k not in ("ncores", "arbitration") and default.get(k) != v)
+        cmd = (f"python -m cosim.litmus {self.test.path} --runs 1 --seed {rec['seed']} "
+               f"--sim {self.sim or 'icarus'}")
+        if rec.get("arbitration"):
+            cmd += f" --arbitration {rec['arbitration']}"
+        if cfg:
+            cmd += f" --config {cfg}"
+        cmd += "".join(f" --kernel-quirk {q}" for q in self.kernel_quirks)
+        return cmd
 
     @property
     def passed(self) -> bool:
@@ -75,6 +100,7 @@ def judge(test: LitmusTest, runs: list, sim: str = "", config: Optional[dict] = 
             r.failures.append(f"run seed {rec['seed']}{arb}: {rec['error']}")
             if r.first_bad_cycles is None:
                 r.first_bad_cycles, r.first_bad_condition = cycles, "run error"
+                r.first_bad_run = rec
             continue
         r.histogram[rec["outcome"]] += 1
         for i, (c, val) in enumerate(zip(test.conditions, rec["conds"])):
@@ -89,6 +115,7 @@ def judge(test: LitmusTest, runs: list, sim: str = "", config: Optional[dict] = 
                 if r.first_bad_cycles is None:
                     r.first_bad_cycles = cycles
                     r.first_bad_condition = f"{c.verdict.value}: {c.text}"
+                    r.first_bad_run = rec
     for i, c in enumerate(test.conditions):
         if c.verdict == Verdict.OBSERVABLE and not r.seen[i] and runs:
             r.failures.append(f"observable outcome never seen in {len(runs)} runs (line "
@@ -110,6 +137,8 @@ def format_result(r: TestResult, *, max_failures: int = 5) -> str:
         lines.append(f"  verdict: FAIL ({len(r.failures)} problem(s))")
         for f in r.failures[:max_failures]:
             lines.append(f"    {f}")
+        if r.reproduce():
+            lines.append(f"  reproduce the first failing run: {r.reproduce()}")
     return "\n".join(lines)
 
 
@@ -155,8 +184,10 @@ def run_files(paths: Iterable[str], *, runs: Optional[int] = None, sim: str = "i
     RuntimeError
         The simulator failed to produce a report.
     """
-    from ..build import make_config, run
     from pyrmap.kernel import Quirks
+
+    from ..build import make_config, run
+    from .kernel_ops import needs_kernel
     kernel_quirks = list(kernel_quirks)
     for q in kernel_quirks:
         if q not in Quirks.__dataclass_fields__:
@@ -171,6 +202,7 @@ def run_files(paths: Iterable[str], *, runs: Optional[int] = None, sim: str = "i
         cfg = _config_for(t, config or {})
         groups.setdefault(json.dumps(cfg, sort_keys=True), []).append(t)
     records: dict = collections.defaultdict(list)
+    waves_files: dict = collections.defaultdict(list)
     configs: dict = {}
     for key, group in groups.items():
         cfg = json.loads(key)
@@ -198,10 +230,16 @@ def run_files(paths: Iterable[str], *, runs: Optional[int] = None, sim: str = "i
                                    f"({'; '.join(rr.failures)})\n{rr.log_tail()}\n"
                                    f"reproduce: {rr.command}")
             for t, jb in jobs:
+                if rr.waves_file is not None:
+                    waves_files[id(t)].append(str(rr.waves_file))
                 for rec in rep["tests"][jb["path"]]["runs"]:
                     rec["arbitration"] = arb
                     records[id(t)].append(rec)
-    return [judge(t, records[id(t)], sim, configs[id(t)]) for t in tests]
+    results = [judge(t, records[id(t)], sim, configs[id(t)]) for t in tests]
+    for r in results:
+        r.kernel_quirks = list(kernel_quirks) if needs_kernel(r.test) else []
+        r.waves = waves_files[id(r.test)]
+    return results
 
 
 def main(argv: Optional[list] = None, prog: str = "python -m cosim.litmus") -> int:
@@ -241,6 +279,8 @@ def main(argv: Optional[list] = None, prog: str = "python -m cosim.litmus") -> i
     bad = 0
     for r in results:
         print(format_result(r))
+        for w in r.waves:
+            print(f"  waves: {w}")
         bad += not r.passed
     print(f"{len(results) - bad} of {len(results)} litmus tests passed")
     return 1 if bad else 0

@@ -515,14 +515,15 @@ async def run_test(bench: Bench, test, seed: int, kernel_quirks=()) -> dict:
                 errors.append(exc)
 
         tasks = [cocotb.start_soon(guarded(th)) for th in test.threads]
-        deadline = cycle_now() + MAX_CYCLES
+        budget = int(test.options.get("max_cycles", MAX_CYCLES))
+        deadline = cycle_now() + budget
         while not all(t.done() for t in tasks):
             if cycle_now() > deadline:
                 for t in tasks:
                     if not t.done():
                         t.cancel()
                 stuck = ", ".join(f"{n} at {w}" for n, w in run.current.items() if w)
-                raise RunError(f"threads still running after {MAX_CYCLES} cycles: {stuck}")
+                raise RunError(f"threads still running after {budget} cycles: {stuck}")
             await RisingEdge(bench.dut.clk)
         if errors:
             raise errors[0]

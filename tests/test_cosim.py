@@ -264,3 +264,28 @@ def test_quirks_fail_dirty_race_at_cycle_level_and_pass_without():
     v = hw.report["violation"]
     assert "[tlb]" in v and "that began at cycle" in v and "flush acknowledged at cycle" in v, v
     assert "--quirk quirk_fill_after_inval" in v, v
+
+
+# --- stress (make stress) ---------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.sim
+@pytest.mark.parametrize("seed", range(1, 9))
+def test_fuzz_stress(seed):
+    """Longer random programs on Verilator: every checker passes on every seed."""
+    r = _run_top("verilator", seed, "test_scenario",
+                 env={"COSIM_SCENARIO": "fuzz", "COSIM_STEPS": 40})
+    assert r.report is not None, f"seed {seed}: no report: {r.failures}\n{r.log_tail()}"
+    assert r.passed, f"seed {seed}: {r.report.get('violation')}\nreproduce: {r.command}"
+
+
+@pytest.mark.slow
+@pytest.mark.sim
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+def test_reclaim_demo_size(sim):
+    """The demo's size (8 phases x 120 accesses per core) on both simulators."""
+    r = _run_top(sim, 1, "test_scenario",
+                 env={"COSIM_SCENARIO": "reclaim", "COSIM_PHASES": 8, "COSIM_ACCESSES": 120})
+    assert r.passed and r.report, f"{r.failures}\n{r.log_tail()}"
+    assert r.report["accesses"] >= 8 * 2 * 120
+    assert r.report["kernel"]["pswpout"] > 0 and r.report["kernel"]["pages_written"] > 0

@@ -432,14 +432,15 @@ class CosimSystem(System):
                 env.current().mm = mm
                 return fn(*args)
             tasks.append(env.spawn(name, body))
-        first_exc = None
+        first_exc, where = None, ""
         for t in tasks:
             try:
                 await t.join()
             except Exception as exc:  # noqa: BLE001 - the first one is re-raised below
-                first_exc = first_exc or exc
+                if first_exc is None:
+                    first_exc, where = exc, t.name
         if first_exc is not None:
-            raise self._cycle_tag(first_exc)
+            raise self._cycle_tag(first_exc, where)
         if check and self.check:
             try:
                 self.checkers.check_all()
@@ -453,9 +454,10 @@ class CosimSystem(System):
         except InvariantViolation as exc:
             raise self._cycle_tag(exc)
 
-    def _cycle_tag(self, exc):
+    def _cycle_tag(self, exc, thread: str = ""):
         if isinstance(exc, InvariantViolation):
-            return CosimViolation(f"at cycle {self.arch.cycle()}:\n{exc}")
+            who = f" in host thread {thread!r}" if thread else ""
+            return CosimViolation(f"at cycle {self.arch.cycle()}{who}:\n{exc}")
         return exc
 
     def run(self, check: bool = True) -> None:

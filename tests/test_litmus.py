@@ -105,7 +105,7 @@ thread OS
   o = and pte x, ~ad
   inv C1 all ; shoot x ; inv dev y
   if mem[F] == 2 && p.d == 1: goto top
-  lock L ; unlock L ; set F = 3 ; wait F == 3 ; wait walk C1 x ; delay 5
+  lock L ; unlock L ; set F = 3 ; wait F == 3 ; wait walk C1 x ; wait walk x cas ; delay 5
   n = page_mkclean x
   m = mem A+8 ; mem B := m
 thread Dev

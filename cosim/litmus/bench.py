@@ -193,11 +193,13 @@ class Run:
 
     # --- hardware ports ----------------------------------------------------------------------
 
+    _WALK_OPS = {"read": (MemOp.READ,), "cas": (MemOp.CAS,), "write": (MemOp.WRITE,),
+                 "any": (MemOp.READ, MemOp.CAS, MemOp.WRITE)}
+
     def _on_txn(self, txn) -> None:
-        if txn.op != MemOp.READ:
-            return
-        for addr, core, ev in self.walk_events:
-            if txn.addr == addr and (core is None or txn.src == core):
+        """Memory-model listener: wake ``wait walk`` operations (hardware transactions only)."""
+        for addr, core, ops, ev in self.walk_events:
+            if txn.addr == addr and txn.op in ops and (core is None or txn.src == core):
                 ev.set()
 
     async def translate(self, core: int, vaddr: int, op: AccessType):
@@ -384,7 +386,8 @@ class Run:
             # Resumes in the very time step the memory model performs the walker's read,
             # so the next operations (a PTE change, an invalidation) land inside the walk.
             ev = Event()
-            entry = (self.lay.ptep(op.va), op.args["core"], ev)
+            entry = (self.lay.ptep(op.va), op.args["core"],
+                     self._WALK_OPS[op.args.get("what", "read")], ev)
             self.walk_events.append(entry)
             timer = ClockCycles(self.dut.clk, MAX_CYCLES)
             fired = await First(ev.wait(), timer)

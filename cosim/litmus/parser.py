@@ -501,7 +501,13 @@ class _Parser:
                 if t is not None and t[0] == "name":
                     core = self._target(cur, cur.name("a core"))
                 va = cur.name("a virtual page name after 'wait walk'")
-                return Op("wait_walk", n, None, va, 0, {"core": core})
+                what = "read"
+                if not cur.done():
+                    what = cur.name("'read', 'cas', 'write' or 'any' after the page")
+                    if what not in ("read", "cas", "write", "any"):
+                        cur.error(f"expected 'read', 'cas', 'write' or 'any' after the page, "
+                                  f"found {what!r}")
+                return Op("wait_walk", n, None, va, 0, {"core": core, "what": what})
             flag = cur.name("a flag name or 'walk' after 'wait'")
             cur.expect("==", "after the flag (wait F == 1)")
             return Op("wait", n, None, None, 0, {"flag": flag, "value": cur.integer("a value")})

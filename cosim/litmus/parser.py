@@ -497,8 +497,9 @@ class _Parser:
             self._no_dst(cur, dst, "wait")
             if cur.accept("walk"):
                 core = None
-                t = cur.peek(1)
-                if t is not None and t[0] == "name":
+                t = cur.peek()
+                if t is not None and re.fullmatch(r"[Cc]\d+|dev", t[1]) \
+                        and cur.peek(1) is not None:
                     core = self._target(cur, cur.name("a core"))
                 va = cur.name("a virtual page name after 'wait walk'")
                 what = "read"

@@ -254,3 +254,12 @@ def test_hardware_quirk_shows_as_a_forbidden_outcome():
     r = run_files([path], runs=2, config={"quirk_fill_after_inval": True},
                   arbitration="round_robin")[0]
     assert not r.passed and r.first_bad_condition == "forbidden: r2 == 0", format_result(r)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+def test_suite_on_the_rtl_stress(sim):
+    """The suite at 100 runs per test, another seed."""
+    results = run_files(SUITE, runs=100, sim=sim, seed=20261129)
+    report = "\n".join(format_result(r) for r in results if not r.passed)
+    assert all(r.passed for r in results), report

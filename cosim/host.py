@@ -132,6 +132,9 @@ class HostEnv:
         self.lock_timeout = lock_timeout
         self._names: collections.Counter[str] = collections.Counter()
         self._now = 0
+        #: Set by :meth:`stop`: every host thread's next round trip raises ThreadKilled.
+        self.stopping: Optional[str] = None
+        self._spared: set = set()
         self._tls = threading.local()
         self.threads: list[HostThread] = []
         self.stats: collections.Counter[str] = collections.Counter()
@@ -245,12 +248,21 @@ class HostEnv:
         async def guarded():
             try:
                 thread.result = await self._run(thread, fn, *args, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - kept for join()
+            except (Exception, ThreadKilled) as exc:  # noqa: BLE001 - kept for join()
                 thread.error = exc
-                if self.on_error is not None:
+                if self.on_error is not None and not isinstance(exc, ThreadKilled):
                     self.on_error(thread, exc)
         thread.task = cocotb.start_soon(guarded())
         return thread
+
+    def stop(self, reason: str, spare=()) -> None:
+        """Stop the run: from now on the next round trip of every host thread but those in
+        ``spare`` raises :class:`ThreadKilled` (it unwinds, releasing its locks in
+        ``finally`` blocks), so a violation ends the scenario instead of letting the other
+        threads run on."""
+        if self.stopping is None:
+            self.stopping = reason
+            self._spared = set(spare)
 
     # --- letting simulated time pass -----------------------------------------------------
 
@@ -263,6 +275,8 @@ class HostEnv:
             raise RuntimeError(
                 f"{getattr(coro_fn, '__qualname__', coro_fn)} needs simulated time but was "
                 f"called from a coroutine, not from a host thread (run it with HostEnv.run)")
+        if self.stopping is not None and thread not in self._spared:
+            raise ThreadKilled(f"host thread {thread.name!r} stopped: {self.stopping}")
         thread.resumes += 1
         self.stats["resumes"] += 1
         thread._request = ("call", coro_fn, (args, kwargs))

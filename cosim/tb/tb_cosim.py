@@ -11,7 +11,7 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles
 
-from cosim.host import Deadlock, HostEnv, LockError
+from cosim.host import Deadlock, HostEnv, LockError, ThreadKilled
 
 SEED = int(os.environ.get("COSIM_SEED", "1"))
 
@@ -161,6 +161,44 @@ async def test_host_lock_misuse_is_an_error(dut):
         assert "coroutine" in str(exc)
     else:
         raise AssertionError("acquiring a held lock from a coroutine did not raise")
+
+
+@cocotb.test()
+async def test_host_stop_ends_other_threads(dut):
+    """A failing thread stops the others at their next round trip (a violation ends the run
+    instead of letting the workloads run on); a spared thread keeps going."""
+    await _start(dut)
+    env = HostEnv(dut.clk, SEED, yield_cycles=(0, 0))
+    env.on_error = lambda thread, exc: env.stop(f"{thread.name} failed", spare=[spared])
+    lock = env.new_lock("page_table_lock")
+    t0 = _cycle(env)
+
+    def failing():
+        env.wait_cycles(5)
+        raise ValueError("boom")
+
+    def looping():
+        with lock:                          # released while unwinding
+            for _ in range(1000):
+                env.wait_cycles(1)
+
+    def spared_body():
+        env.wait_cycles(20)
+        return "done"
+
+    a = env.spawn("failing", failing)
+    b = env.spawn("looping", looping)
+    spared = env.spawn("spared", spared_body)
+    for t in (a, b):
+        try:
+            await t.join()
+        except (ValueError, ThreadKilled):
+            pass
+    assert isinstance(a.error, ValueError), a.error
+    assert isinstance(b.error, ThreadKilled), b.error
+    assert await spared.join() == "done"
+    assert _cycle(env) - t0 < 100, "the looping thread was not stopped"
+    assert not lock.is_locked(), "the stopped thread kept its lock"
 
 
 # =============================================================================================
@@ -423,9 +461,13 @@ class CosimSystem(System):
     def spawn(self, name: str, fn, *args, mm=None):
         self._queued.append((name, fn, args, mm))
 
-    async def run_async(self, check: bool = True) -> None:
+    async def run_async(self, check: bool = True, spare=()) -> None:
         queued, self._queued = self._queued, []
         env = self.env
+        # The first thread to fail stops the others (at their next round trip); ``spare``:
+        # the host thread that called run() and waits for this batch.
+        env.on_error = lambda thread, exc: env.stop(f"{thread.name} failed: "
+                                                     f"{type(exc).__name__}", spare)
         tasks = []
         for name, fn, args, mm in queued:
             def body(fn=fn, args=args, mm=mm):
@@ -436,9 +478,12 @@ class CosimSystem(System):
         for t in tasks:
             try:
                 await t.join()
+            except ThreadKilled:
+                pass                       # stopped because another thread failed
             except Exception as exc:  # noqa: BLE001 - the first one is re-raised below
                 if first_exc is None:
                     first_exc, where = exc, t.name
+                    env.stop(f"{t.name} failed: {type(exc).__name__}", spare)
         if first_exc is not None:
             raise self._cycle_tag(first_exc, where)
         if check and self.check:
@@ -466,7 +511,7 @@ class CosimSystem(System):
         From a coroutine: await :meth:`run_async` instead."""
         if not self.env.in_host_thread():
             raise RuntimeError("CosimSystem runs in simulated time: await run_async()")
-        self.env.call(self.run_async, check)
+        self.env.call(self.run_async, check, (self.env.current(),))
 
 
 async def start_system(dut, seed: int, *, nframes: int, quirks=None, command: str = "",

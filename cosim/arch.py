@@ -200,7 +200,7 @@ class CosimArch(Arch):
         #: pte_history ignores memory transactions before this sequence number (a scenario
         #: that reuses memory for a fresh kernel sets it).
         self.history_from_seq = 0
-        self._inval_locks = [CoLock(f"inval{i}") for i in range(ncores)]
+        self._inval_locks = [CoLock() for i in range(ncores)]
         #: Invalidation acks seen per core (a CpuDriver squashes an access in flight across
         #: one: see cosim.cpu).
         self.acks = [0] * ncores

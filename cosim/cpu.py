@@ -132,7 +132,7 @@ class CpuDriver:
         self.resp_hit = getattr(dut, p + "resp__hit")
         self.req_valid.value = 0
         self.stopped = False
-        self._port = CoLock(f"cpu{core}")
+        self._port = CoLock()
 
     # --- one translation -----------------------------------------------------------------
 

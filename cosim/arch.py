@@ -166,6 +166,8 @@ class CosimArch(Arch):
         ``flush_tlb_range`` did with a full flush).
     tlb_entries, sp_entries, dev_entries : int
         Register counts to look for when reading TLB state.
+    svadu : bool
+        The RTL configuration's A/D mode (``MmuConfig.svadu``), for the engine.
 
     Raises
     ------
@@ -175,7 +177,7 @@ class CosimArch(Arch):
 
     def __init__(self, dut, mem, env, *, ncores: int, asid_bits: int = 9, memory=None,
                  range_flush_pages: int = 16, tlb_entries: int = 8, sp_entries: int = 4,
-                 dev_entries: int = 8, clock_period_ns: float = 10.0):
+                 dev_entries: int = 8, clock_period_ns: float = 10.0, svadu: bool = True):
         if not isinstance(ncores, int) or isinstance(ncores, bool) or ncores <= 0:
             raise TypeError(f"Core count must be a positive integer, not {ncores!r}")
         if not isinstance(range_flush_pages, int) or range_flush_pages < 1:
@@ -189,6 +191,9 @@ class CosimArch(Arch):
         self.memory = memory
         self.range_flush_pages = range_flush_pages
         self.clock_period_ns = clock_period_ns
+        #: The RTL's A/D mode: hardware updates (Svadu) or page faults (Svade); the engine's
+        #: fault handler reads it to set A/D in software.
+        self.svadu = bool(svadu)
         self.clk = dut.clk
         self.kernel = None                      # set by the scenario once the Kernel exists
         self._satp: list[Optional[tuple[int, int]]] = [None] * ncores

@@ -114,6 +114,9 @@ def _parser() -> argparse.ArgumentParser:
                              "(default %(default)s)")
         sp.add_argument("--quirk", action="append", default=[], metavar="NAME",
                         help="switch on a quirk (repeatable); see `list`")
+        sp.add_argument("--svade", action="store_true",
+                        help="Svade MMU: A/D faults handled by the kernel instead of the "
+                             "walker's CAS")
         sp.add_argument("--waves", action="store_true", help="record a waveform")
         sp.add_argument("--json", metavar="FILE", help="write the figures as JSON")
         sp.add_argument("--quiet", action="store_true", help="no progress display")
@@ -158,6 +161,8 @@ def parse_args(argv: Sequence[str]) -> "RunArgs | str":
         raise UsageError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
     params = {"ncores": args.cores, "tlb_entries": args.tlb_entries,
               "tlb_ways": args.tlb_ways if args.tlb_ways is not None else args.tlb_entries}
+    if args.svade:
+        params["svadu"] = False
     kq, hq = _kernel_quirks(), _hdl_quirks()
     kernel_quirks = []
     for q in args.quirk:
@@ -190,6 +195,8 @@ def parse_args(argv: Sequence[str]) -> "RunArgs | str":
              f"--accesses {args.accesses} --nframes {nframes}"]
     if scenario in ("fuzz", "dirty_race"):
         parts.append(f"--steps {args.steps}")
+    if args.svade:
+        parts.append("--svade")
     parts += [f"--quirk {q}" for q in args.quirk]
     command = " ".join(parts)
     env["COSIM_COMMAND"] = command
@@ -232,7 +239,8 @@ def run(a: RunArgs, out: TextIO = sys.stdout) -> int:
     config = cb.make_config(**a.params)
     print(f"rmap-cosim: scenario {a.scenario!r} on {a.sim}, seed {a.seed}, "
           f"{a.params['ncores']} cores, TLB {a.params['tlb_entries']} entries / "
-          f"{a.params['tlb_ways']} ways, config {config.config_hash}", file=out, flush=True)
+          f"{a.params['tlb_ways']} ways{', Svade' if a.params.get('svadu') is False else ''}, "
+          f"config {config.config_hash}", file=out, flush=True)
     t0 = time.monotonic()
     try:
         b = cb.build(config, a.sim, waves=a.waves)

@@ -250,7 +250,8 @@ async def start_bench(dut, mem, seed: int, *, yield_cycles=(0, 2), latency=None)
     arch = CosimArch(dut, mem, env, ncores=ncores, asid_bits=int(cfg.get("asid_bits", 9)),
                      memory=memory, tlb_entries=int(cfg.get("tlb_entries", 8)),
                      sp_entries=int(cfg.get("superpage_entries", 4)),
-                     dev_entries=int(cfg.get("dev_entries", 8)))
+                     dev_entries=int(cfg.get("dev_entries", 8)),
+                     svadu=bool(cfg.get("svadu", True)))
     arch.attach_drivers([CpuDriver(dut, i, arch) for i in range(ncores)])
     if hasattr(dut, "dev__req__valid"):
         from cosim.devarch import DevArch
@@ -537,6 +538,8 @@ FIGURES = [
     ("migrated", "migrate_success"),
     ("pages freed by reclaim", "vmscan_freed"),
     ("page faults", "pgfault"),
+    ("Svade A faults (A set by the kernel)", "fault_svade_a"),
+    ("Svade D faults (D set by the kernel)", "fault_svade_d"),
 ]
 
 
@@ -587,6 +590,8 @@ def default_command(quirks) -> str:
     for name in ("COSIM_PHASES", "COSIM_ACCESSES", "COSIM_NFRAMES", "COSIM_STEPS"):
         if name in os.environ:
             parts.append(f"--{name[6:].lower()} {os.environ[name]}")
+    if cfg.get("svadu") is False:
+        parts.append("--svade")
     hw = [k for k, v in cfg.items() if k.startswith("quirk_") and v]
     for q in list(quirks) + hw:
         parts.append(f"--quirk {q}")

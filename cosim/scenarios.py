@@ -124,7 +124,7 @@ class QuirkScenario:
 
 
 QUIRK_SCENARIOS: dict[str, QuirkScenario] = {q.quirk: q for q in [
-    QuirkScenario("page_check_address_lockless", "kernel", "lockless_race", 1, "tlb"),
+    QuirkScenario("page_check_address_lockless", "kernel", "lockless_race", 1, "shadow"),
     QuirkScenario("zap_flush_after_pte_unlock", "kernel", "zap_race", 1, "shadow"),
     QuirkScenario("notifier_release_unlink_first", "kernel", "release_race", 1, "frame"),
     QuirkScenario("nonatomic_ptep_get_and_clear", "kernel", "dirty_race", 1, "shadow"),

@@ -10,7 +10,7 @@ export AMARANTH_USE_YOSYS ?= builtin
 ARGS ?=
 SEED ?= 1
 
-.PHONY: all test demo verilog waves bench stress bugzoo venv sims clean
+.PHONY: all test demo demo-py verilog waves bench stress bugzoo venv sims clean
 
 all: test
 
@@ -36,14 +36,20 @@ sims:
 test: $(STAMP) sims
 	$(VPY) -m pytest -n 2 $(ARGS)
 
+# The main job: the reclaim + writeback scenario on the RTL (Verilator; SIM=icarus for Icarus).
+# `make demo-py` runs the same kind of scenario on SoftArch, the Python golden model.
+SIM ?= verilator
 demo: $(STAMP) sims
+	$(VPY) -m cosim demo --sim $(SIM) --seed $(SEED)
+
+demo-py: $(STAMP)
 	$(VPY) -m pyrmap demo --seed $(SEED)
 
 verilog: $(STAMP)
 	$(VPY) -m hdl.export $(ARGS)
 
 waves: $(STAMP) sims
-	$(VPY) -m cosim run reclaim --waves --seed $(SEED)
+	$(VPY) -m cosim run reclaim --sim $(SIM) --waves --seed $(SEED)
 
 bench: $(STAMP) sims
 	$(VPY) -m cosim.bench

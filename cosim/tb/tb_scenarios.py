@@ -61,14 +61,17 @@ RW = PROT_READ | PROT_WRITE
 # --- helpers -------------------------------------------------------------------------------
 
 async def _system(dut, seed: int, p: dict):
-    """Start the bench and a CosimSystem; the arch follows the RTL's A/D mode.
+    """Start the bench and a CosimSystem on it.
 
-    ``CosimArch`` has no ``svadu`` of its own: the engine's fault handler reads
-    ``arch.svadu`` (default True), so on a Svade build it is set here from the
-    configuration the RTL was built with."""
+    The engine's fault handler sets A/D itself when ``arch.svadu`` is False; CosimArch
+    takes it from the configuration the RTL was built with, and this checks they agree
+    (a Svade RTL under an engine that believes in hardware A/D faults forever)."""
     s = await start_system(dut, seed, nframes=p["nframes"], quirks=p["quirks"] or None,
                            command=p["command"])
-    s.arch.svadu = bool(bench_config().get("svadu", True))
+    want = bool(bench_config().get("svadu", True))
+    if bool(getattr(s.arch, "svadu", True)) != want:
+        raise RuntimeError(f"CosimArch.svadu is {s.arch.svadu!r} but the RTL was built with "
+                           f"svadu={want!r}")
     return s
 
 
@@ -230,6 +233,7 @@ async def migrate_fork_scenario(dut, seed: int, p: dict, progress, out: dict):
 
     s.checkers.step("fork tree")
     procs = await s.call("fork", fork_tree)
+    extra = out.setdefault("extra", {"processes": len(procs), "migrated_mapcounts": []})
     progress(f"seed {seed}: {npages} anonymous pages mapped by a fork tree of "
              f"{len(procs)} processes; {s.arch.ncores} cores reading, migration moving")
     for phase in range(p["phases"]):
@@ -242,7 +246,9 @@ async def migrate_fork_scenario(dut, seed: int, p: dict, progress, out: dict):
                 pages = s.mapped_user_pages()
                 if pages:
                     best = max(page_mapcount(pg) for pg in pages)
-                    s.migrate(rng.choice([pg for pg in pages if page_mapcount(pg) == best]))
+                    if s.migrate(rng.choice([pg for pg in pages
+                                             if page_mapcount(pg) == best])) == 0:
+                        extra["migrated_mapcounts"].append(best)
                 _sleep(s, 10, 60)
         s.spawn("migration", migration)
         await s.run_async()
@@ -274,6 +280,7 @@ async def _layout_race(dut, seed: int, p: dict, progress, out: dict, *, what: st
 
     s.checkers.step("setup")
     f, mm = await s.call("setup", setup)
+    extra = s.extra = out.setdefault("extra", {"changes": [], "faulted_after": 0})
     progress(f"seed {seed}: {what} while {s.arch.ncores} cores use the same mm")
     for phase in range(p["phases"]):
         s.checkers.step(f"phase {phase}")
@@ -291,7 +298,8 @@ async def _layout_race(dut, seed: int, p: dict, progress, out: dict, *, what: st
 
         def changer(target=target, delay=delay):
             s.arch.env.wait_cycles(delay)
-            change(s, mm, target, npages * PAGE_SIZE)
+            got = change(s, mm, target, npages * PAGE_SIZE)
+            extra["changes"].append([target, got, s.arch.cycle()])
         s.spawn(what.split()[0], changer)
         await s.run_async()
         if post is not None:
@@ -318,6 +326,7 @@ async def _layout_race(dut, seed: int, p: dict, progress, out: dict, *, what: st
 
 def _mprotect(s, mm, start, length):
     s.mprotect(mm, start, length, PROT_READ)
+    return start
 
 
 def _mprotect_post(s, mm, start, length):
@@ -328,18 +337,21 @@ def _mprotect_post(s, mm, start, length):
         for va in range(start, start + length, PAGE_SIZE):
             r = s.arch.cpu_access(core, va + 8 * (8 + core), AccessType.STORE, user=True,
                                   data=0xBAD0_0000 | core)
-            if r.fault == FaultKind.NONE:
+            if r.fault != FaultKind.NONE:
+                s.extra["faulted_after"] += 1
+            else:
                 s.checkers.report("tlb", f"core {core}: a store to 0x{va:x} completed after "
                                          f"mprotect(PROT_READ) of it returned")
 
 
 def _munmap(s, mm, start, length):
     s.munmap(mm, start + PAGE_SIZE, length - PAGE_SIZE)
+    return start
 
 
 def _mremap(s, mm, start, length):
     # Grow by two pages: the next region is in the way, so it moves (MREMAP_MAYMOVE).
-    s.mremap(mm, start, length, length + 2 * PAGE_SIZE, 1)
+    return s.mremap(mm, start, length, length + 2 * PAGE_SIZE, 1)
 
 
 async def mprotect_scenario(dut, seed, p, progress, out):
@@ -685,6 +697,7 @@ async def test_scenario(dut):
     s = out["system"]
     rep = report(s, SEED, p, time.monotonic() - t0, error)
     rep["segv"] = _segv(s) if hasattr(s, "workloads") else 0
+    rep["extra"] = out.get("extra", {})
     rep["kernel_stats"] = {k: v for k, v in dict(getattr(s.kernel, "stats", {})).items()
                            if isinstance(v, int) and v}
     path = os.environ.get("COSIM_REPORT")

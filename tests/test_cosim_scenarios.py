@@ -1,0 +1,279 @@
+"""Issue 4's scenarios on the RTL, each on Icarus and on Verilator, and every quirk of the
+pyrmap and hdl issues failing its scenario at cycle level (and passing with the quirk off).
+
+The scenarios live in ``cosim.tb.tb_scenarios`` (cocotb) with their knobs and the quirk
+table in ``cosim.scenarios``.  Each run reuses the cached build of its configuration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from types import SimpleNamespace
+
+import pytest
+
+from cosim.scenarios import (QUIRK_SCENARIOS, SCENARIOS, QuirkScenario, run_scenario,
+                             violation_checker)
+
+SIMS = ["icarus", "verilator"]
+LAYOUT = ["writeback", "migrate_fork", "mprotect", "munmap", "mremap", "nonlinear", "svade"]
+
+
+def _passed(r, what: str):
+    assert r.report is not None, f"{what}: no report: {r.failures}\n{r.log_tail()}"
+    assert r.passed, f"{what}: {r.report.get('violation')}\n{r.log_tail()}\nreproduce: {r.command}"
+    verdicts = {c["name"]: c["verdict"] for c in r.report["checkers"]}
+    assert set(verdicts.values()) == {"PASS"}, verdicts
+    return r.report
+
+
+# --- what each scenario must have done, besides passing every checker ----------------------
+
+def _check_writeback(rep):
+    assert rep["kernel"]["rmap_ptes_cleaned"] > 0, rep["kernel"]
+    assert rep["kernel"]["pages_written"] > 0, rep["kernel"]
+    assert rep["stores"] > 0 and rep["arch"]["flush_count"] > 0
+
+
+def _check_migrate_fork(rep):
+    assert rep["extra"]["processes"] == 5
+    counts = rep["extra"]["migrated_mapcounts"]
+    assert counts and max(counts) == 5, f"no page mapped by all 5 processes migrated: {counts}"
+    assert rep["kernel"]["migrate_success"] == len(counts)
+
+
+def _check_mprotect(rep):
+    changes = rep["extra"]["changes"]
+    assert len(changes) == 2, changes
+    # After each mprotect(PROT_READ) returned, a store on every core to every page faulted.
+    assert rep["extra"]["faulted_after"] == 2 * 2 * 4, rep["extra"]
+
+
+def _check_munmap(rep):
+    assert len(rep["extra"]["changes"]) == 2 and rep["loads"] > rep["stores"]
+
+
+def _check_mremap(rep):
+    changes = rep["extra"]["changes"]
+    assert len(changes) == 2, changes
+    assert any(old != new for old, new, _ in changes), f"no mremap moved its region: {changes}"
+
+
+def _check_nonlinear(rep):
+    ks = rep["kernel_stats"]
+    assert ks.get("remap_file_pages", 0) > 0 and ks.get("fremap_nonlinear_vmas", 0) > 0, ks
+    assert rep["kernel"]["pswpout"] > 0 and rep["kernel"]["vmscan_unmapped"] > 0, rep["kernel"]
+
+
+def _check_svade(rep):
+    ks = rep["kernel_stats"]
+    assert ks.get("fault_svade_a", 0) > 0 and ks.get("fault_svade_d", 0) > 0, ks
+    assert rep["tlb"]["a_sets"] == 0 and rep["tlb"]["d_sets"] == 0, rep["tlb"]
+    assert rep["config"]["svadu"] is False
+    _check_writeback(rep)
+
+
+CHECKS = {name: globals()[f"_check_{name}"] for name in LAYOUT}
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("sim", SIMS)
+@pytest.mark.parametrize("name", LAYOUT)
+def test_scenario_on_rtl(name, sim):
+    """The scenario passes every checker on the RTL and did what it is about."""
+    rep = _passed(run_scenario(name, sim, seed=1), f"{name} on {sim}")
+    assert rep["accesses"] > 50, rep["accesses"]
+    CHECKS[name](rep)
+
+
+@pytest.mark.sim
+def test_scenarios_deterministic_per_seed():
+    """Same seed, same run (every figure); another seed, another run."""
+    def figures(r):
+        rep = _passed(r, "mremap")
+        return {k: v for k, v in rep.items() if k not in ("wall_seconds",)}
+    a = figures(run_scenario("mremap", "icarus", seed=4))
+    b = figures(run_scenario("mremap", "icarus", seed=4, tag="again"))
+    c = figures(run_scenario("mremap", "icarus", seed=5))
+    assert a == b, "seed 4: two runs differ"
+    assert a != c, "seeds 4 and 5 gave the same run"
+
+
+@pytest.mark.sim
+def test_svade_scenario_refuses_an_svadu_rtl():
+    r = run_scenario("svade", "icarus", seed=1, hdl={"svadu": True}, tag="svadu")
+    assert not r.passed
+    assert "The svade scenario needs an RTL built with svadu=False" in r.log_tail(20000)
+
+
+# --- quirks ------------------------------------------------------------------------------------
+
+_off_runs: dict = {}
+
+
+def _off(q: QuirkScenario):
+    """The quirk-off run of ``q``'s scenario and seed (shared by quirks with the same one)."""
+    env, hdl = q.params(False)
+    key = (q.scenario, q.seed, tuple(sorted(env.items())), tuple(sorted(hdl.items())))
+    if key not in _off_runs:
+        _off_runs[key] = run_scenario(q.scenario, "icarus", seed=q.seed, env=env, hdl=hdl,
+                                      tag="off")
+    return _off_runs[key]
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("quirk", list(QUIRK_SCENARIOS))
+def test_quirk_fails_its_scenario_and_passes_off(quirk):
+    """With the quirk on the engine on the RTL fails its scenario, named by the expected
+    checker, with the seed, the cycle and a command that reproduces it; the same seed passes
+    with the quirk off."""
+    q = QUIRK_SCENARIOS[quirk]
+    env, hdl = q.params(True)
+    on = run_scenario(q.scenario, "icarus", seed=q.seed, env=env, hdl=hdl, tag=quirk)
+    assert on.report is not None, f"{quirk}: no report: {on.failures}\n{on.log_tail()}"
+    assert not on.passed, f"{quirk}: {q.scenario} seed {q.seed} passed with the quirk on"
+    v = on.report["violation"]
+    assert violation_checker(on.report) == q.checker, f"{quirk}: expected [{q.checker}]:\n{v}"
+    assert "at cycle" in v and f"seed={q.seed}" in v, v
+    assert f"--quirk {quirk}" in v and f"--seed {q.seed}" in v, v
+    off = _off(q)
+    assert off.passed, (f"{quirk}: seed {q.seed} fails with the quirk off too:\n"
+                        f"{off.report and off.report.get('violation')}\n{off.log_tail()}")
+    assert off.report["iterations"] == int(q.params(False)[0]["COSIM_STEPS"])
+
+
+def test_quirk_table_covers_every_quirk():
+    """Every kernel quirk and every hdl quirk has a scenario, a seed and a checker."""
+    from hdl.config import MmuConfig
+    from pyrmap.kernel import Quirks
+    kernel = {f.name for f in dataclasses.fields(Quirks)}
+    hw = {f.name for f in dataclasses.fields(MmuConfig) if f.name.startswith("quirk_")}
+    assert set(QUIRK_SCENARIOS) == kernel | hw
+    for q in QUIRK_SCENARIOS.values():
+        assert q.scenario in SCENARIOS and q.layer == ("hdl" if q.quirk in hw else "kernel")
+        assert q.checker in ("shadow", "frame", "tlb", "rmap", "notifier")
+
+
+def test_quirk_params_switch_the_right_layer():
+    env, hdl = QUIRK_SCENARIOS["quirk_fill_after_inval"].params(True)
+    assert hdl == {"quirk_fill_after_inval": True} and "COSIM_QUIRKS" not in env
+    env, hdl = QUIRK_SCENARIOS["zap_flush_after_pte_unlock"].params(True)
+    assert env["COSIM_QUIRKS"] == "zap_flush_after_pte_unlock" and hdl == {}
+    env, hdl = QUIRK_SCENARIOS["zap_flush_after_pte_unlock"].params(False)
+    assert "COSIM_QUIRKS" not in env and hdl == {}
+
+
+def test_run_scenario_rejects_bad_arguments():
+    with pytest.raises(ValueError, match=r"^Unknown scenario 'nosuch'; known: writeback, "):
+        run_scenario("nosuch")
+    with pytest.raises(ValueError, match=r"^Simulator must be one of icarus, verilator, "
+                                         r"not 'modelsim'$"):
+        run_scenario("writeback", "modelsim")
+    from cosim.scenarios import run_quirk
+    with pytest.raises(ValueError, match=r"^Unknown quirk 'bogus'"):
+        run_quirk("bogus")
+
+
+def test_violation_checker_reads_the_checker_name():
+    assert violation_checker(None) is None
+    assert violation_checker({"violation": None}) is None
+    rep = {"violation": "at cycle 5:\n[frame] frame 0x2 freed while ...\n  seed=1"}
+    assert violation_checker(rep) == "frame"
+
+
+def test_testbench_knows_every_scenario():
+    from cosim.tb import tb_scenarios
+    assert set(tb_scenarios.SCENARIOS) == set(SCENARIOS)
+
+
+# --- the testbench's own checks, fed bad inputs ---------------------------------------------
+
+def test_racing_workload_tolerates_only_sigsegv():
+    """A racing access that gets SIGSEGV is dropped and counted; any other workload error
+    (here: an access fault) still stops the run."""
+    from cosim.tb.tb_scenarios import RacingWorkload
+    from pyrmap.errors import SegmentationFault
+    from pyrmap.pte import FaultKind
+
+    class Arch:
+        ncores = 2
+
+        def __init__(self, fault):
+            self.fault = fault
+
+        def cpu_access(self, core, va, op, user=True, data=None):
+            return SimpleNamespace(fault=self.fault, value=0)
+
+    import pyrmap.memory as memory
+
+    def segv(mm, va, op):
+        raise SegmentationFault(f"no vma at 0x{va:x}", va, op, "no vma")
+    saved = memory.do_page_fault
+    memory.do_page_fault = segv
+    try:
+        wl = RacingWorkload(SimpleNamespace(arch=Arch(FaultKind.PAGE)), 0, None,
+                            [("store", 0x1000)], switch=False)
+        wl.run()
+        assert wl.stats["segv"] == 1 and wl.stats["stores"] == 0
+        wl = RacingWorkload(SimpleNamespace(arch=Arch(FaultKind.ACCESS)), 0, None,
+                            [("load", 0x1000)], switch=False)
+        with pytest.raises(Exception, match="ACCESS fault"):
+            wl.run()
+    finally:
+        memory.do_page_fault = saved
+
+
+def test_mprotect_post_check_fires_on_a_store_that_completes():
+    """The check run after mprotect(PROT_READ) returned: fed a core whose store still
+    completes (as through a stale writable TLB entry), it reports a [tlb] violation;
+    fed stores that fault, it counts them and reports nothing."""
+    from cosim.tb.tb_scenarios import _mprotect_post
+    from pyrmap.pte import FaultKind
+
+    def system(fault):
+        reports = []
+        s = SimpleNamespace(
+            arch=SimpleNamespace(ncores=2, cpu_access=lambda *a, **k: SimpleNamespace(
+                fault=fault)),
+            checkers=SimpleNamespace(report=lambda checker, msg: reports.append((checker,
+                                                                                 msg))),
+            extra={"faulted_after": 0})
+        return s, reports
+
+    s, reports = system(FaultKind.NONE)
+    _mprotect_post(s, None, 0x10000, 2 * 4096)
+    assert reports and reports[0][0] == "tlb", reports
+    assert "completed after mprotect(PROT_READ)" in reports[0][1]
+    s, reports = system(FaultKind.PAGE)
+    _mprotect_post(s, None, 0x10000, 2 * 4096)
+    assert reports == [] and s.extra["faulted_after"] == 4
+
+
+# --- longer variants -------------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.sim
+@pytest.mark.parametrize("sim", SIMS)
+@pytest.mark.parametrize("name", LAYOUT)
+@pytest.mark.parametrize("seed", [2, 3, 4])
+def test_scenario_longer(name, sim, seed):
+    rep = _passed(run_scenario(name, sim, seed=seed,
+                               env={"COSIM_PHASES": 4, "COSIM_ACCESSES": 60}, tag="long"),
+                  f"{name} on {sim} seed {seed}")
+    assert rep["accesses"] > 200
+
+
+@pytest.mark.slow
+@pytest.mark.sim
+@pytest.mark.parametrize("quirk", list(QUIRK_SCENARIOS))
+def test_quirk_on_verilator(quirk):
+    """The same quirk runs on Verilator: the sweep still finds the violation, and the same
+    seed passes with the quirk off."""
+    q = QUIRK_SCENARIOS[quirk]
+    env, hdl = q.params(True)
+    on = run_scenario(q.scenario, "verilator", seed=q.seed, env=env, hdl=hdl, tag=quirk)
+    assert not on.passed and violation_checker(on.report) == q.checker, \
+        on.report and on.report.get("violation")
+    env, hdl = q.params(False)
+    off = run_scenario(q.scenario, "verilator", seed=q.seed, env=env, hdl=hdl, tag="off")
+    assert off.passed, off.report and off.report.get("violation")

@@ -30,10 +30,17 @@ class DevSys:
     """A System with one process (anonymous and shared-file memory) and its device."""
 
     def __init__(self, seed: int, *, nframes: int = 40, config=None, quirks=None,
-                 pages: int = 6, register: bool = True):
+                 pages: int = 6, register: bool = True, svadu: bool = True):
         self.seed = seed
-        self.s = s = System(seed=seed, nframes=nframes, quirks=quirks,
-                            command=f"pytest tests/test_devdriver.py  # seed {seed}")
+        arch = None
+        if not svadu:
+            from pyrmap.softarch import SoftArch
+
+            def arch(mem, ncores, seed_, sched):
+                return SoftArch(mem, ncores, seed=seed_, sched=sched, svadu=False, history=True)
+        self.s = s = System(seed=seed, nframes=nframes, quirks=quirks, arch=arch,
+                            command=f"pytest tests/test_devdriver.py  # seed {seed}"
+                                    f"{'' if svadu else ' (Svade)'}")
         self.rng = random.Random(seed)
         self.p = s.new_process()
         self.file = s.create_file("f", pages)
@@ -50,9 +57,23 @@ class DevSys:
         return _offset(random_accesses(rng, lambda: self.s.shadow.regions(mm), count,
                                        store_ratio=store_ratio, words=2), DEV_OFFSET)
 
-    def spawn_device(self, count: int, store_ratio: float = 0.4):
+    def spawn_device(self, count: int, store_ratio: float = 0.4, *, shadow: bool = True,
+                     gate=None):
+        """A device thread.  ``shadow=False``: loads are not compared (a scenario whose VM
+        thread changes the device's own words, e.g. madvise, without a ``gate``).  ``gate``:
+        a lock held across each access, which a VM thread holds across an operation and its
+        shadow update, so the shadow never sees the device between the two."""
         src = self.accesses(count, store_ratio)
-        self.s.spawn("device", lambda: run_device(self.drv, src, shadow=self.s.shadow))
+        sh = self.s.shadow if shadow else None
+        if gate is None:
+            self.s.spawn("device", lambda: run_device(self.drv, src, shadow=sh))
+            return
+
+        def gated():
+            for acc in src:
+                with gate:
+                    run_device(self.drv, [acc], shadow=sh)
+        self.s.spawn("device", gated)
 
     def touch_all(self):
         """The device stores to every page (faulting each in), before the scenario."""
@@ -221,18 +242,28 @@ def kswapd(ds, rounds=10, nr=4):
     return body
 
 
+@pytest.mark.parametrize("svadu", [True, False], ids=["Svadu", "Svade"])
 @pytest.mark.parametrize("seed", range(6))
-def test_reclaim_swaps_device_pages_and_the_device_faults_them_back(seed):
-    ds = DevSys(seed, nframes=30)
+def test_reclaim_swaps_device_pages_and_the_device_faults_them_back(seed, svadu):
+    ds = DevSys(seed, nframes=30, svadu=svadu)
     ds.touch_all()
     ds.spawn_device(160)
     ds.s.spawn("kswapd", kswapd(ds))
     ds.run()
     k, st = ds.s.kernel, ds.drv.stats
     assert k.stats["vmscan_unmapped"] > 0, f"seed {seed}: reclaim unmapped nothing"
+    assert k.stats["pswpout"] > 0, f"seed {seed}: nothing the device used was swapped"
     assert st["invalidate_page"] > 0 and st["young_tests"] > 0, (seed, st)
     assert st["fills"] > 12, (seed, st)              # refaults after the touch
-    assert ds.s.shadow.loads > 0
+    # The device reads every word it wrote: swapped and dropped pages fault back in through
+    # the driver, with their contents (the shadow compares every load).
+    loads = ds.s.shadow.loads
+    for base in (ds.anon, ds.fsh):
+        for i in range(ds.pages):
+            ds.drv.access(base + i * PAGE_SIZE + DEV_OFFSET, AccessType.LOAD,
+                          shadow=ds.s.shadow)
+    assert ds.s.shadow.loads == loads + 2 * ds.pages
+    assert k.stats["pswpin"] > 0, f"seed {seed}: the device faulted no swapped page back"
     ds.check_device()
     _verdicts_pass(ds)
 
@@ -445,7 +476,7 @@ def _concurrent_seq_race(seed: int, on: bool):
     ds = DevSys(seed, nframes=30, config=DevDriverConfig(no_seq_retry=on))
     ds.touch_all()
     s, p = ds.s, ds.p
-    ds.spawn_device(120)
+    ds.spawn_device(120, shadow=False)          # madvise zeroes the device's words
     s.spawn("kswapd", kswapd(ds, rounds=8))
 
     def vm():
@@ -629,11 +660,12 @@ def test_zapping_a_writable_entry_dirties_the_page():
 # ---------------------------------------------------------------------------------------------
 # Random mixes: every VM operation next to the device, many seeds.
 
-def _random_mix(seed: int, steps: int = 8, quirks=None, config=None):
-    ds = DevSys(seed, nframes=36, quirks=quirks, config=config)
+def _random_mix(seed: int, steps: int = 8, quirks=None, config=None, svadu: bool = True):
+    ds = DevSys(seed, nframes=36, quirks=quirks, config=config, svadu=svadu)
     s, p = ds.s, ds.p
     rng = random.Random(seed)
-    ds.spawn_device(40 + 15 * steps)
+    gate = s.arch.new_lock("test gate")
+    ds.spawn_device(40 + 15 * steps, gate=gate)
     s.spawn("kswapd", kswapd(ds, rounds=steps))
 
     def ops():
@@ -648,7 +680,8 @@ def _random_mix(seed: int, steps: int = 8, quirks=None, config=None):
             if op == "mprotect":
                 s.mprotect(p, start, PAGE_SIZE, PROT_READ if prot & PROT_WRITE else RW)
             elif op == "munmap" and len(regs) > 1:
-                s.munmap(p, start, PAGE_SIZE * rng.randint(1, npages))
+                with gate:                      # a later mmap may reuse the hole
+                    s.munmap(p, start, PAGE_SIZE * rng.randint(1, npages))
             elif op == "mremap" and not shared:          # a file mapping would pass EOF
                 s.mremap(p, start, npages * PAGE_SIZE, (npages + 1) * PAGE_SIZE, 1)
             elif op == "fork" and len(s.processes) == 1:   # one workload per core
@@ -659,11 +692,13 @@ def _random_mix(seed: int, steps: int = 8, quirks=None, config=None):
                 if pages:
                     s.migrate(rng.choice(pages))
             elif op == "madvise" and not shared:
-                s.madvise_dontneed(p, start, PAGE_SIZE)
+                with gate:                      # zeroes the device's words
+                    s.madvise_dontneed(p, start, PAGE_SIZE)
             elif op == "msync" and shared:
                 s.msync(p, start, end - start, check_backing=False)   # writers run
             elif op == "mmap":
-                s.mmap(p, 0, 2 * PAGE_SIZE, RW, MAP_PRIVATE | MAP_ANONYMOUS)
+                with gate:
+                    s.mmap(p, 0, 2 * PAGE_SIZE, RW, MAP_PRIVATE | MAP_ANONYMOUS)
             for _ in range(rng.randrange(1, 30)):
                 s.arch.yield_point("ops think")
 
@@ -681,9 +716,10 @@ def test_random_vm_operations_next_to_the_device(seed):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("svadu", [True, False], ids=["Svadu", "Svade"])
 @pytest.mark.parametrize("seed", range(8, 108))
-def test_random_vm_operations_next_to_the_device_stress(seed):
-    ds = _random_mix(seed, steps=16)
+def test_random_vm_operations_next_to_the_device_stress(seed, svadu):
+    ds = _random_mix(seed, steps=16, svadu=svadu)
     _verdicts_pass(ds)
 
 

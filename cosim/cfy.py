@@ -1,0 +1,426 @@
+"""The clear-flush-young question: does aging need the TLB flush?
+
+``ptep_clear_flush_young`` clears a PTE's Accessed bit and, in the 2008 kernel (x86), flushes
+the page from every TLB when the bit was set, so the next access re-walks and sets A again.
+x86 dropped the flush in 2014 (b13b1d2d8692): clearing A is enough most of the time, and the
+flush is expensive.  Without it a core keeps its cached entry with A=1 and does not set A
+again while the entry lives, so the next aging pass may find the page old although the CPU
+used it -- and reclaim may evict a page in active use.
+
+``python -m cosim.cfy --sim verilator --seed N`` runs the reclaim scenario of
+:mod:`cosim.tb.tb_cosim` on the RTL twice with the same seed and workload -- flush (2008) and no
+flush (2014, ``KernelConfig.clear_flush_young_flushes = False``) -- under an
+:class:`AgingMonitor`, and prints side by side:
+
+* **references aging missed**: an aging pass (``page_referenced``) that returned 0 for a page
+  the CPU accessed (a completed translation to that frame) after the previous pass on that
+  page ended and before this one began;
+* **pages reclaimed in active use**: a virtual page whose frame reclaim unmapped
+  (``shrink_page_list``) and which the CPU faulted on again within ``window`` cycles;
+* **flushes and invalidation cycles saved**: the flushes ``ptep_clear_flush_young`` issued and
+  the cycles they took (request to last ack), the RTL's invalidation counts, all flushes.
+
+The monitor's event methods (:meth:`AgingMonitor.on_access` and friends) are plain Python and
+are unit-tested without a simulator; :meth:`AgingMonitor.attach` connects them to a running
+system by wrapping ``arch.cpu_access``, ``kernel.alloc_page``, ``pyrmap.rmap.page_referenced``,
+``pyrmap.rmap.try_to_unmap`` (a SWAP_FAIL on a young PTE consumed the reference),
+``pyrmap.vmscan._shrink_one`` and ``pyrmap.mmu_notifier.ptep_clear_flush_young``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+__all__ = ["AgingMonitor", "DEFAULT_WINDOW", "compare", "format_table", "run_pair", "main"]
+
+#: Cycles after a reclaim within which a fault on the same virtual page counts as "reclaimed
+#: while in active use".
+DEFAULT_WINDOW = 2000
+
+
+class AgingMonitor:
+    """Watches aging, reclaim and CPU accesses of one run; see the module docstring.
+
+    Parameters
+    ----------
+    window : int
+        A fault on a virtual page within ``window`` cycles of reclaim unmapping it counts as a
+        page reclaimed in active use.
+
+    Members
+    -------
+    stats : dict
+        ``aging_passes``, ``passes_after_access`` (passes on a page accessed since its last
+        pass), ``missed_references``, ``reclaimed_pages``, ``reclaimed_vpages``,
+        ``refaults_in_window``, ``refaults``, ``young_calls``, ``young_flushes``,
+        ``young_flush_cycles``, ``accesses``.
+    missed : list
+        ``(pfn, access cycle, pass start cycle)`` of each missed reference (first 100).
+    """
+
+    def __init__(self, window: int = DEFAULT_WINDOW):
+        if not isinstance(window, int) or window < 1:
+            raise ValueError(f"Refault window must be a positive number of cycles, not "
+                             f"{window!r}")
+        self.window = window
+        self.stats = dict.fromkeys(
+            ("aging_passes", "passes_after_access", "missed_references", "reclaimed_pages",
+             "reclaimed_vpages", "refaults_in_window", "refaults", "young_calls",
+             "young_flushes", "young_flush_cycles", "accesses"), 0)
+        self.missed: list[tuple[int, int, int]] = []
+        # pfn -> {(mm key, vpage): first access through that mapping since the last pass}
+        self._first_access: dict[int, dict] = {}
+        self._vmap: dict[tuple[int, int], int] = {}   # (mm key, vpage) -> pfn last seen
+        self._rev: dict[int, set] = {}                # pfn -> {(mm key, vpage)}
+        self._reclaimed: dict[tuple[int, int], int] = {}  # (mm key, vpage) -> cycle
+        self._mms: dict[int, Any] = {}                # keeps mm objects alive: ids stay unique
+        self._undo: list = []
+
+    # --- events (plain Python) -----------------------------------------------------------
+
+    def _key(self, mm, vaddr: int) -> tuple[int, int]:
+        self._mms[id(mm)] = mm
+        return id(mm), vaddr >> 12
+
+    def on_access(self, cycle: int, mm, vaddr: int, paddr: int) -> None:
+        """A CPU access completed at ``cycle`` through a translation of ``vaddr`` to
+        ``paddr``."""
+        pfn = paddr >> 12
+        self.stats["accesses"] += 1
+        key = self._key(mm, vaddr)
+        old = self._vmap.get(key)
+        if old != pfn:
+            if old is not None:
+                # The PTE now maps another frame (COW, swap-in, migration): the accesses it
+                # carried to the old one can no longer be seen through it.
+                self._rev.get(old, set()).discard(key)
+                self._first_access.get(old, {}).pop(key, None)
+            self._vmap[key] = pfn
+            self._rev.setdefault(pfn, set()).add(key)
+        self._first_access.setdefault(pfn, {}).setdefault(key, cycle)
+
+    def on_fault(self, cycle: int, mm, vaddr: int) -> None:
+        """A CPU access to ``vaddr`` page-faulted at ``cycle``."""
+        key = self._key(mm, vaddr)
+        when = self._reclaimed.pop(key, None)
+        if when is not None:
+            self.stats["refaults"] += 1
+            if cycle - when <= self.window:
+                self.stats["refaults_in_window"] += 1
+
+    def on_aging(self, pfn: int, start: int, end: int, referenced: int,
+                 mapped: bool = True) -> None:
+        """``page_referenced`` of frame ``pfn`` ran from cycle ``start`` to ``end`` and
+        returned ``referenced``; ``mapped``: the page had PTEs when it began (a pass over an
+        unmapped page cannot see PTE references and is not counted)."""
+        self.stats["aging_passes"] += 1
+        seen = self._first_access.pop(pfn, {})
+        first = min((c for k, c in seen.items() if self._vmap.get(k) == pfn), default=None)
+        if first is None or first >= start or not mapped:
+            return          # not accessed since the last pass, only while this one ran, or
+                            # no PTE to see it through
+        self.stats["passes_after_access"] += 1
+        if not referenced:
+            self.stats["missed_references"] += 1
+            if len(self.missed) < 100:
+                self.missed.append((pfn, first, start))
+
+    def on_reclaimed(self, pfn: int, cycle: int) -> None:
+        """Reclaim unmapped frame ``pfn`` at ``cycle``: every virtual page last seen
+        translating to it is now expected to fault."""
+        self.stats["reclaimed_pages"] += 1
+        for key in self._rev.pop(pfn, set()):
+            if self._vmap.get(key) == pfn:
+                del self._vmap[key]
+                self._reclaimed[key] = cycle
+                self.stats["reclaimed_vpages"] += 1
+        self._first_access.pop(pfn, None)
+
+    def on_reference_seen(self, pfn: int, start: int) -> None:
+        """Something other than an aging pass consumed the Accessed bits of ``pfn`` at
+        ``start`` (``try_to_unmap`` found a young PTE and failed): accesses before it are
+        accounted for."""
+        seen = self._first_access.get(pfn, {})
+        for key in [k for k, c in seen.items() if c < start]:
+            del seen[key]
+
+    def on_new_page(self, pfn: int) -> None:
+        """Frame ``pfn`` was allocated to a new page: forget what the old one saw."""
+        self._first_access.pop(pfn, None)
+        for key in self._rev.pop(pfn, set()):
+            if self._vmap.get(key) == pfn:
+                del self._vmap[key]
+
+    def on_young(self, flushed: bool, cycles: int) -> None:
+        """``ptep_clear_flush_young`` returned; ``flushed``: it flushed, taking ``cycles``."""
+        self.stats["young_calls"] += 1
+        if flushed:
+            self.stats["young_flushes"] += 1
+            self.stats["young_flush_cycles"] += cycles
+
+    # --- connection to a running system ----------------------------------------------------
+
+    def attach(self, system) -> "AgingMonitor":
+        """Connect to ``system`` (a :class:`cosim.tb.tb_cosim.CosimSystem` or a
+        :class:`pyrmap.scenario.System`): wraps its arch's ``cpu_access`` and the module
+        functions named in the module docstring.  :meth:`detach` undoes it."""
+        import pyrmap.mmu_notifier as mn
+        import pyrmap.rmap as rmap
+        import pyrmap.vmscan as vmscan
+        from pyrmap.pte import FaultKind
+        arch = system.arch
+        cycle = arch.cycle if hasattr(arch, "cycle") else (lambda: 0)
+        mon = self
+
+        orig_access = arch.cpu_access
+
+        def cpu_access(core, vaddr, op, *args, **kw):
+            r = orig_access(core, vaddr, op, *args, **kw)
+            mm = arch.current_mm[core]
+            if r.fault == FaultKind.NONE:
+                mon.on_access(cycle(), mm, vaddr, r.paddr)
+            elif r.fault == FaultKind.PAGE:
+                mon.on_fault(cycle(), mm, vaddr)
+            return r
+
+        orig_ref = rmap.page_referenced
+
+        def page_referenced(page, is_locked, mem_cont):
+            start = cycle()
+            mapped = vmscan.page_mapped(page)
+            r = orig_ref(page, is_locked, mem_cont)
+            mon.on_aging(page.pfn, start, cycle(), r, mapped)
+            return r
+
+        orig_shrink = vmscan._shrink_one
+
+        def shrink_one(kernel, page):
+            mapped = vmscan.page_mapped(page)
+            v = orig_shrink(kernel, page)
+            if mapped and not vmscan.page_mapped(page):
+                mon.on_reclaimed(page.pfn, cycle())
+            return v
+
+        orig_unmap = rmap.try_to_unmap
+
+        def try_to_unmap(page, migration):
+            start = cycle()
+            rc = orig_unmap(page, migration)
+            if migration:
+                # Migration rebuilds the PTEs old (pte_mkold) on purpose, in both modes.
+                mon.on_reference_seen(page.pfn, cycle() + 1)
+            elif rc == rmap.SWAP_FAIL:
+                mon.on_reference_seen(page.pfn, start)
+            return rc
+
+        kernel = system.kernel
+        orig_alloc = kernel.alloc_page
+
+        def alloc_page(*args, **kw):
+            page = orig_alloc(*args, **kw)
+            mon.on_new_page(page.pfn)
+            return page
+
+        orig_young = mn.ptep_clear_flush_young
+        flushes = getattr(arch, "flushes", None)
+
+        def ptep_clear_flush_young(vma, addr, ptep):
+            n0, c0 = (len(flushes) if flushes is not None else 0), cycle()
+            young = orig_young(vma, addr, ptep)
+            flushed = bool(young) and vma.vm_mm.kernel.config.clear_flush_young_flushes
+            cycles = sum(f.cycles for f in flushes[n0:]) if flushes is not None \
+                else cycle() - c0
+            mon.on_young(flushed, cycles)
+            return young
+
+        arch.cpu_access = cpu_access
+        rmap.page_referenced = page_referenced
+        vmscan._shrink_one = shrink_one
+        mn.ptep_clear_flush_young = ptep_clear_flush_young
+        rmap.try_to_unmap = try_to_unmap
+        kernel.alloc_page = alloc_page
+        self._undo = [(arch, "cpu_access", None), (kernel, "alloc_page", None),
+                      (rmap, "try_to_unmap", orig_unmap), (rmap, "page_referenced", orig_ref),
+                      (vmscan, "_shrink_one", orig_shrink),
+                      (mn, "ptep_clear_flush_young", orig_young)]
+        return self
+
+    def detach(self) -> None:
+        """Undo :meth:`attach`."""
+        for obj, name, orig in reversed(self._undo):
+            if orig is None:
+                try:
+                    delattr(obj, name)        # the instance wrapper; the class method remains
+                except AttributeError:
+                    pass
+            else:
+                setattr(obj, name, orig)
+        self._undo = []
+
+    def figures(self, system=None) -> dict:
+        """The monitor's counts, plus the run's flush and invalidation totals when
+        ``system`` is given."""
+        out = {"window": self.window, "monitor": dict(self.stats),
+               "missed_examples": self.missed[:10]}
+        if system is not None:
+            arch = system.arch
+            f = arch.figures() if hasattr(arch, "figures") else {}
+            invals = 0
+            for d in getattr(arch, "drivers", []):
+                invals += max(d.perf().get("invals", 0), 0)
+            k = system.kernel.stats
+            out["run"] = {
+                "cycles": arch.cycle() if hasattr(arch, "cycle") else 0,
+                "accesses": system.shadow.loads + system.shadow.stores,
+                "flushes": f.get("flush_count", 0),
+                "flush_cycles": f.get("flush_cycles_total", 0),
+                "inval_requests": f.get("inval_requests", 0),
+                "rtl_invals": invals,
+                "page_faults": k.get("pgfault", 0),
+                "swapped_out": k.get("pswpout", 0),
+                "swapped_in": k.get("pswpin", 0),
+                "reclaimed": k.get("vmscan_freed", 0),
+                "found_young": k.get("rmap_young_found", 0),
+            }
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The comparison
+
+ROWS = [
+    ("aging passes on pages accessed since their last pass", "monitor", "passes_after_access"),
+    ("references aging missed", "monitor", "missed_references"),
+    ("pages unmapped by reclaim", "monitor", "reclaimed_pages"),
+    ("pages reclaimed in active use (refault in window)", "monitor", "refaults_in_window"),
+    ("refaults after reclaim (any time)", "monitor", "refaults"),
+    ("ptep_clear_flush_young calls", "monitor", "young_calls"),
+    ("flushes by ptep_clear_flush_young", "monitor", "young_flushes"),
+    ("cycles of those flushes", "monitor", "young_flush_cycles"),
+    ("all flushes", "run", "flushes"),
+    ("all flush cycles", "run", "flush_cycles"),
+    ("RTL invalidations (all cores)", "run", "rtl_invals"),
+    ("CPU accesses", "run", "accesses"),
+    ("page faults", "run", "page_faults"),
+    ("swapped out / swapped in", "run", ("swapped_out", "swapped_in")),
+    ("simulated cycles", "run", "cycles"),
+]
+
+
+def _value(rep: dict, group: str, key) -> Any:
+    g = rep.get(group) or {}
+    if isinstance(key, tuple):
+        return " / ".join(str(g.get(k, "-")) for k in key)
+    return g.get(key)
+
+
+def compare(flush: dict, noflush: dict) -> dict:
+    """Side by side figures of the two runs' reports (``AgingMonitor.figures``).
+
+    Returns ``{"rows": [(label, flush, no flush)], "saved": {...}, "missed_only_without_flush":
+    bool}``; ``saved`` holds flushes and invalidation cycles the no-flush mode saved (flush
+    minus no flush) and the extra missed references and reclaims in use it cost."""
+    rows = [(label, _value(flush, g, k), _value(noflush, g, k)) for label, g, k in ROWS]
+
+    def diff(group, key):
+        a, b = _value(flush, group, key), _value(noflush, group, key)
+        return (a - b) if isinstance(a, int) and isinstance(b, int) else None
+
+    saved = {
+        "young_flushes": diff("monitor", "young_flushes"),
+        "young_flush_cycles": diff("monitor", "young_flush_cycles"),
+        "flushes": diff("run", "flushes"),
+        "flush_cycles": diff("run", "flush_cycles"),
+        "rtl_invals": diff("run", "rtl_invals"),
+        "extra_missed_references": (-d if (d := diff("monitor", "missed_references"))
+                                    is not None else None),
+        "extra_refaults_in_window": (-d if (d := diff("monitor", "refaults_in_window"))
+                                     is not None else None),
+    }
+    mf = _value(flush, "monitor", "missed_references") or 0
+    mn = _value(noflush, "monitor", "missed_references") or 0
+    return {"rows": rows, "saved": saved, "missed_only_without_flush": mn > mf}
+
+
+def format_table(cmp: dict, title: str = "") -> str:
+    w = max(len(r[0]) for r in cmp["rows"])
+    lines = [title] if title else []
+    lines.append(f"  {'':{w}s}  {'flush (2008)':>14s}  {'no flush (2014)':>16s}")
+    for label, a, b in cmp["rows"]:
+        lines.append(f"  {label:{w}s}  {str(a if a is not None else '-'):>14s}  "
+                     f"{str(b if b is not None else '-'):>16s}")
+    s = cmp["saved"]
+    lines.append(f"no flush saved {s['young_flushes']} flushes of ptep_clear_flush_young "
+                 f"({s['young_flush_cycles']} invalidation cycles); all flushes "
+                 f"{s['flushes']}, flush cycles {s['flush_cycles']}, RTL invalidations "
+                 f"{s['rtl_invals']}")
+    lines.append(f"and cost {s['extra_missed_references']} more missed references, "
+                 f"{s['extra_refaults_in_window']} more pages reclaimed in active use")
+    return "\n".join(lines)
+
+
+def run_pair(sim: str, seed: int, *, phases: int = 3, accesses: int = 40, nframes: int = 32,
+             window: int = DEFAULT_WINDOW, config_params: Optional[dict] = None) -> dict:
+    """Run the reclaim scenario with and without the flush on ``sim``; return
+    ``{"flush": report, "noflush": report, "compare": ..., "passed": bool, "commands": ...}``."""
+    from . import build as cb
+    config = cb.make_config(**(config_params or {}))
+    out: dict[str, Any] = {"sim": sim, "seed": seed, "config": cb.config_params(config),
+                           "params": {"phases": phases, "accesses": accesses,
+                                      "nframes": nframes, "window": window}}
+    passed = True
+    for name, flag in (("flush", "1"), ("noflush", "0")):
+        env = {"COSIM_SCENARIO": "reclaim", "COSIM_PHASES": phases,
+               "COSIM_ACCESSES": accesses, "COSIM_NFRAMES": nframes, "CFY_FLUSH": flag,
+               "CFY_WINDOW": window, "COCOTB_TEST_FILTER": "test_cfy"}
+        r = cb.run(config, sim, "cosim.tb.tb_bench", seed=seed, testcase="test_cfy", env=env)
+        rep = r.report or {"error": "; ".join(r.failures) or "no report",
+                           "log_tail": r.log_tail(2000)}
+        rep["command"] = r.command
+        out[name] = rep
+        passed = passed and r.passed and not rep.get("error")
+    out["passed"] = passed
+    if "monitor" in out["flush"] and "monitor" in out["noflush"]:
+        out["compare"] = compare(out["flush"], out["noflush"])
+    return out
+
+
+def main(argv: Optional[Sequence[str]] = None, stdout=sys.stdout) -> int:
+    """``python -m cosim.cfy``: the clear-flush-young comparison on the RTL."""
+    p = argparse.ArgumentParser(prog="python -m cosim.cfy", description=main.__doc__)
+    p.add_argument("--sim", choices=("verilator", "icarus"), default="verilator")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--phases", type=int, default=3)
+    p.add_argument("--accesses", type=int, default=40)
+    p.add_argument("--nframes", type=int, default=32)
+    p.add_argument("--window", type=int, default=DEFAULT_WINDOW)
+    p.add_argument("--json", default=None, help="write both reports and the comparison here")
+    a = p.parse_args(argv)
+    for flag, v, lo in (("--phases", a.phases, 1), ("--accesses", a.accesses, 1),
+                        ("--nframes", a.nframes, 16), ("--window", a.window, 1),
+                        ("--seed", a.seed, 0)):
+        if v < lo:
+            p.error(f"{flag} must be at least {lo}, not {v}")
+    res = run_pair(a.sim, a.seed, phases=a.phases, accesses=a.accesses, nframes=a.nframes,
+                   window=a.window)
+    title = (f"clear-flush-young on {a.sim}, seed {a.seed}: reclaim scenario, {a.phases} "
+             f"phases x {a.accesses} accesses per core, {a.nframes} frames, refault window "
+             f"{a.window} cycles")
+    for name in ("flush", "noflush"):
+        if res[name].get("error"):
+            print(f"{name} run failed: {res[name]['error'][:2000]}\nreproduce: "
+                  f"{res[name].get('command')}", file=stdout)
+    if "compare" in res:
+        print(format_table(res["compare"], title), file=stdout)
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=2, default=str) + "\n")
+        print(f"written to {a.json}", file=stdout)
+    return 0 if res["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -66,12 +66,18 @@ def test_device_scenarios_and_quirks_on_rtl(sim, rtl_opts):
 
 @pytest.mark.sim
 def test_device_runs_are_deterministic_per_seed(rtl_opts):
-    """The same seed gives the same device figures on two Icarus runs."""
-    a, fa = _run("icarus", 3, "test_dev_reclaim", rtl_opts)
-    b, fb = _run("icarus", 3, "test_dev_reclaim", rtl_opts, tag="again")
-    assert a.passed and b.passed, f"{a.failures} {b.failures}\n{a.log_tail()}"
-    strip = lambda d: {k: v for k, v in d.items() if k not in ("checkers",)}  # noqa: E731
-    assert strip(fa["reclaim"]) == strip(fb["reclaim"])
+    """The same seed gives the same device figures (cycles included) on two Icarus runs and
+    on Verilator; another seed differs."""
+    runs = [_run("icarus", 3, "test_dev_reclaim", rtl_opts),
+            _run("icarus", 3, "test_dev_reclaim", rtl_opts, tag="again"),
+            _run("verilator", 3, "test_dev_reclaim", rtl_opts),
+            _run("icarus", 4, "test_dev_reclaim", rtl_opts)]
+    for r, _ in runs:
+        assert r.passed, f"{r.failures}\n{r.log_tail()}"
+    a, b, v, other = (f["reclaim"] for _, f in runs)
+    assert a == b, "two Icarus runs of one seed differ"
+    assert a == v, "Icarus and Verilator differ on one seed"
+    assert a != other, "seeds 3 and 4 gave the same run"
 
 
 def test_devarch_and_device_driver_constructor_errors():

@@ -55,7 +55,8 @@ class AgingMonitor:
     -------
     stats : dict
         ``aging_passes``, ``passes_after_access`` (passes on a page accessed since its last
-        pass), ``missed_references``, ``reclaimed_pages``, ``reclaimed_vpages``,
+        pass), ``missed_references``, ``missed_all_tlb_hits`` (missed references whose
+        accesses were all TLB hits: the stale-entry signature), ``reclaimed_pages``, ``reclaimed_vpages``,
         ``refaults_in_window``, ``refaults``, ``young_calls``, ``young_flushes``,
         ``young_flush_cycles``, ``accesses``.
     missed : list
@@ -68,7 +69,8 @@ class AgingMonitor:
                              f"{window!r}")
         self.window = window
         self.stats = dict.fromkeys(
-            ("aging_passes", "passes_after_access", "missed_references", "reclaimed_pages",
+            ("aging_passes", "passes_after_access", "missed_references",
+             "missed_all_tlb_hits", "reclaimed_pages",
              "reclaimed_vpages", "refaults_in_window", "refaults", "young_calls",
              "young_flushes", "young_flush_cycles", "accesses"), 0)
         self.missed: list[tuple[int, int, int]] = []
@@ -79,6 +81,9 @@ class AgingMonitor:
         self._reclaimed: dict[tuple[int, int], int] = {}  # (mm key, vpage) -> cycle
         self._mms: dict[int, Any] = {}                # keeps mm objects alive: ids stay unique
         self._undo: list = []
+        #: ``resolver((mm key, vpage)) -> pfn or None``: what the page tables map now (set by
+        #: :meth:`attach`); None trusts the last access seen.
+        self.resolver = None
 
     # --- events (plain Python) -----------------------------------------------------------
 
@@ -86,9 +91,9 @@ class AgingMonitor:
         self._mms[id(mm)] = mm
         return id(mm), vaddr >> 12
 
-    def on_access(self, cycle: int, mm, vaddr: int, paddr: int) -> None:
+    def on_access(self, cycle: int, mm, vaddr: int, paddr: int, hit: bool = False) -> None:
         """A CPU access completed at ``cycle`` through a translation of ``vaddr`` to
-        ``paddr``."""
+        ``paddr``; ``hit``: served from a TLB entry (no walk, so A was not set)."""
         pfn = paddr >> 12
         self.stats["accesses"] += 1
         key = self._key(mm, vaddr)
@@ -101,7 +106,8 @@ class AgingMonitor:
                 self._first_access.get(old, {}).pop(key, None)
             self._vmap[key] = pfn
             self._rev.setdefault(pfn, set()).add(key)
-        self._first_access.setdefault(pfn, {}).setdefault(key, cycle)
+        rec = self._first_access.setdefault(pfn, {}).setdefault(key, [cycle, True])
+        rec[1] = rec[1] and bool(hit)
 
     def on_fault(self, cycle: int, mm, vaddr: int) -> None:
         """A CPU access to ``vaddr`` page-faulted at ``cycle``."""
@@ -119,13 +125,17 @@ class AgingMonitor:
         unmapped page cannot see PTE references and is not counted)."""
         self.stats["aging_passes"] += 1
         seen = self._first_access.pop(pfn, {})
-        first = min((c for k, c in seen.items() if self._vmap.get(k) == pfn), default=None)
-        if first is None or first >= start or not mapped:
+        live = [rec for k, rec in seen.items() if self._vmap.get(k) == pfn and rec[0] < start
+                and (self.resolver is None or self.resolver(k) == pfn)]
+        if not live or not mapped:
             return          # not accessed since the last pass, only while this one ran, or
                             # no PTE to see it through
+        first = min(rec[0] for rec in live)
         self.stats["passes_after_access"] += 1
         if not referenced:
             self.stats["missed_references"] += 1
+            if all(rec[1] for rec in live):
+                self.stats["missed_all_tlb_hits"] += 1
             if len(self.missed) < 100:
                 self.missed.append((pfn, first, start))
 
@@ -145,7 +155,7 @@ class AgingMonitor:
         ``start`` (``try_to_unmap`` found a young PTE and failed): accesses before it are
         accounted for."""
         seen = self._first_access.get(pfn, {})
-        for key in [k for k, c in seen.items() if c < start]:
+        for key in [k for k, rec in seen.items() if rec[0] < start]:
             del seen[key]
 
     def on_new_page(self, pfn: int) -> None:
@@ -182,7 +192,7 @@ class AgingMonitor:
             r = orig_access(core, vaddr, op, *args, **kw)
             mm = arch.current_mm[core]
             if r.fault == FaultKind.NONE:
-                mon.on_access(cycle(), mm, vaddr, r.paddr)
+                mon.on_access(cycle(), mm, vaddr, r.paddr, bool(getattr(r, "hit", False)))
             elif r.fault == FaultKind.PAGE:
                 mon.on_fault(cycle(), mm, vaddr)
             return r
@@ -237,6 +247,26 @@ class AgingMonitor:
             mon.on_young(flushed, cycles)
             return young
 
+        from pyrmap.pte import pte_leaf, pte_pfn, pte_present
+        mem = kernel.mem
+
+        def resolver(key):
+            # A software walk of the page tables in PhysMem itself: no simulated time, no
+            # memory transaction (the engine's pte_offset would go through the arch).
+            try:
+                table, addr = self._mms[key[0]].pgd, key[1] << 12
+                for level in (2, 1, 0):
+                    entry = mem.read((table << 12) + ((addr >> (12 + 9 * level)) & 511) * 8)
+                    if not pte_present(entry):
+                        return None
+                    if level == 0 or pte_leaf(entry):
+                        return pte_pfn(entry) if level == 0 else None
+                    table = pte_pfn(entry)
+            except Exception:  # noqa: BLE001 - an mm torn down: nothing maps the page
+                return None
+            return None
+
+        self.resolver = resolver
         arch.cpu_access = cpu_access
         rmap.page_referenced = page_referenced
         vmscan._shrink_one = shrink_one
@@ -251,6 +281,7 @@ class AgingMonitor:
 
     def detach(self) -> None:
         """Undo :meth:`attach`."""
+        self.resolver = None
         for obj, name, orig in reversed(self._undo):
             if orig is None:
                 try:
@@ -295,6 +326,7 @@ class AgingMonitor:
 ROWS = [
     ("aging passes on pages accessed since their last pass", "monitor", "passes_after_access"),
     ("references aging missed", "monitor", "missed_references"),
+    ("  of which every access was a TLB hit", "monitor", "missed_all_tlb_hits"),
     ("pages unmapped by reclaim", "monitor", "reclaimed_pages"),
     ("pages reclaimed in active use (refault in window)", "monitor", "refaults_in_window"),
     ("refaults after reclaim (any time)", "monitor", "refaults"),

@@ -70,6 +70,8 @@ def _check_svade(rep):
     assert ks.get("fault_svade_a", 0) > 0 and ks.get("fault_svade_d", 0) > 0, ks
     assert rep["tlb"]["a_sets"] == 0 and rep["tlb"]["d_sets"] == 0, rep["tlb"]
     assert rep["config"]["svadu"] is False
+    assert rep["extra"]["migrated_quiescent"] > 0      # writable, clean PTEs: D faults
+    assert rep["kernel"]["rmap_ptes_aged"] > 0 and rep["kernel"]["pswpout"] > 0, rep["kernel"]
     _check_writeback(rep)
 
 

@@ -185,12 +185,48 @@ async def writeback_scenario(dut, seed: int, p: dict, progress, out: dict, *,
                 _sleep(s, 20, 80)
         s.spawn("writeback", writeback)
         if kswapd:
-            s.spawn("kswapd", _kswapd(s, 4))
+            s.spawn("kswapd", _kswapd(s, 3, force=3))
+
+            def aging():
+                for _ in range(3):
+                    _sleep(s, 60, 200)
+                    s.age(16)           # page_referenced: A cleared, the next access faults
+            s.spawn("aging", aging)
+
+            def migration():
+                # remove_migration_pte maps the new page writable but clean: the next store
+                # needs D, which on Svade is the engine's job.
+                from pyrmap.mm_types import PageAnon
+                for _ in range(3):
+                    _sleep(s, 40, 200)
+                    pages = [pg for pg in s.mapped_user_pages() if PageAnon(pg)]
+                    if pages:
+                        s.migrate(rng.choice(pages))
+            s.spawn("migration", migration)
         await s.run_async()
         k = s.kernel
         progress(f"phase {phase + 1}/{p['phases']}: cycle {s.arch.cycle()}, cleaned "
                  f"{k.stats['rmap_ptes_cleaned']}, written {k.stats['pages_written']}, "
                  f"accesses {s.shadow.loads + s.shadow.stores}")
+
+    if kswapd:
+        # Quiescent: migrate the anonymous region's pages (their PTEs come back writable and
+        # clean), then store to each: on Svade every such store is a D fault.
+        def migrate_anon():
+            from pyrmap.mm_types import PageAnon
+            moved = 0
+            for pg in [pg for pg in s.mapped_user_pages() if PageAnon(pg)]:
+                moved += s.migrate(pg) == 0
+            return moved
+        s.checkers.step("migrate the anonymous pages")
+        for step in ("store before migration", "migrate", "store after migration"):
+            if step == "migrate":
+                extra = out.setdefault("extra", {})
+                extra["migrated_quiescent"] = await s.call("migrate", migrate_anon)
+                continue
+            s.workload(0, a, [("store", anon + i * PAGE_SIZE + 8) for i in range(3)])
+            s.spawn(step, s.workloads[-1].run, mm=a)
+            await s.run_async()
 
     def finish():
         for mm, addr, length in maps:
@@ -418,9 +454,10 @@ async def nonlinear_scenario(dut, seed: int, p: dict, progress, out: dict):
 
 
 async def svade_scenario(dut, seed: int, p: dict, progress, out: dict):
-    """Writeback and reclaim on a Svade MMU (build with ``svadu=False``): every first access
-    and every first store of a page faults, and the engine's fault handler sets A and D by
-    cmpxchg and flushes; aging and page_mkclean must still see every reference and write."""
+    """Writeback, aging, reclaim and migration on a Svade MMU (build with ``svadu=False``):
+    an access to a PTE whose A aging cleared, and a store to a clean writable PTE (left by
+    migration), fault, and the engine's fault handler sets A and D by cmpxchg and flushes;
+    aging and page_mkclean must still see every reference and write."""
     if bench_config().get("svadu", True):
         raise ValueError("The svade scenario needs an RTL built with svadu=False")
     return await writeback_scenario(dut, seed, p, progress, out, kswapd=True)

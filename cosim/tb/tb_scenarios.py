@@ -143,10 +143,54 @@ def _segv(s) -> int:
     return sum(getattr(w, "stats", {}).get("segv", 0) for w in s.workloads)
 
 
+def _spawn_pressure(s, rng) -> None:
+    """Queue aging (A cleared: the next access faults on Svade), kswapd, and migration of
+    anonymous pages (remove_migration_pte maps the new page writable but clean: the next
+    store needs D, which on Svade is the engine's job)."""
+    from pyrmap.mm_types import PageAnon
+    s.spawn("kswapd", _kswapd(s, 3, force=3))
+
+    def aging():
+        for _ in range(3):
+            _sleep(s, 60, 200)
+            s.age(16)
+
+    def migration():
+        for _ in range(3):
+            _sleep(s, 40, 200)
+            pages = [pg for pg in s.mapped_user_pages() if PageAnon(pg)]
+            if pages:
+                s.migrate(rng.choice(pages))
+    s.spawn("aging", aging)
+    s.spawn("migration", migration)
+
+
+async def _migrate_then_store(s, mm, start: int, npages: int) -> int:
+    """Quiescent: store to each of ``npages`` anonymous pages at ``start`` (present, dirty),
+    migrate every mapped anonymous page (their PTEs come back writable and clean), store
+    again (on Svade: one D fault per migrated page).  Returns the pages migrated."""
+    from pyrmap.mm_types import PageAnon
+
+    def stores(name):
+        s.workload(0, mm, [("store", start + i * PAGE_SIZE + 8) for i in range(npages)])
+        s.spawn(name, s.workloads[-1].run, mm=mm)
+
+    def migrate_all():
+        pages = [pg for pg in s.mapped_user_pages() if PageAnon(pg)]
+        return sum(s.migrate(pg) == 0 for pg in pages)
+
+    stores("store before migration")
+    await s.run_async()
+    moved = await s.call("migrate", migrate_all)
+    stores("store after migration")
+    await s.run_async()
+    return moved
+
+
 # --- scenarios -----------------------------------------------------------------------------
 
 async def writeback_scenario(dut, seed: int, p: dict, progress, out: dict, *,
-                             kswapd: bool = False):
+                             pressure: bool = False):
     """Shared file pages written by every core while writeback keeps cleaning them.
 
     Two processes map one file shared (the second at an offset, so pages are mapped twice
@@ -154,7 +198,10 @@ async def writeback_scenario(dut, seed: int, p: dict, progress, out: dict, *,
     (``page_mkclean`` of every dirty page, then ``writepage``) several times per phase.  On
     return of every ``page_mkclean`` no TLB may still hold a writable or dirty entry the PTE
     lacks (checker (a)); a write that lands after it must fault and dirty the page again, so
-    the final msync's backing store holds every write (checker (c))."""
+    the final msync's backing store holds every write (checker (c)).
+
+    With ``pressure`` (the svade scenario), aging, kswapd and migration threads run next to
+    them, and at the end the anonymous pages are migrated and stored to again."""
     s = out["system"] = await _system(dut, seed, p)
     rng = random.Random(seed)
     npages = 6
@@ -173,7 +220,7 @@ async def writeback_scenario(dut, seed: int, p: dict, progress, out: dict, *,
     maps = [(a, fa, npages * PAGE_SIZE), (b, fb, 4 * PAGE_SIZE)]
     progress(f"seed {seed}: a file of {npages} pages mapped shared by 2 processes, "
              f"{s.arch.ncores} cores writing, writeback syncing"
-             f"{', kswapd reclaiming' if kswapd else ''}; svadu={s.arch.svadu}")
+             f"{', aging, kswapd and migration' if pressure else ''}; svadu={s.arch.svadu}")
     for phase in range(p["phases"]):
         s.checkers.step(f"phase {phase}")
         _workloads(s, [a, b], p, rng, phase, 0.7)
@@ -184,49 +231,18 @@ async def writeback_scenario(dut, seed: int, p: dict, progress, out: dict, *,
                 s.msync(mm, addr, length, check_backing=False)
                 _sleep(s, 20, 80)
         s.spawn("writeback", writeback)
-        if kswapd:
-            s.spawn("kswapd", _kswapd(s, 3, force=3))
-
-            def aging():
-                for _ in range(3):
-                    _sleep(s, 60, 200)
-                    s.age(16)           # page_referenced: A cleared, the next access faults
-            s.spawn("aging", aging)
-
-            def migration():
-                # remove_migration_pte maps the new page writable but clean: the next store
-                # needs D, which on Svade is the engine's job.
-                from pyrmap.mm_types import PageAnon
-                for _ in range(3):
-                    _sleep(s, 40, 200)
-                    pages = [pg for pg in s.mapped_user_pages() if PageAnon(pg)]
-                    if pages:
-                        s.migrate(rng.choice(pages))
-            s.spawn("migration", migration)
+        if pressure:
+            _spawn_pressure(s, rng)
         await s.run_async()
         k = s.kernel
         progress(f"phase {phase + 1}/{p['phases']}: cycle {s.arch.cycle()}, cleaned "
                  f"{k.stats['rmap_ptes_cleaned']}, written {k.stats['pages_written']}, "
                  f"accesses {s.shadow.loads + s.shadow.stores}")
 
-    if kswapd:
-        # Quiescent: migrate the anonymous region's pages (their PTEs come back writable and
-        # clean), then store to each: on Svade every such store is a D fault.
-        def migrate_anon():
-            from pyrmap.mm_types import PageAnon
-            moved = 0
-            for pg in [pg for pg in s.mapped_user_pages() if PageAnon(pg)]:
-                moved += s.migrate(pg) == 0
-            return moved
+    if pressure:
         s.checkers.step("migrate the anonymous pages")
-        for step in ("store before migration", "migrate", "store after migration"):
-            if step == "migrate":
-                extra = out.setdefault("extra", {})
-                extra["migrated_quiescent"] = await s.call("migrate", migrate_anon)
-                continue
-            s.workload(0, a, [("store", anon + i * PAGE_SIZE + 8) for i in range(3)])
-            s.spawn(step, s.workloads[-1].run, mm=a)
-            await s.run_async()
+        out.setdefault("extra", {})["migrated_quiescent"] = \
+            await _migrate_then_store(s, a, anon, 3)
 
     def finish():
         for mm, addr, length in maps:
@@ -460,7 +476,7 @@ async def svade_scenario(dut, seed: int, p: dict, progress, out: dict):
     aging and page_mkclean must still see every reference and write."""
     if bench_config().get("svadu", True):
         raise ValueError("The svade scenario needs an RTL built with svadu=False")
-    return await writeback_scenario(dut, seed, p, progress, out, kswapd=True)
+    return await writeback_scenario(dut, seed, p, progress, out, pressure=True)
 
 
 # --- quirk races (one page, swept over timings) --------------------------------------------

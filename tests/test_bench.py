@@ -152,7 +152,8 @@ def test_make_bench_small(tmp_path, monkeypatch):
     res = json.loads((tmp_path / "t.json").read_text())
     assert rc == 0, res["errors"]
     assert set(res["figures"]) == {"harness", "plain-verilator", "plain-icarus",
-                                   "cosim-verilator", "cosim-icarus"}
+                                   "cosim-verilator", "cosim-icarus", "reclaim-verilator",
+                                   "reclaim-icarus"}
     for f in res["figures"].values():
         assert f["wall_seconds"] > 0 and f["peak_rss_mib"] > 0
     assert res["ratios"]["harness / plain-verilator (cycles/s)"] > 1

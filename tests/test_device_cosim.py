@@ -45,7 +45,7 @@ def _run(sim: str, seed: int = SEED, test_filter: str | None = None, rtl_opts=No
 def test_device_scenarios_and_quirks_on_rtl(sim, rtl_opts):
     r, fig = _run(sim, rtl_opts=rtl_opts)
     assert r.passed, f"{r.failures}\n{r.log_tail(6000)}\nreproduce: {r.command}"
-    expected = {"reclaim", "vm_ops", "fork", "migration", "exit", "register_race",
+    expected = {"reclaim", "with_cpus", "vm_ops", "fork", "migration", "exit", "register_race",
                 "register_eintr", "no_seq_retry_on", "no_seq_retry_off", "defer_on",
                 "defer_off", "release_unlink_first_on", "release_unlink_first_off",
                 "seq_sweep_on", "seq_sweep_off", "stale_access", "register_unlocked"}

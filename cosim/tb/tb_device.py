@@ -167,6 +167,35 @@ async def test_dev_reclaim(dut):
 
 
 @cocotb.test()
+async def test_dev_with_cpus(dut):
+    """The device next to both cores on the same process, with kswapd and migration: CPU
+    shootdowns and device invalidations interleave at cycle level; every access of every
+    agent is checked against the shadow."""
+    b = await DevBench.start(dut, "with_cpus", nframes=32)
+    await b.touch_all()
+    s, p = b.s, b.p
+    for core in range(b.arch.ncores):
+        s.random_workload(core, p, 30, store_ratio=0.5,
+                          rng=random.Random(b.rng.randrange(1 << 30)))
+    s.spawn("kswapd", b.kswapd(rounds=4))
+
+    def migrator():
+        rng = random.Random(SEED + 1)
+        for _ in range(3):
+            b.env.wait_cycles(60)
+            pages = s.mapped_user_pages()
+            if pages:
+                s.migrate(rng.choice(pages))
+
+    s.spawn("migrate", migrator)
+    await b.run(40)
+    fig = b.report()
+    assert fig["accesses"] >= 40 and s.shadow.loads + s.shadow.stores > 100, fig
+    assert b.arch.figures()["flush_count"] > 0 and fig["dev_invals"] > 0, fig
+    _passed(b)
+
+
+@cocotb.test()
 async def test_dev_munmap_mprotect_mremap(dut):
     """munmap, mprotect and mremap while the device accesses the range."""
     b = await DevBench.start(dut, "vm_ops")

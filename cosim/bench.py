@@ -279,6 +279,9 @@ class BenchParams:
     plain_cycles: int = 50_000
     cosim_accesses: int = 1500
     sims: tuple = ("verilator", "icarus")
+    #: Speed-up experiments of cosim.tb.tb_bench (``EXPERIMENTS``) measured as extra
+    #: ``cosim-<sim>+<names>`` figures; each must reproduce the baseline run exactly.
+    experiments: tuple = ()
 
     def workload(self) -> Workload:
         return Workload(npages=self.npages, seed=self.seed)
@@ -294,11 +297,12 @@ def _figure_harness(config, bp: BenchParams) -> dict:
                 check=check)
 
 
-def _figure_cocotb(config, bp: BenchParams, sim: str, testcase: str) -> dict:
+def _figure_cocotb(config, bp: BenchParams, sim: str, testcase: str,
+                   experiments: str = "") -> dict:
     b = cb.build(config, sim)
     env = {"BENCH_NPAGES": bp.npages, "BENCH_CYCLES": bp.plain_cycles,
            "BENCH_ACCESSES": bp.cosim_accesses, "BENCH_STORE_RATIO": 0.3,
-           "COCOTB_TEST_FILTER": testcase}
+           "COCOTB_TEST_FILTER": testcase, "BENCH_EXPERIMENTS": experiments}
     r = cb.run(config, sim, "cosim.tb.tb_bench", seed=bp.seed, testcase=testcase, env=env)
     if not r.passed or r.report is None:
         raise RuntimeError(f"{testcase} on {sim} failed ({'; '.join(r.failures)}); log tail:\n"
@@ -330,12 +334,13 @@ def run_figure(name: str, config, bp: BenchParams) -> dict:
     if name == "harness":
         return _figure_harness(config, bp)
     kind, _, sim = name.partition("-")
+    sim, _, experiments = sim.partition("+")
     if sim not in cb.SIMULATORS:
         raise ValueError(f"Unknown figure {name!r}; known: {', '.join(figure_names(bp))}")
     if kind == "plain":
         return _figure_cocotb(config, bp, sim, "test_plain_driver")
     if kind == "cosim":
-        return _figure_cocotb(config, bp, sim, "test_cosim_throughput")
+        return _figure_cocotb(config, bp, sim, "test_cosim_throughput", experiments)
     if kind == "reclaim":
         return _figure_reclaim(config, bp, sim)
     raise ValueError(f"Unknown figure {name!r}; known: {', '.join(figure_names(bp))}")
@@ -350,7 +355,28 @@ def figure_names(bp: BenchParams) -> list[str]:
         names.append("harness")
     for kind in ("plain", "cosim", "reclaim"):
         names += [f"{kind}-{sim}" for sim in bp.sims]
+    if bp.experiments:
+        names += [f"cosim-{sim}+{','.join(bp.experiments)}" for sim in bp.sims]
     return names
+
+
+def check_experiments(figs: dict[str, dict]) -> list[str]:
+    """An experiment must not change what the co-simulation does: the same cycles, accesses
+    and memory transactions as its baseline figure.  Returns the differences."""
+    problems = []
+    for name, f in figs.items():
+        base_name, plus, _ = name.partition("+")
+        if not plus or base_name not in figs:
+            continue
+        base = figs[base_name]
+        for k in ("cycles", "accesses"):
+            if f.get(k) != base.get(k):
+                problems.append(f"{name} changed {k}: {base.get(k)} -> {f.get(k)}")
+        bt = (base.get("memory") or {}).get("transactions")
+        ft = (f.get("memory") or {}).get("transactions")
+        if bt != ft:
+            problems.append(f"{name} changed memory transactions: {bt} -> {ft}")
+    return problems
 
 
 def measure(cmd: Sequence[str], env: Optional[dict] = None,
@@ -459,6 +485,8 @@ def run_bench(bp: BenchParams, config, name: str, out=sys.stdout,
                "--npages", str(bp.npages), "--harness-cycles", str(bp.harness_cycles),
                "--plain-cycles", str(bp.plain_cycles), "--cosim-accesses",
                str(bp.cosim_accesses), "--config", json.dumps(params)]
+        for e in bp.experiments:
+            cmd += ["--experiment", e]
         rc, wall, rss, stdout, stderr = measure(cmd, timeout=timeout)
         try:
             res = json.loads(stdout.strip().splitlines()[-1])
@@ -477,7 +505,7 @@ def run_bench(bp: BenchParams, config, name: str, out=sys.stdout,
               f"{res.get('accesses_per_s', 0):>11,.1f} accesses/s  (process {wall:.1f} s, "
               f"peak RSS {rss:.0f} MiB)", file=out, flush=True)
     ratios = summarize(figs)
-    stream = check_same_stream(figs)
+    stream = check_same_stream(figs) + check_experiments(figs)
     print("ratios:", file=out)
     for k, v in ratios.items():
         print(f"  {k:42s} {v:>10,.2f}", file=out)
@@ -510,6 +538,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="accesses per core of the co-simulation throughput run")
     p.add_argument("--sim", action="append", choices=cb.SIMULATORS,
                    help="simulator(s) to measure (default: both)")
+    p.add_argument("--experiment", action="append", default=[],
+                   help="also measure the co-simulation with a speed-up experiment of "
+                        "cosim.tb.tb_bench (fast_handoff, idle_memory)")
     p.add_argument("--name", default=None, help="results file name (default: bench-<date>)")
     p.add_argument("--config", default=None, help=argparse.SUPPRESS)
     p.add_argument("--figure", default=None, help=argparse.SUPPRESS)
@@ -530,7 +561,13 @@ def main(argv: Optional[Sequence[str]] = None, out=sys.stdout) -> int:
         return 2
     bp = BenchParams(seed=a.seed, npages=a.npages, harness_cycles=a.harness_cycles,
                      plain_cycles=a.plain_cycles, cosim_accesses=a.cosim_accesses,
-                     sims=tuple(a.sim or cb.SIMULATORS))
+                     sims=tuple(a.sim or cb.SIMULATORS), experiments=tuple(a.experiment))
+    known = ("fast_handoff", "idle_memory")
+    for e in a.experiment:
+        if e not in known:
+            print(f"error: unknown experiment {e!r}; known: {', '.join(known)}",
+                  file=sys.stderr)
+            return 2
     config = cb.make_config(**(json.loads(a.config) if a.config else {}))
     if a.figure:
         try:

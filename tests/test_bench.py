@@ -157,3 +157,25 @@ def test_make_bench_small(tmp_path, monkeypatch):
     for f in res["figures"].values():
         assert f["wall_seconds"] > 0 and f["peak_rss_mib"] > 0
     assert res["ratios"]["harness / plain-verilator (cycles/s)"] > 1
+
+
+def test_experiment_check_catches_a_changed_run(capsys):
+    base = {"cycles": 8927, "accesses": 3000, "memory": {"transactions": 1419}}
+    figs = {"cosim-icarus": base, "cosim-icarus+idle_memory": dict(base)}
+    assert bench.check_experiments(figs) == []
+    figs["cosim-icarus+idle_memory"] = dict(base, cycles=8930)
+    assert bench.check_experiments(figs) == ["cosim-icarus+idle_memory changed cycles: "
+                                             "8927 -> 8930"]
+    assert bench.main(["--experiment", "warp"]) == 2
+    assert "unknown experiment 'warp'" in capsys.readouterr().err
+
+
+def test_experiments_reproduce_the_baseline_run():
+    """The speed-up experiments leave the co-simulation cycle-for-cycle the same (Icarus)."""
+    bp = bench.BenchParams(seed=2, npages=8, cosim_accesses=30)
+    config = cb.make_config()
+    figs = {"cosim-icarus": bench.run_figure("cosim-icarus", config, bp),
+            "cosim-icarus+fast_handoff,idle_memory":
+                bench.run_figure("cosim-icarus+fast_handoff,idle_memory", config, bp)}
+    assert figs["cosim-icarus+fast_handoff,idle_memory"]["memory"]["idle_waits"] > 0
+    assert bench.check_experiments(figs) == [], figs

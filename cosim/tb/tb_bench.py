@@ -259,7 +259,23 @@ def _experiment_idle_memory() -> None:
     cm.MemoryResponder._run = _run
 
 
-EXPERIMENTS = {"fast_handoff": _experiment_fast_handoff, "idle_memory": _experiment_idle_memory}
+def _experiment_instant_pte_loads() -> None:
+    """CosimArch.pte_load served in the host thread at the current instant (logged in the
+    memory model like any software read) instead of a resume round trip that waits for the
+    next clock edge.  Changes timing (a page-table walk by the kernel takes no cycles), so it
+    is judged by the checkers, not by reproducing the baseline's cycles."""
+    from cosim.arch import CosimArch
+
+    def pte_load(self, ptep: int) -> int:
+        if ptep & 7:
+            raise ValueError(f"PTE address 0x{ptep:09x} is not 8-byte aligned")
+        return self._apply("load", ptep, 0, 0)
+
+    CosimArch.pte_load = pte_load
+
+
+EXPERIMENTS = {"fast_handoff": _experiment_fast_handoff, "idle_memory": _experiment_idle_memory,
+               "instant_pte_loads": _experiment_instant_pte_loads}
 
 
 def _apply_experiments() -> list[str]:
@@ -332,6 +348,7 @@ async def test_cfy(dut):
     from cosim import cfy
     from cosim.tb import tb_cosim
     flush = os.environ.get("CFY_FLUSH", "1") == "1"
+    experiments = _apply_experiments()
     window = _num("CFY_WINDOW", cfy.DEFAULT_WINDOW)
     monitor = cfy.AgingMonitor(window=window)
     started = {}
@@ -359,6 +376,7 @@ async def test_cfy(dut):
         tb_cosim.start_system = orig_start
         monitor.detach()
     rep = {"flush": flush, "seed": SEED, "wall_seconds": round(time.monotonic() - t0, 2),
+           "experiments": experiments,
            "error": error, "params": {k: v for k, v in p.items() if k != "command"}}
     if "s" in started:
         s = started["s"]

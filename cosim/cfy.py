@@ -390,8 +390,10 @@ def format_table(cmp: dict, title: str = "") -> str:
                  f"({s['young_flush_cycles']} invalidation cycles); all flushes "
                  f"{s['flushes']}, flush cycles {s['flush_cycles']}, RTL invalidations "
                  f"{s['rtl_invals']}")
-    lines.append(f"and cost {s['extra_missed_references']} more missed references, "
-                 f"{s['extra_refaults_in_window']} more pages reclaimed in active use")
+    def signed(v):
+        return f"{v:+d}" if isinstance(v, int) else "-"
+    lines.append(f"missed references without the flush: {signed(s['extra_missed_references'])}; "
+                 f"pages reclaimed in active use: {signed(s['extra_refaults_in_window'])}")
     return "\n".join(lines)
 
 

@@ -118,7 +118,7 @@ def test_compare_side_by_side_and_savings():
     assert s["extra_missed_references"] == 4 and s["extra_refaults_in_window"] == 1
     assert c["missed_only_without_flush"] is True
     text = format_table(c, "title")
-    assert "no flush saved 12 flushes" in text and "4 more missed references" in text
+    assert "no flush saved 12 flushes" in text and "missed references without the flush: +4" in text
 
 
 def test_compare_reports_when_the_flush_mode_misses_as_much():

@@ -349,6 +349,7 @@ async def test_cfy(dut):
     from cosim.tb import tb_cosim
     flush = os.environ.get("CFY_FLUSH", "1") == "1"
     experiments = _apply_experiments()
+    use_monitor = os.environ.get("CFY_MONITOR", "1") == "1"
     window = _num("CFY_WINDOW", cfy.DEFAULT_WINDOW)
     monitor = cfy.AgingMonitor(window=window)
     started = {}
@@ -357,7 +358,8 @@ async def test_cfy(dut):
     async def start_system(*args, **kw):
         s = await orig_start(*args, **kw)
         s.kernel.config.clear_flush_young_flushes = flush
-        monitor.attach(s)
+        if use_monitor:
+            monitor.attach(s)
         started["s"] = s
         return s
 

@@ -485,6 +485,11 @@ def check_same_stream(figs: dict[str, dict]) -> list[str]:
 NOTES = [
     "Where the co-simulation wakes Python (measured 2026-11-29 on the shared 2-core machine; "
     "the variant figures of each bench run repeat the measurement):",
+    "0. cocotb applies pytest's assertion rewriting to every module a run imports "
+    "(COCOTB_REWRITE_ASSERTION_FILES defaults to *.py): ~0.5 s of recompiling per "
+    "simulation (63 modules in a reclaim run; 20 % of its profile).  cosim.build.run now "
+    "limits it to tb_*.py: the reclaim run's process 2.3 s -> 1.4 s, tests/test_cosim.py + "
+    "tests/test_litmus.py (-n 2) 43.5 s -> 29.8 s.",
     "1. Every kernel PTE operation is a resume round trip that also waits for the next clock "
     "edge (cosim.arch.CosimArch._pte_op/_at_edge), loads included: the reclaim scenario made "
     "6288 round trips for 250 CPU accesses, 4217 of them PTE loads.  Serving loads at the "
@@ -499,6 +504,9 @@ NOTES = [
     "the port is idle; sleeping on mem__req__valid's rising edge instead (experiment "
     "idle_memory) is cycle-for-cycle identical on both simulators and saved ~12 % of the "
     "scheduler's profile, within the noise of the wall time.",
+    "3b. hdl.layouts.unpack_tlb_entry rebuilds an Amaranth StructLayout on every call "
+    "(3456 calls, ~7 % of a reclaim run's scheduler profile, from the TLB-contents reads "
+    "of the checkers): caching the field offsets per asid_bits would remove it.",
     "4. cosim.cpu.CpuDriver.translate awaits every edge while a translation is in flight (a "
     "hit answers in 1 cycle, so little is lost); each CPU access of a pyrmap CpuWorkload is "
     "one resume round trip (arch.cpu_access from a host thread).  Running workloads as "

@@ -370,11 +370,19 @@ async def test_cfy(dut):
     out = {}
     error = None
     tb_cosim.start_system = start_system
+    prof = None
+    if os.environ.get("BENCH_PROFILE"):
+        import cProfile
+        prof = cProfile.Profile()
+        prof.enable()
     try:
         await tb_cosim.reclaim_scenario(dut, SEED, p, progress, out)
     except Exception as exc:  # noqa: BLE001 - reported, then re-raised below
         error = f"{type(exc).__name__}: {exc}"
     finally:
+        if prof is not None:
+            prof.disable()
+            prof.dump_stats(os.environ["BENCH_PROFILE"])
         tb_cosim.start_system = orig_start
         monitor.detach()
     rep = {"flush": flush, "seed": SEED, "wall_seconds": round(time.monotonic() - t0, 2),

@@ -191,11 +191,13 @@ def test_testbench_knows_every_scenario():
 # --- the testbench's own checks, fed bad inputs ---------------------------------------------
 
 def test_racing_workload_tolerates_only_sigsegv():
-    """A racing access that gets SIGSEGV is dropped and counted; any other workload error
-    (here: an access fault) still stops the run."""
+    """A racing access that gets SIGSEGV where the program no longer maps it is dropped and
+    counted; SIGSEGV where the shadow still maps it with the needed permission, or any
+    other workload error (here: an access fault), still stops the run."""
     from cosim.tb.tb_scenarios import RacingWorkload
     from pyrmap.errors import SegmentationFault
     from pyrmap.pte import FaultKind
+    from pyrmap.workload import WorkloadError
 
     class Arch:
         ncores = 2
@@ -206,6 +208,9 @@ def test_racing_workload_tolerates_only_sigsegv():
         def cpu_access(self, core, va, op, user=True, data=None):
             return SimpleNamespace(fault=self.fault, value=0)
 
+    def checkers(regions):
+        return SimpleNamespace(shadow=SimpleNamespace(regions=lambda mm: regions))
+
     import pyrmap.memory as memory
 
     def segv(mm, va, op):
@@ -213,14 +218,19 @@ def test_racing_workload_tolerates_only_sigsegv():
     saved = memory.do_page_fault
     memory.do_page_fault = segv
     try:
-        wl = RacingWorkload(SimpleNamespace(arch=Arch(FaultKind.PAGE)), 0, None,
-                            [("store", 0x1000)], switch=False)
-        wl.run()
-        assert wl.stats["segv"] == 1 and wl.stats["stores"] == 0
-        wl = RacingWorkload(SimpleNamespace(arch=Arch(FaultKind.ACCESS)), 0, None,
-                            [("load", 0x1000)], switch=False)
-        with pytest.raises(Exception, match="ACCESS fault"):
+        def run(fault, op, regions):
+            wl = RacingWorkload(SimpleNamespace(arch=Arch(fault)), 0, None, [(op, 0x1000)],
+                                switch=False, checkers=checkers(regions))
             wl.run()
+            return wl
+        # unmapped, or mapped read-only for a store: the race was lost
+        assert run(FaultKind.PAGE, "store", []).stats["segv"] == 1
+        assert run(FaultKind.PAGE, "store", [(0x1000, 0x2000, 1, False)]).stats["segv"] == 1
+        # still mapped with the permission: an engine bug
+        with pytest.raises(WorkloadError, match="which the program still maps"):
+            run(FaultKind.PAGE, "load", [(0x1000, 0x2000, 1, False)])
+        with pytest.raises(WorkloadError, match="ACCESS fault"):
+            run(FaultKind.ACCESS, "load", [])
     finally:
         memory.do_page_fault = saved
 
@@ -249,6 +259,17 @@ def test_mprotect_post_check_fires_on_a_store_that_completes():
     s, reports = system(FaultKind.PAGE)
     _mprotect_post(s, None, 0x10000, 2 * 4096)
     assert reports == [] and s.extra["faulted_after"] == 4
+
+
+@pytest.mark.sim
+def test_nonlinear_scenario_catches_plain_ad_write():
+    """The broad scenarios have teeth too: under reclaim the walkers keep setting A that
+    aging cleared, and with quirk_plain_ad_write one of those plain writes resurrects a PTE
+    try_to_unmap cleared (seed 1 passes without the quirk: test_scenario_on_rtl)."""
+    r = run_scenario("nonlinear", "icarus", seed=1, hdl={"quirk_plain_ad_write": True},
+                     tag="teeth")
+    assert not r.passed and violation_checker(r.report) == "frame", \
+        r.report and r.report.get("violation")
 
 
 # --- longer variants -------------------------------------------------------------------------

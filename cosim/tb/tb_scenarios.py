@@ -80,19 +80,28 @@ class RacingWorkload(CpuWorkload):
 
     An access that loses the race against munmap / mprotect / mremap faults, and the fault
     handler says SIGSEGV: the access is dropped and counted in ``stats["segv"]``, as a
-    program with a SIGSEGV handler that skips the access would.  Anything else (a wrong
-    value, an access fault, a fault that never resolves) is still an error."""
+    program with a SIGSEGV handler that skips the access would.  A SIGSEGV at an address
+    the shadow still maps with the access's permission is an engine bug and stays an error,
+    as does anything else (a wrong value, an access fault, a fault that never resolves)."""
 
     def __init__(self, *args, **kw):
         super().__init__(*args, **kw)
         self.stats["segv"] = 0
 
     def access(self, acc):
+        from pyrmap.pte import AccessType
         try:
             return super().access(acc)
         except WorkloadError as exc:
             if type(exc.__cause__).__name__ != "SegmentationFault":
                 raise
+            need = PROT_WRITE if acc.op == AccessType.STORE else PROT_READ
+            if self.checkers is not None and any(
+                    lo <= acc.vaddr < hi and prot & need
+                    for lo, hi, prot, _ in self.checkers.shadow.regions(self.mm)):
+                raise WorkloadError(f"{self.name}: SIGSEGV on {acc.op.name} at "
+                                    f"0x{acc.vaddr:x}, which the program still maps with "
+                                    f"that permission") from exc
             self.stats["segv"] += 1
             return None
 

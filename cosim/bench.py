@@ -23,14 +23,14 @@ The plain driver and the harness issue the *same* access stream (one xorshift64*
 core, the same handshake rules and memory timing), so over the same number of cycles they must
 complete the same accesses with the same checksum; the bench checks that and fails otherwise.
 
-Each figure runs in its own process, so its wall time and peak RSS (``wait4``'s ``ru_maxrss``
+Each figure runs in its own process (``--repeat`` times, default 2; the fastest loop counts,
+every sample is kept), so its wall time and peak RSS (``wait4``'s ``ru_maxrss``
 of the process tree) are its own.  Results go to ``bench/results/<name>.json``.
 
-Where the co-simulation wakes Python when nothing needs it (measured by this bench; see the
-``notes`` of the JSON): the memory responder awaits every clock edge even while the memory port
-is idle; a CPU driver awaits every edge of a translation (its request and response are pulses
-it samples each cycle); Icarus runs use cocotb's Python clock (no trust-inertial writes);
-every arch operation of a host thread is a ``resume`` round trip.
+Where the co-simulation spends its time and wakes Python when nothing needs it: see
+:data:`NOTES` (also written into every results file).  ``--experiment`` variants measure
+proposed changes to modules this one does not own (cosim.tb.tb_bench ``EXPERIMENTS``); the
+timing-neutral ones must reproduce their baseline run cycle for cycle.
 """
 
 from __future__ import annotations
@@ -283,6 +283,8 @@ class BenchParams:
     #: comma-separated list, measured as extra ``cosim-<sim>+<variant>`` and
     #: ``reclaim-<sim>+<variant>`` figures (see :func:`check_experiments`).
     experiments: tuple = ()
+    #: Runs of each figure; the fastest loop counts (the machine is shared).
+    repeat: int = 2
 
     def workload(self) -> Workload:
         return Workload(npages=self.npages, seed=self.seed)
@@ -533,17 +535,28 @@ def run_bench(bp: BenchParams, config, name: str, out=sys.stdout,
                "--npages", str(bp.npages), "--harness-cycles", str(bp.harness_cycles),
                "--plain-cycles", str(bp.plain_cycles), "--cosim-accesses",
                str(bp.cosim_accesses), "--config", json.dumps(params)]
-        rc, wall, rss, stdout, stderr = measure(cmd, timeout=timeout)
-        try:
-            res = json.loads(stdout.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            res = {"error": f"exit {rc}: {stderr[-2000:]}"}
-        if rc != 0 or "error" in res:
-            errors[fig] = res.get("error", f"exit {rc}")
+        best = None
+        samples = []
+        for _ in range(bp.repeat):
+            rc, wall, rss, stdout, stderr = measure(cmd, timeout=timeout)
+            try:
+                res = json.loads(stdout.strip().splitlines()[-1])
+            except (ValueError, IndexError):
+                res = {"error": f"exit {rc}: {stderr[-2000:]}"}
+            if rc != 0 or "error" in res:
+                best = None
+                errors[fig] = res.get("error", f"exit {rc}")
+                break
+            res.update(wall_seconds=round(wall, 2), peak_rss_mib=round(rss, 1))
+            samples.append(res.get("loop_seconds"))
+            if best is None or res.get("loop_seconds", 0) < best.get("loop_seconds", 0):
+                best = res
+        if best is None:
             print(f"  {fig:18s} FAILED: {errors[fig][:400]}", file=out, flush=True)
             continue
-        res = _rates(res)
-        res.update(wall_seconds=round(wall, 2), peak_rss_mib=round(rss, 1))
+        res = _rates(best)
+        res["loop_seconds_samples"] = samples
+        wall, rss = res["wall_seconds"], res["peak_rss_mib"]
         figs[fig] = res
         print(f"  {fig:18s} {res.get('cycles', 0):>9} cycles {res.get('accesses', 0):>8} "
               f"accesses in {res.get('loop_seconds', 0):7.2f} s: "
@@ -590,6 +603,8 @@ def _parser() -> argparse.ArgumentParser:
                         "instant_pte_loads); default: " + " and ".join(DEFAULT_VARIANTS))
     p.add_argument("--no-experiments", action="store_true",
                    help="measure the co-simulation as it is only")
+    p.add_argument("--repeat", type=int, default=2,
+                   help="runs of each figure; the fastest counts (default 2)")
     p.add_argument("--name", default=None, help="results file name (default: bench-<date>)")
     p.add_argument("--config", default=None, help=argparse.SUPPRESS)
     p.add_argument("--figure", default=None, help=argparse.SUPPRESS)
@@ -599,7 +614,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None, out=sys.stdout) -> int:
     a = _parser().parse_args(argv)
     for flag, v in (("--harness-cycles", a.harness_cycles), ("--plain-cycles", a.plain_cycles),
-                    ("--cosim-accesses", a.cosim_accesses)):
+                    ("--cosim-accesses", a.cosim_accesses), ("--repeat", a.repeat)):
         if v < 1:
             print(f"error: {flag} must be a positive integer, not {v}", file=sys.stderr)
             return 2
@@ -610,7 +625,7 @@ def main(argv: Optional[Sequence[str]] = None, out=sys.stdout) -> int:
         return 2
     bp = BenchParams(seed=a.seed, npages=a.npages, harness_cycles=a.harness_cycles,
                      plain_cycles=a.plain_cycles, cosim_accesses=a.cosim_accesses,
-                     sims=tuple(a.sim or cb.SIMULATORS),
+                     sims=tuple(a.sim or cb.SIMULATORS), repeat=a.repeat,
                      experiments=() if a.no_experiments else
                      tuple(a.experiment if a.experiment is not None else DEFAULT_VARIANTS))
     known = ("fast_handoff", "idle_memory", "instant_pte_loads")

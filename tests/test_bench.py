@@ -148,7 +148,7 @@ def test_harness_agrees_with_the_plain_driver():
 def test_make_bench_small(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "RESULTS", tmp_path)
     rc = bench.main(["--name", "t", "--plain-cycles", "2000", "--harness-cycles", "50000",
-                     "--cosim-accesses", "20", "--no-experiments"])
+                     "--cosim-accesses", "20", "--no-experiments", "--repeat", "1"])
     res = json.loads((tmp_path / "t.json").read_text())
     assert rc == 0, res["errors"]
     assert set(res["figures"]) == {"harness", "plain-verilator", "plain-icarus",

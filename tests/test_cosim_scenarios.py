@@ -46,7 +46,7 @@ def _check_mprotect(rep):
     changes = rep["extra"]["changes"]
     assert len(changes) == 2, changes
     # After each mprotect(PROT_READ) returned, a store on every core to every page faulted.
-    assert rep["extra"]["faulted_after"] == 2 * 2 * 4, rep["extra"]
+    assert rep["extra"]["faulted_after"] == 2 * rep["config"]["ncores"] * 4, rep["extra"]
 
 
 def _check_munmap(rep):
@@ -284,6 +284,19 @@ def test_scenario_longer(name, sim, seed):
                                env={"COSIM_PHASES": 4, "COSIM_ACCESSES": 60}, tag="long"),
                   f"{name} on {sim} seed {seed}")
     assert rep["accesses"] > 200
+
+
+@pytest.mark.slow
+@pytest.mark.sim
+@pytest.mark.parametrize("name", [n for n in LAYOUT if n != "svade"])
+def test_scenario_three_cores_small_tlb(name):
+    """Three cores with 4-entry, 2-way TLBs (replacement under pressure, a third core to
+    shoot down)."""
+    rep = _passed(run_scenario(name, "icarus", seed=2,
+                               hdl={"ncores": 3, "tlb_entries": 4, "tlb_ways": 2}),
+                  f"{name} on 3 cores")
+    assert len(rep["cores"]) == 3 and all(c["perf"]["lookups"] > 0 for c in rep["cores"])
+    CHECKS[name](rep)
 
 
 @pytest.mark.slow

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 __all__ = ["Scenario", "QuirkScenario", "SCENARIOS", "QUIRK_SCENARIOS", "TB_MODULE",
-           "run_scenario", "run_quirk", "violation_checker"]
+           "run_scenario", "run_quirk", "quirk_outcome", "violation_checker",
+           "violation_cycle"]
 
 TB_MODULE = "cosim.tb.tb_scenarios"
 
@@ -199,3 +200,42 @@ def violation_checker(report: Mapping | None) -> str | None:
         return None
     m = re.search(r"^\[(\w+)\] ", report["violation"], re.M)
     return m.group(1) if m else None
+
+
+def violation_cycle(report: Mapping | None) -> int | None:
+    """The simulated cycle at which a run's violation was seen (``"at cycle N"``), or None."""
+    import re
+    if not report or not report.get("violation"):
+        return None
+    m = re.search(r"at cycle (\d+)", report["violation"])
+    return int(m.group(1)) if m else None
+
+
+def quirk_outcome(quirk: str, sim: str = "icarus", seed: int | None = None) -> dict:
+    """:func:`run_quirk` summed up for a table (the bug zoo's row).
+
+    Returns
+    -------
+    dict
+        ``quirk``, ``layer``, ``scenario``, ``seed``, ``sim``; ``detected`` (the quirk-on run
+        failed, naming the expected checker), ``checker`` (the one it named), ``cycle`` (of
+        the violation), ``iterations`` (sweep iterations up to it, for the race scenarios),
+        ``off_passed`` (the same seed passed with the quirk off), ``ok`` (both),
+        ``violation`` (the report's text) and ``command`` (reproduces the quirk-on run).
+    """
+    q = QUIRK_SCENARIOS.get(quirk)
+    on, off = run_quirk(quirk, sim, seed)
+    checker = violation_checker(on.report)
+    out = {
+        "quirk": quirk, "layer": q.layer, "scenario": q.scenario,
+        "seed": q.seed if seed is None else seed, "sim": sim,
+        "detected": (not on.passed) and checker == q.checker,
+        "checker": checker, "cycle": violation_cycle(on.report),
+        "iterations": (on.report or {}).get("iterations"),
+        "off_passed": off.passed,
+        "violation": (on.report or {}).get("violation") or (None if on.passed else
+                                                            on.log_tail(2000)),
+        "command": on.command,
+    }
+    out["ok"] = out["detected"] and out["off_passed"]
+    return out

@@ -183,6 +183,22 @@ def test_violation_checker_reads_the_checker_name():
     assert violation_checker(rep) == "frame"
 
 
+def test_violation_cycle_reads_the_cycle():
+    from cosim.scenarios import violation_cycle
+    assert violation_cycle({"violation": "at cycle 188 (iteration 2):\n[shadow] x"}) == 188
+    assert violation_cycle({"violation": None}) is None
+
+
+@pytest.mark.sim
+def test_quirk_outcome_row():
+    """The bug zoo's row for one quirk: detected by the expected checker, off passes."""
+    from cosim.scenarios import quirk_outcome
+    row = quirk_outcome("notifier_release_unlink_first")
+    assert row["ok"] and row["detected"] and row["off_passed"], row
+    assert row["checker"] == "frame" and row["cycle"] > 0 and row["iterations"] >= 1
+    assert "release_race" in row["command"]
+
+
 def test_testbench_knows_every_scenario():
     from cosim.tb import tb_scenarios
     assert set(tb_scenarios.SCENARIOS) == set(SCENARIOS)

@@ -413,7 +413,7 @@ def _munmap(s, mm, start, length):
 
 
 def _mremap(s, mm, start, length):
-    # Grow by two pages: the next region is in the way, so it moves (MREMAP_MAYMOVE).
+    # Grow by two pages with MREMAP_MAYMOVE: it moves when the next region is in the way.
     return s.mremap(mm, start, length, length + 2 * PAGE_SIZE, 1)
 
 

@@ -496,8 +496,10 @@ NOTES = [
     "edge (cosim.arch.CosimArch._pte_op/_at_edge), loads included: the reclaim scenario made "
     "6288 round trips for 250 CPU accesses, 4217 of them PTE loads.  Serving loads at the "
     "current instant (experiment instant_pte_loads) cut them to 2112 and the simulated cycles "
-    "from 8961 to 5531 with every checker passing, but the wall time only by ~15-20 %: the "
-    "rest is the engine's and the checkers' own Python work in the host threads.",
+    "from 8961 to 5531 with every checker passing; the wall time of the run fell by 15-45 % "
+    "in our runs (figures reclaim-*+instant_pte_loads).  The rest is the engine's and the "
+    "checkers' own Python work in the host threads.  It changes the engine's timing (a "
+    "kernel page-table read takes no cycle), so it is a decision for cosim.arch's owner.",
     "2. cosim.host's hand-off uses threading.Semaphore (a Python Condition): ~40 us per round "
     "trip in a ping-pong outside the simulator against ~20 us with raw _thread locks "
     "(experiment fast_handoff).  Cycle-for-cycle identical; the gain is below the machine's "

@@ -35,7 +35,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-__all__ = ["AgingMonitor", "DEFAULT_WINDOW", "compare", "format_table", "run_pair", "main"]
+__all__ = ["AgingMonitor", "DEFAULT_WINDOW", "compare", "total", "format_table", "run_pair", "main"]
 
 #: Cycles after a reclaim within which a fault on the same virtual page counts as "reclaimed
 #: while in active use".
@@ -423,11 +423,25 @@ def run_pair(sim: str, seed: int, *, phases: int = 3, accesses: int = 40, nframe
     return out
 
 
+def total(reports: Sequence[dict]) -> dict:
+    """The sum of several runs' ``monitor`` and ``run`` counts (one mode, several seeds), in
+    the shape :func:`compare` takes."""
+    out: dict[str, dict] = {"monitor": {}, "run": {}}
+    for rep in reports:
+        for group in ("monitor", "run"):
+            for k, v in (rep.get(group) or {}).items():
+                if isinstance(v, int) and not isinstance(v, bool):
+                    out[group][k] = out[group].get(k, 0) + v
+    return out
+
+
 def main(argv: Optional[Sequence[str]] = None, stdout=sys.stdout) -> int:
     """``python -m cosim.cfy``: the clear-flush-young comparison on the RTL."""
     p = argparse.ArgumentParser(prog="python -m cosim.cfy", description=main.__doc__)
     p.add_argument("--sim", choices=("verilator", "icarus"), default="verilator")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seeds", type=int, default=1,
+                   help="run seeds SEED .. SEED+SEEDS-1 and compare their sums")
     p.add_argument("--phases", type=int, default=3)
     p.add_argument("--accesses", type=int, default=40)
     p.add_argument("--nframes", type=int, default=32)
@@ -436,24 +450,46 @@ def main(argv: Optional[Sequence[str]] = None, stdout=sys.stdout) -> int:
     a = p.parse_args(argv)
     for flag, v, lo in (("--phases", a.phases, 1), ("--accesses", a.accesses, 1),
                         ("--nframes", a.nframes, 16), ("--window", a.window, 1),
-                        ("--seed", a.seed, 0)):
+                        ("--seed", a.seed, 0), ("--seeds", a.seeds, 1)):
         if v < lo:
             p.error(f"{flag} must be at least {lo}, not {v}")
-    res = run_pair(a.sim, a.seed, phases=a.phases, accesses=a.accesses, nframes=a.nframes,
-                   window=a.window)
-    title = (f"clear-flush-young on {a.sim}, seed {a.seed}: reclaim scenario, {a.phases} "
+    seeds = list(range(a.seed, a.seed + a.seeds))
+    results = []
+    ok = True
+    for seed in seeds:
+        res = run_pair(a.sim, seed, phases=a.phases, accesses=a.accesses, nframes=a.nframes,
+                       window=a.window)
+        results.append(res)
+        for name in ("flush", "noflush"):
+            if res[name].get("error"):
+                ok = False
+                print(f"seed {seed}: {name} run failed: {res[name]['error'][:2000]}\n"
+                      f"reproduce: {res[name].get('command')}", file=stdout)
+        ok = ok and res["passed"]
+        if len(seeds) > 1 and "compare" in res:
+            row = dict((r[0], r[1:]) for r in res["compare"]["rows"])
+            f, n = row["references aging missed"]
+            fr, nr = row["pages reclaimed in active use (refault in window)"]
+            print(f"seed {seed}: missed references {f} / {n}, reclaimed in active use "
+                  f"{fr} / {nr} (flush / no flush)", file=stdout, flush=True)
+    which = f"seed {a.seed}" if len(seeds) == 1 else f"seeds {seeds[0]}..{seeds[-1]} (sums)"
+    title = (f"clear-flush-young on {a.sim}, {which}: reclaim scenario, {a.phases} "
              f"phases x {a.accesses} accesses per core, {a.nframes} frames, refault window "
              f"{a.window} cycles")
-    for name in ("flush", "noflush"):
-        if res[name].get("error"):
-            print(f"{name} run failed: {res[name]['error'][:2000]}\nreproduce: "
-                  f"{res[name].get('command')}", file=stdout)
-    if "compare" in res:
-        print(format_table(res["compare"], title), file=stdout)
+    out: dict[str, Any]
+    if len(seeds) == 1:
+        out = results[0]
+    else:
+        out = {"sim": a.sim, "seeds": seeds, "runs": results, "passed": ok}
+        if all("compare" in r for r in results):
+            out["compare"] = compare(total([r["flush"] for r in results]),
+                                     total([r["noflush"] for r in results]))
+    if "compare" in out:
+        print(format_table(out["compare"], title), file=stdout)
     if a.json:
-        Path(a.json).write_text(json.dumps(res, indent=2, default=str) + "\n")
+        Path(a.json).write_text(json.dumps(out, indent=2, default=str) + "\n")
         print(f"written to {a.json}", file=stdout)
-    return 0 if res["passed"] else 1
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -152,3 +152,13 @@ def test_rtl_no_flush_misses_references_the_flush_mode_sees():
     assert f["young_flushes"] > 0 and n["young_flushes"] == 0
     assert res["compare"]["missed_only_without_flush"]
     assert res["compare"]["saved"]["young_flush_cycles"] > 0
+
+
+def test_total_sums_runs_for_the_multi_seed_comparison():
+    a, b = _rep(0, 0, 12, 30, 40, 80), _rep(1, 0, 10, 20, 30, 60, refaults=2)
+    t = cfy.total([a, b])
+    assert t["monitor"]["missed_references"] == 1
+    assert t["monitor"]["young_flushes"] == 22 and t["run"]["rtl_invals"] == 140
+    assert t["monitor"]["refaults_in_window"] == 2
+    c = compare(t, cfy.total([_rep(3, 3, 0, 0, 20, 40), _rep(4, 4, 0, 0, 20, 40)]))
+    assert c["saved"]["young_flushes"] == 22 and c["saved"]["extra_missed_references"] == 6

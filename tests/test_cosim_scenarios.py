@@ -278,12 +278,13 @@ def test_mprotect_post_check_fires_on_a_store_that_completes():
 
 
 @pytest.mark.sim
-def test_nonlinear_scenario_catches_plain_ad_write():
+@pytest.mark.parametrize("quirk", ["quirk_plain_ad_write", "quirk_ad_on_nonpresent"])
+def test_nonlinear_scenario_catches_walker_ad_writes(quirk):
     """The broad scenarios have teeth too: under reclaim the walkers keep setting A that
-    aging cleared, and with quirk_plain_ad_write one of those plain writes resurrects a PTE
-    try_to_unmap cleared (seed 1 passes without the quirk: test_scenario_on_rtl)."""
-    r = run_scenario("nonlinear", "icarus", seed=1, hdl={"quirk_plain_ad_write": True},
-                     tag="teeth")
+    aging cleared, and a walker A/D update that is not a CAS of the value it read writes
+    back a PTE try_to_unmap cleared; the page's frame is then freed while that PTE maps it
+    (seed 1 passes without the quirk: test_scenario_on_rtl)."""
+    r = run_scenario("nonlinear", "icarus", seed=1, hdl={quirk: True}, tag="teeth")
     assert not r.passed and violation_checker(r.report) == "frame", \
         r.report and r.report.get("violation")
 

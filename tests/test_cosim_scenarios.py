@@ -38,7 +38,10 @@ def _check_writeback(rep):
 def _check_migrate_fork(rep):
     assert rep["extra"]["processes"] == 5
     counts = rep["extra"]["migrated_mapcounts"]
-    assert counts and max(counts) == 5, f"no page mapped by all 5 processes migrated: {counts}"
+    kinds = rep["extra"]["migrated_kinds"]
+    assert 5 in [c for c, k in zip(counts, kinds) if k == "anon"], \
+        f"no anonymous page mapped by all 5 processes migrated: {list(zip(kinds, counts))}"
+    assert set(kinds) == {"anon", "shmem", "file"}, kinds
     assert rep["kernel"]["migrate_success"] == len(counts)
 
 

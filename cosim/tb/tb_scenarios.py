@@ -267,24 +267,30 @@ async def writeback_scenario(dut, seed: int, p: dict, progress, out: dict, *,
 async def migrate_fork_scenario(dut, seed: int, p: dict, progress, out: dict):
     """Migration of pages mapped across a fork tree (selftests/mm/rmap.c's shape).
 
-    A parent writes an anonymous region and forks two children; each child forks a
-    grandchild, so every page is mapped by five processes through one anon_vma chain.  The
-    cores read (and now and then copy-on-write) in all five while a migration thread moves
-    the pages with the most mappings, each ``try_to_unmap`` leaving migration entries in all
-    of them; a CPU that faults on one waits for the migration to end."""
+    A parent writes an anonymous region, a shared anonymous (shmem) region and a shared
+    file region, and forks two children; each child forks a grandchild, so every page is
+    mapped by five processes (the anonymous ones through one anon_vma, the others through
+    their i_mmap).  The cores read (and now and then copy-on-write or write) in all five
+    while a migration thread moves the pages with the most mappings, each ``try_to_unmap``
+    leaving migration entries in all of them; a CPU that faults on one waits for the
+    migration to end."""
+    from pyrmap.mm_types import PageAnon, page_mapcount
     s = out["system"] = await _system(dut, seed, p)
     rng = random.Random(seed)
     npages = 4
 
     def setup():
+        f = s.create_file("tree.bin", 2)
         parent = s.new_process()
-        region = s.mmap(parent, 0, npages * PAGE_SIZE, RW, MAP_PRIVATE | MAP_ANONYMOUS)
-        return parent, region
+        anon = s.mmap(parent, 0, npages * PAGE_SIZE, RW, MAP_PRIVATE | MAP_ANONYMOUS)
+        shm = s.mmap(parent, 0, 2 * PAGE_SIZE, RW, MAP_SHARED | MAP_ANONYMOUS)
+        fsh = s.mmap(parent, 0, 2 * PAGE_SIZE, RW, MAP_SHARED, file=f)
+        return parent, [(anon, npages), (shm, 2), (fsh, 2)]
 
     s.checkers.step("setup")
-    parent, region = await s.call("setup", setup)
-    s.workload(0, parent, [("store", region + i * PAGE_SIZE + 8 * w)
-                           for i in range(npages) for w in range(4)])
+    parent, regions = await s.call("setup", setup)
+    s.workload(0, parent, [("store", start + i * PAGE_SIZE + 8 * w)
+                           for start, n in regions for i in range(n) for w in range(4)])
     s.spawn("populate", s.workloads[-1].run, mm=parent)
     await s.run_async()
 
@@ -294,22 +300,33 @@ async def migrate_fork_scenario(dut, seed: int, p: dict, progress, out: dict):
 
     s.checkers.step("fork tree")
     procs = await s.call("fork", fork_tree)
-    extra = out.setdefault("extra", {"processes": len(procs), "migrated_mapcounts": []})
-    progress(f"seed {seed}: {npages} anonymous pages mapped by a fork tree of "
-             f"{len(procs)} processes; {s.arch.ncores} cores reading, migration moving")
+    extra = out.setdefault("extra", {"processes": len(procs), "migrated_mapcounts": [],
+                                     "migrated_kinds": []})
+    progress(f"seed {seed}: {npages} anonymous, 2 shmem and 2 file pages mapped by a fork "
+             f"tree of {len(procs)} processes; {s.arch.ncores} cores reading, migration "
+             f"moving")
+
+    def kind(pg):
+        if PageAnon(pg):
+            return "anon"
+        return "file" if pg.mapping in s.files else "shmem"
+
     for phase in range(p["phases"]):
         s.checkers.step(f"phase {phase}")
         _workloads(s, procs, p, rng, phase, 0.15)
 
         def migration():
-            from pyrmap.mm_types import page_mapcount
-            for _ in range(3):
-                pages = s.mapped_user_pages()
+            # Each kind in turn, its page with the most mappings (shared mappings are not
+            # copied at fork: the children fault those pages in as they read them).
+            for i in range(6):
+                k = ("anon", "shmem", "file")[(i + phase) % 3]
+                pages = [pg for pg in s.mapped_user_pages() if kind(pg) == k]
                 if pages:
                     best = max(page_mapcount(pg) for pg in pages)
-                    if s.migrate(rng.choice([pg for pg in pages
-                                             if page_mapcount(pg) == best])) == 0:
+                    pg = rng.choice([pg for pg in pages if page_mapcount(pg) == best])
+                    if s.migrate(pg) == 0:
                         extra["migrated_mapcounts"].append(best)
+                        extra["migrated_kinds"].append(k)
                 _sleep(s, 10, 60)
         s.spawn("migration", migration)
         await s.run_async()

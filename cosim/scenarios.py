@@ -61,8 +61,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("writeback", "shared file pages written by every core while writeback keeps "
              "cleaning them (msync -> page_mkclean)",
              {"COSIM_PHASES": 2, "COSIM_ACCESSES": 30}),
-    Scenario("migrate_fork", "anonymous pages mapped across a fork tree (selftests/mm/rmap.c) "
-             "migrated while the cores read and copy-on-write them",
+    Scenario("migrate_fork", "anonymous, shmem and file pages mapped across a fork tree "
+             "(selftests/mm/rmap.c) migrated while the cores read and write them",
              {"COSIM_PHASES": 2, "COSIM_ACCESSES": 25, "COSIM_NFRAMES": 48}),
     Scenario("mprotect", "mprotect(PROT_READ) while the cores write the region",
              {"COSIM_PHASES": 2, "COSIM_ACCESSES": 25}),

@@ -162,3 +162,14 @@ def test_total_sums_runs_for_the_multi_seed_comparison():
     assert t["monitor"]["refaults_in_window"] == 2
     c = compare(t, cfy.total([_rep(3, 3, 0, 0, 20, 40), _rep(4, 4, 0, 0, 20, 40)]))
     assert c["saved"]["young_flushes"] == 22 and c["saved"]["extra_missed_references"] == 6
+
+
+@pytest.mark.slow
+def test_rtl_pair_is_the_same_on_both_simulators():
+    """Same seed, same RTL: the monitor's counts agree between Icarus and Verilator."""
+    seed = 4
+    a = cfy.run_pair("icarus", seed, phases=2, accesses=30)
+    b = cfy.run_pair("verilator", seed, phases=2, accesses=30)
+    for mode in ("flush", "noflush"):
+        assert a[mode]["monitor"] == b[mode]["monitor"], (seed, mode)
+        assert a[mode]["run"]["cycles"] == b[mode]["run"]["cycles"], (seed, mode)

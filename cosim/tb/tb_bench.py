@@ -347,6 +347,11 @@ async def test_cfy(dut):
     """The reclaim scenario under AgingMonitor; ``CFY_FLUSH=1`` flushes on young (2008)."""
     from cosim import cfy
     from cosim.tb import tb_cosim
+    missing = [n for n in ("start_system", "reclaim_scenario", "scenario_params", "Progress",
+                           "report") if not hasattr(tb_cosim, n)]
+    if missing:
+        raise RuntimeError(f"cosim.tb.tb_cosim has no {', '.join(missing)}: the "
+                           f"clear-flush-young run reuses its reclaim scenario through them")
     flush = os.environ.get("CFY_FLUSH", "1") == "1"
     experiments = _apply_experiments()
     use_monitor = os.environ.get("CFY_MONITOR", "1") == "1"

@@ -220,8 +220,12 @@ def _experiment_idle_memory() -> None:
         pending = None
         pulsing = False
         started = False
+        def high(sig) -> bool:
+            v = sig.value
+            return v.is_resolvable and bool(int(v))   # X before the first edge settles
+
         while True:
-            if started and pending is None and not pulsing and not int(valid.value):
+            if started and pending is None and not pulsing and not high(valid):
                 self.idle_waits = getattr(self, "idle_waits", 0) + 1
                 await RisingEdge(valid)        # nothing to do until a request appears
             started = True
@@ -233,7 +237,7 @@ def _experiment_idle_memory() -> None:
                 ready.value = 1
                 continue
             if pending is None:
-                if int(valid.value):
+                if high(valid):
                     try:
                         op = cm.MemOp(int(op_s.value))
                     except ValueError:

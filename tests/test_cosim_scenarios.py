@@ -85,9 +85,12 @@ CHECKS = {name: globals()[f"_check_{name}"] for name in LAYOUT}
 @pytest.mark.parametrize("sim", SIMS)
 @pytest.mark.parametrize("name", LAYOUT)
 def test_scenario_on_rtl(name, sim):
-    """The scenario passes every checker on the RTL and did what it is about."""
+    """The scenario passes every checker on the RTL (the cycle-level access check among
+    them) and did what it is about."""
     rep = _passed(run_scenario(name, sim, seed=1), f"{name} on {sim}")
     assert rep["accesses"] > 50, rep["accesses"]
+    # accesses that began after a flush of their address were checked at cycle level
+    assert rep["arch"]["access_checks"] > 0, rep["arch"]
     CHECKS[name](rep)
 
 

@@ -278,6 +278,42 @@ def _experiment_instant_pte_loads() -> None:
     CosimArch.pte_load = pte_load
 
 
+_THREAD_PROFILES: list = []
+
+
+def _profile_host_threads() -> None:
+    """Profile every host thread (cosim.host starts them with ``threading.Thread``) with a
+    profiler of its own; :func:`_dump_thread_profiles` merges them."""
+    import cProfile
+    import threading
+    import types
+    import cosim.host as host
+
+    class ProfiledThread(threading.Thread):
+        def run(self):
+            prof = cProfile.Profile()
+            _THREAD_PROFILES.append(prof)
+            prof.enable()
+            try:
+                super().run()
+            finally:
+                prof.disable()
+
+    base = host.threading
+    host.threading = types.SimpleNamespace(
+        Semaphore=base.Semaphore, Thread=ProfiledThread, local=base.local,
+        get_ident=base.get_ident)
+
+
+def _dump_thread_profiles(path: str) -> None:
+    import pstats
+    if _THREAD_PROFILES:
+        st = pstats.Stats(_THREAD_PROFILES[0])
+        for prof in _THREAD_PROFILES[1:]:
+            st.add(prof)
+        st.dump_stats(path)
+
+
 EXPERIMENTS = {"fast_handoff": _experiment_fast_handoff, "idle_memory": _experiment_idle_memory,
                "instant_pte_loads": _experiment_instant_pte_loads}
 
@@ -384,6 +420,8 @@ async def test_cfy(dut):
         import cProfile
         prof = cProfile.Profile()
         prof.enable()
+    if os.environ.get("BENCH_PROFILE_THREADS"):
+        _profile_host_threads()
     try:
         await tb_cosim.reclaim_scenario(dut, SEED, p, progress, out)
     except Exception as exc:  # noqa: BLE001 - reported, then re-raised below
@@ -392,6 +430,8 @@ async def test_cfy(dut):
         if prof is not None:
             prof.disable()
             prof.dump_stats(os.environ["BENCH_PROFILE"])
+        if os.environ.get("BENCH_PROFILE_THREADS"):
+            _dump_thread_profiles(os.environ["BENCH_PROFILE_THREADS"])
         tb_cosim.start_system = orig_start
         monitor.detach()
     rep = {"flush": flush, "seed": SEED, "wall_seconds": round(time.monotonic() - t0, 2),

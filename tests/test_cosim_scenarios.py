@@ -159,7 +159,8 @@ def test_quirk_table_covers_every_quirk():
     assert set(QUIRK_SCENARIOS) == kernel | hw
     for q in QUIRK_SCENARIOS.values():
         assert q.scenario in SCENARIOS and q.layer == ("hdl" if q.quirk in hw else "kernel")
-        assert q.checker in ("shadow", "frame", "tlb", "rmap", "notifier")
+        assert set(q.checkers) <= {"shadow", "frame", "tlb", "rmap", "notifier"}
+        assert q.checkers[0] == q.checker
 
 
 def test_quirk_params_switch_the_right_layer():
@@ -325,13 +326,26 @@ def test_scenario_three_cores_small_tlb(name):
 @pytest.mark.slow
 @pytest.mark.sim
 @pytest.mark.parametrize("quirk", list(QUIRK_SCENARIOS))
+@pytest.mark.parametrize("seed", [2, 3, 4])
+def test_quirk_other_seeds(quirk, seed):
+    """The sweeps do not hang on the table's seed: other seeds find the quirk too (by one
+    of its checkers) and pass with it off.  (Not every seed: quirk_fill_after_inval needs
+    its fill to land in the cycle of the ack, and seed 5 misses it within 48 iterations.)"""
+    from cosim.scenarios import quirk_outcome
+    row = quirk_outcome(quirk, "icarus", seed)
+    assert row["ok"], row
+
+
+@pytest.mark.slow
+@pytest.mark.sim
+@pytest.mark.parametrize("quirk", list(QUIRK_SCENARIOS))
 def test_quirk_on_verilator(quirk):
     """The same quirk runs on Verilator: the sweep still finds the violation, and the same
     seed passes with the quirk off."""
     q = QUIRK_SCENARIOS[quirk]
     env, hdl = q.params(True)
     on = run_scenario(q.scenario, "verilator", seed=q.seed, env=env, hdl=hdl, tag=quirk)
-    assert not on.passed and violation_checker(on.report) == q.checker, \
+    assert not on.passed and violation_checker(on.report) in q.checkers, \
         on.report and on.report.get("violation")
     env, hdl = q.params(False)
     off = run_scenario(q.scenario, "verilator", seed=q.seed, env=env, hdl=hdl, tag="off")

@@ -8,7 +8,8 @@ The five checkers of DESIGN.md "Oracles and checkers", each able to fail (a quir
     every TLB entry (any core, the device TLB) in what it covered must then be backed by the
     PTE as it is now; one that is not predates the operation's end (a refill copies the
     current PTE), so a later hit through it would complete through a removed translation.
-    ``check()`` (at quiescent points) requires the same of every cached CPU entry, A included.
+    ``check()`` (at quiescent points) requires the same of every cached CPU entry, A included,
+    and of every device TLB entry (whose A is the young bit, not checked).
 (b) :class:`FrameChecker` — a frame is freed or reused only when nothing reaches it: hooked on
     the arch's ``frame_free`` / ``frame_alloc`` notifications, it looks at every core's TLB, the
     device TLB, every secondary-MMU client and every page table at that instant.
@@ -19,7 +20,9 @@ The five checkers of DESIGN.md "Oracles and checkers", each able to fail (a quir
     "writeback only when clean and write-protected" rule: when a clean page goes to disk no
     translation may be able to write it without leaving a trace (a writable PTE).
 (d) :class:`NotifierChecker` — every invalidate_range_start has its end (a tracking notifier
-    client per mm) and no secondary translation is installed inside a window.
+    client per mm) and no secondary translation is installed inside a window (the device
+    driver, :class:`pyrmap.devdriver.DeviceMmuDriver`, reports a fill inside its window and
+    an end without its start through this checker).
 (e) :class:`RmapChecker` — rmap completeness: every present PTE of a page is reachable from
     ``page->mapping`` (the anon_vma list, i_mmap or i_mmap_nonlinear holds a vma of that mm
     mapping that address) and the mapcount equals the number of present PTEs.
@@ -38,6 +41,7 @@ from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
+from .devdriver import DeviceMmuDriver as SecondaryMmu   # the secondary-MMU driver
 from .mm_types import PG, AddressSpace, AnonVma, page_mapcount
 from .pte import (PAGE_SHIFT, PAGE_SIZE, PPN_MASK, PPN_SHIFT, PTRS_PER_PTE, _PAGE_A, _PAGE_D,
                   _PAGE_R, _PAGE_V, _PAGE_W, _PAGE_X, describe)
@@ -370,7 +374,7 @@ class TlbChecker(Checker):
     def check(self) -> None:
         by_asid = {mm.asid: mm for mm in self.owner.live_mms()}
         strict_a = getattr(self.kernel.config, "clear_flush_young_flushes", True)
-        for src, entry in self.owner.core_entries():
+        for src, entry in list(self.owner.core_entries()) + list(self.owner.device_entries()):
             mm = by_asid.get(entry.asid)
             if mm is None:
                 continue
@@ -469,134 +473,6 @@ def _make_tracking_client(checker: NotifierChecker):
             checker.release(mm)
 
     return _Tracking()
-
-
-class SecondaryMmu:
-    """A GRU-style secondary-MMU driver: translations resolved from the primary page tables,
-    kept in the device TLB (when the arch has one) and in ``self.map``.
-
-    The notifier client of one mm.  ``fault(va, write)`` resolves a translation from the
-    primary PTE (present, and writable for a write) and installs it, unless a notifier window
-    covering ``va`` is open (it then returns False: the device retries later).  Every
-    invalidation drops what it covers; ``release`` drops everything.  Checker (b) looks at
-    ``self.map`` when a frame is freed; checker (d) fails a fill inside a window.
-
-    Parameters
-    ----------
-    owner : Checkers
-    mm : MmStruct
-    """
-
-    def __init__(self, owner: "Checkers", mm):
-        self.owner = owner
-        self.mm = mm
-        self.map: dict[int, tuple[int, bool]] = {}     # vpn -> (pfn, writable)
-        self.windows = 0
-        self.seq = 0
-        self.released = False
-        self.lock = owner.kernel.arch.new_lock("secondary mmu_lock")
-        self.calls: list[tuple] = []
-        self.client = _make_secondary_client(self)
-
-    def register(self) -> None:
-        from .mmu_notifier import mmu_notifier_register
-        rc = mmu_notifier_register(self.client, self.mm)
-        if rc:
-            raise RuntimeError(f"mmu_notifier_register failed with {rc}")
-
-    def fault(self, va: int, write: bool = False) -> bool:
-        """Resolve and install the translation of ``va`` (the driver's fault handler, with
-        KVM's protocol: sample the sequence count, resolve from the primary PTE, then under
-        the driver's ``mmu_lock`` install only if no invalidation ran or is running).
-        Returns True when installed, False when the device must retry."""
-        if self.released or self.windows:
-            return False
-        seq = self.seq
-        ptep, val, level = lookup_pte(self.owner.kernel.mem, self.mm.pgd, va)
-        if not val & _PAGE_V or (write and not val & _PAGE_W):
-            return False
-        pfn = (val & PPN_MASK) >> PPN_SHIFT
-        vpn = va >> PAGE_SHIFT
-        if write and not val & _PAGE_D:
-            # get_user_pages(write=1): the device will write without setting D anywhere.
-            from .filemap import set_page_dirty
-            set_page_dirty(self.owner.kernel.pages[pfn])
-        with self.lock:
-            if self.seq != seq or self.windows or self.released:
-                return False
-            if self.owner.notifier.in_window(self.mm, va):
-                self.owner.notifier.fail(f"secondary fill of 0x{va:x} inside an invalidate "
-                                         f"window")
-            self.map[vpn] = (pfn, bool(val & _PAGE_W))
-            arch = self.owner.kernel.arch
-            if hasattr(arch, "dev_fill"):
-                arch.dev_fill(va & ~(PAGE_SIZE - 1), self.mm.asid, pfn, 0, val & 0x1E, False)
-        return True
-
-    def _drop(self, start: int, end: int) -> None:
-        """Invalidate the device TLB for every translation in [start, end), *then* forget it:
-        until the invalidation is acknowledged the device can still use it.  Caller holds
-        ``self.lock``."""
-        self.seq += 1
-        arch = self.owner.kernel.arch
-        for vpn in [v for v in self.map if start <= (v << PAGE_SHIFT) < end]:
-            if hasattr(arch, "dev_inval"):
-                from .arch import InvalKind
-                arch.dev_inval(InvalKind.VA_ASID, vpn << PAGE_SHIFT, self.mm.asid)
-            self.map.pop(vpn, None)
-
-    def reaches(self, pfn: int) -> Optional[int]:
-        for vpn, (p, _) in self.map.items():
-            if p == pfn:
-                return vpn << PAGE_SHIFT
-        return None
-
-
-def _make_secondary_client(sec: SecondaryMmu):
-    base = _notifier_base()
-
-    class _Secondary(base):
-        """The driver's callbacks; each takes the driver's mmu_lock (a spinlock in KVM)."""
-
-        def __init__(self):
-            if base is not object:
-                try:
-                    super().__init__()
-                except TypeError:
-                    pass
-
-        def invalidate_page(self, mm, address):
-            sec.calls.append(("invalidate_page", address))
-            with sec.lock:
-                page = address & ~(PAGE_SIZE - 1)
-                sec._drop(page, page + PAGE_SIZE)
-
-        def invalidate_range_start(self, mm, start, end):
-            sec.calls.append(("invalidate_range_start", start, end))
-            with sec.lock:
-                sec.windows += 1
-                sec._drop(start, end)
-
-        def invalidate_range_end(self, mm, start, end):
-            sec.calls.append(("invalidate_range_end", start, end))
-            with sec.lock:
-                sec.seq += 1
-                sec.windows -= 1
-
-        def clear_flush_young(self, mm, address):
-            sec.calls.append(("clear_flush_young", address))
-            arch = sec.owner.kernel.arch
-            if (address >> PAGE_SHIFT) in sec.map and hasattr(arch, "dev_young"):
-                return int(bool(arch.dev_young(address & ~(PAGE_SIZE - 1), mm.asid)))
-            return 0
-
-        def release(self, mm):
-            sec.calls.append(("release",))
-            with sec.lock:
-                sec.released = True
-                sec._drop(0, 1 << 64)
-
-    return _Secondary()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -986,7 +862,7 @@ class Checkers:
         self.tlb = TlbChecker(self)
         self.notifier = NotifierChecker(self)
         self.shadow = ShadowMemory(self)
-        self.secondaries: list[SecondaryMmu] = []
+        self.secondaries: list = []            # pyrmap.devdriver.DeviceMmuDriver
         self._prev_observer: Optional[Callable] = None
         self._installed = False
 
@@ -1020,11 +896,20 @@ class Checkers:
         elif event == "cow_copy":
             self.shadow.on_cow_copy(details["mm"], details["address"])
 
-    def add_secondary(self, mm) -> SecondaryMmu:
-        sec = SecondaryMmu(self, mm)
-        sec.register()
-        self.secondaries.append(sec)
-        return sec
+    def add_secondary(self, mm, config=None) -> "SecondaryMmu":
+        """Register a secondary-MMU driver (:class:`pyrmap.devdriver.DeviceMmuDriver`) on
+        ``mm`` with this bundle as its checkers: it reports (b) and (d) itself, and checker
+        (b) looks at its record of device translations whenever a frame is freed.
+
+        Raises
+        ------
+        OSError
+            Registration failed (``EINTR``, ``ENOMEM``); nothing changed.
+        """
+        from .devdriver import register_device
+        n = sum(1 for sec in self.secondaries if sec.mm is mm)
+        return register_device(mm, checkers=self, config=config,
+                               name=f"dev{mm.asid}" + (f".{n}" if n else ""))
 
     def live_mms(self) -> list:
         return [mm for mm in self.kernel.mms

@@ -36,7 +36,8 @@ __all__ = ["main", "SCENARIOS", "UsageError", "parse_args", "format_report"]
 SCENARIOS = {
     "reclaim": "fork-shared anonymous pages and shared/private file mappings under memory "
                "pressure: workloads on every core through the RTL TLBs, kswapd (aging, "
-               "try_to_unmap, swap), writeback (page_mkclean) and migration next to them",
+               "try_to_unmap, swap), writeback (page_mkclean) and migration next to them, "
+               "and a device (secondary MMU, mmu notifiers) on the parent's memory",
     "fuzz": "pyrmap's random program on the RTL: seeded mmap / munmap / mprotect / mremap / "
             "fork / exit / madvise / msync / reclaim / migration / remap_file_pages steps, "
             "each next to workloads on the cores, quiescent checks after every step",
@@ -331,6 +332,16 @@ def format_report(rep: dict) -> str:
     labels = rep.get("figure_labels", {})
     for key, value in rep.get("kernel", {}).items():
         lines.append(f"  {labels.get(key, key):30s} {value:6d}")
+    devfig = rep.get("device_figures")
+    if devfig:
+        dlabels = rep.get("device_figure_labels") or {}
+        lines.append("device (secondary MMU):")
+        for key, label in dlabels.items():
+            lines.append(f"  {label:36s} {devfig.get(key, 0):6d}")
+        lines.append(f"  {'device TLB misses / permission faults':36s} "
+                     f"{devfig.get('misses', 0):6d} / {devfig.get('page_faults', 0)}")
+        lines.append(f"  {'accesses checked at cycle level':36s} "
+                     f"{devfig.get('access_checks', 0):6d}")
     names = {"tlb": "(a) no stale translation", "frame": "(b) no freed frame reachable",
              "shadow": "(c) no lost write", "notifier": "(d) notifier start/end pairs",
              "rmap": "(e) rmap completeness"}

@@ -96,6 +96,15 @@ def test_reclaim_scenario(sim):
     assert rep["tlb"]["walks"] > 0 and rep["tlb"]["hits"] > 0, rep["tlb"]
     assert rep["arch"]["flush_count"] > 0, rep["arch"]
     assert all(c["verdict"] == "PASS" for c in rep["checkers"]), rep["checkers"]
+    # The device (secondary MMU) on the parent's mm, next to the CPUs: its figures are in the
+    # report, with device accesses and notifier invalidations reaching it.
+    dev = rep.get("device_figures")
+    assert dev, f"no device figures in the report: {sorted(rep)}"
+    labels = rep["device_figure_labels"]
+    for key in ("accesses", "faults", "fills_refused", "invalidations", "young_harvested"):
+        assert key in dev and key in labels, (key, dev, labels)
+    assert dev["accesses"] > 0 and dev["invalidations"] > 0, dev
+    assert dev["drivers"] == 1 and dev["access_checks"] > 0, dev
 
 
 # --- the CLI ------------------------------------------------------------------------------
@@ -150,12 +159,15 @@ def test_cli_run_writes_report_and_json(tmp_path):
              "--accesses", "20", "--json", str(out))
     assert r.returncode == 0, r.stdout + r.stderr
     for text in ("phase 1/1", "TLB (all cores):", "hits (", "A/D by CAS:", "flushes:",
-                 "swapped out", "migrated", "(c) no lost write", "OK in"):
+                 "swapped out", "migrated", "(c) no lost write", "OK in",
+                 "device (secondary MMU):", "device accesses", "young bits harvested",
+                 "fills refused by the retry protocol", "invalidations (notifier callbacks)"):
         assert text in r.stdout, f"{text!r} missing from:\n{r.stdout}"
     fig = json.loads(out.read_text())
     assert fig["seed"] == 6 and fig["passed"] is True
     assert fig["accesses"] >= 2 * 20 and fig["tlb"]["lookups"] >= fig["accesses"]
     assert "--seed 6" in fig["command"]
+    assert fig["device_figures"]["accesses"] > 0, fig["device_figures"]
 
 
 def _figures(rep):
@@ -231,11 +243,27 @@ def test_report_format_names_every_figure():
            "arch": {"flush_count": 2, "flushes": {"page": 2}, "flush_cycles_max": 5},
            "kernel": {"pswpout": 7}, "figure_labels": {"pswpout": "swapped out"},
            "checkers": [{"name": "shadow", "checks": 9, "verdict": "FAIL"}],
-           "violation": "[shadow] lost write"}
+           "violation": "[shadow] lost write",
+           "device_figures": {"accesses": 41, "faults": 5, "fills_refused": 2,
+                              "invalidations": 17, "young_harvested": 3},
+           "device_figure_labels": {"accesses": "device accesses",
+                                    "fills_refused": "fills refused by the retry protocol",
+                                    "invalidations": "invalidations (notifier callbacks)",
+                                    "young_harvested": "young bits harvested"}}
     text = format_report(rep)
     for needle in ("4 lookups, 3 hits (75.0 %)", "1 D sets, 2 CAS retries", "flushes: 2 driven",
-                   "max 5", "swapped out", "(c) no lost write", "FAIL", "[shadow] lost write"):
+                   "max 5", "swapped out", "(c) no lost write", "FAIL", "[shadow] lost write",
+                   "device (secondary MMU):"):
         assert needle in text, f"{needle!r} missing:\n{text}"
+    lines = text.splitlines()
+    for label, value in (("device accesses", 41), ("fills refused by the retry protocol", 2),
+                         ("invalidations (notifier callbacks)", 17),
+                         ("young bits harvested", 3)):
+        assert any(line.split() == label.split() + [str(value)] for line in lines), \
+            f"{label} {value} missing:\n{text}"
+    # The device section follows the kernel's figures, before the checkers.
+    assert text.index("what the kernel did:") < text.index("device (secondary MMU):") \
+        < text.index("checkers:")
 
 
 @pytest.mark.sim

@@ -602,7 +602,9 @@ async def reclaim_scenario(dut, seed: int, p: dict, progress: Progress,
                            out: dict) -> CosimSystem:
     """Processes sharing anonymous pages through fork and file pages through shared
     mappings; workloads on every core through the RTL; kswapd under memory pressure,
-    writeback and migration next to them; every checker on, all the time."""
+    writeback and migration next to them; a device (a DeviceMmuDriver registered on the
+    parent's mm, its workload on dev__req, shadow-checked) accessing the parent's pages at
+    the same time; every checker on, all the time."""
     s = out["system"] = await start_system(dut, seed, nframes=p["nframes"],
                                            quirks=p["quirks"] or None, command=p["command"])
     arch = s.arch
@@ -618,10 +620,23 @@ async def reclaim_scenario(dut, seed: int, p: dict, progress: Progress,
         parent = s.new_process()
         anon = s.mmap(parent, 0, 6 * PAGE_SIZE, rw, MAP_PRIVATE | MAP_ANONYMOUS)
         fsh = s.mmap(parent, 0, 8 * PAGE_SIZE, rw, MAP_SHARED, file=f)
-        return f, parent, anon, fsh
+        drv = None
+        if dev_arch is not None:
+            from pyrmap.devdriver import register_device
+            drv = register_device(parent, checkers=s.checkers, dev=dev_arch, name="dev0")
+        return f, parent, anon, fsh, drv
 
+    # The device (secondary MMU): a DeviceMmuDriver registered on the parent's mm, its
+    # workload on the RTL's dev__req port next to the CPUs, kswapd, writeback and migration.
+    dev_arch = getattr(arch, "device", None)
     s.checkers.step("setup")
-    f, parent, anon, fsh = await s.call("setup", setup)
+    f, parent, anon, fsh, drv = await s.call("setup", setup)
+    dev = None
+    if drv is not None:
+        from cosim.device import DeviceDriver
+        dev = s.device_driver = DeviceDriver(dev_arch, drv, shadow=s.shadow)
+        dev_rng = random.Random(seed * 7919 + 17)
+        dev_count = max(8, p["accesses"] // 6)
     s.workload(0, parent, [("store", anon + i * PAGE_SIZE) for i in range(6)] +
                [("store", fsh + i * PAGE_SIZE) for i in range(0, 8, 2)])
     s.spawn("touch", s.workloads[-1].run, mm=parent)
@@ -665,12 +680,17 @@ async def reclaim_scenario(dut, seed: int, p: dict, progress: Progress,
         s.spawn("kswapd", kswapd)
         s.spawn("writeback", writeback)
         s.spawn("migration", migration)
-        await s.run_async()
+        if dev is None:
+            await s.run_async()
+        else:
+            await _run_with_device(s, dev, parent, dev_count,
+                                   random.Random(dev_rng.randrange(1 << 30)))
         k = s.kernel
         progress(f"phase {phase + 1}/{p['phases']}: cycle {arch.cycle()}, "
                  f"free frames {k.frames.nr_free}, swapped out {k.stats['pswpout']}, "
                  f"written {k.stats['pages_written']}, migrated {k.stats['migrate_success']}, "
-                 f"accesses {s.shadow.loads + s.shadow.stores}")
+                 f"accesses {s.shadow.loads + s.shadow.stores}"
+                 + (f", device accesses {dev.stats['accesses']}" if dev is not None else ""))
 
     def finish():
         for mm, addr, length in fmaps:
@@ -681,6 +701,49 @@ async def reclaim_scenario(dut, seed: int, p: dict, progress: Progress,
     await s.call("exit", finish)
     s.checkers.check_all()
     return s
+
+
+async def _run_with_device(s: CosimSystem, dev, mm, count: int, rng: random.Random) -> None:
+    """Every queued host thread with ``count`` random device accesses (the device's own words
+    of each page of ``mm``, checked against the shadow) on dev__req at the same time; then
+    the quiescent checks and the device's own: every device TLB entry backed by its PTE."""
+    from pyrmap.scenario import _offset
+    from pyrmap.workload import random_accesses
+    accesses = list(_offset(random_accesses(rng, lambda: s.shadow.regions(mm), count,
+                                            store_ratio=0.4, words=2),
+                            s.agent_offset(mm, s.arch.ncores)))
+    failed = []
+
+    async def device():
+        # An exception in a background task would end the cocotb test at once; keep it and
+        # raise it (tagged with the cycle) once the host threads are done.
+        try:
+            await dev.run(accesses)
+        except Exception as exc:  # noqa: BLE001 - re-raised below
+            failed.append((s.arch.cycle(), exc))
+
+    task = cocotb.start_soon(device())
+    try:
+        await s.run_async(check=False)
+    finally:
+        await task
+    if failed:
+        cycle, exc = failed[0]
+        if isinstance(exc, InvariantViolation):
+            raise CosimViolation(f"at cycle {cycle} (device):\n{exc}")
+        raise exc
+    if not s.check:
+        return
+    try:
+        s.checkers.check_all()
+        if not mm.dead:
+            for entry in dev.driver.device_entries():
+                problem, ptep, _ = s.checkers.tlb._problem("device TLB", entry, mm)
+                if problem:
+                    s.checkers.tlb.fail(f"device TLB holds {entry} of {mm!r} but {problem}",
+                                        ptep)
+    except InvariantViolation as exc:
+        raise s._cycle_tag(exc)
 
 
 async def fuzz_scenario(dut, seed: int, p: dict, progress: Progress,
@@ -862,6 +925,9 @@ def report(s: CosimSystem, seed: int, p: dict, seconds: float, error: str | None
         "cores": cores,
         "device": ({"driver": dict(arch.device.stats), "perf": arch.device.counters()}
                    if getattr(arch, "device", None) is not None else None),
+        "device_figures": (s.device_driver.figures()
+                           if getattr(s, "device_driver", None) is not None else None),
+        "device_figure_labels": {key: label for key, label in DEVICE_FIGURE_LABELS},
         "arch": arch.figures(),
         "kernel": {key: k.stats.get(key, 0) for _, key in FIGURES},
         "figure_labels": {key: label for label, key in FIGURES},
@@ -877,6 +943,8 @@ def report(s: CosimSystem, seed: int, p: dict, seconds: float, error: str | None
 
 
 import collections  # noqa: E402
+
+from pyrmap.devdriver import FIGURE_LABELS as DEVICE_FIGURE_LABELS  # noqa: E402
 
 
 @cocotb.test()

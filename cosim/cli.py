@@ -46,6 +46,27 @@ SCENARIOS = {
                   "lost write of --quirk nonatomic_ptep_get_and_clear",
 }
 
+#: Scenarios of cosim.tb.tb_cosim (the rest run from cosim.tb.tb_scenarios).
+TB_COSIM_SCENARIOS = tuple(SCENARIOS)
+
+
+def _more_scenarios() -> dict:
+    """Issue 4's remaining scenarios and the quirk races (``cosim.scenarios``)."""
+    from cosim.scenarios import SCENARIOS as more
+    return {name: s for name, s in more.items() if name not in TB_COSIM_SCENARIOS}
+
+
+SCENARIOS.update({name: s.summary for name, s in _more_scenarios().items()})
+
+
+def scenario_module(scenario: str) -> str:
+    """The cocotb test module that runs ``scenario``."""
+    if scenario in TB_COSIM_SCENARIOS:
+        return "cosim.tb.tb_cosim"
+    from cosim.scenarios import TB_MODULE
+    return TB_MODULE
+
+
 DEMO = {"phases": 8, "accesses": 120, "nframes": 32}
 
 
@@ -164,6 +185,9 @@ def parse_args(argv: Sequence[str]) -> "RunArgs | str":
               "tlb_ways": args.tlb_ways if args.tlb_ways is not None else args.tlb_entries}
     if args.svade:
         params["svadu"] = False
+    more = _more_scenarios().get(scenario)
+    if more is not None:
+        params.update(more.hdl)                  # e.g. svade: svadu=False
     kq, hq = _kernel_quirks(), _hdl_quirks()
     kernel_quirks = []
     for q in args.quirk:
@@ -179,7 +203,9 @@ def parse_args(argv: Sequence[str]) -> "RunArgs | str":
         make_config(**params)
     except (TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from None
-    nframes = args.nframes or (64 if scenario == "fuzz" else DEMO["nframes"])
+    nframes = args.nframes or (64 if scenario == "fuzz" else
+                               int(more.env.get("COSIM_NFRAMES", DEMO["nframes"]))
+                               if more is not None else DEMO["nframes"])
     if nframes < 16:
         raise UsageError(f"a system needs at least 16 frames, not {nframes}")
     if args.json:
@@ -194,7 +220,7 @@ def parse_args(argv: Sequence[str]) -> "RunArgs | str":
              f"--cores {args.cores} --tlb-entries {args.tlb_entries}",
              f"--tlb-ways {params['tlb_ways']} --phases {args.phases}",
              f"--accesses {args.accesses} --nframes {nframes}"]
-    if scenario in ("fuzz", "dirty_race"):
+    if scenario in ("fuzz", "dirty_race") or scenario.endswith("_race"):
         parts.append(f"--steps {args.steps}")
     if args.svade:
         parts.append("--svade")
@@ -257,7 +283,7 @@ def run(a: RunArgs, out: TextIO = sys.stdout) -> int:
         tail = _Tail(Path(progress), out)
         tail.start()
     try:
-        r = cb.run(config, a.sim, "cosim.tb.tb_cosim", seed=a.seed, waves=a.waves,
+        r = cb.run(config, a.sim, scenario_module(a.scenario), seed=a.seed, waves=a.waves,
                    env=dict(a.env, COSIM_PROGRESS=progress,
                             COCOTB_TEST_FILTER="test_scenario"))
     except RuntimeError as exc:          # the simulator itself died
@@ -359,7 +385,7 @@ def format_report(rep: dict) -> str:
 def list_all(out: TextIO) -> int:
     print("scenarios:", file=out)
     for name, text in SCENARIOS.items():
-        print(f"  {name:10s} {text}", file=out)
+        print(f"  {name:13s} {text}", file=out)
     print("kernel quirks (pyrmap.kernel.Quirks): " + ", ".join(_kernel_quirks()), file=out)
     print("hardware quirks (hdl.config.MmuConfig): " + ", ".join(_hdl_quirks()), file=out)
     return 0

@@ -132,9 +132,11 @@ def test_cli_bad_arguments(args, message):
 
 
 def test_cli_scenarios_match_testbench():
-    from cosim.cli import SCENARIOS
-    from cosim.tb import tb_cosim
-    assert set(SCENARIOS) == set(tb_cosim.SCENARIOS)
+    from cosim.cli import SCENARIOS, scenario_module
+    from cosim.tb import tb_cosim, tb_scenarios
+    assert set(SCENARIOS) == set(tb_cosim.SCENARIOS) | set(tb_scenarios.SCENARIOS)
+    assert scenario_module("reclaim") == "cosim.tb.tb_cosim"
+    assert scenario_module("mremap") == "cosim.tb.tb_scenarios"
 
 
 def test_cli_parses_quirks_into_kernel_and_hardware():

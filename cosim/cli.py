@@ -150,6 +150,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the reclaim scenario at demo size")
     common(demo, demo=True)
     sub.add_parser("list", help="scenarios and quirks")
+    # Dispatched to cosim.litmus.runner before parsing (see main); listed for --help.
+    sub.add_parser("litmus", help="run litmus files on the RTL (docs/litmus.md)",
+                   add_help=False)
     return p
 
 
@@ -392,12 +395,16 @@ def list_all(out: TextIO) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["litmus"]:
+        from .litmus.runner import main as litmus_main
+        return litmus_main(argv[1:], prog="python -m cosim litmus")
     try:
-        a = parse_args(sys.argv[1:] if argv is None else argv)
+        a = parse_args(argv)
     except UsageError as exc:
         print(f"python -m cosim: error: {exc}", file=sys.stderr)
-        print("usage: python -m cosim {run SCENARIO | demo | list} [options]; "
-              "python -m cosim run --help", file=sys.stderr)
+        print("usage: python -m cosim {run SCENARIO | demo | list | litmus FILE...} "
+              "[options]; python -m cosim run --help", file=sys.stderr)
         return 2
     if a == "list":
         return list_all(out)

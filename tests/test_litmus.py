@@ -263,3 +263,11 @@ def test_suite_on_the_rtl_stress(sim):
     results = run_files(SUITE, runs=100, sim=sim, seed=20261129)
     report = "\n".join(format_result(r) for r in results if not r.passed)
     assert all(r.passed for r in results), report
+
+
+def test_cosim_cli_litmus_subcommand(capsys):
+    from cosim.cli import main as cosim_main
+    path = str(ROOT / "litmus" / "remap_local.litmus")
+    assert cosim_main(["litmus", path, "--runs", "1", "--arbitration", "round_robin"]) == 0
+    out = capsys.readouterr().out
+    assert "Test RemapLocal" in out and "verdict: PASS" in out

@@ -35,7 +35,7 @@ from cocotb.triggers import Lock as CoLock
 from cocotb.triggers import RisingEdge, Timer
 
 from pyrmap.arch import Arch, InvalKind, TlbEntry
-from pyrmap.pte import PAGE_SIZE, _PAGE_A, _PAGE_W, FaultKind, describe
+from pyrmap.pte import PAGE_SIZE, _PAGE_A, _PAGE_W, FaultKind, describe, pte_pfn, pte_present
 
 __all__ = ["CosimArch", "FlushRecord", "TlbReader"]
 
@@ -546,6 +546,40 @@ class CosimArch(Arch):
                     or (kind == InvalKind.VA_ASID and v == vpn and a == asid)):
                 del recs[key]
 
+    def frames_since_flush(self, log, asid: int, root: int, va: int, start: int):
+        """The frames an access to ``va`` that began at cycle ``start`` may legally use.
+
+        ``log`` holds acknowledged invalidations as (ack cycle, asid or None, lo, hi).  Finds
+        the last one acknowledged at or before ``start`` that covers (asid, va); the legal
+        frames are those of every value the leaf PTE had from that acknowledgement until now
+        (the value at the acknowledgement included).  Returns None when nothing is to be
+        checked (no such invalidation, or no 4 KiB leaf PTE), else ``(ptep, cut, frames)``
+        with ``frames`` None when the PTE history no longer reaches back to ``cut``.
+        Shared by the cores' check and the device's (:mod:`cosim.devarch`).
+        """
+        cut = None
+        for done, fasid, lo, hi in reversed(log):
+            if done <= start and (fasid is None or fasid == asid) and lo <= va < hi:
+                cut = done
+                break
+        if cut is None:
+            return None
+        from pyrmap.checkers import lookup_pte
+        ptep, now, level = lookup_pte(self.mem, root, va)
+        if ptep is None or level != 0:
+            return None
+        hist = self.history.get(ptep, [])
+        before = [h for h in hist if h[0] <= cut]
+        if before:
+            values = {before[-1][3]}
+        elif len(hist) >= self.history_limit:
+            return ptep, cut, None       # the value at the flush is no longer known
+        else:
+            values = {0}
+        values |= {h[3] for h in hist if h[0] > cut}
+        values.add(now)
+        return ptep, cut, {pte_pfn(v) for v in values if pte_present(v)}
+
     def check_access(self, core: int, asid: int, root: int, va: int, start: int,
                      paddr: int) -> None:
         """Checker (a) at cycle level: an access that *began* (request presented at cycle
@@ -556,33 +590,14 @@ class CosimArch(Arch):
         now (the value at the flush included); an access that began before the flush may
         still use the old translation (stale but legal).  Called at the response instant.
         """
-        cut = None
-        for done, fasid, lo, hi in reversed(self._flush_log):
-            if done <= start and (fasid is None or fasid == asid) and lo <= va < hi:
-                cut = done
-                break
-        if cut is None:
+        found = self.frames_since_flush(self._flush_log, asid, root, va, start)
+        if found is None:
             return
-        from pyrmap.checkers import lookup_pte
-        from pyrmap.pte import pte_pfn, pte_present
-        ptep, now, level = lookup_pte(self.mem, root, va)
-        if ptep is None or level != 0:
-            return
+        ptep, cut, frames = found
         self.access_checks += 1
         if self.access_checker is not None:
             self.access_checker.checks += 1
-        hist = self.history.get(ptep, [])
-        before = [h for h in hist if h[0] <= cut]
-        if before:
-            values = {before[-1][3]}
-        elif len(hist) >= self.history_limit:
-            return                       # the value at the flush is no longer known
-        else:
-            values = {0}
-        values |= {h[3] for h in hist if h[0] > cut}
-        values.add(now)
-        frames = {pte_pfn(v) for v in values if pte_present(v)}
-        if paddr >> 12 in frames:
+        if frames is None or paddr >> 12 in frames:
             return
         msg = (f"core {core}: access to 0x{va:x} (asid {asid}) that began at cycle {start} "
                f"completed through frame {paddr >> 12:#x}, a translation removed by the "

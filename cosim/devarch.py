@@ -162,33 +162,14 @@ class DevArch:
         invalidation covering (asid, va) was acknowledged must not complete through a frame
         that the PTE stopped mapping before that invalidation: legal frames are those of every
         value the leaf PTE had from the last such invalidation until now."""
-        cut = None
-        for done, fasid, lo, hi in reversed(self.inval_log):
-            if done <= start and (fasid is None or fasid == asid) and lo <= va < hi:
-                cut = done
-                break
-        if cut is None:
+        found = self.arch.frames_since_flush(self.inval_log, asid, root, va, start)
+        if found is None:
             return
-        from pyrmap.checkers import lookup_pte
-        from pyrmap.pte import pte_pfn, pte_present
-        ptep, now, level = lookup_pte(self.arch.mem, root, va)
-        if ptep is None or level != 0:
-            return
+        ptep, cut, frames = found
         self.checks += 1
         if self.checker is not None:
             self.checker.checks += 1
-        hist = self.arch.history.get(ptep, [])
-        before = [h for h in hist if h[0] <= cut]
-        if before:
-            values = {before[-1][3]}
-        elif len(hist) >= self.arch.history_limit:
-            return
-        else:
-            values = {0}
-        values |= {h[3] for h in hist if h[0] > cut}
-        values.add(now)
-        frames = {pte_pfn(v) for v in values if pte_present(v)}
-        if paddr >> 12 in frames:
+        if frames is None or paddr >> 12 in frames:
             return
         msg = (f"device: access to 0x{va:x} (asid {asid}) that began at cycle {start} "
                f"completed through frame {paddr >> 12:#x}, a translation removed by the "

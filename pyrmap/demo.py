@@ -88,7 +88,9 @@ def _phase_threads(system: System, rng: random.Random, procs, fmaps, phase: int,
     system.spawn(system._name("migration"), migration)
 
 
-_FIGURES = [
+#: The kernel's figures every report prints (this demo, and the RTL co-simulation's report in
+#: cosim): (label, key in kernel.stats).
+KERNEL_FIGURES = [
     ("aged (ptes A cleared)", "rmap_ptes_aged"),
     ("found young", "rmap_young_found"),
     ("deactivated", "vmscan_deactivated"),
@@ -101,6 +103,9 @@ _FIGURES = [
     ("swapped in", "pswpin"),
     ("migrated", "migrate_success"),
     ("pages freed by reclaim", "vmscan_freed"),
+    ("page faults", "pgfault"),
+    ("Svade A faults (kernel set A)", "fault_svade_a"),
+    ("Svade D faults (kernel set D)", "fault_svade_d"),
 ]
 
 _TLB = ["lookups", "hits", "misses", "walks", "a_sets", "d_sets", "cas_retries", "invals",
@@ -182,7 +187,7 @@ def run_demo(seed: int = 1, *, nframes: int = 52, phases: int = 10, accesses: in
     seconds = time.monotonic() - t0
 
     print("\nwhat reclaim did (kernel.stats):", file=out)
-    for label, key in _FIGURES:
+    for label, key in KERNEL_FIGURES:
         print(f"  {label:30s} {k.stats.get(key, 0):6d}", file=out)
     tlb = system.tlb_stats()
     print("TLB figures (all cores):", file=out)

@@ -425,6 +425,7 @@ async def test_arch_stale_access_is_caught(dut):
 import random
 import time
 
+from pyrmap.demo import KERNEL_FIGURES
 from pyrmap.checkers import InvariantViolation
 from pyrmap.pte import PAGE_SIZE
 from pyrmap.scenario import (MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_WRITE,
@@ -525,22 +526,8 @@ async def start_system(dut, seed: int, *, nframes: int, quirks=None, command: st
 
 
 # Figures the report shows (kernel.stats keys), as pyrmap.demo labels them.
-FIGURES = [
-    ("aged (ptes A cleared)", "rmap_ptes_aged"),
-    ("found young", "rmap_young_found"),
-    ("deactivated", "vmscan_deactivated"),
-    ("unmapped (try_to_unmap)", "vmscan_unmapped"),
-    ("ptes unmapped", "rmap_unmapped"),
-    ("ptes cleaned (page_mkclean)", "rmap_ptes_cleaned"),
-    ("written back", "pages_written"),
-    ("swapped out", "pswpout"),
-    ("swapped in", "pswpin"),
-    ("migrated", "migrate_success"),
-    ("pages freed by reclaim", "vmscan_freed"),
-    ("page faults", "pgfault"),
-    ("Svade A faults (A set by the kernel)", "fault_svade_a"),
-    ("Svade D faults (D set by the kernel)", "fault_svade_d"),
-]
+#: The kernel figures of the report: the same table as the pure-Python demo's.
+FIGURES = KERNEL_FIGURES
 
 
 class Progress:

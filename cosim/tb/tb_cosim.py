@@ -259,16 +259,28 @@ async def start_bench(dut, mem, seed: int, *, yield_cycles=(0, 2), latency=None)
     return env, arch, memory
 
 
+def _map_one_page(kernel, va):
+    """A new mm with one read-write VMA at ``va`` and one fresh page mapped there (set_pte_at
+    on the empty slot); returns (mm, vma, ptep, page).  Runs in a host thread."""
+    from pyrmap.mm_types import VM_READ, VM_WRITE, MmStruct, Vma
+    from pyrmap.pagetable import pgd_alloc, pte_alloc
+    from pyrmap.pte import PAGE_SHARED, pfn_pte
+
+    mm = MmStruct(kernel, kernel.alloc_asid(), pgd_alloc(kernel))
+    vma = Vma(mm, va, va + 0x1000, VM_READ | VM_WRITE)
+    ptep = pte_alloc(mm, va)
+    page = kernel.alloc_page()
+    kernel.arch.set_pte_at(mm, va, ptep, pfn_pte(page.pfn, PAGE_SHARED))
+    return mm, vma, ptep, page
+
+
 @cocotb.test()
 async def test_arch_pte_ops_and_flush(dut):
     """CosimArch on the RTL: a store walks and sets A/D by CAS, a flush removes the entry from
     the RTL TLB, the atomics keep what the walker set, a cleared PTE faults after its flush."""
     from pyrmap.kernel import Kernel
-    from pyrmap.mm_types import VM_READ, VM_WRITE, MmStruct, Vma
-    from pyrmap.pagetable import pgd_alloc, pte_alloc
     from pyrmap.physmem import PhysMem
-    from pyrmap.pte import (_PAGE_A, _PAGE_D, _PAGE_W, PAGE_SHARED, AccessType, FaultKind,
-                            pfn_pte, pte_pfn)
+    from pyrmap.pte import _PAGE_A, _PAGE_D, _PAGE_W, AccessType, FaultKind, pte_pfn
 
     mem = PhysMem(64)
     env, arch, memory = await start_bench(dut, mem, SEED)
@@ -279,11 +291,7 @@ async def test_arch_pte_ops_and_flush(dut):
     seen = {}
 
     def body():
-        mm = MmStruct(kernel, kernel.alloc_asid(), pgd_alloc(kernel))
-        vma = Vma(mm, va, va + 0x1000, VM_READ | VM_WRITE)
-        ptep = pte_alloc(mm, va)
-        page = kernel.alloc_page()
-        arch.set_pte_at(mm, va, ptep, pfn_pte(page.pfn, PAGE_SHARED))
+        mm, vma, ptep, page = _map_one_page(kernel, va)
         arch.switch_mm(0, mm)
         arch.switch_mm(1, mm)
         r = arch.cpu_access(0, va + 8, AccessType.STORE, data=0xABCD)
@@ -335,10 +343,8 @@ async def test_arch_fill_records_without_rtl_state(dut):
     """When the RTL's TLB registers cannot be read, tlb_entries reports the driver's record of
     translations, and a flush removes what it invalidated."""
     from pyrmap.kernel import Kernel
-    from pyrmap.mm_types import VM_READ, VM_WRITE, MmStruct, Vma
-    from pyrmap.pagetable import pgd_alloc, pte_alloc
     from pyrmap.physmem import PhysMem
-    from pyrmap.pte import PAGE_SHARED, AccessType, FaultKind, pfn_pte
+    from pyrmap.pte import AccessType, FaultKind
 
     mem = PhysMem(64)
     env, arch, memory = await start_bench(dut, mem, SEED)
@@ -350,11 +356,7 @@ async def test_arch_fill_records_without_rtl_state(dut):
     seen = {}
 
     def body():
-        mm = MmStruct(kernel, kernel.alloc_asid(), pgd_alloc(kernel))
-        vma = Vma(mm, va, va + 0x1000, VM_READ | VM_WRITE)
-        ptep = pte_alloc(mm, va)
-        page = kernel.alloc_page()
-        arch.set_pte_at(mm, va, ptep, pfn_pte(page.pfn, PAGE_SHARED))
+        mm, vma, ptep, page = _map_one_page(kernel, va)
         arch.switch_mm(1, mm)
         assert arch.cpu_access(1, va, AccessType.STORE, data=7).fault == FaultKind.NONE
         seen["before"] = list(arch.tlb_entries(1))
@@ -376,10 +378,8 @@ async def test_arch_stale_access_is_caught(dut):
     input -- a flush recorded as done that never reached the RTL -- it must fire; after a
     real flush the access faults instead and nothing fires."""
     from pyrmap.kernel import Kernel
-    from pyrmap.mm_types import VM_READ, VM_WRITE, MmStruct, Vma
-    from pyrmap.pagetable import pgd_alloc, pte_alloc
     from pyrmap.physmem import PhysMem
-    from pyrmap.pte import PAGE_SHARED, AccessType, FaultKind, pfn_pte
+    from pyrmap.pte import AccessType, FaultKind
 
     mem = PhysMem(64)
     env, arch, memory = await start_bench(dut, mem, SEED)
@@ -389,11 +389,7 @@ async def test_arch_stale_access_is_caught(dut):
     seen = {}
 
     def body():
-        mm = MmStruct(kernel, kernel.alloc_asid(), pgd_alloc(kernel))
-        vma = Vma(mm, va, va + 0x1000, VM_READ | VM_WRITE)
-        ptep = pte_alloc(mm, va)
-        page = kernel.alloc_page()
-        arch.set_pte_at(mm, va, ptep, pfn_pte(page.pfn, PAGE_SHARED))
+        mm, vma, ptep, page = _map_one_page(kernel, va)
         arch.switch_mm(0, mm)
         assert arch.cpu_access(0, va, AccessType.LOAD).fault == FaultKind.NONE
         arch.ptep_get_and_clear(mm, va, ptep)

@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence, TextIO
 
+from pyrmap.checkers import verdict_lines
+
 __all__ = ["main", "SCENARIOS", "UsageError", "parse_args", "format_report"]
 
 #: Scenarios of cosim.tb.tb_cosim (kept in step with its SCENARIOS by a test).
@@ -371,13 +373,8 @@ def format_report(rep: dict) -> str:
                      f"{devfig.get('misses', 0):6d} / {devfig.get('page_faults', 0)}")
         lines.append(f"  {'accesses checked at cycle level':36s} "
                      f"{devfig.get('access_checks', 0):6d}")
-    names = {"tlb": "(a) no stale translation", "frame": "(b) no freed frame reachable",
-             "shadow": "(c) no lost write", "notifier": "(d) notifier start/end pairs",
-             "rmap": "(e) rmap completeness"}
     lines.append("checkers:")
-    for c in rep.get("checkers", []):
-        lines.append(f"  {names.get(c['name'], c['name']):32s} {c['checks']:7d} checks  "
-                     f"{c['verdict']}")
+    lines.extend(verdict_lines(rep.get("checkers", [])))
     if rep.get("violation"):
         lines.append("")
         lines.append("violation:")
@@ -389,6 +386,10 @@ def list_all(out: TextIO) -> int:
     print("scenarios:", file=out)
     for name, text in SCENARIOS.items():
         print(f"  {name:13s} {text}", file=out)
+    print("checkers:", file=out)
+    from pyrmap.checkers import CHECKERS
+    for spec in sorted(CHECKERS.values(), key=lambda spec: spec.title):
+        print(f"  {spec.title:32s} {spec.guarantee}", file=out)
     print("kernel quirks (pyrmap.kernel.Quirks): " + ", ".join(_kernel_quirks()), file=out)
     print("hardware quirks (hdl.config.MmuConfig): " + ", ".join(_hdl_quirks()), file=out)
     return 0

@@ -41,6 +41,7 @@ from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
+from .checker_registry import CHECKERS, register_checker, verdict_lines  # noqa: F401 - re-exported
 from .devdriver import DeviceMmuDriver as SecondaryMmu   # the secondary-MMU driver
 from .mm_types import PG, AddressSpace, AnonVma, page_mapcount
 from .pte import (PAGE_SHIFT, PAGE_SIZE, PPN_MASK, PPN_SHIFT, PTRS_PER_PTE, _PAGE_A, _PAGE_D,
@@ -200,8 +201,18 @@ def _entry_writable(entry) -> bool:
 # The checkers.
 
 class Checker:
-    """Base: a name, counters of checks and violations, and the way to report."""
+    """Base: a name, counters of checks and violations, and the way to report.
+
+    A subclass declares ``name``, ``title`` and ``guarantee``; defining it registers it in
+    :data:`pyrmap.checker_registry.CHECKERS`, the table every report takes its titles from.
+    """
     name = "checker"
+    title = ""
+    guarantee = ""
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        register_checker(cls.name, cls.title, cls.guarantee)
 
     def __init__(self, owner: "Checkers"):
         self.owner = owner
@@ -228,6 +239,9 @@ class RmapChecker(Checker):
     pte lock), because a mapcount and its ptes change together under that lock.
     """
     name = "rmap"
+    title = "(e) rmap completeness"
+    guarantee = ("every present PTE of a live mm is found by the rmap walk of its page, and "
+                 "every mapcount equals the PTEs that map the page")
 
     def check(self) -> None:
         from .mm_types import page_mapped
@@ -294,6 +308,9 @@ class FrameChecker(Checker):
     allocator) and ``frame_alloc`` (when it is handed out again).
     """
     name = "frame"
+    title = "(b) no freed frame reachable"
+    guarantee = ("when a frame is freed or reused, no PTE, CPU or device TLB entry, or "
+                 "secondary MMU still reaches it")
 
     def on_event(self, event: str, pfn: int, page=None, **_) -> None:
         self.checks += 1
@@ -316,6 +333,9 @@ class TlbChecker(Checker):
     ``check()`` (quiescent points) applies the same rule, plus A, to every CPU entry.
     """
     name = "tlb"
+    title = "(a) no stale translation"
+    guarantee = ("when an operation that removed or downgraded a translation returns, no CPU "
+                 "or device TLB entry is left that the PTE no longer backs")
 
     def _problem(self, src: str, entry, mm, strict_a: bool = False):
         """Why ``entry`` is not backed by mm's current PTE, or None; also ``(ptep, val)``."""
@@ -393,6 +413,9 @@ class NotifierChecker(Checker):
     points requires every window to be closed.
     """
     name = "notifier"
+    title = "(d) notifier start/end pairs"
+    guarantee = ("every invalidate_range_start has its end, and no secondary fill lands "
+                 "inside an open window")
 
     def __init__(self, owner):
         super().__init__(owner)
@@ -562,6 +585,9 @@ class ShadowMemory(Checker):
     msync).
     """
     name = "shadow"
+    title = "(c) no lost write"
+    guarantee = ("every load returns what the program last stored, and after msync the "
+                 "backing store holds every write")
 
     def __init__(self, owner):
         super().__init__(owner)

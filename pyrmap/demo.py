@@ -17,6 +17,7 @@ import sys
 import time
 from typing import Optional, TextIO
 
+from .checkers import verdict_lines
 from .pte import PAGE_SIZE
 from .scenario import (MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_WRITE,
                        System)
@@ -210,11 +211,8 @@ def run_demo(seed: int = 1, *, nframes: int = 52, phases: int = 10, accesses: in
           f"{sum(w.stats['faults'] for w in system.device_workloads)} device faults",
           file=out)
     print("checkers:", file=out)
-    names = {"tlb": "(a) no stale translation", "frame": "(b) no freed frame reachable",
-             "shadow": "(c) no lost write", "notifier": "(d) notifier start/end pairs",
-             "rmap": "(e) rmap completeness"}
-    for name, checks, violations, verdict in system.checkers.verdicts():
-        print(f"  {names.get(name, name):32s} {checks:7d} checks  {verdict}", file=out)
+    for line in verdict_lines(system.checkers.verdicts()):
+        print(line, file=out)
     result = DemoResult(system, seconds, error)
     if result.violations:
         print(f"\n{len(result.violations)} violation(s); the first:", file=out)

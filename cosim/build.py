@@ -120,9 +120,13 @@ def _locked(directory: Path) -> Iterator[None]:
 
 
 def make_config(**params: Any):
-    """An ``hdl.config`` configuration of ``Top`` from keyword parameters (PORTS.md names)."""
+    """An ``hdl.config`` configuration of ``Top`` from keyword parameters (PORTS.md names).
+
+    ``MmuConfig.from_params``: an unknown name is a ``ValueError`` listing the known ones, and
+    ``tlb_ways`` follows ``tlb_entries`` (fully associative) unless it is given.
+    """
     from hdl.config import MmuConfig
-    return MmuConfig(**params)
+    return MmuConfig.from_params(**params)
 
 
 def config_hash(config) -> str:
@@ -452,51 +456,42 @@ def run(config, sim: str, test_module: str, *, seed: int, testcase: str | None =
         except ValueError as exc:
             failures.append(f"unreadable report {report_path}: {exc}")
     return RunResult(passed, b, test_dir, results_xml, log_file, report, waves_file, seed,
-                     reproduce_command(sim, test_module, seed, _nondefault(params), testcase,
+                     reproduce_command(sim, test_module, seed, nondefault_params(params), testcase,
                                        {k: v for k, v in (env or {}).items()
                                         if k != "PYTHONPATH"}),
                      failures)
 
 
-def _nondefault(params: Mapping[str, Any]) -> dict[str, Any]:
+def nondefault_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters that differ from the defaults: what a reproduce command must name."""
     try:
         default = config_params(make_config())
     except Exception:
         return dict(params)
-    return {k: v for k, v in params.items() if default.get(k) != v}
-
-
-def _parse_value(text: str):
-    for conv in (int,):
-        try:
-            return conv(text, 0)
-        except ValueError:
-            pass
-    if text in ("True", "true"):
-        return True
-    if text in ("False", "false"):
-        return False
-    return text
+    out = {k: v for k, v in params.items() if default.get(k) != v}
+    if "tlb_entries" in out and "tlb_ways" in params:
+        out["tlb_ways"] = params["tlb_ways"]     # make_config would default it to the entries
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m cosim.build``: build a configuration and optionally run a test module."""
-    import argparse
-    p = argparse.ArgumentParser(prog="python -m cosim.build", description=main.__doc__)
+    from pyrmap.cliargs import ArgumentParser, int_arg
+    p = ArgumentParser(prog="python -m cosim.build", description=main.__doc__)
     p.add_argument("--sim", choices=SIMULATORS, default=os.environ.get("SIM", "icarus"))
     p.add_argument("--config", default="", help="k=v,k=v parameters of Top")
     p.add_argument("--module", help="cocotb test module to run, e.g. cosim.tb.tb_mmu")
     p.add_argument("--testcase", default=None)
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=int_arg(0), default=1)
     p.add_argument("--waves", action="store_true")
     p.add_argument("--env", action="append", default=[], help="NAME=VALUE for the testbench")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    params = {}
-    for item in filter(None, args.config.split(",")):
-        k, _, v = item.partition("=")
-        params[k.strip()] = _parse_value(v.strip())
-    config = make_config(**params)
+    from hdl.config import MmuConfig
+    try:
+        config = make_config(**MmuConfig.parse_params(args.config))
+    except (TypeError, ValueError) as exc:
+        p.error(f"argument --config: {exc}")
     if not args.module:
         b = build(config, args.sim, waves=args.waves)
         print(b.build_dir)

@@ -13,37 +13,58 @@ from dataclasses import dataclass
 
 from pyrmap.pte import ASID_BITS_MAX
 
-__all__ = ["MmuConfig", "REPLACEMENTS", "ARBITRATIONS", "check_tlb_geometry"]
+__all__ = ["MmuConfig", "REPLACEMENTS", "ARBITRATIONS", "MAX_CORES", "MAX_TLB_ENTRIES",
+           "MAX_TLB_WAYS", "check_tlb_geometry"]
 
 REPLACEMENTS = ("plru", "random", "fifo")
 ARBITRATIONS = ("round_robin", "fixed")
+#: Upper bounds on sizes.  TLB entries are registers compared in parallel, so elaboration,
+#: export and simulator builds grow with them (a 4-way TLB of 256 entries takes ~30 s to export,
+#: 1024 entries ~2 min, before a compile of several minutes).
 MAX_CORES = 16
+MAX_TLB_ENTRIES = 256
+MAX_TLB_WAYS = 64
+MAX_SUPERPAGE_ENTRIES = 64
+MAX_DEV_ENTRIES = 64
+_SIZE_REASON = "TLB entries are registers compared in parallel; larger arrays take minutes " \
+               "to export and build"
 
 # Bump when the generated hardware changes in a way the parameters do not capture.
 HDL_REVISION = 1
 
 
-def _check_int(what, value, minimum=1):
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        kind = "a positive" if minimum == 1 else "a non-negative"
-        raise TypeError(f"{what} must be {kind} integer, not {value!r}")
+def _check_int(name, value, minimum=1, maximum=None, reason=_SIZE_REASON):
+    """``TypeError`` unless ``value`` is an int (not a bool); ``ValueError`` outside the range."""
+    kind = "a positive" if minimum == 1 else "a non-negative"
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be {kind} integer, not {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be {kind} integer, not {value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be at most {maximum}, not {value} ({reason})")
 
 
 def _is_pow2(n):
     return n > 0 and (n & (n - 1)) == 0
 
 
-def check_replacement(replacement):
+def check_replacement(replacement, name="replacement"):
     if replacement not in REPLACEMENTS:
-        raise ValueError(f"Replacement policy must be one of "
+        raise ValueError(f"{name} must be one of "
                          f"{', '.join(repr(r) for r in REPLACEMENTS)}, not {replacement!r}")
 
 
-def check_tlb_geometry(entries, ways, replacement, superpage_entries=None, what="TLB"):
-    """Validate a TLB's shape; raise ``TypeError``/``ValueError`` in Amaranth's voice."""
-    _check_int("Entries", entries)
-    _check_int("Ways", ways)
-    check_replacement(replacement)
+def check_tlb_geometry(entries, ways, replacement, superpage_entries=None, what="TLB",
+                       names=("entries", "ways", "replacement", "superpage_entries")):
+    """Validate a TLB's shape; raise ``TypeError``/``ValueError`` in Amaranth's voice.
+
+    ``names`` are the parameter names the caller exposes (``Tlb``'s own, or ``MmuConfig``'s
+    ``tlb_entries``...), used in the messages.
+    """
+    n_entries, n_ways, n_repl, n_sp = names
+    _check_int(n_entries, entries, maximum=MAX_TLB_ENTRIES)
+    _check_int(n_ways, ways, maximum=MAX_TLB_WAYS)
+    check_replacement(replacement, n_repl)
     if entries % ways:
         raise ValueError(f"{what} has {entries} entries, which is not a multiple of {ways} ways")
     sets = entries // ways
@@ -57,17 +78,35 @@ def check_tlb_geometry(entries, ways, replacement, superpage_entries=None, what=
     if replacement == "plru" and not _is_pow2(ways):
         raise ValueError(f"PLRU replacement needs a power-of-two number of ways, not {ways}")
     if superpage_entries is not None and sets > 1:
-        _check_int("Superpage entries", superpage_entries)
+        _check_int(n_sp, superpage_entries, maximum=MAX_SUPERPAGE_ENTRIES)
         if replacement == "plru" and not _is_pow2(superpage_entries):
             raise ValueError(f"PLRU replacement needs a power-of-two number of superpage "
                              f"entries, not {superpage_entries}")
 
 
-def check_asid_bits(asid_bits):
-    _check_int("ASID bits", asid_bits, minimum=0)
-    if asid_bits > ASID_BITS_MAX:
-        raise ValueError(f"ASID has {asid_bits} bits, which is more than the "
-                         f"{ASID_BITS_MAX} bits of satp.ASID")
+def check_asid_bits(asid_bits, name="asid_bits"):
+    _check_int(name, asid_bits, minimum=0, maximum=ASID_BITS_MAX,
+               reason=f"satp.ASID has {ASID_BITS_MAX} bits")
+
+
+def check_device_entries(entries, name="dev_entries"):
+    _check_int(name, entries, maximum=MAX_DEV_ENTRIES)
+
+
+def _parse_text_value(name, text, kind):
+    if kind == "bool":
+        low = text.lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{name} must be a bool (true/false, yes/no, 1/0), not {text!r}")
+    if kind == "int":
+        try:
+            return int(text, 0)
+        except ValueError:
+            raise ValueError(f"{name} must be an integer, not {text!r}") from None
+    return text
 
 
 @dataclass(frozen=True)
@@ -109,18 +148,18 @@ class MmuConfig:
     quirk_ad_on_nonpresent: bool = False
 
     def __post_init__(self):
-        _check_int("Core count", self.ncores)
-        if self.ncores > MAX_CORES:
-            raise ValueError(f"Top has {self.ncores} cores, which is more than {MAX_CORES}")
+        _check_int("ncores", self.ncores, maximum=MAX_CORES,
+                   reason="the memory arbiter serves at most 16 cores")
         check_tlb_geometry(self.tlb_entries, self.tlb_ways, self.replacement,
-                           self.superpage_entries)
+                           self.superpage_entries,
+                           names=("tlb_entries", "tlb_ways", "replacement", "superpage_entries"))
         check_asid_bits(self.asid_bits)
-        _check_int("Device entries", self.dev_entries)
+        check_device_entries(self.dev_entries, "dev_entries")
         if not _is_pow2(self.dev_entries):
             raise ValueError(f"Device TLB has {self.dev_entries} entries, which is not a power "
                              f"of two (PLRU replacement)")
         if self.arbitration not in ARBITRATIONS:
-            raise ValueError(f"Arbitration must be one of "
+            raise ValueError(f"arbitration must be one of "
                              f"{', '.join(repr(a) for a in ARBITRATIONS)}, not "
                              f"{self.arbitration!r}")
         for f in dataclasses.fields(self):
@@ -138,3 +177,41 @@ class MmuConfig:
 
     def replace(self, **changes) -> "MmuConfig":
         return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_params(cls, **params) -> "MmuConfig":
+        """The configuration of keyword parameters, as every command line builds it.
+
+        An unknown name is a ``ValueError`` that lists the known ones.  ``tlb_ways`` defaults
+        to ``tlb_entries`` (fully associative) when only ``tlb_entries`` is given, the same
+        rule for ``run --tlb-entries``, litmus ``--config tlb_entries=`` and ``hdl.export``.
+        """
+        known = [f.name for f in dataclasses.fields(cls)]
+        for name in params:
+            if name not in known:
+                raise ValueError(f"Unknown parameter {name!r}; known: {', '.join(known)}")
+        if "tlb_entries" in params and "tlb_ways" not in params:
+            params = dict(params, tlb_ways=params["tlb_entries"])
+        return cls(**params)
+
+    @classmethod
+    def parse_params(cls, text: str) -> dict:
+        """``"k=v,k=v"`` as parameters, each value converted to its field's type.
+
+        Raises
+        ------
+        ValueError
+            An item without ``=``, an unknown name (the known ones are listed), or a value
+            that is not of its parameter's type.
+        """
+        kinds = {f.name: f.type for f in dataclasses.fields(cls)}
+        params = {}
+        for item in filter(None, (i.strip() for i in text.split(","))):
+            name, eq, value = item.partition("=")
+            name = name.strip()
+            if not eq:
+                raise ValueError(f"Parameter {item!r} has no value (write {name}=VALUE)")
+            if name not in kinds:
+                raise ValueError(f"Unknown parameter {name!r}; known: {', '.join(kinds)}")
+            params[name] = _parse_text_value(name, value.strip(), kinds[name])
+        return params

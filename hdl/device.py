@@ -6,7 +6,7 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from .config import check_asid_bits
+from .config import check_asid_bits, check_device_entries
 from .layouts import (PA_WIDTH, PPN_WIDTH, VA_WIDTH, AccessType, FaultKind, inval_signature,
                       perf_signature)
 from .tlb import Tlb
@@ -50,8 +50,7 @@ class DeviceMmu(wiring.Component):
     """
 
     def __init__(self, *, entries=8, replacement="plru", asid_bits=9):
-        if not isinstance(entries, int) or isinstance(entries, bool) or entries < 1:
-            raise TypeError(f"Device TLB entries must be a positive integer, not {entries!r}")
+        check_device_entries(entries, "entries")
         check_asid_bits(asid_bits)
         self.tlb = Tlb(entries=entries, ways=entries, replacement=replacement,
                        asid_bits=asid_bits)

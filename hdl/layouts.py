@@ -28,6 +28,7 @@ from amaranth.lib import data
 from pyrmap import pte as _pte
 from pyrmap.arch import InvalKind, TlbEntry
 from pyrmap.pte import AccessType, FaultKind
+from .config import check_asid_bits
 
 __all__ = [
     "PTE_LAYOUT", "PTE_BITS", "tlb_entry_layout", "MemOp", "AccessType", "FaultKind", "InvalKind",
@@ -83,21 +84,13 @@ PTE_LAYOUT = data.StructLayout({name: unsigned(width) for name, _, width in PTE_
 PTE_BITS = 64
 
 
-def _check_asid_bits(asid_bits):
-    if not isinstance(asid_bits, int) or isinstance(asid_bits, bool) or asid_bits < 0:
-        raise TypeError(f"ASID bits must be a non-negative integer, not {asid_bits!r}")
-    if asid_bits > _pte.ASID_BITS_MAX:
-        raise ValueError(f"ASID has {asid_bits} bits, which is more than the "
-                         f"{_pte.ASID_BITS_MAX} bits of satp.ASID")
-
-
 _TLB_FIELD_ORDER = ("valid", "vpn", "asid", "ppn", "level", "r", "w", "x", "u", "g", "a", "d",
                     "young")
 
 
 def tlb_entry_layout(asid_bits: int) -> data.StructLayout:
     """The layout of one TLB entry with an ``asid_bits``-wide ASID tag (0 allowed: no tag)."""
-    _check_asid_bits(asid_bits)
+    check_asid_bits(asid_bits)
     widths = {
         "valid": 1, "vpn": VPN_WIDTH, "asid": max(asid_bits, 1), "ppn": PPN_WIDTH, "level": 2,
         "r": 1, "w": 1, "x": 1, "u": 1, "g": 1, "a": 1, "d": 1, "young": 1,
@@ -209,7 +202,7 @@ def mem_signature(*, src: bool = False) -> wiring.Signature:
 
 def inval_signature(asid_bits: int) -> wiring.Signature:
     """Invalidation request (initiator view): hold ``valid`` until the ``ack`` pulse."""
-    _check_asid_bits(asid_bits)
+    check_asid_bits(asid_bits)
     return wiring.Signature({"valid": Out(1), "kind": Out(2), "vaddr": Out(VA_WIDTH),
                              "asid": Out(max(asid_bits, 1)), "ack": In(1)})
 

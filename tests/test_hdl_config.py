@@ -34,18 +34,27 @@ ROOT = Path(__file__).resolve().parent.parent
     (dict(tlb_entries=8, tlb_ways=2, superpage_entries=3), ValueError,
      "PLRU replacement needs a power-of-two number of superpage entries, not 3"),
     (dict(asid_bits=17), ValueError,
-     "ASID has 17 bits, which is more than the 16 bits of satp.ASID"),
-    (dict(asid_bits=-1), TypeError, "ASID bits must be a non-negative integer, not -1"),
-    (dict(ncores=0), TypeError, "Core count must be a positive integer, not 0"),
-    (dict(ncores=17), ValueError, "Top has 17 cores, which is more than 16"),
+     "asid_bits must be at most 16, not 17 (satp.ASID has 16 bits)"),
+    (dict(asid_bits=-1), ValueError, "asid_bits must be a non-negative integer, not -1"),
+    (dict(asid_bits="9"), TypeError, "asid_bits must be a non-negative integer, not '9'"),
+    (dict(ncores=0), ValueError, "ncores must be a positive integer, not 0"),
+    (dict(ncores=17), ValueError,
+     "ncores must be at most 16, not 17 (the memory arbiter serves at most 16 cores)"),
     (dict(replacement="lru"), ValueError,
-     "Replacement policy must be one of 'plru', 'random', 'fifo', not 'lru'"),
-    (dict(tlb_entries=0), TypeError, "Entries must be a positive integer, not 0"),
-    (dict(tlb_ways=True), TypeError, "Ways must be a positive integer, not True"),
+     "replacement must be one of 'plru', 'random', 'fifo', not 'lru'"),
+    (dict(tlb_entries=0), ValueError, "tlb_entries must be a positive integer, not 0"),
+    (dict(tlb_entries=4096, tlb_ways=4), ValueError,
+     "tlb_entries must be at most 256, not 4096 (TLB entries are registers compared in "
+     "parallel; larger arrays take minutes to export and build)"),
+    (dict(tlb_entries=128, tlb_ways=128), ValueError,
+     "tlb_ways must be at most 64, not 128 (TLB entries are registers compared in "
+     "parallel; larger arrays take minutes to export and build)"),
+    (dict(tlb_ways=True), TypeError, "tlb_ways must be a positive integer, not True"),
+    (dict(dev_entries=0), ValueError, "dev_entries must be a positive integer, not 0"),
     (dict(dev_entries=6), ValueError,
      "Device TLB has 6 entries, which is not a power of two (PLRU replacement)"),
     (dict(arbitration="lottery"), ValueError,
-     "Arbitration must be one of 'round_robin', 'fixed', not 'lottery'"),
+     "arbitration must be one of 'round_robin', 'fixed', not 'lottery'"),
     (dict(svadu=1), TypeError, "svadu must be a bool, not 1"),
     (dict(quirk_plain_ad_write="yes"), TypeError, "quirk_plain_ad_write must be a bool, not 'yes'"),
 ])
@@ -59,11 +68,12 @@ def test_component_errors():
     with pytest.raises(ValueError, match=r"^TLB has 12 entries, which is not a multiple of 8 "
                                          r"ways$"):
         Tlb(entries=12, ways=8)
-    with pytest.raises(ValueError, match=r"^ASID has 20 bits"):
+    with pytest.raises(ValueError, match=r"^asid_bits must be at most 16, not 20"):
         CoreMmu(asid_bits=20)
-    with pytest.raises(TypeError, match=r"^Device TLB entries must be a positive integer, "
-                                        r"not 0$"):
+    with pytest.raises(ValueError, match=r"^entries must be a positive integer, not 0$"):
         DeviceMmu(entries=0)
+    with pytest.raises(TypeError, match=r"^entries must be a positive integer, not 'x'$"):
+        Tlb(entries="x")
 
 
 def test_good_configs():

@@ -65,13 +65,9 @@ class TestResult:
         rec = self.first_bad_run
         if rec is None:
             return None
-        try:
-            from ..build import config_params, make_config
-            default = config_params(make_config())
-        except Exception:  # noqa: BLE001 - without hdl, list everything
-            default = {}
-        cfg = ",".join(f"{k}={v}" for k, v in sorted(self.config.items())
-                       if k not in ("ncores", "arbitration") and default.get(k) != v)
+        from ..build import nondefault_params
+        cfg = ",".join(f"{k}={v}" for k, v in sorted(nondefault_params(self.config).items())
+                       if k not in ("ncores", "arbitration"))
         cmd = (f"python -m cosim.litmus {self.test.path} --runs 1 --seed {rec['seed']} "
                f"--sim {self.sim or 'icarus'}")
         if rec.get("arbitration"):
@@ -244,11 +240,13 @@ def run_files(paths: Iterable[str], *, runs: Optional[int] = None, sim: str = "i
 
 def main(argv: Optional[list] = None, prog: str = "python -m cosim.litmus") -> int:
     """Run litmus files on the RTL; exit 1 when any test fails, 2 on a usage or parse error."""
-    import argparse
     import logging
-    from ..build import SIMULATORS
+
+    from pyrmap.cliargs import ArgumentParser
+
+    from ..build import SIMULATORS, make_config
     from .parser import LitmusSyntaxError
-    p = argparse.ArgumentParser(prog=prog, description=main.__doc__)
+    p = ArgumentParser(prog=prog, description=main.__doc__)
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--runs", type=int, default=None, help=f"runs per test (default: the "
                    f"file's 'option runs=', else {DEFAULT_RUNS})")
@@ -264,11 +262,12 @@ def main(argv: Optional[list] = None, prog: str = "python -m cosim.litmus") -> i
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     if args.runs is not None and args.runs < 1:
         p.error(f"--runs must be at least 1, not {args.runs}")
-    from ..build import _parse_value
-    cfg = {}
-    for item in filter(None, args.config.split(",")):
-        k, _, v = item.partition("=")
-        cfg[k.strip()] = _parse_value(v.strip())
+    from hdl.config import MmuConfig
+    try:
+        cfg = MmuConfig.parse_params(args.config)
+        make_config(**cfg)
+    except (TypeError, ValueError) as exc:
+        p.error(f"argument --config: {exc}")
     try:
         results = run_files(args.files, runs=args.runs, sim=args.sim, seed=args.seed,
                             config=cfg, waves=args.waves, arbitration=args.arbitration,

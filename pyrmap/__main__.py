@@ -54,8 +54,10 @@ def main(argv=None) -> int:
     except InvariantViolation as exc:
         print(str(exc), file=sys.stderr)
         return 1
+    idle = system.checkers.not_exercised()
     print(f"OK: {args.steps} steps, every check passed "
-          f"({sum(c[1] for c in system.checkers.verdicts())} checks)")
+          f"({sum(c[1] for c in system.checkers.verdicts())} checks)"
+          + (f"; not exercised: {', '.join(idle)}" if idle else ""))
     return 0
 
 

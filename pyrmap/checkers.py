@@ -50,10 +50,13 @@ from .pte import (PAGE_SHIFT, PAGE_SIZE, PPN_MASK, PPN_SHIFT, PTRS_PER_PTE, _PAG
 __all__ = [
     "InvariantViolation", "CheckContext", "Checker", "RmapChecker", "FrameChecker",
     "TlbChecker", "NotifierChecker", "SecondaryMmu", "ShadowMemory", "Checkers",
-    "present_leaves", "lookup_pte",
+    "present_leaves", "lookup_pte", "NOT_EXERCISED",
 ]
 
 WORDS = PAGE_SIZE // 8
+
+#: The verdict of a checker that made no check (never a PASS).
+NOT_EXERCISED = "not exercised"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,8 +231,17 @@ class Checker:
         self.owner.report(self.name, message, ptep)
 
     @property
+    def exercised(self) -> bool:
+        """True once the checker made a check (a violation counts as one)."""
+        return bool(self.checks or self.violations)
+
+    @property
     def verdict(self) -> str:
-        return "FAIL" if self.violations else "PASS"
+        """``FAIL`` on a violation, :data:`NOT_EXERCISED` when no check was made, else
+        ``PASS``: a checker that looked at nothing passed nothing."""
+        if self.violations:
+            return "FAIL"
+        return "PASS" if self.checks else NOT_EXERCISED
 
 
 class RmapChecker(Checker):
@@ -1038,5 +1050,10 @@ class Checkers:
         self.notifier.check()
 
     def verdicts(self) -> list[tuple[str, int, int, str]]:
-        """``(checker, checks, violations, PASS|FAIL)`` for each checker."""
+        """``(checker, checks, violations, verdict)`` for each checker; the verdict is
+        ``PASS``, ``FAIL`` or :data:`NOT_EXERCISED`."""
         return [(c.name, c.checks, c.violations, c.verdict) for c in self.all]
+
+    def not_exercised(self) -> list[str]:
+        """Names of the checkers that made no check."""
+        return [c.name for c in self.all if not c.exercised]

@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence, TextIO
 
-from pyrmap.checkers import verdict_lines
+from pyrmap.checkers import verdict_lines  # importing pyrmap.checkers registers them
+from pyrmap.checker_registry import checker_title
 
 __all__ = ["main", "SCENARIOS", "UsageError", "parse_args", "format_report"]
 
@@ -126,16 +127,20 @@ def _parser() -> argparse.ArgumentParser:
                         help="entries of each core's TLB (default 8)")
         sp.add_argument("--tlb-ways", type=_positive, default=None,
                         help="ways (default: fully associative = entries)")
-        sp.add_argument("--phases", type=_positive, default=DEMO["phases"] if demo else 3,
-                        help="workload phases (default %(default)s)")
+        sp.add_argument("--phases", type=_positive, default=DEMO["phases"] if demo else None,
+                        help="workload phases (default: "
+                             + (str(DEMO["phases"]) if demo else "the scenario's, else 3")
+                             + ")")
         sp.add_argument("--accesses", type=_positive,
-                        default=DEMO["accesses"] if demo else 40,
-                        help="accesses per core per phase (default %(default)s)")
+                        default=DEMO["accesses"] if demo else None,
+                        help="accesses per core per phase (default: "
+                             + (str(DEMO["accesses"]) if demo else "the scenario's, else 40")
+                             + ")")
         sp.add_argument("--nframes", type=_positive, default=None,
                         help="physical memory in 4 KiB frames (default: 32, fuzz 64)")
-        sp.add_argument("--steps", type=_positive, default=12,
-                        help="random steps of fuzz, iterations of dirty_race "
-                             "(default %(default)s)")
+        sp.add_argument("--steps", type=_positive, default=None,
+                        help="random steps of fuzz, iterations of the race sweeps "
+                             "(default: the scenario's, else 12)")
         sp.add_argument("--quirk", action="append", default=[], metavar="NAME",
                         help="switch on a quirk (repeatable); see `list`")
         sp.add_argument("--svade", action="store_true",
@@ -170,6 +175,8 @@ class RunArgs:
     json: Optional[str]
     quiet: bool
     command: str
+    #: Every quirk switched on (kernel and hardware), as given.
+    quirks: list = dataclasses.field(default_factory=list)
 
 
 def parse_args(argv: Sequence[str]) -> "RunArgs | str":
@@ -208,9 +215,16 @@ def parse_args(argv: Sequence[str]) -> "RunArgs | str":
         make_config(**params)
     except (TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from None
+    # Knobs not given take the scenario's defaults (cosim.scenarios.SCENARIOS), the same
+    # ones its tests and the bug zoo run with, so a command shown with only a seed and a
+    # quirk reproduces what they found.
+    from cosim.scenarios import SCENARIOS as TABLE
+    own = TABLE[scenario].env if scenario in TABLE else {}
+    args.phases = args.phases or int(own.get("COSIM_PHASES", 3))
+    args.accesses = args.accesses or int(own.get("COSIM_ACCESSES", 40))
+    args.steps = args.steps or int(own.get("COSIM_STEPS", 12))
     nframes = args.nframes or (64 if scenario == "fuzz" else
-                               int(more.env.get("COSIM_NFRAMES", DEMO["nframes"]))
-                               if more is not None else DEMO["nframes"])
+                               int(own.get("COSIM_NFRAMES", DEMO["nframes"])))
     if nframes < 16:
         raise UsageError(f"a system needs at least 16 frames, not {nframes}")
     if args.json:
@@ -233,7 +247,7 @@ def parse_args(argv: Sequence[str]) -> "RunArgs | str":
     command = " ".join(parts)
     env["COSIM_COMMAND"] = command
     return RunArgs(scenario, args.sim, args.seed, params, kernel_quirks, env, args.waves,
-                   args.json, args.quiet, command)
+                   args.json, args.quiet, command, list(args.quirk))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,6 +332,12 @@ def run(a: RunArgs, out: TextIO = sys.stdout) -> int:
         Path(a.json).write_text(json.dumps(rep, indent=2, default=str) + "\n")
         print(f"figures written to {a.json}", file=out)
     ok = r.passed and rep.get("passed", False)
+    if ok:
+        from cosim.scenarios import unexercised_quirks
+        idle = unexercised_quirks(rep, a.quirks)
+        for line in idle:
+            print(f"\n{line}", file=out)
+        ok = not idle
     print(f"\n{'OK' if ok else 'FAILED'} in {seconds:.1f} s (reproduce: {a.command})", file=out)
     return 0 if ok else 1
 
@@ -392,8 +412,12 @@ def list_all(out: TextIO) -> int:
         print(f"  {spec.title:32s} {spec.guarantee}", file=out)
     print("kernel quirks (pyrmap.kernel.Quirks): " + ", ".join(_kernel_quirks()), file=out)
     print("hardware quirks (hdl.config.MmuConfig): " + ", ".join(_hdl_quirks()), file=out)
+    print("the run that catches each quirk (it fails, naming the checker):", file=out)
+    from cosim.scenarios import QUIRK_SCENARIOS
+    for q in QUIRK_SCENARIOS.values():
+        print(f"  python -m cosim run {q.scenario} --seed {q.seed} --quirk {q.quirk}"
+              f"   # {checker_title(q.checker)}", file=out)
     return 0
-
 
 def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)

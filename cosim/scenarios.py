@@ -30,7 +30,7 @@ from typing import Any, Mapping
 
 __all__ = ["Scenario", "QuirkScenario", "SCENARIOS", "QUIRK_SCENARIOS", "TB_MODULE",
            "run_scenario", "run_quirk", "quirk_outcome", "violation_checker",
-           "violation_cycle"]
+           "violation_cycle", "unexercised_quirks"]
 
 TB_MODULE = "cosim.tb.tb_scenarios"
 
@@ -201,6 +201,29 @@ def run_quirk(quirk: str, sim: str = "icarus", seed: int | None = None):
     on = run_scenario(q.scenario, sim, seed=seed, env=env_on, hdl=hdl_on, tag=quirk)
     off = run_scenario(q.scenario, sim, seed=seed, env=env_off, hdl=hdl_off, tag="off")
     return on, off
+
+
+def unexercised_quirks(report: Mapping | None, quirks) -> list[str]:
+    """Why a run with ``quirks`` on cannot claim to have looked for them: one line per quirk
+    of :data:`QUIRK_SCENARIOS` none of whose checkers made a check in the run (its
+    ``report["checkers"]``).  A run that passed with such a quirk on proved nothing; the CLI
+    fails it.  Empty when every quirk's checker was exercised (or the run has no report)."""
+    from pyrmap.checker_registry import checker_title
+    if not report:
+        return []
+    checks = {c["name"]: c["checks"] + c.get("violations", 0)
+              for c in report.get("checkers", [])}
+    out = []
+    for quirk in quirks:
+        q = QUIRK_SCENARIOS.get(quirk) or QUIRK_SCENARIOS.get(f"quirk_{quirk}")
+        if q is None:
+            continue
+        if not any(checks.get(name, 0) for name in q.checkers):
+            titles = " or ".join(checker_title(name) for name in q.checkers)
+            out.append(f"quirk {q.quirk} is caught by {titles}, which made no check in this "
+                       f"run: not exercised (its scenario: python -m cosim run {q.scenario} "
+                       f"--seed {q.seed} --quirk {q.quirk})")
+    return out
 
 
 def violation_checker(report: Mapping | None) -> str | None:

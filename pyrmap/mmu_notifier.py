@@ -68,6 +68,9 @@ class MmuNotifier:
 
     def __init__(self):
         self._mm = None          # the mm whose list holds us (hlist_unhashed when None)
+        #: The mm whose mm_struct this notifier pins: set by register, kept when exit's
+        #: release unlinks it, cleared by unregister (which drops the pin).
+        self._pinned = None
 
     @property
     def registered(self) -> bool:
@@ -170,6 +173,9 @@ def _do_mmu_notifier_register(mn: MmuNotifier, mm, take_mmap_sem: bool) -> int:
         raise _bug(f"mmu_notifier_register on {mm!r} with mm_users {mm.mm_users}")
     if mn.registered:
         raise _bug(f"{mn!r} is already registered on {mn._mm!r}")
+    if mn._pinned is not None:
+        raise _bug(f"{mn!r} was registered on {mn._pinned!r} and never unregistered; "
+                   f"unregister it before registering it again")
     kernel = mm.kernel
     new = _mmu_notifier_mm_alloc(kernel)
     if new is None:
@@ -189,6 +195,7 @@ def _do_mmu_notifier_register(mn: MmuNotifier, mm, take_mmap_sem: bool) -> int:
             with mnm.lock:
                 mnm.list.insert(0, mn)
                 mn._mm = mm
+                mn._pinned = mm
         finally:
             mm_drop_all_locks(mm)
     finally:
@@ -233,7 +240,19 @@ def mmu_notifier_unregister(mn: MmuNotifier, mm) -> None:
     ``kernel.quirks.notifier_release_unlink_first`` the 2008 order (unlink, then release) is
     used, as in :func:`__mmu_notifier_release`.  As in the kernel of 3ad3d901bbcf, an
     unregister racing with exit's release may call ``release`` twice; drivers tolerate it.
+
+    Raises
+    ------
+    KernelBug
+        ``mn`` is not registered on ``mm``: never registered, registered on another mm, or
+        already unregistered.  Nothing changed (no ``release``, no mmdrop).
     """
+    if mn._pinned is not mm:
+        if mn._pinned is None:
+            why = "it is not registered on any mm (never registered, or unregistered already)"
+        else:
+            why = f"it is registered on {mn._pinned!r}"
+        raise _bug(f"mmu_notifier_unregister of {mn!r} from {mm!r}: {why}")
     if mm.mm_count <= 0:
         raise _bug(f"mmu_notifier_unregister on {mm!r} with mm_count {mm.mm_count}")
     mnm = mm.mmu_notifier_mm
@@ -259,6 +278,7 @@ def mmu_notifier_unregister(mn: MmuNotifier, mm) -> None:
     else:
         mnm.lock.release()
     mnm.synchronize()
+    mn._pinned = None
     mm.mm_count -= 1                  # mmdrop
     mm.kernel.stats["mmu_notifier_unregistered"] += 1
 

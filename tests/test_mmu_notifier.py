@@ -215,6 +215,46 @@ def test_unregister_calls_release_once_and_then_nothing():
     assert other.kinds().count("release") == 1 and mm.mm_count == 1
 
 
+def test_unregister_misuse_raises_and_changes_nothing():
+    """Unregistering twice, or from an mm it is not registered on, or never registered: a
+    clear error, and mm_count, the list and the notifier are as they were."""
+    from pyrmap.mm_types import MmStruct
+    from pyrmap.pagetable import pgd_alloc
+    k, mm, a, b, f = setup()
+    mm2 = MmStruct(k, k.alloc_asid(), pgd_alloc(k))
+    k.mms.append(mm2)
+    rec = RecordingNotifier()
+    never = RecordingNotifier("never")
+    before = mm.mm_count
+    with pytest.raises(KernelBug, match=r"mmu_notifier_unregister of .* not registered on "
+                                        r"any mm \(never registered, or unregistered"):
+        mmu_notifier_unregister(never, mm)
+    assert mm.mm_count == before and never.kinds() == []
+    mmu_notifier_register(rec, mm)
+    counts = (mm.mm_count, mm2.mm_count)
+    with pytest.raises(KernelBug, match=r"it is registered on "):
+        mmu_notifier_unregister(rec, mm2)
+    assert (mm.mm_count, mm2.mm_count) == counts and rec.registered and rec.kinds() == []
+    mmu_notifier_unregister(rec, mm)
+    assert mm.mm_count == counts[0] - 1 and rec.kinds() == ["release"]
+    with pytest.raises(KernelBug, match="unregistered already"):
+        mmu_notifier_unregister(rec, mm)
+    assert mm.mm_count == counts[0] - 1 and rec.kinds() == ["release"]
+    # Once unregistered it may be registered again (on another mm too).
+    assert mmu_notifier_register(rec, mm2) == 0 and rec.registered
+
+
+def test_registering_a_released_notifier_again_without_unregister_is_a_bug():
+    k, mm, a, b, f = setup()
+    rec = RecordingNotifier()
+    mmu_notifier_register(rec, mm)
+    mn.mmu_notifier_release(mm)             # exit unlinked it; its pin on mm remains
+    assert not rec.registered
+    with pytest.raises(KernelBug, match="never unregistered"):
+        mmu_notifier_register(rec, mm)
+    mmu_notifier_unregister(rec, mm)
+
+
 def test_unregister_from_a_callback_is_a_bug():
     k, mm, a, b, f = setup()
 

@@ -752,6 +752,26 @@ async def fuzz_scenario(dut, seed: int, p: dict, progress: Progress,
     return s
 
 
+class _SummedCheckers:
+    """The checkers of every iteration of a sweep as one bundle for the report: checks and
+    violations summed per checker (the last iteration's alone would report a checker that
+    ran in earlier iterations as not exercised)."""
+
+    def __init__(self):
+        self.bundles: list = []
+
+    def verdicts(self) -> list[tuple[str, int, int, str]]:
+        from pyrmap.checkers import NOT_EXERCISED
+        rows: dict[str, list[int]] = {}
+        for chk in self.bundles:
+            for name, checks, violations, _ in chk.verdicts():
+                row = rows.setdefault(name, [0, 0])
+                row[0] += checks
+                row[1] += violations
+        return [(name, c, v, "FAIL" if v else "PASS" if c else NOT_EXERCISED)
+                for name, (c, v) in rows.items()]
+
+
 class _RaceRun:
     """Stands in for a CosimSystem in the report of the dirty-race scenario (one kernel per
     iteration; the report shows the last one's figures, every iteration's checks)."""
@@ -759,7 +779,8 @@ class _RaceRun:
     def __init__(self, arch, env, memory):
         self.arch, self.env, self.memory = arch, env, memory
         self.kernel = None
-        self.checkers = None
+        self.checkers = _SummedCheckers()
+        self.last_checkers = None
         self.shadow = None
         self.iterations = 0
 
@@ -798,11 +819,12 @@ async def dirty_race_scenario(dut, seed: int, p: dict, progress: Progress, out: 
         quirks = Quirks(**{q: True for q in p["quirks"]})
         k = Kernel(arch, quirks)
         arch.kernel = k
-        if run.checkers is not None:
-            run.checkers.uninstall()
+        if run.last_checkers is not None:
+            run.last_checkers.uninstall()
         chk = Checkers(k, seed=seed, command=p["command"]).install()
         chk.step(f"iteration {it}")
-        run.kernel, run.checkers, run.shadow, run.iterations = k, chk, chk.shadow, it + 1
+        run.checkers.bundles.append(chk)
+        run.kernel, run.last_checkers, run.shadow, run.iterations = k, chk, chk.shadow, it + 1
         arch.access_checker = chk.tlb
         f = AddressSpace(k, "f", 1)
         flags = VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_SHARED | VM_MAYSHARE

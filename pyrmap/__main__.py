@@ -1,37 +1,68 @@
-"""``python -m pyrmap demo --seed N`` and ``python -m pyrmap fuzz --seed N --steps K``."""
+"""``python -m pyrmap demo --seed N`` and ``python -m pyrmap fuzz --seed N --steps K``.
+
+Every flag is checked before anything runs: a bad one is a one-line error and exit status 2.
+"""
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import sys
 
+from .cliargs import ArgumentParser, choice_list, int_arg
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pyrmap",
-                                     description="The rmap engine on the SoftArch golden MMU.")
-    sub = parser.add_subparsers(dest="cmd", required=True)
+#: The smallest physical memory a System boots with (pyrmap.scenario.System).
+MIN_FRAMES = 16
+#: Upper bounds that keep a run within minutes (PhysMem allocates every frame up front).
+MAX_FRAMES = 1 << 16
+MAX_STEPS = 1_000_000
+
+
+def _quirk_names() -> list[str]:
+    from .kernel import Quirks
+    return [f.name for f in dataclasses.fields(Quirks)]
+
+
+def _parser() -> ArgumentParser:
+    from .scenario import PROGRAM_OPS, PROGRAM_OPS_OPT_IN
+    quirks = _quirk_names()
+    parser = ArgumentParser(prog="python -m pyrmap",
+                            description="The rmap engine on the SoftArch golden MMU.")
+    sub = parser.add_subparsers(dest="cmd", required=True, metavar="{demo,fuzz}")
+    frames = int_arg(MIN_FRAMES, MAX_FRAMES, "physical memory is allocated up front")
     demo = sub.add_parser("demo", help="reclaim under memory pressure, every invariant checked")
-    demo.add_argument("--seed", type=int, default=1)
-    demo.add_argument("--frames", type=int, default=52, help="physical memory in 4 KiB frames")
-    demo.add_argument("--phases", type=int, default=10)
-    demo.add_argument("--quirk", action="append", default=[],
-                      help="switch on a historical bug (repeatable)")
+    demo.add_argument("--seed", type=int_arg(0), default=1)
+    demo.add_argument("--frames", type=frames, default=52,
+                      help=f"physical memory in 4 KiB frames ({MIN_FRAMES}..{MAX_FRAMES}, "
+                           f"default %(default)s)")
+    demo.add_argument("--phases", type=int_arg(1, 10_000), default=10)
+    demo.add_argument("--quirk", action="append", default=[], choices=quirks, metavar="NAME",
+                      help=f"switch on a historical bug (repeatable): {', '.join(quirks)}")
     demo.add_argument("--svade", action="store_true",
                       help="Svade MMU (A/D faults) instead of hardware A/D updates")
     fuzz = sub.add_parser("fuzz", help="a seeded random program of mm operations, checked "
                                        "after every step (what the property tests run)")
-    fuzz.add_argument("--seed", type=int, required=True)
-    fuzz.add_argument("--steps", type=int, default=30)
-    fuzz.add_argument("--nframes", type=int, default=64)
-    fuzz.add_argument("--quirk", action="append", default=[])
+    fuzz.add_argument("--seed", type=int_arg(0), required=True)
+    fuzz.add_argument("--steps", type=int_arg(1, MAX_STEPS), default=30)
+    fuzz.add_argument("--nframes", type=frames, default=64,
+                      help=f"physical memory in 4 KiB frames ({MIN_FRAMES}..{MAX_FRAMES})")
+    fuzz.add_argument("--quirk", action="append", default=[], choices=quirks, metavar="NAME",
+                      help=f"switch on a historical bug (repeatable): {', '.join(quirks)}")
     fuzz.add_argument("--sequential", action="store_true", help="no concurrent threads")
     fuzz.add_argument("--svade", action="store_true",
                       help="Svade MMU: A/D faults resolved by the engine instead of hardware "
                            "A/D updates")
-    fuzz.add_argument("--ops", default=None,
-                      help="comma-separated operations to draw from (default: all but the "
-                           "opt-in dontneed_race)")
-    args = parser.parse_args(argv)
+    ops = list(PROGRAM_OPS) + list(PROGRAM_OPS_OPT_IN)
+    fuzz.add_argument("--ops", type=choice_list(ops), default=None,
+                      help=f"comma-separated operations to draw from, of {', '.join(ops)} "
+                           f"(default: all but the opt-in {', '.join(PROGRAM_OPS_OPT_IN)})")
+    return parser
+
+
+def main(argv=None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:            # --help (0) or a bad argument (2), already printed
+        return int(exc.code or 0)
 
     if args.cmd == "demo":
         from .demo import run_demo
@@ -39,21 +70,23 @@ def main(argv=None) -> int:
             result = run_demo(args.seed, nframes=args.frames, phases=args.phases,
                               quirks=args.quirk or None, svadu=not args.svade)
         except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"python -m pyrmap demo: error: {exc}", file=sys.stderr)
             return 2
         return 0 if result.ok else 1
 
     from .checkers import InvariantViolation
     from .scenario import run_program
     try:
-        ops = args.ops.split(",") if args.ops else None
         system = run_program(args.seed, args.steps, nframes=args.nframes,
                              quirks=args.quirk or None, concurrency=not args.sequential,
-                             ops=ops, svadu=not args.svade,
+                             ops=args.ops, svadu=not args.svade,
                              on_step=lambda i, name: print(f"step {i}: {name}", flush=True))
     except InvariantViolation as exc:
         print(str(exc), file=sys.stderr)
         return 1
+    except ValueError as exc:
+        print(f"python -m pyrmap fuzz: error: {exc}", file=sys.stderr)
+        return 2
     idle = system.checkers.not_exercised()
     print(f"OK: {args.steps} steps, every check passed "
           f"({sum(c[1] for c in system.checkers.verdicts())} checks)"

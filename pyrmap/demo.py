@@ -122,6 +122,8 @@ def run_demo(seed: int = 1, *, nframes: int = 52, phases: int = 10, accesses: in
     command = f"python -m pyrmap demo --seed {seed}"
     if nframes != 52:
         command += f" --frames {nframes}"
+    if phases != 10:
+        command += f" --phases {phases}"
     for q in quirks or ():
         command += f" --quirk {q}"
     if not svadu:

@@ -30,7 +30,8 @@ from .pte import PAGE_SHIFT, PAGE_SIZE
 from .workload import PROT_EXEC, PROT_READ, PROT_WRITE, CpuWorkload, random_accesses
 
 __all__ = ["System", "random_program", "run_program", "PROT_READ", "PROT_WRITE", "PROT_EXEC",
-           "MAP_SHARED", "MAP_PRIVATE", "MAP_ANONYMOUS", "MAP_FIXED", "reproduce_command"]
+           "MAP_SHARED", "MAP_PRIVATE", "MAP_ANONYMOUS", "MAP_FIXED", "reproduce_command",
+           "PROGRAM_OPS", "PROGRAM_OPS_OPT_IN"]
 
 
 def _mmap_mod():
@@ -422,6 +423,15 @@ def _softarch(mem, ncores, seed, sched, tlb_entries, history, svadu=True):
 # ---------------------------------------------------------------------------------------------
 # Random programs (the property tests and `python -m pyrmap fuzz`).
 
+#: The operations of a random program and their weights.
+PROGRAM_OPS = {"mmap_anon": 4, "mmap_file": 4, "access": 6, "munmap": 1, "mprotect": 1,
+               "mremap": 1, "fork": 1, "exit": 1, "madvise": 1, "msync": 2, "reclaim": 3,
+               "migrate": 2, "remap_file_pages": 1}
+#: Opt-in only (``ops=``): the 2008 zap removes the rmap before its TLB flush, so
+#: page_mkclean can miss a pte whose dirty TLB entry is still live (fixed in Linux only in
+#: 2022 by 5df397dec7c4); the engine reproduces that even with every quirk off.
+PROGRAM_OPS_OPT_IN = {"dontneed_race": 3}
+
 def random_program(system: System, steps: int, *, rng: Optional[random.Random] = None,
                    nprocs: int = 3, nfiles: int = 2, file_pages: int = 8,
                    concurrency: bool = True, ops: Optional[Iterable[str]] = None,
@@ -433,6 +443,16 @@ def random_program(system: System, steps: int, *, rng: Optional[random.Random] =
     remap_file_pages) possibly run as a thread next to CPU workloads on the cores and a
     reclaim thread, interleaved by the seeded scheduler.  Returns the step log.
     """
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+        raise ValueError(f"steps must be a non-negative integer, not {steps!r}")
+    if ops is not None:
+        ops = list(ops)
+        known = list(PROGRAM_OPS) + list(PROGRAM_OPS_OPT_IN)
+        for name in ops:
+            if name not in known:
+                raise ValueError(f"Unknown operation {name!r}; known: {', '.join(known)}")
+        if not ops:
+            raise ValueError("ops names no operation")
     rng = rng or random.Random(system.seed)
     log: list[str] = []
     files = [system.create_file(f"file{i}", file_pages) for i in range(nfiles)]
@@ -485,23 +505,22 @@ class _Program:
             regs = [r for r in regs if r.shared and isinstance(r.obj, AddressSpace)]
         return regs
 
+    #: Draws without an applicable operation before a program gives up (``--ops`` naming
+    #: only operations that need something mapped, say).
+    MAX_DRAWS = 1000
+
     def pick(self, allowed):
-        choices = [
-            ("mmap_anon", 4), ("mmap_file", 4), ("access", 6), ("munmap", 1), ("mprotect", 1),
-            ("mremap", 1), ("fork", 1), ("exit", 1), ("madvise", 1), ("msync", 2),
-            ("reclaim", 3), ("migrate", 2), ("remap_file_pages", 1),
-        ]
-        # Opt-in only: the 2008 zap removes the rmap before its TLB flush, so page_mkclean can
-        # miss a pte whose dirty TLB entry is still live (fixed in Linux only in 2022 by
-        # 5df397dec7c4); the engine reproduces that even with every quirk off.
-        opt_in = [("dontneed_race", 3)]
+        choices = list(PROGRAM_OPS.items())
         if allowed is not None:
-            choices = [c for c in choices + opt_in if c[0] in allowed]
-        while True:
+            choices = [c for c in choices + list(PROGRAM_OPS_OPT_IN.items())
+                       if c[0] in allowed]
+        for _ in range(self.MAX_DRAWS):
             name = self.rng.choices([c[0] for c in choices], [c[1] for c in choices])[0]
             fn = getattr(self, "op_" + name)()
             if fn is not None:
                 return fn
+        raise ValueError(f"None of the operations {', '.join(c[0] for c in choices)} applies "
+                         f"to the system as it is (add mmap_anon or mmap_file)")
 
     # Each op_* returns (label, thunk) or None when it does not apply now.
 

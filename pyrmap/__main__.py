@@ -75,7 +75,7 @@ def main(argv=None) -> int:
         return 0 if result.ok else 1
 
     from .checkers import InvariantViolation
-    from .scenario import run_program
+    from .scenario import ProgramStuck, run_program
     try:
         system = run_program(args.seed, args.steps, nframes=args.nframes,
                              quirks=args.quirk or None, concurrency=not args.sequential,
@@ -84,8 +84,8 @@ def main(argv=None) -> int:
     except InvariantViolation as exc:
         print(str(exc), file=sys.stderr)
         return 1
-    except ValueError as exc:
-        print(f"python -m pyrmap fuzz: error: {exc}", file=sys.stderr)
+    except ProgramStuck as exc:
+        print(f"python -m pyrmap fuzz: error: argument --ops: {exc}", file=sys.stderr)
         return 2
     idle = system.checkers.not_exercised()
     print(f"OK: {args.steps} steps, every check passed "

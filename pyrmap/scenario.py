@@ -31,7 +31,7 @@ from .workload import PROT_EXEC, PROT_READ, PROT_WRITE, CpuWorkload, random_acce
 
 __all__ = ["System", "random_program", "run_program", "PROT_READ", "PROT_WRITE", "PROT_EXEC",
            "MAP_SHARED", "MAP_PRIVATE", "MAP_ANONYMOUS", "MAP_FIXED", "reproduce_command",
-           "PROGRAM_OPS", "PROGRAM_OPS_OPT_IN"]
+           "PROGRAM_OPS", "PROGRAM_OPS_OPT_IN", "ProgramStuck"]
 
 
 def _mmap_mod():
@@ -423,6 +423,10 @@ def _softarch(mem, ncores, seed, sched, tlb_entries, history, svadu=True):
 # ---------------------------------------------------------------------------------------------
 # Random programs (the property tests and `python -m pyrmap fuzz`).
 
+class ProgramStuck(ValueError):
+    """No operation a random program may draw applies (``ops=`` too narrow)."""
+
+
 #: The operations of a random program and their weights.
 PROGRAM_OPS = {"mmap_anon": 4, "mmap_file": 4, "access": 6, "munmap": 1, "mprotect": 1,
                "mremap": 1, "fork": 1, "exit": 1, "madvise": 1, "msync": 2, "reclaim": 3,
@@ -519,7 +523,7 @@ class _Program:
             fn = getattr(self, "op_" + name)()
             if fn is not None:
                 return fn
-        raise ValueError(f"None of the operations {', '.join(c[0] for c in choices)} applies "
+        raise ProgramStuck(f"None of the operations {', '.join(c[0] for c in choices)} applies "
                          f"to the system as it is (add mmap_anon or mmap_file)")
 
     # Each op_* returns (label, thunk) or None when it does not apply now.

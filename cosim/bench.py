@@ -3,7 +3,7 @@
 One run measures, side by side on one configuration of ``hdl.top.Top``:
 
 ``cosim-<sim>``
-    the co-simulation (:mod:`cosim.tb.tb_bench` ``test_cosim_throughput``): the pyrmap kernel,
+    the co-simulation (:mod:`cosim.tb.tb_perf` ``test_cosim_throughput``): the pyrmap kernel,
     host threads, CosimArch, the CPU drivers and every checker on; each core runs a random
     workload over mapped anonymous pages; the figure is **checked CPU accesses per second**
     (every load compared with the shadow memory, every translation with the checkers), on
@@ -12,7 +12,7 @@ One run measures, side by side on one configuration of ``hdl.top.Top``:
     a plain cocotb driver (``test_plain_driver``) that awaits every clock edge, answers the
     memory port itself and issues random accesses on every core: **cycles/s and accesses/s**;
 ``reclaim-<sim>``
-    the reclaim scenario of :mod:`cosim.tb.tb_cosim` (what ``make demo`` runs, at its default
+    the reclaim scenario (:mod:`cosim.scenarios.reclaim`, what ``make demo`` runs, at its default
     size): checked accesses per second of a whole run with the kernel working next to the
     cores;
 ``harness``
@@ -27,10 +27,7 @@ Each figure runs in its own process (``--repeat`` times, default 2; the fastest 
 every sample is kept), so its wall time and peak RSS (``wait4``'s ``ru_maxrss``
 of the process tree) are its own.  Results go to ``bench/results/<name>.json``.
 
-Where the co-simulation spends its time and wakes Python when nothing needs it: see
-:data:`NOTES` (also written into every results file).  ``--experiment`` variants measure
-proposed changes to modules this one does not own (cosim.tb.tb_bench ``EXPERIMENTS``); the
-timing-neutral ones must reproduce their baseline run cycle for cycle.
+Where the co-simulation spends its time, and what was measured to change it: ``bench/NOTES.md``.
 """
 
 from __future__ import annotations
@@ -42,7 +39,6 @@ import hashlib
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -51,7 +47,6 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from . import build as cb
-from pyrmap.cliargs import ArgumentParser, UsageError, check_writable_file, int_arg
 
 __all__ = ["Workload", "xorshift_stream", "build_image", "write_ports_header",
            "build_harness", "run_harness", "measure", "FIGURES", "main"]
@@ -280,10 +275,6 @@ class BenchParams:
     plain_cycles: int = 50_000
     cosim_accesses: int = 1500
     sims: tuple = ("verilator", "icarus")
-    #: Variants of speed-up experiments of cosim.tb.tb_bench (``EXPERIMENTS``), each a
-    #: comma-separated list, measured as extra ``cosim-<sim>+<variant>`` and
-    #: ``reclaim-<sim>+<variant>`` figures (see :func:`check_experiments`).
-    experiments: tuple = ()
     #: Runs of each figure; the fastest loop counts (the machine is shared).
     repeat: int = 2
 
@@ -301,42 +292,34 @@ def _figure_harness(config, bp: BenchParams) -> dict:
                 check=check)
 
 
-def _figure_cocotb(config, bp: BenchParams, sim: str, testcase: str,
-                   experiments: str = "") -> dict:
+def _figure_cocotb(config, bp: BenchParams, sim: str, testcase: str) -> dict:
     b = cb.build(config, sim)
     env = {"BENCH_NPAGES": bp.npages, "BENCH_CYCLES": bp.plain_cycles,
            "BENCH_ACCESSES": bp.cosim_accesses, "BENCH_STORE_RATIO": 0.3,
-           "COCOTB_TEST_FILTER": testcase, "BENCH_EXPERIMENTS": experiments}
-    r = cb.run(config, sim, "cosim.tb.tb_bench", seed=bp.seed, testcase=testcase, env=env)
+           "COCOTB_TEST_FILTER": testcase}
+    r = cb.run(config, sim, "cosim.tb.tb_perf", seed=bp.seed, testcase=testcase, env=env)
     if not r.passed or r.report is None:
         raise RuntimeError(f"{testcase} on {sim} failed ({'; '.join(r.failures)}); log tail:\n"
                            f"{r.log_tail(3000)}\nreproduce: {r.command}")
     return dict(r.report, sim=sim, build_seconds=round(b.seconds, 2), run_dir=str(r.test_dir))
 
 
-def _figure_reclaim(config, bp: BenchParams, sim: str, experiments: str = "") -> dict:
-    """The reclaim scenario of cosim.tb.tb_cosim (the demo's workload: fork, shared files,
-    kswapd, writeback, migration next to the cores): checked accesses per second of a whole
-    run, kernel work included.  With ``experiments`` it runs through tb_bench's ``test_cfy``
-    (the same scenario, flush on, no aging monitor) with them applied."""
+def _figure_reclaim(config, bp: BenchParams, sim: str) -> dict:
+    """The reclaim scenario (the demo's workload: fork, shared files, kswapd, writeback,
+    migration next to the cores): checked accesses per second of a whole run, kernel work
+    included."""
+    from cosim.scenarios import TB_MODULE
     b = cb.build(config, sim)
     env = {"COSIM_SCENARIO": "reclaim", "COSIM_PHASES": 3, "COSIM_ACCESSES": 40,
            "COSIM_NFRAMES": 32, "COCOTB_TEST_FILTER": "test_scenario"}
-    if experiments:
-        env.update(COCOTB_TEST_FILTER="test_cfy", CFY_FLUSH=1, CFY_MONITOR=0,
-                   BENCH_EXPERIMENTS=experiments)
-        r = cb.run(config, sim, "cosim.tb.tb_bench", seed=bp.seed, testcase="test_cfy",
-                   env=env)
-        rep = (r.report or {}).get("scenario") or {}
-    else:
-        r = cb.run(config, sim, "cosim.tb.tb_cosim", seed=bp.seed, testcase="test_scenario",
-                   env=env)
-        rep = r.report or {}
+    r = cb.run(config, sim, TB_MODULE, seed=bp.seed, testcase="test_scenario", env=env)
+    rep = r.report or {}
     if not r.passed or not rep.get("passed"):
         raise RuntimeError(f"reclaim on {sim} failed ({'; '.join(r.failures)}): "
                            f"{rep.get('violation')}\nreproduce: {r.command}")
     return {"sim": sim, "cycles": rep["cycles"], "accesses": rep["accesses"],
             "loop_seconds": rep["wall_seconds"], "host": rep.get("host"),
+            "memory": rep.get("memory"),
             "scenario": "reclaim, 3 phases x 40 accesses per core, 32 frames",
             "build_seconds": round(b.seconds, 2), "run_dir": str(r.test_dir)}
 
@@ -346,15 +329,14 @@ def run_figure(name: str, config, bp: BenchParams) -> dict:
     if name == "harness":
         return _figure_harness(config, bp)
     kind, _, sim = name.partition("-")
-    sim, _, experiments = sim.partition("+")
     if sim not in cb.SIMULATORS:
         raise ValueError(f"Unknown figure {name!r}; known: {', '.join(figure_names(bp))}")
     if kind == "plain":
         return _figure_cocotb(config, bp, sim, "test_plain_driver")
     if kind == "cosim":
-        return _figure_cocotb(config, bp, sim, "test_cosim_throughput", experiments)
+        return _figure_cocotb(config, bp, sim, "test_cosim_throughput")
     if kind == "reclaim":
-        return _figure_reclaim(config, bp, sim, experiments)
+        return _figure_reclaim(config, bp, sim)
     raise ValueError(f"Unknown figure {name!r}; known: {', '.join(figure_names(bp))}")
 
 
@@ -367,43 +349,7 @@ def figure_names(bp: BenchParams) -> list[str]:
         names.append("harness")
     for kind in ("plain", "cosim", "reclaim"):
         names += [f"{kind}-{sim}" for sim in bp.sims]
-    if bp.experiments:
-        names += [f"{kind}-{sim}+{v}" for v in bp.experiments for kind in ("cosim", "reclaim")
-                  for sim in bp.sims]
     return names
-
-
-#: The variants ``make bench`` measures by default.
-DEFAULT_VARIANTS = ("fast_handoff,idle_memory", "instant_pte_loads")
-
-#: Experiments that must leave the run cycle-for-cycle identical.
-TIMING_NEUTRAL = {"fast_handoff", "idle_memory"}
-
-
-def check_experiments(figs: dict[str, dict]) -> list[str]:
-    """An experiment that only changes how the bench waits (:data:`TIMING_NEUTRAL`) must not
-    change what the co-simulation does: the same cycles, accesses and memory transactions as
-    its baseline figure.  (Others, like ``instant_pte_loads``, change timing; their figure
-    only counts when its run passed every checker.)  Returns the differences."""
-    problems = []
-    for name, f in figs.items():
-        base_name, plus, exps = name.partition("+")
-        if not plus or base_name not in figs:
-            continue
-        if not set(exps.split(",")) <= TIMING_NEUTRAL:
-            if f.get("accesses") != figs[base_name].get("accesses"):
-                problems.append(f"{name} completed {f.get('accesses')} accesses, the baseline "
-                                f"{figs[base_name].get('accesses')}")
-            continue
-        base = figs[base_name]
-        for k in ("cycles", "accesses"):
-            if f.get(k) != base.get(k):
-                problems.append(f"{name} changed {k}: {base.get(k)} -> {f.get(k)}")
-        bt = (base.get("memory") or {}).get("transactions")
-        ft = (f.get("memory") or {}).get("transactions")
-        if bt != ft:
-            problems.append(f"{name} changed memory transactions: {bt} -> {ft}")
-    return problems
 
 
 def measure(cmd: Sequence[str], env: Optional[dict] = None,
@@ -485,53 +431,6 @@ def check_same_stream(figs: dict[str, dict]) -> list[str]:
     return problems
 
 
-NOTES = [
-    "Where the co-simulation wakes Python (measured 2026-11-29 on the shared 2-core machine; "
-    "the variant figures of each bench run repeat the measurement):",
-    "0. cocotb applies pytest's assertion rewriting to every module a run imports "
-    "(COCOTB_REWRITE_ASSERTION_FILES defaults to *.py): ~0.5 s of recompiling per "
-    "simulation (63 modules in a reclaim run; 20 % of its profile).  cosim.build.run now "
-    "limits it to tb_*.py: the reclaim run's process 2.3 s -> 1.4 s, tests/test_cosim.py + "
-    "tests/test_litmus.py (-n 2) 43.5 s -> 29.8 s.",
-    "1. Every kernel PTE operation is a resume round trip that also waits for the next clock "
-    "edge (cosim.arch.CosimArch._pte_op/_at_edge), loads included: the reclaim scenario made "
-    "6288 round trips for 250 CPU accesses, 4217 of them PTE loads.  Serving loads at the "
-    "current instant (experiment instant_pte_loads) cut them to 2112 and the simulated cycles "
-    "from 8961 to 5531 with every checker passing; the wall time of the run fell by 15-45 % "
-    "in our runs (figures reclaim-*+instant_pte_loads).  The rest is the engine's and the "
-    "checkers' own Python work in the host threads.  It changes the engine's timing (a "
-    "kernel page-table read takes no cycle), so it is a decision for cosim.arch's owner.",
-    "2. cosim.host's hand-off uses threading.Semaphore (a Python Condition): ~40 us per round "
-    "trip in a ping-pong outside the simulator against ~20 us with raw _thread locks "
-    "(experiment fast_handoff).  Cycle-for-cycle identical; the gain is below the machine's "
-    "noise in the figures.",
-    "3. cosim.memory.MemoryResponder awaits every rising edge for the whole run, also while "
-    "the port is idle; sleeping on mem__req__valid's rising edge instead (experiment "
-    "idle_memory) is cycle-for-cycle identical on both simulators and saved ~12 % of the "
-    "scheduler's profile, within the noise of the wall time.",
-    "3b. hdl.layouts.unpack_tlb_entry rebuilt an Amaranth StructLayout on every call (3456 "
-    "calls, ~7 % of a reclaim run's scheduler profile, from the checkers' reads of the TLB "
-    "entry registers); it now caches the field offsets.  With 0. the reclaim run's "
-    "scheduler profile went from 3.35 M calls / 2.42 s to 1.74 M / 1.28 s.",
-    "4. cosim.cpu.CpuDriver.translate awaits every edge while a translation is in flight (a "
-    "hit answers in 1 cycle, so little is lost); each CPU access of a pyrmap CpuWorkload is "
-    "one resume round trip (arch.cpu_access from a host thread).  Running workloads as "
-    "coroutines that enter a host thread only on a fault would remove that round trip.",
-    "5. On Icarus the testbenches use cocotb's Python clock (COCOTB_TRUST_INERTIAL_WRITES "
-    "unset).  With it set, cosim.memory.MemoryResponder fails at time 0 (int() of an X on "
-    "mem__req__valid); the idle_memory variant reads X as 0, and with it an Icarus run with "
-    "trust-inertial writes (GPI clock) is cycle-for-cycle the same -- but not measurably "
-    "faster (workload run 1.39 -> 1.31 s, reclaim 1.5-2.1 s either way): the clock is not "
-    "the bottleneck of the co-simulation, the Python work per cycle and per round trip is.",
-    "6. Profiles of a reclaim run (tb_bench test_cfy with BENCH_PROFILE=<file> for the "
-    "scheduler thread, BENCH_PROFILE_THREADS=<file> for the host threads): the host threads' "
-    "own Python (pyrmap, checkers) is ~0.3 s of CPU; the scheduler's ~1.3 s is spread over "
-    "~28 k trigger resumes (9 k cycles x clock, memory responder, drivers) and 6.3 k "
-    "hand-offs, no single hot spot.  The levers are fewer round trips (1.) and fewer Python "
-    "wake-ups per simulated cycle (3., 4.).",
-]
-
-
 def run_bench(bp: BenchParams, config, name: str, out=sys.stdout,
               timeout: float = 600.0) -> dict:
     """Run every figure in its own child process; print the table and the ratios; write
@@ -576,7 +475,7 @@ def run_bench(bp: BenchParams, config, name: str, out=sys.stdout,
               f"{res.get('accesses_per_s', 0):>11,.1f} accesses/s  (process {wall:.1f} s, "
               f"peak RSS {rss:.0f} MiB)", file=out, flush=True)
     ratios = summarize(figs)
-    stream = check_same_stream(figs) + check_experiments(figs)
+    stream = check_same_stream(figs)
     print("ratios:", file=out)
     for k, v in ratios.items():
         print(f"  {k:42s} {v:>10,.2f}", file=out)
@@ -590,7 +489,7 @@ def run_bench(bp: BenchParams, config, name: str, out=sys.stdout,
         "host": {"python": platform.python_version(), "machine": platform.machine(),
                  "cpus": os.cpu_count(), "load_avg": os.getloadavg()},
         "figures": figs, "ratios": ratios, "errors": errors,
-        "stream_mismatches": stream, "notes": NOTES,
+        "stream_mismatches": stream,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
@@ -600,22 +499,16 @@ def run_bench(bp: BenchParams, config, name: str, out=sys.stdout,
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="python -m cosim.bench", description=__doc__.split("\n")[0])
-    p.add_argument("--seed", type=int_arg(0), default=1)
-    p.add_argument("--npages", type=int_arg(1, 512), default=32)
-    p.add_argument("--harness-cycles", type=int_arg(1), default=2_000_000)
-    p.add_argument("--plain-cycles", type=int_arg(1), default=50_000)
-    p.add_argument("--cosim-accesses", type=int_arg(1), default=1500,
+    p = argparse.ArgumentParser(prog="python -m cosim.bench", description=__doc__.split("\n")[0])
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--npages", type=int, default=32)
+    p.add_argument("--harness-cycles", type=int, default=2_000_000)
+    p.add_argument("--plain-cycles", type=int, default=50_000)
+    p.add_argument("--cosim-accesses", type=int, default=1500,
                    help="accesses per core of the co-simulation throughput run")
     p.add_argument("--sim", action="append", choices=cb.SIMULATORS,
                    help="simulator(s) to measure (default: both)")
-    p.add_argument("--experiment", action="append", default=None,
-                   help="a variant of the co-simulation to measure too: comma-separated "
-                        "experiments of cosim.tb.tb_bench (fast_handoff, idle_memory, "
-                        "instant_pte_loads); default: " + " and ".join(DEFAULT_VARIANTS))
-    p.add_argument("--no-experiments", action="store_true",
-                   help="measure the co-simulation as it is only")
-    p.add_argument("--repeat", type=int_arg(1, 100), default=2,
+    p.add_argument("--repeat", type=int, default=2,
                    help="runs of each figure; the fastest counts (default 2)")
     p.add_argument("--name", default=None, help="results file name (default: bench-<date>)")
     p.add_argument("--config", default=None, help=argparse.SUPPRESS)
@@ -624,18 +517,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None, out=sys.stdout) -> int:
-    try:
-        a = _parser().parse_args(argv)
-    except SystemExit as exc:            # --help (0) or a bad argument (2), already printed
-        return int(exc.code or 0)
-    if a.name is not None:
-        try:
-            if "/" in a.name or a.name in ("", ".", ".."):
-                raise UsageError(f"a results name is a file name under {RESULTS}, not "
-                                 f"{a.name!r}")
-            check_writable_file(str(RESULTS / f"{a.name}.json"))
-        except UsageError as exc:
-            print(f"python -m cosim.bench: error: argument --name: {exc}", file=sys.stderr)
+    a = _parser().parse_args(argv)
+    for flag, v in (("--harness-cycles", a.harness_cycles), ("--plain-cycles", a.plain_cycles),
+                    ("--cosim-accesses", a.cosim_accesses), ("--repeat", a.repeat)):
+        if v < 1:
+            print(f"error: {flag} must be a positive integer, not {v}", file=sys.stderr)
             return 2
     try:
         Workload(npages=a.npages, seed=a.seed)
@@ -644,15 +530,7 @@ def main(argv: Optional[Sequence[str]] = None, out=sys.stdout) -> int:
         return 2
     bp = BenchParams(seed=a.seed, npages=a.npages, harness_cycles=a.harness_cycles,
                      plain_cycles=a.plain_cycles, cosim_accesses=a.cosim_accesses,
-                     sims=tuple(a.sim or cb.SIMULATORS), repeat=a.repeat,
-                     experiments=() if a.no_experiments else
-                     tuple(a.experiment if a.experiment is not None else DEFAULT_VARIANTS))
-    known = ("fast_handoff", "idle_memory", "instant_pte_loads")
-    for e in (e for v in bp.experiments for e in v.split(",")):
-        if e not in known:
-            print(f"error: unknown experiment {e!r}; known: {', '.join(known)}",
-                  file=sys.stderr)
-            return 2
+                     sims=tuple(a.sim or cb.SIMULATORS), repeat=a.repeat)
     config = cb.make_config(**(json.loads(a.config) if a.config else {}))
     if a.figure:
         try:

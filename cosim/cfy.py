@@ -8,7 +8,7 @@ again while the entry lives, so the next aging pass may find the page old althou
 used it -- and reclaim may evict a page in active use.
 
 ``python -m cosim.cfy --sim verilator --seed N`` runs the reclaim scenario of
-:mod:`cosim.tb.tb_cosim` on the RTL twice with the same seed and workload -- flush (2008) and no
+:mod:`cosim.scenarios.reclaim` on the RTL twice with the same seed and workload -- flush (2008) and no
 flush (2014, ``KernelConfig.clear_flush_young_flushes = False``) -- under an
 :class:`AgingMonitor`, and prints side by side:
 
@@ -29,6 +29,7 @@ system by wrapping ``arch.cpu_access``, ``kernel.alloc_page``, ``pyrmap.rmap.pag
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -174,7 +175,7 @@ class AgingMonitor:
     # --- connection to a running system ----------------------------------------------------
 
     def attach(self, system) -> "AgingMonitor":
-        """Connect to ``system`` (a :class:`cosim.tb.tb_cosim.CosimSystem` or a
+        """Connect to ``system`` (a :class:`cosim.system.CosimSystem` or a
         :class:`pyrmap.scenario.System`): wraps its arch's ``cpu_access`` and the module
         functions named in the module docstring.  :meth:`detach` undoes it."""
         import pyrmap.mmu_notifier as mn
@@ -410,7 +411,7 @@ def run_pair(sim: str, seed: int, *, phases: int = 3, accesses: int = 40, nframe
         env = {"COSIM_SCENARIO": "reclaim", "COSIM_PHASES": phases,
                "COSIM_ACCESSES": accesses, "COSIM_NFRAMES": nframes, "CFY_FLUSH": flag,
                "CFY_WINDOW": window, "COCOTB_TEST_FILTER": "test_cfy"}
-        r = cb.run(config, sim, "cosim.tb.tb_bench", seed=seed, testcase="test_cfy", env=env)
+        r = cb.run(config, sim, "cosim.tb.tb_cfy", seed=seed, testcase="test_cfy", env=env)
         rep = r.report or {"error": "; ".join(r.failures) or "no report",
                            "log_tail": r.log_tail(2000)}
         rep["command"] = r.command
@@ -436,22 +437,22 @@ def total(reports: Sequence[dict]) -> dict:
 
 def main(argv: Optional[Sequence[str]] = None, stdout=sys.stdout) -> int:
     """``python -m cosim.cfy``: the clear-flush-young comparison on the RTL."""
-    from pyrmap.cliargs import ArgumentParser, int_arg, writable_file
-    p = ArgumentParser(prog="python -m cosim.cfy", description=main.__doc__)
+    p = argparse.ArgumentParser(prog="python -m cosim.cfy", description=main.__doc__)
     p.add_argument("--sim", choices=("verilator", "icarus"), default="verilator")
-    p.add_argument("--seed", type=int_arg(0), default=1)
-    p.add_argument("--seeds", type=int_arg(1, 1000), default=1,
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seeds", type=int, default=1,
                    help="run seeds SEED .. SEED+SEEDS-1 and compare their sums")
-    p.add_argument("--phases", type=int_arg(1, 10_000), default=3)
-    p.add_argument("--accesses", type=int_arg(1, 1_000_000), default=40)
-    p.add_argument("--nframes", type=int_arg(16, 1 << 16), default=32)
-    p.add_argument("--window", type=int_arg(1), default=DEFAULT_WINDOW)
-    p.add_argument("--json", type=writable_file, default=None,
-                   help="write both reports and the comparison here")
-    try:
-        a = p.parse_args(argv)
-    except SystemExit as exc:            # --help (0) or a bad argument (2), already printed
-        return int(exc.code or 0)
+    p.add_argument("--phases", type=int, default=3)
+    p.add_argument("--accesses", type=int, default=40)
+    p.add_argument("--nframes", type=int, default=32)
+    p.add_argument("--window", type=int, default=DEFAULT_WINDOW)
+    p.add_argument("--json", default=None, help="write both reports and the comparison here")
+    a = p.parse_args(argv)
+    for flag, v, lo in (("--phases", a.phases, 1), ("--accesses", a.accesses, 1),
+                        ("--nframes", a.nframes, 16), ("--window", a.window, 1),
+                        ("--seed", a.seed, 0), ("--seeds", a.seeds, 1)):
+        if v < lo:
+            p.error(f"{flag} must be at least {lo}, not {v}")
     seeds = list(range(a.seed, a.seed + a.seeds))
     results = []
     ok = True

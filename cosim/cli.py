@@ -4,7 +4,7 @@ Commands
 --------
 ``run SCENARIO``
     Build (or reuse) ``hdl.top.Top`` for the chosen simulator and configuration, run the
-    scenario in cocotb (``cosim.tb.tb_cosim.test_scenario``) with a progress display, then
+    scenario in cocotb (``cosim.tb.tb_scenarios.test_scenario``) with a progress display, then
     print the figures (accesses, TLB hit rate, walks, A/D CAS updates and retries, flushes and
     their cycles, pages aged / unmapped / written back / swapped / migrated) and every
     checker's verdict.  ``--json FILE`` writes the figures, ``--waves`` records a waveform.
@@ -30,49 +30,22 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence, TextIO
 
-from pyrmap.checkers import verdict_lines
-from hdl.config import MAX_CORES
-from pyrmap.cliargs import UsageError, int_arg, writable_file  # importing pyrmap.checkers registers them
+from pyrmap.checkers import verdict_lines  # importing pyrmap.checkers registers them
 from pyrmap.checker_registry import checker_title
 
-__all__ = ["main", "SCENARIOS", "UsageError", "parse_args", "format_report"]
+__all__ = ["main", "UsageError", "parse_args", "format_report"]
 
-#: Scenarios of cosim.tb.tb_cosim (kept in step with its SCENARIOS by a test).
-SCENARIOS = {
-    "reclaim": "fork-shared anonymous pages and shared/private file mappings under memory "
-               "pressure: workloads on every core through the RTL TLBs, kswapd (aging, "
-               "try_to_unmap, swap), writeback (page_mkclean) and migration next to them, "
-               "and a device (secondary MMU, mmu notifiers) on the parent's memory",
-    "fuzz": "pyrmap's random program on the RTL: seeded mmap / munmap / mprotect / mremap / "
-            "fork / exit / madvise / msync / reclaim / migration / remap_file_pages steps, "
-            "each next to workloads on the cores, quiescent checks after every step",
-    "dirty_race": "a CPU store whose walker sets D by CAS against reclaim's try_to_unmap of "
-                  "the page, iterated over store timings (--steps iterations); finds the "
-                  "lost write of --quirk nonatomic_ptep_get_and_clear",
-}
-
-#: Scenarios of cosim.tb.tb_cosim (the rest run from cosim.tb.tb_scenarios).
-TB_COSIM_SCENARIOS = tuple(SCENARIOS)
-
-
-def _more_scenarios() -> dict:
-    """Issue 4's remaining scenarios and the quirk races (``cosim.scenarios``)."""
-    from cosim.scenarios import SCENARIOS as more
-    return {name: s for name, s in more.items() if name not in TB_COSIM_SCENARIOS}
-
-
-SCENARIOS.update({name: s.summary for name, s in _more_scenarios().items()})
-
-
-def scenario_module(scenario: str) -> str:
-    """The cocotb test module that runs ``scenario``."""
-    if scenario in TB_COSIM_SCENARIOS:
-        return "cosim.tb.tb_cosim"
-    from cosim.scenarios import TB_MODULE
-    return TB_MODULE
+def _scenarios() -> dict:
+    """The scenario registry (:data:`cosim.scenarios.SCENARIOS`)."""
+    from cosim.scenarios import SCENARIOS
+    return SCENARIOS
 
 
 DEMO = {"phases": 8, "accesses": 120, "nframes": 32}
+
+
+class UsageError(ValueError):
+    """A bad command-line argument (exit status 2)."""
 
 
 def _kernel_quirks() -> list[str]:
@@ -85,29 +58,29 @@ def _hdl_quirks() -> list[str]:
     return [f.name for f in dataclasses.fields(MmuConfig) if f.name.startswith("quirk_")]
 
 
-#: Upper bounds on the run's size flags: beyond them a run takes hours, not minutes.
-MAX_PHASES = 10_000
-MAX_ACCESSES = 1_000_000
-MAX_STEPS = 100_000
-MAX_FRAMES = 1 << 16
-MAX_TIMEOUT = 7 * 24 * 3600
+def _positive(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, not {text!r}")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {value}")
+    return value
 
 
-def default_timeout(phases: int, accesses: int, cores: int, steps: int) -> int:
-    """The wall-clock limit of a run of this size, in seconds: ten minutes of margin (the
-    simulator's start, a loaded machine) plus 0.2 s per access and 10 s per step, several
-    times what Icarus needs."""
-    return int(600 + 0.2 * phases * accesses * cores + 10 * steps)
+def _seed(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, not {text!r}")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be non-negative, not {value}")
+    return value
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         raise UsageError(message)
-
-    def exit(self, status: int = 0, message: Optional[str] = None):
-        if message:
-            raise UsageError(message.strip())
-        raise SystemExit(status)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -116,50 +89,42 @@ def _parser() -> argparse.ArgumentParser:
     sub.required = True
 
     def common(sp, demo=False):
-        sp.add_argument("--sim", choices=("verilator", "icarus"), default="verilator",
-                        help="simulator (default %(default)s: it builds once, then runs "
-                             "several times faster than Icarus)")
-        sp.add_argument("--seed", type=int_arg(0), default=1, help="seed of the run (default 1)")
-        sp.add_argument("--cores", type=int_arg(1, MAX_CORES, "the memory arbiter serves at "
-                                                  "most 16 cores"),
-                        default=2, help="CPU cores (default 2)")
-        sp.add_argument("--tlb-entries", type=int_arg(1), default=8,
+        sp.add_argument("--sim", choices=("verilator", "icarus"),
+                        default="verilator" if demo else "icarus",
+                        help="simulator (default %(default)s)")
+        sp.add_argument("--seed", type=_seed, default=1, help="seed of the run (default 1)")
+        sp.add_argument("--cores", type=_positive, default=2, help="CPU cores (default 2)")
+        sp.add_argument("--tlb-entries", type=_positive, default=8,
                         help="entries of each core's TLB (default 8)")
-        sp.add_argument("--tlb-ways", type=int_arg(1), default=None,
+        sp.add_argument("--tlb-ways", type=_positive, default=None,
                         help="ways (default: fully associative = entries)")
-        sp.add_argument("--phases", type=int_arg(1, MAX_PHASES), default=DEMO["phases"] if demo else None,
+        sp.add_argument("--phases", type=_positive, default=DEMO["phases"] if demo else None,
                         help="workload phases (default: "
                              + (str(DEMO["phases"]) if demo else "the scenario's, else 3")
                              + ")")
-        sp.add_argument("--accesses", type=int_arg(1, MAX_ACCESSES),
+        sp.add_argument("--accesses", type=_positive,
                         default=DEMO["accesses"] if demo else None,
                         help="accesses per core per phase (default: "
                              + (str(DEMO["accesses"]) if demo else "the scenario's, else 40")
                              + ")")
-        sp.add_argument("--nframes", type=int_arg(16, MAX_FRAMES, "physical memory is "
-                                                                  "allocated up front"),
-                        default=None,
+        sp.add_argument("--nframes", type=_positive, default=None,
                         help="physical memory in 4 KiB frames (default: 32, fuzz 64)")
-        sp.add_argument("--steps", type=int_arg(1, MAX_STEPS), default=None,
-                        help="random steps of fuzz, iterations of the race sweeps "
-                             "(default: the scenario's, else 12)")
+        sp.add_argument("--steps", type=_positive, default=None,
+                        help=", ".join(f"{sc.steps} of {sc.name}" for sc in
+                                       _scenarios().values() if sc.steps)
+                        + " (default: the scenario's, else 12)")
         sp.add_argument("--quirk", action="append", default=[], metavar="NAME",
                         help="switch on a quirk (repeatable); see `list`")
         sp.add_argument("--svade", action="store_true",
                         help="Svade MMU: A/D faults handled by the kernel instead of the "
                              "walker's CAS")
         sp.add_argument("--waves", action="store_true", help="record a waveform")
-        sp.add_argument("--json", metavar="FILE", type=writable_file,
-                        help="write the figures as JSON (checked writable before the run)")
-        sp.add_argument("--timeout", type=int_arg(1, MAX_TIMEOUT), default=None,
-                        metavar="SECONDS",
-                        help="wall-clock limit of the simulation (default: 10 minutes plus "
-                             "0.2 s per access and 10 s per step)")
+        sp.add_argument("--json", metavar="FILE", help="write the figures as JSON")
         sp.add_argument("--quiet", action="store_true", help="no progress display")
 
     run = sub.add_parser("run", help="run a scenario")
     run.add_argument("scenario", metavar="SCENARIO",
-                     help=f"one of: {', '.join(SCENARIOS)}")
+                     help=f"one of: {', '.join(_scenarios())} (see `list`)")
     common(run)
     demo = sub.add_parser("demo", help="the reclaim scenario at demo size")
     common(demo, demo=True)
@@ -184,8 +149,6 @@ class RunArgs:
     command: str
     #: Every quirk switched on (kernel and hardware), as given.
     quirks: list = dataclasses.field(default_factory=list)
-    #: Wall-clock limit of the simulation, seconds.
-    timeout: int = 600
 
 
 def parse_args(argv: Sequence[str]) -> "RunArgs | str":
@@ -200,15 +163,15 @@ def parse_args(argv: Sequence[str]) -> "RunArgs | str":
     if args.command == "list":
         return "list"
     scenario = "reclaim" if args.command == "demo" else args.scenario
-    if scenario not in SCENARIOS:
-        raise UsageError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
+    scenarios = _scenarios()
+    if scenario not in scenarios:
+        raise UsageError(f"unknown scenario {scenario!r}; known: {', '.join(scenarios)}")
+    sc = scenarios[scenario]
     params = {"ncores": args.cores, "tlb_entries": args.tlb_entries,
               "tlb_ways": args.tlb_ways if args.tlb_ways is not None else args.tlb_entries}
     if args.svade:
         params["svadu"] = False
-    more = _more_scenarios().get(scenario)
-    if more is not None:
-        params.update(more.hdl)                  # e.g. svade: svadu=False
+    params.update(sc.hdl)                        # e.g. svade: svadu=False
     kq, hq = _kernel_quirks(), _hdl_quirks()
     kernel_quirks = []
     for q in args.quirk:
@@ -227,13 +190,16 @@ def parse_args(argv: Sequence[str]) -> "RunArgs | str":
     # Knobs not given take the scenario's defaults (cosim.scenarios.SCENARIOS), the same
     # ones its tests and the bug zoo run with, so a command shown with only a seed and a
     # quirk reproduces what they found.
-    from cosim.scenarios import SCENARIOS as TABLE
-    own = TABLE[scenario].env if scenario in TABLE else {}
-    args.phases = args.phases or int(own.get("COSIM_PHASES", 3))
-    args.accesses = args.accesses or int(own.get("COSIM_ACCESSES", 40))
-    args.steps = args.steps or int(own.get("COSIM_STEPS", 12))
-    nframes = args.nframes or (64 if scenario == "fuzz" else
-                               int(own.get("COSIM_NFRAMES", DEMO["nframes"])))
+    args.phases = args.phases or int(sc.env.get("COSIM_PHASES", 3))
+    args.accesses = args.accesses or int(sc.env.get("COSIM_ACCESSES", 40))
+    args.steps = args.steps or int(sc.env.get("COSIM_STEPS", 12))
+    nframes = args.nframes or int(sc.env.get("COSIM_NFRAMES", DEMO["nframes"]))
+    if nframes < 16:
+        raise UsageError(f"a system needs at least 16 frames, not {nframes}")
+    if args.json:
+        parent = Path(args.json).resolve().parent
+        if not parent.is_dir():
+            raise UsageError(f"cannot write {args.json}: directory {parent} does not exist")
     env = {"COSIM_SCENARIO": scenario, "COSIM_PHASES": args.phases,
            "COSIM_ACCESSES": args.accesses, "COSIM_NFRAMES": nframes,
            "COSIM_STEPS": args.steps,
@@ -242,19 +208,15 @@ def parse_args(argv: Sequence[str]) -> "RunArgs | str":
              f"--cores {args.cores} --tlb-entries {args.tlb_entries}",
              f"--tlb-ways {params['tlb_ways']} --phases {args.phases}",
              f"--accesses {args.accesses} --nframes {nframes}"]
-    if scenario in ("fuzz", "dirty_race") or scenario.endswith("_race"):
+    if sc.steps:
         parts.append(f"--steps {args.steps}")
     if args.svade:
         parts.append("--svade")
     parts += [f"--quirk {q}" for q in args.quirk]
-    if args.timeout is not None:
-        parts.append(f"--timeout {args.timeout}")
-    timeout = args.timeout or default_timeout(args.phases, args.accesses, args.cores,
-                                              args.steps)
     command = " ".join(parts)
     env["COSIM_COMMAND"] = command
     return RunArgs(scenario, args.sim, args.seed, params, kernel_quirks, env, args.waves,
-                   args.json, args.quiet, command, list(args.quirk), timeout)
+                   args.json, args.quiet, command, list(args.quirk))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,9 +271,10 @@ def run(a: RunArgs, out: TextIO = sys.stdout) -> int:
         tail = _Tail(Path(progress), out)
         tail.start()
     try:
-        r = cb.run(config, a.sim, scenario_module(a.scenario), seed=a.seed, waves=a.waves,
+        from cosim.scenarios import TB_MODULE
+        r = cb.run(config, a.sim, TB_MODULE, seed=a.seed, waves=a.waves,
                    env=dict(a.env, COSIM_PROGRESS=progress,
-                            COCOTB_TEST_FILTER="test_scenario"), timeout=a.timeout)
+                            COCOTB_TEST_FILTER="test_scenario"))
     except RuntimeError as exc:          # the simulator itself died
         print(f"\nerror: the simulation failed: {exc}", file=out)
         print(f"\nFAILED (reproduce: {a.command})", file=out)
@@ -322,12 +285,6 @@ def run(a: RunArgs, out: TextIO = sys.stdout) -> int:
             tail.join()
         os.unlink(progress)
     seconds = time.monotonic() - t0
-    if r.timed_out is not None:
-        print(f"\nerror: the simulation timed out after {r.timed_out:g} s of wall-clock time "
-              f"(seed {a.seed}, in: {r.last_progress or 'start-up'}); run directory "
-              f"{r.test_dir}", file=out)
-        print(f"\nFAILED (reproduce: {a.command}; --timeout SECONDS sets the limit)", file=out)
-        return 1
     rep = r.report
     if rep is None:
         print(f"\nthe simulation produced no report ({'; '.join(r.failures)}); log tail:",
@@ -342,11 +299,8 @@ def run(a: RunArgs, out: TextIO = sys.stdout) -> int:
     if r.waves_file:
         print(f"waves: {r.waves_file}", file=out)
     if a.json:
-        try:
-            Path(a.json).write_text(json.dumps(rep, indent=2, default=str) + "\n")
-            print(f"figures written to {a.json}", file=out)
-        except OSError as exc:           # checked before the run; the disk may still fail
-            print(f"error: cannot write {a.json}: {exc.strerror or exc}", file=out)
+        Path(a.json).write_text(json.dumps(rep, indent=2, default=str) + "\n")
+        print(f"figures written to {a.json}", file=out)
     ok = r.passed and rep.get("passed", False)
     if ok:
         from cosim.scenarios import unexercised_quirks
@@ -420,8 +374,10 @@ def format_report(rep: dict) -> str:
 
 def list_all(out: TextIO) -> int:
     print("scenarios:", file=out)
-    for name, text in SCENARIOS.items():
-        print(f"  {name:13s} {text}", file=out)
+    for sc in _scenarios().values():
+        caught = ", ".join(q.quirk for q in sc.quirks)
+        print(f"  {sc.name:13s} {sc.summary}" + (f" [catches: {caught}]" if caught else ""),
+              file=out)
     print("checkers:", file=out)
     from pyrmap.checkers import CHECKERS
     for spec in sorted(CHECKERS.values(), key=lambda spec: spec.title):
@@ -443,7 +399,9 @@ def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout) -> int:
     try:
         a = parse_args(argv)
     except UsageError as exc:
-        print(f"python -m cosim: error: {exc} (see python -m cosim --help)", file=sys.stderr)
+        print(f"python -m cosim: error: {exc}", file=sys.stderr)
+        print("usage: python -m cosim {run SCENARIO | demo | list | litmus FILE...} "
+              "[options]; python -m cosim run --help", file=sys.stderr)
         return 2
     if a == "list":
         return list_all(out)

@@ -105,11 +105,9 @@ def test_measure_reports_wall_and_peak_rss():
 
 def test_cli_rejects_bad_arguments(capsys):
     assert bench.main(["--plain-cycles", "0"]) == 2
-    assert "argument --plain-cycles: must be at least 1, not 0" in capsys.readouterr().err
+    assert "--plain-cycles must be a positive integer, not 0" in capsys.readouterr().err
     assert bench.main(["--npages", "600"]) == 2
-    assert "argument --npages: must be at most 512, not 600" in capsys.readouterr().err
-    assert bench.main(["--name", "../x"]) == 2
-    assert "argument --name: a results name is a file name" in capsys.readouterr().err
+    assert "Workload page count must be 1..512, not 600" in capsys.readouterr().err
 
 
 def test_plain_driver_same_stream_on_both_simulators():
@@ -150,44 +148,13 @@ def test_harness_agrees_with_the_plain_driver():
 def test_make_bench_small(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "RESULTS", tmp_path)
     rc = bench.main(["--name", "t", "--plain-cycles", "2000", "--harness-cycles", "50000",
-                     "--cosim-accesses", "20", "--no-experiments", "--repeat", "1"])
+                     "--cosim-accesses", "20", "--repeat", "1"])
     res = json.loads((tmp_path / "t.json").read_text())
     assert rc == 0, res["errors"]
+    assert "notes" not in res           # measured notes live in bench/NOTES.md
     assert set(res["figures"]) == {"harness", "plain-verilator", "plain-icarus",
                                    "cosim-verilator", "cosim-icarus", "reclaim-verilator",
                                    "reclaim-icarus"}
     for f in res["figures"].values():
         assert f["wall_seconds"] > 0 and f["peak_rss_mib"] > 0
     assert res["ratios"]["harness / plain-verilator (cycles/s)"] > 1
-
-
-def test_experiment_check_catches_a_changed_run(capsys):
-    base = {"cycles": 8927, "accesses": 3000, "memory": {"transactions": 1419}}
-    figs = {"cosim-icarus": base, "cosim-icarus+idle_memory": dict(base)}
-    assert bench.check_experiments(figs) == []
-    figs["cosim-icarus+idle_memory"] = dict(base, cycles=8930)
-    assert bench.check_experiments(figs) == ["cosim-icarus+idle_memory changed cycles: "
-                                             "8927 -> 8930"]
-    assert bench.main(["--experiment", "warp"]) == 2
-    assert "unknown experiment 'warp'" in capsys.readouterr().err
-
-
-def test_experiments_reproduce_the_baseline_run():
-    """The speed-up experiments leave the co-simulation cycle-for-cycle the same (Icarus)."""
-    bp = bench.BenchParams(seed=2, npages=8, cosim_accesses=30)
-    config = cb.make_config()
-    figs = {"cosim-icarus": bench.run_figure("cosim-icarus", config, bp),
-            "cosim-icarus+fast_handoff,idle_memory":
-                bench.run_figure("cosim-icarus+fast_handoff,idle_memory", config, bp)}
-    assert figs["cosim-icarus+fast_handoff,idle_memory"]["memory"]["idle_waits"] > 0
-    assert bench.check_experiments(figs) == [], figs
-
-
-def test_timing_changing_experiments_are_judged_by_completion():
-    base = {"cycles": 8961, "accesses": 250}
-    figs = {"reclaim-icarus": base,
-            "reclaim-icarus+instant_pte_loads": {"cycles": 5531, "accesses": 250}}
-    assert bench.check_experiments(figs) == []          # fewer cycles is the point
-    figs["reclaim-icarus+instant_pte_loads"]["accesses"] = 200
-    assert bench.check_experiments(figs) == ["reclaim-icarus+instant_pte_loads completed 200 "
-                                             "accesses, the baseline 250"]

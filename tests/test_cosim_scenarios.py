@@ -1,8 +1,8 @@
 """Issue 4's scenarios on the RTL, each on Icarus and on Verilator, and every quirk of the
 pyrmap and hdl issues failing its scenario at cycle level (and passing with the quirk off).
 
-The scenarios live in ``cosim.tb.tb_scenarios`` (cocotb) with their knobs and the quirk
-table in ``cosim.scenarios``.  Each run reuses the cached build of its configuration.
+The scenarios, their knobs and the quirks they catch are registered in ``cosim.scenarios``;
+``cosim.tb.tb_scenarios`` runs any of them.  Each run reuses the cached build of its configuration.
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def test_quirk_params_switch_the_right_layer():
 
 
 def test_run_scenario_rejects_bad_arguments():
-    with pytest.raises(ValueError, match=r"^Unknown scenario 'nosuch'; known: writeback, "):
+    with pytest.raises(ValueError, match=r"^Unknown scenario 'nosuch'; known: reclaim, fuzz, "):
         run_scenario("nosuch")
     with pytest.raises(ValueError, match=r"^Simulator must be one of icarus, verilator, "
                                          r"not 'modelsim'$"):
@@ -209,9 +209,22 @@ def test_quirk_outcome_row():
     assert "release_race" in row["command"]
 
 
-def test_testbench_knows_every_scenario():
-    from cosim.tb import tb_scenarios
-    assert set(tb_scenarios.SCENARIOS) == set(SCENARIOS)
+def test_registry_derives_the_quirk_table():
+    """QUIRK_SCENARIOS is generated from the scenarios' own ``quirks``; a second scenario
+    claiming a quirk, or a second registration of a name, is refused."""
+    from cosim.scenarios import catches, scenario
+    assert {q.quirk for sc in SCENARIOS.values() for q in sc.quirks} == set(QUIRK_SCENARIOS)
+    for q in QUIRK_SCENARIOS.values():
+        assert q in SCENARIOS[q.scenario].quirks
+    with pytest.raises(ValueError, match="Scenario 'reclaim' is already registered"):
+        scenario("reclaim", "again")(lambda *a: None)
+    with pytest.raises(ValueError, match="Quirk 'zap_flush_after_pte_unlock' is already "
+                                         "caught by scenario 'zap_race'"):
+        scenario("zap_again", "again", quirks=(catches("zap_flush_after_pte_unlock",
+                                                       "kernel", checker="shadow"),))(None)
+    assert "zap_again" not in SCENARIOS
+    with pytest.raises(ValueError, match="Quirk layer must be 'kernel' or 'hdl', not 'x'"):
+        catches("q", "x", checker="tlb")
 
 
 # --- the testbench's own checks, fed bad inputs ---------------------------------------------
@@ -220,7 +233,7 @@ def test_racing_workload_tolerates_only_sigsegv():
     """A racing access that gets SIGSEGV where the program no longer maps it is dropped and
     counted; SIGSEGV where the shadow still maps it with the needed permission, or any
     other workload error (here: an access fault), still stops the run."""
-    from cosim.tb.tb_scenarios import RacingWorkload
+    from cosim.scenarios.layout import RacingWorkload
     from pyrmap.errors import SegmentationFault
     from pyrmap.pte import FaultKind
     from pyrmap.workload import WorkloadError
@@ -265,7 +278,7 @@ def test_mprotect_post_check_fires_on_a_store_that_completes():
     """The check run after mprotect(PROT_READ) returned: fed a core whose store still
     completes (as through a stale writable TLB entry), it reports a [tlb] violation;
     fed stores that fault, it counts them and reports nothing."""
-    from cosim.tb.tb_scenarios import _mprotect_post
+    from cosim.scenarios.layout import _mprotect_post
     from pyrmap.pte import FaultKind
 
     def system(fault):

@@ -1,6 +1,6 @@
 """cocotb tests: the secondary MMU (DeviceMmu) kept coherent through mmu notifiers, on the RTL.
 
-Each test builds the co-simulation bench of :mod:`cosim.tb.tb_cosim` (Top, memory model, host
+Each test builds the co-simulated system of :mod:`cosim.system` (Top, memory model, host
 threads, CosimArch, every checker), a process with anonymous and shared-file memory, and its
 device: a :class:`pyrmap.devdriver.DeviceMmuDriver` registered on the mm, whose device
 operations go through the RTL (:class:`cosim.devarch.DevArch`), and a device workload on
@@ -26,7 +26,9 @@ from pyrmap.pte import PAGE_SIZE, AccessType
 from pyrmap.scenario import MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_WRITE, _offset
 from pyrmap.workload import random_accesses
 
-from .tb_cosim import SEED, CosimViolation, start_system
+from cosim.system import CosimViolation, start_system
+
+SEED = int(os.environ.get("COSIM_SEED", "1"))
 
 RW = PROT_READ | PROT_WRITE
 

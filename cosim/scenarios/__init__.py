@@ -1,16 +1,23 @@
-"""Issue 4's scenarios on the RTL: their parameters, how to run one, and the quirk table.
+"""The scenarios of the co-simulation: one registry of name, summary, the quirks each one
+catches, its knobs and its coroutine.
 
-The scenarios themselves are cocotb coroutines in :mod:`cosim.tb.tb_scenarios` (one cocotb
-test, ``test_scenario``, picks one by ``COSIM_SCENARIO``).  This module is the host side:
+A scenario is an ``async def name(dut, seed, p, progress, out)`` that brings up a
+:class:`cosim.system.CosimSystem` (or a :class:`cosim.system.RaceRun`), stores it in
+``out["system"]`` and drives it; it is registered, in one place, by decorating it with
+:func:`scenario`::
 
-* :data:`SCENARIOS` -- name -> :class:`Scenario` (what it exercises, its default knobs and
-  the ``hdl`` configuration it needs, e.g. ``svadu=False`` for ``svade``);
-* :func:`run_scenario` -- build (or reuse) the RTL and run one scenario on Icarus or
-  Verilator, returning :class:`cosim.build.RunResult` (``report`` holds the JSON figures,
-  ``report["violation"]`` the first violation with seed, cycle and reproducing command);
-* :data:`QUIRK_SCENARIOS` -- every quirk of the pyrmap and hdl issues -> the scenario that
-  exposes it on the RTL (:class:`QuirkScenario`: scenario name, parameters, the checker that
-  must fire); :func:`run_quirk` runs it with the quirk on and then off.
+    @scenario("writeback", "shared file pages written while writeback cleans them",
+              env={"COSIM_PHASES": 2, "COSIM_ACCESSES": 30})
+    async def writeback_scenario(dut, seed, p, progress, out): ...
+
+Everything else is generated from :data:`SCENARIOS`: ``rmap-cosim list`` and ``run``'s help,
+:data:`QUIRK_SCENARIOS` (every quirk -> the scenario that catches it on the RTL), the bug zoo's
+RTL column, and the one cocotb test that runs a scenario by name
+(``cosim.tb.tb_scenarios.test_scenario``).
+
+The coroutines live in :mod:`cosim.scenarios.reclaim` (reclaim, fuzz),
+:mod:`cosim.scenarios.layout` (writeback, migrate_fork, mprotect, munmap, mremap, nonlinear,
+svade) and :mod:`cosim.scenarios.races` (the quirk races swept over start offsets).
 
 Example
 -------
@@ -25,70 +32,20 @@ Example
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Mapping
 
 __all__ = ["Scenario", "QuirkScenario", "SCENARIOS", "QUIRK_SCENARIOS", "TB_MODULE",
-           "run_scenario", "run_quirk", "quirk_outcome", "violation_checker",
-           "violation_cycle", "unexercised_quirks"]
+           "scenario", "catches", "play", "run_scenario", "run_quirk", "quirk_outcome",
+           "violation_checker", "violation_cycle", "unexercised_quirks"]
 
+#: The cocotb test module whose ``test_scenario`` runs any registered scenario.
 TB_MODULE = "cosim.tb.tb_scenarios"
 
 
 @dataclass(frozen=True)
-class Scenario:
-    """One scenario of :mod:`cosim.tb.tb_scenarios`.
-
-    Attributes
-    ----------
-    name : str
-        ``COSIM_SCENARIO``.
-    summary : str
-        What it exercises.
-    env : dict
-        Default knobs (``COSIM_PHASES``, ``COSIM_ACCESSES``, ``COSIM_NFRAMES``,
-        ``COSIM_STEPS``), small enough for ``make test``.
-    hdl : dict
-        ``hdl.config.MmuConfig`` parameters the scenario needs (merged under the caller's).
-    """
-    name: str
-    summary: str
-    env: Mapping[str, Any] = field(default_factory=dict)
-    hdl: Mapping[str, Any] = field(default_factory=dict)
-
-
-SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
-    Scenario("writeback", "shared file pages written by every core while writeback keeps "
-             "cleaning them (msync -> page_mkclean)",
-             {"COSIM_PHASES": 2, "COSIM_ACCESSES": 30}),
-    Scenario("migrate_fork", "anonymous, shmem and file pages mapped across a fork tree "
-             "(selftests/mm/rmap.c) migrated while the cores read and write them",
-             {"COSIM_PHASES": 2, "COSIM_ACCESSES": 25, "COSIM_NFRAMES": 48}),
-    Scenario("mprotect", "mprotect(PROT_READ) while the cores write the region",
-             {"COSIM_PHASES": 2, "COSIM_ACCESSES": 25}),
-    Scenario("munmap", "munmap while the cores read the region",
-             {"COSIM_PHASES": 2, "COSIM_ACCESSES": 25}),
-    Scenario("mremap", "mremap (moving) while the cores write the region",
-             {"COSIM_PHASES": 2, "COSIM_ACCESSES": 25}),
-    Scenario("nonlinear", "remap_file_pages of a shmem object under reclaim",
-             {"COSIM_PHASES": 2, "COSIM_ACCESSES": 25, "COSIM_NFRAMES": 24}),
-    Scenario("svade", "writeback and reclaim on a Svade MMU: the engine sets A/D on faults",
-             {"COSIM_PHASES": 2, "COSIM_ACCESSES": 25, "COSIM_NFRAMES": 28},
-             {"svadu": False}),
-    Scenario("lockless_race", "page_mkclean vs a clear-then-set PTE rewrite under its lock, "
-             "swept over start offsets", {"COSIM_STEPS": 32}),
-    Scenario("zap_race", "MADV_DONTNEED's zap vs writeback vs a CPU writing through its TLB, "
-             "swept over start offsets", {"COSIM_STEPS": 32}),
-    Scenario("release_race", "exit's mmu_notifier_release vs reclaim of a page the device TLB "
-             "maps, swept over start offsets", {"COSIM_STEPS": 32}),
-    Scenario("dirty_race", "a store whose walker CASes D vs try_to_unmap, swept over start "
-             "offsets (cosim.tb.tb_cosim's)", {"COSIM_STEPS": 48}),
-]}
-
-
-@dataclass(frozen=True)
 class QuirkScenario:
-    """How one quirk fails at cycle level.
+    """How one quirk fails at cycle level: the registered scenario that catches it.
 
     Attributes
     ----------
@@ -97,7 +54,7 @@ class QuirkScenario:
         ``hdl.config.MmuConfig`` (``layer="hdl"``).
     layer : str
     scenario : str
-        A name of :data:`SCENARIOS`.
+        A name of :data:`SCENARIOS` (filled in by :func:`scenario`).
     seed : int
         A seed whose run fails with the quirk on (the sweeps are deterministic per seed).
     checker : str
@@ -135,15 +92,78 @@ class QuirkScenario:
         return env, hdl
 
 
-QUIRK_SCENARIOS: dict[str, QuirkScenario] = {q.quirk: q for q in [
-    QuirkScenario("page_check_address_lockless", "kernel", "lockless_race", 1, "shadow"),
-    QuirkScenario("zap_flush_after_pte_unlock", "kernel", "zap_race", 1, "shadow"),
-    QuirkScenario("notifier_release_unlink_first", "kernel", "release_race", 1, "frame"),
-    QuirkScenario("nonatomic_ptep_get_and_clear", "kernel", "dirty_race", 1, "shadow"),
-    QuirkScenario("quirk_plain_ad_write", "hdl", "dirty_race", 1, "shadow", also=("frame",)),
-    QuirkScenario("quirk_fill_after_inval", "hdl", "dirty_race", 1, "tlb"),
-    QuirkScenario("quirk_ad_on_nonpresent", "hdl", "dirty_race", 1, "frame", also=("shadow",)),
-]}
+def catches(quirk: str, layer: str, *, seed: int = 1, checker: str, env=None,
+            also: tuple = ()) -> QuirkScenario:
+    """A quirk a scenario catches (for :func:`scenario`'s ``quirks``)."""
+    if layer not in ("kernel", "hdl"):
+        raise ValueError(f"Quirk layer must be 'kernel' or 'hdl', not {layer!r}")
+    return QuirkScenario(quirk, layer, "", seed, checker, dict(env or {}), tuple(also))
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One registered scenario.
+
+    Attributes
+    ----------
+    name : str
+        ``COSIM_SCENARIO``; ``rmap-cosim run NAME``.
+    summary : str
+        What it exercises (``rmap-cosim list``).
+    run : callable
+        The coroutine ``run(dut, seed, p, progress, out)``.
+    env : dict
+        Default knobs of :func:`run_scenario` (``COSIM_PHASES``, ``COSIM_ACCESSES``,
+        ``COSIM_NFRAMES``, ``COSIM_STEPS``), small enough for ``make test``;
+        ``COSIM_NFRAMES`` is also the CLI's default memory size.
+    hdl : dict
+        ``hdl.config.MmuConfig`` parameters the scenario needs (merged under the caller's).
+    steps : str
+        What ``--steps`` counts in this scenario ("" when it takes none).
+    quirks : tuple of QuirkScenario
+        The quirks it catches on the RTL.
+    """
+    name: str
+    summary: str
+    run: Callable
+    env: Mapping[str, Any] = field(default_factory=dict)
+    hdl: Mapping[str, Any] = field(default_factory=dict)
+    steps: str = ""
+    quirks: tuple = ()
+
+
+#: name -> :class:`Scenario`, in registration order (the order of ``rmap-cosim list``).
+SCENARIOS: dict[str, Scenario] = {}
+
+
+def scenario(name: str, summary: str, *, env=None, hdl=None, steps: str = "",
+             quirks: tuple = ()):
+    """Decorator: register the coroutine as scenario ``name``.
+
+    Raises
+    ------
+    ValueError
+        ``name`` is registered already, or one of ``quirks`` is caught by another scenario
+        too (a quirk has one scenario in :data:`QUIRK_SCENARIOS`).
+    """
+    def register(fn: Callable) -> Callable:
+        if name in SCENARIOS:
+            raise ValueError(f"Scenario {name!r} is already registered")
+        qs = tuple(replace(q, scenario=name) for q in quirks)
+        for q in qs:
+            if q.quirk in QUIRK_SCENARIOS:
+                raise ValueError(f"Quirk {q.quirk!r} is already caught by scenario "
+                                 f"{QUIRK_SCENARIOS[q.quirk].scenario!r}")
+        SCENARIOS[name] = Scenario(name, " ".join(summary.split()), fn, dict(env or {}),
+                                   dict(hdl or {}), steps, qs)
+        for q in qs:
+            QUIRK_SCENARIOS[q.quirk] = q
+        return fn
+    return register
+
+
+#: Every quirk -> the :class:`QuirkScenario` that exposes it on the RTL (from the registry).
+QUIRK_SCENARIOS: dict[str, QuirkScenario] = {}
 
 
 def run_scenario(name: str, sim: str = "icarus", *, seed: int = 1, env=None, hdl=None,
@@ -274,3 +294,52 @@ def quirk_outcome(quirk: str, sim: str = "icarus", seed: int | None = None) -> d
     }
     out["ok"] = out["detected"] and out["off_passed"]
     return out
+
+
+async def play(dut, seed: int, p: dict) -> tuple:
+    """Run registered scenario ``p["scenario"]`` on ``dut`` (inside a cocotb test).
+
+    Returns
+    -------
+    (system, report)
+        The scenario's :class:`cosim.system.CosimSystem` (or :class:`cosim.system.RaceRun`)
+        and its report (:func:`cosim.system.report`, plus ``extra``, ``segv`` and
+        ``kernel_stats``); ``report["violation"]`` is the violation found, or None.
+
+    Raises
+    ------
+    ValueError
+        Unknown scenario.
+    Exception
+        Whatever broke the scenario before it had a system to report on.
+    """
+    import time
+
+    from cosim.system import CosimViolation, Progress, report
+    from pyrmap.checkers import InvariantViolation
+    if p["scenario"] not in SCENARIOS:
+        raise ValueError(f"Unknown scenario {p['scenario']!r}; known: {', '.join(SCENARIOS)}")
+    progress = Progress()
+    t0 = time.monotonic()
+    out: dict = {}
+    error = None
+    try:
+        await SCENARIOS[p["scenario"]].run(dut, seed, p, progress, out)
+    except (CosimViolation, InvariantViolation) as exc:
+        error = str(exc)
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        if "system" not in out or out["system"].kernel is None:
+            raise
+    s = out["system"]
+    rep = report(s, seed, p, time.monotonic() - t0, error)
+    rep["segv"] = sum(w.stats.get("segv", 0) for w in s.workloads)
+    rep["extra"] = out.get("extra", {})
+    rep["kernel_stats"] = {k: v for k, v in dict(s.kernel.stats).items()
+                           if isinstance(v, int) and v}
+    progress("violation:\n" + error if error else "passed")
+    return s, rep
+
+
+# The scenario modules register themselves on import.
+from . import reclaim, races, layout  # noqa: E402,F401

@@ -59,7 +59,7 @@ bugzoo: $(STAMP) sims
 	$(VPY) -m cosim.bugzoo $(ARGS)
 
 stress: $(STAMP) sims
-	$(VPY) -m pytest -n 2 -m slow $(ARGS)
+	$(VPY) -m pytest -n 2 -m slow --timeout 14400 $(ARGS)
 
 clean:
 	rm -rf sim_build .pytest_cache

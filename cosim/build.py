@@ -486,6 +486,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--waves", action="store_true")
     p.add_argument("--env", action="append", default=[], help="NAME=VALUE for the testbench")
     args = p.parse_args(argv)
+    for e in args.env:
+        if "=" not in e:
+            p.error(f"argument --env: expected NAME=VALUE, not {e!r}")
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     from hdl.config import MmuConfig
     try:

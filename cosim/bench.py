@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from . import build as cb
+from pyrmap.cliargs import ArgumentParser, UsageError, check_writable_file, int_arg
 
 __all__ = ["Workload", "xorshift_stream", "build_image", "write_ports_header",
            "build_harness", "run_harness", "measure", "FIGURES", "main"]
@@ -499,16 +500,16 @@ def run_bench(bp: BenchParams, config, name: str, out=sys.stdout,
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m cosim.bench", description=__doc__.split("\n")[0])
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--npages", type=int, default=32)
-    p.add_argument("--harness-cycles", type=int, default=2_000_000)
-    p.add_argument("--plain-cycles", type=int, default=50_000)
-    p.add_argument("--cosim-accesses", type=int, default=1500,
+    p = ArgumentParser(prog="python -m cosim.bench", description=__doc__.split("\n")[0])
+    p.add_argument("--seed", type=int_arg(0), default=1)
+    p.add_argument("--npages", type=int_arg(1, 512), default=32)
+    p.add_argument("--harness-cycles", type=int_arg(1), default=2_000_000)
+    p.add_argument("--plain-cycles", type=int_arg(1), default=50_000)
+    p.add_argument("--cosim-accesses", type=int_arg(1), default=1500,
                    help="accesses per core of the co-simulation throughput run")
     p.add_argument("--sim", action="append", choices=cb.SIMULATORS,
                    help="simulator(s) to measure (default: both)")
-    p.add_argument("--repeat", type=int, default=2,
+    p.add_argument("--repeat", type=int_arg(1, 100), default=2,
                    help="runs of each figure; the fastest counts (default 2)")
     p.add_argument("--name", default=None, help="results file name (default: bench-<date>)")
     p.add_argument("--config", default=None, help=argparse.SUPPRESS)
@@ -517,11 +518,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None, out=sys.stdout) -> int:
-    a = _parser().parse_args(argv)
-    for flag, v in (("--harness-cycles", a.harness_cycles), ("--plain-cycles", a.plain_cycles),
-                    ("--cosim-accesses", a.cosim_accesses), ("--repeat", a.repeat)):
-        if v < 1:
-            print(f"error: {flag} must be a positive integer, not {v}", file=sys.stderr)
+    try:
+        a = _parser().parse_args(argv)
+    except SystemExit as exc:            # --help (0) or a bad argument (2), already printed
+        return int(exc.code or 0)
+    if a.name is not None:
+        try:
+            if "/" in a.name or a.name in ("", ".", ".."):
+                raise UsageError(f"a results name is a file name under {RESULTS}, not "
+                                 f"{a.name!r}")
+            check_writable_file(str(RESULTS / f"{a.name}.json"))
+        except UsageError as exc:
+            print(f"python -m cosim.bench: error: argument --name: {exc}", file=sys.stderr)
             return 2
     try:
         Workload(npages=a.npages, seed=a.seed)

@@ -236,22 +236,27 @@ def format_table(outcomes: list) -> str:
 
 def main(argv: Optional[list] = None) -> int:
     """Run every quirk against its scenario; print the table; exit 1 if one is missed."""
-    import argparse
     import logging
+
+    from pyrmap.cliargs import ArgumentParser, int_arg
+
     from .build import SIMULATORS
-    p = argparse.ArgumentParser(prog="python -m cosim.bugzoo", description=main.__doc__)
-    p.add_argument("--sim", choices=SIMULATORS, default="icarus")
-    p.add_argument("--runs", type=int, default=None, help="litmus runs per setting")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--only", action="append", default=[], metavar="QUIRK",
-                   help="run only these quirks")
+    names = [q.name for q in QUIRKS]
+    p = ArgumentParser(prog="python -m cosim.bugzoo", description=main.__doc__)
+    p.add_argument("--sim", choices=SIMULATORS, default="icarus",
+                   help="simulator (default %(default)s: many small configurations, each "
+                        "built in seconds)")
+    p.add_argument("--runs", type=int_arg(1, 100_000), default=None,
+                   help="litmus runs per setting")
+    p.add_argument("--seed", type=int_arg(0), default=1)
+    p.add_argument("--only", action="append", default=[], metavar="QUIRK", choices=names,
+                   help=f"run only these quirks: {', '.join(names)}")
     p.add_argument("-v", "--verbose", action="store_true", help="print each scenario's detail")
-    args = p.parse_args(argv)
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as exc:            # --help (0) or a bad argument (2), already printed
+        return int(exc.code or 0)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    names = {q.name for q in QUIRKS}
-    for n in args.only:
-        if n not in names:
-            p.error(f"unknown quirk {n!r}; known: {', '.join(sorted(names))}")
     chosen = [q for q in QUIRKS if not args.only or q.name in args.only]
     missing = _unlisted_quirks()
     outcomes = []

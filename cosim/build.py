@@ -34,6 +34,7 @@ import os
 import re
 import shutil
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -353,6 +354,10 @@ class RunResult:
     seed: int
     command: str
     failures: list[str] = field(default_factory=list)
+    #: The wall-clock limit in seconds when the run hit it (the simulator was killed), else None.
+    timed_out: float | None = None
+    #: The last progress line the testbench wrote before the end (the phase it was in).
+    last_progress: str = ""
 
     def log_tail(self, nchars: int = 4000) -> str:
         try:
@@ -373,9 +378,31 @@ def reproduce_command(sim: str, test_module: str, seed: int, params: Mapping[str
             f"--seed {seed}" + (f" --config {cfg}" if cfg else "") + envs)
 
 
+#: Wall-clock limit of one simulator process when the caller names none (seconds).
+DEFAULT_TIMEOUT = float(os.environ.get("COSIM_TIMEOUT", 1800))
+_SIM_PREFIX_LOCK = threading.Lock()
+
+
+_PROGRESS_LINE = re.compile(r"\[\s*[\d.]+ s\] (.*)$")
+
+
+def _last_progress(path: Path | str | None) -> str:
+    """The last progress line (``[  4.1 s] phase 1/8: ...``) of a progress file or log."""
+    try:
+        lines = Path(path).read_text(errors="replace").strip().splitlines() if path else []
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        m = _PROGRESS_LINE.search(line)
+        if m:
+            return m.group(1).strip()
+    return lines[-1].strip() if lines else ""
+
+
 def run(config, sim: str, test_module: str, *, seed: int, testcase: str | None = None,
         test_dir: Path | None = None, env: Mapping[str, str] | None = None,
-        waves: bool = False, plusargs: list[str] | None = None) -> RunResult:
+        waves: bool = False, plusargs: list[str] | None = None,
+        timeout: float | None = None) -> RunResult:
     """Run the cocotb test module ``test_module`` on ``Top(config)`` under ``sim``.
 
     The build is made or reused (:func:`build`).  The run happens in ``test_dir`` (default:
@@ -383,8 +410,16 @@ def run(config, sim: str, test_module: str, *, seed: int, testcase: str | None =
     ``COSIM_SEED``, ``COSIM_CONFIG`` (JSON of the parameters) and ``COSIM_REPORT`` (where to
     write its JSON report) in its environment, plus ``env``.
 
+    The simulator process has a wall-clock limit of ``timeout`` seconds (default
+    :data:`DEFAULT_TIMEOUT`, or ``$COSIM_TIMEOUT``): past it the process is killed (coreutils
+    ``timeout`` through cocotb's ``SIM_CMD_PREFIX``) and the result names the seed, the last
+    progress line or log line (the phase) and the command that reproduces the run.
+
     Returns a :class:`RunResult`; never raises for a failing test (inspect ``passed``).
     """
+    limit = DEFAULT_TIMEOUT if timeout is None else float(timeout)
+    if not limit > 0:
+        raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
     b = build(config, sim, waves=waves)
     h = b.config_hash
     if test_dir is None:
@@ -427,19 +462,35 @@ def run(config, sim: str, test_module: str, *, seed: int, testcase: str | None =
     passed = True
     # The runner reads PYTEST_CURRENT_TEST to decide to sys.exit on failure; we want the
     # results back instead, so hide it for the call.
-    saved = os.environ.pop("PYTEST_CURRENT_TEST", None)
-    try:
-        runner.test(test_module=test_module, hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog",
-                    build_dir=b.build_dir, test_dir=test_dir, results_xml=str(results_xml),
-                    extra_env=run_env, seed=seed, testcase=testcase,
-                    waves=waves, plusargs=plus, log_file=log_file,
-                    timescale=("1ns", "1ps"))
-    except SystemExit as exc:
-        passed = False
-        failures.append(f"simulator exited with {exc.code}")
-    finally:
-        if saved is not None:
-            os.environ["PYTEST_CURRENT_TEST"] = saved
+    # SIM_CMD_PREFIX is read from this process's environment when the command is built.
+    timed_out = None
+    with _SIM_PREFIX_LOCK:
+        saved = os.environ.pop("PYTEST_CURRENT_TEST", None)
+        saved_prefix = os.environ.get("SIM_CMD_PREFIX")
+        os.environ["SIM_CMD_PREFIX"] = " ".join(
+            filter(None, [f"timeout --kill-after=10 {limit:g}", saved_prefix]))
+        t0 = time.monotonic()
+        try:
+            runner.test(test_module=test_module, hdl_toplevel=TOPLEVEL,
+                        hdl_toplevel_lang="verilog", build_dir=b.build_dir, test_dir=test_dir,
+                        results_xml=str(results_xml), extra_env=run_env, seed=seed,
+                        testcase=testcase, waves=waves, plusargs=plus, log_file=log_file,
+                        timescale=("1ns", "1ps"))
+        except SystemExit as exc:
+            passed = False
+            failures.append(f"simulator exited with {exc.code}")
+        except RuntimeError as exc:          # the runner's "Command failed with return code"
+            passed = False
+            failures.append(f"simulator failed: {exc}")
+        finally:
+            if time.monotonic() - t0 >= limit:
+                timed_out = limit
+            if saved is not None:
+                os.environ["PYTEST_CURRENT_TEST"] = saved
+            if saved_prefix is None:
+                os.environ.pop("SIM_CMD_PREFIX", None)
+            else:
+                os.environ["SIM_CMD_PREFIX"] = saved_prefix
     try:
         from cocotb_tools.check_results import get_results
         ntests, nfailed = get_results(results_xml)
@@ -455,11 +506,15 @@ def run(config, sim: str, test_module: str, *, seed: int, testcase: str | None =
             report = json.loads(report_path.read_text())
         except ValueError as exc:
             failures.append(f"unreadable report {report_path}: {exc}")
+    command = reproduce_command(sim, test_module, seed, nondefault_params(params), testcase,
+                                {k: v for k, v in (env or {}).items() if k != "PYTHONPATH"})
+    progress = _last_progress((env or {}).get("COSIM_PROGRESS")) or _last_progress(log_file)
+    if timed_out is not None:
+        passed = False
+        failures.insert(0, f"timed out after {limit:g} s of wall-clock time (seed {seed}, "
+                           f"last progress: {progress or 'none'}); reproduce: {command}")
     return RunResult(passed, b, test_dir, results_xml, log_file, report, waves_file, seed,
-                     reproduce_command(sim, test_module, seed, nondefault_params(params), testcase,
-                                       {k: v for k, v in (env or {}).items()
-                                        if k != "PYTHONPATH"}),
-                     failures)
+                     command, failures, timed_out, progress)
 
 
 def nondefault_params(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -485,6 +540,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int_arg(0), default=1)
     p.add_argument("--waves", action="store_true")
     p.add_argument("--env", action="append", default=[], help="NAME=VALUE for the testbench")
+    p.add_argument("--timeout", type=int_arg(1), default=None, metavar="SECONDS",
+                   help=f"wall-clock limit of the simulation (default {DEFAULT_TIMEOUT:g})")
     args = p.parse_args(argv)
     for e in args.env:
         if "=" not in e:
@@ -499,10 +556,14 @@ def main(argv: list[str] | None = None) -> int:
         b = build(config, args.sim, waves=args.waves)
         print(b.build_dir)
         return 0
+    if any("=" not in e for e in args.env):
+        p.error(f"argument --env: expected NAME=VALUE, not {next(e for e in args.env if '=' not in e)!r}")
     env = dict(e.split("=", 1) for e in args.env)
     r = run(config, args.sim, args.module, seed=args.seed, testcase=args.testcase,
-            waves=args.waves, env=env)
+            waves=args.waves, env=env, timeout=args.timeout)
     print(r.log_tail())
+    for failure in r.failures:
+        print(f"error: {failure}")
     print(f"{'PASS' if r.passed else 'FAIL'}: {r.command}")
     print(f"run directory: {r.test_dir}")
     if r.waves_file:

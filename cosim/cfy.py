@@ -29,7 +29,6 @@ system by wrapping ``arch.cpu_access``, ``kernel.alloc_page``, ``pyrmap.rmap.pag
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -437,22 +436,22 @@ def total(reports: Sequence[dict]) -> dict:
 
 def main(argv: Optional[Sequence[str]] = None, stdout=sys.stdout) -> int:
     """``python -m cosim.cfy``: the clear-flush-young comparison on the RTL."""
-    p = argparse.ArgumentParser(prog="python -m cosim.cfy", description=main.__doc__)
+    from pyrmap.cliargs import ArgumentParser, int_arg, writable_file
+    p = ArgumentParser(prog="python -m cosim.cfy", description=main.__doc__)
     p.add_argument("--sim", choices=("verilator", "icarus"), default="verilator")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--seeds", type=int, default=1,
+    p.add_argument("--seed", type=int_arg(0), default=1)
+    p.add_argument("--seeds", type=int_arg(1, 1000), default=1,
                    help="run seeds SEED .. SEED+SEEDS-1 and compare their sums")
-    p.add_argument("--phases", type=int, default=3)
-    p.add_argument("--accesses", type=int, default=40)
-    p.add_argument("--nframes", type=int, default=32)
-    p.add_argument("--window", type=int, default=DEFAULT_WINDOW)
-    p.add_argument("--json", default=None, help="write both reports and the comparison here")
-    a = p.parse_args(argv)
-    for flag, v, lo in (("--phases", a.phases, 1), ("--accesses", a.accesses, 1),
-                        ("--nframes", a.nframes, 16), ("--window", a.window, 1),
-                        ("--seed", a.seed, 0), ("--seeds", a.seeds, 1)):
-        if v < lo:
-            p.error(f"{flag} must be at least {lo}, not {v}")
+    p.add_argument("--phases", type=int_arg(1, 10_000), default=3)
+    p.add_argument("--accesses", type=int_arg(1, 1_000_000), default=40)
+    p.add_argument("--nframes", type=int_arg(16, 1 << 16), default=32)
+    p.add_argument("--window", type=int_arg(1), default=DEFAULT_WINDOW)
+    p.add_argument("--json", type=writable_file, default=None,
+                   help="write both reports and the comparison here")
+    try:
+        a = p.parse_args(argv)
+    except SystemExit as exc:            # --help (0) or a bad argument (2), already printed
+        return int(exc.code or 0)
     seeds = list(range(a.seed, a.seed + a.seeds))
     results = []
     ok = True

@@ -30,7 +30,9 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence, TextIO
 
-from pyrmap.checkers import verdict_lines  # importing pyrmap.checkers registers them
+from pyrmap.checkers import verdict_lines
+from hdl.config import MAX_CORES
+from pyrmap.cliargs import UsageError, int_arg, writable_file  # importing pyrmap.checkers registers them
 from pyrmap.checker_registry import checker_title
 
 __all__ = ["main", "UsageError", "parse_args", "format_report"]
@@ -44,10 +46,6 @@ def _scenarios() -> dict:
 DEMO = {"phases": 8, "accesses": 120, "nframes": 32}
 
 
-class UsageError(ValueError):
-    """A bad command-line argument (exit status 2)."""
-
-
 def _kernel_quirks() -> list[str]:
     from pyrmap.kernel import Quirks
     return [f.name for f in dataclasses.fields(Quirks)]
@@ -58,29 +56,29 @@ def _hdl_quirks() -> list[str]:
     return [f.name for f in dataclasses.fields(MmuConfig) if f.name.startswith("quirk_")]
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, not {text!r}")
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {value}")
-    return value
+#: Upper bounds on the run's size flags: beyond them a run takes hours, not minutes.
+MAX_PHASES = 10_000
+MAX_ACCESSES = 1_000_000
+MAX_STEPS = 100_000
+MAX_FRAMES = 1 << 16
+MAX_TIMEOUT = 7 * 24 * 3600
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, not {text!r}")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be non-negative, not {value}")
-    return value
+def default_timeout(phases: int, accesses: int, cores: int, steps: int) -> int:
+    """The wall-clock limit of a run of this size, in seconds: ten minutes of margin (the
+    simulator's start, a loaded machine) plus 0.2 s per access and 10 s per step, several
+    times what Icarus needs."""
+    return int(600 + 0.2 * phases * accesses * cores + 10 * steps)
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         raise UsageError(message)
+
+    def exit(self, status: int = 0, message: Optional[str] = None):
+        if message:
+            raise UsageError(message.strip())
+        raise SystemExit(status)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -89,27 +87,31 @@ def _parser() -> argparse.ArgumentParser:
     sub.required = True
 
     def common(sp, demo=False):
-        sp.add_argument("--sim", choices=("verilator", "icarus"),
-                        default="verilator" if demo else "icarus",
-                        help="simulator (default %(default)s)")
-        sp.add_argument("--seed", type=_seed, default=1, help="seed of the run (default 1)")
-        sp.add_argument("--cores", type=_positive, default=2, help="CPU cores (default 2)")
-        sp.add_argument("--tlb-entries", type=_positive, default=8,
+        sp.add_argument("--sim", choices=("verilator", "icarus"), default="verilator",
+                        help="simulator (default %(default)s: it builds once, then runs "
+                             "several times faster than Icarus)")
+        sp.add_argument("--seed", type=int_arg(0), default=1, help="seed of the run (default 1)")
+        sp.add_argument("--cores", type=int_arg(1, MAX_CORES, "the memory arbiter serves at "
+                                                  "most 16 cores"),
+                        default=2, help="CPU cores (default 2)")
+        sp.add_argument("--tlb-entries", type=int_arg(1), default=8,
                         help="entries of each core's TLB (default 8)")
-        sp.add_argument("--tlb-ways", type=_positive, default=None,
+        sp.add_argument("--tlb-ways", type=int_arg(1), default=None,
                         help="ways (default: fully associative = entries)")
-        sp.add_argument("--phases", type=_positive, default=DEMO["phases"] if demo else None,
+        sp.add_argument("--phases", type=int_arg(1, MAX_PHASES), default=DEMO["phases"] if demo else None,
                         help="workload phases (default: "
                              + (str(DEMO["phases"]) if demo else "the scenario's, else 3")
                              + ")")
-        sp.add_argument("--accesses", type=_positive,
+        sp.add_argument("--accesses", type=int_arg(1, MAX_ACCESSES),
                         default=DEMO["accesses"] if demo else None,
                         help="accesses per core per phase (default: "
                              + (str(DEMO["accesses"]) if demo else "the scenario's, else 40")
                              + ")")
-        sp.add_argument("--nframes", type=_positive, default=None,
+        sp.add_argument("--nframes", type=int_arg(16, MAX_FRAMES, "physical memory is "
+                                                                  "allocated up front"),
+                        default=None,
                         help="physical memory in 4 KiB frames (default: 32, fuzz 64)")
-        sp.add_argument("--steps", type=_positive, default=None,
+        sp.add_argument("--steps", type=int_arg(1, MAX_STEPS), default=None,
                         help=", ".join(f"{sc.steps} of {sc.name}" for sc in
                                        _scenarios().values() if sc.steps)
                         + " (default: the scenario's, else 12)")
@@ -119,7 +121,12 @@ def _parser() -> argparse.ArgumentParser:
                         help="Svade MMU: A/D faults handled by the kernel instead of the "
                              "walker's CAS")
         sp.add_argument("--waves", action="store_true", help="record a waveform")
-        sp.add_argument("--json", metavar="FILE", help="write the figures as JSON")
+        sp.add_argument("--json", metavar="FILE", type=writable_file,
+                        help="write the figures as JSON (checked writable before the run)")
+        sp.add_argument("--timeout", type=int_arg(1, MAX_TIMEOUT), default=None,
+                        metavar="SECONDS",
+                        help="wall-clock limit of the simulation (default: 10 minutes plus "
+                             "0.2 s per access and 10 s per step)")
         sp.add_argument("--quiet", action="store_true", help="no progress display")
 
     run = sub.add_parser("run", help="run a scenario")
@@ -149,6 +156,8 @@ class RunArgs:
     command: str
     #: Every quirk switched on (kernel and hardware), as given.
     quirks: list = dataclasses.field(default_factory=list)
+    #: Wall-clock limit of the simulation, seconds.
+    timeout: int = 600
 
 
 def parse_args(argv: Sequence[str]) -> "RunArgs | str":
@@ -194,12 +203,6 @@ def parse_args(argv: Sequence[str]) -> "RunArgs | str":
     args.accesses = args.accesses or int(sc.env.get("COSIM_ACCESSES", 40))
     args.steps = args.steps or int(sc.env.get("COSIM_STEPS", 12))
     nframes = args.nframes or int(sc.env.get("COSIM_NFRAMES", DEMO["nframes"]))
-    if nframes < 16:
-        raise UsageError(f"a system needs at least 16 frames, not {nframes}")
-    if args.json:
-        parent = Path(args.json).resolve().parent
-        if not parent.is_dir():
-            raise UsageError(f"cannot write {args.json}: directory {parent} does not exist")
     env = {"COSIM_SCENARIO": scenario, "COSIM_PHASES": args.phases,
            "COSIM_ACCESSES": args.accesses, "COSIM_NFRAMES": nframes,
            "COSIM_STEPS": args.steps,
@@ -213,10 +216,14 @@ def parse_args(argv: Sequence[str]) -> "RunArgs | str":
     if args.svade:
         parts.append("--svade")
     parts += [f"--quirk {q}" for q in args.quirk]
+    if args.timeout is not None:
+        parts.append(f"--timeout {args.timeout}")
+    timeout = args.timeout or default_timeout(args.phases, args.accesses, args.cores,
+                                              args.steps)
     command = " ".join(parts)
     env["COSIM_COMMAND"] = command
     return RunArgs(scenario, args.sim, args.seed, params, kernel_quirks, env, args.waves,
-                   args.json, args.quiet, command, list(args.quirk))
+                   args.json, args.quiet, command, list(args.quirk), timeout)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,7 +281,7 @@ def run(a: RunArgs, out: TextIO = sys.stdout) -> int:
         from cosim.scenarios import TB_MODULE
         r = cb.run(config, a.sim, TB_MODULE, seed=a.seed, waves=a.waves,
                    env=dict(a.env, COSIM_PROGRESS=progress,
-                            COCOTB_TEST_FILTER="test_scenario"))
+                            COCOTB_TEST_FILTER="test_scenario"), timeout=a.timeout)
     except RuntimeError as exc:          # the simulator itself died
         print(f"\nerror: the simulation failed: {exc}", file=out)
         print(f"\nFAILED (reproduce: {a.command})", file=out)
@@ -285,6 +292,12 @@ def run(a: RunArgs, out: TextIO = sys.stdout) -> int:
             tail.join()
         os.unlink(progress)
     seconds = time.monotonic() - t0
+    if r.timed_out is not None:
+        print(f"\nerror: the simulation timed out after {r.timed_out:g} s of wall-clock time "
+              f"(seed {a.seed}, in: {r.last_progress or 'start-up'}); run directory "
+              f"{r.test_dir}", file=out)
+        print(f"\nFAILED (reproduce: {a.command}; --timeout SECONDS sets the limit)", file=out)
+        return 1
     rep = r.report
     if rep is None:
         print(f"\nthe simulation produced no report ({'; '.join(r.failures)}); log tail:",
@@ -299,8 +312,11 @@ def run(a: RunArgs, out: TextIO = sys.stdout) -> int:
     if r.waves_file:
         print(f"waves: {r.waves_file}", file=out)
     if a.json:
-        Path(a.json).write_text(json.dumps(rep, indent=2, default=str) + "\n")
-        print(f"figures written to {a.json}", file=out)
+        try:
+            Path(a.json).write_text(json.dumps(rep, indent=2, default=str) + "\n")
+            print(f"figures written to {a.json}", file=out)
+        except OSError as exc:           # checked before the run; the disk may still fail
+            print(f"error: cannot write {a.json}: {exc.strerror or exc}", file=out)
     ok = r.passed and rep.get("passed", False)
     if ok:
         from cosim.scenarios import unexercised_quirks
@@ -399,9 +415,7 @@ def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout) -> int:
     try:
         a = parse_args(argv)
     except UsageError as exc:
-        print(f"python -m cosim: error: {exc}", file=sys.stderr)
-        print("usage: python -m cosim {run SCENARIO | demo | list | litmus FILE...} "
-              "[options]; python -m cosim run --help", file=sys.stderr)
+        print(f"python -m cosim: error: {exc} (see python -m cosim --help)", file=sys.stderr)
         return 2
     if a == "list":
         return list_all(out)

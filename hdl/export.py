@@ -13,7 +13,6 @@ designs can be compared.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -119,25 +118,35 @@ def _count(coarse, fine) -> dict:
 
 
 def _parser():
-    p = argparse.ArgumentParser(
+    from pyrmap.cliargs import ArgumentParser, int_arg, writable_dir
+
+    from .config import MAX_CORES, MAX_DEV_ENTRIES, MAX_SUPERPAGE_ENTRIES, MAX_TLB_ENTRIES
+    p = ArgumentParser(
         prog="python -m hdl.export",
         description="Write the Verilog of a Top configuration (or of several: --tlb-entries, "
                     "--tlb-ways and --replacement take several values; every combination is "
                     "exported, and with --stat compared in one table).")
     d = MmuConfig()
-    p.add_argument("--cores", type=int, default=d.ncores)
-    p.add_argument("--tlb-entries", type=int, nargs="+", default=[d.tlb_entries])
-    p.add_argument("--tlb-ways", type=int, nargs="+", default=None,
-                   help="default: = --tlb-entries (fully associative)")
+    size = "TLB entries are registers compared in parallel"
+    p.add_argument("--cores", type=int_arg(1, MAX_CORES, "the memory arbiter serves at most "
+                                                       "16 cores"), default=d.ncores)
+    p.add_argument("--tlb-entries", type=int_arg(1, MAX_TLB_ENTRIES, size), nargs="+",
+                   default=[d.tlb_entries])
+    p.add_argument("--tlb-ways", type=int_arg(1, MAX_TLB_ENTRIES, size), nargs="+",
+                   default=None, help="default: = --tlb-entries (fully associative)")
     p.add_argument("--replacement", choices=REPLACEMENTS, nargs="+", default=[d.replacement])
-    p.add_argument("--superpage-entries", type=int, default=d.superpage_entries)
-    p.add_argument("--asid-bits", type=int, default=d.asid_bits)
+    p.add_argument("--superpage-entries", type=int_arg(1, MAX_SUPERPAGE_ENTRIES, size),
+                   default=d.superpage_entries)
+    p.add_argument("--asid-bits", type=int_arg(0, 16, "satp.ASID has 16 bits"),
+                   default=d.asid_bits)
     p.add_argument("--svade", action="store_true", help="Svade: page fault instead of A/D update")
-    p.add_argument("--dev-entries", type=int, default=d.dev_entries)
+    p.add_argument("--dev-entries", type=int_arg(1, MAX_DEV_ENTRIES, size),
+                   default=d.dev_entries)
     p.add_argument("--arbitration", choices=ARBITRATIONS, default=d.arbitration)
     p.add_argument("--quirk", action="append", choices=QUIRKS, default=[],
                    help="switch on a hardware quirk (repeatable)")
-    p.add_argument("--out-dir", default=str(DEFAULT_OUT))
+    p.add_argument("--out-dir", type=writable_dir, default=str(DEFAULT_OUT),
+                   help="where <config hash>/top.v goes (checked writable first)")
     p.add_argument("--stat", action="store_true", help="print a Yosys cell-count summary")
     return p
 
@@ -172,7 +181,10 @@ def config_from_args(args) -> MmuConfig:
 
 
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:            # --help (0) or a bad argument (2), already printed
+        return int(exc.code or 0)
     configs = configs_from_args(args)
     bad = [c for c in configs if isinstance(c, str)]
     good = [c for c in configs if not isinstance(c, str)]

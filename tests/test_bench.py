@@ -105,9 +105,11 @@ def test_measure_reports_wall_and_peak_rss():
 
 def test_cli_rejects_bad_arguments(capsys):
     assert bench.main(["--plain-cycles", "0"]) == 2
-    assert "--plain-cycles must be a positive integer, not 0" in capsys.readouterr().err
+    assert "argument --plain-cycles: must be at least 1, not 0" in capsys.readouterr().err
     assert bench.main(["--npages", "600"]) == 2
-    assert "Workload page count must be 1..512, not 600" in capsys.readouterr().err
+    assert "argument --npages: must be at most 512, not 600" in capsys.readouterr().err
+    assert bench.main(["--name", "../x"]) == 2
+    assert "argument --name: a results name is a file name" in capsys.readouterr().err
 
 
 def test_plain_driver_same_stream_on_both_simulators():

@@ -120,10 +120,10 @@ def _cli(*args, timeout=900):
     (["run", "reclaim", "--tlb-entries", "12", "--tlb-ways", "8"],
      "TLB has 12 entries, which is not a multiple of 8 ways"),
     (["run", "reclaim", "--quirk", "bogus"], "unknown quirk 'bogus'"),
-    (["run", "reclaim", "--cores", "0"], "argument --cores: must be a positive integer, not 0"),
+    (["run", "reclaim", "--cores", "0"], "argument --cores: must be at least 1, not 0"),
     (["run", "reclaim", "--sim", "modelsim"], "argument --sim: invalid choice: 'modelsim'"),
     (["run", "reclaim", "--json", "/nonexistent/dir/x.json"], "directory /nonexistent/dir"),
-    (["run", "reclaim", "--nframes", "8"], "at least 16 frames, not 8"),
+    (["run", "reclaim", "--nframes", "8"], "argument --nframes: must be at least 16, not 8"),
 ])
 def test_cli_bad_arguments(args, message):
     """Bad arguments: a one-line message on stderr saying what is wrong, exit status 2."""

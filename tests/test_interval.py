@@ -38,3 +38,37 @@ def test_errors():
     idx.remove(a)
     with pytest.raises(KeyError):
         idx.remove(a)
+
+
+def test_tree_stays_shallow_and_consistent_under_churn():
+    """16k intervals inserted and half removed: the treap's height stays logarithmic (a
+    rebuild-free index that degenerated into a list would be 16k deep) and every subtree's
+    augmented maximum is right."""
+    import random
+    rng = random.Random(5)
+    idx = IntervalIndex()
+    items = []
+    for k in range(16384):
+        first = rng.randrange(1 << 20)
+        item = (k,)
+        idx.insert(first, first + rng.randrange(64), item)
+        items.append(item)
+    for item in items[::2]:
+        idx.remove(item)
+    assert len(idx) == 8192
+    assert idx.depth() < 60
+
+    def check(n):
+        if n is None:
+            return -1
+        m = max(n.last, check(n.left), check(n.right))
+        assert n.maxlast == m
+        if n.left is not None:
+            assert n.left.key < n.key and n.left.prio <= n.prio
+        if n.right is not None:
+            assert n.right.key > n.key and n.right.prio <= n.prio
+        return m
+
+    import sys
+    sys.setrecursionlimit(10000)
+    check(idx._root)

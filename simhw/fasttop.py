@@ -1,0 +1,116 @@
+"""FastTop: the MMU (``hdl.top.Top``) inside the fast path's simulation-only gateware."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from hdl.config import MmuConfig
+from hdl.layouts import inval_signature
+from hdl.top import Top
+
+from .memory import WRITE_RECORD_WIDTH, SimMemory, sw_signature
+from .ring import LogRing, ring_control_signature
+from .traffic import CYCLE_WIDTH, RECORD_WIDTH, TrafficEngine, control_signature
+
+__all__ = ["FastTop"]
+
+
+class FastTop(wiring.Component):
+    """``Top`` with its memory, one traffic engine and one access log per core.
+
+    Parameters
+    ----------
+    config : MmuConfig
+        The MMU.
+    words_log2 : int
+        The memory holds ``2**words_log2`` 64-bit words (see :class:`simhw.memory.SimMemory`).
+    latency : int
+        Memory response latency in cycles.
+    log_log2 : int
+        log2 of each core's access-log ring depth.
+    wlog_log2 : int
+        log2 of the depth of the ring of the MMU's memory writes (walker A/D updates).
+    verilog : bool
+        Storage arrays for Verilog export (see :class:`simhw.ram.Ram`).
+
+    Members
+    -------
+    eng{i} : Out(control_signature)
+        Core ``i``'s traffic engine (configuration, control, status).
+    inval{i} : In(inval_signature)
+        Core ``i``'s invalidation port (passed to the MMU).
+    log{i} : Out(ring_control_signature())
+        Core ``i``'s access log (records: :data:`simhw.traffic.RECORD_FIELDS`).
+    wlog : Out(ring_control_signature())
+        The MMU's memory writes (records: ``addr`` then ``data``).
+    sw : In(sw_signature())
+        The software port of the memory.
+    cycle : Out(CYCLE_WIDTH)
+        Cycles since reset.
+    event : Out(1)
+        Some engine faulted or is done, or some ring is half full: software has work.
+
+    The submodules are ``top`` (the MMU: ``top.core<i>.tlb.e<j>`` …), ``memory`` (its array:
+    ``memory.storage``), ``engine<i>``, ``ring<i>`` (array ``ring<i>.ram.ram.storage``) and
+    ``wring``.
+    """
+
+    def __init__(self, config: MmuConfig, *, words_log2: int, latency: int = 0,
+                 log_log2: int = 12, wlog_log2: int = 8, verilog: bool = False):
+        if not isinstance(config, MmuConfig):
+            raise TypeError(f"Config must be an MmuConfig, not {config!r}")
+        self.config = config
+        self.top = Top(config)
+        n = config.ncores
+        self.memory = SimMemory(words_log2=words_log2, ndata=n, latency=latency,
+                                verilog=verilog)
+        self.engines = [TrafficEngine(asid_bits=config.asid_bits) for _ in range(n)]
+        self.rings = [LogRing(width=RECORD_WIDTH, depth_log2=log_log2, verilog=verilog) for _ in range(n)]
+        self.wring = LogRing(width=WRITE_RECORD_WIDTH, depth_log2=wlog_log2,
+                             verilog=verilog)
+        members = {}
+        for i in range(n):
+            members[f"eng{i}"] = Out(control_signature(config.asid_bits))
+            members[f"inval{i}"] = In(inval_signature(config.asid_bits))
+            members[f"log{i}"] = Out(ring_control_signature())
+        members["wlog"] = Out(ring_control_signature())
+        members["sw"] = In(sw_signature())
+        members["cycle"] = Out(CYCLE_WIDTH)
+        members["event"] = Out(1)
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self.config.ncores
+        m.submodules.top = top = self.top
+        m.submodules.memory = mem = self.memory
+        m.submodules.wring = wring = self.wring
+        cycle = Signal(CYCLE_WIDTH)
+        m.d.sync += cycle.eq(cycle + 1)
+        m.d.comb += self.cycle.eq(cycle)
+        wiring.connect(m, top.mem, mem.mmu)
+        wiring.connect(m, wiring.flipped(self.sw), mem.sw)
+        m.d.comb += [wring.push.valid.eq(mem.wlog.valid),
+                     wring.push.data.eq(Cat(mem.wlog.addr, mem.wlog.data))]
+        wiring.connect(m, wiring.flipped(self.wlog), wring.ctl)
+        events = [wring.ctl.half]
+        for i in range(n):
+            eng, ring = self.engines[i], self.rings[i]
+            m.submodules[f"engine{i}"] = eng
+            m.submodules[f"ring{i}"] = ring
+            port = getattr(top, f"cpu{i}")
+            wiring.connect(m, eng.cpu, port.req)
+            wiring.connect(m, port.resp, eng.cpu_resp)
+            wiring.connect(m, wiring.flipped(getattr(self, f"inval{i}")), port.inval)
+            m.d.comb += eng.inval_ack.eq(port.inval.ack)
+            wiring.connect(m, eng.data, mem.data[i])
+            wiring.connect(m, eng.log, ring.push)
+            wiring.connect(m, wiring.flipped(getattr(self, f"log{i}")), ring.ctl)
+            wiring.connect(m, wiring.flipped(getattr(self, f"eng{i}")), eng.ctl)
+            m.d.comb += eng.cycle.eq(cycle)
+            ctl = getattr(self, f"eng{i}")
+            events += [ctl.faulted, ctl.done, ring.ctl.half]
+        m.d.comb += self.event.eq(Cat(*events).any())
+        return m

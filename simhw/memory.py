@@ -1,0 +1,220 @@
+"""SimMemory: the fast path's physical memory, in gateware."""
+
+from __future__ import annotations
+
+import enum
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from hdl.layouts import PA_WIDTH, mem_signature
+
+from .ram import Ram
+
+__all__ = ["SimMemory", "SwOp", "sw_signature", "data_signature", "MAX_WORDS_LOG2",
+           "WRITE_RECORD_WIDTH"]
+
+#: Largest memory: 2**24 words (128 MiB).  Simulators hold the array in host memory.
+MAX_WORDS_LOG2 = 24
+
+#: Records of the MMU port's writes: ``addr`` (PA_WIDTH bits) then ``data`` (64 bits).
+WRITE_RECORD_WIDTH = PA_WIDTH + 64
+
+
+class SwOp(enum.IntEnum):
+    """Operations of the software port (and the data ports, which use READ and WRITE)."""
+    READ = 0
+    WRITE = 1
+    CAS = 2
+    XCHG = 3
+
+
+def sw_signature() -> wiring.Signature:
+    """The software port (initiator view): as :func:`hdl.layouts.mem_signature` with a 2-bit
+    ``op`` taking :class:`SwOp` (READ, WRITE, CAS, XCHG); ``rdata`` is the old value."""
+    return mem_signature()
+
+
+def data_signature() -> wiring.Signature:
+    """A traffic engine's data port (initiator view): READ or WRITE of one word."""
+    return mem_signature()
+
+
+def _check_int(name, value, minimum):
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise TypeError(f"{name} must be an integer of at least {minimum}, not {value!r}")
+
+
+class SimMemory(wiring.Component):
+    """A memory of ``2**words_log2`` 64-bit words at physical addresses [0, 8 * 2**words_log2).
+
+    Requests come from the software port (first priority), the MMU port (second) and the data
+    ports (round robin among them, last).  One operation runs at a time: a request is taken in
+    a cycle where the memory is idle (``ready`` of that port high); in the next cycle the word is
+    read and written (WRITE; CAS when the word equals ``cmp``; XCHG), and the response pulses
+    ``latency`` cycles after that (``latency`` 0: in that same cycle, so an operation takes two
+    cycles).  An address
+    outside the memory answers with ``err`` and writes nothing; ``rdata`` always holds the old
+    value (READ data; CAS: success iff it equals ``cmp``).
+
+    Every write the MMU port makes (a walker's WRITE or successful CAS) is reported on
+    ``wlog`` in the cycle it happens, so the software's copy of memory can follow it.
+
+    Parameters
+    ----------
+    words_log2 : int
+        log2 of the word count (1 ... ``MAX_WORDS_LOG2``).
+    ndata : int
+        Number of data ports (one per traffic engine; 0 allowed).
+    latency : int
+        Cycles between the access and the response pulse (0 ... 255).
+    verilog : bool
+        Storage for Verilog export (see :class:`simhw.ram.Ram`).
+
+    Members
+    -------
+    mmu : In(mem_signature(src=True))
+        Answers ``hdl.top.Top.mem`` (READ, WRITE, CAS).
+    sw : In(sw_signature())
+        The software port (:class:`SwOp`).
+    data : In(data_signature()) array of ``ndata``
+        The traffic engines' data accesses (READ, WRITE).
+    wlog : Out
+        ``valid`` pulse with ``addr`` and ``data`` of each MMU-port write.
+    busy : Out(1)
+        An operation is in progress.
+    """
+
+    def __init__(self, *, words_log2: int, ndata: int = 0, latency: int = 0,
+                 verilog: bool = False):
+        _check_int("Words log2", words_log2, 1)
+        if words_log2 > MAX_WORDS_LOG2:
+            raise ValueError(f"Words log2 is {words_log2}, which is more than "
+                             f"{MAX_WORDS_LOG2} (a {8 << MAX_WORDS_LOG2 >> 20} MiB memory)")
+        _check_int("Data port count", ndata, 0)
+        _check_int("Latency", latency, 0)
+        if latency > 255:
+            raise ValueError(f"Latency is {latency} cycles, which is more than 255")
+        self.words_log2 = words_log2
+        self.ndata = ndata
+        self.latency = latency
+        self.verilog = bool(verilog)
+        #: The storage array (:class:`simhw.ram.Ram`).
+        self.ram = Ram(width=64, abits=words_log2, verilog=verilog)
+        members = {
+            "mmu": In(mem_signature(src=True)),
+            "sw": In(sw_signature()),
+            "wlog": Out(wiring.Signature({"valid": Out(1), "addr": Out(PA_WIDTH),
+                                          "data": Out(64)})),
+            "busy": Out(1),
+        }
+        if ndata:
+            members["data"] = In(data_signature()).array(ndata)
+        super().__init__(members)
+
+    @property
+    def size(self) -> int:
+        """Bytes of memory."""
+        return 8 << self.words_log2
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.ram = ram = self.ram
+
+        ports = [self.sw, self.mmu] + [self.data[i] for i in range(self.ndata)]
+        nports = len(ports)
+        SW, MMU = 0, 1
+        cur = Signal(range(nports))
+        op = Signal(2)
+        addr = Signal(PA_WIDTH)
+        wdata = Signal(64)
+        cmp = Signal(64)
+        err = Signal()
+        old = Signal(64)
+        wait = Signal(8)
+        rr = Signal(range(max(self.ndata, 1)))     # round robin among the data ports
+
+        def in_range(a):
+            return (a >> (self.words_log2 + 3)) == 0
+
+        # Choose: sw, then mmu, then the data ports starting at `rr`.
+        choice = Signal(range(nports))
+        any_valid = Signal()
+        with m.If(self.sw.req.valid):
+            m.d.comb += [choice.eq(SW), any_valid.eq(1)]
+        with m.Elif(self.mmu.req.valid):
+            m.d.comb += [choice.eq(MMU), any_valid.eq(1)]
+        with m.Else():
+            for start in range(self.ndata):
+                with m.If(rr == start):
+                    order = [(start + k) % self.ndata for k in range(self.ndata)]
+                    for i in reversed(order):
+                        with m.If(self.data[i].req.valid):
+                            m.d.comb += [choice.eq(2 + i), any_valid.eq(1)]
+
+        resp_data = Signal(64)
+        resp_err = Signal()
+        for p in ports:
+            m.d.comb += [p.resp.rdata.eq(resp_data), p.resp.err.eq(resp_err)]
+        m.d.comb += [
+            ram.raddr.eq(addr[3:3 + self.words_log2]),
+            ram.waddr.eq(addr[3:3 + self.words_log2]),
+            ram.wdata.eq(wdata),
+            self.wlog.addr.eq(addr),
+            self.wlog.data.eq(wdata),
+        ]
+
+        def respond(m):
+            for i, p in enumerate(ports):
+                with m.If(cur == i):
+                    m.d.comb += p.resp.valid.eq(1)
+
+        with m.FSM(name="mem"):
+            with m.State("IDLE"):
+                for i, p in enumerate(ports):
+                    with m.If(any_valid & (choice == i)):
+                        m.d.comb += p.req.ready.eq(1)
+                        m.d.sync += [op.eq(p.req.op), addr.eq(p.req.addr),
+                                     wdata.eq(p.req.wdata), cmp.eq(p.req.cmp)]
+                        if i >= 2:
+                            m.d.sync += rr.eq((i - 2 + 1) % self.ndata)
+                with m.If(any_valid):
+                    m.d.sync += cur.eq(choice)
+                    m.next = "ACCESS"
+                # The read port addresses the request's word from the next cycle on.
+                for i, p in enumerate(ports):
+                    with m.If(any_valid & (choice == i)):
+                        m.d.comb += ram.raddr.eq(p.req.addr[3:3 + self.words_log2])
+            with m.State("ACCESS"):
+                m.d.comb += self.busy.eq(1)
+                ok = in_range(addr)
+                data_op = Signal(2)
+                # The data ports know READ and WRITE only.
+                m.d.comb += data_op.eq(op)
+                with m.If((cur >= 2) & (op > SwOp.WRITE)):
+                    m.d.comb += data_op.eq(SwOp.READ)
+                # The MMU port's op 3 is not an operation: answer it as a bus error.
+                bad = (cur == MMU) & (op == SwOp.XCHG)
+                good = Signal()
+                m.d.comb += good.eq(ok & ~bad)
+                writes = good & ((data_op == SwOp.WRITE) | (data_op == SwOp.XCHG)
+                                 | ((data_op == SwOp.CAS) & (ram.rdata == cmp)))
+                m.d.comb += [ram.we.eq(writes), self.wlog.valid.eq(writes & (cur == MMU))]
+                if self.latency == 0:
+                    m.d.comb += [resp_data.eq(Mux(good, ram.rdata, 0)), resp_err.eq(~good)]
+                    respond(m)
+                    m.next = "IDLE"
+                else:
+                    m.d.sync += [old.eq(Mux(good, ram.rdata, 0)), err.eq(~good),
+                                 wait.eq(self.latency)]
+                    m.next = "WAIT"
+            if self.latency:
+                with m.State("WAIT"):
+                    m.d.comb += self.busy.eq(1)
+                    m.d.sync += wait.eq(wait - 1)
+                    with m.If(wait == 1):
+                        m.d.comb += [resp_data.eq(old), resp_err.eq(err)]
+                        respond(m)
+                        m.next = "IDLE"
+        return m

@@ -1,0 +1,272 @@
+"""TrafficEngine: one core's loads, stores and fetches, generated in gateware."""
+
+from __future__ import annotations
+
+import enum
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from hdl.core import cpu_req_signature, cpu_resp_signature
+from hdl.layouts import PA_WIDTH, AccessType, FaultKind
+
+from .memory import SwOp, data_signature
+
+__all__ = ["TrafficEngine", "Mode", "RECORD_FIELDS", "RECORD_WIDTH", "control_signature",
+           "xorshift64", "CYCLE_WIDTH"]
+
+CYCLE_WIDTH = 40
+
+
+class Mode(enum.IntEnum):
+    """Address streams over the window [base, base + 2**span_log2)."""
+    #: Every word equally likely.
+    UNIFORM = 0
+    #: A power law (density ~ 1/offset, Zipf's law with exponent 1, the hot end at ``base``):
+    #: the offset is uniform below a bound that is itself log-uniform.
+    ZIPF = 1
+    #: ``offset += stride`` (wrapping).
+    STRIDE = 2
+    #: A dependent chain: the next offset is the previous one plus the last loaded value plus 8.
+    CHASE = 3
+    #: Replay: record ``k`` (a 64-bit word at physical address ``trace_base + 8k``) holds the
+    #: offset with the AccessType in bits [1:0]; ``k`` wraps at ``trace_len``.
+    TRACE = 4
+
+
+# The access-log record, least significant field first: (name, width).
+RECORD_FIELDS = (
+    ("start", CYCLE_WIDTH),   # cycle the MMU accepted the request
+    ("done", CYCLE_WIDTH),    # cycle the memory took the data access (fault: of the response)
+    ("va", 48),               # the virtual address (bits 47..0)
+    ("pa", PA_WIDTH),         # the physical address (0 on a fault)
+    ("data", 64),             # the value loaded or stored
+    ("op", 2),                # AccessType
+    ("fault", 2),             # FaultKind
+    ("hit", 1),               # the translation came from the TLB
+)
+RECORD_WIDTH = sum(w for _, w in RECORD_FIELDS)
+
+
+def xorshift64(x):
+    """One step of Marsaglia's xorshift64 (13, 7, 17) on a 64-bit Value or int."""
+    if isinstance(x, int):
+        mask = (1 << 64) - 1
+        x ^= (x << 13) & mask
+        x ^= x >> 7
+        x ^= (x << 17) & mask
+        return x
+    a = (x ^ (x << 13))[:64]
+    b = a ^ (a >> 7)
+    return (b ^ (b << 17))[:64]
+
+
+def control_signature(asid_bits: int) -> wiring.Signature:
+    """Configuration, control and status of one engine (as seen from the engine)."""
+    aw = max(asid_bits, 1)
+    return wiring.Signature({
+        # configuration, held by software
+        "mode": In(3), "base": In(64), "span_log2": In(6), "stride": In(32),
+        "store_p": In(8), "fetch_p": In(8), "user": In(1), "sum": In(1),
+        "asid": In(aw), "root": In(44), "seed": In(64),
+        "trace_base": In(PA_WIDTH), "trace_len": In(32), "limit": In(48),
+        # control
+        "run": In(1), "load_seed": In(1), "resume": In(1),
+        # status
+        "faulted": Out(1), "fault_va": Out(64), "fault_op": Out(2), "fault_kind": Out(2),
+        "done": Out(1), "count": Out(48), "squashes": Out(32),
+    })
+
+
+class TrafficEngine(wiring.Component):
+    """Issues one core's accesses through its MMU port and performs them in memory.
+
+    Each access: the address and kind are drawn (:class:`Mode`; a store when an 8-bit random
+    number is below ``store_p``, else a fetch when below ``store_p + fetch_p``, else a load);
+    the request goes to the MMU (``cpu.req``); on a successful translation the word at the
+    physical address is read (load, fetch) or written (store, with a random 64-bit value) on
+    ``data``; then one record goes to ``log``.  On a fault the record is logged and the engine
+    stops with ``ctl.faulted`` high until ``ctl.resume`` pulses, then issues the same access
+    again.  An invalidation acknowledged on the core (``inval_ack``) after the request was
+    accepted and before the memory took the data access makes the engine issue the access again
+    (an instruction the shootdown interrupted; ``ctl.squashes`` counts these).
+
+    The engine runs while ``ctl.run`` is high, until ``ctl.count`` reaches ``ctl.limit``
+    (``limit`` 0: no limit), then raises ``ctl.done``.  ``ctl.load_seed`` loads the generator,
+    the stream position and the counters.
+
+    Parameters
+    ----------
+    asid_bits : int
+
+    Members
+    -------
+    cpu : Out(cpu_req_signature) / cpu_resp : In(cpu_resp_signature)
+        The core's MMU port.
+    inval_ack : In(1)
+        The core's invalidation acknowledgement.
+    data : Out(data_signature())
+        Data accesses (READ, WRITE) at physical addresses.
+    log : Out
+        ``valid``/``ready``, ``data``: :data:`RECORD_FIELDS` packed.
+    cycle : In(CYCLE_WIDTH)
+        The cycle counter.
+    ctl : Out(control_signature(asid_bits))
+        Directions as declared: configuration and control in, status out.
+    """
+
+    def __init__(self, *, asid_bits: int = 9):
+        self.asid_bits = asid_bits
+        super().__init__({
+            "cpu": Out(cpu_req_signature(asid_bits)),
+            "cpu_resp": In(cpu_resp_signature()),
+            "inval_ack": In(1),
+            "data": Out(data_signature()),
+            "log": Out(wiring.Signature({"valid": Out(1), "ready": In(1),
+                                         "data": Out(RECORD_WIDTH)})),
+            "cycle": In(CYCLE_WIDTH),
+            "ctl": Out(control_signature(asid_bits)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self.ctl
+        rng = Signal(64, init=1)
+        nxt = Signal(64)
+        m.d.comb += nxt.eq(xorshift64(rng))
+        mask = Signal(64)
+        m.d.comb += mask.eq(((Const(1, 65) << c.span_log2) - 1)[:64] & ~Const(7, 64))
+
+        off = Signal(64)          # offset of the current access in the window
+        op = Signal(2)
+        va = Signal(64)
+        pa = Signal(PA_WIDTH)
+        hit = Signal()
+        start = Signal(CYCLE_WIDTH)
+        done_c = Signal(CYCLE_WIDTH)
+        value = Signal(64)        # store data / loaded data
+        last_load = Signal(64)
+        fault = Signal(2)
+        squash = Signal()
+        count = Signal(48)
+        squashes = Signal(32)
+        tidx = Signal(32)         # trace position
+        m.d.comb += [c.count.eq(count), c.squashes.eq(squashes),
+                     c.done.eq((c.limit != 0) & (count >= c.limit))]
+        m.d.comb += va.eq(c.base + off)
+
+        # The next access (non-trace modes), from the generator's current value.
+        r = rng
+        shift = Signal(6)
+        m.d.comb += shift.eq((r[58:64] * c.span_log2)[6:12])
+        next_off = Signal(64)
+        with m.Switch(c.mode):
+            with m.Case(Mode.ZIPF):
+                m.d.comb += next_off.eq(r & (mask >> shift) & ~Const(7, 64))
+            with m.Case(Mode.STRIDE):
+                m.d.comb += next_off.eq((off + c.stride) & mask)
+            with m.Case(Mode.CHASE):
+                m.d.comb += next_off.eq((off + last_load + 8) & mask)
+            with m.Default():
+                m.d.comb += next_off.eq(r & mask)
+        r8 = r[48:56]
+        next_op = Signal(2)
+        with m.If(r8 < c.store_p):
+            m.d.comb += next_op.eq(AccessType.STORE)
+        with m.Elif(r8 < c.store_p + c.fetch_p):
+            m.d.comb += next_op.eq(AccessType.FETCH)
+        with m.Else():
+            m.d.comb += next_op.eq(AccessType.LOAD)
+
+        m.d.comb += [
+            self.cpu.vaddr.eq(va), self.cpu.op.eq(op), self.cpu.user.eq(c.user),
+            self.cpu.sum.eq(c.sum), self.cpu.asid.eq(c.asid), self.cpu.root.eq(c.root),
+            c.fault_va.eq(va), c.fault_op.eq(op), c.fault_kind.eq(fault),
+        ]
+        fields = {"start": start, "done": done_c, "va": va[:48], "pa": pa, "data": value,
+                  "op": op, "fault": fault, "hit": hit}
+        m.d.comb += self.log.data.eq(Cat(*[fields[name][:w] for name, w in RECORD_FIELDS]))
+
+        with m.FSM(name="traffic"):
+            with m.State("IDLE"):
+                with m.If(c.load_seed):
+                    m.d.sync += [rng.eq(Mux(c.seed == 0, 1, c.seed)), count.eq(0),
+                                 squashes.eq(0), off.eq(0), tidx.eq(0), last_load.eq(0)]
+                with m.Elif(c.run & ~c.done):
+                    m.next = "NEXT"
+            with m.State("NEXT"):
+                # Draw the access (trace mode: fetch its record first).
+                with m.If(c.mode == Mode.TRACE):
+                    m.next = "TRACE"
+                with m.Else():
+                    m.d.sync += [off.eq(next_off), op.eq(next_op), value.eq(nxt),
+                                 rng.eq(nxt)]
+                    m.next = "REQ"
+            with m.State("TRACE"):
+                m.d.comb += [self.data.req.valid.eq(1), self.data.req.op.eq(SwOp.READ),
+                             self.data.req.addr.eq(c.trace_base + (tidx << 3))]
+                with m.If(self.data.req.ready):
+                    m.next = "TRACE_WAIT"
+            with m.State("TRACE_WAIT"):
+                with m.If(self.data.resp.valid):
+                    rec = self.data.resp.rdata
+                    m.d.sync += [off.eq(rec & mask), op.eq(Mux(rec[:2] == 3, 0, rec[:2])),
+                                 value.eq(nxt), rng.eq(nxt),
+                                 tidx.eq(Mux(tidx + 1 >= c.trace_len, 0, tidx + 1))]
+                    m.next = "REQ"
+            with m.State("REQ"):
+                m.d.comb += self.cpu.valid.eq(1)
+                with m.If(self.cpu.ready):
+                    m.d.sync += [start.eq(self.cycle), squash.eq(0)]
+                    m.next = "RESP"
+            with m.State("RESP"):
+                with m.If(self.inval_ack):
+                    m.d.sync += squash.eq(1)
+                with m.If(self.cpu_resp.valid):
+                    m.d.sync += [pa.eq(self.cpu_resp.paddr), hit.eq(self.cpu_resp.hit),
+                                 fault.eq(self.cpu_resp.fault), done_c.eq(self.cycle)]
+                    with m.If(squash | self.inval_ack):
+                        m.d.sync += squashes.eq(squashes + 1)
+                        m.next = "REQ"
+                    with m.Elif(self.cpu_resp.fault != FaultKind.NONE):
+                        m.d.sync += value.eq(0)
+                        m.next = "LOG"
+                    with m.Else():
+                        m.next = "DATA"
+            with m.State("DATA"):
+                m.d.comb += [self.data.req.valid.eq(~self.inval_ack),
+                             self.data.req.op.eq(Mux(op == AccessType.STORE, SwOp.WRITE,
+                                                     SwOp.READ)),
+                             self.data.req.addr.eq(pa), self.data.req.wdata.eq(value)]
+                with m.If(self.inval_ack):
+                    m.d.sync += squashes.eq(squashes + 1)
+                    m.next = "REQ"
+                with m.Elif(self.data.req.ready):
+                    m.d.sync += done_c.eq(self.cycle)
+                    m.next = "DATA_WAIT"
+            with m.State("DATA_WAIT"):
+                with m.If(self.data.resp.valid):
+                    with m.If(op != AccessType.STORE):
+                        m.d.sync += [value.eq(self.data.resp.rdata),
+                                     last_load.eq(self.data.resp.rdata)]
+                    with m.If(self.data.resp.err):
+                        m.d.sync += fault.eq(FaultKind.ACCESS)
+                    m.next = "LOG"
+            with m.State("LOG"):
+                m.d.comb += self.log.valid.eq(1)
+                with m.If(self.log.ready):
+                    with m.If(fault != FaultKind.NONE):
+                        m.next = "FAULT"
+                    with m.Else():
+                        m.d.sync += count.eq(count + 1)
+                        with m.If(c.run & ~((c.limit != 0) & (count + 1 >= c.limit))):
+                            m.next = "NEXT"
+                        with m.Else():
+                            m.next = "IDLE"
+            with m.State("FAULT"):
+                m.d.comb += c.faulted.eq(1)
+                with m.If(c.resume):
+                    m.d.sync += fault.eq(0)
+                    m.next = "REQ"
+        return m

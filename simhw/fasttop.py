@@ -39,8 +39,9 @@ class FastTop(wiring.Component):
     -------
     eng{i} : Out(control_signature)
         Core ``i``'s traffic engine (configuration, control, status).
-    inval{i} : In(inval_signature)
-        Core ``i``'s invalidation port (passed to the MMU).
+    cpu{i} : Out, with ``inval`` : In(inval_signature)
+        Core ``i``'s invalidation port (passed to the MMU; the same names as on ``Top``:
+        ``cpu{i}__inval__…``).
     log{i} : Out(ring_control_signature())
         Core ``i``'s access log (records: :data:`simhw.traffic.RECORD_FIELDS`).
     wlog : Out(ring_control_signature())
@@ -50,7 +51,7 @@ class FastTop(wiring.Component):
     cycle : Out(CYCLE_WIDTH)
         Cycles since reset.
     event : Out(1)
-        Some engine faulted or is done, or some ring is half full: software has work.
+        Some engine faulted, or some ring is half full: software has work.
 
     The submodules are ``top`` (the MMU: ``top.core<i>.tlb.e<j>`` …), ``memory`` (its array:
     ``memory.storage``), ``engine<i>``, ``ring<i>`` (array ``ring<i>.ram.ram.storage``) and
@@ -73,7 +74,8 @@ class FastTop(wiring.Component):
         members = {}
         for i in range(n):
             members[f"eng{i}"] = Out(control_signature(config.asid_bits))
-            members[f"inval{i}"] = In(inval_signature(config.asid_bits))
+            members[f"cpu{i}"] = Out(wiring.Signature({
+                "inval": In(inval_signature(config.asid_bits))}))
             members[f"log{i}"] = Out(ring_control_signature())
         members["wlog"] = Out(ring_control_signature())
         members["sw"] = In(sw_signature())
@@ -103,7 +105,7 @@ class FastTop(wiring.Component):
             port = getattr(top, f"cpu{i}")
             wiring.connect(m, eng.cpu, port.req)
             wiring.connect(m, port.resp, eng.cpu_resp)
-            wiring.connect(m, wiring.flipped(getattr(self, f"inval{i}")), port.inval)
+            wiring.connect(m, wiring.flipped(getattr(self, f"cpu{i}").inval), port.inval)
             m.d.comb += eng.inval_ack.eq(port.inval.ack)
             wiring.connect(m, eng.data, mem.data[i])
             wiring.connect(m, eng.log, ring.push)
@@ -111,6 +113,6 @@ class FastTop(wiring.Component):
             wiring.connect(m, wiring.flipped(getattr(self, f"eng{i}")), eng.ctl)
             m.d.comb += eng.cycle.eq(cycle)
             ctl = getattr(self, f"eng{i}")
-            events += [ctl.faulted, ctl.done, ring.ctl.half]
+            events += [ctl.faulted, ring.ctl.half]
         m.d.comb += self.event.eq(Cat(*events).any())
         return m

@@ -333,7 +333,7 @@ def test_engine_reexecutes_an_access_an_invalidation_interrupted():
         await ctx.tick()
         ctx.set(e0.load_seed, 0)
         ctx.set(e0.run, 1)
-        inv = ft.inval0
+        inv = ft.cpu0.inval
         ctx.set(inv.kind, InvalKind.ALL)
         acks = 0
         for n in range(20000):

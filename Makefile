@@ -1,4 +1,5 @@
-# rmap-cosim front door.  `make test` and `make demo` install what they need.
+# rmap-cosim front door.  `make test` and `make demo` install what they need; the targets
+# below call the console entry point `rmap-cosim` (pyproject's [project.scripts]) in the venv.
 SHELL := /bin/bash
 PY    ?= python3
 VENV  := .venv
@@ -40,7 +41,7 @@ test: $(STAMP) sims
 # `make demo-py` runs the same kind of scenario on SoftArch, the Python golden model.
 SIM ?= verilator
 demo: $(STAMP) sims
-	$(VPY) -m cosim demo --sim $(SIM) --seed $(SEED)
+	rmap-cosim demo --sim $(SIM) --seed $(SEED)
 
 demo-py: $(STAMP)
 	$(VPY) -m pyrmap demo --seed $(SEED)
@@ -49,14 +50,14 @@ verilog: $(STAMP)
 	$(VPY) -m hdl.export $(ARGS)
 
 waves: $(STAMP) sims
-	$(VPY) -m cosim run reclaim --sim $(SIM) --waves --seed $(SEED)
+	rmap-cosim run reclaim --sim $(SIM) --waves --seed $(SEED)
 
 bench: $(STAMP) sims
-	$(VPY) -m cosim.bench
+	rmap-cosim bench
 
 # Every quirk against its scenario (litmus on the RTL, or the seeded scheduler): a table.
 bugzoo: $(STAMP) sims
-	$(VPY) -m cosim.bugzoo $(ARGS)
+	rmap-cosim bugzoo $(ARGS)
 
 stress: $(STAMP) sims
 	$(VPY) -m pytest -n 2 -m slow --timeout 14400 $(ARGS)

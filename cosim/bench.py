@@ -499,8 +499,8 @@ def run_bench(bp: BenchParams, config, name: str, out=sys.stdout,
     return result
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="python -m cosim.bench", description=__doc__.split("\n")[0])
+def _parser(prog: str = "python -m cosim.bench") -> argparse.ArgumentParser:
+    p = ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     p.add_argument("--seed", type=int_arg(0), default=1)
     p.add_argument("--npages", type=int_arg(1, 512), default=32)
     p.add_argument("--harness-cycles", type=int_arg(1), default=2_000_000)
@@ -517,9 +517,10 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None, out=sys.stdout) -> int:
+def main(argv: Optional[Sequence[str]] = None, out=sys.stdout,
+         prog: str = "python -m cosim.bench") -> int:
     try:
-        a = _parser().parse_args(argv)
+        a = _parser(prog).parse_args(argv)
     except SystemExit as exc:            # --help (0) or a bad argument (2), already printed
         return int(exc.code or 0)
     if a.name is not None:

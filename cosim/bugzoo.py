@@ -234,7 +234,7 @@ def format_table(outcomes: list) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[list] = None) -> int:
+def main(argv: Optional[list] = None, prog: str = "python -m cosim.bugzoo") -> int:
     """Run every quirk against its scenario; print the table; exit 1 if one is missed."""
     import logging
 
@@ -242,7 +242,7 @@ def main(argv: Optional[list] = None) -> int:
 
     from .build import SIMULATORS
     names = [q.name for q in QUIRKS]
-    p = ArgumentParser(prog="python -m cosim.bugzoo", description=main.__doc__)
+    p = ArgumentParser(prog=prog, description=main.__doc__)
     p.add_argument("--sim", choices=SIMULATORS, default="icarus",
                    help="simulator (default %(default)s: many small configurations, each "
                         "built in seconds)")

@@ -434,10 +434,11 @@ def total(reports: Sequence[dict]) -> dict:
     return out
 
 
-def main(argv: Optional[Sequence[str]] = None, stdout=sys.stdout) -> int:
-    """``python -m cosim.cfy``: the clear-flush-young comparison on the RTL."""
+def main(argv: Optional[Sequence[str]] = None, stdout=sys.stdout,
+         prog: str = "python -m cosim.cfy") -> int:
+    """``rmap-cosim cfy``: the clear-flush-young comparison on the RTL."""
     from pyrmap.cliargs import ArgumentParser, int_arg, writable_file
-    p = ArgumentParser(prog="python -m cosim.cfy", description=main.__doc__)
+    p = ArgumentParser(prog=prog, description=main.__doc__)
     p.add_argument("--sim", choices=("verilator", "icarus"), default="verilator")
     p.add_argument("--seed", type=int_arg(0), default=1)
     p.add_argument("--seeds", type=int_arg(1, 1000), default=1,

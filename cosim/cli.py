@@ -1,17 +1,21 @@
-"""``python -m cosim``: run a co-simulation scenario on the RTL MMU and print its report.
+"""``rmap-cosim`` (also ``python -m cosim``): the co-simulation's one command line.
 
 Commands
 --------
 ``run SCENARIO``
     Build (or reuse) ``hdl.top.Top`` for the chosen simulator and configuration, run the
-    scenario in cocotb (``cosim.tb.tb_scenarios.test_scenario``) with a progress display, then
-    print the figures (accesses, TLB hit rate, walks, A/D CAS updates and retries, flushes and
-    their cycles, pages aged / unmapped / written back / swapped / migrated) and every
-    checker's verdict.  ``--json FILE`` writes the figures, ``--waves`` records a waveform.
+    registered scenario (:data:`cosim.scenarios.SCENARIOS`) in cocotb
+    (``cosim.tb.tb_scenarios.test_scenario``) with a progress display, then print the figures
+    (accesses, TLB hit rate, walks, A/D CAS updates and retries, flushes and their cycles,
+    pages aged / unmapped / written back / swapped / migrated) and every checker's verdict.
+    ``--json FILE`` writes the figures, ``--waves`` records a waveform.
 ``demo``
     ``run reclaim`` with the demo's size (``make demo``).
 ``list``
-    Scenarios and quirks.
+    Scenarios (with the quirks each catches), checkers and quirks, from their registries.
+``litmus``, ``cfy``, ``bugzoo``, ``bench``
+    Handed to :mod:`cosim.litmus.runner`, :mod:`cosim.cfy`, :mod:`cosim.bugzoo` and
+    :mod:`cosim.bench` (:data:`DELEGATED`); ``rmap-cosim COMMAND --help`` shows their flags.
 
 Exit status: 0 when every checker passed, 1 on a violation or a failed simulation, 2 on bad
 arguments (with a one-line message saying what is wrong).
@@ -81,8 +85,22 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(status)
 
 
+#: The console entry point (pyproject's ``[project.scripts]``).
+PROG = "rmap-cosim"
+
+#: Commands handed whole to another module's ``main(argv, prog=...)``: name -> (module, help).
+DELEGATED = {
+    "litmus": ("cosim.litmus.runner", "run litmus files on the RTL (docs/litmus.md)"),
+    "cfy": ("cosim.cfy", "the clear-flush-young comparison: reclaim with and without the "
+                         "flush on young, side by side"),
+    "bugzoo": ("cosim.bugzoo", "every quirk against the run that catches it, as a table"),
+    "bench": ("cosim.bench", "how fast the co-simulation runs, and its ceiling "
+                             "(bench/results/)"),
+}
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m cosim", description=__doc__.split("\n\n")[0])
+    p = _Parser(prog=PROG, description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -135,10 +153,10 @@ def _parser() -> argparse.ArgumentParser:
     common(run)
     demo = sub.add_parser("demo", help="the reclaim scenario at demo size")
     common(demo, demo=True)
-    sub.add_parser("list", help="scenarios and quirks")
-    # Dispatched to cosim.litmus.runner before parsing (see main); listed for --help.
-    sub.add_parser("litmus", help="run litmus files on the RTL (docs/litmus.md)",
-                   add_help=False)
+    sub.add_parser("list", help="scenarios, checkers and quirks")
+    # Dispatched before parsing (see main); listed for --help.
+    for name, (_, text) in DELEGATED.items():
+        sub.add_parser(name, help=text, add_help=False)
     return p
 
 
@@ -409,9 +427,10 @@ def list_all(out: TextIO) -> int:
 
 def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["litmus"]:
-        from .litmus.runner import main as litmus_main
-        return litmus_main(argv[1:], prog="python -m cosim litmus")
+    if argv[:1] and argv[0] in DELEGATED:
+        import importlib
+        module = importlib.import_module(DELEGATED[argv[0]][0])
+        return module.main(argv[1:], prog=f"{PROG} {argv[0]}")
     try:
         a = parse_args(argv)
     except UsageError as exc:

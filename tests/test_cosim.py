@@ -344,3 +344,24 @@ def test_reclaim_scenario_on_svade_mmu():
     rep = r.report
     assert rep["tlb"]["a_sets"] == 0 and rep["tlb"]["d_sets"] == 0, rep["tlb"]
     assert rep["kernel"]["fault_svade_a"] + rep["kernel"]["fault_svade_d"] > 0, rep["kernel"]
+
+
+def test_one_entry_point_with_every_subcommand(capsys):
+    """`rmap-cosim` (pyproject's console script) is cosim.cli.main; run, demo, list, litmus,
+    cfy, bugzoo and bench are its subcommands, the delegated ones under their own usage."""
+    import tomllib
+    from cosim.cli import DELEGATED, PROG, main
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {PROG: "cosim.cli:main"}
+    r = _cli("--help", timeout=60)
+    for cmd in ("run", "demo", "list", "litmus", "cfy", "bugzoo", "bench"):
+        assert cmd in r.stdout, (cmd, r.stdout)
+    for cmd in DELEGATED:
+        try:
+            code = main([cmd, "--help"])
+        except SystemExit as exc:            # argparse's --help, where main lets it through
+            code = exc.code
+        assert code == 0, cmd
+        assert f"usage: rmap-cosim {cmd}" in capsys.readouterr().out
+    assert main(["bench", "--repeat", "0"]) == 2
+    assert "argument --repeat: must be at least 1, not 0" in capsys.readouterr().err

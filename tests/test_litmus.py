@@ -117,11 +117,13 @@ required: true
     assert kinds[:5] == ["st", "st", "st", "ld", "fence"]
     assert [op.args["value"] for op in t.threads[0].ops[:3]] == [1, 2, 3]
     assert t.threads[0].ops[3].args["retry"] is True
-    for k in ("pte_xchg", "pte_cas", "pte_and", "inv", "shoot", "if", "lock", "wait_walk",
-              "kernel", "mem_ld", "mem_st", "dev_ld", "dev_st", "dev_fill", "dev_young",
-              "dev_install", "label"):
+    for k in ("xchg", "cas", "and", "inv", "shoot", "if", "lock", "wait walk",
+              "page_mkclean", "mem", "dev ld", "dev st", "dev fill", "dev young",
+              "dev install", "label"):
         assert k in kinds, k
-    cas = next(op for op in t.threads[1].ops if op.kind == "pte_cas")
+    mems = [op.args["store"] for op in t.threads[1].ops if op.kind == "mem"]
+    assert mems == [False, True]
+    cas = next(op for op in t.threads[1].ops if op.kind == "cas")
     assert cas.args["new"].clear_bits == 4 and cas.args["new"].set_bits == 0x80
     assert t.init.mem[("A", 8)] == 7 and t.init.flags == {"F": 2}
     assert [(w.target, w.store) for w in t.init.warm] == [(1, True), ("dev", False)]

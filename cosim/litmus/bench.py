@@ -40,11 +40,13 @@ from pyrmap.physmem import PhysMem
 from pyrmap.pte import _PAGE_R, _PAGE_U, _PAGE_V, _PAGE_W, _PAGE_X, AccessType, FaultKind, \
     pfn_pte, pte_pfn, pte_table
 
+from ..dut import reset as first_reset
+from ..dut import write_report
 from ..memory import Latency, MemOp, MemoryResponder, cycle_now
 from ..tb.device import DeviceDriver
-from ..tb.tb_mmu import reset as first_reset
-from ..tb.tb_mmu import write_report
+from .kernel_ops import run_kernel_op
 from .model import PteExpr, PteSpec
+from .ops import lookup
 from .outcome import Fault, FinalState, evaluate, outcome_key
 from .parser import parse_file
 
@@ -318,116 +320,83 @@ class Run:
         return st
 
     async def op(self, th, op) -> None:
-        k = op.kind
-        mem = self.b.responder
-        who = f"{th.name}:{op.line}"
-        if k in ("ld", "st"):
-            va = self.lay.vas[op.va] + op.off
-            acc = AccessType.LOAD if k == "ld" else AccessType.STORE
-            fault, paddr = await self.translate(th.core, va, acc)
-            tries = 0
-            while fault == FaultKind.PAGE and op.args.get("retry") and tries < 4:
-                # The kernel's fault handler (a host thread), then the access again.
-                tries += 1
-                try:
-                    await self.kworld.env.run(f"{th.name}:fault", self.kworld.fault, va,
-                                              k == "st")
-                except Exception as exc:  # noqa: BLE001 - SIGSEGV/SIGBUS: the access faults
-                    log.debug("%s: fault handler: %s", who, exc)
-                    break
-                fault, paddr = await self.translate(th.core, va, acc)
-            if fault != FaultKind.NONE:
-                res = Fault(fault.name.lower())
-            elif k == "ld":
-                res = mem.sw_read(paddr, who)
-            else:
-                mem.sw_store(paddr, self.value(op.args["value"]), who)
-                res = 0
-            if op.dst:
-                self.regs[op.dst] = res
-        elif k in ("fence", "csync"):
-            await RisingEdge(self.dut.clk)
-        elif k.startswith("pte_"):
-            ptep = self.lay.ptep(op.va)
-            if k == "pte_ld":
-                self.regs[op.dst] = mem.sw_read(ptep, who)
-            elif k == "pte_st":
-                mem.sw_store(ptep, self.pte_expr(op.args["new"]), who)
-            elif k == "pte_xchg":
-                old = mem.sw_xchg(ptep, self.pte_expr(op.args["new"]), who)
-                if op.dst:
-                    self.regs[op.dst] = old
-            elif k == "pte_cas":
-                old = mem.sw_cas(ptep, self.pte_expr(op.args["old"]),
-                                 self.pte_expr(op.args["new"]), who)
-                if op.dst:
-                    self.regs[op.dst] = old
-            else:                               # atomic AND / OR: no await in between
-                cur = mem.sw_read(ptep, who)
-                new = cur & ~op.args["bits"] if k == "pte_and" else cur | op.args["bits"]
-                mem.sw_cas(ptep, cur, new, who)
-                if op.dst:
-                    self.regs[op.dst] = cur
-        elif k == "inv":
-            await self.invalidate(op.args["cores"], op.va)
-        elif k == "shoot":
-            await self.invalidate(list(range(self.b.ncores)) + ["dev"], op.va)
-        elif k == "set":
-            mem.sw_store(self.lay.flags[op.args["flag"]], op.args["value"], who)
-        elif k == "wait":
-            addr, want = self.lay.flags[op.args["flag"]], op.args["value"]
-            for _ in range(MAX_CYCLES):
-                if self.mem.read(addr) == want:
-                    break
-                await RisingEdge(self.dut.clk)
-            else:
-                raise RunError(f"flag {op.args['flag']} never became {want}")
-        elif k == "wait_walk":
-            # Resumes in the very time step the memory model performs the walker's read,
-            # so the next operations (a PTE change, an invalidation) land inside the walk.
-            ev = Event()
-            entry = (self.lay.ptep(op.va), op.args["core"],
-                     self._WALK_OPS[op.args.get("what", "read")], ev)
-            self.walk_events.append(entry)
-            timer = ClockCycles(self.dut.clk, MAX_CYCLES)
-            fired = await First(ev.wait(), timer)
-            self.walk_events.remove(entry)
-            if fired is timer:
-                raise RunError(f"no walk read PTE({op.va})")
-        elif k == "lock":
-            await self.locks.setdefault(op.args["lock"], Lock(op.args["lock"])).acquire()
-        elif k == "unlock":
-            lk = self.locks.get(op.args["lock"])
-            if lk is None or not lk.locked():
-                raise RunError(f"unlock of {op.args['lock']!r}, which is not locked")
-            lk.release()
-        elif k == "flag_ld":
-            self.regs[op.dst] = mem.sw_read(self.lay.flags[op.args["flag"]], who)
-        elif k == "mem_ld":
-            self.regs[op.dst] = mem.sw_read(self.lay.addr_of(op.args["page"], op.args["off"]),
-                                            who)
-        elif k == "mem_st":
-            mem.sw_store(self.lay.addr_of(op.args["page"], op.args["off"]),
-                         self.value(op.args["value"]), who)
-        elif k == "dev_install":
-            await self.dev_install(op.va, self.pte_expr(op.args["pte"]))
-        elif k == "delay":
-            if op.args["cycles"]:
-                await ClockCycles(self.dut.clk, op.args["cycles"])
-        elif k in ("dev_ld", "dev_st"):
-            await self.dev_access(op, who)
-        elif k == "dev_fill":
-            await self.dev_fill(op.va)
-        elif k == "dev_young":
-            async with self.dev_lock:
-                self.regs[op.dst] = int(await self.b.dev.young(self.lay.vas[op.va], ASID))
-        elif k == "kernel":
-            await self.kernel_op(th, op, who)
-        else:
-            raise RunError(f"unknown operation {k!r}")
+        """Execute ``op`` of thread ``th``: its registry entry's ``run``."""
+        await lookup(op.kind).run(self, th, op)
 
-    async def dev_access(self, op, who: str) -> None:
-        store = op.kind == "dev_st"
+    @property
+    def mem_port(self) -> MemoryResponder:
+        """The memory model: software reads, stores and atomics at one clock edge."""
+        return self.b.responder
+
+    def put(self, op, value) -> None:
+        """Write ``value`` into ``op``'s register, if it names one."""
+        if op.dst:
+            self.regs[op.dst] = value
+
+    async def cpu_access(self, th, op) -> None:
+        """``ld`` / ``st``: translate on the thread's core, then read or write the word; with
+        ``retry``, a page fault runs the kernel's fault handler and the access again."""
+        who = f"{th.name}:{op.line}"
+        store = op.kind == "st"
+        va = self.lay.vas[op.va] + op.off
+        acc = AccessType.STORE if store else AccessType.LOAD
+        fault, paddr = await self.translate(th.core, va, acc)
+        tries = 0
+        while fault == FaultKind.PAGE and op.args.get("retry") and tries < 4:
+            # The kernel's fault handler (a host thread), then the access again.
+            tries += 1
+            try:
+                await self.kworld.env.run(f"{th.name}:fault", self.kworld.fault, va, store)
+            except Exception as exc:  # noqa: BLE001 - SIGSEGV/SIGBUS: the access faults
+                log.debug("%s: fault handler: %s", who, exc)
+                break
+            fault, paddr = await self.translate(th.core, va, acc)
+        if fault != FaultKind.NONE:
+            res = Fault(fault.name.lower())
+        elif store:
+            self.mem_port.sw_store(paddr, self.value(op.args["value"]), who)
+            res = 0
+        else:
+            res = self.mem_port.sw_read(paddr, who)
+        self.put(op, res)
+
+    async def wait_flag(self, flag: str, want: int) -> None:
+        addr = self.lay.flags[flag]
+        for _ in range(MAX_CYCLES):
+            if self.mem.read(addr) == want:
+                return
+            await RisingEdge(self.dut.clk)
+        raise RunError(f"flag {flag} never became {want}")
+
+    async def wait_walk(self, va: str, core, what: str) -> None:
+        """Resume in the very time step the memory model performs a walker's access to
+        PTE(va), so the next operations (a PTE change, an invalidation) land inside the
+        walk."""
+        ev = Event()
+        entry = (self.lay.ptep(va), core, self._WALK_OPS[what], ev)
+        self.walk_events.append(entry)
+        timer = ClockCycles(self.dut.clk, MAX_CYCLES)
+        fired = await First(ev.wait(), timer)
+        self.walk_events.remove(entry)
+        if fired is timer:
+            raise RunError(f"no walk read PTE({va})")
+
+    async def lock(self, name: str) -> None:
+        await self.locks.setdefault(name, Lock(name)).acquire()
+
+    def unlock(self, name: str) -> None:
+        lk = self.locks.get(name)
+        if lk is None or not lk.locked():
+            raise RunError(f"unlock of {name!r}, which is not locked")
+        lk.release()
+
+    async def dev_young(self, va: str) -> int:
+        async with self.dev_lock:
+            return int(await self.b.dev.young(self.lay.vas[va], ASID))
+
+    async def dev_access(self, op) -> None:
+        who = f"dev:{op.line}"
+        store = op.kind == "dev st"
         va = self.lay.vas[op.va] + op.off
         async with self.dev_lock:
             fault, paddr = await self.b.dev.access(va, AccessType.STORE if store
@@ -456,9 +425,8 @@ class Run:
             await self.b.dev.fill(self.lay.vas[va], ASID, pte_pfn(pte), 0,
                                   pte & (_PAGE_R | _PAGE_W | _PAGE_X | _PAGE_U), False)
 
-    async def kernel_op(self, th, op, who: str) -> None:
-        from .kernel_ops import run_kernel_op
-        await run_kernel_op(self, th, op, who)
+    async def kernel_op(self, th, op, body) -> None:
+        await run_kernel_op(self, th, op, body)
 
     # --- whole run -------------------------------------------------------------------------
 

@@ -32,13 +32,15 @@ class KernelSetupError(RuntimeError):
 
 def needs_kernel(test) -> bool:
     """True when a thread uses a kernel operation or a CPU access with ``retry``."""
+    from .ops import lookup
     if test.options.get("kernel"):
         return True
     for th in test.threads:
         for op in th.ops:
             if op.kind == "if":
                 op = op.args["then"]
-            if op.kind == "kernel" or op.args.get("retry"):
+            spec = lookup(op.kind)
+            if (spec is not None and spec.kernel) or op.args.get("retry"):
                 return True
     return False
 
@@ -108,35 +110,54 @@ class KernelWorld:
         for core in range(b.ncores):
             arch.switch_mm(core, mm)
         nvas = len(lay.vas)
-        self.file = f = AddressSpace(k, "litmus", max(nvas, 1))
-        flags = VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_SHARED | VM_MAYSHARE
         base = min(lay.vas.values())
-        self.vma = vma = Vma(mm, base, base + nvas * PAGE_SIZE, flags, 0, f)
-        mm.mmap.append(vma)
-        f.i_mmap.insert(0, max(nvas - 1, 0), vma)
-        self.pages = {}
+        #: Children made by ``fork`` and not yet exited (``exit`` takes the last one).
+        self.children: list = []
+        self.anon = test.options.get("mapping") == "anon"
         mapped = {}
-        for i, (va, spec) in enumerate(test.init.maps.items()):
+        for va, spec in test.init.maps.items():
             if spec.page is not None and spec.bits & 1:
                 if spec.page in mapped:
                     raise KernelSetupError(
                         f"kernel operations need each physical page mapped once; "
                         f"{spec.page!r} is mapped by {mapped[spec.page]!r} and {va!r}")
                 mapped[spec.page] = va
+        if self.anon:
+            # A private anonymous mapping: every mapped page is an anonymous page of it.
+            from pyrmap.mm_types import AnonVma
+            from pyrmap.rmap import page_add_new_anon_rmap
+            self.file = None
+            flags = VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE
+            self.vma = vma = Vma(mm, base, base + nvas * PAGE_SIZE, flags, 0, None)
+            vma.anon_vma = AnonVma(k)
+            vma.anon_vma.head.append(vma)
+            mm.mmap.append(vma)
+        else:
+            self.file = f = AddressSpace(k, "litmus", max(nvas, 1))
+            flags = VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_SHARED | VM_MAYSHARE
+            self.vma = vma = Vma(mm, base, base + nvas * PAGE_SIZE, flags, 0, f)
+            mm.mmap.append(vma)
+            f.i_mmap.insert(0, max(nvas - 1, 0), vma)
+        self.pages = {}
         for name, pfn in lay.pfns.items():
             page = k.pages[pfn]
             page.flags = PG(0)
             page.set(PG.uptodate)
             page._count = 1
             self.pages[name] = page
-            if name in mapped:
-                idx = list(lay.vas).index(mapped[name])
+            if name not in mapped:
+                continue
+            if self.anon:
+                page_add_new_anon_rmap(page, vma, lay.vas[mapped[name]])
+                mm.anon_rss += 1
+            else:
+                idx = self.pgoff(mapped[name])
                 page.mapping, page.index = f, idx
                 f.page_tree[idx] = page
                 k.get_page(page)
                 page_add_file_rmap(page)
                 mm.file_rss += 1
-                lru_cache_add(page)
+            lru_cache_add(page)
         self.notifier = None
 
     async def setup(self) -> None:
@@ -159,64 +180,184 @@ class KernelWorld:
             raise KernelSetupError(f"{va!r} maps no page")
         return self.pages[spec.page]
 
-    # --- operations (host-thread bodies) -------------------------------------------------------
+    def addr(self, va: str) -> int:
+        return self.run.lay.vas[va]
 
-    def call(self, fn: str, va: str):
-        from pyrmap import mmu_notifier as mn
-        from pyrmap import pgtable_generic as pg
-        from pyrmap import rmap
-        from pyrmap.pagemap import lock_page, unlock_page
-        addr = self.run.lay.vas[va]
-        ptep = self.run.lay.ptep(va)
-        vma, mm = self.vma, self.mm
-        if fn == "ptep_clear_flush":
-            return pg.ptep_clear_flush(vma, addr, ptep)
-        if fn == "ptep_clear_flush_young":
-            return pg.ptep_clear_flush_young(vma, addr, ptep)
-        if fn == "ptep_test_and_clear_young":
-            return pg.ptep_test_and_clear_young(vma, addr, ptep)
-        if fn == "ptep_set_wrprotect":
-            return pg.ptep_set_wrprotect(mm, addr, ptep)
-        if fn == "flush_tlb_page":
-            return self.arch.flush_tlb_page(vma, addr)
-        if fn == "invalidate_range_start":
-            return mn.mmu_notifier_invalidate_range_start(mm, addr, addr + PAGE_SIZE)
-        if fn == "invalidate_range_end":
-            return mn.mmu_notifier_invalidate_range_end(mm, addr, addr + PAGE_SIZE)
-        page = self.page_of(va)
-        if fn == "page_referenced":
-            return rmap.page_referenced(page, 0, None)
-        if fn in ("page_mkclean", "try_to_unmap", "migrate"):
-            if fn == "migrate":
-                from pyrmap.migrate import migrate_pages
-                return migrate_pages(self.kernel, [page])
-            lock_page(page)
-            try:
-                if fn == "page_mkclean":
-                    return rmap.page_mkclean(page)
-                return rmap.try_to_unmap(page, 0)
-            finally:
-                unlock_page(page)
-        if fn in ("mprotect_ro", "mprotect_rw", "mprotect_none"):
-            from pyrmap.mmap import mprotect
-            prot = {"mprotect_ro": 1, "mprotect_rw": 3, "mprotect_none": 0}[fn]
-            return mprotect(mm, addr, PAGE_SIZE, prot)
-        if fn == "munmap":
-            from pyrmap.mmap import do_munmap
-            return do_munmap(mm, addr, PAGE_SIZE)
-        raise KernelSetupError(f"unknown kernel operation {fn!r}")
+    def pgoff(self, va: str) -> int:
+        """The file offset (in pages) of virtual page ``va``: its place in the layout."""
+        return list(self.run.lay.vas).index(va)
+
+    def vma_of(self, va: str):
+        """The VMA that covers ``va`` now (mremap and munmap split the first one)."""
+        vma = self.mm.find_vma(self.addr(va))
+        if vma is None or vma.vm_start > self.addr(va):
+            return self.vma
+        return vma
+
+    def ptep(self, va: str) -> int:
+        return self.run.lay.ptep(va)
 
     def fault(self, va: int, store: bool) -> int:
         from pyrmap.memory import do_page_fault
         return do_page_fault(self.mm, va, AccessType.STORE if store else AccessType.LOAD)
 
 
-async def run_kernel_op(run, th, op, who: str) -> None:
-    """Run kernel operation ``op`` of thread ``th`` as a host thread; store its result."""
+# --- operation bodies: body(world, op) -> int, run as a host thread ------------------------------
+# The registry (cosim.litmus.ops.OPS) names each one; syscalls answer 0 or -errno.
+
+def _errno(call, *args) -> int:
+    from pyrmap.errors import MmError
+    try:
+        return int(call(*args) or 0)
+    except MmError as exc:
+        return -exc.errno
+
+
+def ptep_clear_flush(w, op):
+    from pyrmap import pgtable_generic as pg
+    return pg.ptep_clear_flush(w.vma_of(op.va), w.addr(op.va), w.ptep(op.va))
+
+
+def ptep_clear_flush_young(w, op):
+    from pyrmap import pgtable_generic as pg
+    return pg.ptep_clear_flush_young(w.vma_of(op.va), w.addr(op.va), w.ptep(op.va))
+
+
+def ptep_test_and_clear_young(w, op):
+    from pyrmap import pgtable_generic as pg
+    return pg.ptep_test_and_clear_young(w.vma_of(op.va), w.addr(op.va), w.ptep(op.va))
+
+
+def ptep_set_wrprotect(w, op):
+    from pyrmap import pgtable_generic as pg
+    return pg.ptep_set_wrprotect(w.mm, w.addr(op.va), w.ptep(op.va))
+
+
+def flush_tlb_page(w, op):
+    return w.arch.flush_tlb_page(w.vma_of(op.va), w.addr(op.va))
+
+
+def invalidate_range_start(w, op):
+    from pyrmap import mmu_notifier as mn
+    a = w.addr(op.va)
+    return mn.mmu_notifier_invalidate_range_start(w.mm, a, a + PAGE_SIZE)
+
+
+def invalidate_range_end(w, op):
+    from pyrmap import mmu_notifier as mn
+    a = w.addr(op.va)
+    return mn.mmu_notifier_invalidate_range_end(w.mm, a, a + PAGE_SIZE)
+
+
+def page_referenced(w, op):
+    from pyrmap import rmap
+    return rmap.page_referenced(w.page_of(op.va), 0, None)
+
+
+def _locked(w, op, fn):
+    from pyrmap.pagemap import lock_page, unlock_page
+    page = w.page_of(op.va)
+    lock_page(page)
+    try:
+        return fn(page)
+    finally:
+        unlock_page(page)
+
+
+def page_mkclean(w, op):
+    from pyrmap import rmap
+    return _locked(w, op, rmap.page_mkclean)
+
+
+def try_to_unmap(w, op):
+    from pyrmap import rmap
+    return _locked(w, op, lambda page: rmap.try_to_unmap(page, 0))
+
+
+def migrate(w, op):
+    from pyrmap.migrate import migrate_pages
+    return migrate_pages(w.kernel, [w.page_of(op.va)])
+
+
+def _mprotect(prot):
+    def body(w, op):
+        from pyrmap.mmap import mprotect
+        return _errno(mprotect, w.mm, w.addr(op.va), PAGE_SIZE, prot)
+    return body
+
+
+mprotect_ro = _mprotect(1)
+mprotect_rw = _mprotect(3)
+mprotect_none = _mprotect(0)
+
+
+def munmap(w, op):
+    from pyrmap.mmap import do_munmap
+    return _errno(do_munmap, w.mm, w.addr(op.va), PAGE_SIZE)
+
+
+def mremap(w, op):
+    from pyrmap.mmap import MREMAP_FIXED, MREMAP_MAYMOVE
+    from pyrmap.mmap import mremap as sys_mremap
+    rc = _errno(sys_mremap, w.mm, w.addr(op.va), PAGE_SIZE, PAGE_SIZE,
+                MREMAP_MAYMOVE | MREMAP_FIXED, w.addr(op.args["to"]))
+    return 0 if rc == w.addr(op.args["to"]) else rc
+
+
+def madvise(w, op):
+    from pyrmap.mmap import MADV_DONTNEED
+    from pyrmap.mmap import madvise as sys_madvise
+    return _errno(sys_madvise, w.mm, w.addr(op.va), PAGE_SIZE, MADV_DONTNEED)
+
+
+def truncate(w, op):
+    from pyrmap.filemap import vmtruncate
+    if w.file is None:
+        raise KernelSetupError("truncate needs the file mapping (not 'option mapping=anon')")
+    return vmtruncate(w.file, w.pgoff(op.va) * PAGE_SIZE)
+
+
+def msync(w, op):
+    from pyrmap.filemap import msync as sys_msync
+    return _errno(sys_msync, w.mm, w.addr(op.va), PAGE_SIZE)
+
+
+def mlock(w, op):
+    from pyrmap.mmap import mlock as sys_mlock
+    return _errno(sys_mlock, w.mm, w.addr(op.va), PAGE_SIZE)
+
+
+def munlock(w, op):
+    from pyrmap.mmap import munlock as sys_munlock
+    return _errno(sys_munlock, w.mm, w.addr(op.va), PAGE_SIZE)
+
+
+def remap_file_pages(w, op):
+    from pyrmap.fremap import sys_remap_file_pages
+    return _errno(sys_remap_file_pages, w.mm, w.addr(op.va), PAGE_SIZE, 0,
+                  w.pgoff(op.args["to"]), 0)
+
+
+def fork(w, op):
+    from pyrmap.mmap import dup_mm
+    w.children.append(dup_mm(w.mm))
+    return 0
+
+
+def exit_child(w, op):
+    from pyrmap.mmap import mmput
+    if not w.children:
+        raise KernelSetupError("exit: no child made by 'fork' is alive")
+    mmput(w.children.pop())
+    return 0
+
+
+async def run_kernel_op(run, th, op, body) -> None:
+    """Run kernel operation ``op`` of thread ``th`` (its registry ``body``) as a host thread;
+    store its result in the operation's register."""
     world = run.kworld
     if world is None:
         from .bench import RunError
         raise RunError("kernel operation without a kernel world")
-    res = await world.env.run(f"{th.name}:{op.args['fn']}", world.call, op.args["fn"], op.va)
-    if op.dst:
-        run.regs[op.dst] = int(res or 0)
+    res = await world.env.run(f"{th.name}:{op.kind}", body, world, op)
+    run.put(op, int(res or 0))

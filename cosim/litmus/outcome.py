@@ -93,9 +93,9 @@ def evaluate(e: Expr, st: FinalState):
     is true only for a fault, ``ok(r)`` only for a written, non-faulting register."""
     op, a = e.op, e.args
     if op == "or":
-        return bool(evaluate(a[0], st)) or bool(evaluate(a[1], st))
+        return any(bool(evaluate(x, st)) for x in a)
     if op == "and":
-        return bool(evaluate(a[0], st)) and bool(evaluate(a[1], st))
+        return all(bool(evaluate(x, st)) for x in a)
     if op == "not":
         return not bool(evaluate(a[0], st))
     if op == "cmp":

@@ -7,7 +7,9 @@ Errors are :class:`LitmusSyntaxError` naming the file, the line and what was exp
 The format is line-oriented.  Section keywords start a line (``litmus``, ``doc``, ``config``,
 ``option``, ``init``, ``thread``, and the verdicts ``forbidden``, ``allowed``, ``observable``,
 ``required``); the lines that follow an ``init`` or ``thread`` header belong to it.  ``#``
-starts a comment; ``;`` separates operations on one line.
+starts a comment; ``;`` separates operations on one line.  Operations come from the registry
+:data:`cosim.litmus.ops.OPS`; every bound a file is checked against is in
+:mod:`cosim.litmus.syntax`.  Every input either parses or raises :class:`LitmusSyntaxError`.
 """
 
 from __future__ import annotations
@@ -18,21 +20,11 @@ from typing import Optional
 
 from .model import (CPU, DEV, OS, PTE_BITS, Condition, Expr, Init, LitmusTest, Op, PteExpr,
                     PteSpec, Thread, Verdict, Warm)
+from .ops import lookup, names
+from .syntax import (MAX_FILE_BYTES, MAX_NESTING, MAX_OPS, MAX_REPEAT, MAX_THREADS,
+                     Cursor, LitmusSyntaxError, flag_bits, flags_run, parse_int)
 
-__all__ = ["LitmusSyntaxError", "parse", "parse_file", "OP_KINDS", "KERNEL_OPS",
-           "PTE_FIELDS"]
-
-#: Every operation kind the bench executes.
-OP_KINDS = ("ld", "st", "fence", "csync", "pte_ld", "pte_st", "pte_xchg", "pte_cas", "pte_and",
-            "pte_or", "inv", "shoot", "set", "wait", "wait_walk", "delay", "dev_ld", "dev_st",
-            "dev_fill", "dev_young", "dev_install", "kernel", "label", "goto", "if", "lock",
-            "unlock", "flag_ld", "mem_ld", "mem_st")
-
-#: Kernel operations (run by pyrmap's engine on the RTL) and the registers they may write.
-KERNEL_OPS = ("ptep_clear_flush", "ptep_clear_flush_young", "ptep_set_wrprotect",
-              "ptep_test_and_clear_young", "flush_tlb_page", "page_mkclean", "try_to_unmap",
-              "page_referenced", "migrate", "mprotect_ro", "mprotect_rw", "mprotect_none",
-              "munmap", "invalidate_range_start", "invalidate_range_end")
+__all__ = ["LitmusSyntaxError", "parse", "parse_file", "PTE_FIELDS", "OPTIONS"]
 
 #: Fields of a PTE value usable in conditions (``p.d``, ``pte(x).ppn``).
 PTE_FIELDS = ("v", "r", "w", "x", "u", "g", "a", "d", "ppn", "value")
@@ -40,125 +32,49 @@ PTE_FIELDS = ("v", "r", "w", "x", "u", "g", "a", "d", "ppn", "value")
 SECTION = ("litmus", "doc", "config", "option", "init", "thread", "forbidden", "allowed",
            "observable", "required")
 
-_TOKEN = re.compile(r"\s*(?:(0x[0-9a-fA-F_]+|\d+)|([A-Za-z_][A-Za-z0-9_]*)|"
-                    r"(:=|==|!=|<=|>=|&&|\|\||->|[{}()\[\],+\-~=!<>.:$*]))")
+#: Runner options a file may set: name -> (lowest, highest value) or the accepted words.
+OPTIONS = {
+    "runs": (1, 100_000), "start": (0, 100_000), "jitter": (0, 100_000),
+    "p_long": (0, 100), "long": (0, 100_000), "latency": (0, 10_000),
+    "max_cycles": (1, 10_000_000), "kernel": (0, 1), "mapping": ("shared", "anon"),
+}
+
+_CORE = re.compile(r"[Cc](\d+)")
 
 
-class LitmusSyntaxError(ValueError):
-    """A litmus file that does not parse; ``str()`` is ``path:line: message``."""
-
-    def __init__(self, path: str, line: int, message: str):
-        self.path, self.line, self.message = path, line, message
-        super().__init__(f"{path}:{line}: {message}")
-
-
-def _tokens(text: str, err) -> list[tuple[str, str]]:
-    out = []
-    pos = 0
-    text = text.rstrip()
-    while pos < len(text):
-        mo = _TOKEN.match(text, pos)
-        if mo is None or mo.end() == pos:
-            rest = text[pos:].strip()
-            if not rest:
-                break
-            err(f"unexpected character {rest[0]!r}")
-        if mo.group(1):
-            out.append(("int", mo.group(1)))
-        elif mo.group(2):
-            out.append(("name", mo.group(2)))
-        else:
-            out.append(("punct", mo.group(3)))
-        pos = mo.end()
-    return out
+def config_value(key: str, raw, err):
+    """The value of ``Top`` parameter ``key`` written as ``raw`` (a name or an integer),
+    converted as every command line converts it (:meth:`hdl.config.MmuConfig.parse_params`)."""
+    from hdl.config import MmuConfig
+    try:
+        return MmuConfig.parse_params(f"{key}={raw}")[key]
+    except ValueError as exc:
+        err(f"expected a valid 'config' line: {exc}")
 
 
-class _Cursor:
-    """Tokens of one line with expect/accept helpers that raise LitmusSyntaxError."""
-
-    def __init__(self, text: str, path: str, line: int):
-        self.path, self.line = path, line
-        self.toks = _tokens(text, self.error)
-        self.i = 0
-
-    def error(self, message: str):
-        raise LitmusSyntaxError(self.path, self.line, message)
-
-    def peek(self, k: int = 0) -> Optional[tuple[str, str]]:
-        j = self.i + k
-        return self.toks[j] if j < len(self.toks) else None
-
-    def found(self) -> str:
-        t = self.peek()
-        return "the end of the line" if t is None else repr(t[1])
-
-    def at(self, value: str, k: int = 0) -> bool:
-        t = self.peek(k)
-        return t is not None and t[1] == value
-
-    def accept(self, value: str) -> bool:
-        if self.at(value):
-            self.i += 1
-            return True
-        return False
-
-    def expect(self, value: str, what: str = "") -> None:
-        if not self.accept(value):
-            self.error(f"expected {value!r}{' ' + what if what else ''}, found {self.found()}")
-
-    def name(self, what: str) -> str:
-        t = self.peek()
-        if t is None or t[0] != "name":
-            self.error(f"expected {what}, found {self.found()}")
-        self.i += 1
-        return t[1]
-
-    def integer(self, what: str) -> int:
-        neg = self.accept("-")
-        t = self.peek()
-        if t is None or t[0] != "int":
-            self.error(f"expected {what}, found {self.found()}")
-        self.i += 1
-        v = int(t[1].replace("_", ""), 0)
-        return -v if neg else v
-
-    def done(self) -> bool:
-        return self.i >= len(self.toks)
-
-    def end(self, what: str = "") -> None:
-        if not self.done():
-            self.error(f"expected the end of the line{' after ' + what if what else ''}, "
-                       f"found {self.found()}")
-
-
-def _flag_bits(cur: _Cursor, word: str) -> int:
-    bits = 0
-    for ch in word:
-        if ch not in PTE_BITS:
-            cur.error(f"expected PTE flag letters from 'vrwxugad', found {word!r}")
-        bits |= PTE_BITS[ch]
-    return bits
-
-
-def _flags_run(cur: _Cursor, what: str) -> int:
-    """One or more flag-letter words (``vrw ad``) up to a non-name token."""
-    bits = 0
-    first = True
-    while cur.peek() is not None and cur.peek()[0] == "name":
-        bits |= _flag_bits(cur, cur.name(what))
-        first = False
-    if first:
-        cur.error(f"expected {what}, found {cur.found()}")
-    return bits
+def check_config(cfg: dict, err) -> None:
+    """Raise through ``err(message)`` unless ``cfg`` is a valid set of ``Top`` parameters."""
+    from hdl.config import MmuConfig
+    try:
+        MmuConfig.from_params(**cfg)
+    except (TypeError, ValueError) as exc:
+        err(f"expected a valid 'config' line: {exc}")
 
 
 class _Parser:
+    """One file.  The operation parsers of the registry use ``spec``, ``thread``, ``test``
+    and the helpers ``va``, ``value``, ``pte_expr``, ``target``, ``page``, ``mapped`` and
+    ``no_dst``."""
+
     def __init__(self, text: str, path: str):
         self.text, self.path = text, path
         self.test = LitmusTest(name="", path=path, config={}, options={}, init=Init(),
                                threads=[], conditions=[], registers={}, doc="")
         self.section: Optional[str] = None
         self.thread: Optional[Thread] = None
+        self.spec = None
+        #: (line, core) of every core a warm, inv, wait walk or tlb() names.
+        self.targets: list = []
 
     def err(self, line: int, message: str):
         raise LitmusSyntaxError(self.path, line, message)
@@ -166,7 +82,8 @@ class _Parser:
     # --- top level ---------------------------------------------------------------------------
 
     def parse(self) -> LitmusTest:
-        for n, raw in enumerate(self.text.splitlines(), 1):
+        lines = self.text.splitlines()
+        for n, raw in enumerate(lines, 1):
             line = raw.split("#", 1)[0].rstrip()
             if not line.strip():
                 continue
@@ -181,22 +98,26 @@ class _Parser:
                         self._op_line(part.strip(), n)
             elif self.section == "doc":
                 self.test.doc += " " + line.strip()
+            elif not self.test.name:
+                self.err(n, f"expected 'litmus NAME' as the first line, found {word!r}")
             else:
                 self.err(n, f"expected a section keyword ({', '.join(SECTION)}), found "
                             f"{word!r}")
         t = self.test
+        last = len(lines) or 1
         if not t.name:
             self.err(1, "expected 'litmus NAME' before the end of the file")
         if not t.threads:
-            self.err(len(self.text.splitlines()) or 1, "expected at least one 'thread'")
+            self.err(last, "expected at least one 'thread'")
         if not t.conditions:
-            self.err(len(self.text.splitlines()) or 1, "expected at least one condition "
-                     "(forbidden:, allowed:, observable: or required:)")
+            self.err(last, "expected at least one condition (forbidden:, allowed:, "
+                           "observable: or required:)")
         self._check_names()
+        self._check_cores()
         return t
 
     def _section(self, word: str, line: str, n: int) -> None:
-        cur = _Cursor(line, self.path, n)
+        cur = Cursor(line, self.path, n)
         cur.name("a section keyword")
         cur.accept(":")
         t = self.test
@@ -212,20 +133,15 @@ class _Parser:
             cur.end("the test name")
         elif word == "doc":
             t.doc = line.split(None, 1)[1].lstrip(":").strip() if " " in line else ""
-        elif word in ("config", "option"):
-            target = t.config if word == "config" else t.options
+        elif word == "config":
             while not cur.done():
-                key = cur.name(f"a {word} name (key=value)")
-                cur.expect("=", f"after {word} name {key!r}")
-                t_ = cur.peek()
-                if t_ is not None and t_[0] == "name":
-                    cur.i += 1
-                    val = {"true": True, "false": False}.get(t_[1].lower(), t_[1])
-                else:
-                    val = cur.integer(f"a value for {key!r}")
-                if word == "config" and key in ("svadu",) or key.startswith("quirk_"):
-                    val = bool(val)
-                target[key] = val
+                key, raw = self._key_value(cur, "config")
+                t.config[key] = config_value(key, raw, cur.error)
+            check_config(t.config, cur.error)
+        elif word == "option":
+            while not cur.done():
+                key, raw = self._key_value(cur, "option")
+                t.options[key] = self._option(cur, key, raw)
         elif word == "init":
             cur.end("'init'")
         elif word == "thread":
@@ -235,17 +151,41 @@ class _Parser:
             text = text[1:].strip() if text.startswith(":") else text.strip()
             if not text:
                 self.err(n, f"expected a condition after {word!r}")
-            expr = _ExprParser(_Cursor(text, self.path, n)).parse()
+            expr = _ExprParser(Cursor(text, self.path, n), self.targets).parse()
             t.conditions.append(Condition(Verdict(word), expr, text, n))
             self.section = "cond"
 
-    def _thread(self, cur: _Cursor, n: int) -> None:
+    def _key_value(self, cur: Cursor, word: str):
+        key = cur.name(f"a {word} name (key=value)")
+        cur.expect("=", f"after {word} name {key!r}")
+        if cur.at_name():
+            return key, cur.name("a value")
+        return key, cur.integer(f"a value for {key!r}")
+
+    def _option(self, cur: Cursor, key: str, raw):
+        if key not in OPTIONS:
+            cur.error(f"expected a runner option ({', '.join(OPTIONS)}), found {key!r}")
+        rule = OPTIONS[key]
+        if isinstance(rule[0], str):
+            if raw not in rule:
+                cur.error(f"expected {' or '.join(rule)} for option {key!r}, found {raw!r}")
+            return raw
+        lo, hi = rule
+        if not isinstance(raw, int) or not lo <= raw <= hi:
+            cur.error(f"expected an integer from {lo} to {hi} for option {key!r}, found "
+                      f"{raw!r}")
+        return raw
+
+    def _thread(self, cur: Cursor, n: int) -> None:
         name = cur.name("a thread name after 'thread'")
         if any(th.name == name for th in self.test.threads):
             self.err(n, f"expected a new thread name, found {name!r} a second time")
+        if len(self.test.threads) >= MAX_THREADS:
+            self.err(n, f"expected at most {MAX_THREADS} threads per test")
+        from hdl.config import MAX_CORES
         kind, core = None, None
         if cur.accept("cpu"):
-            kind, core = CPU, cur.integer("a core number after 'cpu'")
+            kind, core = CPU, cur.integer("a core number after 'cpu'", 0, MAX_CORES - 1)
         elif cur.accept("os"):
             kind = OS
         elif cur.accept("dev"):
@@ -256,7 +196,8 @@ class _Parser:
         else:
             mo = re.fullmatch(r"[Cc](?:PU|pu)?(\d+)", name)
             if mo:
-                kind, core = CPU, int(mo.group(1))
+                kind = CPU
+                core = parse_int(mo.group(1), "a core number", cur.error, 0, MAX_CORES - 1)
             elif name.lower().startswith("os"):
                 kind = OS
             elif name.lower().startswith("dev"):
@@ -265,54 +206,55 @@ class _Parser:
                 self.err(n, f"expected 'cpu N', 'os' or 'dev' after thread {name!r} (the "
                             f"kind is inferred only from names like C0, OS, Dev)")
         cur.end("the thread kind")
-        if core is not None:
-            if core < 0:
-                self.err(n, f"expected a core number >= 0, found {core}")
-            if any(th.kind == CPU and th.core == core for th in self.test.threads):
-                self.err(n, f"expected one cpu thread per core, found a second on core {core}")
+        if core is not None and any(th.kind == CPU and th.core == core
+                                    for th in self.test.threads):
+            self.err(n, f"expected one cpu thread per core, found a second on core {core}")
         self.thread = Thread(name, kind, core, [], n)
         self.test.threads.append(self.thread)
 
     # --- init ------------------------------------------------------------------------------
 
-    def _page(self, name: str) -> str:
+    def page(self, name: str) -> str:
+        """Declare physical page ``name`` (in order of first mention)."""
         if name not in self.test.init.pages:
             self.test.init.pages.append(name)
         return name
 
     def _init_line(self, line: str, n: int) -> None:
-        cur = _Cursor(line, self.path, n)
+        cur = Cursor(line, self.path, n)
         init = self.test.init
         word = cur.name("'map', 'mem', 'flag' or 'warm'")
         if word == "map":
             va = cur.name("a virtual page name after 'map'")
             if va in init.maps:
                 self.err(n, f"expected each virtual page mapped once, found {va!r} again")
+            if len(init.maps) >= 512:
+                self.err(n, "expected at most 512 virtual pages (one page-table page)")
             cur.expect("->", f"after 'map {va}'")
             if cur.accept("invalid"):
                 spec = PteSpec(None, 0)
             else:
                 page = cur.name("a physical page name (or 'invalid') after '->'")
                 bits = (PTE_BITS["v"] | PTE_BITS["r"] | PTE_BITS["w"] | PTE_BITS["a"]
-                        | PTE_BITS["d"]) if cur.done() else _flags_run(cur, "PTE flag letters")
-                spec = PteSpec(self._page(page), bits)
+                        | PTE_BITS["d"]) if cur.done() else flags_run(cur, "PTE flag letters")
+                spec = PteSpec(self.page(page), bits)
             cur.end("the mapping")
             init.maps[va] = spec
         elif word == "mem":
-            page = self._page(cur.name("a physical page name after 'mem'"))
-            off = cur.integer("a byte offset after '+'") if cur.accept("+") else 0
-            if off % 8 or not 0 <= off < 4096:
-                self.err(n, f"expected an 8-byte aligned offset in the page, found {off}")
+            page = self.page(cur.name("a physical page name after 'mem'"))
+            off = cur.offset()
             cur.expect("=", "after the memory location")
             init.mem[(page, off)] = cur.integer("an integer value")
             cur.end("the value")
         elif word == "flag":
             name = cur.name("a flag name after 'flag'")
+            if len(init.flags) >= 512:
+                self.err(n, "expected at most 512 flags (one page of words)")
             init.flags[name] = cur.integer("an initial value") if cur.accept("=") else 0
             cur.end("the flag")
         elif word == "warm":
             target = cur.name("a core (C0, C1, ...) or 'dev' after 'warm'")
-            tgt = self._target(cur, target)
+            tgt = self.target(cur, target)
             va = cur.name("a virtual page name after the warm target")
             store = False
             if cur.accept("store"):
@@ -324,254 +266,149 @@ class _Parser:
         else:
             self.err(n, f"expected 'map', 'mem', 'flag' or 'warm' in init, found {word!r}")
 
-    def _target(self, cur: _Cursor, word: str):
+    def target(self, cur: Cursor, word: str):
+        """A core (``C0`` -> 0) or ``"dev"``; the core is checked against the design."""
         if word == "dev":
             return "dev"
-        mo = re.fullmatch(r"[Cc](\d+)", word)
+        mo = _CORE.fullmatch(word)
         if mo is None:
             cur.error(f"expected a core (C0, C1, ...) or 'dev', found {word!r}")
-        return int(mo.group(1))
+        from hdl.config import MAX_CORES
+        core = parse_int(mo.group(1), "a core number", cur.error, 0, MAX_CORES - 1)
+        self.targets.append((cur.line, core))
+        return core
 
     # --- thread operations -----------------------------------------------------------------
 
     def _op_line(self, line: str, n: int) -> None:
         if self.thread is None:
             self.err(n, "expected a 'thread' header before operations")
-        mo = re.match(r"repeat\s+(\d+)\s*:\s*(.+)$", line)
+        mo = re.match(r"repeat\b\s*(\S*?)\s*:\s*(.*)$", line)
         if mo:
-            count = int(mo.group(1))
-            if count < 1:
-                self.err(n, "expected a repeat count >= 1")
+            count = parse_int(mo.group(1), "a repeat count",
+                              lambda m: self.err(n, m), 1, MAX_REPEAT)
+            body = mo.group(2)
+            if not body.strip():
+                self.err(n, "expected an operation after 'repeat N:'")
+            if re.match(r"repeat\b", body):
+                self.err(n, "expected one 'repeat' per line, found a nested one")
+            self._room(count, n)
             for i in range(1, count + 1):
-                self._op_line(mo.group(2).replace("$i", str(i)), n)
+                self._op_line(body.replace("$i", str(i)), n)
             return
         if "$i" in line:
             self.err(n, "expected '$i' only inside 'repeat N: ...'")
-        op = self._one_op(line, n)
-        self.thread.ops.append(op)
+        self._room(1, n)
+        self.thread.ops.append(self._one_op(line, n))
 
-    def _one_op(self, line: str, n: int) -> Op:
+    def _room(self, count: int, n: int) -> None:
+        if len(self.thread.ops) + count > MAX_OPS:
+            self.err(n, f"expected at most {MAX_OPS} operations per thread (after 'repeat'); "
+                        f"thread {self.thread.name!r} would have {len(self.thread.ops) + count}")
+
+    def _one_op(self, line: str, n: int, in_if: bool = False) -> Op:
         mo = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)\s*:", line)
         if mo:
+            if in_if:
+                self.err(n, "expected a plain operation after 'if ...:', found 'label'")
             if any(o.kind == "label" and o.args["name"] == mo.group(1) for o in self.thread.ops):
                 self.err(n, f"expected a new label, found {mo.group(1)!r} a second time")
             return Op("label", n, args={"name": mo.group(1)}, text=line)
         mo = re.match(r"if\s+([^:]+):\s*(.*)$", line)
         if mo:
+            if in_if:
+                self.err(n, "expected a plain operation after 'if ...:', found 'if'")
             if not mo.group(2).strip():
                 self.err(n, "expected an operation after 'if CONDITION:'")
-            cond = _ExprParser(_Cursor(mo.group(1), self.path, n)).parse()
-            then = self._one_op(mo.group(2).strip(), n)
-            if then.kind in ("label", "if"):
-                self.err(n, f"expected a plain operation after 'if ...:', found {then.kind!r}")
+            cond = _ExprParser(Cursor(mo.group(1), self.path, n), self.targets).parse()
+            then = self._one_op(mo.group(2).strip(), n, in_if=True)
             return Op("if", n, args={"cond": cond, "then": then}, text=line)
-        cur = _Cursor(line, self.path, n)
+        cur = Cursor(line, self.path, n)
         dst = None
-        if cur.peek(1) is not None and cur.peek(1)[1] == "=" and cur.peek()[0] == "name" \
-                and not cur.at("set"):
+        if cur.at("=", 1) and cur.at_name() and not cur.at("set"):
             dst = cur.name("a register")
             cur.expect("=")
-        op = self._op(cur, dst, n)
-        op.text = line
-        cur.end(f"'{op.kind}'")
+        word = cur.name("an operation")
+        if word == "goto":
+            self.no_dst(cur, dst, "goto")
+            op = Op("goto", n, args={"label": cur.name("a label after 'goto'")})
+            cur.end("'goto'")
+            op.text = line
+            return op
+        spec = None
+        if cur.at_name():
+            spec = lookup(f"{word} {cur.peek()[1]}")
+            if spec is not None:
+                cur.i += 1
+        spec = spec or lookup(word)
+        if spec is None and word in ("dev", "wait"):
+            subs = [n for n in names(full=True) if n.startswith(word + " ")]
+            cur.error(f"expected {', '.join(repr(x) for x in subs)}, found "
+                      f"{(word + ' ' + cur.found().strip(chr(39))) if not cur.done() else word!r}")
+        if spec is None:
+            cur.error(f"expected an operation ({', '.join(names())}), found {word!r}")
+        if self.thread.kind not in spec.kinds:
+            cur.error(f"expected {spec.name!r} only in {' or '.join(spec.kinds)} threads, "
+                      f"found it in {self.thread.kind} thread {self.thread.name!r}")
+        if dst is not None and spec.result is None:
+            self.no_dst(cur, dst, spec.name)
+        self.spec = spec
+        va, off, args = spec.parse(self, cur, dst)
+        op = Op(spec.name, n, dst, va, off, args, line)
+        cur.end(f"'{spec.name}'")
         if dst is not None:
-            kind = {"ld": "data", "dev_ld": "data", "st": "status", "dev_st": "status",
-                    "dev_young": "young", "kernel": "data", "flag_ld": "data",
-                    "mem_ld": "data"}.get(op.kind, "pte")
-            if op.kind == "kernel" and op.args["fn"] in ("ptep_clear_flush",):
-                kind = "pte"
             prev = self.test.registers.get(dst)
-            if prev is not None and prev != kind:
+            if prev is not None and prev != spec.result:
                 self.err(n, f"expected register {dst!r} to hold one kind of value, found it "
-                            f"used for {prev} and {kind}")
-            self.test.registers[dst] = kind
+                            f"used for {prev} and {spec.result}")
+            self.test.registers[dst] = spec.result
         return op
 
-    def _va(self, cur: _Cursor, after: str) -> tuple[str, int]:
-        va = cur.name(f"a virtual page name after {after!r}")
-        off = 0
-        if cur.accept("+"):
-            off = cur.integer("a byte offset")
-            if off % 8 or not 0 <= off < 4096:
-                cur.error(f"expected an 8-byte aligned offset in the page, found {off}")
-        return va, off
+    def va(self, cur: Cursor) -> tuple[str, int]:
+        """A virtual page name with an optional ``+OFF``."""
+        va = cur.name(f"a virtual page name after {self.spec.name!r}")
+        return va, cur.offset()
 
-    def _value(self, cur: _Cursor) -> object:
-        t = cur.peek()
-        if t is not None and t[0] == "name":
-            cur.i += 1
-            return t[1]
+    def mapped(self, name: str, cur: Cursor) -> str:
+        """A second virtual page an operation names (checked like the first)."""
+        return name
+
+    def value(self, cur: Cursor) -> object:
+        """An integer or a register name."""
+        if cur.at_name():
+            return cur.name("a register")
         return cur.integer("a value (integer or register)")
 
-    def _pte_expr(self, cur: _Cursor) -> PteExpr:
+    def pte_expr(self, cur: Cursor) -> PteExpr:
+        """``invalid``, ``{PAGE flags}``, an integer or a register, then ``+flags -flags``."""
         if cur.accept("invalid"):
             base = 0
         elif cur.accept("{"):
             page = None
             if not cur.accept("-"):
-                page = self._page(cur.name("a physical page name (or '-') in '{...}'"))
+                page = self.page(cur.name("a physical page name (or '-') in '{...}'"))
             bits = 0
             while not cur.accept("}"):
                 if cur.done():
                     cur.error("expected '}' to close the PTE literal")
-                bits |= _flag_bits(cur, cur.name("PTE flag letters or '}'"))
+                bits |= flag_bits(cur, cur.name("PTE flag letters or '}'"))
             base = PteSpec(page, bits)
         elif cur.peek() is not None and cur.peek()[0] == "int":
-            base = cur.integer("a PTE value")
+            base = cur.integer("a PTE value", 0)
         else:
             base = cur.name("a PTE value ('invalid', '{PAGE flags}', an integer or a register)")
         set_bits = clear_bits = 0
         while cur.at("+") or cur.at("-"):
             sign = cur.peek()[1]
             cur.i += 1
-            bits = _flag_bits(cur, cur.name(f"PTE flag letters after {sign!r}"))
+            bits = flag_bits(cur, cur.name(f"PTE flag letters after {sign!r}"))
             if sign == "+":
                 set_bits |= bits
             else:
                 clear_bits |= bits
         return PteExpr(base, set_bits, clear_bits)
 
-    def _needs(self, cur: _Cursor, kinds: tuple, what: str) -> None:
-        if self.thread.kind not in kinds:
-            cur.error(f"expected {what} only in {' or '.join(kinds)} threads, found it in "
-                      f"{self.thread.kind} thread {self.thread.name!r}")
-
-    def _op(self, cur: _Cursor, dst: Optional[str], n: int) -> Op:
-        word = cur.name("an operation")
-        if word == "ld":
-            self._needs(cur, (CPU,), "'ld'")
-            va, off = self._va(cur, "ld")
-            return Op("ld", n, dst, va, off, {"retry": cur.accept("retry")})
-        if word == "st":
-            self._needs(cur, (CPU,), "'st'")
-            va, off = self._va(cur, "st")
-            cur.expect(",", "between the address and the value")
-            return Op("st", n, dst, va, off, {"value": self._value(cur),
-                                              "retry": cur.accept("retry")})
-        if word in ("fence", "csync"):
-            self._no_dst(cur, dst, word)
-            return Op(word, n)
-        if word == "pte":
-            va = cur.name("a virtual page name after 'pte'")
-            if cur.accept(":="):
-                self._no_dst(cur, dst, "pte :=")
-                return Op("pte_st", n, None, va, 0, {"new": self._pte_expr(cur)})
-            if dst is None:
-                cur.error("expected 'REG = pte x' (a load) or 'pte x := VALUE' (a store)")
-            return Op("pte_ld", n, dst, va)
-        if word in ("xchg", "cas", "and", "or"):
-            cur.expect("pte", f"after {word!r} (atomics act on PTEs)")
-            va = cur.name(f"a virtual page name after '{word} pte'")
-            cur.expect(",", "after the PTE")
-            if word == "xchg":
-                return Op("pte_xchg", n, dst, va, 0, {"new": self._pte_expr(cur)})
-            if word == "cas":
-                old = self._pte_expr(cur)
-                cur.expect(",", "between the expected and the new PTE")
-                return Op("pte_cas", n, dst, va, 0, {"old": old, "new": self._pte_expr(cur)})
-            if word == "and":
-                cur.expect("~", "before the flags an AND clears (and pte x, ~a)")
-                return Op("pte_and", n, dst, va, 0, {"bits": _flags_run(cur, "PTE flag letters")})
-            return Op("pte_or", n, dst, va, 0, {"bits": _flags_run(cur, "PTE flag letters")})
-        if word in ("inv", "shoot"):
-            self._no_dst(cur, dst, word)
-            cores: tuple = ()
-            if word == "inv":
-                t = cur.peek(1)
-                if t is not None and t[0] == "name" and cur.peek()[0] == "name":
-                    cores = (self._target(cur, cur.name("a core or 'dev'")),)
-                elif self.thread.kind == CPU:
-                    cores = (self.thread.core,)
-                else:
-                    cur.error(f"expected a target core (inv C1 x) in {self.thread.kind} "
-                              f"thread {self.thread.name!r}")
-            if cur.accept("all"):
-                return Op(word, n, None, None, 0, {"cores": cores})
-            va = cur.name(f"a virtual page name or 'all' after {word!r}")
-            return Op(word, n, None, va, 0, {"cores": cores})
-        if word == "set":
-            flag = cur.name("a flag name after 'set'")
-            cur.expect("=", "after the flag")
-            return Op("set", n, None, None, 0, {"flag": flag, "value": cur.integer("a value")})
-        if word == "wait":
-            self._no_dst(cur, dst, "wait")
-            if cur.accept("walk"):
-                core = None
-                t = cur.peek()
-                if t is not None and re.fullmatch(r"[Cc]\d+|dev", t[1]) \
-                        and cur.peek(1) is not None:
-                    core = self._target(cur, cur.name("a core"))
-                va = cur.name("a virtual page name after 'wait walk'")
-                what = "read"
-                if not cur.done():
-                    what = cur.name("'read', 'cas', 'write' or 'any' after the page")
-                    if what not in ("read", "cas", "write", "any"):
-                        cur.error(f"expected 'read', 'cas', 'write' or 'any' after the page, "
-                                  f"found {what!r}")
-                return Op("wait_walk", n, None, va, 0, {"core": core, "what": what})
-            flag = cur.name("a flag name or 'walk' after 'wait'")
-            cur.expect("==", "after the flag (wait F == 1)")
-            return Op("wait", n, None, None, 0, {"flag": flag, "value": cur.integer("a value")})
-        if word == "delay":
-            self._no_dst(cur, dst, "delay")
-            c = cur.integer("a number of cycles after 'delay'")
-            if c < 0:
-                cur.error("expected a number of cycles >= 0")
-            return Op("delay", n, None, None, 0, {"cycles": c})
-        if word == "dev":
-            sub_ = cur.peek()
-            if sub_ is not None and sub_[1] in ("ld", "st", "young"):
-                self._needs(cur, (DEV,), "'dev' accesses")
-            sub = cur.name("'ld', 'st', 'fill', 'install' or 'young' after 'dev'")
-            if sub not in ("ld", "st", "fill", "young", "install"):
-                cur.error(f"expected 'ld', 'st', 'fill', 'install' or 'young' after 'dev', "
-                          f"found {sub!r}")
-            va, off = self._va(cur, f"dev {sub}")
-            if sub == "install":
-                self._no_dst(cur, dst, "dev install")
-                cur.expect(",", "between the page and the PTE value to install")
-                return Op("dev_install", n, None, va, 0, {"pte": self._pte_expr(cur)})
-            args = {}
-            if sub == "st":
-                cur.expect(",", "between the address and the value")
-                args["value"] = self._value(cur)
-            if sub == "young" and dst is None:
-                cur.error("expected 'REG = dev young x'")
-            if sub == "fill":
-                self._no_dst(cur, dst, "dev fill")
-            return Op(f"dev_{sub}", n, dst, va, off, args)
-        if word == "goto":
-            self._no_dst(cur, dst, "goto")
-            return Op("goto", n, args={"label": cur.name("a label after 'goto'")})
-        if word in ("lock", "unlock"):
-            self._no_dst(cur, dst, word)
-            return Op(word, n, args={"lock": cur.name(f"a lock name after {word!r}")})
-        if word == "flag":
-            if dst is None:
-                cur.error("expected 'REG = flag F' (use 'set F = V' to write a flag)")
-            return Op("flag_ld", n, dst, args={"flag": cur.name("a flag name after 'flag'")})
-        if word == "mem":
-            page = cur.name("a physical page or flag name after 'mem'")
-            if page not in self.test.init.flags:
-                self._page(page)
-            off = cur.integer("a byte offset") if cur.accept("+") else 0
-            if off % 8 or not 0 <= off < 4096:
-                cur.error(f"expected an 8-byte aligned offset in the page, found {off}")
-            if cur.accept(":="):
-                self._no_dst(cur, dst, "mem :=")
-                return Op("mem_st", n, args={"page": page, "off": off,
-                                             "value": self._value(cur)})
-            if dst is None:
-                cur.error("expected 'REG = mem P' (a load) or 'mem P := VALUE' (a store)")
-            return Op("mem_ld", n, dst, args={"page": page, "off": off})
-        if word in KERNEL_OPS:
-            va = cur.name(f"a virtual page name after {word!r}")
-            return Op("kernel", n, dst, va, 0, {"fn": word})
-        cur.error(f"expected an operation (ld, st, fence, csync, pte, xchg, cas, and, or, inv, "
-                  f"shoot, set, wait, delay, dev, flag, mem, lock, unlock, goto, if, repeat, "
-                  f"{', '.join(KERNEL_OPS)}), found {word!r}")
-
-    def _no_dst(self, cur: _Cursor, dst, what: str) -> None:
+    def no_dst(self, cur: Cursor, dst, what: str) -> None:
         if dst is not None:
             cur.error(f"expected no register before {what!r}: it produces no value")
 
@@ -580,29 +417,24 @@ class _Parser:
     def _check_names(self) -> None:
         t = self.test
         init = t.init
+        kinds = set()
         for th in t.threads:
             labels = {o.args["name"] for o in th.ops if o.kind == "label"}
             ops = list(th.ops) + [o.args["then"] for o in th.ops if o.kind == "if"]
             for op in ops:
+                kinds.add(op.kind)
                 if op.kind == "goto" and op.args["label"] not in labels:
                     self.err(op.line, f"expected a label of thread {th.name!r}, found "
                                       f"{op.args['label']!r}")
                 if op.kind == "if":
                     self._check_expr(op.args["cond"], op.line)
-                if op.kind == "flag_ld" and op.args["flag"] not in init.flags:
-                    self.err(op.line, f"expected a flag declared with 'flag', found "
-                                      f"{op.args['flag']!r}")
-                if op.kind in ("mem_ld", "mem_st") and op.args["page"] in init.flags:
-                    pass
-                if op.va is not None and op.va not in init.maps:
-                    self.err(op.line, f"expected a virtual page declared with 'map', found "
-                                      f"{op.va!r}")
-                if op.kind in ("set", "wait") and op.args["flag"] not in init.flags:
-                    self.err(op.line, f"expected a flag declared with 'flag', found "
-                                      f"{op.args['flag']!r}")
-                if op.kind == "wait_walk" and op.args["core"] == "dev":
-                    self.err(op.line, "expected a core for 'wait walk': the device has no "
-                                      "walker")
+                for va in (op.va, op.args.get("to")):
+                    if va is not None and va not in init.maps:
+                        self.err(op.line, f"expected a virtual page declared with 'map', "
+                                          f"found {va!r}")
+                flag = op.args.get("flag")
+                if flag is not None and flag not in init.flags:
+                    self.err(op.line, f"expected a flag declared with 'flag', found {flag!r}")
                 for k in ("new", "old", "pte"):
                     pe = op.args.get(k)
                     if isinstance(pe, PteExpr) and isinstance(pe.base, str) \
@@ -610,13 +442,36 @@ class _Parser:
                         self.err(op.line, f"expected a register holding a PTE, found "
                                           f"{pe.base!r}")
                 v = op.args.get("value")
-                if op.kind in ("st", "dev_st") and isinstance(v, str) and v not in t.registers:
+                if isinstance(v, str) and v not in t.registers:
                     self.err(op.line, f"expected an integer or a register, found {v!r}")
+        if "exit" in kinds and "fork" not in kinds:
+            line = next(op.line for th in t.threads for op in th.ops if op.kind == "exit")
+            self.err(line, "expected a 'fork' in the test before 'exit' (exit ends the child "
+                           "the last fork made)")
+        if t.options.get("mapping") == "anon":
+            for th in t.threads:
+                for op in th.ops:
+                    if op.kind in ("truncate", "msync", "remap_file_pages"):
+                        self.err(op.line, f"expected a file mapping for {op.kind!r}, found "
+                                          f"'option mapping=anon'")
         for w in init.warm:
             if w.va not in init.maps:
                 self.err(w.line, f"expected a virtual page declared with 'map', found {w.va!r}")
         for c in t.conditions:
             self._check_expr(c.expr, c.line)
+
+    def _check_cores(self) -> None:
+        """Every core a warm, inv, wait walk or tlb() names is a core of the design: below
+        the configured count (default 2) or run by a cpu thread."""
+        from hdl.config import MmuConfig
+        t = self.test
+        base = t.config.get("ncores", MmuConfig.ncores)
+        cores = max([base] + [th.core + 1 for th in t.threads if th.kind == CPU])
+        for line, core in self.targets:
+            if core >= cores:
+                self.err(line, f"expected a core of the design (C0..C{cores - 1}: config "
+                               f"ncores={base} and the cpu threads), found C{core}; add a "
+                               f"'thread C{core}' or 'config ncores={core + 1}'")
 
     def _check_expr(self, e: Expr, line: int) -> None:
         t = self.test
@@ -627,6 +482,16 @@ class _Parser:
                     return
                 self.err(line, f"expected a register written by a thread or a page name, "
                                f"found {name!r}")
+        elif e.op == "field":
+            base = e.args[0]
+            if base.op == "reg" and t.registers.get(base.args[0]) != "pte":
+                kind = t.registers.get(base.args[0], "page name")
+                self.err(line, f"expected a PTE (a register holding one, or pte(x)) before "
+                               f"'.{e.args[1]}', found {base.args[0]!r}, a {kind}"
+                               f"{' register' if kind != 'page name' else ''}")
+            if base.op not in ("reg", "pte"):
+                self.err(line, f"expected a PTE (a register holding one, or pte(x)) before "
+                               f"'.{e.args[1]}'")
         elif e.op == "pte" and e.args[0] not in t.init.maps:
             self.err(line, f"expected a virtual page declared with 'map', found {e.args[0]!r}")
         elif e.op == "mem" and e.args[0] not in t.init.pages and e.args[0] not in t.init.flags:
@@ -640,34 +505,50 @@ class _Parser:
 
 
 class _ExprParser:
-    """Conditions: ``||``/``or``, ``&&``/``and``, ``!``/``not``, comparisons, atoms."""
+    """Conditions: ``||``/``or``, ``&&``/``and``, ``!``/``not``, comparisons, atoms.  ``(``
+    and ``!`` nest at most :data:`~cosim.litmus.syntax.MAX_NESTING` deep; ``&&`` and ``||``
+    chains are one n-ary node."""
 
     CMP = ("==", "!=", "<", "<=", ">", ">=", "=")
 
-    def __init__(self, cur: _Cursor):
+    def __init__(self, cur: Cursor, targets: Optional[list] = None):
         self.cur = cur
+        self.depth = 0
+        self.targets = [] if targets is None else targets
 
     def parse(self) -> Expr:
         e = self.or_()
         self.cur.end("the condition")
         return e
 
+    def _nest(self, what: str) -> None:
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            self.cur.error(f"expected at most {MAX_NESTING} nested '(' or '!', found more "
+                           f"at {what!r}")
+
     def or_(self) -> Expr:
-        e = self.and_()
+        terms = [self.and_()]
         while self.cur.accept("||") or self.cur.accept("or"):
-            e = Expr("or", (e, self.and_()))
-        return e
+            terms.append(self.and_())
+        return terms[0] if len(terms) == 1 else Expr("or", tuple(terms))
 
     def and_(self) -> Expr:
-        e = self.not_()
+        terms = [self.not_()]
         while self.cur.accept("&&") or self.cur.accept("and"):
-            e = Expr("and", (e, self.not_()))
-        return e
+            terms.append(self.not_())
+        return terms[0] if len(terms) == 1 else Expr("and", tuple(terms))
 
     def not_(self) -> Expr:
-        if self.cur.accept("!") or self.cur.accept("not"):
-            return Expr("not", (self.not_(),))
-        return self.cmp()
+        nots = 0
+        while self.cur.accept("!") or self.cur.accept("not"):
+            self._nest("!")
+            nots += 1
+        e = self.cmp()
+        for _ in range(nots):
+            e = Expr("not", (e,))
+        self.depth -= nots
+        return e
 
     def cmp(self) -> Expr:
         e = self.term()
@@ -688,8 +569,10 @@ class _ExprParser:
     def atom(self) -> Expr:
         cur = self.cur
         if cur.accept("("):
+            self._nest("(")
             e = self.or_()
             cur.expect(")", "to close '('")
+            self.depth -= 1
             return e
         t = cur.peek()
         if t is None:
@@ -704,7 +587,7 @@ class _ExprParser:
         if name == "mem" and cur.at("["):
             cur.expect("[")
             page = cur.name("a physical page or flag name in mem[...]")
-            off = cur.integer("a byte offset") if cur.accept("+") else 0
+            off = cur.offset()
             cur.expect("]", "to close mem[")
             return Expr("mem", (page, off))
         if name in ("pte", "fault", "ok") and cur.at("("):
@@ -715,25 +598,50 @@ class _ExprParser:
         if name == "tlb" and cur.at("("):
             cur.expect("(")
             tgt = cur.name("a core (C0, ...) or 'dev'")
-            if tgt != "dev" and not re.fullmatch(r"[Cc]\d+", tgt):
+            mo = _CORE.fullmatch(tgt)
+            if tgt != "dev" and mo is None:
                 cur.error(f"expected a core (C0, ...) or 'dev', found {tgt!r}")
             cur.expect(",", "between the core and the page")
             va = cur.name("a virtual page name")
             cur.expect(")", "to close tlb(")
-            return Expr("tlb", ("dev" if tgt == "dev" else int(tgt[1:]), va))
+            if mo is None:
+                return Expr("tlb", ("dev", va))
+            from hdl.config import MAX_CORES
+            core = parse_int(mo.group(1), "a core number", cur.error, 0, MAX_CORES - 1)
+            self.targets.append((cur.line, core))
+            return Expr("tlb", (core, va))
         return Expr("reg", (name,))
 
 
 def parse(text: str, path: str = "<string>") -> LitmusTest:
     """Parse litmus source ``text``; raise :class:`LitmusSyntaxError` naming the line."""
+    if len(text) > MAX_FILE_BYTES:
+        raise LitmusSyntaxError(path, 1, f"expected a litmus file of at most {MAX_FILE_BYTES} "
+                                         f"characters, found {len(text)}")
     return _Parser(text, path).parse()
 
 
 def parse_file(path) -> LitmusTest:
-    """Parse the litmus file at ``path``."""
+    """Parse the litmus file at ``path`` (UTF-8 text)."""
     p = Path(path)
+    if not p.exists():
+        raise LitmusSyntaxError(str(path), 0, "cannot read the file: it does not exist")
+    if not p.is_file():
+        raise LitmusSyntaxError(str(path), 0, "cannot read the file: it is not a regular file")
     try:
-        text = p.read_text()
+        with p.open("rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise LitmusSyntaxError(str(path), 0, f"cannot read the file: {exc.strerror}") from exc
+    if len(data) > MAX_FILE_BYTES:
+        raise LitmusSyntaxError(str(path), 1, f"expected a litmus file of at most "
+                                              f"{MAX_FILE_BYTES} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise LitmusSyntaxError(str(path), line, f"expected UTF-8 text, found byte "
+                                                 f"0x{data[exc.start]:02x} at column {col}"
+                                ) from None
     return parse(text, str(path))

@@ -19,15 +19,14 @@ import logging
 import os
 import random
 import time
-from pathlib import Path
 
 import cocotb
-from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 
 from pyrmap.physmem import PhysMem
 
-from ..memory import CLOCK_PERIOD_NS, Latency, MemoryResponder, cycle_now
+from ..dut import reset, write_report
+from ..memory import Latency, MemoryResponder, cycle_now
 from ..scoreboard import PERF_COUNTERS, MmuScoreboard, new_mmu_coverage
 from .agents import CpuDriver, InvalDriver, PteRacer
 from .tables import RandomTables
@@ -41,47 +40,6 @@ def _params() -> dict:
 
 def _seed() -> int:
     return int(os.environ.get("COSIM_SEED", "1"))
-
-
-def write_report(name: str, data: dict) -> None:
-    """Merge ``data`` under ``name`` into the JSON report file named by COSIM_REPORT."""
-    path = os.environ.get("COSIM_REPORT")
-    if not path:
-        return
-    p = Path(path)
-    report = {}
-    if p.exists():
-        try:
-            report = json.loads(p.read_text())
-        except ValueError:
-            report = {}
-    report[name] = data
-    p.write_text(json.dumps(report, indent=1, default=str))
-
-
-async def reset(dut, ncores: int) -> None:
-    """Start the clock, drive every input to 0, hold reset for 3 cycles."""
-    Clock(dut.clk, CLOCK_PERIOD_NS, unit="ns", impl="gpi").start(start_high=False)
-    for i in range(ncores):
-        for name in ("req__valid", "req__vaddr", "req__op", "req__user", "req__sum",
-                     "req__asid", "req__root", "inval__valid", "inval__kind", "inval__vaddr",
-                     "inval__asid"):
-            getattr(dut, f"cpu{i}__{name}").value = 0
-    for name in ("req__valid", "req__vaddr", "req__op", "req__asid", "fault__ack",
-                 "fill__valid", "fill__vaddr", "fill__asid", "fill__ppn", "fill__level",
-                 "fill__perm", "fill__g", "young__valid", "young__vaddr", "young__asid",
-                 "inval__valid", "inval__kind", "inval__vaddr", "inval__asid"):
-        h = getattr(dut, f"dev__{name}", None)
-        if h is not None:
-            h.value = 0
-    dut.mem__req__ready.value = 0
-    dut.mem__resp__valid.value = 0
-    dut.mem__resp__rdata.value = 0
-    dut.mem__resp__err.value = 0
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 3)
-    dut.rst.value = 0
-    await RisingEdge(dut.clk)
 
 
 def read_counters(dut, core: int) -> dict:

@@ -148,9 +148,10 @@ def test_cli_exit_2_with_file_and_line(tmp_path, capsys):
 
 def test_cli_config_is_checked_before_anything_runs(capsys):
     ok = str(ROOT / "litmus" / "remap_local.litmus")
-    assert main([ok, "--config", "bogus=1"]) == 2
-    err = capsys.readouterr().err
-    assert "Unknown parameter 'bogus'; known: ncores, tlb_entries" in err, err
+    with pytest.raises(SystemExit) as ei:
+        main([ok, "--config", "bogus=1"])
+    assert ei.value.code == 2
+    assert "Unknown parameter 'bogus'; known: ncores, tlb_entries" in capsys.readouterr().err
 
 
 # --- fuzzing ---------------------------------------------------------------------------------------

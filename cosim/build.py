@@ -38,7 +38,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 log = logging.getLogger("cosim.build")
 
@@ -190,11 +190,13 @@ def hdl_sources_digest() -> str:
     return h.hexdigest()[:16]
 
 
-def export_verilog(config) -> Path:
+def export_verilog(config, progress: Callable[[str], None] | None = None,
+                   force: bool = False) -> Path:
     """Elaborate ``Top(config)`` to ``sim_build/<hash>/top.v`` and return its path.
 
     Reuses the file when it was produced from the same hdl sources
     (:func:`hdl_sources_digest`); takes the configuration directory's lock while writing.
+    ``progress`` is told when the export starts and how long it took.
     """
     sim_env()
     h = config_hash(config)
@@ -203,10 +205,12 @@ def export_verilog(config) -> Path:
     stamp = out_dir / f"{TOPLEVEL}.v.sources"
     digest = hdl_sources_digest()
     with _locked(out_dir):
-        if (verilog.exists() and verilog.stat().st_size > 0 and stamp.exists()
+        if (not force and verilog.exists() and verilog.stat().st_size > 0 and stamp.exists()
                 and stamp.read_text().strip() == digest):
             return verilog
         t0 = time.monotonic()
+        if progress:
+            progress(f"export: elaborating Top({h}) to Verilog (Amaranth + Yosys) ...")
         from hdl import export as hexport
         try:
             text = patch_verilog(hexport.verilog_text(config))
@@ -220,6 +224,8 @@ def export_verilog(config) -> Path:
         (out_dir / "config.json").write_text(json.dumps(config_params(config), indent=2,
                                                         sort_keys=True, default=str) + "\n")
         log.info("elaborated %s in %.1f s", verilog, time.monotonic() - t0)
+        if progress:
+            progress(f"export: {verilog} in {time.monotonic() - t0:.1f} s")
     return verilog
 
 
@@ -242,7 +248,13 @@ def _build_dir(h: str, sim: str, waves: bool) -> Path:
     return SIM_BUILD / h / (f"{sim}-waves" if waves else sim)
 
 
-def build(config, sim: str, *, waves: bool = False, force: bool = False) -> Build:
+#: What a first compile of a configuration costs (measured on 2 cores; ccache makes repeats
+#: cheaper), announced so a first run is not silent.
+COMPILE_ESTIMATE = {"verilator": "about 100 s", "icarus": "a few seconds"}
+
+
+def build(config, sim: str, *, waves: bool = False, force: bool = False,
+          progress: Callable[[str], None] | None = None) -> Build:
     """Build ``Top(config)`` for ``sim`` ("icarus" or "verilator"); reuse a cached build.
 
     Parameters
@@ -254,7 +266,9 @@ def build(config, sim: str, *, waves: bool = False, force: bool = False) -> Buil
     waves : bool
         Build with trace support (a separate build directory).
     force : bool
-        Rebuild even when the cached build matches.
+        Export and rebuild even when the cached files match.
+    progress : callable, optional
+        Told each step (export, compile) as it starts and how long it took.
 
     Returns
     -------
@@ -272,7 +286,7 @@ def build(config, sim: str, *, waves: bool = False, force: bool = False) -> Buil
     if sim not in SIMULATORS:
         raise ValueError(f"Simulator must be one of {', '.join(SIMULATORS)}, not {sim!r}")
     sim_env()
-    verilog = export_verilog(config)
+    verilog = export_verilog(config, progress, force)
     h = config_hash(config)
     bd = _build_dir(h, sim, waves)
     sources = [verilog]
@@ -306,6 +320,9 @@ def build(config, sim: str, *, waves: bool = False, force: bool = False) -> Buil
         from cocotb_tools.runner import get_runner
         runner = get_runner(sim)
         t0 = time.monotonic()
+        if progress:
+            progress(f"compile: {sim} build of {h} ({COMPILE_ESTIMATE[sim]} the first time; "
+                     f"later runs reuse it) ...")
         bd.mkdir(parents=True, exist_ok=True)
         log_file = bd / "build.log"
         saved_makeflags = os.environ.get("MAKEFLAGS")
@@ -330,6 +347,8 @@ def build(config, sim: str, *, waves: bool = False, force: bool = False) -> Buil
         stamp.write_text(json.dumps(stamp_data, indent=2))
         seconds = time.monotonic() - t0
         log.info("built %s for %s in %.1f s", h, sim, seconds)
+        if progress:
+            progress(f"compile: {bd} in {seconds:.1f} s")
         return Build(sim, h, verilog, bd, waves, seconds)
 
 

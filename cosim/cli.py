@@ -282,13 +282,16 @@ def run(a: RunArgs, out: TextIO = sys.stdout) -> int:
           f"{a.params['tlb_ways']} ways{', Svade' if a.params.get('svadu') is False else ''}, "
           f"config {config.config_hash}", file=out, flush=True)
     t0 = time.monotonic()
+    print("  build: export (hdl -> Verilog), then compile (the simulator); both cached by "
+          "configuration", file=out, flush=True)
     try:
-        b = cb.build(config, a.sim, waves=a.waves)
+        b = cb.build(config, a.sim, waves=a.waves,
+                     progress=lambda line: print(f"  {line}", file=out, flush=True))
     except cb.BuildError as exc:
         print(f"error: {exc}", file=out)
         return 1
-    print(f"  build: {'reused' if not b.seconds else f'{b.seconds:.1f} s'} ({b.build_dir})",
-          file=out, flush=True)
+    print(f"  build: {'reused' if not b.seconds else 'done'} in {time.monotonic() - t0:.1f} s "
+          f"({b.build_dir})", file=out, flush=True)
     fd, progress = tempfile.mkstemp(prefix="cosim-progress-", suffix=".txt")
     os.close(fd)
     tail = None

@@ -135,3 +135,57 @@ def test_a_simulation_past_its_wall_clock_limit_is_stopped_and_named(tmp_path):
            " --testcase test_scenario --seed 7" in msg, msg
     with pytest.raises(ValueError, match=r"^timeout must be a positive number of seconds"):
         cb.run(cb.make_config(), "icarus", "cosim.tb.tb_cosim", seed=7, timeout=0)
+
+
+@pytest.mark.sim
+def test_build_announces_its_steps_and_times_them():
+    """A first run is not silent: export and compile are announced as they start and timed."""
+    from cosim import build as cb
+    lines = []
+    config = cb.make_config(ncores=1, tlb_entries=2, dev_entries=2, asid_bits=3)
+    b = cb.build(config, "icarus", force=True, progress=lines.append)
+    assert b.seconds > 0
+    assert [line.split(":")[0] for line in lines] == ["export", "export", "compile", "compile"]
+    assert lines[0].startswith(f"export: elaborating Top({config.config_hash}) to Verilog")
+    assert lines[2].startswith(f"compile: icarus build of {config.config_hash} (a few seconds "
+                               f"the first time; later runs reuse it)")
+    assert lines[1].endswith(" s") and lines[3].endswith(" s"), lines
+
+
+def _readme_quirks() -> dict:
+    from pathlib import Path
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = text.split("## Quirks (the bug zoo)", 1)[1]
+    rows = {}
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`"):
+            rows[cells[0].strip("`")] = cells[2]
+    return rows
+
+
+def test_readme_list_and_run_agree_on_quirks():
+    """A quirk the README says `cosim run --quirk` takes is accepted and listed by `list`;
+    any other quirk is rejected by run and absent from `list`."""
+    import io
+
+    from cosim.cli import UsageError, list_all, parse_args
+    rows = _readme_quirks()
+    assert len(rows) >= 9, rows
+    listed = io.StringIO()
+    list_all(listed)
+    quirk_lines = "\n".join(line for line in listed.getvalue().splitlines()
+                            if line.startswith(("kernel quirks", "hardware quirks")))
+    for name, where in rows.items():
+        if "`cosim run --quirk`" in where:
+            assert parse_args(["run", "reclaim", "--quirk", name]).quirks == [name]
+            assert name in quirk_lines, (name, quirk_lines)
+        else:
+            with pytest.raises(UsageError, match=f"unknown quirk '{name}'"):
+                parse_args(["run", "reclaim", "--quirk", name])
+            assert name not in quirk_lines, (name, quirk_lines)
+
+
+def test_run_and_demo_share_the_default_simulator():
+    from cosim.cli import parse_args
+    assert parse_args(["run", "reclaim"]).sim == parse_args(["demo"]).sim == "verilator"

@@ -34,10 +34,10 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence, TextIO
 
-from pyrmap.checkers import verdict_lines
 from hdl.config import MAX_CORES
-from pyrmap.cliargs import UsageError, int_arg, writable_file  # importing pyrmap.checkers registers them
 from pyrmap.checker_registry import checker_title
+from pyrmap.checkers import verdict_lines  # importing pyrmap.checkers registers them
+from pyrmap.cliargs import UsageError, int_arg, writable_file
 
 __all__ = ["main", "UsageError", "parse_args", "format_report"]
 

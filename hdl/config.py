@@ -12,11 +12,13 @@ import json
 from dataclasses import dataclass
 
 from pyrmap.pte import ASID_BITS_MAX
+from pyrmap.replacement import REPLACEMENT_POLICIES
 
 __all__ = ["MmuConfig", "REPLACEMENTS", "ARBITRATIONS", "MAX_CORES", "MAX_TLB_ENTRIES",
            "MAX_TLB_WAYS", "check_tlb_geometry"]
 
-REPLACEMENTS = ("plru", "random", "fifo")
+#: The replacement policies (pyrmap.replacement, shared with the golden model).
+REPLACEMENTS = tuple(REPLACEMENT_POLICIES)
 ARBITRATIONS = ("round_robin", "fixed")
 #: Upper bounds on sizes.  TLB entries are registers compared in parallel, so elaboration,
 #: export and simulator builds grow with them (a 4-way TLB of 256 entries takes ~30 s to export,
@@ -75,13 +77,15 @@ def check_tlb_geometry(entries, ways, replacement, superpage_entries=None, what=
         if not _is_pow2(ways):
             raise ValueError(f"Set-associative {what} has {ways} ways, which is not a power "
                              f"of two")
-    if replacement == "plru" and not _is_pow2(ways):
-        raise ValueError(f"PLRU replacement needs a power-of-two number of ways, not {ways}")
+    policy = REPLACEMENT_POLICIES[replacement]
+    if policy.pow2_ways and not _is_pow2(ways):
+        raise ValueError(f"{policy.label} replacement needs a power-of-two number of ways, "
+                         f"not {ways}")
     if superpage_entries is not None and sets > 1:
         _check_int(n_sp, superpage_entries, maximum=MAX_SUPERPAGE_ENTRIES)
-        if replacement == "plru" and not _is_pow2(superpage_entries):
-            raise ValueError(f"PLRU replacement needs a power-of-two number of superpage "
-                             f"entries, not {superpage_entries}")
+        if policy.pow2_ways and not _is_pow2(superpage_entries):
+            raise ValueError(f"{policy.label} replacement needs a power-of-two number of "
+                             f"superpage entries, not {superpage_entries}")
 
 
 def check_asid_bits(asid_bits, name="asid_bits"):
@@ -122,7 +126,8 @@ class MmuConfig:
         mapped.  A set-associative TLB keeps 2 MiB / 1 GiB entries in a separate
         fully-associative array of ``superpage_entries``.
     replacement : str
-        ``"plru"``, ``"random"`` (LFSR) or ``"fifo"``.
+        A name of :data:`pyrmap.replacement.REPLACEMENT_POLICIES`: ``"plru"``, ``"random"``
+        (LFSR) or ``"fifo"``.
     asid_bits : int
         Width of the ASID tag (0..16).
     svadu : bool

@@ -11,6 +11,8 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from pyrmap.replacement import REPLACEMENT_POLICIES, gateware
+
 from .config import check_asid_bits, check_tlb_geometry
 from .layouts import VPN_WIDTH, InvalKind, tlb_entry_layout, tlb_entry_value
 
@@ -32,22 +34,19 @@ def _log2(n):
 
 
 class _Replacement:
-    """Replacement state for ``nsets`` sets of ``ways`` ways, and the victim logic.
+    """Replacement state for ``nsets`` sets of ``ways`` ways, and the victim logic; a policy
+    (:data:`pyrmap.replacement.REPLACEMENT_POLICIES`) subclasses it with ``@gateware(name)``.
 
     ``victim(m, set_idx, valids)`` returns a Value: the first invalid way, else the policy's
-    choice.  ``touch(m, set_idx, way)`` records a use (PLRU only); ``advance(m, set_idx)`` records
-    a fill of the policy's victim (FIFO only).
+    choice (``policy_way``).  ``touch(m, set_idx, way)`` records a use; ``advance(m, set_idx)``
+    records a fill of the policy's victim.  ``uses_lfsr``: the Tlb steps its LFSR every cycle.
     """
+    uses_lfsr = False
 
-    def __init__(self, name, policy, nsets, ways, lfsr):
-        self.name, self.policy, self.nsets, self.ways, self.lfsr = name, policy, nsets, ways, lfsr
+    def __init__(self, name, nsets, ways, lfsr):
+        self.name, self.nsets, self.ways, self.lfsr = name, nsets, ways, lfsr
         self.wbits = max(_log2(ways), 1)
-        if policy == "plru" and ways > 1:
-            self.state = [Signal(ways - 1, name=f"{name}_plru{s}") for s in range(nsets)]
-        elif policy == "fifo":
-            self.state = [Signal(self.wbits, name=f"{name}_fifo{s}") for s in range(nsets)]
-        else:
-            self.state = None
+        self.state = None
 
     def _select(self, set_idx):
         if self.nsets == 1:
@@ -55,38 +54,49 @@ class _Replacement:
         return Array(self.state)[set_idx]
 
     def policy_way(self, set_idx):
-        ways = self.ways
-        if ways == 1:
-            return Const(0, self.wbits)
-        if self.policy == "plru":
-            tree = self._select(set_idx)
-            levels = _log2(ways)
-            prefix = Const(0, 0)
-            for d in range(levels):
-                # heap order: the node at depth d under the choices so far is 2**d - 1 + prefix
-                node = prefix.as_unsigned() + ((1 << d) - 1)
-                bit = tree.bit_select(node, 1) if d else tree[0]
-                prefix = Cat(bit, prefix)  # earlier choices are the way number's high bits
-            return prefix
-        if self.policy == "fifo":
-            return self._select(set_idx)
-        # random: the LFSR's low bits, folded into range
-        raw = self.lfsr[:self.wbits]
-        if (1 << self.wbits) == ways:
-            return raw
-        return Mux(raw >= ways, raw - ways, raw)[:self.wbits]
+        raise NotImplementedError
 
     def victim(self, m, set_idx, valids):
         """``valids``: list of the ways' valid bits (Values) of the selected set."""
         way = Signal(self.wbits, name=f"{self.name}_victim")
-        m.d.comb += way.eq(self.policy_way(set_idx))
+        if self.ways == 1:
+            m.d.comb += way.eq(0)
+        else:
+            m.d.comb += way.eq(self.policy_way(set_idx))
         for w in reversed(range(len(valids))):
             with m.If(~valids[w]):
                 m.d.comb += way.eq(w)
         return way
 
     def touch(self, m, set_idx, way):
-        if self.policy != "plru" or self.ways == 1:
+        pass
+
+    def advance(self, m, set_idx):
+        pass
+
+
+@gateware("plru")
+class _PlruReplacement(_Replacement):
+    """Tree pseudo-LRU per set: ``ways - 1`` bits in heap order (pyrmap.replacement.PlruModel)."""
+
+    def __init__(self, name, nsets, ways, lfsr):
+        super().__init__(name, nsets, ways, lfsr)
+        if ways > 1:
+            self.state = [Signal(ways - 1, name=f"{name}_plru{s}") for s in range(nsets)]
+
+    def policy_way(self, set_idx):
+        tree = self._select(set_idx)
+        levels = _log2(self.ways)
+        prefix = Const(0, 0)
+        for d in range(levels):
+            # heap order: the node at depth d under the choices so far is 2**d - 1 + prefix
+            node = prefix.as_unsigned() + ((1 << d) - 1)
+            bit = tree.bit_select(node, 1) if d else tree[0]
+            prefix = Cat(bit, prefix)  # earlier choices are the way number's high bits
+        return prefix
+
+    def touch(self, m, set_idx, way):
+        if self.ways == 1:
             return
         levels = _log2(self.ways)
         for s in range(self.nsets):
@@ -98,13 +108,35 @@ class _Replacement:
                         with m.If((way >> (levels - d)) == p):
                             m.d.sync += tree[node].eq(~way[levels - 1 - d])
 
+
+@gateware("fifo")
+class _FifoReplacement(_Replacement):
+    """Round robin per set: a victim pointer per set (pyrmap.replacement.FifoModel)."""
+
+    def __init__(self, name, nsets, ways, lfsr):
+        super().__init__(name, nsets, ways, lfsr)
+        self.state = [Signal(self.wbits, name=f"{name}_fifo{s}") for s in range(nsets)]
+
+    def policy_way(self, set_idx):
+        return self._select(set_idx)
+
     def advance(self, m, set_idx):
-        if self.policy != "fifo":
-            return
         for s in range(self.nsets):
             ptr = self.state[s]
             with m.If((set_idx == s) if self.nsets > 1 else 1):
                 m.d.sync += ptr.eq(Mux(ptr == self.ways - 1, 0, ptr + 1))
+
+
+@gateware("random")
+class _RandomReplacement(_Replacement):
+    """The LFSR's low bits, folded into range (pyrmap.replacement.RandomModel)."""
+    uses_lfsr = True
+
+    def policy_way(self, set_idx):
+        raw = self.lfsr[:self.wbits]
+        if (1 << self.wbits) == self.ways:
+            return raw
+        return Mux(raw >= self.ways, raw - self.ways, raw)[:self.wbits]
 
 
 class Tlb(wiring.Component):
@@ -191,10 +223,11 @@ class Tlb(wiring.Component):
         self.entry_signals = everything   # for testbenches: e0.., then sp0..
 
         lfsr = Signal(16, init=1)
-        if self.replacement == "random":
+        policy = REPLACEMENT_POLICIES[self.replacement].gateware
+        if policy.uses_lfsr:
             m.d.sync += lfsr.eq(Mux(lfsr[0], (lfsr >> 1) ^ LFSR_TAPS, lfsr >> 1))
-        repl = _Replacement("main", self.replacement, sets, ways, lfsr)
-        sprepl = (_Replacement("sp", self.replacement, 1, len(sp), lfsr) if sp else None)
+        repl = policy("main", sets, ways, lfsr)
+        sprepl = policy("sp", 1, len(sp), lfsr) if sp else None
         self.replacement_state = (repl.state, sprepl.state if sp else None)   # for testbenches
 
         def set_index(vpn):

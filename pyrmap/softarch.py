@@ -49,12 +49,13 @@ from .pte import (_PAGE_A, _PAGE_D, _PAGE_G, _PAGE_R, _PAGE_W, _PAGE_X, ASID_BIT
                   LEVEL_SHIFT, LEVELS, PAGE_SHIFT, PAGE_SIZE, PPN_BITS, AccessType, FaultKind,
                   pte_pfn, va_canonical)
 from .sched import Scheduler, Task
+from .replacement import REPLACEMENT_POLICIES
 from .walk import PERM_MASK, WalkResult, check_perm, sv39_walk
 
 __all__ = ["SoftArch", "Tlb", "DeviceTlb", "AccessResult", "REPLACEMENTS", "CORE_COUNTERS",
            "DEV_COUNTERS", "FLUSH_RANGE_MAX_PAGES"]
 
-REPLACEMENTS = ("plru", "random", "fifo")
+REPLACEMENTS = tuple(REPLACEMENT_POLICIES)
 CORE_COUNTERS = ("lookups", "hits", "misses", "walks", "a_sets", "d_sets", "cas_retries",
                  "invals", "squashed")
 DEV_COUNTERS = ("lookups", "hits", "misses", "fills", "invals", "young_clears")
@@ -95,53 +96,26 @@ class AccessResult:
 
 
 class _Array:
-    """One set-associative array of TLB entries with its replacement state."""
+    """One set-associative array of TLB entries with its replacement state (the model
+    implementation of the policy, :data:`pyrmap.replacement.REPLACEMENT_POLICIES`)."""
 
     def __init__(self, nsets: int, ways: int, replacement: str, rng: random.Random):
         self.nsets = nsets
         self.ways = ways
         self.replacement = replacement
-        self.rng = rng
         self.slots: list[list[Optional[TlbEntry]]] = [[None] * ways for _ in range(nsets)]
         self.young: list[list[bool]] = [[False] * ways for _ in range(nsets)]
-        self.plru = [0] * nsets          # ways-1 tree bits per set; bit = direction of victim
-        self.fifo = [0] * nsets
+        self.policy = REPLACEMENT_POLICIES[replacement].model(nsets, ways, rng)
 
     def touch(self, s: int, way: int) -> None:
-        if self.replacement != "plru" or self.ways == 1:
-            return
-        bits = self.plru[s]
-        node, lo, hi = 0, 0, self.ways
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if way < mid:                 # accessed the left half: victim goes right
-                bits |= 1 << node
-                node, hi = 2 * node + 1, mid
-            else:
-                bits &= ~(1 << node)
-                node, lo = 2 * node + 2, mid
-        self.plru[s] = bits
+        self.policy.touch(s, way)
 
     def victim(self, s: int) -> int:
         row = self.slots[s]
         for way, e in enumerate(row):
             if e is None:
                 return way
-        if self.replacement == "random":
-            return self.rng.randrange(self.ways)
-        if self.replacement == "fifo":
-            way = self.fifo[s]
-            self.fifo[s] = (way + 1) % self.ways
-            return way
-        bits = self.plru[s]
-        node, lo, hi = 0, 0, self.ways
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if bits >> node & 1:
-                node, lo = 2 * node + 2, mid
-            else:
-                node, hi = 2 * node + 1, mid
-        return lo
+        return self.policy.choose(s)
 
     def entries(self) -> Iterable[tuple[int, int, TlbEntry]]:
         for s, row in enumerate(self.slots):
@@ -190,18 +164,20 @@ class Tlb:
             raise ValueError(f"TLB has {nsets} sets ({entries} entries / {ways} ways), which is "
                              f"not a power of 2")
         if replacement not in REPLACEMENTS:
-            raise ValueError(f"Replacement must be one of 'plru', 'random', 'fifo', not "
-                             f"{replacement!r}")
-        if replacement == "plru" and not _is_pow2(ways):
-            raise ValueError(f"PLRU replacement needs a power-of-2 number of ways, not {ways}")
+            raise ValueError(f"Replacement must be one of "
+                             f"{', '.join(repr(r) for r in REPLACEMENTS)}, not {replacement!r}")
+        policy = REPLACEMENT_POLICIES[replacement]
+        if policy.pow2_ways and not _is_pow2(ways):
+            raise ValueError(f"{policy.label} replacement needs a power-of-2 number of ways, "
+                             f"not {ways}")
         if not isinstance(asid_bits, int) or isinstance(asid_bits, bool):
             raise TypeError(f"ASID bits must be an integer, not {asid_bits!r}")
         if not 0 <= asid_bits <= ASID_BITS_MAX:
             raise ValueError(f"ASID bits must be between 0 and {ASID_BITS_MAX}, not {asid_bits}")
         _positive_int("Superpage entries", superpage_entries)
-        if nsets > 1 and replacement == "plru" and not _is_pow2(superpage_entries):
-            raise ValueError(f"PLRU replacement needs a power-of-2 number of superpage entries, "
-                             f"not {superpage_entries}")
+        if nsets > 1 and policy.pow2_ways and not _is_pow2(superpage_entries):
+            raise ValueError(f"{policy.label} replacement needs a power-of-2 number of "
+                             f"superpage entries, not {superpage_entries}")
         self.entries_n = entries
         self.ways = ways
         self.nsets = nsets

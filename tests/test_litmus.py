@@ -45,7 +45,7 @@ BAD = [
      "required:)"),
     (HEAD + "thread C0\n  r = ld x\nforbidden: r == \n",
      "t.litmus:6: expected a value (register, integer, mem[..], pte(..), fault(..), ok(..), "
-     "tlb(..)), found the end of the line"),
+     "tlb(..), dirty(..)), found the end of the line"),
     (HEAD + "thread C0\n  r = ld x\nforbidden: q == 1\n",
      "t.litmus:6: expected a register written by a thread or a page name, found 'q'"),
     (HEAD + "thread OS\n  r = ld x\nforbidden: r == 1\n",

@@ -58,7 +58,7 @@ BAD = [
     # unknown keys and options
     ("litmus T\noption bogus=1\n" + HEAD[9:] + "thread C0\n  r = ld x\n" + TAIL,
      "t.litmus:2: expected a runner option (runs, start, jitter, p_long, long, latency, "
-     "max_cycles, kernel, mapping), found 'bogus'"),
+     "max_cycles, kernel, mapping, user), found 'bogus'"),
     ("litmus T\noption runs=0\n" + HEAD[9:] + "thread C0\n  r = ld x\n" + TAIL,
      "t.litmus:2: expected an integer from 1 to 100000 for option 'runs', found 0"),
     ("litmus T\noption mapping=heap\n" + HEAD[9:] + "thread C0\n  r = ld x\n" + TAIL,
@@ -276,3 +276,19 @@ def test_every_op_of_the_registry_parses_and_is_checked_against_thread_kinds():
                 assert f"expected {spec.name!r} only in {' or '.join(spec.kinds)} threads" \
                     in _err(text)
     assert set(samples) - {s.name for s in ops.OPS} == set()
+
+
+def test_every_kernel_operation_has_a_test_in_the_suite():
+    """Each engine call of the registry is raced by at least one test of litmus/ with a
+    verdict (a forbidden or required condition)."""
+    from cosim.litmus.model import Verdict
+    used: dict = {}
+    for path in SUITE:
+        t = parse_file(path)
+        judged = any(c.verdict in (Verdict.FORBIDDEN, Verdict.REQUIRED) for c in t.conditions)
+        for th in t.threads:
+            for op in th.ops:
+                if judged:
+                    used.setdefault(op.kind, t.name)
+    missing = [s.name for s in ops.OPS if s.kernel and s.name not in used]
+    assert not missing, f"kernel operations without a litmus test: {missing}"

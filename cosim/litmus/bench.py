@@ -210,8 +210,9 @@ class Run:
         async with self.core_locks[core]:
             s("req__vaddr").value = vaddr
             s("req__op").value = int(op)
-            s("req__user").value = 0
-            s("req__sum").value = 1
+            user = bool(self.test.options.get("user"))
+            s("req__user").value = int(user)
+            s("req__sum").value = int(not user)
             s("req__asid").value = ASID
             s("req__root").value = ROOT
             s("req__valid").value = 1
@@ -459,6 +460,9 @@ class Run:
                                else self.b.tlb_reader.core(tgt))
                     st.tlb[ref.args] = any(e.covers(self.lay.vas[va]) and e.asid == ASID
                                            for e in entries)
+                elif ref.op == "dirty":
+                    st.dirty[ref.args[0]] = (self.kworld is not None
+                                             and self.kworld.page_dirty(ref.args[0]))
         return st
 
 

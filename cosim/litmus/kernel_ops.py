@@ -21,7 +21,7 @@ Each kernel operation then runs as one host thread and its result goes into the 
 
 from __future__ import annotations
 
-from pyrmap.pte import PAGE_SIZE, AccessType, FaultKind, pte_pfn
+from pyrmap.pte import _PAGE_W, PAGE_SIZE, AccessType, FaultKind, pte_pfn
 
 __all__ = ["KernelWorld", "run_kernel_op", "needs_kernel", "KernelSetupError"]
 
@@ -151,6 +151,10 @@ class KernelWorld:
                 page_add_new_anon_rmap(page, vma, lay.vas[mapped[name]])
                 mm.anon_rss += 1
             else:
+                # Dirty accounting: a shared file page is mapped writable only after the
+                # write fault that dirtied it, so a writable PTE means PageDirty.
+                if test.init.maps[mapped[name]].bits & _PAGE_W:
+                    page.set(PG.dirty)
                 idx = self.pgoff(mapped[name])
                 page.mapping, page.index = f, idx
                 f.page_tree[idx] = page
@@ -179,6 +183,12 @@ class KernelWorld:
         if spec.page is None:
             raise KernelSetupError(f"{va!r} maps no page")
         return self.pages[spec.page]
+
+    def page_dirty(self, name: str) -> bool:
+        """PageDirty of physical page ``name`` (the kernel's record of a write not yet
+        written back)."""
+        from pyrmap.mm_types import PG
+        return bool(self.pages[name].flags & PG.dirty)
 
     def addr(self, va: str) -> int:
         return self.run.lay.vas[va]

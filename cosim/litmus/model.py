@@ -137,9 +137,10 @@ class Expr:
     args: tuple
 
     def refs(self) -> list["Expr"]:
-        """Final-state reads (``mem``, ``pte``, ``tlb``) in this expression, in order."""
+        """Final-state reads (``mem``, ``pte``, ``tlb``, ``dirty``) in this expression, in
+        order."""
         out = []
-        if self.op in ("mem", "pte", "tlb"):
+        if self.op in ("mem", "pte", "tlb", "dirty"):
             out.append(self)
         for a in self.args:
             if isinstance(a, Expr):
@@ -155,6 +156,8 @@ class Expr:
             return f"pte({self.args[0]})"
         if self.op == "tlb":
             return f"tlb({self.args[0]},{self.args[1]})"
+        if self.op == "dirty":
+            return f"dirty({self.args[0]})"
         return self.op
 
 

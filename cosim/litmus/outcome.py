@@ -52,12 +52,15 @@ class FinalState:
         (core or ``"dev"``, virtual page) -> an entry maps it.
     pfns : dict of str -> int
         Physical page name -> frame number (page names evaluate to it).
+    dirty : dict of str -> bool
+        Physical page name -> the kernel's PageDirty for it (False without a kernel).
     """
     regs: dict = field(default_factory=dict)
     mem: dict = field(default_factory=dict)
     ptes: dict = field(default_factory=dict)
     tlb: dict = field(default_factory=dict)
     pfns: dict = field(default_factory=dict)
+    dirty: dict = field(default_factory=dict)
 
 
 def _field(value, name: str):
@@ -123,6 +126,8 @@ def evaluate(e: Expr, st: FinalState):
         return not isinstance(v, (Fault, _Unset))
     if op == "tlb":
         return int(bool(st.tlb.get((a[0], a[1]))))
+    if op == "dirty":
+        return int(bool(st.dirty.get(a[0])))
     raise ValueError(f"Unknown condition node {op!r}")
 
 

@@ -37,6 +37,7 @@ OPTIONS = {
     "runs": (1, 100_000), "start": (0, 100_000), "jitter": (0, 100_000),
     "p_long": (0, 100), "long": (0, 100_000), "latency": (0, 10_000),
     "max_cycles": (1, 10_000_000), "kernel": (0, 1), "mapping": ("shared", "anon"),
+    "user": (0, 1),
 }
 
 _CORE = re.compile(r"[Cc](\d+)")
@@ -497,6 +498,8 @@ class _Parser:
         elif e.op == "mem" and e.args[0] not in t.init.pages and e.args[0] not in t.init.flags:
             self.err(line, f"expected a physical page or flag name in mem[...], found "
                            f"{e.args[0]!r}")
+        elif e.op == "dirty" and e.args[0] not in t.init.pages:
+            self.err(line, f"expected a physical page name in dirty(...), found {e.args[0]!r}")
         elif e.op == "tlb" and e.args[1] not in t.init.maps:
             self.err(line, f"expected a virtual page declared with 'map', found {e.args[1]!r}")
         for a in e.args:
@@ -577,11 +580,11 @@ class _ExprParser:
         t = cur.peek()
         if t is None:
             cur.error("expected a value (register, integer, mem[..], pte(..), fault(..), "
-                      "ok(..), tlb(..)), found the end of the line")
+                      "ok(..), tlb(..), dirty(..)), found the end of the line")
         if t[0] == "int" or t[1] == "-":
             return Expr("int", (cur.integer("an integer"),))
         name = cur.name("a value (register, integer, mem[..], pte(..), fault(..), ok(..), "
-                        "tlb(..))")
+                        "tlb(..), dirty(..))")
         if name in ("true", "false"):
             return Expr("bool", (name == "true",))
         if name == "mem" and cur.at("["):
@@ -595,6 +598,11 @@ class _ExprParser:
             arg = cur.name("a virtual page name" if name == "pte" else "a register")
             cur.expect(")", f"to close {name}(")
             return Expr(name, (arg,))
+        if name == "dirty" and cur.at("("):
+            cur.expect("(")
+            page = cur.name("a physical page name")
+            cur.expect(")", "to close dirty(")
+            return Expr("dirty", (page,))
         if name == "tlb" and cur.at("("):
             cur.expect("(")
             tgt = cur.name("a core (C0, ...) or 'dev'")

@@ -34,8 +34,11 @@ import cocotb
 from cocotb.triggers import Lock as CoLock
 from cocotb.triggers import RisingEdge, Timer
 
-from pyrmap.arch import Arch, InvalKind, TlbEntry
+from pyrmap.arch import (ARCH_COUNTERS, CORE_COUNTERS, DEVICE_COUNTERS, Arch, InvalKind,
+                         PteWrite, TlbEntry)
 from pyrmap.pte import PAGE_SIZE, _PAGE_A, _PAGE_W, FaultKind, describe, pte_pfn, pte_present
+
+from .ports import read_counters
 
 __all__ = ["CosimArch", "FlushRecord", "TlbReader"]
 
@@ -132,20 +135,6 @@ class TlbReader:
         return self._read(self.dev_handles)
 
 
-class _DevFaultPort:
-    """``arch.dev.ack_fault()`` as the engine's DeviceWorkload calls it (SoftArch's
-    ``DeviceTlb.ack_fault``): consumes the RTL's pending fault record."""
-
-    def __init__(self, arch):
-        self.arch = arch
-
-    def ack_fault(self):
-        self.arch._device("dev_ack_fault")
-        if not self.arch.env.in_host_thread():
-            raise RuntimeError("ack_fault needs simulated time; call it from a host thread")
-        return self.arch.env.call(self.arch._ack_fault)
-
-
 class CosimArch(Arch):
     """The :class:`pyrmap.arch.Arch` of a co-simulation.
 
@@ -178,24 +167,22 @@ class CosimArch(Arch):
     def __init__(self, dut, mem, env, *, ncores: int, asid_bits: int = 9, memory=None,
                  range_flush_pages: int = 16, tlb_entries: int = 8, sp_entries: int = 4,
                  dev_entries: int = 8, clock_period_ns: float = 10.0, svadu: bool = True):
-        if not isinstance(ncores, int) or isinstance(ncores, bool) or ncores <= 0:
-            raise TypeError(f"Core count must be a positive integer, not {ncores!r}")
+        super().__init__(mem, ncores, svadu=svadu, asid_bits=asid_bits)
         if not isinstance(range_flush_pages, int) or range_flush_pages < 1:
             raise TypeError(f"Range flush threshold must be a positive integer, not "
                             f"{range_flush_pages!r}")
         self.dut = dut
-        self.mem = mem
         self.env = env
-        self.ncores = ncores
-        self.asid_bits = asid_bits
         self.memory = memory
         self.range_flush_pages = range_flush_pages
         self.clock_period_ns = clock_period_ns
-        #: The RTL's A/D mode: hardware updates (Svadu) or page faults (Svade); the engine's
-        #: fault handler reads it to set A/D in software.
-        self.svadu = bool(svadu)
         self.clk = dut.clk
         self.kernel = None                      # set by the scenario once the Kernel exists
+        #: The CPU drivers of the cores (:meth:`attach_drivers`) and the device
+        #: (:meth:`attach_device`): ``cpu_access`` and ``dev_*`` go through them.
+        self.drivers: list = []
+        self.device = None
+        self._who = ""
         self._satp: list[Optional[tuple[int, int]]] = [None] * ncores
         self.current_mm: list = [None] * ncores
         self.stats: collections.Counter[str] = collections.Counter()
@@ -236,7 +223,7 @@ class CosimArch(Arch):
 
     def _record(self, ptep: int, op: str, val: int) -> None:
         hist = self.history[ptep]
-        hist.append((self.cycle(), getattr(self, "_who", ""), op, val))
+        hist.append((self.cycle(), self._who, op, val))
         if len(hist) > self.history_limit:
             del hist[0]
 
@@ -306,7 +293,7 @@ class CosimArch(Arch):
             self._record(ptep, op, new)
             if self.observer is not None:
                 self.notify("pte_write", ptep=ptep, old=old, new=new,
-                            who=f"sw {op} {getattr(self, '_who', '')}")
+                            who=f"sw {op} {self._who}")
 
     async def _at_edge(self, op: str, ptep: int, a: int, b: int, thread: str) -> int:
         await RisingEdge(self.clk)
@@ -338,20 +325,20 @@ class CosimArch(Arch):
     def cmpxchg(self, ptep: int, old: int, new: int) -> int:
         return self._pte_op("cmpxchg", ptep, old, new)
 
-    def pte_history(self, ptep: int) -> list[str]:
-        """Every store to ``ptep`` still remembered, oldest first, one line each ("#seq cycle
-        N who OP: value"): the memory model's log (the engine's operations and the walkers'
-        WRITE/CAS) when one is attached, else the arch's own record."""
+    def pte_history(self, ptep: int) -> list[PteWrite]:
+        """Every store to ``ptep`` still remembered, oldest first: the memory model's log
+        (the engine's operations and the walkers' WRITE/CAS, with their transaction numbers)
+        when one is attached, else the arch's own record."""
         m = self.memory
         if m is None:
-            return [f"cycle {w} {who} {op}: {describe(v)}"
+            return [PteWrite(v, who, op, cycle=w)
                     for w, who, op, v in self.history.get(ptep, [])]
         out = []
         for txn in m.log[self.history_from_seq:]:
             if txn.addr == ptep and txn.wrote:
                 who = txn.who or ("sw" if txn.src < 0 else f"core{txn.src} walker")
-                out.append(f"#{txn.seq} cycle {txn.resp_cycle} {who} {txn.op.name}: "
-                           f"{describe(txn.wdata)}")
+                out.append(PteWrite(txn.wdata, who, txn.op.name, cycle=txn.resp_cycle,
+                                    seq=txn.seq))
         return out[-self.history_limit:]
 
     # --- TLB flushes -----------------------------------------------------------------------
@@ -418,6 +405,8 @@ class CosimArch(Arch):
             else:
                 self._flush_log.append((done, asid, va, va + PAGE_SIZE))
         self._tlb_cache_key = None
+        if self.observer is not None:
+            self.notify("tlb_flush", what=what, cycles=cycles)
 
     def flush_tlb_page(self, vma, addr: int) -> None:
         mm = vma.vm_mm
@@ -461,7 +450,6 @@ class CosimArch(Arch):
         """The running :class:`cosim.host.HostThread` (``current`` of the kernel)."""
         return self.env.current()
 
-    # Names the lock primitives of pyrmap.locking look for on their environment.
     @property
     def lockdep(self):
         return self.env.lockdep
@@ -511,15 +499,18 @@ class CosimArch(Arch):
         ``cpu_access``): one round trip; the data access happens at the instant of the
         response.  Returns a :class:`pyrmap.softarch.AccessResult`-like object with ``fault``,
         ``paddr``, ``value``, ``hit``."""
-        drivers = getattr(self, "drivers", None)
-        if not drivers:
+        if not self.drivers:
             raise RuntimeError("cpu_access needs the CPU drivers (CosimArch.attach_drivers)")
         if not 0 <= core < self.ncores:
             raise ValueError(f"Core {core} does not exist; this MMU has {self.ncores} cores")
         self.stats["cpu_access"] += 1
         if not self.env.in_host_thread():
             raise RuntimeError("cpu_access needs simulated time; call it from a host thread")
-        return self.env.call(drivers[core].raw_access, vaddr, op, data, user, sum)
+        res = self.env.call(self.drivers[core].raw_access, vaddr, op, data, user, sum)
+        if self.observer is not None:
+            self.notify("cpu_access", core=core, mm=self.current_mm[core], vaddr=vaddr,
+                        op=op, result=res)
+        return res
 
     def record_fill(self, core: int, satp, va: int, paddr: int, op) -> None:
         """The driver's record of what ``core``'s TLB may hold after a translation of ``va``
@@ -612,13 +603,11 @@ class CosimArch(Arch):
 
     def attach_device(self, devarch) -> None:
         """Route ``dev_*`` (what the engine's DeviceWorkload and the secondary-MMU client
-        call) to a :class:`cosim.devarch.DevArch` on this arch; ``dev.ack_fault`` consumes
-        the RTL's pending fault record."""
+        call) to a :class:`cosim.devarch.DevArch` on this arch."""
         self.device = devarch
-        self.dev = _DevFaultPort(self)
 
     def _device(self, what: str):
-        dev = getattr(self, "device", None)
+        dev = self.device
         if dev is None:
             raise RuntimeError(f"{what} needs the device (CosimArch.attach_device)")
         self.stats[what] += 1
@@ -652,20 +641,29 @@ class CosimArch(Arch):
         self._tlb_cache_key = None
         return out
 
-    async def _ack_fault(self):
-        dev = self.device
-        async with dev._locks["req"]:
-            rec = dev.ports.fault_record()
-            if rec is not None:
-                await dev.ports.ack_fault()
-            return rec
+    def dev_ack_fault(self):
+        """Consume the RTL's pending device fault record ``(vaddr, asid, op)``, or None."""
+        return self._device("dev_ack_fault").dev_ack_fault()
 
     def perf(self, core: int) -> dict[str, int]:
-        """The RTL performance counters of ``core`` (``cpu{i}__perf__*``)."""
-        drivers = getattr(self, "drivers", None)
-        if drivers:
-            return drivers[core].perf()
-        return {}
+        """The RTL performance counters of ``core`` (``cpu{i}__perf__*``); -1 for a counter
+        that reads X."""
+        if not 0 <= core < self.ncores:
+            raise ValueError(f"Core {core} does not exist; this MMU has {self.ncores} cores")
+        return read_counters(self.dut, f"cpu{core}", CORE_COUNTERS)
+
+    def dev_perf(self) -> dict[str, int]:
+        """The DeviceMmu's counters (``dev__perf__*``); -1 for a counter that reads X."""
+        return read_counters(self.dut, "dev", DEVICE_COUNTERS)
+
+    def counters(self) -> dict[str, int]:
+        """:data:`pyrmap.arch.ARCH_COUNTERS` (the RTL does not count the entries it removes:
+        ``entries_invalidated`` is 0)."""
+        s = self.stats
+        out = {"flushes_driven": len(self.flushes), "entries_invalidated": 0}
+        # stats counts a flush_tlb_<what> as flush_<what>.
+        return {k: out[k] if k in out else s[k.replace("flush_tlb_", "flush_")]
+                for k in ARCH_COUNTERS}
 
     def _snapshot(self) -> dict:
         key = (self.env.now_steps(), self.env.stats["resumes"])

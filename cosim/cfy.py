@@ -22,9 +22,10 @@ flush (2014, ``KernelConfig.clear_flush_young_flushes = False``) -- under an
 
 The monitor's event methods (:meth:`AgingMonitor.on_access` and friends) are plain Python and
 are unit-tested without a simulator; :meth:`AgingMonitor.attach` connects them to a running
-system by wrapping ``arch.cpu_access``, ``kernel.alloc_page``, ``pyrmap.rmap.page_referenced``,
-``pyrmap.rmap.try_to_unmap`` (a SWAP_FAIL on a young PTE consumed the reference),
-``pyrmap.vmscan._shrink_one`` and ``pyrmap.mmu_notifier.ptep_clear_flush_young``.
+system as an observer of the events the engine and the arch declare
+(:data:`pyrmap.arch.EVENTS`): CPU accesses, frame allocations, ``page_referenced`` and
+``try_to_unmap`` (a SWAP_FAIL on a young PTE consumed the reference) begin and end, reclaim
+unmapping a page, ``ptep_clear_flush_young`` begin and end, and the flushes in between.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class AgingMonitor:
         self._rev: dict[int, set] = {}                # pfn -> {(mm key, vpage)}
         self._reclaimed: dict[tuple[int, int], int] = {}  # (mm key, vpage) -> cycle
         self._mms: dict[int, Any] = {}                # keeps mm objects alive: ids stay unique
-        self._undo: list = []
+        self._attached = False
         #: ``resolver((mm key, vpage)) -> pfn or None``: what the page tables map now (set by
         #: :meth:`attach`); None trusts the last access seen.
         self.resolver = None
@@ -174,122 +175,88 @@ class AgingMonitor:
     # --- connection to a running system ----------------------------------------------------
 
     def attach(self, system) -> "AgingMonitor":
-        """Connect to ``system`` (a :class:`cosim.system.CosimSystem` or a
-        :class:`pyrmap.scenario.System`): wraps its arch's ``cpu_access`` and the module
-        functions named in the module docstring.  :meth:`detach` undoes it."""
-        import pyrmap.mmu_notifier as mn
-        import pyrmap.rmap as rmap
-        import pyrmap.vmscan as vmscan
-        from pyrmap.pte import FaultKind
+        """Connect to ``system`` (a :class:`cosim.system.CosimSystem` or a :class:`pyrmap.scenario.System`):
+        observe the events its engine and arch report (:data:`pyrmap.arch.EVENTS`:
+        ``cpu_access``, ``frame_alloc``, ``page_referenced_*``, ``try_to_unmap_*``,
+        ``reclaim_unmapped``, ``clear_flush_young_*``, ``tlb_flush``), chained after the
+        arch's observer.  :meth:`detach` stops observing."""
+        from pyrmap.pte import FaultKind, pte_leaf, pte_pfn, pte_present
+        from pyrmap.rmap import SWAP_FAIL
         arch = system.arch
-        cycle = arch.cycle if hasattr(arch, "cycle") else (lambda: 0)
+        mem = system.kernel.mem
         mon = self
+        prev = arch.observer
+        # Operations in progress, per engine thread: (thread, pfn) -> (start cycle, mapped);
+        # thread -> flush cycles of the clear_flush_young call running in it.
+        aging: dict[tuple[str, int], tuple[int, bool]] = {}
+        unmap: dict[tuple[str, int], int] = {}
+        young: dict[str, int] = {}
 
-        orig_access = arch.cpu_access
-
-        def cpu_access(core, vaddr, op, *args, **kw):
-            r = orig_access(core, vaddr, op, *args, **kw)
-            mm = arch.current_mm[core]
-            if r.fault == FaultKind.NONE:
-                mon.on_access(cycle(), mm, vaddr, r.paddr, bool(getattr(r, "hit", False)))
-            elif r.fault == FaultKind.PAGE:
-                mon.on_fault(cycle(), mm, vaddr)
-            return r
-
-        orig_ref = rmap.page_referenced
-
-        def page_referenced(page, is_locked, mem_cont):
-            start = cycle()
-            mapped = vmscan.page_mapped(page)
-            r = orig_ref(page, is_locked, mem_cont)
-            mon.on_aging(page.pfn, start, cycle(), r, mapped)
-            return r
-
-        orig_shrink = vmscan._shrink_one
-
-        def shrink_one(kernel, page):
-            mapped = vmscan.page_mapped(page)
-            v = orig_shrink(kernel, page)
-            if mapped and not vmscan.page_mapped(page):
-                mon.on_reclaimed(page.pfn, cycle())
-            return v
-
-        orig_unmap = rmap.try_to_unmap
-
-        def try_to_unmap(page, migration):
-            start = cycle()
-            rc = orig_unmap(page, migration)
-            if migration:
-                # Migration rebuilds the PTEs old (pte_mkold) on purpose, in both modes.
-                mon.on_reference_seen(page.pfn, cycle() + 1)
-            elif rc == rmap.SWAP_FAIL:
-                mon.on_reference_seen(page.pfn, start)
-            return rc
-
-        kernel = system.kernel
-        orig_alloc = kernel.alloc_page
-
-        def alloc_page(*args, **kw):
-            page = orig_alloc(*args, **kw)
-            mon.on_new_page(page.pfn)
-            return page
-
-        orig_young = mn.ptep_clear_flush_young
-        flushes = getattr(arch, "flushes", None)
-
-        def ptep_clear_flush_young(vma, addr, ptep):
-            n0, c0 = (len(flushes) if flushes is not None else 0), cycle()
-            young = orig_young(vma, addr, ptep)
-            flushed = bool(young) and vma.vm_mm.kernel.config.clear_flush_young_flushes
-            cycles = sum(f.cycles for f in flushes[n0:]) if flushes is not None \
-                else cycle() - c0
-            mon.on_young(flushed, cycles)
-            return young
-
-        from pyrmap.pte import pte_leaf, pte_pfn, pte_present
-        mem = kernel.mem
+        def observe(event: str, **d) -> None:
+            if prev is not None:
+                prev(event, **d)
+            if not mon._attached:
+                return
+            if event == "cpu_access":
+                r = d["result"]
+                if r.fault == FaultKind.NONE:
+                    mon.on_access(arch.cycle(), d["mm"], d["vaddr"], r.paddr, r.hit)
+                elif r.fault == FaultKind.PAGE:
+                    mon.on_fault(arch.cycle(), d["mm"], d["vaddr"])
+            elif event == "frame_alloc":
+                mon.on_new_page(d["pfn"])
+            elif event == "page_referenced_start":
+                aging[arch.current_thread(), d["page"].pfn] = (arch.cycle(), d["mapped"])
+            elif event == "page_referenced_end":
+                pfn = d["page"].pfn
+                start, mapped = aging.pop((arch.current_thread(), pfn))
+                mon.on_aging(pfn, start, arch.cycle(), d["referenced"], mapped)
+            elif event == "try_to_unmap_start":
+                unmap[arch.current_thread(), d["page"].pfn] = arch.cycle()
+            elif event == "try_to_unmap_end":
+                pfn = d["page"].pfn
+                start = unmap.pop((arch.current_thread(), pfn))
+                if d["migration"]:
+                    # Migration rebuilds the PTEs old (pte_mkold) on purpose, in both modes.
+                    mon.on_reference_seen(pfn, arch.cycle() + 1)
+                elif d["result"] == SWAP_FAIL:
+                    mon.on_reference_seen(pfn, start)
+            elif event == "reclaim_unmapped":
+                mon.on_reclaimed(d["page"].pfn, arch.cycle())
+            elif event == "clear_flush_young_start":
+                young[arch.current_thread()] = 0
+            elif event == "tlb_flush":
+                thread = arch.current_thread()
+                if thread in young:
+                    young[thread] += d["cycles"]
+            elif event == "clear_flush_young_end":
+                mon.on_young(d["flushed"], young.pop(arch.current_thread()))
 
         def resolver(key):
             # A software walk of the page tables in PhysMem itself: no simulated time, no
             # memory transaction (the engine's pte_offset would go through the arch).
-            try:
-                table, addr = self._mms[key[0]].pgd, key[1] << 12
-                for level in (2, 1, 0):
-                    entry = mem.read((table << 12) + ((addr >> (12 + 9 * level)) & 511) * 8)
-                    if not pte_present(entry):
-                        return None
-                    if level == 0 or pte_leaf(entry):
-                        return pte_pfn(entry) if level == 0 else None
-                    table = pte_pfn(entry)
-            except Exception:  # noqa: BLE001 - an mm torn down: nothing maps the page
+            mm = self._mms.get(key[0])
+            if mm is None or mm.pgd is None:
                 return None
+            table, addr = mm.pgd, key[1] << 12
+            for level in (2, 1, 0):
+                entry = mem.read((table << 12) + ((addr >> (12 + 9 * level)) & 511) * 8)
+                if not pte_present(entry):
+                    return None
+                if level == 0 or pte_leaf(entry):
+                    return pte_pfn(entry) if level == 0 else None
+                table = pte_pfn(entry)
             return None
 
         self.resolver = resolver
-        arch.cpu_access = cpu_access
-        rmap.page_referenced = page_referenced
-        vmscan._shrink_one = shrink_one
-        mn.ptep_clear_flush_young = ptep_clear_flush_young
-        rmap.try_to_unmap = try_to_unmap
-        kernel.alloc_page = alloc_page
-        self._undo = [(arch, "cpu_access", None), (kernel, "alloc_page", None),
-                      (rmap, "try_to_unmap", orig_unmap), (rmap, "page_referenced", orig_ref),
-                      (vmscan, "_shrink_one", orig_shrink),
-                      (mn, "ptep_clear_flush_young", orig_young)]
+        self._attached = True
+        arch.observer = observe
         return self
 
     def detach(self) -> None:
-        """Undo :meth:`attach`."""
+        """Stop observing (the observer chain stays intact: events pass through)."""
         self.resolver = None
-        for obj, name, orig in reversed(self._undo):
-            if orig is None:
-                try:
-                    delattr(obj, name)        # the instance wrapper; the class method remains
-                except AttributeError:
-                    pass
-            else:
-                setattr(obj, name, orig)
-        self._undo = []
+        self._attached = False
 
     def figures(self, system=None) -> dict:
         """The monitor's counts, plus the run's flush and invalidation totals when
@@ -298,17 +265,15 @@ class AgingMonitor:
                "missed_examples": self.missed[:10]}
         if system is not None:
             arch = system.arch
-            f = arch.figures() if hasattr(arch, "figures") else {}
-            invals = 0
-            for d in getattr(arch, "drivers", []):
-                invals += max(d.perf().get("invals", 0), 0)
+            c = arch.counters()
+            invals = sum(max(arch.perf(core)["invals"], 0) for core in range(arch.ncores))
             k = system.kernel.stats
             out["run"] = {
-                "cycles": arch.cycle() if hasattr(arch, "cycle") else 0,
+                "cycles": arch.cycle(),
                 "accesses": system.shadow.loads + system.shadow.stores,
-                "flushes": f.get("flush_count", 0),
-                "flush_cycles": f.get("flush_cycles_total", 0),
-                "inval_requests": f.get("inval_requests", 0),
+                "flushes": c["flushes_driven"],
+                "flush_cycles": c["flush_cycles"],
+                "inval_requests": c["inval_requests"],
                 "rtl_invals": invals,
                 "page_faults": k.get("pgfault", 0),
                 "swapped_out": k.get("pswpout", 0),

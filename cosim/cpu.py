@@ -328,15 +328,4 @@ class CpuDriver:
 
     def perf(self) -> dict[str, int]:
         """The core's RTL performance counters (``cpu{i}__perf__*``)."""
-        out = {}
-        for name in ("lookups", "hits", "misses", "walks", "walk_cycles", "a_sets", "d_sets",
-                     "cas_retries", "invals", "squashed"):
-            h = getattr(self.dut, f"{self._p}perf__{name}", None)
-            if h is None:
-                continue
-            try:
-                out[name] = int(h.value)
-            except ValueError:
-                out[name] = -1
-        return out
-
+        return self.arch.perf(self.core)

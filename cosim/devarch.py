@@ -27,7 +27,7 @@ from typing import Optional
 
 from cocotb.triggers import Lock as CoLock
 
-from pyrmap.arch import InvalKind, TlbEntry
+from pyrmap.arch import DevicePort, InvalKind, TlbEntry
 from pyrmap.pte import PAGE_SIZE, AccessType, FaultKind
 
 from .tb.device import DeviceDriver as _DevicePorts
@@ -35,8 +35,8 @@ from .tb.device import DeviceDriver as _DevicePorts
 __all__ = ["DevArch"]
 
 
-class DevArch:
-    """The RTL device operations for the secondary-MMU driver.
+class DevArch(DevicePort):
+    """The RTL device operations for the secondary-MMU driver (a :class:`pyrmap.arch.DevicePort`).
 
     Parameters
     ----------
@@ -113,6 +113,14 @@ class DevArch:
             self.stats["accesses"] += 1
             return FaultKind(fault), paddr, start
 
+    async def ack_fault_async(self):
+        """Read the pending fault record and acknowledge it: ``(vaddr, asid, op)`` or None."""
+        async with self._locks["req"]:
+            rec = self.ports.fault_record()
+            if rec is not None:
+                await self.ports.ack_fault()
+            return rec
+
     # --- the driver's device operations (host threads) -------------------------------------
 
     def _call(self, what: str, coro, *args):
@@ -146,6 +154,11 @@ class DevArch:
         from a coroutine, :class:`cosim.device.DeviceDriver`)."""
         fault, paddr, _ = self._call("access", self.access_async, vaddr, op, asid)
         return fault, paddr
+
+    def dev_ack_fault(self):
+        """Consume the DeviceMmu's pending fault record ``(vaddr, asid, op)``, or None."""
+        self.stats["ack_faults"] += 1
+        return self._call("ack_fault", self.ack_fault_async)
 
     def dev_entries(self) -> list[TlbEntry]:
         """The RTL device TLB's valid entries (no side effects)."""

@@ -56,10 +56,7 @@ from .coverage import Coverage
 from .memory import SW, MemOp, MemTxn
 
 __all__ = ["CpuTxn", "InvalTxn", "Violation", "CachedEntry", "MmuScoreboard",
-           "inval_matches", "new_mmu_coverage", "PERF_COUNTERS"]
-
-PERF_COUNTERS = ("lookups", "hits", "misses", "walks", "walk_cycles", "a_sets", "d_sets",
-                 "cas_retries", "invals", "squashed")
+           "inval_matches", "new_mmu_coverage"]
 
 
 @dataclass

@@ -117,7 +117,7 @@ class CosimSystem(System):
         self.env = env
         self.memory = memory
         arch.access_checker = self.checkers.tlb
-        if getattr(arch, "device", None) is not None:
+        if arch.device is not None:
             arch.device.checker = self.checkers.tlb
 
     def spawn(self, name: str, fn, *args, mm=None):
@@ -310,10 +310,9 @@ def report(s: CosimSystem, seed: int, p: dict, seconds: float, error: str | None
     """The figures of a run (what the CLI prints and ``--json`` writes)."""
     arch = s.arch
     k = s.kernel
-    drivers = getattr(arch, "drivers", [])
     cores = []
-    for d in drivers:
-        perf = d.perf()
+    for d in arch.drivers:
+        perf = arch.perf(d.core)
         cores.append({"core": d.core, "driver": dict(d.stats), "perf": perf})
     tot = collections.Counter()
     for c in cores:
@@ -333,7 +332,7 @@ def report(s: CosimSystem, seed: int, p: dict, seconds: float, error: str | None
                 "squashed": tot.get("squashed", 0)},
         "cores": cores,
         "device": ({"driver": dict(arch.device.stats), "perf": arch.device.counters()}
-                   if getattr(arch, "device", None) is not None else None),
+                   if arch.device is not None else None),
         "device_figures": (s.device_driver.figures()
                            if s.device_driver is not None else None),
         "device_figure_labels": {key: label for key, label in DEVICE_FIGURE_LABELS},

@@ -6,6 +6,8 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from pyrmap.arch import CORE_COUNTERS
+
 from .config import check_asid_bits
 from .layouts import (PA_WIDTH, PPN_WIDTH, VA_WIDTH, AccessType, FaultKind, inval_signature,
                       mem_signature, perf_signature, tlb_entry_value)
@@ -13,9 +15,6 @@ from .tlb import Tlb
 from .walker import PageWalker, leaf_paddr, sv39_permits, va_canonical
 
 __all__ = ["CoreMmu", "CORE_COUNTERS", "cpu_req_signature", "cpu_resp_signature"]
-
-CORE_COUNTERS = ("lookups", "hits", "misses", "walks", "walk_cycles", "a_sets", "d_sets",
-                 "cas_retries", "invals", "squashed")
 
 
 def cpu_req_signature(asid_bits):

@@ -6,6 +6,8 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from pyrmap.arch import DEVICE_COUNTERS
+
 from .config import check_asid_bits, check_device_entries
 from .layouts import (PA_WIDTH, PPN_WIDTH, VA_WIDTH, AccessType, FaultKind, inval_signature,
                       perf_signature)
@@ -13,8 +15,6 @@ from .tlb import Tlb
 from .walker import leaf_paddr, va_canonical
 
 __all__ = ["DeviceMmu", "DEVICE_COUNTERS"]
-
-DEVICE_COUNTERS = ("lookups", "hits", "misses", "fills", "invals", "young_clears")
 
 
 class DeviceMmu(wiring.Component):

@@ -190,7 +190,7 @@ def lookup_pte(mem, root_pfn: int, va: int) -> tuple[Optional[int], int, int]:
 
 
 def _entry_span(entry) -> tuple[int, int]:
-    level = getattr(entry, "level", 0)
+    level = entry.level
     return entry.ppn, entry.ppn + PTRS_PER_PTE ** level
 
 
@@ -372,7 +372,7 @@ class TlbChecker(Checker):
             if entry.asid != mm.asid and not entry.g:
                 continue
             lo = entry.vpn << 12
-            hi = lo + (PAGE_SIZE << (9 * getattr(entry, "level", 0)))
+            hi = lo + (PAGE_SIZE << (9 * entry.level))
             if hi <= start or lo >= end:
                 continue
             if kind != "unmap" and not _entry_writable(entry):
@@ -405,7 +405,7 @@ class TlbChecker(Checker):
 
     def check(self) -> None:
         by_asid = {mm.asid: mm for mm in self.owner.live_mms()}
-        strict_a = getattr(self.kernel.config, "clear_flush_young_flushes", True)
+        strict_a = self.kernel.config.clear_flush_young_flushes
         for src, entry in list(self.owner.core_entries()) + list(self.owner.device_entries()):
             mm = by_asid.get(entry.asid)
             if mm is None:
@@ -929,7 +929,7 @@ class Checkers:
             self._prev_observer(event, **details)
         if event in ("frame_free", "frame_alloc"):
             self.frame.on_event(event, **details)
-        elif event in ("writeback", "writepage", "writeback_start") and "page" in details:
+        elif event == "writeback_start":
             self.shadow.writeback_check(details["page"])
         elif event == "cow_copy":
             self.shadow.on_cow_copy(details["mm"], details["address"])
@@ -951,7 +951,7 @@ class Checkers:
 
     def live_mms(self) -> list:
         return [mm for mm in self.kernel.mms
-                if not getattr(mm, "dead", False) and getattr(mm, "mm_users", 1) > 0]
+                if not mm.dead and mm.mm_users > 0]
 
     # --- reporting ---------------------------------------------------------------------------
 
@@ -964,25 +964,7 @@ class Checkers:
     def pte_history(self, ptep: Optional[int]) -> list[str]:
         if ptep is None:
             return []
-        arch = self.kernel.arch
-        hist = getattr(arch, "pte_history", None)
-        if hist is None:
-            hist = getattr(arch, "history", None)
-        try:
-            if callable(hist):
-                items = hist(ptep)
-            elif isinstance(hist, dict):
-                items = hist.get(ptep, [])
-            else:
-                items = []
-        except Exception:  # a history is a courtesy, never a reason to lose the report
-            items = []
-        out = []
-        for item in items:
-            if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], int):
-                out.append(f"{item[1]}: {describe(item[0])}")
-            else:
-                out.append(str(item))
+        out = [str(w) for w in self.kernel.arch.pte_history(ptep)]
         out.append(f"now: {describe(self.kernel.mem.read(ptep))} at 0x{ptep:09x}")
         return out
 
@@ -995,11 +977,7 @@ class Checkers:
                 yield f"core{core} TLB", entry
 
     def device_entries(self) -> Iterator[tuple[str, object]]:
-        arch = self.kernel.arch
-        dev = getattr(arch, "dev_entries", None)
-        if dev is None:
-            return
-        for entry in dev():
+        for entry in self.kernel.arch.dev_entries():
             yield "device TLB", entry
 
     def all_entries(self) -> Iterator[tuple[str, object]]:

@@ -195,7 +195,7 @@ def run_demo(seed: int = 1, *, nframes: int = 52, phases: int = 10, accesses: in
     tlb = system.tlb_stats()
     print("TLB figures (all cores):", file=out)
     print("  " + "  ".join(f"{name}={tlb.get(name, 0)}" for name in _TLB), file=out)
-    dev = getattr(getattr(system.arch, "dev", None), "perf", None)
+    dev = system.arch.dev_perf()
     if dev:
         print("device TLB (secondary MMU): " + "  ".join(f"{k}={v}" for k, v in dev.items()),
               file=out)

@@ -34,9 +34,8 @@ The callbacks (each under ``mmu_lock``, each returning after the device acknowle
     Invalidates every entry of the mm's ASID, marks the device stopped (later faults answer
     ``-EFAULT``); a second call is harmless (unregister racing exit).
 
-The device operations go through ``dev``, an object with ``dev_fill``, ``dev_inval``,
-``dev_young`` and ``dev_entries`` of :class:`pyrmap.softarch.SoftArch`'s signature: the
-SoftArch itself (default: ``kernel.arch``) or, on the RTL, :class:`cosim.devarch.DevArch`.
+The device operations go through ``dev``, a :class:`pyrmap.arch.DevicePort`: the arch
+itself (default: ``kernel.arch``) or, on the RTL, :class:`cosim.devarch.DevArch`.
 
 Quirks (:class:`DevDriverConfig`), each caught by a checker:
 
@@ -66,7 +65,7 @@ import dataclasses
 import errno
 from typing import Iterable, Optional
 
-from .arch import InvalKind
+from .arch import DevicePort, InvalKind
 from .mmu_notifier import MmuNotifier, mmu_notifier_register, mmu_notifier_unregister
 from .pte import (PAGE_SHIFT, PAGE_SIZE, _PAGE_R, _PAGE_U, _PAGE_W, _PAGE_X, AccessType,
                   FaultKind, pte_leaf, pte_pfn, pte_present)
@@ -142,9 +141,8 @@ class DeviceMmuDriver(MmuNotifier):
     ----------
     mm : MmStruct
         The process whose memory the device accesses (``mm_users > 0`` to register).
-    dev : object, optional
-        The device operations (``dev_fill``, ``dev_inval``, ``dev_young``, ``dev_entries``);
-        default ``mm.kernel.arch``.
+    dev : pyrmap.arch.DevicePort, optional
+        The device operations; default ``mm.kernel.arch``.
     config : DevDriverConfig, optional
     checkers : pyrmap.checkers.Checkers, optional
         Violations found by the driver's own checks are reported through it (checker (b) as
@@ -169,7 +167,7 @@ class DeviceMmuDriver(MmuNotifier):
     Raises
     ------
     TypeError
-        ``dev`` lacks a device operation, or ``config`` is not a :class:`DevDriverConfig`.
+        ``dev`` is not a :class:`~pyrmap.arch.DevicePort`, or ``config`` is not a :class:`DevDriverConfig`.
     """
 
     def __init__(self, mm, *, dev=None, config: Optional[DevDriverConfig] = None,
@@ -180,10 +178,8 @@ class DeviceMmuDriver(MmuNotifier):
         if not isinstance(config, DevDriverConfig):
             raise TypeError(f"Config must be a DevDriverConfig, not {config!r}")
         dev = mm.kernel.arch if dev is None else dev
-        for op in ("dev_fill", "dev_inval", "dev_young", "dev_entries"):
-            if not callable(getattr(dev, op, None)):
-                raise TypeError(f"Device operations must provide {op}(), which {dev!r} lacks "
-                                f"(no device TLB on this MMU?)")
+        if not isinstance(dev, DevicePort):
+            raise TypeError(f"Device operations must be a pyrmap.arch.DevicePort, not {dev!r}")
         self.mm = mm
         self.kernel = mm.kernel
         self.dev = dev
@@ -412,9 +408,7 @@ class DeviceMmuDriver(MmuNotifier):
             fault, paddr = dev.dev_access(vaddr, op, self.mm.asid)
             if fault == FaultKind.NONE:
                 break
-            ack = getattr(getattr(dev, "dev", None), "ack_fault", None)
-            if ack is not None:
-                ack()
+            dev.dev_ack_fault()
             rc = self.device_fault(vaddr, op)
             if rc:
                 raise OSError(-rc, f"{self.name}: {op.name} at 0x{vaddr:x}: device fault "

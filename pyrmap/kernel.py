@@ -72,6 +72,7 @@ class Kernel:
         self.files: dict[str, object] = {}
         self._next_asid = 1
         self.swap = None          # pyrmap.swap.SwapInfo, created by pyrmap.swap.swapon
+        self.swap_token_mm = None  # the mm holding the swap token (pyrmap.swap.grab_swap_token)
         self.lru = None           # pyrmap.vmscan.Lru, created lazily by the reclaim code
 
     def pfn_to_page(self, pfn: int) -> Page:

@@ -346,7 +346,7 @@ def handle_pte_fault(mm: MmStruct, vma: Vma, address: int, ptep: int,
                 return do_wp_page(mm, vma, address, ptep, held, entry)
             new |= _PAGE_D
         new |= _PAGE_A
-        if not getattr(arch, "svadu", True):
+        if not arch.svadu:
             if new != entry:
                 found = arch.cmpxchg(ptep, entry, new)
                 if found == entry:

@@ -92,7 +92,7 @@ def mm_take_all_locks(mm) -> int:
     kernel = mm.kernel
     arch = kernel.arch
     _mm_all_locks_mutex(kernel).acquire()
-    lockdep = getattr(arch, "lockdep", None)
+    lockdep = arch.lockdep
     if lockdep is not None:
         # Several i_mmap_lock / anon_vma->lock at once are legal only in this context.
         lockdep.enter_mm_all_locks(arch.current_thread())
@@ -131,7 +131,7 @@ def mm_drop_all_locks(mm) -> None:
         if vma.vm_file is not None:
             vm_unlock_mapping(vma.vm_file)
     arch = mm.kernel.arch
-    lockdep = getattr(arch, "lockdep", None)
+    lockdep = arch.lockdep
     if lockdep is not None:
         lockdep.exit_mm_all_locks(arch.current_thread())
     _mm_all_locks_mutex(mm.kernel).release()

@@ -136,7 +136,7 @@ def _alloc_hw_asid(kernel) -> int:
     """An ASID whose hardware tag (its low ``arch.asid_bits`` bits) no live mm uses and is
     not 0.  When the tags wrap around, every TLB is flushed once per reused tag, so no entry
     of a dead mm can hit for the new one (ASID rollover)."""
-    bits = getattr(kernel.arch, "asid_bits", 16)
+    bits = kernel.arch.asid_bits
     mask = (1 << bits) - 1
     live = {mm.asid & mask for mm in kernel.mms if not mm.dead}
     if len(live) >= mask:

@@ -100,9 +100,13 @@ def ptep_clear_flush_young(vma, addr: int, ptep: int) -> int:
         1 if the PTE was young, else 0.
     """
     kernel = vma.vm_mm.kernel
+    kernel.arch.notify("clear_flush_young_start", vma=vma, address=addr)
     young = ptep_test_and_clear_young(vma, addr, ptep)
-    if young and kernel.config.clear_flush_young_flushes:
+    flushed = bool(young) and kernel.config.clear_flush_young_flushes
+    if flushed:
         kernel.arch.flush_tlb_page(vma, addr)
+    kernel.arch.notify("clear_flush_young_end", vma=vma, address=addr, young=young,
+                       flushed=flushed)
     return young
 
 

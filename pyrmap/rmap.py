@@ -142,15 +142,11 @@ def mm_match_cgroup(mm, mem_cont) -> bool:
 
 
 def _current_mm(kernel):
-    current_task = getattr(kernel.arch, "current_task", None)
-    if current_task is None:
-        return None
-    task = current_task()
-    return getattr(task, "mm", None) if task is not None else None
+    return kernel.arch.current_task().mm
 
 
 def _has_swap_token(mm) -> bool:
-    return getattr(mm.kernel, "swap_token_mm", None) is mm
+    return mm.kernel.swap_token_mm is mm
 
 
 def _set_page_dirty(page: Page) -> None:
@@ -567,6 +563,7 @@ def page_referenced(page: Page, is_locked: int, mem_cont) -> int:
     """
     kernel = page.kernel
     kernel.stats["rmap_page_referenced"] += 1
+    kernel.arch.notify("page_referenced_start", page=page, mapped=page_mapped(page))
     referenced = 0
     if page.test_and_clear(PG.referenced):
         referenced += 1
@@ -584,6 +581,7 @@ def page_referenced(page: Page, is_locked: int, mem_cont) -> int:
             finally:
                 unlock_page(page)
     # page_test_and_clear_young: s390 storage keys only, 0 here.
+    kernel.arch.notify("page_referenced_end", page=page, referenced=referenced)
     return referenced
 
 
@@ -982,12 +980,15 @@ def try_to_unmap(page: Page, migration: int) -> int:
     """
     if not PageLocked(page):
         raise KernelBug(f"try_to_unmap on unlocked {page!r}")
-    page.kernel.stats["rmap_try_to_unmap"] += 1
+    kernel = page.kernel
+    kernel.stats["rmap_try_to_unmap"] += 1
+    kernel.arch.notify("try_to_unmap_start", page=page, migration=migration)
     if PageAnon(page):
         ret = try_to_unmap_anon(page, migration)
     else:
         ret = try_to_unmap_file(page, migration)
     if not page_mapped(page):
         ret = SWAP_SUCCESS
+    kernel.arch.notify("try_to_unmap_end", page=page, migration=migration, result=ret)
     return ret
 

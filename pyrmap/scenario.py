@@ -27,6 +27,7 @@ from .kernel import Kernel, KernelConfig, Quirks
 from .mm_types import PG, AddressSpace, page_mapped
 from .physmem import PhysMem
 from .pte import PAGE_SHIFT, PAGE_SIZE
+from .mmap import MADV_DONTNEED, MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MAP_SHARED
 from .workload import PROT_EXEC, PROT_READ, PROT_WRITE, CpuWorkload, random_accesses
 
 __all__ = ["System", "random_program", "run_program", "PROT_READ", "PROT_WRITE", "PROT_EXEC",
@@ -37,20 +38,6 @@ __all__ = ["System", "random_program", "run_program", "PROT_READ", "PROT_WRITE",
 def _mmap_mod():
     from . import mmap
     return mmap
-
-
-def _flag(name: str, default: int) -> int:
-    try:
-        return getattr(_mmap_mod(), name)
-    except (ImportError, AttributeError):
-        return default
-
-
-MAP_SHARED = 0x01
-MAP_PRIVATE = 0x02
-MAP_FIXED = 0x10
-MAP_ANONYMOUS = 0x20
-MADV_DONTNEED = 4
 
 
 def reproduce_command(seed: int, steps: int, *, quirks=(), sequential: bool = False,
@@ -134,7 +121,7 @@ class System:
             names = list(quirks)
             quirks = Quirks()
             for name in names:
-                if not hasattr(quirks, name):
+                if name not in vars(quirks):
                     raise ValueError(f"Unknown quirk {name!r}; known: "
                                      f"{', '.join(f for f in vars(Quirks()))}")
                 setattr(quirks, name, True)
@@ -189,7 +176,7 @@ class System:
              pgoff: int = 0) -> int:
         m = _mmap_mod()
         addr = m.do_mmap(mm, addr, length, prot, flags, file=file, pgoff=pgoff)
-        shared = bool(flags & _flag("MAP_SHARED", MAP_SHARED))
+        shared = bool(flags & MAP_SHARED)
         self.shadow.on_mmap(mm, addr, length, prot, shared, file, pgoff)
         return addr
 
@@ -224,7 +211,7 @@ class System:
 
     def madvise_dontneed(self, mm, addr: int, length: int) -> None:
         m = _mmap_mod()
-        m.madvise(mm, addr, length, getattr(m, "MADV_DONTNEED", MADV_DONTNEED))
+        m.madvise(mm, addr, length, MADV_DONTNEED)
         self.shadow.on_madvise_dontneed(mm, addr, length)
         if self.check:
             nonlinear = [r for r in self.shadow._mm(mm).nonlinear
@@ -235,8 +222,7 @@ class System:
 
     def fork(self, mm):
         m = _mmap_mod()
-        fn = getattr(m, "fork", None) or getattr(m, "dup_mm")
-        child = fn(mm)
+        child = m.dup_mm(mm)
         self.processes.append(child)
         self.shadow.on_fork(mm, child)
         if self.check:
@@ -245,8 +231,7 @@ class System:
 
     def exit(self, mm) -> None:
         m = _mmap_mod()
-        fn = getattr(m, "mmput", None) or getattr(m, "exit_mmap")
-        fn(mm)
+        m.mmput(mm)
         self.shadow.on_exit(mm)
         if mm in self.processes:
             self.processes.remove(mm)
@@ -372,35 +357,13 @@ class System:
     # --- figures -----------------------------------------------------------------------------
 
     def tlb_stats(self) -> dict[str, int]:
-        """Hits, misses, walks, A/D sets, flushes, summed over cores (whatever the MMU counts)."""
-        out: dict[str, int] = {}
+        """The arch's counters (:data:`pyrmap.arch.ARCH_COUNTERS`) and the cores' counters
+        (:data:`pyrmap.arch.CORE_COUNTERS`) summed over cores."""
         arch = self.arch
-        stats = getattr(arch, "stats", None)
-        if stats:
-            for k, v in dict(stats).items():
-                if isinstance(v, int):
-                    out[k] = out.get(k, 0) + v
+        out = dict(arch.counters())
         for core in range(arch.ncores):
-            counters = None
-            for attr in ("counters", "perf"):
-                fn = getattr(arch, attr, None)
-                if fn is not None:
-                    try:
-                        counters = fn(core) if callable(fn) else fn[core]
-                    except Exception:
-                        counters = None
-                    if counters is not None:
-                        break
-            if counters is None:
-                cores = getattr(arch, "cores", None)
-                if cores is not None:
-                    c = cores[core]
-                    counters = getattr(c, "counters", None) or getattr(c, "stats", None)
-            if counters:
-                items = counters.items() if hasattr(counters, "items") else vars(counters).items()
-                for k, v in items:
-                    if isinstance(v, int):
-                        out[k] = out.get(k, 0) + v
+            for k, v in arch.perf(core).items():
+                out[k] = out.get(k, 0) + v
         return out
 
 

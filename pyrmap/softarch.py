@@ -28,10 +28,9 @@ TLB rules (the RTL's):
   array of ``superpage_entries`` entries.  A lookup updates the replacement state even when
   the hit cannot serve the access.
 
-Observer events (``arch.observer(event, **details)``, only when an observer is set):
-``tlb_fill`` (core, entry), ``tlb_inval`` (core, kind, vaddr, asid, removed), ``cpu_access``
-(core, vaddr, op, result), ``pte_write`` (ptep, old, new, who), ``dev_access`` (vaddr, op, asid,
-fault, paddr), ``dev_fill`` (entry), ``dev_inval`` (kind, vaddr, asid, removed).
+Observer events (:data:`pyrmap.arch.EVENTS`, only when an observer is set): ``tlb_fill``,
+``tlb_inval``, ``tlb_flush``, ``cpu_access``, ``pte_write``, ``dev_access``, ``dev_fill``,
+``dev_inval``.
 """
 
 from __future__ import annotations
@@ -42,7 +41,8 @@ import threading
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
-from .arch import Arch, InvalKind, TlbEntry
+from .arch import (ARCH_COUNTERS, CORE_COUNTERS, DEVICE_COUNTERS, TIMED_COUNTERS, Arch,
+                   InvalKind, PteWrite, TlbEntry)
 from .locking import Deadlock, LockDep, SoftLock, SoftRwSem, lock_class
 from .physmem import BusError, PhysMem
 from .pte import (_PAGE_A, _PAGE_D, _PAGE_G, _PAGE_R, _PAGE_W, _PAGE_X, ASID_BITS_MAX,
@@ -52,13 +52,12 @@ from .sched import Scheduler, Task
 from .replacement import REPLACEMENT_POLICIES
 from .walk import PERM_MASK, WalkResult, check_perm, sv39_walk
 
-__all__ = ["SoftArch", "Tlb", "DeviceTlb", "AccessResult", "REPLACEMENTS", "CORE_COUNTERS",
-           "DEV_COUNTERS", "FLUSH_RANGE_MAX_PAGES"]
+__all__ = ["SoftArch", "Tlb", "DeviceTlb", "AccessResult", "REPLACEMENTS",
+           "FLUSH_RANGE_MAX_PAGES"]
 
 REPLACEMENTS = tuple(REPLACEMENT_POLICIES)
-CORE_COUNTERS = ("lookups", "hits", "misses", "walks", "a_sets", "d_sets", "cas_retries",
-                 "invals", "squashed")
-DEV_COUNTERS = ("lookups", "hits", "misses", "fills", "invals", "young_clears")
+#: The core counters an untimed model counts.
+_CORE_COUNTERS = tuple(k for k in CORE_COUNTERS if k not in TIMED_COUNTERS)
 #: flush_tlb_range invalidates page by page up to this many pages, else the whole ASID.
 FLUSH_RANGE_MAX_PAGES = 32
 _MASK64 = (1 << 64) - 1
@@ -283,7 +282,7 @@ class _Core:
         self.asid = 0
         self.root: Optional[int] = None
         self.mm = None
-        self.perf: collections.Counter[str] = collections.Counter({k: 0 for k in CORE_COUNTERS})
+        self.perf: collections.Counter[str] = collections.Counter({k: 0 for k in _CORE_COUNTERS})
 
 
 class DeviceTlb:
@@ -304,7 +303,7 @@ class DeviceTlb:
             raise ValueError(f"Device TLB has {entries} entries, which is not a power of 2 "
                              f"(PLRU replacement)")
         self.tlb = Tlb(entries, entries, "plru", asid_bits, rng=rng)
-        self.perf: collections.Counter[str] = collections.Counter({k: 0 for k in DEV_COUNTERS})
+        self.perf: collections.Counter[str] = collections.Counter({k: 0 for k in DEVICE_COUNTERS})
         self.fault: Optional[tuple[int, int, AccessType]] = None
 
     def ack_fault(self) -> Optional[tuple[int, int, AccessType]]:
@@ -419,18 +418,15 @@ class SoftArch(Arch):
         if sched is not None and not isinstance(sched, Scheduler):
             raise TypeError(f"Scheduler must be a Scheduler, not {sched!r}")
         _positive_int("History depth", history_depth)
-        self.mem = mem
-        self.ncores = ncores
+        super().__init__(mem, ncores, svadu=svadu, asid_bits=asid_bits)
         self.seed = seed
-        self.svadu = bool(svadu)
-        self.asid_bits = asid_bits
         self.rng = random.Random(seed)
         self.cores = [_Core(i, Tlb(tlb_entries, tlb_ways, replacement, asid_bits,
                                    superpage_entries, rng=self.rng))
                       for i in range(ncores)]
         self.dev = DeviceTlb(dev_entries, asid_bits, rng=self.rng)
         self.sched = sched
-        self.lockdep: Optional[LockDep] = LockDep() if lockdep else None
+        self._lockdep: Optional[LockDep] = LockDep() if lockdep else None
         self.stats: collections.Counter[str] = collections.Counter()
         self.history: Optional[dict[int, collections.deque]] = {} if history else None
         self.history_depth = history_depth
@@ -438,6 +434,14 @@ class SoftArch(Arch):
         self._main_task = Task(None, "main", None)
 
     # --- environment -------------------------------------------------------------------------
+
+    @property
+    def lockdep(self) -> Optional[LockDep]:
+        return self._lockdep
+
+    def cycle(self) -> int:
+        """SoftArch is untimed: always 0."""
+        return 0
 
     def current_task(self) -> Task:
         """The running engine thread's task (``name``, ``mm``, ``signal_pending``); outside a
@@ -486,12 +490,12 @@ class SoftArch(Arch):
             h = self.history.get(ptep)
             if h is None:
                 h = self.history[ptep] = collections.deque(maxlen=self.history_depth)
-            h.append((new, who))
+            h.append(PteWrite(new, who))
         if self.observer is not None:
             self.notify("pte_write", ptep=ptep, old=old, new=new, who=who)
 
-    def pte_history(self, ptep: int) -> list[tuple[int, str]]:
-        """The last values written to the PTE at ``ptep`` as (value, who), oldest first."""
+    def pte_history(self, ptep: int) -> list[PteWrite]:
+        """The last values written to the PTE at ``ptep``, oldest first."""
         if self.history is None:
             return []
         return list(self.history.get(ptep, ()))
@@ -499,7 +503,7 @@ class SoftArch(Arch):
     def describe_history(self, ptep: int) -> str:
         """The PTE's recent writes, one per line, for violation messages."""
         from .pte import describe
-        lines = [f"  {describe(v):<40} by {who}" for v, who in self.pte_history(ptep)]
+        lines = [f"  {describe(w.value):<40} by {w.who}" for w in self.pte_history(ptep)]
         if not lines:
             return (f"  (no history of PTE 0x{ptep:09x}"
                     f"{'' if self.history is not None else ': SoftArch(history=True)'})")
@@ -593,6 +597,12 @@ class SoftArch(Arch):
         """The core's performance counters (the RTL's ``perf`` ports, minus walk_cycles)."""
         return dict(self._core(core).perf)
 
+    def dev_perf(self) -> dict[str, int]:
+        return dict(self.dev.perf)
+
+    def counters(self) -> dict[str, int]:
+        return {k: self.stats[k] for k in ARCH_COUNTERS}
+
     def tlb_entries(self, core: int) -> list[TlbEntry]:
         return self._core(core).tlb.valid_entries()
 
@@ -680,7 +690,7 @@ class SoftArch(Arch):
                     res.fault = FaultKind.ACCESS
                     res.value = None
             if self.observer is not None:
-                self.notify("cpu_access", core=core, vaddr=vaddr, op=op, result=res)
+                self.notify("cpu_access", core=core, mm=c.mm, vaddr=vaddr, op=op, result=res)
             return res
 
     def inval(self, core: int, kind: InvalKind, vaddr: int = 0, asid: int = 0) -> int:
@@ -703,6 +713,13 @@ class SoftArch(Arch):
     def _targets(self, mm) -> list[int]:
         return sorted(i for i in mm.cpu_vm_mask if 0 <= i < self.ncores)
 
+    def _flushed(self, what: str, cores) -> None:
+        if not cores:
+            return
+        self.stats["flushes_driven"] += 1
+        if self.observer is not None:
+            self.notify("tlb_flush", what=what, cycles=0)
+
     def flush_tlb_page(self, vma, addr: int) -> None:
         self.yield_point("flush_tlb_page")
         mm = vma.vm_mm
@@ -710,6 +727,7 @@ class SoftArch(Arch):
             self.stats["flush_tlb_page"] += 1
             for core in self._targets(mm):
                 self.inval(core, InvalKind.VA_ASID, addr, mm.asid)
+            self._flushed("page", self._targets(mm))
 
     def flush_tlb_range(self, vma, start: int, end: int) -> None:
         self.yield_point("flush_tlb_range")
@@ -724,6 +742,7 @@ class SoftArch(Arch):
                 else:
                     for i in range(npages):
                         self.inval(core, InvalKind.VA_ASID, start + i * PAGE_SIZE, mm.asid)
+            self._flushed("range", self._targets(mm))
 
     def flush_tlb_mm(self, mm) -> None:
         self.yield_point("flush_tlb_mm")
@@ -731,6 +750,7 @@ class SoftArch(Arch):
             self.stats["flush_tlb_mm"] += 1
             for core in self._targets(mm):
                 self.inval(core, InvalKind.ASID, 0, mm.asid)
+            self._flushed("mm", self._targets(mm))
 
     def flush_tlb_all(self) -> None:
         self.yield_point("flush_tlb_all")
@@ -738,6 +758,7 @@ class SoftArch(Arch):
             self.stats["flush_tlb_all"] += 1
             for core in range(self.ncores):
                 self.inval(core, InvalKind.ALL)
+            self._flushed("all", range(self.ncores))
 
     # --- device TLB ----------------------------------------------------------------------------
 
@@ -751,6 +772,11 @@ class SoftArch(Arch):
                 self.notify("dev_access", vaddr=vaddr, op=AccessType(op), asid=asid,
                             fault=fault, paddr=paddr)
             return fault, paddr
+
+    def dev_ack_fault(self) -> Optional[tuple[int, int, AccessType]]:
+        """Consume the device's pending fault record (vaddr, asid, op), or None."""
+        with self._atomic:
+            return self.dev.ack_fault()
 
     def dev_fill(self, vaddr: int, asid: int, ppn: int, level: int, perm: int,
                  g: bool = False) -> TlbEntry:

@@ -444,13 +444,13 @@ def grab_swap_token(mm: MmStruct) -> None:
     """mm is faulting a page in from swap: it takes the swap token, which makes reclaim treat
     its pages as referenced while it is in a fault (page_referenced_one)."""
     kernel = mm.kernel
-    if getattr(kernel, "swap_token_mm", None) is not mm:
+    if kernel.swap_token_mm is not mm:
         kernel.swap_token_mm = mm
         kernel.stats["swap_token_grabbed"] += 1
 
 
 def has_swap_token(mm: MmStruct) -> bool:
-    return getattr(mm.kernel, "swap_token_mm", None) is mm
+    return mm.kernel.swap_token_mm is mm
 
 
 def put_swap_token(mm: MmStruct) -> None:

@@ -294,7 +294,10 @@ def shrink_page_list(kernel, pages: Iterable[Page]) -> tuple[int, list[Page]]:
             stats["vmscan_kept"] += 1
             ret.append(page)
             continue
+        mapped = page_mapped(page)
         verdict = _shrink_one(kernel, page)
+        if mapped and not page_mapped(page):
+            kernel.arch.notify("reclaim_unmapped", page=page)
         if verdict == "free":
             unlock_page(page)
             kernel.put_page(page)          # the isolation reference: the frame is free now

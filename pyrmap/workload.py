@@ -189,14 +189,9 @@ class CpuWorkload:
     def run(self) -> dict:
         """The thread body: switch to the mm, issue every access.  Returns ``self.stats``."""
         arch = self.kernel.arch
-        task = getattr(arch, "current_task", None)
-        if callable(task):
-            try:
-                t = task()
-                if t is not None and getattr(t, "mm", None) is None:
-                    t.mm = self.mm
-            except Exception:  # not inside a scheduler thread
-                pass
+        task = arch.current_task()
+        if task.mm is None:
+            task.mm = self.mm
         if self.switch:
             arch.switch_mm(self.core, self.mm)
         for item in self.source:
@@ -244,7 +239,7 @@ class CpuWorkload:
             return value
         self.stats["loads"] += 1
         if shadow is not None:
-            shadow.load(self.mm, acc.vaddr & ~7, res.value, getattr(res, "paddr", None))
+            shadow.load(self.mm, acc.vaddr & ~7, res.value, res.paddr)
         if acc.value is not None and res.value != acc.value:
             raise WorkloadError(f"{self.name}: load at 0x{acc.vaddr:x} returned "
                                 f"{res.value:#x}, the trace expects {acc.value:#x}")
@@ -273,8 +268,6 @@ class DeviceWorkload:
 
     def __init__(self, kernel, secondary, source: Iterable, *, checkers=None,
                  name: str = "device", max_faults: int = 64, value_base: int = 0xDE << 48):
-        if not hasattr(kernel.arch, "dev_access"):
-            raise ValueError("This MMU has no device TLB (no dev_access)")
         self.kernel = kernel
         self.secondary = secondary
         self.mm = secondary.mm
@@ -301,9 +294,7 @@ class DeviceWorkload:
             fault, paddr = arch.dev_access(acc.vaddr, acc.op, self.mm.asid)
             if fault == FaultKind.NONE:
                 break
-            ack = getattr(getattr(arch, "dev", None), "ack_fault", None)
-            if ack is not None:
-                ack()
+            arch.dev_ack_fault()
             faults += 1
             self.stats["faults"] += 1
             if faults > self.max_faults:

@@ -238,14 +238,18 @@ def test_racing_workload_tolerates_only_sigsegv():
     from pyrmap.pte import FaultKind
     from pyrmap.workload import WorkloadError
 
-    class Arch:
-        ncores = 2
+    from pyrmap.physmem import PhysMem
+    from pyrmap.softarch import SoftArch
+
+    class Arch(SoftArch):
+        """Every access answers ``fault``."""
 
         def __init__(self, fault):
+            super().__init__(PhysMem(16), 2)
             self.fault = fault
 
-        def cpu_access(self, core, va, op, user=True, data=None):
-            return SimpleNamespace(fault=self.fault, value=0)
+        def cpu_access(self, core, va, op, user=True, sum=False, data=None):
+            return SimpleNamespace(fault=self.fault, value=0, paddr=0, hit=False)
 
     def checkers(regions):
         return SimpleNamespace(shadow=SimpleNamespace(regions=lambda mm: regions))

@@ -114,7 +114,8 @@ def test_config_and_constructor_errors():
     ds = DevSys(0, register=False)
     with pytest.raises(TypeError, match="Config must be a DevDriverConfig, not 3"):
         DeviceMmuDriver(ds.p, config=3)
-    with pytest.raises(TypeError, match=r"must provide dev_fill\(\), which 5 lacks"):
+    with pytest.raises(TypeError,
+                       match=r"Device operations must be a pyrmap.arch.DevicePort, not 5"):
         DeviceMmuDriver(ds.p, dev=5)
     assert DevDriverConfig(no_seq_retry=True).quirks() == ["no_seq_retry"]
 

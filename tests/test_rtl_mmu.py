@@ -468,7 +468,8 @@ def test_device_checker_catches_wrong_answers():
     import random
 
     from pyrmap.softarch import SoftArch
-    from cosim.tb.device import DEV_COUNTERS, DeviceChecker
+    from cosim.tb.device import DeviceChecker
+    from pyrmap.arch import DEVICE_COUNTERS
 
     class FakeDriver:           # answers every access with a wrong translation
         dut = None
@@ -477,7 +478,7 @@ def test_device_checker_catches_wrong_answers():
             return FaultKind.NONE, 0xBAD000
 
         def counters(self):
-            return {n: 0 for n in DEV_COUNTERS}
+            return {n: 0 for n in DEVICE_COUNTERS}
 
     arch = SoftArch(PhysMem(8), 2)
     chk = DeviceChecker(FakeDriver(), arch, random.Random(1), dev_entries=8, asid_bits=9)

@@ -100,7 +100,7 @@ def test_switch_mm_rejects_wide_asid_and_bad_core():
 
 
 def test_softarch_implements_every_abstract_method():
-    assert not getattr(SoftArch, "__abstractmethods__", None)
+    assert not SoftArch.__abstractmethods__
     assert "current_task" in Arch.__abstractmethods__
 
 
@@ -472,10 +472,10 @@ def test_pte_atomics_and_history():
     assert m.arch.cmpxchg(p, val, val | _PAGE_D) == val
     assert m.arch.ptep_get_and_clear(mm, 0x1000, p) == val | _PAGE_D
     m.arch.set_pte_at(mm, 0x1000, p, pfn_pte(0x51, RWU))
-    whos = [who for _, who in m.arch.pte_history(p)]
+    whos = [w.who for w in m.arch.pte_history(p)]
     assert whos == ["hw-cas core1", "sw cmpxchg thread main", "sw xchg thread main",
                     "sw set_pte_at thread main"]
-    assert m.arch.pte_history(p)[-1][0] == pfn_pte(0x51, RWU)
+    assert m.arch.pte_history(p)[-1].value == pfn_pte(0x51, RWU)
 
 
 def test_history_is_bounded_and_off_by_default():
@@ -484,7 +484,7 @@ def test_history_is_bounded_and_off_by_default():
     p = m.ptep(mm, 0x1000)
     for v in (1, 2, 3):
         m.arch.set_pte_at(mm, 0x1000, p, v << 10)
-    assert [v for v, _ in m.arch.pte_history(p)] == [2 << 10, 3 << 10]
+    assert [w.value for w in m.arch.pte_history(p)] == [2 << 10, 3 << 10]
     assert Machine().arch.pte_history(p) == []
 
 
@@ -498,7 +498,7 @@ def test_observer_sees_fills_invals_accesses_and_pte_writes():
     m.arch.cpu_access(0, 0x1000, S, data=1)
     m.arch.flush_tlb_page(vma_of(mm), 0x1000)
     names = [e for e, _ in events]
-    assert names == ["pte_write", "tlb_fill", "cpu_access", "tlb_inval"]
+    assert names == ["pte_write", "tlb_fill", "cpu_access", "tlb_inval", "tlb_flush"]
     assert events[0][1]["who"] == "hw-cas core0" and events[0][1]["ptep"] == p
     assert events[3][1]["removed"] == 1
 
@@ -654,7 +654,7 @@ def test_walker_cas_and_xchg_never_lose_d_under_any_interleaving():
         stored = res["store"].fault == FaultKind.NONE
         assert not stored or res["old"] & _PAGE_D, f"seed {seed}: lost D"
         assert m.mem.read(p) == 0, f"seed {seed}: PTE resurrected"
-        whos = [w for _, w in m.arch.pte_history(p)]
+        whos = [w.who for w in m.arch.pte_history(p)]
         assert whos[-1] == "sw xchg thread reclaim", f"seed {seed}"
         if stored:
             assert whos == ["hw-cas core0", "sw xchg thread reclaim"], f"seed {seed}"

@@ -43,7 +43,7 @@ async def _system(dut, seed: int, p: dict):
     (a Svade RTL under an engine that believes in hardware A/D faults forever)."""
     s = await system_for(dut, seed, p)
     want = bool(top_config().get("svadu", True))
-    if bool(getattr(s.arch, "svadu", True)) != want:
+    if s.arch.svadu != want:
         raise RuntimeError(f"CosimArch.svadu is {s.arch.svadu!r} but the RTL was built with "
                            f"svadu={want!r}")
     return s

@@ -231,7 +231,7 @@ class _Rig:
         self.chk = chk = Checkers(k, seed=seed, command=p["command"]).install()
         chk.step(f"iteration {it}")
         arch.access_checker = chk.tlb
-        if getattr(arch, "device", None) is not None:
+        if arch.device is not None:
             arch.device.checker = chk.tlb
         arch.flush_tlb_all()
         self.file = f = AddressSpace(k, "f", 1)

@@ -47,7 +47,7 @@ async def reclaim_scenario(dut, seed: int, p: dict, progress: Progress,
 
     # The device (secondary MMU): a DeviceMmuDriver registered on the parent's mm, its
     # workload on the RTL's dev__req port next to the CPUs, kswapd, writeback and migration.
-    dev_arch = getattr(arch, "device", None)
+    dev_arch = arch.device
     s.checkers.step("setup")
     f, parent, anon, fsh, drv = await s.call("setup", setup)
     dev = None

@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import random
 
-from pyrmap.arch import InvalKind
+from pyrmap.arch import DEVICE_COUNTERS, InvalKind
 from pyrmap.pte import _PAGE_R, _PAGE_U, _PAGE_W, _PAGE_X, AccessType, FaultKind
 
 from ..memory import cycle_now
+from ..ports import read_counters
 from ..scoreboard import Violation
 from .tables import sign_extend_va
 
-__all__ = ["DeviceDriver", "DeviceChecker", "DEV_COUNTERS"]
-
-DEV_COUNTERS = ("lookups", "hits", "misses", "fills", "invals", "young_clears")
+__all__ = ["DeviceDriver", "DeviceChecker"]
 
 
 def pte_perm_to_port(perm: int) -> int:
@@ -115,7 +114,7 @@ class DeviceDriver:
         self._s("inval__valid").value = 0
 
     def counters(self) -> dict:
-        return {n: int(self._s(f"perf__{n}").value) for n in DEV_COUNTERS}
+        return read_counters(self.dut, "dev", DEVICE_COUNTERS)
 
 
 class DeviceChecker:
@@ -244,6 +243,6 @@ class DeviceChecker:
     def check_counters(self) -> None:
         got = self.drv.counters()
         want = dict(self.arch.dev.perf)
-        for name in DEV_COUNTERS:
+        for name in DEVICE_COUNTERS:
             if name in want and got[name] != want[name]:
                 self.fail(f"dev perf counter {name}: RTL {got[name]}, model {want[name]}")

@@ -23,11 +23,13 @@ import time
 import cocotb
 from cocotb.triggers import ClockCycles, RisingEdge
 
+from pyrmap.arch import CORE_COUNTERS
 from pyrmap.physmem import PhysMem
 
 from ..dut import reset, write_report
 from ..memory import Latency, MemoryResponder, cycle_now
-from ..scoreboard import PERF_COUNTERS, MmuScoreboard, new_mmu_coverage
+from ..ports import read_counters
+from ..scoreboard import MmuScoreboard, new_mmu_coverage
 from .agents import CpuDriver, InvalDriver, PteRacer
 from .tables import RandomTables
 
@@ -42,13 +44,8 @@ def _seed() -> int:
     return int(os.environ.get("COSIM_SEED", "1"))
 
 
-def read_counters(dut, core: int) -> dict:
-    out = {}
-    for name in PERF_COUNTERS:
-        h = getattr(dut, f"cpu{core}__perf__{name}", None)
-        if h is not None:
-            out[name] = int(h.value)
-    return out
+def core_counters(dut, core: int) -> dict:
+    return read_counters(dut, f"cpu{core}", CORE_COUNTERS)
 
 
 @cocotb.test()
@@ -94,7 +91,7 @@ async def test_random_mmu(dut):
 
     sb.check_hw_writes()
     sb.check_memory(mem.words)
-    counters = {c: read_counters(dut, c) for c in range(ncores)}
+    counters = {c: core_counters(dut, c) for c in range(ncores)}
     for c in range(ncores):
         sb.check_counters(c, counters[c])
     for v in responder.violations:
@@ -192,7 +189,7 @@ async def test_smoke(dut):
     responder.stop()
     sb.check_hw_writes()
     sb.check_memory(mem.words)
-    sb.check_counters(0, read_counters(dut, 0))
+    sb.check_counters(0, core_counters(dut, 0))
     assert not sb.violations, "\n".join(map(str, sb.violations))
 
 

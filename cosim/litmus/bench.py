@@ -124,6 +124,13 @@ class Perturbation:
         else:
             self.latency = Latency(rng.randrange(1 << 30), fast=(2, 6),
                                    slow=(6, max(6, lat_max)), p_slow=0.4)
+        lmin = int(options.get("latency_min", 0))
+        if lmin:
+            # Every walker memory access takes at least lmin cycles: a walk stays in flight
+            # across a whole kernel operation of another thread.
+            self.latency = Latency(rng.randrange(1 << 30), fast=(lmin, lmin + 2),
+                                   slow=(lmin, max(lmin, lat_max)), p_slow=0.2)
+            profile = f"min{lmin}"
         self.profile = profile
 
     def start(self) -> int:
@@ -186,6 +193,11 @@ class Run:
         self.dev_lock = Lock("dev")
         self.core_locks = {i: Lock(f"core{i}") for i in range(bench.ncores)}
         self.walk_events: list = []
+        #: Invalidations of each core acknowledged through the bench's own ports.
+        self.acks = {i: 0 for i in range(bench.ncores)}
+        #: Translations answered after an invalidation of their core was acknowledged that
+        #: came after their request (a walk in flight across a shootdown).
+        self.straddled = 0
         self.locks: dict = {}
         self.kworld = None
         self.kernel_quirks: list = []
@@ -203,6 +215,11 @@ class Run:
         for addr, core, ops, ev in self.walk_events:
             if txn.addr == addr and txn.op in ops and (core is None or txn.src == core):
                 ev.set()
+
+    def acks_of(self, core: int) -> int:
+        """Invalidations of ``core`` acknowledged so far (the bench's and the kernel's)."""
+        arch = self.kworld.arch.acks[core] if self.kworld is not None else 0
+        return self.acks[core] + arch
 
     async def translate(self, core: int, vaddr: int, op: AccessType):
         dut = self.dut
@@ -223,12 +240,15 @@ class Run:
             else:
                 raise RunError(f"core{core} req.ready low for {HANDSHAKE_TIMEOUT} cycles")
             s("req__valid").value = 0
+            acks = self.acks_of(core)
             n = 0
             while not int(s("resp__valid").value):
                 await RisingEdge(dut.clk)
                 n += 1
                 if n > HANDSHAKE_TIMEOUT:
                     raise RunError(f"core{core}: no response in {HANDSHAKE_TIMEOUT} cycles")
+            if self.acks_of(core) != acks:
+                self.straddled += 1
             fault = FaultKind(int(s("resp__fault").value))
             return fault, int(s("resp__paddr").value)
 
@@ -249,6 +269,7 @@ class Run:
                     break
             else:
                 raise RunError(f"core{target}: no invalidation ack in {HANDSHAKE_TIMEOUT} cycles")
+            self.acks[target] += 1
             s("valid").value = 0
             await RisingEdge(dut.clk)
 
@@ -509,6 +530,7 @@ async def run_test(bench: Bench, test, seed: int, kernel_quirks=()) -> dict:
     except Exception as exc:  # noqa: BLE001 - a run that breaks is reported, not fatal
         rec["error"] = f"{type(exc).__name__}: {exc}"
     rec["cycles"] = cycle_now() - start
+    rec["straddled"] = run.straddled
     return rec
 
 

@@ -78,6 +78,12 @@ class TestResult:
         return cmd
 
     @property
+    def straddled(self) -> int:
+        """Translations, over all runs, answered after an invalidation of their core was
+        acknowledged that came after their request (walks in flight across a shootdown)."""
+        return sum(rec.get("straddled", 0) for rec in self.runs)
+
+    @property
     def passed(self) -> bool:
         return not self.failures
 
@@ -127,6 +133,9 @@ def format_result(r: TestResult, *, max_failures: int = 5) -> str:
         lines.append(f"  {count:6d}  {outcome}")
     for c, seen in zip(r.test.conditions, r.seen):
         lines.append(f"  {c.verdict.value:>10}: {c.text}  -- satisfied in {seen}/{n}")
+    if r.straddled:
+        runs = sum(1 for rec in r.runs if rec.get("straddled"))
+        lines.append(f"  walks across a shootdown: {r.straddled} in {runs}/{n} runs")
     if r.passed:
         lines.append("  verdict: PASS")
     else:

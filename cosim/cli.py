@@ -37,7 +37,8 @@ from typing import Optional, Sequence, TextIO
 from hdl.config import MAX_CORES
 from pyrmap.checker_registry import checker_title
 from pyrmap.checkers import verdict_lines  # importing pyrmap.checkers registers them
-from pyrmap.cliargs import UsageError, int_arg, writable_file
+from pyrmap.cliargs import UsageError, int_arg, parsed_by, writable_file
+from pyrmap.faults import FAULT_KINDS, FaultPlan
 
 __all__ = ["main", "UsageError", "parse_args", "format_report"]
 
@@ -145,6 +146,10 @@ def _parser() -> argparse.ArgumentParser:
                         metavar="SECONDS",
                         help="wall-clock limit of the simulation (default: 10 minutes plus "
                              "0.2 s per access and 10 s per step)")
+        sp.add_argument("--faults", type=parsed_by(FaultPlan.parse), default=None,
+                        metavar="KIND=P,...",
+                        help="inject kernel faults with these probabilities: "
+                             + "; ".join(f"{k}: {v}" for k, v in FAULT_KINDS.items()))
         sp.add_argument("--quiet", action="store_true", help="no progress display")
 
     run = sub.add_parser("run", help="run a scenario")
@@ -234,6 +239,9 @@ def parse_args(argv: Sequence[str]) -> "RunArgs | str":
     if args.svade:
         parts.append("--svade")
     parts += [f"--quirk {q}" for q in args.quirk]
+    if args.faults:
+        parts.append(f"--faults {args.faults.text()}")
+        env["COSIM_FAULTS"] = args.faults.text()
     if args.timeout is not None:
         parts.append(f"--timeout {args.timeout}")
     timeout = args.timeout or default_timeout(args.phases, args.accesses, args.cores,

@@ -32,6 +32,7 @@ from cosim.memory import Latency, MemoryResponder
 from pyrmap.checkers import InvariantViolation
 from pyrmap.demo import KERNEL_FIGURES
 from pyrmap.devdriver import FIGURE_LABELS as DEVICE_FIGURE_LABELS
+from pyrmap.faults import FaultInjector, FaultPlan
 from pyrmap.scenario import System
 
 __all__ = ["top_config", "bring_up", "CosimViolation", "CosimSystem", "start_system",
@@ -114,6 +115,9 @@ class CosimSystem(System):
                          arch=lambda mem, ncores, seed_, sched: arch, command=command,
                          raise_on_violation=raise_on_violation)
         arch.kernel = self.kernel
+        # Injected kernel faults (``COSIM_FAULTS``, ``run --faults``), drawn from the seed.
+        self.kernel.faults = FaultInjector(FaultPlan.parse(os.environ.get("COSIM_FAULTS", "")),
+                                           seed)
         self.env = env
         self.memory = memory
         arch.access_checker = self.checkers.tlb
@@ -338,6 +342,7 @@ def report(s: CosimSystem, seed: int, p: dict, seconds: float, error: str | None
         "device_figure_labels": {key: label for key, label in DEVICE_FIGURE_LABELS},
         "arch": arch.figures(),
         "kernel": {key: k.stats.get(key, 0) for _, key in FIGURES},
+        "faults_injected": dict(k.faults.injected),
         "figure_labels": {key: label for label, key in FIGURES},
         "host": {"threads": arch.env.stats["threads"], "resumes": arch.env.stats["resumes"],
                  "lock_waits": arch.env.stats["lock_waits"]},

@@ -435,9 +435,9 @@ class NotifierChecker(Checker):
         self.clients: dict[int, object] = {}
 
     def attach(self, mm) -> None:
-        from .mmu_notifier import mmu_notifier_register
+        from .mmu_notifier import mmu_notifier_register_restarting
         client = _make_tracking_client(self)
-        rc = mmu_notifier_register(client, mm)
+        rc = mmu_notifier_register_restarting(client, mm)
         if rc:
             raise RuntimeError(f"mmu_notifier_register failed with {rc}")
         self.clients[id(mm)] = client

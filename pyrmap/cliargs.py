@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, NoReturn, Optional
 
-__all__ = ["ArgumentParser", "UsageError", "int_arg", "choice_list", "writable_file",
+__all__ = ["ArgumentParser", "UsageError", "int_arg", "choice_list", "parsed_by", "writable_file",
            "writable_dir", "check_writable_file", "check_writable_dir"]
 
 
@@ -80,6 +80,18 @@ def choice_list(choices: Iterable[str]) -> Callable[[str], list]:
         return names
     parse.__name__ = "list"
     return parse
+
+
+def parsed_by(parse: Callable[[str], object]) -> Callable[[str], object]:
+    """An argparse ``type=`` from a parser that raises ``ValueError`` with a one-line
+    message (``FaultPlan.parse``, ``MmuConfig.parse_params``)."""
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    convert.__name__ = getattr(parse, "__name__", "value")
+    return convert
 
 
 def _probe_dir(d: Path, what: str) -> None:

@@ -66,7 +66,8 @@ import errno
 from typing import Iterable, Optional
 
 from .arch import DevicePort, InvalKind
-from .mmu_notifier import MmuNotifier, mmu_notifier_register, mmu_notifier_unregister
+from .mmu_notifier import (MmuNotifier, mmu_notifier_register, mmu_notifier_register_restarting,
+                           mmu_notifier_unregister)
 from .pte import (PAGE_SHIFT, PAGE_SIZE, _PAGE_R, _PAGE_U, _PAGE_W, _PAGE_X, AccessType,
                   FaultKind, pte_leaf, pte_pfn, pte_present)
 
@@ -627,7 +628,7 @@ def register_device(mm, *, checkers=None, config: Optional[DevDriverConfig] = No
         Registration failed (``EINTR``: a signal was pending; ``ENOMEM``); nothing changed.
     """
     drv = DeviceMmuDriver(mm, dev=dev, config=config, checkers=checkers, name=name)
-    rc = drv.register()
+    rc = mmu_notifier_register_restarting(drv, mm)
     if rc:
         raise OSError(-rc, f"mmu_notifier_register of {name} on {mm!r} failed")
     if checkers is not None:

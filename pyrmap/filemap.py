@@ -19,6 +19,7 @@ the innermost lock of the seed's order.  Insertion and removal need the page loc
 
 from __future__ import annotations
 
+import errno
 from typing import Optional
 
 import numpy as np
@@ -210,7 +211,8 @@ def writepage(page: Page) -> int:
 
     The I/O is synchronous: ``PG.writeback`` is set for its duration and clear on return, and
     the page is still locked on return (the kernel's writepage unlocks; our caller does).
-    Returns 0."""
+    Returns 0, or ``-EIO`` when the swap write failed (``kernel.faults``): the page is dirty
+    again and still in the swap cache, so nothing is lost."""
     from .swap import swap_writepage
 
     if not PageLocked(page):
@@ -220,6 +222,12 @@ def writepage(page: Page) -> int:
     kernel.arch.notify("writeback_start", pfn=page.pfn, page=page)
     try:
         if page.test(PG.swapcache):
+            if kernel.faults.fail("swap_write"):
+                # The write failed (-EIO): the data is only in the frame, so the page is
+                # redirtied and stays in the swap cache; reclaim keeps it and retries later.
+                page.set(PG.dirty)
+                kernel.stats["swap_write_errors"] += 1
+                return -errno.EIO
             swap_writepage(page)
         elif isinstance(page.mapping, AddressSpace):
             page.mapping.backing[page.index] = np.array(kernel.mem.frame(page.pfn), copy=True)

@@ -9,6 +9,7 @@ import collections
 import dataclasses
 from typing import Optional
 
+from .faults import FaultInjector
 from .mm_types import PG, Page
 from .physmem import FrameAllocator
 
@@ -74,6 +75,8 @@ class Kernel:
         self.swap = None          # pyrmap.swap.SwapInfo, created by pyrmap.swap.swapon
         self.swap_token_mm = None  # the mm holding the swap token (pyrmap.swap.grab_swap_token)
         self.lru = None           # pyrmap.vmscan.Lru, created lazily by the reclaim code
+        #: Injected faults (pyrmap.faults); none unless a FaultPlan is given to the System.
+        self.faults = FaultInjector()
 
     def pfn_to_page(self, pfn: int) -> Page:
         return self.pages[pfn]

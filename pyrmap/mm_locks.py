@@ -99,7 +99,7 @@ def mm_take_all_locks(mm) -> int:
     taken = False
     try:
         for vma in mm.mmap:
-            if arch.signal_pending():
+            if arch.signal_pending() or kernel.faults.fail("eintr"):
                 kernel.stats["mm_take_all_locks_eintr"] += 1
                 return -EINTR
             if vma.vm_file is not None:

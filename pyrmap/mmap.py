@@ -1053,8 +1053,10 @@ def dup_mm(oldmm: MmStruct) -> MmStruct:
     finally:
         oldmm.mmap_sem.up_write()
     if failed is not None:
-        # Tear the half-built child down (its VMAs hold rmap links and page references).
-        exit_mmap(mm)
+        # Tear the half-built child down (its VMAs hold rmap links and page references) by
+        # dropping its only user reference, as dup_mm's free_pt does (mmput): its root page
+        # table is freed after the mm stopped being live, never while it still is.
+        mmput(mm)
         kernel.stats["fork_failed"] += 1
         if isinstance(failed, ENOMEM):
             raise failed

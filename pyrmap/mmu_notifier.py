@@ -41,6 +41,7 @@ from .pgtable_generic import ptep_clear_flush, ptep_clear_flush_young
 __all__ = [
     "MmuNotifier", "MmuNotifierMm", "RecordingNotifier", "NotifierEvent",
     "mm_has_notifiers", "mmu_notifier_register", "__mmu_notifier_register",
+    "mmu_notifier_register_restarting",
     "mmu_notifier_unregister", "mmu_notifier_release", "__mmu_notifier_release",
     "mmu_notifier_invalidate_page", "mmu_notifier_invalidate_range_start",
     "mmu_notifier_invalidate_range_end", "mmu_notifier_range", "mmu_notifier_clear_flush_young",
@@ -222,6 +223,25 @@ def mmu_notifier_register(mn: MmuNotifier, mm) -> int:
         is held.
     """
     return _do_mmu_notifier_register(mn, mm, True)
+
+
+#: Restarts of an interrupted registration before giving up (a fault plan below 1 passes).
+MAX_REGISTER_RESTARTS = 64
+
+
+def mmu_notifier_register_restarting(mn: MmuNotifier, mm) -> int:
+    """:func:`mmu_notifier_register`, restarted after ``-EINTR`` once the signal has been
+    handled (none is pending any more), as a syscall restarts (-ERESTARTSYS).  A signal still
+    pending ends it with ``-EINTR``; so does :data:`MAX_REGISTER_RESTARTS` restarts.  Same
+    locking contract and return values as :func:`mmu_notifier_register`."""
+    kernel = mm.kernel
+    rc = mmu_notifier_register(mn, mm)
+    restarts = 0
+    while rc == -EINTR and not kernel.arch.signal_pending() and restarts < MAX_REGISTER_RESTARTS:
+        restarts += 1
+        kernel.stats["mmu_notifier_register_restarts"] += 1
+        rc = mmu_notifier_register(mn, mm)
+    return rc
 
 
 def __mmu_notifier_register(mn: MmuNotifier, mm) -> int:

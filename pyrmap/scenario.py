@@ -84,6 +84,9 @@ class System:
         The default SoftArch records each PTE's recent values for violation reports.
     svadu : bool
         Hardware A/D updates (default); False: Svade, A/D faults the engine resolves.
+    faults : pyrmap.faults.FaultPlan, optional
+        Faults to inject (swap write failures, allocation failures under reclaim, -EINTR
+        from mm_take_all_locks), drawn from ``seed``; none by default.
 
     Members
     -------
@@ -99,7 +102,7 @@ class System:
                  swap_slots: int = 256, quirks=None, config: Optional[KernelConfig] = None,
                  arch: Optional[Callable] = None, check: bool = True,
                  raise_on_violation: bool = True, command: str = "", tlb_entries: int = 8,
-                 history: bool = True, svadu: bool = True):
+                 history: bool = True, svadu: bool = True, faults=None):
         if not isinstance(seed, int):
             raise TypeError(f"Seed must be an integer, not {seed!r}")
         if not isinstance(nframes, int) or nframes < 16:
@@ -128,6 +131,9 @@ class System:
         if config is None:
             config = KernelConfig(swap_slots=max(swap_slots, 1))
         self.kernel = Kernel(self.arch, quirks, config)
+        if faults:
+            from .faults import FaultInjector
+            self.kernel.faults = FaultInjector(faults, seed)
         if swap_slots:
             from .swap import swapon
             swapon(self.kernel, swap_slots)
@@ -439,13 +445,15 @@ def random_program(system: System, steps: int, *, rng: Optional[random.Random] =
 
 
 def run_program(seed: int, steps: int, *, nframes: int = 64, quirks=None,
-                concurrency: bool = True, svadu: bool = True, **kw) -> System:
-    """Build a :class:`System` for ``seed`` and run :func:`random_program` on it."""
+                concurrency: bool = True, svadu: bool = True, faults=None, **kw) -> System:
+    """Build a :class:`System` for ``seed`` and run :func:`random_program` on it
+    (``faults``: a :class:`pyrmap.faults.FaultPlan` to inject)."""
     names = quirks.enabled() if isinstance(quirks, Quirks) else list(quirks or ())
-    system = System(seed=seed, nframes=nframes, quirks=quirks, svadu=svadu,
+    system = System(seed=seed, nframes=nframes, quirks=quirks, svadu=svadu, faults=faults,
                     command=reproduce_command(seed, steps, quirks=names, svade=not svadu,
                                               sequential=not concurrency, ops=kw.get("ops"),
-                                              nframes=nframes))
+                                              nframes=nframes,
+                                              faults=faults.text() if faults else None))
     random_program(system, steps, concurrency=concurrency, **kw)
     return system
 
@@ -609,7 +617,16 @@ class _Program:
         mm = self._mm()
         if mm is None or len(self.procs()) >= self.nprocs + 2:
             return None
-        return f"fork mm{mm.asid}", lambda: self.s.fork(mm)
+        return f"fork mm{mm.asid}", lambda: self._fork(mm)
+
+    def _fork(self, mm):
+        """fork may fail with ENOMEM when memory is short (the child is torn down, the parent
+        untouched): a legal outcome of the syscall, counted in ``fork_failed``."""
+        from .errors import ENOMEM
+        try:
+            self.s.fork(mm)
+        except ENOMEM:
+            pass
 
     def op_exit(self):
         procs = self.procs()

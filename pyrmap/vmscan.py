@@ -426,12 +426,15 @@ def alloc_page_reclaim(kernel, retries: int = 4) -> Page:
     """
     for attempt in range(retries + 1):
         try:
+            if attempt < retries and kernel.faults.fail("alloc"):
+                kernel.stats["alloc_failures_injected"] += 1
+                raise OutOfMemory("injected allocation failure")
             return kernel.alloc_page()
         except OutOfMemory:
             if attempt == retries:
                 break
             kernel.stats["vmscan_direct_reclaim"] += 1
-            if try_to_free_pages(kernel, SWAP_CLUSTER_MAX) == 0:
+            if try_to_free_pages(kernel, SWAP_CLUSTER_MAX) == 0 and kernel.frames.nr_free == 0:
                 break
     kernel.stats["vmscan_oom"] += 1
     raise OutOfMemory(f"no free frame after reclaim ({kernel.frames.nr_free} free, "

@@ -237,7 +237,8 @@ def mmu_notifier_register_restarting(mn: MmuNotifier, mm) -> int:
     kernel = mm.kernel
     rc = mmu_notifier_register(mn, mm)
     restarts = 0
-    while rc == -EINTR and not kernel.arch.signal_pending() and restarts < MAX_REGISTER_RESTARTS:
+    while (rc == -EINTR and not kernel.arch.signal_pending()
+           and restarts < MAX_REGISTER_RESTARTS):
         restarts += 1
         kernel.stats["mmu_notifier_register_restarts"] += 1
         rc = mmu_notifier_register(mn, mm)

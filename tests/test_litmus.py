@@ -275,14 +275,15 @@ def test_cosim_cli_litmus_subcommand(capsys):
     assert "Test RemapLocal" in out and "verdict: PASS" in out
 
 
-def test_a_walk_straddles_the_shootdown_of_a_migration():
-    """Migrate.walk exercises the window a TLB hit cannot: some translation is answered after
-    its core acknowledged migrate_pages' shootdown, and no store is lost."""
-    path = str(ROOT / "litmus" / "migrate_walk.litmus")
-    r = run_files([path], runs=12, seed=3, arbitration="round_robin")[0]
-    assert r.passed, format_result(r)
-    assert r.straddled > 0, format_result(r)
-    assert "walks across a shootdown:" in format_result(r)
+def test_a_walk_straddles_the_shootdown_of_migrate_try_to_unmap_and_munmap():
+    """The .walk tests exercise the window a TLB hit cannot: some translation is answered
+    after its core acknowledged the operation's shootdown, and the verdicts hold."""
+    paths = [str(ROOT / "litmus" / f) for f in ("migrate_walk.litmus",
+                                                "try_to_unmap_walk.litmus", "munmap_walk.litmus")]
+    for r in run_files(paths, runs=20, seed=3, arbitration="round_robin"):
+        assert r.passed, format_result(r)
+        assert r.straddled > 0, format_result(r)
+        assert "walks across a shootdown:" in format_result(r)
     hit = run_files([str(ROOT / "litmus" / "remap_local.litmus")], runs=2,
                     arbitration="round_robin")[0]
     assert hit.passed and hit.straddled == 0 and "walks across" not in format_result(hit)

@@ -58,7 +58,7 @@ BAD = [
     # unknown keys and options
     ("litmus T\noption bogus=1\n" + HEAD[9:] + "thread C0\n  r = ld x\n" + TAIL,
      "t.litmus:2: expected a runner option (runs, start, jitter, p_long, long, latency, "
-     "max_cycles, kernel, mapping, user, latency_min), found 'bogus'"),
+     "max_cycles, kernel, mapping, user), found 'bogus'"),
     ("litmus T\noption runs=0\n" + HEAD[9:] + "thread C0\n  r = ld x\n" + TAIL,
      "t.litmus:2: expected an integer from 1 to 100000 for option 'runs', found 0"),
     ("litmus T\noption mapping=heap\n" + HEAD[9:] + "thread C0\n  r = ld x\n" + TAIL,

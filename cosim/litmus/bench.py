@@ -124,13 +124,6 @@ class Perturbation:
         else:
             self.latency = Latency(rng.randrange(1 << 30), fast=(2, 6),
                                    slow=(6, max(6, lat_max)), p_slow=0.4)
-        lmin = int(options.get("latency_min", 0))
-        if lmin:
-            # Every walker memory access takes at least lmin cycles: a walk stays in flight
-            # across a whole kernel operation of another thread.
-            self.latency = Latency(rng.randrange(1 << 30), fast=(lmin, lmin + 2),
-                                   slow=(lmin, max(lmin, lat_max)), p_slow=0.2)
-            profile = f"min{lmin}"
         self.profile = profile
 
     def start(self) -> int:

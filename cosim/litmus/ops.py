@@ -74,12 +74,14 @@ def _none(p, cur, dst):
 
 
 def _access(p, cur, dst):
+    """``x[+off]``, then ``, V`` for a store, then ``retry`` for a cpu access."""
     va, off = p.va(cur)
     args = {}
-    if p.spec.name == "st":
+    if p.spec.name in ("st", "dev st"):
         cur.expect(",", "between the address and the value")
         args["value"] = p.value(cur)
-    args["retry"] = cur.accept("retry")
+    if p.spec.kinds == (CPU,):
+        args["retry"] = cur.accept("retry")
     return va, off, args
 
 
@@ -178,15 +180,6 @@ def _mem(p, cur, dst):
     if dst is None:
         cur.error("expected 'REG = mem P' (a load) or 'mem P := VALUE' (a store)")
     return None, 0, {"page": page, "off": off, "store": False}
-
-
-def _dev_access(p, cur, dst):
-    va, off = p.va(cur)
-    args = {}
-    if p.spec.name == "dev st":
-        cur.expect(",", "between the address and the value")
-        args["value"] = p.value(cur)
-    return va, off, args
 
 
 def _dev_page(p, cur, dst):
@@ -375,9 +368,9 @@ OPS: tuple = (
     OpSpec("delay", "delay N", ANY, f"N cycles (0..{MAX_DELAY})", _delay, _run_delay),
     OpSpec("dev ld", "r = dev ld x[+off]", (DEV,),
            "a load through the DeviceMmu (a miss answers `fault:miss`, its record is "
-           "acknowledged)", _dev_access, _run_dev_access, "data"),
+           "acknowledged)", _access, _run_dev_access, "data"),
     OpSpec("dev st", "[s =] dev st x[+off], V", (DEV,), "a store through the DeviceMmu",
-           _dev_access, _run_dev_access, "status"),
+           _access, _run_dev_access, "status"),
     OpSpec("dev young", "r = dev young x", (DEV,),
            "test-and-clear the device entry's young bit", _dev_page, _run_dev_young, "young"),
     OpSpec("dev fill", "dev fill x", ANY,

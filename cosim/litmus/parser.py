@@ -37,7 +37,7 @@ OPTIONS = {
     "runs": (1, 100_000), "start": (0, 100_000), "jitter": (0, 100_000),
     "p_long": (0, 100), "long": (0, 100_000), "latency": (0, 10_000),
     "max_cycles": (1, 10_000_000), "kernel": (0, 1), "mapping": ("shared", "anon"),
-    "user": (0, 1), "latency_min": (0, 10_000),
+    "user": (0, 1),
 }
 
 _CORE = re.compile(r"[Cc](\d+)")

@@ -49,7 +49,8 @@ from .pte import (_PAGE_A, _PAGE_D, _PAGE_R, _PAGE_U, _PAGE_V, _PAGE_W, _PAGE_X,
 
 __all__ = [
     "VM_FAULT_MINOR", "VM_FAULT_OOM", "VM_FAULT_SIGBUS", "VM_FAULT_MAJOR", "VM_FAULT_WRITE",
-    "TASK_SIZE", "vm_get_page_prot", "vma_page_prot", "mk_pte", "maybe_mkwrite", "pte_modify",
+    "TASK_SIZE", "vm_get_page_prot", "vma_page_prot", "page_prot", "vma_wants_writenotify",
+    "mapping_cap_account_dirty", "mk_pte", "maybe_mkwrite", "pte_modify",
     "vm_normal_page", "do_page_fault", "handle_mm_fault", "handle_pte_fault",
     "do_anonymous_page", "do_linear_fault", "do_nonlinear_fault", "__do_fault", "do_wp_page",
     "do_swap_page", "can_share_swap_page", "MmuGather", "tlb_gather_mmu", "tlb_remove_page",
@@ -148,10 +149,13 @@ def _free_page_and_swap_cache(page: Page) -> None:
 def vm_get_page_prot(vm_flags: int) -> int:
     """The PTE protection bits for a VMA's flags (the kernel's ``protection_map``).
 
-    Never includes W: every mapping starts read-only and a write fault makes the PTE writable
-    (``maybe_mkwrite``), which gives private mappings copy-on-write and shared mappings dirty
-    accounting (the first store to a clean page faults and runs ``set_page_dirty``).  A (the
-    x86 ``_PAGE_ACCESSED`` in every protection) is set, because installing a PTE is an access.
+    Private mappings never get W: a write fault makes the PTE writable (``maybe_mkwrite``),
+    which gives them copy-on-write.  A shared writable mapping gets W (``PAGE_SHARED``);
+    :func:`vma_page_prot` drops it again for a mapping that wants write notification (a file
+    with dirty accounting), so that the first store to a clean page faults and runs
+    ``set_page_dirty``.  D is never set: a PTE made from a protection is clean, and a store
+    through a writable clean PTE makes the MMU set D (Svadu) or fault (Svade).  A (the x86
+    ``_PAGE_ACCESSED`` in every protection) is set, because installing a PTE is an access.
     Write permission implies read (Sv39 reserves W without R).  ``PROT_NONE`` cannot be a
     valid Sv39 user PTE: it maps to a present, supervisor-only PTE (V R, no U), so the page
     stays mapped (rmap, mapcount) while every user access faults.
@@ -163,12 +167,37 @@ def vm_get_page_prot(vm_flags: int) -> int:
         prot |= _PAGE_X
     if not prot:
         return _PAGE_V | _PAGE_R | _PAGE_A
+    if (vm_flags & (VM_SHARED | VM_WRITE)) == (VM_SHARED | VM_WRITE):
+        prot |= _PAGE_W
     return _PAGE_V | _PAGE_U | _PAGE_A | prot
 
 
+def mapping_cap_account_dirty(mapping: AddressSpace) -> bool:
+    """The file counts and writes back dirty pages (shmem, anonymous shared memory, does not:
+    its pages go to swap, never to a backing file through writeback)."""
+    return mapping.account_dirty
+
+
+def vma_wants_writenotify(vm_flags: int, mapping: Optional[AddressSpace]) -> bool:
+    """A shared writable mapping of a dirty-accounting file wants to hear of the first write
+    to each clean page: its PTEs are installed read-only (mm/mmap.c of 2008)."""
+    if (vm_flags & (VM_WRITE | VM_SHARED)) != (VM_WRITE | VM_SHARED):
+        return False
+    return mapping is not None and mapping_cap_account_dirty(mapping)
+
+
+def page_prot(vm_flags: int, mapping: Optional[AddressSpace]) -> int:
+    """``vma->vm_page_prot`` of a VMA with ``vm_flags`` mapping ``mapping``: the protection
+    of the flags, without W when the mapping wants write notification."""
+    if vma_wants_writenotify(vm_flags, mapping):
+        vm_flags &= ~VM_SHARED
+    return vm_get_page_prot(vm_flags)
+
+
 def vma_page_prot(vma: Vma) -> int:
-    """``vma->vm_page_prot``."""
-    return vm_get_page_prot(vma.vm_flags)
+    """``vma->vm_page_prot``: read-only for a dirty-accounted shared file mapping, writable
+    (and clean) for a shared writable shmem mapping, read-only for every private one."""
+    return page_prot(vma.vm_flags, vma.vm_file)
 
 
 def mk_pte(page: Page, prot: int) -> int:

@@ -44,13 +44,13 @@ MIGRATE_PASSES = 10
 
 def vma_migration_prot(vma, write: bool) -> int:
     """The protection bits of a PTE restored from a migration entry in ``vma``:
-    ``vma->vm_page_prot`` (:func:`pyrmap.memory.vm_get_page_prot`, so a PROT_NONE VMA gets
+    ``vma->vm_page_prot`` (:func:`pyrmap.memory.vma_page_prot`, so a PROT_NONE VMA gets
     its user-inaccessible PTE back) made old (A clear, pte_mkold), plus W for a write entry
     (a read entry stays read-only, so a COW or dirty-tracking write still faults).  D is
     clear: the old PTE's D bit already went to ``PG.dirty`` of the page."""
-    from .memory import vm_get_page_prot
+    from .memory import vma_page_prot
 
-    prot = vm_get_page_prot(vma.vm_flags) & ~_PAGE_A
+    prot = vma_page_prot(vma) & ~_PAGE_A
     if write:
         prot |= _PAGE_W | _PAGE_R
     return prot

@@ -160,6 +160,9 @@ class AddressSpace:
         self.backing: dict[int, object] = {}
         self.mm_all_locks = False   # AS_MM_ALL_LOCKS
         self.i_mmap_writable = 0
+        #: mapping_cap_account_dirty: writeback tracks its dirty pages, so a shared writable
+        #: mapping of it is installed read-only (False for shmem).
+        self.account_dirty = True
 
     @property
     def nrpages(self) -> int:

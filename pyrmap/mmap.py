@@ -36,7 +36,8 @@ import numpy as np
 from .errors import EACCES, EFAULT, EINVAL, ENOMEM
 from .memory import (TASK_SIZE, copy_page_range, free_pgd_range, free_pgtables,
                      lock_nested, make_pages_present,
-                     pte_modify, tlb_finish_mmu, tlb_gather_mmu, unmap_vmas, vm_get_page_prot,
+                     page_prot, pte_modify, tlb_finish_mmu, tlb_gather_mmu, unmap_vmas,
+                     vma_wants_writenotify,
                      zap_page_range)
 from .mm_types import (VM_EXEC, VM_LOCKED, VM_MAYEXEC, VM_MAYREAD, VM_MAYSHARE, VM_MAYWRITE,
                        VM_NONLINEAR, VM_READ, VM_SHARED, VM_WRITE, AddressSpace, MmStruct, Vma)
@@ -212,7 +213,9 @@ def _shmem_file(kernel, npages: int) -> AddressSpace:
     while True:
         name = f"shmem:{next(_shmem_ids)}"
         if name not in kernel.files:
-            return file_create(kernel, name, npages, fill="zero")
+            mapping = file_create(kernel, name, npages, fill="zero")
+            mapping.account_dirty = False
+            return mapping
 
 
 # ---------------------------------------------------------------------------------------------
@@ -647,8 +650,8 @@ def change_protection(vma: Vma, start: int, end: int, newflags: int) -> int:
     arch = kernel.arch
     from .mmu_notifier import mmu_notifier_range
     from .pgtable_generic import ptep_get_and_clear
-    prot = vm_get_page_prot(newflags)
-    dirty_accountable = (newflags & (VM_SHARED | VM_WRITE)) == (VM_SHARED | VM_WRITE)
+    prot = page_prot(newflags, vma.vm_file)
+    dirty_accountable = vma_wants_writenotify(newflags, vma.vm_file)
     changed = 0
     with mmu_notifier_range(mm, start, end):
         with pte_lockptr(mm, start):

@@ -466,8 +466,8 @@ def unuse_pte(vma, addr: int, ptep: int, entry: SwpEntry, page: Page) -> bool:
     """Map the locked swap-cache ``page`` at ``addr`` in place of the swap entry ``entry``,
     if the PTE still holds it: page_add_anon_rmap, a page reference for the PTE, the slot
     loses the PTE's count.  Takes the pte lock.  Returns True if the PTE was replaced."""
-    from .memory import vm_get_page_prot
-    from .pte import pfn_pte, pte_is_swap, pte_to_swp_entry
+    from .memory import vma_page_prot
+    from .pte import _PAGE_A, pfn_pte, pte_is_swap, pte_to_swp_entry
     from .rmap import page_add_anon_rmap
 
     mm = vma.vm_mm
@@ -479,8 +479,9 @@ def unuse_pte(vma, addr: int, ptep: int, entry: SwpEntry, page: Page) -> bool:
             return False
         kernel.get_page(page)
         mm.anon_rss += 1
-        # Read-only: a write faults and either reuses the page or copies it (COW after fork).
-        arch.set_pte_at(mm, addr, ptep, pfn_pte(page.pfn, vm_get_page_prot(vma.vm_flags)))
+        # Read-only (an anonymous vma's protection): a write faults and either reuses the
+        # page or copies it (COW after fork).  Old, as 2008's unuse_pte made it (pte_mkold).
+        arch.set_pte_at(mm, addr, ptep, pfn_pte(page.pfn, vma_page_prot(vma) & ~_PAGE_A))
         page_add_anon_rmap(page, vma, addr)
         swap_free(kernel, entry)
     kernel.stats["swapoff_ptes"] += 1

@@ -139,6 +139,46 @@ def test_shared_file_read_then_write_goes_through_do_wp_page_shared_path():
     assert pte_write(m.pte(mm, a)) and pte_pfn(m.pte(mm, a)) == page.pfn
 
 
+def test_file_read_fault_maps_clean_and_a_shmem_read_fault_writable_clean():
+    """As 2008 made them: a read fault maps a dirty-accounted file page read-only and clean
+    (writenotify); a shared writable shmem mapping has no write notification, so a read fault
+    maps it writable and clean and the first store makes the walker set D by CAS (one D set,
+    no second fault)."""
+    m = Machine()
+    mm = m.mm()
+    f = M.file_create(m.k, "f", 1)
+    a = M.do_mmap(mm, 0, P, RW, M.MAP_SHARED, file=f)
+    m.load(mm, a)
+    pte = m.pte(mm, a)
+    assert not pte_write(pte) and not pte_dirty(pte) and pte_young(pte)
+    sh = M.do_mmap(mm, 0, P, RW, M.MAP_SHARED | M.MAP_ANONYMOUS)
+    m.load(mm, sh)
+    pte = m.pte(mm, sh)
+    assert pte_write(pte) and not pte_dirty(pte) and pte_young(pte)
+    faults, d_sets = m.k.stats["pgfault"], m.arch.perf(0)["d_sets"]
+    m.store(mm, sh, 9)
+    assert m.k.stats["pgfault"] == faults
+    assert m.arch.perf(0)["d_sets"] == d_sets + 1
+    assert pte_dirty(m.pte(mm, sh))
+
+
+def test_mprotect_of_shmem_makes_clean_ptes_writable_but_of_a_file_only_dirty_ones():
+    m = Machine()
+    mm = m.mm()
+    f = M.file_create(m.k, "f", 2)
+    a = M.do_mmap(mm, 0, 2 * P, RW, M.MAP_SHARED, file=f)
+    sh = M.do_mmap(mm, 0, P, RW, M.MAP_SHARED | M.MAP_ANONYMOUS)
+    m.load(mm, a)
+    m.store(mm, a + P, 3)
+    m.load(mm, sh)
+    for addr, length in ((a, 2 * P), (sh, P)):
+        M.mprotect(mm, addr, length, M.PROT_READ)
+        M.mprotect(mm, addr, length, RW)
+    assert not pte_write(m.pte(mm, a)) and not pte_dirty(m.pte(mm, a))
+    assert pte_write(m.pte(mm, a + P)) and pte_dirty(m.pte(mm, a + P))
+    assert pte_write(m.pte(mm, sh)) and not pte_dirty(m.pte(mm, sh))
+
+
 def test_private_file_write_fault_copies_into_an_anonymous_page():
     m = Machine()
     mm = m.mm()

@@ -283,6 +283,10 @@ def test_swapoff_brings_every_entry_back_across_fork():
         page = k.pfn_to_page(pte_pfn(a))
         assert page_mapcount(page) == 2 and not page.test(PG.swapcache)
         assert page.test(PG.dirty) and np.array_equal(k.mem.frame(page.pfn), data[i])
+    from pyrmap.pte import pte_write, pte_young
+    for i in (0, 2):        # swapoff maps read-only and old (unuse_pte's pte_mkold)
+        a = pte_of(parent, base + i * 4096)
+        assert not pte_young(a) and not pte_write(a)
     with pytest.raises(ValueError, match="swapoff: no swap device"):
         sw.swapoff(k)
 

@@ -25,6 +25,7 @@ def _quirk_names() -> list[str]:
 
 def _parser() -> ArgumentParser:
     from .scenario import PROGRAM_OPS, PROGRAM_OPS_OPT_IN
+    from .sched import STRATEGIES
     quirks = _quirk_names()
     parser = ArgumentParser(prog="python -m pyrmap",
                             description="The rmap engine on the SoftArch golden MMU.")
@@ -60,6 +61,15 @@ def _parser() -> ArgumentParser:
     fuzz.add_argument("--ops", type=choice_list(ops), default=None,
                       help=f"comma-separated operations to draw from, of {', '.join(ops)} "
                            f"(default: all but the opt-in {', '.join(PROGRAM_OPS_OPT_IN)})")
+    fuzz.add_argument("--sched", choices=STRATEGIES, default="random",
+                      help="scheduling strategy: seeded random switches, or PCT priorities "
+                           "with change points (prints PCT's probability bound)")
+    fuzz.add_argument("--depth", type=int_arg(1, 16), default=3,
+                      help="PCT: the bug depth aimed at (1..16)")
+    fuzz.add_argument("--no-races", action="store_true",
+                      help="no workloads on the mm an operation changes, no race operations")
+    fuzz.add_argument("--windows", action="store_true",
+                      help="print the window-coverage table")
     return parser
 
 
@@ -85,6 +95,7 @@ def main(argv=None) -> int:
         system = run_program(args.seed, args.steps, nframes=args.nframes,
                              quirks=args.quirk or None, concurrency=not args.sequential,
                              ops=args.ops, svadu=not args.svade, faults=args.faults,
+                             strategy=args.sched, depth=args.depth, races=not args.no_races,
                              on_step=lambda i, name: print(f"step {i}: {name}", flush=True))
     except InvariantViolation as exc:
         print(str(exc), file=sys.stderr)
@@ -96,7 +107,23 @@ def main(argv=None) -> int:
     print(f"OK: {args.steps} steps, every check passed "
           f"({sum(c[1] for c in system.checkers.verdicts())} checks)"
           + (f"; not exercised: {', '.join(idle)}" if idle else ""))
+    if args.sched == "pct":
+        print(format_pct(system.sched.pct_report()))
+    if args.windows:
+        from .windows import format_windows
+        print(format_windows(system.windows))
     return 0
+
+
+def format_pct(rep: dict) -> str:
+    """PCT's guarantee in one line (see :meth:`pyrmap.sched.Scheduler.pct_report`)."""
+    if rep["bound"] is None:
+        return f"PCT depth {rep['depth']}: no run had two threads"
+    d = rep["depth"]
+    return (f"PCT depth {d}: a bug of depth <= {d} is found with probability >= "
+            f"1/(n*k^(d-1)) = 1/({rep['threads']}*{rep['k']}^{d - 1}) = {rep['bound']:.3g} "
+            f"per run (the worst of {rep['runs']} runs; {rep['beyond_k']} ran past their k, "
+            f"{rep['spin_demotions']} spinning threads dropped)")
 
 
 if __name__ == "__main__":

@@ -159,6 +159,8 @@ EVENTS: dict[str, Event] = {e.name: e for e in (
     Event("dev_access", ("vaddr", "op", "asid", "fault", "paddr"), "a device access"),
     Event("dev_fill", ("entry",), "the device TLB installed entry"),
     Event("dev_inval", ("kind", "vaddr", "asid", "removed"), "a device invalidation"),
+    Event("lock_release", ("lock", "thread"),
+          "thread released a lock of class lock (window coverage: a pte lock drop)"),
 )}
 
 

@@ -19,6 +19,7 @@ Example
 
 from __future__ import annotations
 
+import contextlib
 import random
 from typing import Callable, Iterable, Optional
 
@@ -41,9 +42,14 @@ def _mmap_mod():
 
 
 def reproduce_command(seed: int, steps: int, *, quirks=(), sequential: bool = False,
-                      ops=None, svade: bool = False, **opts) -> str:
+                      ops=None, svade: bool = False, races: bool = True,
+                      sched: str = "random", depth: int = 3, **opts) -> str:
     """The ``python -m pyrmap fuzz`` command line that replays a random program."""
     extra = "".join(f" --{k.replace('_', '-')} {v}" for k, v in opts.items() if v is not None)
+    if sched != "random":
+        extra += f" --sched {sched} --depth {depth}"
+    if not races:
+        extra += " --no-races"
     if ops:
         extra += f" --ops {','.join(sorted(ops))}"
     extra += "".join(f" --quirk {q}" for q in quirks or ())
@@ -87,6 +93,12 @@ class System:
     faults : pyrmap.faults.FaultPlan, optional
         Faults to inject (swap write failures, allocation failures under reclaim, -EINTR
         from mm_take_all_locks), drawn from ``seed``; none by default.
+    strategy : str
+        The scheduler's strategy: "random" switches or "pct" (see :mod:`pyrmap.sched`).
+    depth : int
+        PCT's bug depth.
+    windows : bool
+        Count window coverage (:mod:`pyrmap.windows`) in :attr:`windows`.
 
     Members
     -------
@@ -94,6 +106,8 @@ class System:
         The machine, its MMU, the seeded scheduler and the checkers.
     processes : list of MmStruct
         Live processes made through this system (fork and exit keep it current).
+    windows : WindowCoverage or None
+        Landings inside the windows of every operation (``windows=True``).
     workloads, device_workloads : list
         Every workload spawned, with its counters.
     """
@@ -102,7 +116,8 @@ class System:
                  swap_slots: int = 256, quirks=None, config: Optional[KernelConfig] = None,
                  arch: Optional[Callable] = None, check: bool = True,
                  raise_on_violation: bool = True, command: str = "", tlb_entries: int = 8,
-                 history: bool = True, svadu: bool = True, faults=None):
+                 history: bool = True, svadu: bool = True, faults=None,
+                 strategy: str = "random", depth: int = 3, windows: bool = False):
         if not isinstance(seed, int):
             raise TypeError(f"Seed must be an integer, not {seed!r}")
         if not isinstance(nframes, int) or nframes < 16:
@@ -112,7 +127,7 @@ class System:
         from .sched import Scheduler
         self.seed = seed
         self.rng = random.Random(seed)
-        self.sched = Scheduler(seed)
+        self.sched = Scheduler(seed, strategy=strategy, depth=depth)
         mem = PhysMem(nframes)
         if arch is None:
             self.arch = _softarch(mem, ncores, seed, self.sched, tlb_entries, history, svadu)
@@ -148,6 +163,56 @@ class System:
         self.device_workloads: list = []
         self._blocks = 0
         self._threads = 0
+        self._ops: dict[str, str] = {}
+        self._flux: list[tuple[object, int, int]] = []
+        self._changed: list[tuple[object, int, int]] = []
+        self.windows = None
+        if windows:
+            from .windows import WindowCoverage
+            self.windows = WindowCoverage(self.arch, self.op_of,
+                                          lambda: list(self.processes)).install()
+            self.sched.hot = self.windows.inside
+
+    # --- what each thread is doing -----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _op(self, label: str, mm=None, start: int = 0, end: int = 0):
+        """The calling thread runs operation ``label`` (window coverage names windows by it);
+        with ``mm``, [start, end) of mm is changing meanwhile (a segmentation fault there is
+        legal)."""
+        me = self.arch.current_thread()
+        prev = self._ops.get(me)
+        self._ops[me] = label
+        item = (mm, start, end)
+        if mm is not None:
+            self._flux.append(item)
+        try:
+            yield
+        finally:
+            if mm is not None:
+                self._flux.remove(item)
+                self._changed.append(item)
+            if prev is None:
+                self._ops.pop(me, None)
+            else:
+                self._ops[me] = prev
+
+    def op_of(self, thread: str) -> str:
+        """The operation ``thread`` runs: the innermost :meth:`_op` label, else "fault" for a
+        CPU workload, "device" for a device thread, else the thread's base name."""
+        label = self._ops.get(thread)
+        if label is not None:
+            return label
+        base = thread.split("#", 1)[0]
+        if base.startswith("cpu"):
+            return "fault"
+        return base
+
+    def segv_ok(self, mm, va: int, op) -> bool:
+        """A segmentation fault at ``va`` of mm is legal: an operation of this run is changing
+        or changed the range around it (munmap, mprotect, mremap), so an access a workload
+        chose before may no longer be allowed.  Anywhere else it is a workload bug."""
+        return any(m is mm and lo <= va < hi for m, lo, hi in self._flux + self._changed)
 
     # --- building ----------------------------------------------------------------------------
 
@@ -187,14 +252,16 @@ class System:
         return addr
 
     def munmap(self, mm, addr: int, length: int) -> None:
-        _mmap_mod().do_munmap(mm, addr, length)
-        self.shadow.on_munmap(mm, addr, length)
+        with self._op("munmap", mm, addr, addr + _align(length)):
+            _mmap_mod().do_munmap(mm, addr, length)
+            self.shadow.on_munmap(mm, addr, length)
         if self.check:
             self.checkers.tlb.after_range(mm, addr, addr + _align(length), "unmap", "munmap")
 
     def mprotect(self, mm, addr: int, length: int, prot: int) -> None:
-        _mmap_mod().mprotect(mm, addr, length, prot)
-        self.shadow.on_mprotect(mm, addr, length, prot)
+        with self._op("mprotect", mm, addr, addr + _align(length)):
+            _mmap_mod().mprotect(mm, addr, length, prot)
+            self.shadow.on_mprotect(mm, addr, length, prot)
         if self.check and not prot & PROT_WRITE:
             kind = "unmap" if not prot & (PROT_READ | PROT_EXEC) else "wrprotect"
             self.checkers.tlb.after_range(mm, addr, addr + _align(length), kind, "mprotect")
@@ -202,11 +269,9 @@ class System:
     def mremap(self, mm, old: int, old_len: int, new_len: int, flags: int = 1,
                new_addr: int = 0) -> int:
         m = _mmap_mod()
-        try:
+        with self._op("mremap", mm, old, old + _align(old_len)):
             got = m.mremap(mm, old, old_len, new_len, flags, new_addr)
-        except TypeError:
-            got = m.mremap(mm, old, old_len, new_len, flags)
-        self.shadow.on_mremap(mm, old, old_len, got, new_len)
+            self.shadow.on_mremap(mm, old, old_len, got, new_len)
         if self.check:
             if got != old:
                 self.checkers.tlb.after_range(mm, old, old + _align(old_len), "unmap", "mremap")
@@ -217,8 +282,9 @@ class System:
 
     def madvise_dontneed(self, mm, addr: int, length: int) -> None:
         m = _mmap_mod()
-        m.madvise(mm, addr, length, MADV_DONTNEED)
-        self.shadow.on_madvise_dontneed(mm, addr, length)
+        with self._op("madvise"):
+            m.madvise(mm, addr, length, MADV_DONTNEED)
+            self.shadow.on_madvise_dontneed(mm, addr, length)
         if self.check:
             nonlinear = [r for r in self.shadow._mm(mm).nonlinear
                          if addr >> PAGE_SHIFT <= r < (addr + length) >> PAGE_SHIFT]
@@ -228,30 +294,34 @@ class System:
 
     def fork(self, mm):
         m = _mmap_mod()
-        child = m.dup_mm(mm)
-        self.processes.append(child)
-        self.shadow.on_fork(mm, child)
+        with self._op("fork"):
+            child = m.dup_mm(mm)
+            self.processes.append(child)
+            self.shadow.on_fork(mm, child)
         if self.check:
             self._attach(child)
         return child
 
     def exit(self, mm) -> None:
         m = _mmap_mod()
-        m.mmput(mm)
-        self.shadow.on_exit(mm)
+        with self._op("exit"):
+            m.mmput(mm)
+            self.shadow.on_exit(mm)
         if mm in self.processes:
             self.processes.remove(mm)
 
     def remap_file_pages(self, mm, start: int, size: int, pgoff: int) -> None:
         from .fremap import sys_remap_file_pages
-        rc = sys_remap_file_pages(mm, start, size, 0, pgoff, 0)
+        with self._op("remap_file_pages"):
+            rc = sys_remap_file_pages(mm, start, size, 0, pgoff, 0)
         if isinstance(rc, int) and rc < 0:
             raise OSError(-rc, f"remap_file_pages(0x{start:x}, {size}, {pgoff}) failed")
         self.shadow.on_remap_file_pages(mm, start, size, pgoff)
 
     def msync(self, mm, start: int, length: int, check_backing: bool = True) -> int:
         from .filemap import msync
-        rc = msync(mm, start, length)
+        with self._op("writeback"):
+            rc = msync(mm, start, length)
         if self.check:
             for mapping, pgoff in self.shadow.shared_pgoffs(mm, start, start + _align(length)):
                 if check_backing:
@@ -264,11 +334,13 @@ class System:
 
     def reclaim(self, nr: int = 8) -> int:
         from .vmscan import try_to_free_pages
-        return try_to_free_pages(self.kernel, nr)
+        with self._op("reclaim"):
+            return try_to_free_pages(self.kernel, nr)
 
     def age(self, nr: int = 16) -> int:
         from .vmscan import shrink_active_list
-        return shrink_active_list(self.kernel, nr)
+        with self._op("aging"):
+            return shrink_active_list(self.kernel, nr)
 
     def migrate(self, page) -> int:
         """Migrate one mapped user page to a new frame (``migrate_pages``).  Returns the number
@@ -277,7 +349,8 @@ class System:
         from .migrate import migrate_pages
         if page._count <= 0 or not page_mapped(page):
             return 1
-        rc = migrate_pages(self.kernel, [page])
+        with self._op("migration"):
+            rc = migrate_pages(self.kernel, [page])
         if self.check and rc == 0 and self.kernel.frames.is_free(page.pfn):
             self.checkers.tlb.after_page(page, "unmap", "migration")
         return rc
@@ -303,6 +376,7 @@ class System:
 
     def workload(self, core: int, mm, source: Iterable, **kw) -> CpuWorkload:
         kw.setdefault("value_base", self._value_base(core))
+        kw.setdefault("segv_ok", self.segv_ok)
         wl = CpuWorkload(self.kernel, core, mm, source, checkers=self.checkers, **kw)
         self.workloads.append(wl)
         return wl
@@ -312,12 +386,23 @@ class System:
         self.spawn(self._name(wl.name), wl.run, mm=mm)
         return wl
 
+    def _regions(self, mm, within: Optional[tuple[int, int]] = None):
+        """The shadow's regions of mm, clipped to ``within`` = (start, end) when given."""
+        regs = self.shadow.regions(mm)
+        if within is None:
+            return regs
+        lo, hi = within
+        return [(max(a, lo), min(b, hi), prot, sh) for a, b, prot, sh in regs
+                if a < hi and b > lo]
+
     def random_workload(self, core: int, mm, count: int, *, store_ratio: float = 0.5,
-                        rng: Optional[random.Random] = None, **kw) -> CpuWorkload:
+                        rng: Optional[random.Random] = None,
+                        within: Optional[tuple[int, int]] = None, **kw) -> CpuWorkload:
         """A random-with-locality workload on ``core``, on words of its own (see
-        :meth:`agent_offset`)."""
+        :meth:`agent_offset`); with ``within`` = (start, end), only on that part of mm (the
+        range an operation is changing)."""
         rng = rng or random.Random(self.rng.randrange(1 << 30))
-        src = _offset(random_accesses(rng, lambda: self.shadow.regions(mm), count,
+        src = _offset(random_accesses(rng, lambda: self._regions(mm, within), count,
                                       store_ratio=store_ratio, words=2),
                       self.agent_offset(mm, core))
         return self.spawn_workload(core, mm, src, **kw)
@@ -338,18 +423,21 @@ class System:
         return 16 * agent
 
     def spawn_device(self, mm, count: int, *, store_ratio: float = 0.3,
-                     rng: Optional[random.Random] = None):
+                     rng: Optional[random.Random] = None,
+                     within: Optional[tuple[int, int]] = None):
         """A device thread: ``count`` random accesses through the device TLB on ``mm``'s
-        memory (its own words of each page), the driver registering itself first."""
+        memory (its own words of each page; only [start, end) with ``within``), the driver
+        registering itself first."""
         from .workload import DeviceWorkload
         rng = rng or random.Random(self.rng.randrange(1 << 30))
-        src = _offset(random_accesses(rng, lambda: self.shadow.regions(mm), count,
+        src = _offset(random_accesses(rng, lambda: self._regions(mm, within), count,
                                       store_ratio=store_ratio, words=2),
                       self.agent_offset(mm, self.arch.ncores))
 
         def body():
             wl = DeviceWorkload(self.kernel, self.secondary(mm), src, checkers=self.checkers,
-                                value_base=self._value_base(self.arch.ncores))
+                                value_base=self._value_base(self.arch.ncores),
+                                segv_ok=self.segv_ok)
             self.device_workloads.append(wl)
             return wl.run()
         return self.spawn(self._name("device"), body, mm=mm)
@@ -357,6 +445,9 @@ class System:
     def run(self, check: bool = True) -> None:
         """Run every spawned thread to completion, then the quiescent checks."""
         self.sched.run()
+        self._changed.clear()
+        if self.windows is not None:
+            self.windows.quiesce()
         if check and self.check:
             self.checkers.check_all()
 
@@ -399,7 +490,9 @@ class ProgramStuck(ValueError):
 #: The operations of a random program and their weights.
 PROGRAM_OPS = {"mmap_anon": 4, "mmap_file": 4, "access": 6, "munmap": 1, "mprotect": 1,
                "mremap": 1, "fork": 1, "exit": 1, "madvise": 1, "msync": 2, "reclaim": 3,
-               "migrate": 2, "remap_file_pages": 1}
+               "migrate": 2, "remap_file_pages": 1,
+               # the race operations (run under load on the same mm when seeking races)
+               "mprotect_none": 1, "mremap_move": 1, "dontneed_twice": 1}
 #: Opt-in only (``ops=``): the 2008 zap removes the rmap before its TLB flush, so
 #: page_mkclean can miss a pte whose dirty TLB entry is still live (fixed in Linux only in
 #: 2022 by 5df397dec7c4); the engine reproduces that even with every quirk off.
@@ -408,13 +501,21 @@ PROGRAM_OPS_OPT_IN = {"dontneed_race": 3}
 def random_program(system: System, steps: int, *, rng: Optional[random.Random] = None,
                    nprocs: int = 3, nfiles: int = 2, file_pages: int = 8,
                    concurrency: bool = True, ops: Optional[Iterable[str]] = None,
-                   on_step: Optional[Callable[[int, str], None]] = None) -> list[str]:
+                   on_step: Optional[Callable[[int, str], None]] = None,
+                   races: bool = True) -> list[str]:
     """Run ``steps`` random mm operations on ``system``, checking after every step.
 
     Each step is one operation (mmap of anonymous or file memory, private or shared; munmap,
     mprotect, mremap, fork, exit, madvise(DONTNEED), msync, a reclaim pass, migration,
     remap_file_pages) possibly run as a thread next to CPU workloads on the cores and a
     reclaim thread, interleaved by the seeded scheduler.  Returns the step log.
+
+    With ``races`` (and ``concurrency``), the workloads run on *every* mm, the one an
+    operation changes included, so that CPU and device accesses, walks and A/D updates land
+    inside the operation's windows; and the race operations are drawn too: mprotect to
+    PROT_NONE and back, mremap that moves, grows or shrinks, madvise(DONTNEED) of one range
+    from two threads at once, fork and msync under load.  A segmentation fault inside a
+    range being changed is then legal (:meth:`System.segv_ok`).
     """
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
         raise ValueError(f"steps must be a non-negative integer, not {steps!r}")
@@ -432,7 +533,7 @@ def random_program(system: System, steps: int, *, rng: Optional[random.Random] =
     for _ in range(max(1, nprocs - 1)):
         system.new_process()
     allowed = set(ops) if ops is not None else None
-    program = _Program(system, rng, files, nprocs, concurrency)
+    program = _Program(system, rng, files, nprocs, concurrency, races and concurrency)
     for step in range(steps):
         name, fn = program.pick(allowed)
         system.checkers.step(name)
@@ -445,15 +546,20 @@ def random_program(system: System, steps: int, *, rng: Optional[random.Random] =
 
 
 def run_program(seed: int, steps: int, *, nframes: int = 64, quirks=None,
-                concurrency: bool = True, svadu: bool = True, faults=None, **kw) -> System:
+                concurrency: bool = True, svadu: bool = True, faults=None,
+                strategy: str = "random", depth: int = 3, windows: bool = True,
+                **kw) -> System:
     """Build a :class:`System` for ``seed`` and run :func:`random_program` on it
     (``faults``: a :class:`pyrmap.faults.FaultPlan` to inject)."""
     names = quirks.enabled() if isinstance(quirks, Quirks) else list(quirks or ())
     system = System(seed=seed, nframes=nframes, quirks=quirks, svadu=svadu, faults=faults,
+                    strategy=strategy, depth=depth, windows=windows,
                     command=reproduce_command(seed, steps, quirks=names, svade=not svadu,
                                               sequential=not concurrency, ops=kw.get("ops"),
                                               nframes=nframes,
-                                              faults=faults.text() if faults else None))
+                                              faults=faults.text() if faults else None,
+                                              races=kw.get("races", True),
+                                              sched=strategy, depth=depth))
     random_program(system, steps, concurrency=concurrency, **kw)
     return system
 
@@ -464,12 +570,13 @@ class _Program:
     REGION_PAGES = (1, 2, 3, 4, 6)
 
     def __init__(self, system: System, rng: random.Random, files, nprocs: int,
-                 concurrency: bool):
+                 concurrency: bool, races: bool = False):
         self.s = system
         self.rng = rng
         self.files = files
         self.nprocs = nprocs
         self.concurrency = concurrency
+        self.races = races
 
     def procs(self):
         return list(self.s.processes)
@@ -511,24 +618,40 @@ class _Program:
             return None
         return self.rng.choice(cands)
 
-    def _with_load(self, label, main, mm=None):
+    def _with_load(self, label, main, mm=None, gone: bool = False, span=None,
+                   same_mm: bool = True):
         """Run ``main`` as a thread next to workloads on the cores (and maybe reclaim).
 
-        ``mm``, when given, is the mm whose layout ``main`` changes: no workload runs on it
-        (a workload touching a range being unmapped would be a workload bug)."""
+        ``mm``, when given, is the mm whose layout ``main`` changes: no workload runs on it,
+        unless the program seeks races (then workloads run on every mm, ``mm`` included, and
+        a segmentation fault in the changing range is legal).  ``gone``: ``main`` ends ``mm``
+        (exit): nothing runs on it even then.  ``span`` = (start, end): the range of ``mm``
+        that ``main`` changes; workloads on ``mm`` keep to it.  ``same_mm`` False: no workload
+        on ``mm`` even when seeking races."""
         s = self.s
         if not self.concurrency:
             return label, main
 
         def go():
             s.spawn(s._name("op"), main)
-            others = [p for p in self.procs() if p is not mm and self.regions(p)]
+            on_mm = self.races and same_mm and not gone
+            others = [p for p in self.procs() if (on_mm or p is not mm) and self.regions(p)]
+            if on_mm and mm is not None and self.regions(mm):
+                others = [mm] * len(others) + others       # the changing mm, half the time
+            def near(p):
+                return span if self.races and p is mm and span is not None else None
             for core in range(s.arch.ncores):
                 if not others or self.rng.random() < 0.3:
                     continue
-                s.random_workload(core, self.rng.choice(others), self.rng.randrange(4, 24))
+                p = self.rng.choice(others)
+                # Read-mostly now and then: clean PTEs keep their deferred flush (a dirty
+                # shared one is flushed under the pte lock), so loads land in that window.
+                ratio = self.rng.choice((0.1, 0.5)) if near(p) else 0.5
+                s.random_workload(core, p, self.rng.randrange(4, 24), within=near(p),
+                                  store_ratio=ratio)
             if others and self.rng.random() < 0.3:
-                s.spawn_device(self.rng.choice(others), self.rng.randrange(4, 16))
+                p = self.rng.choice(others)
+                s.spawn_device(p, self.rng.randrange(4, 16), within=near(p))
             if self.rng.random() < 0.4:
                 s.spawn(s._name("kswapd"), s.reclaim, self.rng.randrange(1, 6))
         return label, go
@@ -587,7 +710,8 @@ class _Program:
         mm, r = got
         addr, length = self._subrange(r)
         return self._with_load(f"munmap 0x{addr:x}+{length:#x} in mm{mm.asid}",
-                               lambda: self.s.munmap(mm, addr, length), mm)
+                               lambda: self.s.munmap(mm, addr, length), mm,
+                               span=(addr, addr + length))
 
     def op_mprotect(self):
         got = self._region()
@@ -595,9 +719,10 @@ class _Program:
             return None
         mm, r = got
         addr, length = self._subrange(r)
-        prot = self.rng.choice([PROT_READ, PROT_READ | PROT_WRITE])
+        prot = self.rng.choice([PROT_READ, PROT_READ | PROT_WRITE, 0])
         return self._with_load(f"mprotect 0x{addr:x}+{length:#x} {prot} in mm{mm.asid}",
-                               lambda: self.s.mprotect(mm, addr, length, prot), mm)
+                               lambda: self.s.mprotect(mm, addr, length, prot), mm,
+                               span=(addr, addr + length))
 
     def op_mremap(self):
         got = self._region()
@@ -611,12 +736,15 @@ class _Program:
         elif r.obj is not None and r.pgoff + (new_len >> PAGE_SHIFT) > r.obj.npages:
             new_len = old_len                   # never beyond the end of the file
         return self._with_load(f"mremap 0x{r.start:x} {old_len:#x}->{new_len:#x} in mm{mm.asid}",
-                               lambda: self.s.mremap(mm, r.start, old_len, new_len, 1), mm)
+                               lambda: self.s.mremap(mm, r.start, old_len, new_len, 1), mm,
+                               span=(r.start, r.end))
 
     def op_fork(self):
         mm = self._mm()
         if mm is None or len(self.procs()) >= self.nprocs + 2:
             return None
+        if self.races:
+            return self._with_load(f"fork mm{mm.asid}", lambda: self._fork(mm), mm)
         return f"fork mm{mm.asid}", lambda: self._fork(mm)
 
     def _fork(self, mm):
@@ -633,7 +761,7 @@ class _Program:
         if len(procs) < 2:
             return None
         mm = self.rng.choice(procs)
-        return self._with_load(f"exit mm{mm.asid}", lambda: self.s.exit(mm), mm)
+        return self._with_load(f"exit mm{mm.asid}", lambda: self.s.exit(mm), mm, gone=True)
 
     def op_madvise(self):
         got = self._region()
@@ -641,8 +769,11 @@ class _Program:
             return None
         mm, r = got
         addr, length = self._subrange(r)
+        # A private page racing its own DONTNEED may read old data or zeroes (either is
+        # right, the shadow cannot tell which): workloads stay off mm unless it is shared.
         return self._with_load(f"madvise(DONTNEED) 0x{addr:x}+{length:#x} in mm{mm.asid}",
-                               lambda: self.s.madvise_dontneed(mm, addr, length), mm)
+                               lambda: self.s.madvise_dontneed(mm, addr, length), mm,
+                               span=(addr, addr + length), same_mm=r.shared)
 
     def op_dontneed_race(self):
         """MADV_DONTNEED of a shared file range while CPUs of the same mm use it and a
@@ -666,13 +797,74 @@ class _Program:
             s.spawn(s._name("writeback"), s.msync, mm, r.start, r.end - r.start, False)
         return f"madvise(DONTNEED) racing CPUs and writeback on 0x{r.start:x} in mm{mm.asid}", go
 
+    def op_mprotect_none(self):
+        """mprotect(PROT_NONE) of a range and back to its protection, under load."""
+        got = self._region()
+        if got is None:
+            return None
+        mm, r = got
+        addr, length = self._subrange(r)
+        prot = r.prot
+
+        def go():
+            self.s.mprotect(mm, addr, length, 0)
+            self.s.mprotect(mm, addr, length, prot)
+        return self._with_load(f"mprotect 0x{addr:x}+{length:#x} NONE and back to {prot} in "
+                               f"mm{mm.asid}", go, mm, span=(addr, addr + length))
+
+    def op_mremap_move(self):
+        """mremap of a whole region to a free place above every region (MREMAP_FIXED), the
+        same size, grown or shrunk, under load."""
+        got = self._region()
+        if got is None:
+            return None
+        mm, r = got
+        old_len = r.end - r.start
+        new_len = max(PAGE_SIZE, old_len + PAGE_SIZE * self.rng.choice([-1, 0, 1]))
+        if r.obj is not None and not isinstance(r.obj, AddressSpace):
+            new_len = min(new_len, old_len)
+        elif r.obj is not None and r.pgoff + (new_len >> PAGE_SHIFT) > r.obj.npages:
+            new_len = old_len
+        top = max(x.end for x in self.regions(mm))
+        new_addr = top + PAGE_SIZE * self.rng.randrange(1, 8)
+        if new_addr + new_len > 1 << 37:
+            return None
+        m = _mmap_mod()
+        flags = m.MREMAP_MAYMOVE | m.MREMAP_FIXED
+        return self._with_load(
+            f"mremap 0x{r.start:x} {old_len:#x} -> 0x{new_addr:x} {new_len:#x} in mm{mm.asid}",
+            lambda: self.s.mremap(mm, r.start, old_len, new_len, flags, new_addr), mm,
+            span=(r.start, r.end))
+
+    def op_dontneed_twice(self):
+        """madvise(DONTNEED) of one shared range from two threads at once (two zaps of the
+        same PTEs), under load on the same mm (a shared page's contents survive the zap, so
+        the shadow stays exact)."""
+        cands = [(mm, r) for mm in self.procs() for r in self.regions(mm) if r.shared]
+        if not cands or not self.concurrency:
+            return None
+        mm, r = self.rng.choice(cands)
+        addr, length = self._subrange(r)
+        s = self.s
+
+        def main():
+            s.spawn(s._name("madvise"), s.madvise_dontneed, mm, addr, length)
+            s.madvise_dontneed(mm, addr, length)
+        return self._with_load(f"madvise(DONTNEED) 0x{addr:x}+{length:#x} from two threads in "
+                               f"mm{mm.asid}", main, mm, span=(addr, addr + length))
+
     def op_msync(self):
         got = self._region(shared_file=True)
         if got is None:
             return None
         mm, r = got
-        return (f"msync 0x{r.start:x}+{r.end - r.start:#x} in mm{mm.asid}",
-                lambda: self.s.msync(mm, r.start, r.end - r.start))
+        label = f"msync 0x{r.start:x}+{r.end - r.start:#x} in mm{mm.asid}"
+        if self.races:
+            # Under load the backing store may lag a store that lands after page_mkclean.
+            return self._with_load(label, lambda: self.s.msync(mm, r.start, r.end - r.start,
+                                                               False), mm,
+                                   span=(r.start, r.end))
+        return label, lambda: self.s.msync(mm, r.start, r.end - r.start)
 
     def op_reclaim(self):
         n = self.rng.randrange(1, 16)

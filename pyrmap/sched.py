@@ -9,6 +9,22 @@ lock operation) or when it blocks on a lock.  At a yield point a ``random.Random
 unless given) and to which of the other runnable threads.  The same seed and the same program therefore
 give the same interleaving, recorded in :attr:`Scheduler.trace`.
 
+With ``strategy="pct"`` the choice is PCT's (probabilistic concurrency testing, Burckhardt
+et al., ASPLOS 2010) instead: every thread gets a random priority, the highest-priority runnable
+thread always runs, and at ``depth - 1`` change points drawn uniformly among the first ``k``
+yield points of a :meth:`Scheduler.run` the running thread drops below every other.  A bug that
+needs ``d <= depth`` ordering constraints between ``n`` threads is then found with probability at
+least ``1 / (n * k**(d - 1))`` per run, when the run makes at most ``k`` scheduling decisions.
+``k`` is the largest run seen so far by this scheduler (``pct_steps`` to start with);
+:meth:`Scheduler.pct_report` states the bound of every run and whether ``k`` covered it.  A
+thread that keeps the baton for ``spin_limit`` decisions in a row while others could run is
+spinning on them (a wait loop around a yield point): it is dropped below every other too, and
+counted.
+
+A thread inside a window (``hot(thread_name)`` true: it changed a PTE and has not yet dropped
+the lock or flushed; see :mod:`pyrmap.windows`) switches with probability ``hot_switch_prob``
+instead of ``switch_prob`` under the random strategy, so that other threads land inside it.
+
 When every unfinished thread is blocked, :meth:`Scheduler.run` raises :class:`Deadlock`,
 naming who holds and who waits for what.  When a thread raises, the others are unwound (their
 ``finally`` blocks run one at a time, with the baton) and ``run`` re-raises the first
@@ -24,7 +40,19 @@ from typing import Any, Callable, Optional
 
 from .locking import Deadlock
 
-__all__ = ["Scheduler", "Task", "Deadlock", "Livelock"]
+__all__ = ["Scheduler", "Task", "Deadlock", "Livelock", "STRATEGIES", "pct_bound"]
+
+#: Scheduling strategies: seeded random switches, or PCT's priorities with change points.
+STRATEGIES = ("random", "pct")
+
+
+def pct_bound(nthreads: int, steps: int, depth: int) -> float:
+    """PCT's lower bound on the probability that one run finds a bug of depth ``depth`` among
+    ``nthreads`` threads making at most ``steps`` scheduling decisions: ``1/(n k^(d-1))``."""
+    if nthreads < 1 or steps < 1 or depth < 1:
+        raise ValueError(f"PCT bound needs positive threads, steps and depth, not "
+                         f"{nthreads!r}, {steps!r}, {depth!r}")
+    return 1.0 / (nthreads * steps ** (depth - 1))
 
 
 class Livelock(RuntimeError):
@@ -83,10 +111,21 @@ class Scheduler:
         Scheduling decisions after which :meth:`run` gives up with :class:`Livelock`.
     trace_len : int or None
         :attr:`trace` keeps the last ``trace_len`` (thread, why) pairs (None: all of them).
+    strategy : str
+        "random" (seeded random switches, the default) or "pct" (priorities and change points).
+    depth : int
+        PCT: the bug depth aimed at (``depth - 1`` change points per run).
+    pct_steps : int
+        PCT: the first estimate of the scheduling decisions of one run (``k``).
+    spin_limit : int
+        PCT: decisions in a row after which a thread that keeps the baton while others could
+        run is dropped below every other.
     """
 
     def __init__(self, seed: int = 0, *, switch_prob: Optional[float] = None,
-                 max_steps: int = 2_000_000, trace_len: Optional[int] = 200_000):
+                 max_steps: int = 2_000_000, trace_len: Optional[int] = 200_000,
+                 strategy: str = "random", depth: int = 3, pct_steps: int = 256,
+                 spin_limit: int = 1000):
         if not isinstance(seed, int):
             raise TypeError(f"Seed must be an integer, not {seed!r}")
         if not isinstance(max_steps, int) or max_steps <= 0:
@@ -102,6 +141,9 @@ class Scheduler:
             raise ValueError(f"Switch probability must be in (0, 1], not {switch_prob!r}")
         self.switch_prob = float(switch_prob)
         self.tasks: list[Task] = []
+        #: ``hot(thread_name) -> bool``: the thread is inside a window (settable).
+        self.hot: Optional[Callable[[str], bool]] = None
+        self.hot_switch_prob = 0.5
         if trace_len is not None and (not isinstance(trace_len, int) or trace_len <= 0):
             raise TypeError(f"Trace length must be a positive integer or None, not "
                             f"{trace_len!r}")
@@ -114,6 +156,25 @@ class Scheduler:
         self._aborting = False
         self._error: Optional[BaseException] = None
         self._error_task: Optional[Task] = None
+        if strategy not in STRATEGIES:
+            raise ValueError(f"Scheduling strategy must be one of {', '.join(STRATEGIES)}, "
+                             f"not {strategy!r}")
+        for what, value, low in (("PCT depth", depth, 1), ("PCT step estimate", pct_steps, 1),
+                                 ("Spin limit", spin_limit, 2)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{what} must be an integer of at least {low}, not {value!r}")
+        self.strategy = strategy
+        self.depth = depth
+        self.pct_k = pct_steps
+        self.spin_limit = spin_limit
+        self._prio: dict[Task, float] = {}
+        self._change_points: dict[int, int] = {}    # decision number in this run -> rank
+        self._run_steps = 0
+        self._run_threads = 0
+        self._spin = 0
+        self.spin_demotions = 0
+        #: PCT: one (threads, k, decisions) triple per run of more than one thread.
+        self.pct_runs: list[tuple[int, int, int]] = []
 
     # --- setting up ------------------------------------------------------------------------
 
@@ -128,6 +189,9 @@ class Scheduler:
             raise TypeError(f"Thread function must be callable, not {fn!r}")
         task = Task(self, name, fn, args, mm)
         self.tasks.append(task)
+        if self.strategy == "pct":
+            self._prio[task] = self.depth + self.rng.random()
+            self._run_threads += self._running
         if self._running:
             self._start(task)
         return task
@@ -166,6 +230,8 @@ class Scheduler:
         self._running = True
         self._aborting = False
         self._error = None
+        if self.strategy == "pct":
+            self._pct_begin()
         try:
             with self._cv:
                 for task in self.tasks:
@@ -182,6 +248,8 @@ class Scheduler:
                     task.thread.join()
         finally:
             self._running = False
+            if self.strategy == "pct":
+                self._pct_end()
         if self._error is not None:
             err, task = self._error, self._error_task
             self._error = None
@@ -232,13 +300,75 @@ class Scheduler:
             return next((t for t in self.tasks if t.state != "done"), None)
         return nxt
 
+    # --- PCT -----------------------------------------------------------------------------
+
+    def _pct_begin(self) -> None:
+        live = [t for t in self.tasks if t.state != "done"]
+        self._run_threads = len(live)
+        self._run_steps = 0
+        self._spin = 0
+        k, d = self.pct_k, self.depth
+        points = self.rng.sample(range(1, k + 1), min(d - 1, k))
+        self._change_points = {step: rank for rank, step in enumerate(sorted(points), 1)}
+
+    def _pct_end(self) -> None:
+        if self._run_threads > 1:
+            self.pct_runs.append((self._run_threads, self.pct_k, self._run_steps))
+        self.pct_k = max(self.pct_k, self._run_steps)
+
+    def _pct_step(self, me: Task) -> None:
+        """One scheduling decision of a PCT run: a change point drops ``me`` below every
+        initial priority (later change points lower still)."""
+        self._run_steps += 1
+        rank = self._change_points.get(self._run_steps)
+        if rank is not None:
+            self._prio[me] = self.depth - rank
+
+    def _pct_pick(self, current: Optional[Task], others_only: bool = False) -> Optional[Task]:
+        runnable = [t for t in self.tasks if t.state == "runnable"
+                    and not (others_only and t is current)]
+        if not runnable:
+            return None
+        best = max(runnable, key=lambda t: self._prio.get(t, 0.0))
+        if current is not None and best is current and len(runnable) > 1:
+            self._spin += 1
+            if self._spin >= self.spin_limit:
+                self._prio[current] = min(self._prio.values()) - 1.0
+                self.spin_demotions += 1
+                self._spin = 0
+                best = max(runnable, key=lambda t: self._prio.get(t, 0.0))
+        else:
+            self._spin = 0
+        return best
+
+    def pct_report(self) -> dict:
+        """PCT's guarantee for the runs so far: the depth, the runs, the smallest bound
+        ``1/(n k^(d-1))`` over them (with the n and k of that run), how many runs made more
+        decisions than their ``k`` (the bound is not guaranteed for those) and how many
+        spinning threads were dropped."""
+        if self.strategy != "pct":
+            raise RuntimeError("pct_report: this scheduler's strategy is "
+                               f"{self.strategy!r}, not 'pct'")
+        runs = self.pct_runs
+        worst = min(runs, key=lambda r: pct_bound(r[0], r[1], self.depth), default=None)
+        return {"depth": self.depth, "runs": len(runs),
+                "bound": pct_bound(worst[0], worst[1], self.depth) if worst else None,
+                "threads": worst[0] if worst else 0, "k": worst[1] if worst else 0,
+                "beyond_k": sum(1 for n, k, steps in runs if steps > k),
+                "spin_demotions": self.spin_demotions}
+
     def _pick(self, current: Optional[Task] = None) -> Optional[Task]:
         """The next thread: ``current`` keeps running unless a switch is drawn (probability
         ``switch_prob``); a switch, or a ``current`` that cannot run, picks uniformly among
-        the other runnable threads."""
+        the other runnable threads.  Under PCT: the runnable thread of highest priority."""
+        if self.strategy == "pct":
+            return self._pct_pick(current)
         runnable = [t for t in self.tasks if t.state == "runnable" and t is not current]
         if current is not None and current.state == "runnable":
-            if not runnable or self.rng.random() >= self.switch_prob:
+            p = self.switch_prob
+            if runnable and self.hot is not None and self.hot(current.name):
+                p = max(p, self.hot_switch_prob)
+            if not runnable or self.rng.random() >= p:
                 return current
         if not runnable:
             return None
@@ -270,9 +400,11 @@ class Scheduler:
         if self._aborting:
             raise _Abort()
 
-    def _step(self, name: str, why: str) -> None:
+    def _step(self, name: str, why: str, me: Optional[Task] = None) -> None:
         self.trace.append((name, why))
         self.steps += 1
+        if self.strategy == "pct" and me is not None:
+            self._pct_step(me)
         if self.steps > self.max_steps and self._error is None:
             self._error = Livelock(f"Engine threads made {self.steps} scheduling decisions "
                                    f"without finishing (scheduler seed {self.seed})")
@@ -288,7 +420,7 @@ class Scheduler:
         me = self.current()
         if me is None or self._aborting:
             return
-        self._step(me.name, why)
+        self._step(me.name, why, me)
         nxt = self._pick(me)
         if nxt is not me:
             self._switch(me, nxt)
@@ -313,8 +445,11 @@ class Scheduler:
                 self._deadlock()
                 me.state, me.waiting = "runnable", None
                 raise _Abort()
-            self._step(me.name, why)
-            nxt = others[0] if len(others) == 1 else self.rng.choice(others)
+            self._step(me.name, why, me)
+            if self.strategy == "pct":
+                nxt = self._pct_pick(me, others_only=True)
+            else:
+                nxt = others[0] if len(others) == 1 else self.rng.choice(others)
             self._switch(me, nxt)
 
     def block(self, obj, why: str) -> None:
@@ -325,7 +460,7 @@ class Scheduler:
             raise RuntimeError("Scheduler.block called outside the scheduler's threads")
         if self._aborting:
             raise _Abort()
-        self._step(me.name, "block " + why)
+        self._step(me.name, "block " + why, me)
         me.state, me.waiting = "blocked", (obj, why)
         nxt = self._pick()
         if nxt is None:

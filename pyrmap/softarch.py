@@ -30,7 +30,7 @@ TLB rules (the RTL's):
 
 Observer events (:data:`pyrmap.arch.EVENTS`, only when an observer is set): ``tlb_fill``,
 ``tlb_inval``, ``tlb_flush``, ``cpu_access``, ``pte_write``, ``dev_access``, ``dev_fill``,
-``dev_inval``.
+``dev_inval``, ``lock_release``.
 """
 
 from __future__ import annotations
@@ -480,6 +480,8 @@ class SoftArch(Arch):
                        f"{lock.holders()}, and no scheduler runs the holder")
 
     def lock_wake(self, lock) -> None:
+        if self.observer is not None:
+            self.notify("lock_release", lock=lock.name, thread=self.current_thread())
         if self.sched is not None:
             self.sched.wake(lock)
 

@@ -268,6 +268,12 @@ def remove_mapping(page: Page) -> bool:
     return True
 
 
+def is_page_cache_freeable(page: Page) -> bool:
+    """Only the page (or swap) cache and the isolating reclaim hold the page (2008 pageout's
+    test before it writes a page out)."""
+    return page._count == 2
+
+
 def shrink_page_list(kernel, pages: Iterable[Page]) -> tuple[int, list[Page]]:
     """Try to free each isolated page (the caller holds the isolation reference of each).
 
@@ -347,6 +353,11 @@ def _shrink_one(kernel, page: Page) -> str:
         return "keep"
     if page.test(PG.dirty):
         if page_mapping(page) is None:
+            return "keep"
+        if not is_page_cache_freeable(page):
+            # pageout(): someone else holds a reference (a zap's mmu_gather until its TLB
+            # flush, a fault, the device): a store may still reach the page unseen.
+            stats["vmscan_pageout_busy"] += 1
             return "keep"
         if clear_page_dirty_for_io(page):
             writepage(page)

@@ -157,6 +157,11 @@ class CpuWorkload:
         that no value is ever stored twice).
     switch : bool
         Make ``mm`` current on the core first (``arch.switch_mm``).
+    segv_ok : callable, optional
+        ``segv_ok(mm, vaddr, op) -> bool``: a segmentation fault there is what a correct
+        program may get (an operation is changing that range, or it no longer allows the
+        access); the access is then dropped and counted as ``segv``.  Otherwise a
+        segmentation fault is a :class:`WorkloadError`.
 
     Members
     -------
@@ -166,7 +171,7 @@ class CpuWorkload:
 
     def __init__(self, kernel, core: int, mm, source: Iterable, *, checkers=None,
                  name: Optional[str] = None, max_faults: int = 64, value_base: Optional[int] = None,
-                 switch: bool = True):
+                 switch: bool = True, segv_ok: Optional[Callable] = None):
         if not isinstance(core, int) or not 0 <= core < kernel.arch.ncores:
             raise ValueError(f"Core {core!r} does not exist; the MMU has {kernel.arch.ncores} cores")
         if not isinstance(max_faults, int) or max_faults < 1:
@@ -179,6 +184,7 @@ class CpuWorkload:
         self.name = name or f"cpu{core}"
         self.max_faults = max_faults
         self.switch = switch
+        self.segv_ok = segv_ok
         self._next = value_base if value_base is not None else ((core + 1) << 48)
         self.stats = {"loads": 0, "stores": 0, "faults": 0}
 
@@ -198,9 +204,9 @@ class CpuWorkload:
             self.access(_coerce(item))
         return self.stats
 
-    def access(self, acc: Access) -> int:
+    def access(self, acc: Access) -> Optional[int]:
         """Issue one access, faulting and retrying as a CPU does.  Returns the loaded or
-        stored value."""
+        stored value (None: a segmentation fault that ``segv_ok`` allows)."""
         from .memory import do_page_fault
 
         arch = self.kernel.arch
@@ -227,6 +233,9 @@ class CpuWorkload:
                 do_page_fault(self.mm, acc.vaddr, acc.op)
             except Exception as exc:
                 if type(exc).__name__ == "SegmentationFault":
+                    if self.segv_ok is not None and self.segv_ok(self.mm, acc.vaddr, acc.op):
+                        self.stats["segv"] = self.stats.get("segv", 0) + 1
+                        return None
                     raise WorkloadError(f"{self.name}: workload bug: {acc.op.name} at "
                                         f"0x{acc.vaddr:x} of {self.mm!r} is a segmentation "
                                         f"fault ({exc})") from exc
@@ -264,10 +273,13 @@ class DeviceWorkload:
     source : iterable
         Accesses, as for :class:`CpuWorkload`.
     checkers : Checkers, optional
+    segv_ok : callable, optional
+        As for :class:`CpuWorkload`.
     """
 
     def __init__(self, kernel, secondary, source: Iterable, *, checkers=None,
-                 name: str = "device", max_faults: int = 64, value_base: int = 0xDE << 48):
+                 name: str = "device", max_faults: int = 64, value_base: int = 0xDE << 48,
+                 segv_ok: Optional[Callable] = None):
         self.kernel = kernel
         self.secondary = secondary
         self.mm = secondary.mm
@@ -275,6 +287,7 @@ class DeviceWorkload:
         self.checkers = checkers
         self.name = name
         self.max_faults = max_faults
+        self.segv_ok = segv_ok
         self._next = value_base
         self.stats = {"loads": 0, "stores": 0, "faults": 0, "fills": 0}
 
@@ -318,6 +331,9 @@ class DeviceWorkload:
                 do_page_fault(self.mm, acc.vaddr, acc.op)
             except Exception as exc:
                 if type(exc).__name__ == "SegmentationFault":
+                    if self.segv_ok is not None and self.segv_ok(self.mm, acc.vaddr, acc.op):
+                        self.stats["segv"] = self.stats.get("segv", 0) + 1
+                        return None
                     raise WorkloadError(f"{self.name}: workload bug: {acc.op.name} at "
                                         f"0x{acc.vaddr:x} of {self.mm!r} is a segmentation "
                                         f"fault ({exc})") from exc

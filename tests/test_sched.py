@@ -8,7 +8,7 @@ import pytest
 from pyrmap.locking import Deadlock
 from pyrmap.physmem import PhysMem
 from pyrmap.pte import AccessType
-from pyrmap.sched import Livelock, Scheduler
+from pyrmap.sched import Livelock, Scheduler, pct_bound
 from pyrmap.softarch import SoftArch
 
 
@@ -416,3 +416,88 @@ def test_wait_until_hands_over_and_detects_a_condition_nobody_will_set():
     with pytest.raises(Deadlock, match=r"outside the scheduler's threads"):
         Scheduler(0).wait_until(lambda: False, "x")
     Scheduler(0).wait_until(lambda: True, "x")            # true at once: returns
+
+
+# --- PCT ------------------------------------------------------------------------------------
+
+def _window_program(seed, strategy="pct", depth=2):
+    """t0 opens a window (x = 1) for one yield point in a stretch of twelve; t1 reads x once
+    among its own yields: a bug of depth 2 (t0 preempted inside the window, t1 run then)."""
+    sched = Scheduler(seed, strategy=strategy, depth=depth, pct_steps=32)
+    arch = SoftArch(PhysMem(8), sched=sched)
+    state = {"x": 0, "seen": False}
+
+    def t0():
+        for i in range(12):
+            arch.yield_point("t0")
+            state["x"] = 1 if i == 6 else 0
+
+    def t1():
+        for _ in range(6):
+            arch.yield_point("t1")
+        state["seen"] = state["x"] == 1
+    sched.spawn("t0", t0)
+    sched.spawn("t1", t1)
+    sched.run()
+    return sched, state["seen"]
+
+
+def test_pct_is_deterministic_and_finds_a_depth_two_bug_at_least_as_often_as_its_bound():
+    a, b = _window_program(11), _window_program(11)
+    assert list(a[0].trace) == list(b[0].trace) and a[1] == b[1]
+    runs = [_window_program(seed) for seed in range(300)]
+    found = sum(seen for _, seen in runs)
+    rep = runs[0][0].pct_report()
+    assert rep["depth"] == 2 and rep["runs"] == 1 and rep["beyond_k"] == 0
+    bound = rep["bound"]
+    assert bound == pct_bound(2, 32, 2) == 1 / 64
+    assert found >= 300 * bound, (found, bound)
+
+
+def test_pct_without_change_points_never_preempts():
+    """Depth 1: no change point, the higher-priority thread runs to its end first."""
+    for seed in range(20):
+        sched, seen = _window_program(seed, depth=1)
+        names = [n for n, _ in sched.trace]
+        first = names[0]
+        assert names == sorted(names, key=lambda n: n != first), names
+        assert not seen
+
+
+def test_pct_drops_a_spinning_thread():
+    """A thread of highest priority that spins on a flag another thread sets would spin
+    forever under strict priorities: after spin_limit decisions it is dropped."""
+    demoted = 0
+    for seed in range(8):
+        sched = Scheduler(seed, strategy="pct", depth=1, spin_limit=10, max_steps=5000)
+        arch = SoftArch(PhysMem(8), sched=sched)
+        flag = {"set": False}
+
+        def spinner():
+            while not flag["set"]:
+                arch.yield_point("spin")
+
+        def setter():
+            arch.yield_point("before")
+            flag["set"] = True
+        sched.spawn("a", spinner)
+        sched.spawn("b", setter)
+        sched.run()
+        assert flag["set"]
+        demoted += sched.pct_report()["spin_demotions"]
+    assert demoted > 0
+
+
+def test_pct_validation_and_report():
+    with pytest.raises(ValueError, match="Scheduling strategy must be one of random, pct, "
+                                         "not 'fair'"):
+        Scheduler(0, strategy="fair")
+    with pytest.raises(ValueError, match="PCT depth must be an integer of at least 1, not 0"):
+        Scheduler(0, strategy="pct", depth=0)
+    with pytest.raises(ValueError, match="Spin limit must be an integer of at least 2"):
+        Scheduler(0, strategy="pct", spin_limit=1)
+    with pytest.raises(RuntimeError, match="strategy is 'random', not 'pct'"):
+        Scheduler(0).pct_report()
+    with pytest.raises(ValueError, match="PCT bound needs positive"):
+        pct_bound(0, 5, 2)
+    assert pct_bound(4, 100, 3) == 1 / (4 * 100 ** 2)

@@ -135,6 +135,22 @@ def test_idle_anon_pages_swap_out_and_fault_back_intact():
     assert k.stats["pswpin"] == 3
 
 
+def test_pageout_skips_a_page_someone_else_still_holds():
+    """2008's pageout writes a page out only when the cache and reclaim are its only holders
+    (is_page_cache_freeable): a zap's mmu_gather holds its reference until the TLB flush,
+    and a store through a still-live TLB entry must not land after the write."""
+    k, mm, vma, pages, data = anon_setup(2, seed=4)
+    for i in range(2):
+        store(mm, BASE + i * PAGE + 8, 7 + i)
+    vs.shrink_active_list(k, 2)
+    vs.shrink_active_list(k, 2)
+    k.get_page(pages[1])                      # held elsewhere, e.g. by an mmu_gather
+    assert vs.shrink_inactive_list(k, 32) == 1
+    assert k.stats["vmscan_pageout_busy"] == 1 and k.stats["vmscan_written"] == 1
+    assert pages[1].test(PG.dirty)
+    k.put_page(pages[1])
+
+
 def test_page_touched_after_deactivation_is_activated_not_reclaimed():
     k, mm, vma, pages, data = anon_setup(2)
     vs.shrink_active_list(k, 2)               # A was clear (hand-mapped): both deactivated

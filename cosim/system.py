@@ -152,6 +152,7 @@ class CosimSystem(System):
                     env.stop(f"{t.name} failed: {type(exc).__name__}", spare)
         if first_exc is not None:
             raise self._cycle_tag(first_exc, where)
+        self.threads_done()
         if check and self.check:
             try:
                 self.checkers.check_all()

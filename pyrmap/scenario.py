@@ -445,11 +445,16 @@ class System:
     def run(self, check: bool = True) -> None:
         """Run every spawned thread to completion, then the quiescent checks."""
         self.sched.run()
+        self.threads_done()
+        if check and self.check:
+            self.checkers.check_all()
+
+    def threads_done(self) -> None:
+        """Every spawned thread finished: no range is changing any more (a segmentation
+        fault is a workload bug again) and every window is closed."""
         self._changed.clear()
         if self.windows is not None:
             self.windows.quiesce()
-        if check and self.check:
-            self.checkers.check_all()
 
     # --- figures -----------------------------------------------------------------------------
 

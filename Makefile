@@ -11,7 +11,7 @@ export AMARANTH_USE_YOSYS ?= builtin
 ARGS ?=
 SEED ?= 1
 
-.PHONY: all test demo demo-py verilog waves bench stress bugzoo venv sims clean
+.PHONY: all test demo demo-py verilog waves bench stress bugzoo mutate venv sims clean
 
 all: test
 
@@ -58,6 +58,10 @@ bench: $(STAMP) sims
 # Every quirk against its scenario (litmus on the RTL, or the seeded scheduler): a table.
 bugzoo: $(STAMP) sims
 	rmap-cosim bugzoo $(ARGS)
+
+# Engine mutations, each applied to a copy of pyrmap, against the default random programs.
+mutate: $(STAMP)
+	$(VPY) -m cosim.mutate $(ARGS)
 
 stress: $(STAMP) sims
 	$(VPY) -m pytest -n 2 -m slow --timeout 14400 $(ARGS)

@@ -252,6 +252,8 @@ def main(argv: Optional[list] = None, prog: str = "python -m cosim.bugzoo") -> i
     p.add_argument("--only", action="append", default=[], metavar="QUIRK", choices=names,
                    help=f"run only these quirks: {', '.join(names)}")
     p.add_argument("-v", "--verbose", action="store_true", help="print each scenario's detail")
+    p.add_argument("--mutations", action="store_true",
+                   help="also run the engine mutations (cosim.mutate) and print their table")
     try:
         args = p.parse_args(argv)
     except SystemExit as exc:            # --help (0) or a bad argument (2), already printed
@@ -277,7 +279,14 @@ def main(argv: Optional[list] = None, prog: str = "python -m cosim.bugzoo") -> i
           f"the quirk off" if not bad else
           f"{len(bad)} of {len(outcomes)} quirks missed or failing with the quirk off: "
           f"{', '.join(o.quirk.name for o in bad)}")
-    return 1 if bad or missing else 0
+    survived = []
+    if args.mutations:
+        from .mutate import MUTATIONS, format_mutations, run_mutation
+        mutants = [run_mutation(m) for m in MUTATIONS]
+        print()
+        print(format_mutations(mutants))
+        survived = [o for o in mutants if not o.killed]
+    return 1 if bad or missing or survived else 0
 
 
 def _unlisted_quirks() -> list[str]:

@@ -259,12 +259,12 @@ def run_mutation(m: Mutation, *, seeds=SEEDS, steps: int = STEPS,
 def format_mutations(outcomes: list[MutantOutcome]) -> str:
     """The mutation table: each mutant, killed or not, by what, where, after how many steps."""
     by_name = {m.name: m for m in MUTATIONS + OPEN_MUTATIONS}
-    lines = [f"{'mutation':<28} {'kind':<38} {'result':<8} {'killed by':<22} "
+    lines = [f"{'mutation':<28} {'kind':<56} {'result':<8} {'killed by':<22} "
              f"{'seed':>4} {'step':>4} {'steps':>6}"]
     for o in outcomes:
         kind = by_name[o.name].kind if o.name in by_name else ""
         res = "KILLED" if o.killed else "SURVIVED"
-        lines.append(f"{o.name:<28} {kind:<38} {res:<8} {o.by or '-':<22} "
+        lines.append(f"{o.name:<28} {kind:<56} {res:<8} {o.by or '-':<22} "
                      f"{o.seed if o.seed is not None else '-':>4} "
                      f"{o.step if o.step is not None else '-':>4} {o.steps_run:>6}")
     killed = sum(o.killed for o in outcomes)

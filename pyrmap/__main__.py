@@ -68,8 +68,6 @@ def _parser() -> ArgumentParser:
                       help="PCT: the bug depth aimed at (1..16)")
     fuzz.add_argument("--no-races", action="store_true",
                       help="no workloads on the mm an operation changes, no race operations")
-    fuzz.add_argument("--windows", action="store_true",
-                      help="print the window-coverage table")
     return parser
 
 
@@ -109,9 +107,9 @@ def main(argv=None) -> int:
           + (f"; not exercised: {', '.join(idle)}" if idle else ""))
     if args.sched == "pct":
         print(format_pct(system.sched.pct_report()))
-    if args.windows:
-        from .windows import format_windows
-        print(format_windows(system.windows))
+    from .windows import format_windows
+    print("window coverage (landings between a PTE change, its lock drop and its flush):")
+    print(format_windows(system.windows, ()))
     return 0
 
 

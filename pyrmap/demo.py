@@ -129,7 +129,7 @@ def run_demo(seed: int = 1, *, nframes: int = 52, phases: int = 10, accesses: in
     if not svadu:
         command += " --svade"
     system = System(seed=seed, nframes=nframes, ncores=2, swap_slots=128, quirks=quirks,
-                    raise_on_violation=False, command=command, svadu=svadu)
+                    raise_on_violation=False, command=command, svadu=svadu, windows=True)
     rng = random.Random(seed)
     k = system.kernel
     print(f"rmap-cosim demo (pure Python, SoftArch golden MMU{'' if svadu else ', Svade'}), "
@@ -212,6 +212,10 @@ def run_demo(seed: int = 1, *, nframes: int = 52, phases: int = 10, accesses: in
           f"{sum(w.stats['faults'] for w in system.workloads)} CPU page faults, "
           f"{sum(w.stats['faults'] for w in system.device_workloads)} device faults",
           file=out)
+    from .windows import format_windows
+    print("window coverage (landings between a PTE change, its lock drop and its flush):",
+          file=out)
+    print("  " + format_windows(system.windows, ()).replace("\n", "\n  "), file=out)
     print("checkers:", file=out)
     for line in verdict_lines(system.checkers.verdicts()):
         print(line, file=out)

@@ -199,14 +199,14 @@ class System:
 
     def op_of(self, thread: str) -> str:
         """The operation ``thread`` runs: the innermost :meth:`_op` label, else "fault" for a
-        CPU workload, "device" for a device thread, else the thread's base name."""
+        CPU workload, "reclaim" for kswapd, else the thread's base name ("device", ...)."""
         label = self._ops.get(thread)
         if label is not None:
             return label
         base = thread.split("#", 1)[0]
         if base.startswith("cpu"):
             return "fault"
-        return base
+        return {"kswapd": "reclaim"}.get(base, base)
 
     def segv_ok(self, mm, va: int, op) -> bool:
         """A segmentation fault at ``va`` of mm is legal: an operation of this run is changing

@@ -342,4 +342,4 @@ async def play(dut, seed: int, p: dict) -> tuple:
 
 
 # The scenario modules register themselves on import.
-from . import reclaim, races, layout  # noqa: E402,F401
+from . import reclaim, races, layout, race_fuzz  # noqa: E402,F401

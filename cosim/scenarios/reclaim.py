@@ -175,6 +175,13 @@ async def fuzz_scenario(dut, seed: int, p: dict, progress: Progress,
     file, private / shared, munmap, mprotect, mremap, fork, exit, madvise, msync, reclaim,
     migration, remap_file_pages), each run as a host thread next to workloads on the cores
     and kswapd, with the quiescent checks after every step."""
+    return await random_program_on_rtl(dut, seed, p, progress, out)
+
+
+async def random_program_on_rtl(dut, seed: int, p: dict, progress: Progress, out: dict,
+                                ops=None) -> CosimSystem:
+    """:func:`pyrmap.scenario.random_program` as a host thread on a fresh system (``ops``:
+    the operations it draws from, None for the default ones)."""
     from pyrmap.scenario import random_program
     s = out["system"] = await system_for(dut, seed, p)
     progress(f"seed {seed}: {p['nframes']} frames, {s.arch.ncores} cores, {p['steps']} random "
@@ -186,6 +193,6 @@ async def fuzz_scenario(dut, seed: int, p: dict, progress: Progress,
                      f"accesses {s.shadow.loads + s.shadow.stores})")
 
     await s.call("program", random_program, s, p["steps"], rng=random.Random(seed),
-                 on_step=on_step)
+                 on_step=on_step, ops=list(ops) if ops else None)
     s.checkers.check_all()
     return s

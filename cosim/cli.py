@@ -37,8 +37,8 @@ from typing import Optional, Sequence, TextIO
 from hdl.config import MAX_CORES
 from pyrmap.checker_registry import checker_title
 from pyrmap.checkers import verdict_lines  # importing pyrmap.checkers registers them
-from pyrmap.cliargs import UsageError, int_arg, parsed_by, writable_file
-from pyrmap.faults import FAULT_KINDS, FaultPlan
+from pyrmap.cliargs import UsageError, int_arg, writable_file
+from pyrmap.faults import add_faults_argument
 
 __all__ = ["main", "UsageError", "parse_args", "format_report"]
 
@@ -146,10 +146,7 @@ def _parser() -> argparse.ArgumentParser:
                         metavar="SECONDS",
                         help="wall-clock limit of the simulation (default: 10 minutes plus "
                              "0.2 s per access and 10 s per step)")
-        sp.add_argument("--faults", type=parsed_by(FaultPlan.parse), default=None,
-                        metavar="KIND=P,...",
-                        help="inject kernel faults with these probabilities: "
-                             + "; ".join(f"{k}: {v}" for k, v in FAULT_KINDS.items()))
+        add_faults_argument(sp)
         sp.add_argument("--quiet", action="store_true", help="no progress display")
 
     run = sub.add_parser("run", help="run a scenario")
@@ -408,6 +405,10 @@ def format_report(rep: dict) -> str:
                      f"{devfig.get('misses', 0):6d} / {devfig.get('page_faults', 0)}")
         lines.append(f"  {'accesses checked at cycle level':36s} "
                      f"{devfig.get('access_checks', 0):6d}")
+    faults = rep.get("faults_injected")
+    if faults:
+        lines.append("faults injected (survived): "
+                     + ", ".join(f"{kind} {n}" for kind, n in sorted(faults.items())))
     lines.append("checkers:")
     lines.extend(verdict_lines(rep.get("checkers", [])))
     if rep.get("violation"):

@@ -8,8 +8,8 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from .cliargs import ArgumentParser, choice_list, int_arg, parsed_by
-from .faults import FAULT_KINDS, FaultPlan
+from .cliargs import ArgumentParser, choice_list, int_arg
+from .faults import add_faults_argument
 
 #: The smallest physical memory a System boots with (pyrmap.scenario.System).
 MIN_FRAMES = 16
@@ -53,10 +53,7 @@ def _parser() -> ArgumentParser:
     fuzz.add_argument("--svade", action="store_true",
                       help="Svade MMU: A/D faults resolved by the engine instead of hardware "
                            "A/D updates")
-    fuzz.add_argument("--faults", type=parsed_by(FaultPlan.parse), default=None,
-                      metavar="KIND=P,...",
-                      help="inject faults with these probabilities: "
-                           + "; ".join(f"{k}: {v}" for k, v in FAULT_KINDS.items()))
+    add_faults_argument(fuzz)
     ops = list(PROGRAM_OPS) + list(PROGRAM_OPS_OPT_IN)
     fuzz.add_argument("--ops", type=choice_list(ops), default=None,
                       help=f"comma-separated operations to draw from, of {', '.join(ops)} "

@@ -28,7 +28,7 @@ import collections
 import dataclasses
 import random
 
-__all__ = ["FaultPlan", "FaultInjector", "FAULT_KINDS"]
+__all__ = ["FaultPlan", "FaultInjector", "FAULT_KINDS", "add_faults_argument"]
 
 #: Every kind of injectable fault, with what it does (the ``--faults`` help).
 FAULT_KINDS = {
@@ -92,6 +92,16 @@ class FaultPlan:
 
     def __bool__(self) -> bool:
         return any(getattr(self, k) for k in FAULT_KINDS)
+
+
+def add_faults_argument(parser) -> None:
+    """The ``--faults KIND=P,...`` flag of every command line that runs the kernel (parsed
+    into a :class:`FaultPlan`, a bad one being a usage error)."""
+    from .cliargs import parsed_by
+    parser.add_argument("--faults", type=parsed_by(FaultPlan.parse), default=None,
+                        metavar="KIND=P,...",
+                        help="inject kernel faults with these probabilities: "
+                             + "; ".join(f"{k}: {v}" for k, v in FAULT_KINDS.items()))
 
 
 class FaultInjector:

@@ -729,17 +729,25 @@ class _Program:
                                lambda: self.s.mprotect(mm, addr, length, prot), mm,
                                span=(addr, addr + length))
 
+    def _new_len(self, r, deltas) -> int:
+        """A new length for region ``r``: its length plus a page count drawn from
+        ``deltas``, at least a page, never beyond the end of its file, and never more for
+        shmem (it keeps the size it was created with)."""
+        old_len = r.end - r.start
+        new_len = max(PAGE_SIZE, old_len + PAGE_SIZE * self.rng.choice(deltas))
+        if r.obj is not None and not isinstance(r.obj, AddressSpace):
+            new_len = min(new_len, old_len)
+        elif r.obj is not None and r.pgoff + (new_len >> PAGE_SHIFT) > r.obj.npages:
+            new_len = old_len
+        return new_len
+
     def op_mremap(self):
         got = self._region()
         if got is None:
             return None
         mm, r = got
         old_len = r.end - r.start
-        new_len = max(PAGE_SIZE, old_len + PAGE_SIZE * self.rng.choice([-1, 1, 2]))
-        if r.obj is not None and not isinstance(r.obj, AddressSpace):
-            new_len = min(new_len, old_len)     # shmem has the size it was created with
-        elif r.obj is not None and r.pgoff + (new_len >> PAGE_SHIFT) > r.obj.npages:
-            new_len = old_len                   # never beyond the end of the file
+        new_len = self._new_len(r, (-1, 1, 2))
         return self._with_load(f"mremap 0x{r.start:x} {old_len:#x}->{new_len:#x} in mm{mm.asid}",
                                lambda: self.s.mremap(mm, r.start, old_len, new_len, 1), mm,
                                span=(r.start, r.end))
@@ -825,11 +833,7 @@ class _Program:
             return None
         mm, r = got
         old_len = r.end - r.start
-        new_len = max(PAGE_SIZE, old_len + PAGE_SIZE * self.rng.choice([-1, 0, 1]))
-        if r.obj is not None and not isinstance(r.obj, AddressSpace):
-            new_len = min(new_len, old_len)
-        elif r.obj is not None and r.pgoff + (new_len >> PAGE_SHIFT) > r.obj.npages:
-            new_len = old_len
+        new_len = self._new_len(r, (-1, 0, 1))
         top = max(x.end for x in self.regions(mm))
         new_addr = top + PAGE_SIZE * self.rng.randrange(1, 8)
         if new_addr + new_len > 1 << 37:

@@ -217,14 +217,25 @@ def run_quirk(q: Quirk, *, sim: str = "icarus", runs: Optional[int] = None,
     return out
 
 
+def rtl_run(name: str) -> str:
+    """The registered co-simulation scenario that also catches quirk ``name`` on the RTL
+    (:data:`cosim.scenarios.QUIRK_SCENARIOS`, proved by tests/test_cosim_scenarios.py), as
+    ``"scenario seed N"``, or ``"-"``."""
+    from .scenarios import QUIRK_SCENARIOS
+    q = QUIRK_SCENARIOS.get(name)
+    return f"{q.scenario} seed {q.seed}" if q is not None else "-"
+
+
 def format_table(outcomes: list) -> str:
-    """The table ``make bugzoo`` prints."""
-    head = ("quirk", "layer", "reference", "scenario", "detected", "by", "after", "quirk off")
+    """The table ``make bugzoo`` prints; the last column comes from the scenario registry."""
+    head = ("quirk", "layer", "reference", "scenario", "detected", "by", "after", "quirk off",
+            "co-simulation run")
     rows = [head]
     for o in outcomes:
         q = o.quirk
         rows.append((q.name, q.layer, q.reference, q.scenario, "yes" if o.detected else "NO",
-                     o.checker or "-", o.after or "-", "passes" if o.off_passed else "FAILS"))
+                     o.checker or "-", o.after or "-", "passes" if o.off_passed else "FAILS",
+                     rtl_run(q.name)))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
     lines = []
     for k, r in enumerate(rows):

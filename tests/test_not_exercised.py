@@ -70,7 +70,7 @@ def test_a_quirk_run_whose_checker_made_no_check_fails():
 def _shown_quirk_commands(text: str) -> list[tuple[str, int, str]]:
     out = []
     for line in text.splitlines():
-        m = re.search(r"python -m cosim run (\w+)(.*)", line)
+        m = re.search(r"(?:python -m cosim|rmap-cosim) run (\w+)(.*)", line)
         if not m or "--quirk" not in m.group(2):
             continue
         seed = re.search(r"--seed (\d+)", m.group(2))

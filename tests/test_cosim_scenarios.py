@@ -1,5 +1,5 @@
-"""Issue 4's scenarios on the RTL, each on Icarus and on Verilator, and every quirk of the
-pyrmap and hdl issues failing its scenario at cycle level (and passing with the quirk off).
+"""The registered scenarios on the RTL, each on Icarus and on Verilator, and every quirk of the
+pyrmap and hdl layers failing its scenario at cycle level (and passing with the quirk off).
 
 The scenarios, their knobs and the quirks they catch are registered in ``cosim.scenarios``;
 ``cosim.tb.tb_scenarios`` runs any of them.  Each run reuses the cached build of its configuration.

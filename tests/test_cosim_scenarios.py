@@ -176,7 +176,7 @@ def test_quirk_params_switch_the_right_layer():
 
 
 def test_run_scenario_rejects_bad_arguments():
-    with pytest.raises(ValueError, match=r"^Unknown scenario 'nosuch'; known: writeback, "):
+    with pytest.raises(ValueError, match=r"^Unknown scenario 'nosuch'; known: reclaim, fuzz, "):
         run_scenario("nosuch")
     with pytest.raises(ValueError, match=r"^Simulator must be one of icarus, verilator, "
                                          r"not 'modelsim'$"):

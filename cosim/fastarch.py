@@ -1,0 +1,132 @@
+"""FastArch: the engine's arch seam on the fast path.
+
+The same :class:`cosim.arch.CosimArch` (flushes through the invalidation ports, locks and
+threads of the host environment, TLB state read from the RTL), with the memory in gateware:
+
+* every PTE operation goes through FastTop's **software port** at a clock edge (load, plain
+  store, exchange, compare-and-swap; test-and-clear-young and write-protect as a read and a
+  compare-and-swap, retried until the swap succeeds), serialised with the walkers' own
+  compare-and-swaps by the memory, so it is atomic with respect to them;
+* before each one, the access logs and the walkers' write log are drained (their records are
+  judged by the log checkers, with the PTE history up to that instant) and the words the
+  engine changed are pushed into the gateware array;
+* after each flush the logs are drained too (once the data accesses the memory took before
+  the acknowledgement reached their logs), and each core's acknowledgement cycle is recorded
+  for the log checkers (:class:`cosim.fastcheck.LogCheckers`).
+
+``cpu_access`` is not offered: on the fast path the traffic engines issue the CPU accesses.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from pyrmap.pte import _PAGE_A, _PAGE_W
+from simhw.memory import SwOp
+from cocotb.triggers import ClockCycles
+
+from .arch import CosimArch, TlbReader
+
+__all__ = ["FastArch"]
+
+MASK64 = (1 << 64) - 1
+
+
+class FastArch(CosimArch):
+    """The arch of a fast-path run.
+
+    Parameters
+    ----------
+    dut : cocotb handle of ``fasttop``
+    mem : cosim.fasthw.MirrorMem
+    env : cosim.host.HostEnv
+    hw : cosim.fasthw.FastHardware
+    ncores, asid_bits, tlb_entries, sp_entries, svadu
+        As :class:`CosimArch`; the MMU is ``dut.top``.
+    latency : int
+        The memory's latency (the cycle a software operation took effect is that many
+        cycles before its response).
+    """
+
+    def __init__(self, dut, mem, env, hw, *, ncores: int, asid_bits: int = 9,
+                 tlb_entries: int = 8, sp_entries: int = 4, svadu: bool = True,
+                 latency: int = 0):
+        super().__init__(dut, mem, env, ncores=ncores, asid_bits=asid_bits, memory=None,
+                         tlb_entries=tlb_entries, sp_entries=sp_entries, dev_entries=0,
+                         svadu=svadu)
+        self.hw = hw
+        self.latency = latency
+        self.tlb_reader = TlbReader(dut.top, ncores, asid_bits, tlb_entries, sp_entries, 0)
+        #: Called in the scheduler before every software-port operation and after every
+        #: flush: drain the logs and judge their records (set by the run).
+        self.on_drain: Optional[Callable[[], None]] = None
+        #: Called with (ptep, cycle, old, new) for every PTE the software port changed.
+        self.on_pte_change: Optional[Callable[[int, int, int, int], None]] = None
+        #: Called with (core, ack cycle, [(kind, va, asid), ...]) per core and flush.
+        self.on_flush: Optional[Callable] = None
+
+    def _drain(self) -> None:
+        if self.on_drain is not None:
+            self.on_drain()
+
+    async def _at_edge(self, op: str, ptep: int, a: int, b: int, thread: str) -> int:
+        self._drain()
+        self.hw.push()
+        self.stats[f"pte_{op}"] += 1
+        self._who = thread
+        sw = self.hw.sw_op
+        back = self.latency
+        if op == "load":
+            old, cyc = await sw(SwOp.READ, ptep)
+            new = old
+        elif op == "store":
+            old, cyc = await sw(SwOp.WRITE, ptep, a & MASK64)
+            new = a & MASK64
+        elif op == "xchg":
+            old, cyc = await sw(SwOp.XCHG, ptep, 0)
+            new = 0
+        elif op == "cmpxchg":
+            old, cyc = await sw(SwOp.CAS, ptep, b & MASK64, a & MASK64)
+            if old != a:
+                self.stats["pte_cmpxchg_failed"] += 1
+            new = b & MASK64 if old == a else old
+        else:
+            # Atomic AND: read, then compare-and-swap the cleared value; retry on a race.
+            bit = _PAGE_A if op == "mkold" else _PAGE_W
+            while True:
+                old, cyc = await sw(SwOp.READ, ptep)
+                new = old & ~bit
+                if new == old:
+                    break
+                found, cyc = await sw(SwOp.CAS, ptep, new, old)
+                if found == old:
+                    break
+                self.stats["pte_and_retries"] += 1
+        cyc -= back
+        import numpy as np
+        self.mem.hardware_wrote(np.array([ptep >> 3]), np.array([new], dtype=np.uint64))
+        if new != old or op == "store":
+            if self.on_pte_change is not None:
+                self.on_pte_change(ptep, cyc, old, new)
+        self._changed(ptep, op, old, new)
+        return old
+
+    async def _inval_core(self, core: int, reqs, result: dict) -> None:
+        await super()._inval_core(core, reqs, result)
+        # Still in the time step of the edge that showed the last ack: the counter reads its
+        # value of the ack cycle.
+        if self.on_flush is not None:
+            self.on_flush(core, self.hw.cycle(), list(reqs))
+
+    async def _flush(self, cores, reqs) -> dict:
+        result = await super()._flush(cores, reqs)
+        # A data access the memory took before the acknowledgement reaches its log a few
+        # cycles later: let it land, then drain, so the engine's copy of every frame the
+        # flush cut off is complete before the engine reads it (swap-out, migration copy).
+        await ClockCycles(self.clk, self.latency + 4)
+        self._drain()
+        return result
+
+    def cpu_access(self, core, vaddr, op, *, user=True, sum=False, data=None):
+        raise RuntimeError("on the fast path the traffic engines issue CPU accesses; "
+                           "cpu_access belongs to the step path")

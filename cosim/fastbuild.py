@@ -1,0 +1,206 @@
+"""Build the fast path's design (``simhw.fasttop.FastTop``) for a simulator and run cocotb on it.
+
+As :mod:`cosim.build` does for ``Top``: the Verilog goes to ``sim_build/fast-<hash>/fasttop.v``
+(with the storage module ``simhw_ram.v`` beside it), one build per simulator, cached by a stamp
+of the Verilog and the flags, under the same per-directory lock.  The hash covers the MMU
+configuration and the fast path's own parameters (:class:`FastParams`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from .build import (ICARUS_ARGS, ROOT, SIM_BUILD, SIMULATORS, VERILATOR_ARGS, BuildError,
+                    _locked, config_hash, config_params, hdl_sources_digest, patch_verilog,
+                    sim_env)
+
+__all__ = ["FastParams", "FastBuild", "fast_build", "fast_run", "FAST_TOPLEVEL"]
+
+FAST_TOPLEVEL = "fasttop"
+_RECIPE = 1
+
+
+@dataclass(frozen=True)
+class FastParams:
+    """The fast path's gateware parameters (besides the MMU's configuration).
+
+    Members
+    -------
+    words_log2 : int
+        The memory holds ``2**words_log2`` words (``8 << words_log2`` bytes).
+    latency : int
+        Memory latency in cycles.
+    log_log2 : int
+        Depth of each core's access-log ring (log2).
+    """
+    words_log2: int = 19
+    latency: int = 1
+    log_log2: int = 12
+
+    @property
+    def nframes(self) -> int:
+        return (8 << self.words_log2) >> 12
+
+
+def _digest(config, params: FastParams) -> str:
+    h = hashlib.sha256(config_hash(config).encode())
+    h.update(json.dumps(dataclasses.asdict(params), sort_keys=True).encode())
+    h.update(hdl_sources_digest().encode())
+    for path in sorted((ROOT / "simhw").glob("*.py")):
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class FastBuild:
+    sim: str
+    key: str
+    directory: Path
+    build_dir: Path
+    seconds: float
+
+
+def fast_verilog(config, params: FastParams) -> tuple[str, Path]:
+    """Elaborate FastTop to ``sim_build/fast-<key>/`` (cached); returns (key, directory)."""
+    sim_env()
+    key = _digest(config, params)
+    out = SIM_BUILD / f"fast-{key}"
+    top_v = out / f"{FAST_TOPLEVEL}.v"
+    with _locked(out):
+        if not top_v.exists() or top_v.stat().st_size == 0:
+            from amaranth.back import verilog as averilog
+
+            from simhw.fasttop import FastTop
+            from simhw.ram import RAM_VERILOG
+            t0 = time.monotonic()
+            try:
+                ft = FastTop(config, words_log2=params.words_log2, latency=params.latency,
+                             log_log2=params.log_log2, verilog=True)
+                text = patch_verilog(averilog.convert(ft, name=FAST_TOPLEVEL, emit_src=False))
+            except Exception as exc:
+                raise BuildError(f"elaboration of the fast path {key} failed: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+            (out / "simhw_ram.v").write_text(RAM_VERILOG)
+            tmp = out / f".{FAST_TOPLEVEL}.v.{os.getpid()}"
+            tmp.write_text(text)
+            tmp.replace(top_v)
+            (out / "config.json").write_text(json.dumps(
+                {"mmu": config_params(config), "fast": dataclasses.asdict(params)},
+                indent=2, default=str) + "\n")
+            print(f"fast path: elaborated {top_v} in {time.monotonic() - t0:.1f} s",
+                  file=sys.stderr, flush=True)
+    return key, out
+
+
+def fast_build(config, params: FastParams, sim: str) -> FastBuild:
+    """Build FastTop for ``sim``; reuse a cached build."""
+    if sim not in SIMULATORS:
+        raise ValueError(f"Simulator must be one of {', '.join(SIMULATORS)}, not {sim!r}")
+    key, out = fast_verilog(config, params)
+    sources = [out / f"{FAST_TOPLEVEL}.v", out / "simhw_ram.v"]
+    args = list(ICARUS_ARGS) if sim == "icarus" else list(VERILATOR_ARGS)
+    bd = out / sim
+    stamp_data = {"recipe": _RECIPE, "args": args,
+                  "sources": [hashlib.sha256(p.read_bytes()).hexdigest() for p in sources]}
+    with _locked(out):
+        stamp = bd / "fast_build.json"
+        exe = bd / ("sim.vvp" if sim == "icarus" else FAST_TOPLEVEL)
+        if exe.exists() and stamp.exists():
+            try:
+                if json.loads(stamp.read_text()) == stamp_data:
+                    return FastBuild(sim, key, out, bd, 0.0)
+            except ValueError:
+                pass
+        from cocotb_tools.runner import get_runner
+        runner = get_runner(sim)
+        bd.mkdir(parents=True, exist_ok=True)
+        log_file = bd / "build.log"
+        print(f"fast path: building {sim} (first build of this design; later runs reuse it)",
+              file=sys.stderr, flush=True)
+        t0 = time.monotonic()
+        saved = os.environ.get("MAKEFLAGS")
+        if sim == "verilator":
+            os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved,
+                                                             "CFG_CXXFLAGS_PCH_I=-include"]))
+        try:
+            runner.build(sources=sources, hdl_toplevel=FAST_TOPLEVEL, build_dir=bd, always=True,
+                         clean=True, timescale=("1ns", "1ps"), build_args=args,
+                         log_file=log_file)
+        except (RuntimeError, SystemExit) as exc:
+            tail = log_file.read_text(errors="replace")[-3000:] if log_file.exists() else ""
+            raise BuildError(f"{sim} build of the fast path {key} failed: {exc}\n{tail}") from exc
+        finally:
+            if saved is None:
+                os.environ.pop("MAKEFLAGS", None)
+            else:
+                os.environ["MAKEFLAGS"] = saved
+        stamp.write_text(json.dumps(stamp_data, indent=2))
+        seconds = time.monotonic() - t0
+        print(f"fast path: built {sim} in {seconds:.1f} s", file=sys.stderr, flush=True)
+        return FastBuild(sim, key, out, bd, seconds)
+
+
+def fast_run(config, params: FastParams, sim: str, *, seed: int, env: Mapping[str, Any],
+             test_module: str = "cosim.tb.tb_fast", testcase: str | None = None,
+             test_dir: Path | None = None) -> tuple[bool, dict | None, Path]:
+    """Run ``test_module`` on the fast path's design.
+
+    The testbench gets ``COSIM_SEED``, ``COSIM_CONFIG`` (the MMU's parameters),
+    ``COSIM_FAST`` (:class:`FastParams` as JSON), ``COSIM_REPORT`` and ``env``.
+    Returns ``(passed, report or None, test_dir)``; never raises for a failing test.
+    """
+    b = fast_build(config, params, sim)
+    if test_dir is None:
+        test_dir = b.directory / "runs" / f"{sim}-{seed}-{os.getpid()}"
+    test_dir = Path(test_dir).resolve()
+    shutil.rmtree(test_dir, ignore_errors=True)
+    test_dir.mkdir(parents=True, exist_ok=True)
+    report_path = test_dir / "report.json"
+    run_env = {
+        "COSIM_SEED": str(seed),
+        "COSIM_CONFIG": json.dumps(config_params(config), default=str),
+        "COSIM_FAST": json.dumps(dataclasses.asdict(params)),
+        "COSIM_REPORT": str(report_path),
+        "COSIM_SIM": sim,
+        "PYTHONPATH": os.pathsep.join([str(ROOT)] + [p for p in sys.path if p]),
+        "COCOTB_REWRITE_ASSERTION_FILES": "tb_*.py",
+    }
+    run_env.update({k: str(v) for k, v in env.items()})
+    from cocotb_tools.runner import get_runner
+    runner = get_runner(sim)
+    results_xml = test_dir / "results.xml"
+    passed = True
+    saved = os.environ.pop("PYTEST_CURRENT_TEST", None)
+    try:
+        runner.test(test_module=test_module, hdl_toplevel=FAST_TOPLEVEL,
+                    hdl_toplevel_lang="verilog", build_dir=b.build_dir, test_dir=test_dir,
+                    results_xml=str(results_xml), extra_env=run_env, seed=seed,
+                    testcase=testcase, log_file=test_dir / "sim.log",
+                    timescale=("1ns", "1ps"))
+    except SystemExit:
+        passed = False
+    finally:
+        if saved is not None:
+            os.environ["PYTEST_CURRENT_TEST"] = saved
+    try:
+        from cocotb_tools.check_results import get_results
+        ntests, nfailed = get_results(results_xml)
+        passed = passed and ntests > 0 and nfailed == 0
+    except Exception:  # noqa: BLE001 - no results: the simulator died
+        passed = False
+    report = None
+    if report_path.exists():
+        try:
+            report = json.loads(report_path.read_text())
+        except ValueError:
+            report = None
+    return passed, report, test_dir

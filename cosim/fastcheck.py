@@ -1,0 +1,250 @@
+"""Checkers of the fast path, on the drained access logs, at cycle level.
+
+Every record of a core's access log (:data:`simhw.traffic.RECORD_FIELDS`: the cycle the MMU
+took the request, the cycle the memory took the data access, VA, PA, op, data, fault, hit) is
+judged once, when it is drained, against the PTE history the software port recorded up to that
+instant (records are drained before every software-port operation, so no later PTE change is
+in the history a record is judged with, except by its cycle):
+
+* **golden-walk scoreboard** (``scoreboard``): the translation (PA, or the fault kind) equals
+  the Sv39 walk (:func:`pyrmap.walk.sv39_walk`) of a value the leaf PTE held between the last
+  invalidation covering the address acknowledged on that core before the request (or the
+  start of the history) and the data access; A and D are not compared (the hardware sets them);
+* **stale translation** (checker (a), counted on ``checkers.tlb``): an access that began at or
+  after such an acknowledgement completed through a frame only an older value mapped; and no
+  access straddles an acknowledgement of its own core (the engine re-executes those);
+* **shadow memory** (checker (c), ``checkers.shadow``): in the order the memory performed them,
+  stores update and loads are compared with the independent shadow of every virtual word.
+
+The history is pruned: each PTE keeps its last :data:`HISTORY` values and each core its last
+:data:`FLUSHES` acknowledgements; a record whose window reaches past what is kept is counted
+as not checked, never as a pass.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Optional
+
+import numpy as np
+
+from pyrmap.arch import InvalKind
+from pyrmap.checker_registry import register_checker
+from pyrmap.checkers import lookup_pte
+from pyrmap.pte import _PAGE_A, _PAGE_D, AccessType, FaultKind, describe
+from pyrmap.walk import sv39_walk
+
+from .fasthw import decode_records
+
+__all__ = ["LogCheckers", "HISTORY", "FLUSHES", "SCOREBOARD"]
+
+HISTORY = 32
+FLUSHES = 4096
+_AD = _PAGE_A | _PAGE_D
+SCOREBOARD = "scoreboard"
+register_checker(SCOREBOARD, "golden-walk scoreboard",
+                 "every RTL translation and fault equals the Sv39 walk of a value the PTE "
+                 "held while the access could have used it")
+
+
+class LogCheckers:
+    """The fast path's judgement of drained records.
+
+    Parameters
+    ----------
+    checkers : pyrmap.checkers.Checkers
+        The run's checkers: stale translations count on ``tlb``, data on ``shadow``; a
+        scoreboard mismatch is reported under :data:`SCOREBOARD`.
+    mem : PhysMem
+        The engine's memory (upper page-table levels are read from it).
+    svadu : bool
+    enabled : bool
+        False: records are counted and applied to memory, nothing is judged (the bench's
+        "checkers off").
+    """
+
+    def __init__(self, checkers, mem, *, svadu: bool = True, enabled: bool = True):
+        self.checkers = checkers
+        self.mem = mem
+        self.svadu = svadu
+        self.enabled = enabled
+        self.history: dict[int, collections.deque] = {}
+        self.acks: list[collections.deque] = []
+        self.counts: collections.Counter[str] = collections.Counter()
+        self._walk_cache: dict = {}
+        self._ptep_cache: dict = {}
+        self.violations: list[str] = []
+
+    # --- what the software port and the flushes tell ------------------------------------------
+
+    def pte_changed(self, ptep: int, cycle: int, old: int, new: int) -> None:
+        h = self.history.get(ptep)
+        if h is None:
+            h = self.history[ptep] = collections.deque(maxlen=HISTORY)
+            h.append((-1, old))
+        h.append((cycle, new))
+
+    def flushed(self, core: int, cycle: int, reqs) -> None:
+        while len(self.acks) <= core:
+            self.acks.append(collections.deque(maxlen=FLUSHES))
+        for kind, va, asid in reqs:
+            if kind == InvalKind.ALL:
+                self.acks[core].append((cycle, None, 0, 1 << 64, len(reqs)))
+            elif kind == InvalKind.ASID:
+                self.acks[core].append((cycle, asid, 0, 1 << 64, len(reqs)))
+            else:
+                va &= ~0xFFF
+                self.acks[core].append((cycle, asid if kind == InvalKind.VA_ASID else None,
+                                        va, va + 4096, len(reqs)))
+
+    def tables_changed(self) -> None:
+        """Page-table pages may have been freed or reused (munmap, exit): forget the leaf
+        addresses found so far."""
+        self._ptep_cache.clear()
+
+    # --- judging -------------------------------------------------------------------------
+
+    def judge(self, core: int, words: list[int], mm, asid: int, root: int) -> dict:
+        """Judge ``core``'s drained records (raw words, oldest first).  Returns the decoded
+        fields (numpy arrays) for the caller's data pass."""
+        rec = decode_records(words)
+        n = len(words)
+        self.counts["records"] += n
+        faults = rec["fault"] != 0
+        self.counts["faults"] += int(faults.sum())
+        self.counts["hits"] += int(rec["hit"].sum())
+        if not self.enabled or n == 0:
+            return rec
+        acks = self.acks[core] if core < len(self.acks) else ()
+        for k in range(n):
+            self._judge_one(core, mm, asid, root, int(rec["start"][k]), int(rec["done"][k]),
+                            int(rec["va"][k]), int(rec["pa"][k]), int(rec["op"][k]),
+                            int(rec["fault"][k]), acks)
+        return rec
+
+    def _cut(self, acks, asid: int, va: int, start: int, done: int, core: int):
+        cut = None
+        for cyc, fasid, lo, hi, nreq in reversed(acks):
+            if not (lo <= va < hi and (fasid is None or fasid == asid)):
+                continue
+            if cyc > start:
+                if cyc <= done and nreq == 1:
+                    self._fail_stale(f"core {core}: access to 0x{va:x} (asid {asid}) began at "
+                                     f"cycle {start} and took its data at cycle {done}, across "
+                                     f"the invalidation acknowledged at cycle {cyc}; it should "
+                                     f"have been issued again", None)
+                continue
+            cut = cyc
+            break
+        return cut
+
+    def _leaf(self, root: int, va: int):
+        key = (root, va >> 12)
+        hit = self._ptep_cache.get(key)
+        if hit is None:
+            ptep, _, level = lookup_pte(self.mem, root, va)
+            hit = (ptep, level)
+            if ptep is not None:
+                self._ptep_cache[key] = hit
+        return hit
+
+    def _golden(self, root: int, va: int, op: int, ptep: int, leaf: int):
+        key = (root, va >> 12, op, ptep, leaf & ~_AD)
+        out = self._walk_cache.get(key)
+        if out is None:
+            mem = self.mem
+
+            def read(pa):
+                return leaf if pa == ptep else mem.read(pa)
+
+            res = sv39_walk(read, lambda pa, old, new: old, va & ~0xFFF, AccessType(op),
+                            user=True, sum=False, root=root, svadu=self.svadu)
+            out = (int(res.fault), res.paddr >> 12 if res.ok else 0)
+            if len(self._walk_cache) > 1 << 16:
+                self._walk_cache.clear()
+            self._walk_cache[key] = out
+        return out
+
+    def _judge_one(self, core, mm, asid, root, start, done, va, pa, op, fault, acks):
+        cut = self._cut(acks, asid, va, start, done, core)
+        ptep, level = self._leaf(root, va)
+        if ptep is None or level != 0:
+            self.counts["not_checked"] += 1
+            return
+        hist = self.history.get(ptep)
+        if hist is None:
+            values = [self.mem.read(ptep)]
+            older = []
+        else:
+            lo = -1 if cut is None else cut
+            values, older = [], []
+            prev = None
+            for cyc, val in hist:
+                if cyc <= lo:
+                    prev = val
+                    continue
+                if cyc > done:
+                    break
+                values.append(val)
+            if prev is None:
+                if cut is not None and hist[0][0] > -1:
+                    self.counts["not_checked"] += 1      # pruned past the window
+                    return
+            else:
+                values.insert(0, prev)
+            if cut is not None:
+                older = [val for cyc, val in hist if cyc <= cut]
+        got = (fault, pa >> 12)
+        ok = any(self._golden(root, va, op, ptep, v) == got for v in values)
+        self.counts["scoreboard_checks"] += 1
+        sb = self.checkers
+        if cut is not None and fault == FaultKind.NONE:
+            sb.tlb.checks += 1
+            self.counts["stale_checks"] += 1
+        if ok:
+            return
+        frames = {self._golden(root, va, op, ptep, v)[1] for v in older}
+        what = (f"core {core}: {AccessType(op).name} of 0x{va:x} (asid {asid}) began at cycle "
+                f"{start}, done at cycle {done}: the RTL answered "
+                + (f"PA 0x{pa:09x}" if fault == FaultKind.NONE else FaultKind(fault).name)
+                + f"; the leaf PTE at 0x{ptep:09x} held "
+                + ", ".join(describe(v) for v in values) + " in that window")
+        if cut is not None and fault == FaultKind.NONE and pa >> 12 in frames:
+            self._fail_stale(what + f"; frame {pa >> 12:#x} was removed by the invalidation "
+                             f"acknowledged at cycle {cut}", ptep)
+        else:
+            self.counts["scoreboard_violations"] += 1
+            self.violations.append(what)
+            self.checkers.report(SCOREBOARD, what, ptep)
+
+    def _fail_stale(self, msg: str, ptep: Optional[int]) -> None:
+        self.counts["stale_violations"] += 1
+        self.violations.append(msg)
+        self.checkers.tlb.fail(msg, ptep)
+
+    # --- data -------------------------------------------------------------------------------
+
+    def data(self, batches) -> None:
+        """The data pass over one drain: ``batches`` is ``[(mm, rec), ...]`` per core; stores
+        and loads go to the shadow in the order the memory took them (by ``done``)."""
+        if not self.enabled:
+            return
+        parts = [(mm, rec) for mm, rec in batches if len(rec["done"])]
+        if not parts:
+            return
+        dones = np.concatenate([rec["done"] for _, rec in parts])
+        which = np.concatenate([np.full(len(rec["done"]), i) for i, (_, rec) in
+                                enumerate(parts)])
+        index = np.concatenate([np.arange(len(rec["done"])) for _, rec in parts])
+        order = np.lexsort((which, dones))
+        shadow = self.checkers.shadow
+        for j in order.tolist():
+            mm, rec = parts[which[j]]
+            k = index[j]
+            if rec["fault"][k]:
+                continue
+            va, val = int(rec["va"][k]), int(rec["data"][k])
+            if rec["op"][k] == AccessType.STORE:
+                shadow.store(mm, va, val)
+            else:
+                shadow.load(mm, va, val, int(rec["pa"][k]))

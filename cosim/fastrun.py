@@ -1,0 +1,419 @@
+"""The fast path: one scenario run with Python waking per event, not per access.
+
+The traffic engines of FastTop issue every CPU access in gateware; the coroutines here wake
+only for
+
+* **faults**: an engine stopped on a page fault: its log is drained, the engine's fault
+  handler (:func:`pyrmap.memory.do_page_fault`) runs as a host thread, the words it changed
+  are pushed into the gateware memory, and the engine resumes with the same access;
+* **kernel work**: every ``period`` cycles, kswapd (``try_to_free_pages``), writeback
+  (``msync`` of a few pages of the shared file mapping) and migration of a mapped page run as
+  host threads next to the engines; their PTE operations go through the software port and
+  their flushes through the invalidation ports (:class:`cosim.fastarch.FastArch`);
+* **log drains**: a ring half full (the ``event`` output), and before every software-port
+  operation and after every flush, so every record is judged (:class:`cosim.fastcheck.
+  LogCheckers`) before the PTE change that follows it.
+
+The clock is cocotb's GPI clock (it runs in the simulator, not in Python) and the coroutines
+wait on the ``event`` output and on timers, so the simulator runs free between events.
+
+Parameters come from the environment (set by :func:`cosim.fastbuild.fast_run`):
+``FAST_ACCESSES`` (checked CPU accesses in all), ``FAST_PAGES`` (pages each core's window
+spans, a power of two), ``FAST_MODE`` (uniform, zipf, stride, chase), ``FAST_STORE``
+(per-mille of stores), ``FAST_KERNEL`` (``reclaim``: kswapd, writeback and migration; ``none``),
+``FAST_PERIOD`` (cycles between kernel steps), ``FAST_CHECKS`` (1: every checker; 0: records
+counted and applied only), ``FAST_QUIRKS`` (engine quirks, comma-separated),
+``COSIM_PROGRESS`` (a file progress lines are appended to).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import resource
+import sys
+import time
+
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, First, RisingEdge, Timer
+
+from pyrmap.checkers import InvariantViolation
+from pyrmap.mmap import MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_WRITE
+from pyrmap.pte import AccessType, FaultKind
+from pyrmap.scenario import System
+from simhw.traffic import Mode
+
+from .fastarch import FastArch
+from .fastcheck import LogCheckers
+from .fasthw import FastHardware, MirrorMem
+from .host import HostEnv
+
+__all__ = ["FastRun", "run_from_env", "MODES"]
+
+MODES = {m.name.lower(): m for m in Mode if m != Mode.TRACE}
+log = logging.getLogger("cosim.fast")
+
+
+def _env_int(name: str, default: int) -> int:
+    text = os.environ.get(name, str(default))
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, not {text!r}") from None
+
+
+class FastRun:
+    """One fast-path scenario on a started FastTop.
+
+    Parameters
+    ----------
+    dut : cocotb handle of ``fasttop``
+    seed : int
+    mmu : dict
+        The MMU configuration (``COSIM_CONFIG``).
+    fast : dict
+        :class:`cosim.fastbuild.FastParams` as a dict.
+    accesses : int
+        Checked CPU accesses in all (split over the cores).
+    pages : int
+        Pages of each core's window (a power of two).
+    mode : str
+        A key of :data:`MODES`.
+    store_permille : int
+    kernel : str
+        ``"reclaim"`` or ``"none"``.
+    period : int
+        Cycles between kernel steps.
+    checks : bool
+    quirks : list of str
+    """
+
+    def __init__(self, dut, seed: int, mmu: dict, fast: dict, *, accesses: int, pages: int,
+                 mode: str = "uniform", store_permille: int = 250, kernel: str = "reclaim",
+                 period: int = 20_000, checks: bool = True, quirks=(), progress=None):
+        if pages < 2 or pages & (pages - 1):
+            raise ValueError(f"FAST_PAGES must be a power of two of at least 2, not {pages}")
+        if mode not in MODES:
+            raise ValueError(f"FAST_MODE must be one of {', '.join(MODES)}, not {mode!r}")
+        if kernel not in ("reclaim", "none"):
+            raise ValueError(f"FAST_KERNEL must be 'reclaim' or 'none', not {kernel!r}")
+        self.dut = dut
+        self.seed = seed
+        self.ncores = int(mmu.get("ncores", 2))
+        self.asid_bits = int(mmu.get("asid_bits", 9))
+        self.svadu = bool(mmu.get("svadu", True))
+        self.fast = fast
+        self.accesses = accesses
+        self.pages = pages
+        self.mode = MODES[mode]
+        self.store_permille = store_permille
+        self.kernel_mode = kernel
+        self.period = period
+        self.checks = checks
+        self.quirks = list(quirks)
+        self.progress = progress or (lambda text: None)
+        self.rng = random.Random(seed)
+        nframes = (8 << int(fast["words_log2"])) >> 12
+        self.mem = MirrorMem(nframes)
+        self.stats = {"faults_handled": 0, "kernel_steps": 0, "drains": 0, "wakes": 0}
+        self.error: str | None = None
+        self.mmu = mmu
+
+    # --- start ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        dut = self.dut
+        Clock(dut.clk, 10, unit="ns", impl="gpi").start()
+        dut.rst.value = 1
+        dut.sw__req__valid.value = 0
+        dut.wlog__rd_ptr.value = 0
+        for i in range(self.ncores):
+            getattr(dut, f"cpu{i}__inval__valid").value = 0
+            getattr(dut, f"log{i}__rd_ptr").value = 0
+            for name in ("run", "load_seed", "resume"):
+                getattr(dut, f"eng{i}__{name}").value = 0
+        await ClockCycles(dut.clk, 3)
+        dut.rst.value = 0
+        await ClockCycles(dut.clk, 2)
+        self.env = HostEnv(dut.clk, self.seed, yield_cycles=(0, 2))
+        depth = 1 << int(self.fast["log_log2"])
+        self.hw = FastHardware(dut, self.ncores, self.mem, log_depth=depth)
+        self.arch = FastArch(dut, self.mem, self.env, self.hw, ncores=self.ncores,
+                             asid_bits=self.asid_bits,
+                             tlb_entries=int(self.mmu.get("tlb_entries", 8)),
+                             sp_entries=int(self.mmu.get("superpage_entries", 4)),
+                             svadu=self.svadu, latency=int(self.fast["latency"]))
+        arch = self.arch
+        self.system = s = System(seed=self.seed, nframes=self.mem.nframes, ncores=self.ncores,
+                                 swap_slots=max(256, self.ncores * self.pages),
+                                 quirks=self.quirks or None, arch=lambda *a: arch,
+                                 command=self.command())
+        arch.kernel = s.kernel
+        arch.access_checker = s.checkers.tlb
+        self.logs = LogCheckers(s.checkers, self.mem, svadu=self.svadu, enabled=self.checks)
+        arch.on_drain = self.drain
+        arch.on_pte_change = self.logs.pte_changed
+        arch.on_flush = self.logs.flushed
+
+    def command(self) -> str:
+        return (f"FAST_ACCESSES={self.accesses} FAST_PAGES={self.pages} "
+                f"FAST_MODE={self.mode.name.lower()} FAST_KERNEL={self.kernel_mode} "
+                f"seed {self.seed}")
+
+    # --- draining ----------------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """Drain every ring (scheduler context, no simulated time passes): judge the records,
+        apply the stores and the walkers' writes to the engine's memory copy."""
+        self.stats["drains"] += 1
+        batches = []
+        for i in range(self.ncores):
+            words = self.hw.drain(i)
+            if not words:
+                continue
+            mm = self.mms[i]
+            rec = self.logs.judge(i, words, mm, mm.asid, mm.pgd)
+            batches.append((mm, rec))
+        self.hw.drain_writes()
+        if not batches:
+            return
+        # Stores, in the memory's order, into the engine's copy.
+        done = np.concatenate([r["done"] for _, r in batches])
+        st = np.concatenate([(r["op"] == AccessType.STORE) & (r["fault"] == 0)
+                             for _, r in batches])
+        pa = np.concatenate([r["pa"] for _, r in batches])
+        data = np.concatenate([r["data"] for _, r in batches])
+        if st.any():
+            order = np.argsort(done[st], kind="stable")
+            self.mem.hardware_wrote((pa[st][order] >> np.uint64(3)).astype(np.int64),
+                                    data[st][order])
+        self.logs.data(batches)
+
+    # --- the scenario ---------------------------------------------------------------------------
+
+    async def setup(self) -> None:
+        s = self.system
+        rw = PROT_READ | PROT_WRITE
+        length = self.pages * 4096
+
+        def body():
+            f = s.create_file("data.bin", self.pages)
+            parent = s.new_process()
+            anon = s.mmap(parent, 0, length, rw, MAP_PRIVATE | MAP_ANONYMOUS)
+            fsh = s.mmap(parent, 0, length, rw, MAP_SHARED, file=f)
+            child = s.fork(parent)
+            return parent, child, anon, fsh
+
+        parent, child, anon, fsh = await self.env.run("setup", body)
+        self.file_map = (child, fsh, length)
+        # core 0: the parent's anonymous memory; core 1: the child's shared file mapping;
+        # more cores alternate.
+        plan = [(parent, anon), (child, fsh)]
+        self.mms, self.windows = [], []
+        per_core = -(-self.accesses // self.ncores)
+        span_log2 = (self.pages * 4096).bit_length() - 1
+        for i in range(self.ncores):
+            mm, base = plan[i % 2]
+            self.arch.switch_mm(i, mm)
+            self.mms.append(mm)
+            self.windows.append(base)
+            self.hw.configure(i, mode=self.mode, base=base, span_log2=span_log2, stride=4104,
+                              store_p=self.store_permille * 256 // 1000, fetch_p=0, user=1,
+                              sum=0, asid=mm.asid, root=mm.pgd,
+                              seed=self.rng.randrange(1, 1 << 64), limit=per_core,
+                              trace_base=0, trace_len=1)
+        self.hw.push()
+        dut = self.dut
+        for i in range(self.ncores):
+            getattr(dut, f"eng{i}__load_seed").value = 1
+        await RisingEdge(dut.clk)
+        for i in range(self.ncores):
+            getattr(dut, f"eng{i}__load_seed").value = 0
+            getattr(dut, f"eng{i}__run").value = 1
+
+    def checked(self) -> int:
+        return sum(self.hw.status(i, "count") for i in range(self.ncores))
+
+    def all_done(self) -> bool:
+        return all(self.hw.status(i, "done") for i in range(self.ncores))
+
+    async def _fault(self, core: int) -> None:
+        hw = self.hw
+        va = hw.status(core, "fault_va")
+        op = AccessType(hw.status(core, "fault_op"))
+        kind = FaultKind(hw.status(core, "fault_kind"))
+        self.drain()
+        if kind != FaultKind.PAGE:
+            raise RuntimeError(f"core {core}: {op.name} at 0x{va:x} got a {kind.name} fault")
+        mm = self.mms[core]
+        from pyrmap.memory import do_page_fault
+        await self.env.run(f"fault/core{core}", do_page_fault, mm, va, op)
+        self.stats["faults_handled"] += 1
+        hw.push()
+        getattr(self.dut, f"eng{core}__resume").value = 1
+        await RisingEdge(self.dut.clk)
+        getattr(self.dut, f"eng{core}__resume").value = 0
+
+    async def _kernel_step(self) -> None:
+        s, env, rng = self.system, self.env, self.rng
+        child, fsh, length = self.file_map
+        start = fsh + rng.randrange(self.pages // 8 or 1) * 8 * 4096
+        pages = s.mapped_user_pages()
+        page = rng.choice(pages) if pages else None
+
+        def kswapd():
+            s.reclaim(8)
+
+        def writeback():
+            s.msync(child, start, min(8 * 4096, fsh + length - start), check_backing=False)
+
+        def migration():
+            if page is not None:
+                s.migrate(page)
+
+        threads = [env.spawn("kswapd", kswapd), env.spawn("writeback", writeback),
+                   env.spawn("migration", migration)]
+        for t in threads:
+            await t.join()
+        self.stats["kernel_steps"] += 1
+
+    async def run(self) -> dict:
+        await self.start()
+        t0 = time.monotonic()
+        c0 = self.hw.cycle()
+        await self.setup()
+        t_setup = time.monotonic()
+        c_setup = self.hw.cycle()
+        dut = self.dut
+        next_kernel = c_setup + self.period
+        next_progress = self.accesses // 10 or 1
+        pending: dict[int, object] = {}
+        import cocotb
+        kernel_task = None
+        while True:
+            if not int(dut.event.value):
+                wait = max(1, next_kernel - self.hw.cycle()) if self.kernel_mode != "none" \
+                    else 4096
+                await First(RisingEdge(dut.event), Timer(wait * 10, "ns"))
+            self.stats["wakes"] += 1
+            for i in range(self.ncores):
+                if int(getattr(dut, f"log{i}__half").value):
+                    self.drain()
+                    break
+            if int(dut.wlog__half.value):
+                self.hw.drain_writes()
+            for i in range(self.ncores):
+                t = pending.get(i)
+                if t is not None and t.done():
+                    t.result()
+                    del pending[i]
+                if t is None and int(getattr(dut, f"eng{i}__faulted").value) and i not in pending:
+                    pending[i] = cocotb.start_soon(self._fault(i))
+            if kernel_task is not None and kernel_task.done():
+                kernel_task.result()
+                kernel_task = None
+            now = self.hw.cycle()
+            if (self.kernel_mode != "none" and kernel_task is None and now >= next_kernel
+                    and not self.all_done()):
+                kernel_task = cocotb.start_soon(self._kernel_step())
+                next_kernel = now + self.period
+            n = self.checked()
+            if n >= next_progress:
+                self.progress(self._progress_line(n, t_setup))
+                next_progress += self.accesses // 10 or 1
+            if self.all_done() and not pending:
+                break
+            if pending or kernel_task is not None:
+                await RisingEdge(dut.clk)
+        if kernel_task is not None:
+            await kernel_task
+        self.drain()
+        wall = time.monotonic() - t_setup
+        cycles = self.hw.cycle() - c_setup
+        return self.report(wall, cycles, time.monotonic() - t0)
+
+    def _progress_line(self, n: int, t_setup: float) -> str:
+        k = self.system.kernel.stats
+        dt = max(time.monotonic() - t_setup, 1e-9)
+        return (f"{n:,} accesses checked ({n / dt:,.0f}/s), faults "
+                f"{self.stats['faults_handled']}, kernel steps {self.stats['kernel_steps']}: "
+                f"swapped out {k['pswpout']}, written {k['pages_written']}, migrated "
+                f"{k['migrate_success']}")
+
+    def report(self, wall: float, cycles: int, total: float) -> dict:
+        s = self.system
+        k = s.kernel.stats
+        n = self.logs.counts["records"] - self.logs.counts["faults"]
+        verdicts = {c.name: c.verdict for c in s.checkers.all}
+        counts = dict(self.logs.counts)
+        return {
+            "path": "fast",
+            "seed": self.seed,
+            "accesses": n,
+            "records": self.logs.counts["records"],
+            "faults": self.stats["faults_handled"],
+            "fault_rate": self.stats["faults_handled"] / max(n, 1),
+            "cycles": cycles,
+            "seconds": wall,
+            "seconds_total": total,
+            "accesses_per_s": n / wall if wall else 0.0,
+            "cycles_per_s": cycles / wall if wall else 0.0,
+            "checks": self.checks,
+            "kernel": self.kernel_mode,
+            "kernel_steps": self.stats["kernel_steps"],
+            "kernel_figures": {key: k[key] for key in ("pswpout", "pswpin", "pages_written",
+                                                       "migrate_success", "pages_freed")},
+            "log_checks": counts,
+            "verdicts": verdicts if self.checks else {},
+            "violations": [str(v) for v in s.checkers.violations][:20] + self.logs.violations[:20],
+            "squashes": sum(self.hw.status(i, "squashes") for i in range(self.ncores)),
+            "words_pushed": self.hw.words_pushed,
+            "sw_ops": self.hw.sw_ops,
+            "drains": self.stats["drains"],
+            "wakes": self.stats["wakes"],
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "pages_per_core": self.pages,
+            "mode": self.mode.name.lower(),
+            "quirks": self.quirks,
+        }
+
+
+async def run_from_env(dut) -> dict:
+    """Run the scenario the environment describes; write the report to ``COSIM_REPORT``."""
+    seed = _env_int("COSIM_SEED", 1)
+    mmu = json.loads(os.environ.get("COSIM_CONFIG", "{}"))
+    fast = json.loads(os.environ.get("COSIM_FAST", "{}"))
+    progress_path = os.environ.get("COSIM_PROGRESS")
+
+    def progress(text: str) -> None:
+        log.info("%s", text)
+        if progress_path:
+            with open(progress_path, "a") as fh:
+                fh.write(text + "\n")
+
+    quirks = [q for q in os.environ.get("FAST_QUIRKS", "").split(",") if q]
+    run = FastRun(dut, seed, mmu, fast, accesses=_env_int("FAST_ACCESSES", 100_000),
+                  pages=_env_int("FAST_PAGES", 64), mode=os.environ.get("FAST_MODE", "uniform"),
+                  store_permille=_env_int("FAST_STORE", 250),
+                  kernel=os.environ.get("FAST_KERNEL", "reclaim"),
+                  period=_env_int("FAST_PERIOD", 20_000), checks=bool(_env_int("FAST_CHECKS", 1)),
+                  quirks=quirks, progress=progress)
+    error = None
+    try:
+        rep = await run.run()
+    except InvariantViolation as exc:
+        error = str(exc)
+        rep = {"path": "fast", "seed": seed, "error": error}
+    path = os.environ.get("COSIM_REPORT")
+    if path:
+        with open(path, "w") as fh:
+            json.dump(rep, fh, indent=2, default=str)
+    if error is not None:
+        raise AssertionError(error)
+    bad = rep.get("violations")
+    if bad:
+        raise AssertionError(f"{len(bad)} violations; first: {bad[0]}")
+    return rep

@@ -276,6 +276,11 @@ class BenchParams:
     plain_cycles: int = 50_000
     cosim_accesses: int = 1500
     sims: tuple = ("verilator", "icarus")
+    #: Which paths to measure: "step" (every access from Python), "fast" (cosim.fastbench:
+    #: traffic engines in gateware), or both.
+    paths: tuple = ("step", "fast")
+    #: Checked accesses of each fast-path figure (Icarus: a tenth).
+    fast_accesses: int = 200_000
     #: Runs of each figure; the fastest loop counts (the machine is shared).
     repeat: int = 2
 
@@ -329,7 +334,14 @@ def run_figure(name: str, config, bp: BenchParams) -> dict:
     """Compute one figure in this process (what a ``--figure`` child does)."""
     if name == "harness":
         return _figure_harness(config, bp)
-    kind, _, sim = name.partition("-")
+    if name == "engine-imap":
+        from .fastbench import imap_figure
+        return imap_figure(seed=bp.seed)
+    kind, _, sim = name.rpartition("-")
+    if kind in _fast_figures():
+        from .fastbench import fast_figure
+        acc = bp.fast_accesses if sim == "verilator" else max(bp.fast_accesses // 10, 1000)
+        return fast_figure(kind, config, sim, seed=bp.seed, accesses=acc)
     if sim not in cb.SIMULATORS:
         raise ValueError(f"Unknown figure {name!r}; known: {', '.join(figure_names(bp))}")
     if kind == "plain":
@@ -344,12 +356,21 @@ def run_figure(name: str, config, bp: BenchParams) -> dict:
 FIGURES = ("harness", "plain", "cosim", "reclaim")
 
 
+def _fast_figures() -> tuple:
+    from .fastbench import FAST_FIGURES
+    return FAST_FIGURES
+
+
 def figure_names(bp: BenchParams) -> list[str]:
     names = []
     if "verilator" in bp.sims:
         names.append("harness")
-    for kind in ("plain", "cosim", "reclaim"):
+    kinds = (("plain", "cosim", "reclaim") if "step" in bp.paths else ()) + \
+        (_fast_figures() if "fast" in bp.paths else ())
+    for kind in kinds:
         names += [f"{kind}-{sim}" for sim in bp.sims]
+    if "fast" in bp.paths:
+        names.append("engine-imap")
     return names
 
 
@@ -400,6 +421,15 @@ def summarize(figs: dict[str, dict]) -> dict[str, Any]:
         r[f"cosim-{sim} / reclaim-{sim} (accesses/s)"] = _ratio(ca, ra)
         r[f"harness / cosim-{sim} (accesses/s)"] = _ratio(ha, ca)
         r[f"plain-{sim} / cosim-{sim} (accesses/s)"] = _ratio(pa, ca)
+    for sim in cb.SIMULATORS:
+        for kind in _fast_figures():
+            fa = rate(f"{kind}-{sim}", "accesses_per_s")
+            if fa and ha:
+                r[f"{kind}-{sim} / harness (accesses/s)"] = round(fa / ha, 4)
+        if rate(f"reclaim-fast-{sim}", "accesses_per_s"):
+            r[f"reclaim-fast-{sim} / reclaim-{sim} (accesses/s)"] = _ratio(
+                rate(f"reclaim-fast-{sim}", "accesses_per_s"), rate(f"reclaim-{sim}",
+                                                                   "accesses_per_s"))
     r["verilator / icarus, plain (cycles/s)"] = _ratio(rate("plain-verilator", "cycles_per_s"),
                                                        rate("plain-icarus", "cycles_per_s"))
     r["verilator / icarus, cosim (accesses/s)"] = _ratio(
@@ -446,7 +476,8 @@ def run_bench(bp: BenchParams, config, name: str, out=sys.stdout,
         cmd = [sys.executable, "-m", "cosim.bench", "--figure", fig, "--seed", str(bp.seed),
                "--npages", str(bp.npages), "--harness-cycles", str(bp.harness_cycles),
                "--plain-cycles", str(bp.plain_cycles), "--cosim-accesses",
-               str(bp.cosim_accesses), "--config", json.dumps(params)]
+               str(bp.cosim_accesses), "--fast-accesses", str(bp.fast_accesses),
+               "--config", json.dumps(params)]
         best = None
         samples = []
         for _ in range(bp.repeat):
@@ -509,6 +540,12 @@ def _parser(prog: str = "python -m cosim.bench") -> argparse.ArgumentParser:
                    help="accesses per core of the co-simulation throughput run")
     p.add_argument("--sim", action="append", choices=cb.SIMULATORS,
                    help="simulator(s) to measure (default: both)")
+    p.add_argument("--path", choices=("fast", "step", "both"), default="both",
+                   help="fast: the fast-path figures (and the harness); step: today's path; "
+                        "both (default)")
+    p.add_argument("--fast-accesses", type=int_arg(1000, 10_000_000), default=200_000,
+                   help="checked accesses of each fast-path figure on Verilator (Icarus: a "
+                        "tenth; default 200000)")
     p.add_argument("--repeat", type=int_arg(1, 100), default=2,
                    help="runs of each figure; the fastest counts (default 2)")
     p.add_argument("--name", default=None, help="results file name (default: bench-<date>)")
@@ -539,7 +576,9 @@ def main(argv: Optional[Sequence[str]] = None, out=sys.stdout,
         return 2
     bp = BenchParams(seed=a.seed, npages=a.npages, harness_cycles=a.harness_cycles,
                      plain_cycles=a.plain_cycles, cosim_accesses=a.cosim_accesses,
-                     sims=tuple(a.sim or cb.SIMULATORS), repeat=a.repeat)
+                     sims=tuple(a.sim or cb.SIMULATORS), repeat=a.repeat,
+                     paths=("step", "fast") if a.path == "both" else (a.path,),
+                     fast_accesses=a.fast_accesses)
     config = cb.make_config(**(json.loads(a.config) if a.config else {}))
     if a.figure:
         try:

@@ -121,8 +121,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="workload phases (default: "
                              + (str(DEMO["phases"]) if demo else "the scenario's, else 3")
                              + ")")
-        sp.add_argument("--accesses", type=int_arg(1, MAX_ACCESSES),
-                        default=DEMO["accesses"] if demo else None,
+        sp.add_argument("--accesses", type=int_arg(1, MAX_ACCESSES), default=None,
                         help="accesses per core per phase (default: "
                              + (str(DEMO["accesses"]) if demo else "the scenario's, else 40")
                              + ")")
@@ -148,6 +147,10 @@ def _parser() -> argparse.ArgumentParser:
                              "0.2 s per access and 10 s per step)")
         add_faults_argument(sp)
         sp.add_argument("--quiet", action="store_true", help="no progress display")
+        sp.add_argument("--path", choices=("fast", "step"), default="fast" if demo else "step",
+                        help="fast: traffic engines, memory and access logs in gateware, "
+                             "Python wakes per event (reclaim only); step: every access from "
+                             "Python (default %(default)s)")
 
     run = sub.add_parser("run", help="run a scenario")
     run.add_argument("scenario", metavar="SCENARIO",
@@ -178,6 +181,8 @@ class RunArgs:
     quirks: list = dataclasses.field(default_factory=list)
     #: Wall-clock limit of the simulation, seconds.
     timeout: int = 600
+    #: ``"step"`` (every access from Python) or ``"fast"`` (cosim.fastcli).
+    path: str = "step"
 
 
 def parse_args(argv: Sequence[str]) -> "RunArgs | str":
@@ -220,6 +225,14 @@ def parse_args(argv: Sequence[str]) -> "RunArgs | str":
     # ones its tests and the bug zoo run with, so a command shown with only a seed and a
     # quirk reproduces what they found.
     args.phases = args.phases or int(sc.env.get("COSIM_PHASES", 3))
+    if args.path == "fast" and scenario != "reclaim":
+        raise UsageError(f"--path fast runs the reclaim scenario only, not {scenario!r}")
+    if args.path == "fast":
+        from cosim.fastcli import FAST_DEMO
+        args.accesses = args.accesses or FAST_DEMO["accesses"]
+        args.nframes = args.nframes or FAST_DEMO["nframes"]
+    elif args.command == "demo":
+        args.accesses = args.accesses or DEMO["accesses"]
     args.accesses = args.accesses or int(sc.env.get("COSIM_ACCESSES", 40))
     args.steps = args.steps or int(sc.env.get("COSIM_STEPS", 12))
     nframes = args.nframes or int(sc.env.get("COSIM_NFRAMES", DEMO["nframes"]))
@@ -241,12 +254,13 @@ def parse_args(argv: Sequence[str]) -> "RunArgs | str":
         env["COSIM_FAULTS"] = args.faults.text()
     if args.timeout is not None:
         parts.append(f"--timeout {args.timeout}")
+    parts.append(f"--path {args.path}")
     timeout = args.timeout or default_timeout(args.phases, args.accesses, args.cores,
                                               args.steps)
     command = " ".join(parts)
     env["COSIM_COMMAND"] = command
     return RunArgs(scenario, args.sim, args.seed, params, kernel_quirks, env, args.waves,
-                   args.json, args.quiet, command, list(args.quirk), timeout)
+                   args.json, args.quiet, command, list(args.quirk), timeout, args.path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -450,4 +464,7 @@ def main(argv: Optional[Sequence[str]] = None, out: TextIO = sys.stdout) -> int:
         return 2
     if a == "list":
         return list_all(out)
+    if a.path == "fast":
+        from cosim.fastcli import run_fast
+        return run_fast(a, out)
     return run(a, out)

@@ -69,7 +69,9 @@ class LogCheckers:
         self.svadu = svadu
         self.enabled = enabled
         self.history: dict[int, collections.deque] = {}
-        self.acks: list[collections.deque] = []
+        #: Per core: ({vpn: deque of (cycle, asid or None, requests)}, deque of the ALL/ASID
+        #: invalidations as (cycle, asid or None, requests)).
+        self.acks: list[tuple[dict, collections.deque]] = []
         self.counts: collections.Counter[str] = collections.Counter()
         self._walk_cache: dict = {}
         self._ptep_cache: dict = {}
@@ -85,17 +87,18 @@ class LogCheckers:
         h.append((cycle, new))
 
     def flushed(self, core: int, cycle: int, reqs) -> None:
+        """Core ``core`` acknowledged the invalidations ``reqs`` (kind, va, asid) at ``cycle``."""
         while len(self.acks) <= core:
-            self.acks.append(collections.deque(maxlen=FLUSHES))
+            self.acks.append(({}, collections.deque(maxlen=FLUSHES)))
+        by_page, wide = self.acks[core]
         for kind, va, asid in reqs:
-            if kind == InvalKind.ALL:
-                self.acks[core].append((cycle, None, 0, 1 << 64, len(reqs)))
-            elif kind == InvalKind.ASID:
-                self.acks[core].append((cycle, asid, 0, 1 << 64, len(reqs)))
+            if kind in (InvalKind.ALL, InvalKind.ASID):
+                wide.append((cycle, None if kind == InvalKind.ALL else asid, len(reqs)))
             else:
-                va &= ~0xFFF
-                self.acks[core].append((cycle, asid if kind == InvalKind.VA_ASID else None,
-                                        va, va + 4096, len(reqs)))
+                h = by_page.get(va >> 12)
+                if h is None:
+                    h = by_page[va >> 12] = collections.deque(maxlen=8)
+                h.append((cycle, asid if kind == InvalKind.VA_ASID else None, len(reqs)))
 
     def tables_changed(self) -> None:
         """Page-table pages may have been freed or reused (munmap, exit): forget the leaf
@@ -123,19 +126,27 @@ class LogCheckers:
         return rec
 
     def _cut(self, acks, asid: int, va: int, start: int, done: int, core: int):
+        """The last acknowledgement on ``core`` covering (asid, va) at or before ``start``
+        (None: none kept); reports an access that straddles one."""
+        if not acks:
+            return None
+        by_page, wide = acks
         cut = None
-        for cyc, fasid, lo, hi, nreq in reversed(acks):
-            if not (lo <= va < hi and (fasid is None or fasid == asid)):
-                continue
-            if cyc > start:
-                if cyc <= done and nreq == 1:
-                    self._fail_stale(f"core {core}: access to 0x{va:x} (asid {asid}) began at "
-                                     f"cycle {start} and took its data at cycle {done}, across "
-                                     f"the invalidation acknowledged at cycle {cyc}; it should "
-                                     f"have been issued again", None)
-                continue
-            cut = cyc
-            break
+        for hist in (by_page.get(va >> 12, ()), wide):
+            for cyc, fasid, nreq in reversed(hist):
+                if fasid is not None and fasid != asid:
+                    continue
+                if cyc > start:
+                    if cyc <= done and nreq == 1:
+                        self._fail_stale(
+                            f"core {core}: access to 0x{va:x} (asid {asid}) began at cycle "
+                            f"{start} and took its data at cycle {done}, across the "
+                            f"invalidation acknowledged at cycle {cyc}; it should have been "
+                            f"issued again", None)
+                    continue
+                if cut is None or cyc > cut:
+                    cut = cyc
+                break
         return cut
 
     def _leaf(self, root: int, va: int):

@@ -294,15 +294,26 @@ class FastRun:
         import cocotb
         kernel_task = None
         while True:
-            if not int(dut.event.value):
-                wait = max(1, next_kernel - self.hw.cycle()) if self.kernel_mode != "none" \
-                    else 4096
-                await First(RisingEdge(dut.event), Timer(wait * 10, "ns"))
-            self.stats["wakes"] += 1
+            # Sleep until something needs Python: a ring half full, an engine that faulted
+            # (and is not being handled), a fault handler or kernel step finishing, or the
+            # next kernel step.  Each is an edge or a timer: no per-cycle Python.
+            triggers = [RisingEdge(dut.wlog__half)]
             for i in range(self.ncores):
-                if int(getattr(dut, f"log{i}__half").value):
-                    self.drain()
-                    break
+                triggers.append(RisingEdge(getattr(dut, f"log{i}__half")))
+                if i not in pending:
+                    triggers.append(RisingEdge(getattr(dut, f"eng{i}__faulted")))
+            triggers += [t.complete for t in pending.values()]
+            if kernel_task is not None:
+                triggers.append(kernel_task.complete)
+            wait = (max(1, next_kernel - self.hw.cycle()) if self.kernel_mode != "none"
+                    else 1 << 16)
+            triggers.append(Timer(wait * 10, "ns"))
+            if not self._work_now(pending) and not (kernel_task is not None
+                                                        and kernel_task.done()):
+                await First(*triggers)
+            self.stats["wakes"] += 1
+            if any(int(getattr(dut, f"log{i}__half").value) for i in range(self.ncores)):
+                self.drain()
             if int(dut.wlog__half.value):
                 self.hw.drain_writes()
             for i in range(self.ncores):
@@ -310,7 +321,8 @@ class FastRun:
                 if t is not None and t.done():
                     t.result()
                     del pending[i]
-                if t is None and int(getattr(dut, f"eng{i}__faulted").value) and i not in pending:
+                    t = None
+                if t is None and int(getattr(dut, f"eng{i}__faulted").value):
                     pending[i] = cocotb.start_soon(self._fault(i))
             if kernel_task is not None and kernel_task.done():
                 kernel_task.result()
@@ -326,14 +338,26 @@ class FastRun:
                 next_progress += self.accesses // 10 or 1
             if self.all_done() and not pending:
                 break
-            if pending or kernel_task is not None:
-                await RisingEdge(dut.clk)
         if kernel_task is not None:
             await kernel_task
         self.drain()
         wall = time.monotonic() - t_setup
         cycles = self.hw.cycle() - c_setup
         return self.report(wall, cycles, time.monotonic() - t0)
+
+    def _work_now(self, pending) -> bool:
+        """Something is waiting already (the edge that would wake us has passed)."""
+        dut = self.dut
+        if int(dut.wlog__half.value):
+            return True
+        for i in range(self.ncores):
+            if int(getattr(dut, f"log{i}__half").value):
+                return True
+            t = pending.get(i)
+            if (t is None and int(getattr(dut, f"eng{i}__faulted").value)) or (
+                    t is not None and t.done()):
+                return True
+        return False
 
     def _progress_line(self, n: int, t_setup: float) -> str:
         k = self.system.kernel.stats
@@ -402,11 +426,21 @@ async def run_from_env(dut) -> dict:
                   period=_env_int("FAST_PERIOD", 20_000), checks=bool(_env_int("FAST_CHECKS", 1)),
                   quirks=quirks, progress=progress)
     error = None
+    profile = os.environ.get("FAST_PROFILE")
+    prof = None
+    if profile:
+        import cProfile
+        prof = cProfile.Profile()
+        prof.enable()
     try:
         rep = await run.run()
     except InvariantViolation as exc:
         error = str(exc)
         rep = {"path": "fast", "seed": seed, "error": error}
+    finally:
+        if prof is not None:
+            prof.disable()
+            prof.dump_stats(profile)
     path = os.environ.get("COSIM_REPORT")
     if path:
         with open(path, "w") as fh:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import TextIO
@@ -35,24 +34,6 @@ def fast_sizes(nframes: int, ncores: int) -> tuple[int, int]:
     return words_log2, pages
 
 
-def _tail(path: Path, out: TextIO, stop: threading.Event) -> None:
-    pos = 0
-    while True:
-        stopping = stop.is_set()
-        try:
-            with open(path) as fh:
-                fh.seek(pos)
-                data = fh.read()
-                pos = fh.tell()
-        except OSError:
-            data = ""
-        for line in data.splitlines():
-            print(f"  {line}", file=out, flush=True)
-        if stopping:
-            return
-        stop.wait(0.5)
-
-
 def run_fast(a, out: TextIO) -> int:
     """Run the fast path for parsed CLI arguments (:class:`cosim.cli.RunArgs` with
     ``path == "fast"``); print progress and the verdicts; 0 when every checker passed."""
@@ -70,10 +51,10 @@ def run_fast(a, out: TextIO) -> int:
           f"accesses", file=out, flush=True)
     fd, progress = tempfile.mkstemp(prefix="cosim-fast-", suffix=".txt")
     os.close(fd)
-    stop = threading.Event()
     tail = None
     if not a.quiet:
-        tail = threading.Thread(target=_tail, args=(Path(progress), out, stop), daemon=True)
+        from .cli import _Tail
+        tail = _Tail(Path(progress), out)
         tail.start()
     t0 = time.monotonic()
     try:
@@ -81,8 +62,8 @@ def run_fast(a, out: TextIO) -> int:
             "FAST_ACCESSES": total, "FAST_PAGES": pages, "FAST_PERIOD": 50_000,
             "FAST_QUIRKS": ",".join(a.kernel_quirks), "COSIM_PROGRESS": progress})
     finally:
-        stop.set()
         if tail is not None:
+            tail.stop.set()
             tail.join()
         os.unlink(progress)
     wall = time.monotonic() - t0

@@ -68,7 +68,8 @@ class FastTop(wiring.Component):
         self.memory = SimMemory(words_log2=words_log2, ndata=n, latency=latency,
                                 verilog=verilog)
         self.engines = [TrafficEngine(asid_bits=config.asid_bits) for _ in range(n)]
-        self.rings = [LogRing(width=RECORD_WIDTH, depth_log2=log_log2, verilog=verilog) for _ in range(n)]
+        self.rings = [LogRing(width=RECORD_WIDTH, depth_log2=log_log2, verilog=verilog)
+                      for _ in range(n)]
         self.wring = LogRing(width=WRITE_RECORD_WIDTH, depth_log2=wlog_log2,
                              verilog=verilog)
         members = {}

@@ -97,9 +97,13 @@ def mm_take_all_locks(mm) -> int:
         # Several i_mmap_lock / anon_vma->lock at once are legal only in this context.
         lockdep.enter_mm_all_locks(arch.current_thread())
     taken = False
+    # An injected signal (pyrmap.faults) interrupts this call at its first check, if any.
+    interrupted = None
     try:
         for vma in mm.mmap:
-            if arch.signal_pending() or kernel.faults.fail("eintr"):
+            if interrupted is None:
+                interrupted = kernel.faults.fail("eintr")
+            if arch.signal_pending() or interrupted:
                 kernel.stats["mm_take_all_locks_eintr"] += 1
                 return -EINTR
             if vma.vm_file is not None:

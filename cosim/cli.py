@@ -383,11 +383,9 @@ def format_report(rep: dict) -> str:
     lines.append(f"TLB (all cores): {t.get('lookups', 0)} lookups, {t.get('hits', 0)} hits "
                  f"({100 * t.get('hit_rate', 0):.1f} %), {t.get('misses', 0)} misses, "
                  f"{t.get('walks', 0)} walks ({t.get('walk_cycles', 0)} cycles)")
-    retries = sum(c.get("driver", {}).get("shootdown_retries", 0) for c in rep.get("cores", []))
     lines.append(f"A/D by CAS: {t.get('a_sets', 0)} A sets, {t.get('d_sets', 0)} D sets, "
                  f"{t.get('cas_retries', 0)} CAS retries; {t.get('squashed', 0)} walks "
-                 f"squashed by invalidations, {retries} accesses re-executed after a "
-                 f"shootdown")
+                 f"restarted by invalidations")
     dev = rep.get("device") or {}
     if dev.get("driver"):
         dd, dp = dev["driver"], dev.get("perf", {})

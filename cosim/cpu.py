@@ -12,15 +12,10 @@ A :class:`CpuDriver` drives ``cpu{i}__req__*`` of one core of ``hdl.top.Top`` an
 3. on ``PAGE``: runs the engine's fault handler in a host thread (:mod:`cosim.host`), then
    retries the access; on ``ACCESS`` (bus error) records it and gives up on that access.
 
-A shootdown squashes the accesses in flight on its core.  The RTL acknowledges an
-invalidation once no entry matches and no walk that began before it can *fill*; a walk that
-began before may still *respond* afterwards with the old translation.  A real core takes the
-shootdown (an interrupt, then SFENCE.VMA) between instructions: a store in flight either
-completed before the acknowledgement or is re-executed after it.  So when an invalidation of
-this core was acknowledged after the request was sent and before its response was seen, the
-driver discards the response and re-executes the access (counted as ``shootdown_retries``);
-without this, a store translated before ``try_to_unmap``'s flush could land in the frame after
-the flush returned -- after writeback had copied the page.
+A shootdown needs nothing from the driver: from the cycle the RTL acknowledges an
+invalidation, no response leaves the port that was derived from a PTE read or a TLB entry older
+than it (the MMU restarts a walk in flight itself, hdl/PORTS.md), so the data access performed
+at the response instant never goes through a translation the shootdown removed.
 
 Signals are sampled right after the rising edge, which gives their values in the cycle that
 edge ended (a synchronous receiver's view): a request is accepted at the edge after which
@@ -147,7 +142,6 @@ class CpuDriver:
             raise RuntimeError(f"Core {self.core} has no address space (switch_mm first)")
         asid, root = satp
         self.last_start = self.arch.cycle()
-        acks = self.arch.acks[self.core]
         self.last_satp = satp
         self.req_vaddr.value = vaddr & MASK64
         self.req_op.value = int(op)
@@ -165,15 +159,6 @@ class CpuDriver:
                 accepted = True
                 self.req_valid.value = 0
             if accepted and int(self.resp_valid.value):
-                if self.arch.acks[self.core] != acks:
-                    # A shootdown of this core was acknowledged while the access was in
-                    # flight: squash it and send it again (see the module docstring).
-                    self.stats["shootdown_retries"] += 1
-                    acks = self.arch.acks[self.core]
-                    self.last_start = self.arch.cycle()
-                    self.req_valid.value = 1
-                    accepted = False
-                    continue
                 fault = FaultKind(int(self.resp_fault.value))
                 paddr = int(self.resp_paddr.value)
                 hit = bool(int(self.resp_hit.value))

@@ -16,13 +16,20 @@ Checks (each failure is a :class:`Violation` with a ``kind``):
     sequence of PTE addresses and every CAS (address, expected, new) must match, and the RTL
     must make no memory request the golden walk does not make.
 ``stale_hit``
-    A TLB hit must be for a canonical address and must match an entry of the core's "may be cached" set: an entry is added when a
-    walk that succeeded responds, unless an invalidation matching it was requested after the
-    walk's first memory request and acknowledged before the response (the walk began before
-    the request, so its fill must be dropped); it is removed when an invalidation matching it
-    is acknowledged, unless the walk's first memory request came at or after the
-    invalidation's request (it read the PTEs after the change the invalidation publishes).  A hit may use an entry that was live at any time between the request
-    and the response (stale-but-legal hits), and no later.  A store hit needs D=1 (and W).
+    A TLB hit must be for a canonical address and must match an entry of the core's "may be
+    cached" set: an entry is added when a walk that succeeded responds, unless an
+    invalidation matching it was requested after the walk's first memory request and
+    acknowledged before the response (the walk began before the request, so its fill must be
+    dropped); it is removed when an invalidation matching it is acknowledged, unless the
+    walk's first memory request came at or after the invalidation's request (it read the PTEs
+    after the change the invalidation publishes).  A hit may use an entry until the ack that
+    removes it, and not in the ack cycle or later (stale-but-legal hits end exactly there).
+    A store hit needs D=1 (and W).
+``stale_response``
+    A walk's response in or after the ack cycle of an invalidation applied after the walk's
+    first PTE read: the RTL must restart such a walk from the root.  (A walk's memory
+    requests may hold several complete walks, each but the last cut short by an
+    invalidation applied while it was in flight; the last is replayed and judged.)
 ``lost_update``
     A hardware WRITE overwrote a value other than the one that core last read from that
     address (a software change was lost: a stale PTE written back).
@@ -232,7 +239,8 @@ class MmuScoreboard:
         self._last_read: dict[tuple[int, int], int] = {}
         self.events = {c: {k: 0 for k in ("requests", "hits", "walk_responses", "walks",
                                           "a_sets", "d_sets", "cas_retries", "invals",
-                                          "faults", "squashable", "walk_span")}
+                                          "faults", "squashable", "walk_span",
+                                          "restarts")}
                        for c in range(ncores)}
         self.responses = 0
         self._pending_invals: dict[int, list[InvalTxn]] = {}
@@ -247,11 +255,6 @@ class MmuScoreboard:
 
     def kinds(self) -> set[str]:
         return {v.kind for v in self.violations}
-
-    def _live(self, core: int, t0: int, t1: int) -> list[CachedEntry]:
-        """Entries of ``core`` live at some edge in [t0, t1]."""
-        return [e for e in self.entries[core]
-                if e.add_cycle <= t1 and (e.remove_cycle is None or e.remove_cycle >= t0)]
 
     # --- CPU responses ----------------------------------------------------------------------
 
@@ -281,8 +284,12 @@ class MmuScoreboard:
             self.fail("stale_hit", t.resp_cycle,
                       f"{t.describe()}: a TLB hit translated a non-canonical address")
             return
-        cands = [e for e in self._live(t.core, t.req_cycle, t.resp_cycle)
-                 if e.covers(t.vaddr) and (e.g or e.asid == asid)]
+        # The entry must be live when the response leaves: from the ack cycle of the
+        # invalidation that removed it on, no response may come from it.
+        cands = [e for e in self.entries[t.core]
+                 if e.add_cycle <= t.resp_cycle
+                 and (e.remove_cycle is None or e.remove_cycle > t.resp_cycle)
+                 and e.covers(t.vaddr) and (e.g or e.asid == asid)]
         level = None
         for e in cands:
             perm_ok = check_perm(e.pte & PERM_MASK, t.op, user=t.user, sum=t.sum)
@@ -314,9 +321,12 @@ class MmuScoreboard:
                              page=_PAGE_NAMES[level] if level is not None else "none",
                              fault=FaultKind(t.fault).name if t.fault != FaultKind.MISS else "PAGE")
 
-    def _check_walk(self, t: CpuTxn, new: list[MemTxn]) -> None:
-        ev = self.events[t.core]
-        it = iter(new)
+    def _replay(self, t: CpuTxn, txns: list[MemTxn]):
+        """Replay one golden walk of ``t`` over the RTL's memory transactions ``txns``.
+
+        Returns ``(res, consumed, problems)``: the golden result (None when the RTL's requests
+        left the walk's path), the transactions the walk consumed, and what disagreed."""
+        it = iter(txns)
         consumed: list[MemTxn] = []
         problems: list[str] = []
 
@@ -377,11 +387,43 @@ class MmuScoreboard:
             pass
         except RuntimeError as exc:          # CAS livelock in the golden model
             problems.append(str(exc))
+        return res, consumed, problems
+
+    def _applied(self, core: int, after: int, upto: int) -> list[InvalTxn]:
+        """Invalidations of ``core`` applied at an edge in (after, upto]."""
+        return [inv for inv in self.invals[core] + self._pending_invals.get(core, [])
+                if after < inv.req_cycle <= upto]
+
+    def _check_walk(self, t: CpuTxn, new: list[MemTxn]) -> None:
+        """A walk's response.  The RTL restarts a walk from the root when an invalidation is
+        applied while it is in flight, so ``new`` is one or more complete walks: each but the
+        last must have had an invalidation applied during it, and the last must have read
+        every PTE after every invalidation acknowledged by the response (``stale_response``).
+        """
+        ev = self.events[t.core]
+        walks: list[tuple[WalkResult, list[MemTxn]]] = []
+        rest = new
+        problems: list[str] = []
+        res: Optional[WalkResult] = None
+        after = t.req_cycle                 # the walk began after this edge
+        while True:
+            res, consumed, problems = self._replay(t, rest)
+            if res is not None:
+                walks.append((res, consumed))
+            if res is None or problems:
+                break
+            rest = rest[len(consumed):]
+            if not rest:
+                break
+            # More requests: a restart, legal only if an invalidation was applied while that
+            # walk was in flight (at the latest two edges before the next walk's first request).
+            if not consumed or not self._applied(t.core, after, rest[0].req_cycle - 2):
+                problems.append(f"the RTL made {len(rest)} memory request(s) the golden walk "
+                                f"does not make, first {rest[0].describe()}, and no "
+                                f"invalidation was applied during the walk before them")
+                break
+            after = consumed[-1].resp_cycle
         if res is not None:
-            extra = new[len(consumed):]
-            if extra:
-                problems.append(f"the RTL made {len(extra)} memory request(s) the golden walk "
-                                f"does not make, first {extra[0].describe()}")
             exp_fault = res.fault
             if FaultKind(t.fault) != exp_fault:
                 problems.append(f"fault {FaultKind(t.fault).name}, golden walk "
@@ -398,13 +440,27 @@ class MmuScoreboard:
             if not agree:
                 return
         assert res is not None
+        last = walks[-1][1]
+        walk_start = last[0].req_cycle if last else t.req_cycle
+        if last:
+            # From the ack on, no response derived from a PTE read older than the
+            # invalidation: one applied after the walk's first read and acknowledged by the
+            # response cycle must have restarted it.
+            older = self._applied(t.core, walk_start, t.resp_cycle - 1)
+            if older:
+                reads = "; ".join(m.describe() for m in last[:4])
+                self.fail("stale_response", t.resp_cycle,
+                          f"{t.describe()}: answered from PTEs read before "
+                          f"{older[0].describe()}, acknowledged by the response cycle "
+                          f"(the walk should have restarted): [{reads}]")
         ev["walks"] += 1
-        ev["cas_retries"] += res.cas_retries
-        ev["a_sets"] += int(res.a_set)
-        ev["d_sets"] += int(res.d_set)
+        ev["restarts"] += len(walks) - 1
+        for r, _ in walks:
+            ev["cas_retries"] += r.cas_retries
+            ev["a_sets"] += int(r.a_set)
+            ev["d_sets"] += int(r.d_set)
         if res.fault != FaultKind.NONE:
             ev["faults"] += 1
-        walk_start = new[0].req_cycle if new else t.req_cycle
         during = [inv for inv in self.invals[t.core]
                   if walk_start < inv.req_cycle <= t.resp_cycle]
         pending = [inv for inv in self._pending_invals.get(t.core, [])
@@ -521,30 +577,41 @@ class MmuScoreboard:
         """Compare the core's perf counters with the events the testbench saw.
 
         Exact: ``lookups`` (every request), ``hits`` (responses with hit=1), ``misses`` and
-        ``walks`` (responses with hit=0), ``a_sets``/``d_sets`` (successful CASes that set
-        A/D), ``cas_retries`` (failed CASes), ``invals`` (acks).  Bounded: ``walk_cycles``
-        between the number of walks and the summed request-to-response spans of the walks;
-        ``squashed`` at least the walks whose fill the scoreboard knows had to be dropped.
+        ``misses`` (responses with hit=0), ``a_sets``/``d_sets`` (successful CASes that set
+        A/D), ``cas_retries`` (failed CASes), ``invals`` (acks).  Bounded: ``walks`` between
+        the walk responses plus the restarts seen in the memory log and the walk responses plus
+        ``squashed`` (a restart of a walk that made no memory request leaves no trace);
+        ``walk_cycles`` between the number of walks and the summed request-to-response spans
+        of the walks; ``squashed`` at least the restarts seen and the walks whose fill the
+        scoreboard knows had to be dropped.
         """
         ev = self.events[core]
         expect = {"lookups": ev["requests"], "hits": ev["hits"],
-                  "misses": ev["walk_responses"], "walks": ev["walk_responses"],
+                  "misses": ev["walk_responses"],
                   "a_sets": ev["a_sets"], "d_sets": ev["d_sets"],
                   "cas_retries": ev["cas_retries"], "invals": ev["invals"]}
         for name, want in expect.items():
             if name in counters and counters[name] != want:
                 self.fail("perf", -1, f"core{core} perf counter {name} is {counters[name]}, "
                                       f"the testbench saw {want}")
+        if "walks" in counters:
+            lo = ev["walk_responses"] + ev["restarts"]
+            hi = ev["walk_responses"] + counters.get("squashed", ev["restarts"])
+            if not lo <= counters["walks"] <= hi:
+                self.fail("perf", -1, f"core{core} perf counter walks is {counters['walks']}, "
+                                      f"outside [{lo}, {hi}] (walk responses plus the restarts "
+                                      f"seen, plus perf.squashed)")
         if "walk_cycles" in counters:
             lo, hi = ev["walk_responses"], ev["walk_span"]
             if not lo <= counters["walk_cycles"] <= hi:
                 self.fail("perf", -1, f"core{core} perf counter walk_cycles is "
                                       f"{counters['walk_cycles']}, outside [{lo}, {hi}] (walks, "
                                       f"summed request-to-response cycles of the walks)")
-        if "squashed" in counters and counters["squashed"] < ev["squashable"]:
+        floor = max(ev["squashable"], ev["restarts"])
+        if "squashed" in counters and counters["squashed"] < floor:
             self.fail("perf", -1, f"core{core} perf counter squashed is "
-                                  f"{counters['squashed']}, less than the {ev['squashable']} "
-                                  f"walks whose fill had to be dropped")
+                                  f"{counters['squashed']}, less than the {floor} walks an "
+                                  f"invalidation had to restart or whose fill it had to drop")
 
     def summary(self) -> dict:
         return {"responses": self.responses,

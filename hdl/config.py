@@ -32,7 +32,7 @@ _SIZE_REASON = "TLB entries are registers compared in parallel; larger arrays ta
                "to export and build"
 
 # Bump when the generated hardware changes in a way the parameters do not capture.
-HDL_REVISION = 1
+HDL_REVISION = 2
 
 
 def _check_int(name, value, minimum=1, maximum=None, reason=_SIZE_REASON):
@@ -138,6 +138,12 @@ class MmuConfig:
         ``"round_robin"`` or ``"fixed"`` (core 0 first) for the MemArbiter.
     quirk_plain_ad_write, quirk_fill_after_inval, quirk_ad_on_nonpresent : bool
         Hardware bugs re-introduced on purpose (off by default).
+    quirk_walk_answer_after_inval : bool
+        A walk in flight when an invalidation is applied answers after the ack with what it
+        read before (its fill is dropped, it is not restarted).
+    quirk_inval_clear_late : bool
+        The cores' and the device's TLBs clear invalidated entries one cycle after the ack
+        cycle (a request accepted in the ack cycle hits one).
     """
     ncores: int = 2
     tlb_entries: int = 8
@@ -151,6 +157,8 @@ class MmuConfig:
     quirk_plain_ad_write: bool = False
     quirk_fill_after_inval: bool = False
     quirk_ad_on_nonpresent: bool = False
+    quirk_walk_answer_after_inval: bool = False
+    quirk_inval_clear_late: bool = False
 
     def __post_init__(self):
         _check_int("ncores", self.ncores, maximum=MAX_CORES,

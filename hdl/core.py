@@ -11,7 +11,7 @@ from pyrmap.arch import CORE_COUNTERS
 from .config import check_asid_bits
 from .layouts import (PA_WIDTH, PPN_WIDTH, VA_WIDTH, AccessType, FaultKind, inval_signature,
                       mem_signature, perf_signature, tlb_entry_value)
-from .tlb import Tlb
+from .tlb import Tlb, connect_inval
 from .walker import PageWalker, leaf_paddr, sv39_permits, va_canonical
 
 __all__ = ["CoreMmu", "CORE_COUNTERS", "cpu_req_signature", "cpu_resp_signature"]
@@ -32,17 +32,21 @@ def cpu_resp_signature():
 class CoreMmu(wiring.Component):
     """The MMU of one core (ports as ``cpu{i}__…`` in hdl/PORTS.md).
 
-    A request is accepted while idle (``req.ready``).  It hits when a TLB entry maps (vaddr,
-    asid), the VA is canonical, the entry grants the access (R/W/X, U/SUM), has A=1 and, for a
-    store, D=1: then ``resp`` pulses the next cycle with ``hit=1``.  Otherwise a matching entry is
-    dropped and the walker runs; ``resp`` pulses when it finishes, and a successful walk fills the
-    TLB unless an invalidation was applied while it was in flight (its fill is *squashed*, the
-    response is still returned).
+    A request is accepted while idle (``req.ready``) and no invalidation is being applied.  It
+    hits when a TLB entry maps (vaddr, asid), the VA is canonical, the entry grants the access
+    (R/W/X, U/SUM), has A=1 and, for a store, D=1: then ``resp`` pulses the next cycle with
+    ``hit=1``.  Otherwise a matching entry is dropped and the walker runs; ``resp`` pulses when
+    it finishes, and a successful walk fills the TLB.
 
     The invalidation port applies a request in the cycle it sees ``valid`` (and did not just
-    acknowledge one); ``ack`` pulses the next cycle, when every matching entry is gone and every
-    walk in flight is marked squashed, including one finishing in the very cycle the request
-    was applied.
+    acknowledge one); ``ack`` pulses the next cycle.  The guarantee, from the ack cycle on:
+    no matching entry exists (a request accepted in the ack cycle cannot hit one), and no
+    response leaves ``resp`` that was derived from a PTE read or a TLB entry older than the
+    invalidation.  The core keeps it by itself: it accepts no request in the cycle an
+    invalidation is applied (its lookup would see the entries before the clear), and a walk
+    that was in flight when an invalidation was applied, including one finishing in that very
+    cycle, neither fills nor answers: it is restarted from the root (``perf.squashed``), so its
+    response comes from PTEs read after the invalidation.
 
     Parameters
     ----------
@@ -51,8 +55,16 @@ class CoreMmu(wiring.Component):
     svadu, quirk_plain_ad_write, quirk_ad_on_nonpresent
         See :class:`hdl.walker.PageWalker`.
     quirk_fill_after_inval : bool
-        Bug: walks in flight are not squashed; their fill lands after the invalidation was
-        acknowledged (and wins over an invalidation in the same cycle).
+        Bug: walks in flight are neither restarted nor squashed; their fill lands after the
+        invalidation was acknowledged (and wins over an invalidation in the same cycle), and
+        their response leaves the port.
+    quirk_walk_answer_after_inval : bool
+        Bug: a walk in flight when an invalidation is applied is not restarted; its fill is
+        dropped but its response, derived from PTEs read before the invalidation, leaves the
+        port after the ack (the requester would have to re-execute the access).
+    quirk_inval_clear_late : bool
+        Bug: matching entries are cleared one cycle after the ack cycle, so a request
+        accepted in the ack cycle hits an invalidated entry.
 
     Members
     -------
@@ -68,24 +80,30 @@ class CoreMmu(wiring.Component):
         The walker's memory port.
     perf : Out
         32-bit counters ``CORE_COUNTERS``: ``lookups`` (requests), ``hits`` (served from the
-        TLB), ``misses`` (requests that walked), ``walks``, ``walk_cycles`` (cycles a walk was
-        pending), ``a_sets``/``d_sets`` (updates that set A/D), ``cas_retries``, ``invals``
-        (requests applied), ``squashed`` (walks whose fill an invalidation suppressed).
+        TLB), ``misses`` (requests that walked), ``walks`` (walks started, restarts included),
+        ``walk_cycles`` (cycles a walk was pending), ``a_sets``/``d_sets`` (updates that set
+        A/D), ``cas_retries``, ``invals`` (requests applied), ``squashed`` (walks an
+        invalidation discarded and restarted).
     """
 
     def __init__(self, *, tlb_entries=8, tlb_ways=None, replacement="plru", superpage_entries=4,
                  asid_bits=9, svadu=True, quirk_plain_ad_write=False,
-                 quirk_fill_after_inval=False, quirk_ad_on_nonpresent=False):
+                 quirk_fill_after_inval=False, quirk_ad_on_nonpresent=False,
+                 quirk_walk_answer_after_inval=False, quirk_inval_clear_late=False):
         check_asid_bits(asid_bits)
-        if not isinstance(quirk_fill_after_inval, bool):
-            raise TypeError(f"quirk_fill_after_inval must be a bool, not "
-                            f"{quirk_fill_after_inval!r}")
+        for name, value in (("quirk_fill_after_inval", quirk_fill_after_inval),
+                            ("quirk_walk_answer_after_inval", quirk_walk_answer_after_inval),
+                            ("quirk_inval_clear_late", quirk_inval_clear_late)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be a bool, not {value!r}")
         self.tlb = Tlb(entries=tlb_entries, ways=tlb_ways, replacement=replacement,
                        superpage_entries=superpage_entries, asid_bits=asid_bits)
         self.walker = PageWalker(svadu=svadu, quirk_plain_ad_write=quirk_plain_ad_write,
                                  quirk_ad_on_nonpresent=quirk_ad_on_nonpresent)
         self.asid_bits = asid_bits
         self.quirk_fill_after_inval = quirk_fill_after_inval
+        self.quirk_walk_answer_after_inval = quirk_walk_answer_after_inval
+        self.quirk_inval_clear_late = quirk_inval_clear_late
         super().__init__({
             "req": In(cpu_req_signature(asid_bits)),
             "resp": Out(cpu_resp_signature()),
@@ -105,15 +123,9 @@ class CoreMmu(wiring.Component):
         # --- invalidation -------------------------------------------------------------------
         ack = Signal()
         apply = Signal()
-        m.d.comb += [
-            apply.eq(iv.valid & ~ack),
-            iv.ack.eq(ack),
-            tlb.inval.valid.eq(apply),
-            tlb.inval.kind.eq(iv.kind),
-            tlb.inval.vpn.eq(iv.vaddr[12:39]),
-            tlb.inval.asid.eq(iv.asid),
-        ]
+        m.d.comb += [apply.eq(iv.valid & ~ack), iv.ack.eq(ack)]
         m.d.sync += ack.eq(apply)
+        connect_inval(m, tlb.inval, iv, apply, late=self.quirk_inval_clear_late)
         with m.If(apply):
             m.d.sync += perf.invals.eq(perf.invals + 1)
 
@@ -127,6 +139,8 @@ class CoreMmu(wiring.Component):
         squashed = Signal()   # an invalidation was applied while this walk was in flight
 
         m.d.sync += resp.valid.eq(0)
+        with m.If(apply):
+            m.d.sync += squashed.eq(1)      # the FSM clears it when a walk (re)starts
 
         e = tlb.lookup.entry
         hit_ok = (tlb.lookup.hit & va_canonical(req.vaddr) & e.a
@@ -143,10 +157,14 @@ class CoreMmu(wiring.Component):
             walker.start.root.eq(root),
         ]
 
+        restart = not (self.quirk_fill_after_inval or self.quirk_walk_answer_after_inval)
+
         with m.FSM(name="core"):
             with m.State("IDLE"):
-                m.d.comb += req.ready.eq(1)
-                with m.If(req.valid):
+                # No request in the cycle an invalidation is applied: its lookup would see
+                # the entries the invalidation is clearing.
+                m.d.comb += req.ready.eq(~apply)
+                with m.If(req.valid & ~apply):
                     m.d.comb += [tlb.lookup.valid.eq(1), tlb.lookup.touch.eq(1)]
                     m.d.sync += perf.lookups.eq(perf.lookups + 1)
                     with m.If(hit_ok):
@@ -164,13 +182,15 @@ class CoreMmu(wiring.Component):
                         m.d.sync += [
                             vaddr.eq(req.vaddr), op.eq(req.op), user.eq(req.user),
                             sum_.eq(req.sum), asid.eq(req.asid), root.eq(req.root),
-                            squashed.eq(apply),
                             perf.misses.eq(perf.misses + 1),
                         ]
                         m.next = "WALK_START"
 
             with m.State("WALK_START"):
+                # The walk reads nothing before the next cycle: an invalidation applied now
+                # or earlier is older than all of its reads.
                 m.d.comb += walker.start.valid.eq(1)
+                m.d.sync += squashed.eq(0)
                 m.d.sync += perf.walk_cycles.eq(perf.walk_cycles + 1)
                 with m.If(walker.start.ready):
                     m.d.sync += perf.walks.eq(perf.walks + 1)
@@ -179,27 +199,27 @@ class CoreMmu(wiring.Component):
             with m.State("WALK"):
                 m.d.sync += perf.walk_cycles.eq(perf.walk_cycles + 1)
                 with m.If(walker.done.valid):
-                    pte = walker.done.pte
                     killed = squashed | apply
-                    m.d.sync += [
-                        resp.valid.eq(1),
-                        resp.hit.eq(0),
-                        resp.fault.eq(walker.done.fault),
-                        resp.paddr.eq(walker.done.paddr),
-                    ]
                     install = walker.done.fault == FaultKind.NONE
                     if not self.quirk_fill_after_inval:
                         install = install & ~killed
                         with m.If(killed):
                             m.d.sync += perf.squashed.eq(perf.squashed + 1)
-                    m.d.comb += [
-                        tlb.fill.valid.eq(install),
-                        tlb.fill.replace.eq(1),
-                    ]
-                    m.next = "IDLE"
-
-        with m.If(apply):
-            m.d.sync += squashed.eq(1)
+                    m.d.comb += [tlb.fill.valid.eq(install), tlb.fill.replace.eq(1)]
+                    answer = [resp.valid.eq(1), resp.hit.eq(0),
+                              resp.fault.eq(walker.done.fault),
+                              resp.paddr.eq(walker.done.paddr)]
+                    if restart:
+                        with m.If(killed):
+                            # Read before the invalidation: walk again from the root; the
+                            # new walk's reads all come after it.
+                            m.next = "WALK_START"
+                        with m.Else():
+                            m.d.sync += answer
+                            m.next = "IDLE"
+                    else:
+                        m.d.sync += answer
+                        m.next = "IDLE"
 
         # The fill entry, as one continuous assignment (see layouts.tlb_entry_value).
         pte = walker.done.pte

@@ -11,7 +11,7 @@ from pyrmap.arch import DEVICE_COUNTERS
 from .config import check_asid_bits, check_device_entries
 from .layouts import (PA_WIDTH, PPN_WIDTH, VA_WIDTH, AccessType, FaultKind, inval_signature,
                       perf_signature)
-from .tlb import Tlb
+from .tlb import Tlb, connect_inval
 from .walker import leaf_paddr, va_canonical
 
 __all__ = ["DeviceMmu", "DEVICE_COUNTERS"]
@@ -37,7 +37,9 @@ class DeviceMmu(wiring.Component):
       ``g``.  Not accepted in a cycle where an invalidation is applied.
     * ``young``: hold ``valid``; ``ack`` pulses with ``young`` = the bit's old value (0 when no
       entry maps it), and the bit is cleared.
-    * ``inval``: as :class:`hdl.core.CoreMmu`'s.
+    * ``inval``: as :class:`hdl.core.CoreMmu`'s: no request is accepted in the cycle an
+      invalidation is applied, so from the ack cycle on no response comes from an entry it
+      removed.
 
     Parameters
     ----------
@@ -47,11 +49,19 @@ class DeviceMmu(wiring.Component):
         ``"plru"`` (what :class:`hdl.top.Top` uses, as the golden model's DeviceTlb does),
         ``"random"`` or ``"fifo"``.
     asid_bits : int
+    quirk_inval_clear_late : bool
+        Bug: matching entries are cleared one cycle after the ack cycle (see
+        :func:`hdl.tlb.connect_inval`).
     """
 
-    def __init__(self, *, entries=8, replacement="plru", asid_bits=9):
+    def __init__(self, *, entries=8, replacement="plru", asid_bits=9,
+                 quirk_inval_clear_late=False):
         check_device_entries(entries, "entries")
         check_asid_bits(asid_bits)
+        if not isinstance(quirk_inval_clear_late, bool):
+            raise TypeError(f"quirk_inval_clear_late must be a bool, not "
+                            f"{quirk_inval_clear_late!r}")
+        self.quirk_inval_clear_late = quirk_inval_clear_late
         self.tlb = Tlb(entries=entries, ways=entries, replacement=replacement,
                        asid_bits=asid_bits)
         aw = max(asid_bits, 1)
@@ -85,15 +95,9 @@ class DeviceMmu(wiring.Component):
         ack = Signal()
         apply = Signal()
         fill_pending = Signal()   # second cycle of a fill: the write, after the drop
-        m.d.comb += [
-            apply.eq(iv.valid & ~ack & ~fill_pending),
-            iv.ack.eq(ack),
-            tlb.inval.valid.eq(apply),
-            tlb.inval.kind.eq(iv.kind),
-            tlb.inval.vpn.eq(iv.vaddr[12:39]),
-            tlb.inval.asid.eq(iv.asid),
-        ]
+        m.d.comb += [apply.eq(iv.valid & ~ack & ~fill_pending), iv.ack.eq(ack)]
         m.d.sync += ack.eq(apply)
+        connect_inval(m, tlb.inval, iv, apply, late=self.quirk_inval_clear_late)
         with m.If(apply):
             m.d.sync += perf.invals.eq(perf.invals + 1)
 
@@ -105,7 +109,9 @@ class DeviceMmu(wiring.Component):
         m.d.comb += [
             use_young.eq(young.valid & ~young_ack & ~fill_pending),
             use_fill.eq(~use_young & fill.valid & ~apply & ~fill_pending),
-            use_req.eq(~use_young & ~use_fill & ~fill_pending),
+            # no request in the cycle an invalidation is applied (its lookup would see the
+            # entries being cleared)
+            use_req.eq(~use_young & ~use_fill & ~fill_pending & ~apply),
             req.ready.eq(use_req),
             fill.ready.eq(use_fill),
             young.ack.eq(young_ack),

@@ -13,6 +13,7 @@ designs can be compared.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -23,7 +24,9 @@ from .config import ARBITRATIONS, REPLACEMENTS, MmuConfig
 
 __all__ = ["verilog_text", "export", "yosys_stat", "main", "QUIRKS"]
 
-QUIRKS = ("plain_ad_write", "fill_after_inval", "ad_on_nonpresent")
+#: The hardware quirks (``--quirk NAME`` switches ``MmuConfig.quirk_NAME``).
+QUIRKS = tuple(f.name.removeprefix("quirk_") for f in dataclasses.fields(MmuConfig)
+               if f.name.startswith("quirk_"))
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "sim_build"
 
 

@@ -16,7 +16,7 @@ from pyrmap.replacement import REPLACEMENT_POLICIES, gateware
 from .config import check_asid_bits, check_tlb_geometry
 from .layouts import VPN_WIDTH, InvalKind, tlb_entry_layout, tlb_entry_value
 
-__all__ = ["Tlb", "vpn_match", "LFSR_TAPS"]
+__all__ = ["Tlb", "vpn_match", "connect_inval", "LFSR_TAPS"]
 
 LFSR_TAPS = 0xB400  # x^16 + x^14 + x^13 + x^11 + 1, Galois form, maximal length
 
@@ -27,6 +27,28 @@ def vpn_match(entry, vpn):
     mid = entry.vpn[9:18] == vpn[9:18]
     lo = entry.vpn[0:9] == vpn[0:9]
     return hi & ((entry.level == 2) | (mid & ((entry.level == 1) | lo)))
+
+
+def connect_inval(m, tlb_inval, port, apply, *, late=False):
+    """Drive a :class:`Tlb`'s ``inval`` from an invalidation port (``inval_signature``).
+
+    The request is applied in the cycle ``apply`` is high, so its matching entries are gone
+    at the edge that raises the port's ``ack``.  ``late`` models the bug where they are
+    cleared one cycle later, at the end of the ack cycle: a lookup in the ack cycle still
+    finds them.
+    """
+    if not late:
+        m.d.comb += [tlb_inval.valid.eq(apply), tlb_inval.kind.eq(port.kind),
+                     tlb_inval.vpn.eq(port.vaddr[12:39]), tlb_inval.asid.eq(port.asid)]
+        return
+    valid = Signal(name="inval_late_valid")
+    kind = Signal.like(tlb_inval.kind, name="inval_late_kind")
+    vpn = Signal.like(tlb_inval.vpn, name="inval_late_vpn")
+    asid = Signal.like(tlb_inval.asid, name="inval_late_asid")
+    m.d.sync += [valid.eq(apply), kind.eq(port.kind), vpn.eq(port.vaddr[12:39]),
+                 asid.eq(port.asid)]
+    m.d.comb += [tlb_inval.valid.eq(valid), tlb_inval.kind.eq(kind), tlb_inval.vpn.eq(vpn),
+                 tlb_inval.asid.eq(asid)]
 
 
 def _log2(n):

@@ -58,10 +58,13 @@ class Top(wiring.Component):
                     superpage_entries=c.superpage_entries, asid_bits=c.asid_bits,
                     svadu=c.svadu, quirk_plain_ad_write=c.quirk_plain_ad_write,
                     quirk_fill_after_inval=c.quirk_fill_after_inval,
-                    quirk_ad_on_nonpresent=c.quirk_ad_on_nonpresent)
+                    quirk_ad_on_nonpresent=c.quirk_ad_on_nonpresent,
+                    quirk_walk_answer_after_inval=c.quirk_walk_answer_after_inval,
+                    quirk_inval_clear_late=c.quirk_inval_clear_late)
             for _ in range(c.ncores)]
         self.device = DeviceMmu(entries=c.dev_entries, replacement="plru",
-                                asid_bits=c.asid_bits)
+                                asid_bits=c.asid_bits,
+                                quirk_inval_clear_late=c.quirk_inval_clear_late)
         self.arbiter = MemArbiter(c.ncores, arbitration=c.arbitration)
         members = {f"cpu{i}": Out(_core_signature(c.asid_bits)) for i in range(c.ncores)}
         members["mem"] = Out(mem_signature(src=True))

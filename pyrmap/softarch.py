@@ -697,7 +697,7 @@ class SoftArch(Arch):
 
     def inval(self, core: int, kind: InvalKind, vaddr: int = 0, asid: int = 0) -> int:
         """One invalidation request on ``core`` (an SFENCE.VMA of ``kind``); returns the number
-        of entries removed.  Walks are atomic here, so none is ever squashed."""
+        of entries removed.  Walks are atomic here, so none is ever restarted."""
         c = self._core(core)
         kind = InvalKind(kind)
         with self._atomic:

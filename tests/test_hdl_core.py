@@ -224,17 +224,24 @@ def test_inval_kinds(kind, va, asid, ways):
 
 # --- invalidation racing a walk --------------------------------------------------------------
 
-def _race_sweep(offsets, quirk=False, latency=3):
-    """For each offset: start a walk, raise an invalidation of its page ``offset`` cycles after
-    the request; record what the TLB holds right after the ack and a few cycles later, and
-    whether the invalidation was applied in the walk's last cycle.  One simulation."""
-    dut, mem, pt = make(latency=latency, quirk_fill_after_inval=quirk)
-    pt.map(0x7000, 0x99, flags=RWU | A | D)
+OLD_PPN, NEW_PPN = 0x99, 0x98
+
+
+def _race_sweep(offsets, latency=3, **quirks):
+    """For each offset: start a walk of 0x7000 (mapped to OLD_PPN) and, ``offset`` cycles after
+    the request, remap the page to NEW_PPN and raise an invalidation of it (software changes
+    the PTE, then invalidates).  Records the response and its cycle, the ack cycle, what the
+    TLB holds right after the ack and a few cycles later, and whether the invalidation was
+    applied in the walk's last cycle.  One simulation."""
+    dut, mem, pt = make(latency=latency, **quirks)
+    leaf = pt.map(0x7000, OLD_PPN, flags=RWU | A | D)
+    old, new = mem.read(leaf), P.pfn_pte(NEW_PPN, RWU | A | D)
     results = {}
 
     async def bench(ctx):
         req, iv = dut.req, dut.inval
         for offset in offsets:
+            mem.write(leaf, old)
             await inval(ctx, iv, InvalKind.ALL)
             out = {"same_cycle": False}
             for name, val in dict(vaddr=0x7000, op=LOAD, user=1, sum=0, asid=3,
@@ -247,6 +254,7 @@ def _race_sweep(offsets, quirk=False, latency=3):
             cycle, accepted, state = 0, False, 0
             while "resp" not in out or state < 2:
                 if cycle == offset and state == 0:
+                    mem.write(leaf, new)
                     ctx.set(iv.valid, 1)
                     state = 1
                 _, _, ready, rv, fault, paddr, apply, done, ack = await ctx.tick().sample(
@@ -257,11 +265,13 @@ def _race_sweep(offsets, quirk=False, latency=3):
                     ctx.set(req.valid, 0)
                 if rv:
                     out["resp"] = (fault, paddr)
+                    out["resp_cycle"] = cycle
                 if state == 1 and apply and done:
                     out["same_cycle"] = True
                 if state == 1 and ack:
                     ctx.set(iv.valid, 0)
                     state = 2
+                    out["ack_cycle"] = cycle
                     out["after_ack"] = tlb_entries(ctx, dut.tlb, 9)
                 cycle += 1
             await ctx.tick().repeat(8)
@@ -273,23 +283,40 @@ def _race_sweep(offsets, quirk=False, latency=3):
     return results
 
 
-def test_inval_racing_walk_is_squashed():
+def _stale(out):
+    """What of the old mapping survived the ack: a response in or after the ack cycle, or a
+    TLB entry right after the ack or later."""
+    bad = []
+    if out["resp_cycle"] >= out["ack_cycle"] and out["resp"] != (FaultKind.NONE,
+                                                                 NEW_PPN << 12):
+        bad.append(f"response {out['resp']} in cycle {out['resp_cycle']}, ack in cycle "
+                   f"{out['ack_cycle']}")
+    bad += [f"entry {e}" for e in out["after_ack"] + out["later"] if e.ppn != NEW_PPN]
+    return bad
+
+
+def test_inval_racing_walk_restarts_it():
     res = _race_sweep(range(0, 18))
     for offset, out in res.items():
-        assert out["after_ack"] == [] and out["later"] == [], f"offset {offset}"
-        assert out["resp"] == (FaultKind.NONE, 0x99000), f"offset {offset}"
+        assert _stale(out) == [], f"offset {offset}"
+        assert out["resp"][0] == FaultKind.NONE, f"offset {offset}"
     assert any(out["same_cycle"] for out in res.values()), \
-        "no offset put the invalidation on the fill cycle"
+        "no offset put the invalidation on the walk's last cycle"
+    assert any(out["resp_cycle"] > out["ack_cycle"] for out in res.values()), \
+        "no offset had a walk in flight at the ack"
     assert res[17]["squashed"] > 0
 
 
-def test_quirk_fill_after_inval_leaves_stale_entry():
+@pytest.mark.parametrize("quirk,what", [("quirk_fill_after_inval", "entry"),
+                                        ("quirk_walk_answer_after_inval", "response")])
+def test_quirks_let_the_old_mapping_survive_the_ack(quirk, what):
     offsets = range(0, 18)
-    buggy = _race_sweep(offsets, quirk=True)
-    stale = [off for off, out in buggy.items() if out["later"]]
-    assert stale, "with the quirk an in-flight walk must be able to fill after the ack"
-    fixed = _race_sweep(stale, quirk=False)
-    assert [off for off, out in fixed.items() if out["later"]] == []
+    buggy = _race_sweep(offsets, **{quirk: True})
+    stale = {off: _stale(out) for off, out in buggy.items() if _stale(out)}
+    assert stale, f"with {quirk} an in-flight walk must be able to outlive the ack"
+    assert any(b.startswith(what) for bad in stale.values() for b in bad), stale
+    fixed = _race_sweep(sorted(stale))
+    assert {off: _stale(out) for off, out in fixed.items() if _stale(out)} == {}
 
 
 # --- lockstep with the golden model (SoftArch) ----------------------------------------------

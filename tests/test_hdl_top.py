@@ -223,13 +223,18 @@ def test_top_device_and_inval():
 
 
 @pytest.mark.parametrize("quirk", ["quirk_plain_ad_write", "quirk_ad_on_nonpresent",
-                                   "quirk_fill_after_inval"])
+                                   "quirk_fill_after_inval", "quirk_walk_answer_after_inval",
+                                   "quirk_inval_clear_late"])
 def test_top_passes_quirks_down(quirk):
     top = Top(**{quirk: True})
     for core in top.cores:
-        flags = (core.quirk_fill_after_inval, core.walker.quirk_plain_ad_write,
-                 core.walker.quirk_ad_on_nonpresent)
-        assert sum(flags) == 1
+        flags = {"quirk_fill_after_inval": core.quirk_fill_after_inval,
+                 "quirk_plain_ad_write": core.walker.quirk_plain_ad_write,
+                 "quirk_ad_on_nonpresent": core.walker.quirk_ad_on_nonpresent,
+                 "quirk_walk_answer_after_inval": core.quirk_walk_answer_after_inval,
+                 "quirk_inval_clear_late": core.quirk_inval_clear_late}
+        assert [k for k, v in flags.items() if v] == [quirk]
+    assert top.device.quirk_inval_clear_late == (quirk == "quirk_inval_clear_late")
 
 
 def test_package_exports():

@@ -234,14 +234,15 @@ def _sb(mem, log):
                          initial_words=mem.words)
 
 
-def _correct_walk(log, mem, leaf, op=AccessType.LOAD, src=0):
-    """The memory transactions of a correct walk of VA (A, and D for a store, by CAS)."""
-    log.hw(src, MemOp.READ, (ROOT << 12) + ((VA >> 30) & 511) * 8)
-    log.hw(src, MemOp.READ, (L1 << 12) + ((VA >> 21) & 511) * 8)
-    old = log.hw(src, MemOp.READ, leaf).rdata
+def _correct_walk(log, mem, leaf, op=AccessType.LOAD, src=0, cycle=1):
+    """The memory transactions of a correct walk of VA (A, and D for a store, by CAS), one
+    per cycle from ``cycle``."""
+    log.hw(src, MemOp.READ, (ROOT << 12) + ((VA >> 30) & 511) * 8, cycle=cycle)
+    log.hw(src, MemOp.READ, (L1 << 12) + ((VA >> 21) & 511) * 8, cycle=cycle + 1)
+    old = log.hw(src, MemOp.READ, leaf, cycle=cycle + 2).rdata
     new = old | _PAGE_A | (_PAGE_D if op == AccessType.STORE else 0)
     if new != old:
-        log.hw(src, MemOp.CAS, leaf, wdata=new, cmp=old)
+        log.hw(src, MemOp.CAS, leaf, wdata=new, cmp=old, cycle=cycle + 3)
 
 
 def _txn(op=AccessType.LOAD, hit=False, paddr=0x1234000, fault=FaultKind.NONE, c0=0, c1=10,
@@ -293,11 +294,13 @@ def test_scoreboard_stale_hit_after_inval_ack():
     inv = InvalTxn(0, InvalKind.VA_ASID, VA, 5, 20, 22)
     sb.on_inval_request(inv)
     sb.on_inval_ack(inv)
-    sb.on_cpu(_txn(hit=True, c0=21, c1=22))        # lookup before the ack: legal
+    sb.on_cpu(_txn(hit=True, c0=20, c1=21))        # response before the ack: legal
     assert not sb.violations
-    sb.on_cpu(_txn(hit=True, c0=23, c1=24))        # after the ack: stale
+    sb.on_cpu(_txn(hit=True, c0=21, c1=22))        # response in the ack cycle: stale
     assert sb.kinds() == {"stale_hit"}
     assert "removed at cycle 22" in str(sb.violations[0])
+    sb.on_cpu(_txn(hit=True, c0=23, c1=24))        # after the ack: stale
+    assert len(sb.violations) == 2
 
 
 def test_scoreboard_inval_kinds_keep_other_entries():
@@ -329,9 +332,43 @@ def test_scoreboard_fill_of_walk_that_began_before_inval_is_illegal():
     inv = InvalTxn(0, InvalKind.ALL, 0, 0, 5, 6)   # requested during the walk, acked before
     sb.on_inval_request(inv)
     sb.on_inval_ack(inv)
-    sb.on_cpu(_txn(c0=0, c1=10))
+    sb.on_cpu(_txn(c0=0, c1=10))                   # the walk should have restarted
+    assert sb.kinds() == {"stale_response"}
+    assert "answered from PTEs read before core0 inval ALL" in str(sb.violations[0])
     sb.on_cpu(_txn(hit=True, c0=11, c1=12))        # the walk's fill must have been dropped
-    assert sb.kinds() == {"stale_hit"}
+    assert sb.kinds() == {"stale_response", "stale_hit"}
+
+
+def test_scoreboard_accepts_a_walk_restarted_by_an_invalidation():
+    mem, leaf = _tables()
+    log = _Log(mem)
+    sb = _sb(mem, log)
+    _correct_walk(log, mem, leaf, cycle=1)         # reads at cycles 1..; A set by CAS
+    inv = InvalTxn(0, InvalKind.ALL, 0, 0, 3, 4)   # applied while the walk was in flight
+    sb.on_inval_request(inv)
+    sb.on_inval_ack(inv)
+    log.sw(MemOp.WRITE, leaf, pfn_pte(0x4321, PAGE_SHARED | _PAGE_A))   # software remaps
+    _correct_walk(log, mem, leaf, cycle=8)         # the restart, from the root
+    sb.on_cpu(_txn(c0=0, c1=14, paddr=0x4321000))
+    assert not sb.violations, sb.violations
+    assert sb.events[0]["restarts"] == 1 and sb.events[0]["a_sets"] == 1
+    sb.check_counters(0, dict(lookups=1, hits=0, misses=1, walks=2, walk_cycles=12,
+                              a_sets=1, d_sets=0, cas_retries=0, invals=1, squashed=1))
+    assert not sb.violations, sb.violations
+    sb.check_counters(0, dict(lookups=1, hits=0, misses=1, walks=1, walk_cycles=12,
+                              a_sets=1, d_sets=0, cas_retries=0, invals=1, squashed=0))
+    assert sb.kinds() == {"perf"} and len(sb.violations) == 2
+
+
+def test_scoreboard_rejects_a_restart_without_an_invalidation():
+    mem, leaf = _tables()
+    log = _Log(mem)
+    sb = _sb(mem, log)
+    _correct_walk(log, mem, leaf, cycle=1)
+    _correct_walk(log, mem, leaf, cycle=8)
+    sb.on_cpu(_txn(c0=0, c1=14))
+    assert sb.kinds() == {"walk_mismatch"}
+    assert "no invalidation was applied during the walk" in str(sb.violations[0])
 
 
 def test_scoreboard_hit_on_non_canonical_address():

@@ -34,7 +34,8 @@ RACES: dict = {}
               catches("nonatomic_ptep_get_and_clear", "kernel", checker="shadow"),
               catches("quirk_plain_ad_write", "hdl", checker="shadow", also=("frame",)),
               catches("quirk_fill_after_inval", "hdl", checker="tlb"),
-              catches("quirk_ad_on_nonpresent", "hdl", checker="frame", also=("shadow",))))
+              catches("quirk_ad_on_nonpresent", "hdl", checker="frame", also=("shadow",)),
+              catches("quirk_walk_answer_after_inval", "hdl", checker="shadow")))
 async def dirty_race_scenario(dut, seed: int, p: dict, progress: Progress, out: dict):
     """reclaim's ``try_to_unmap`` against a CPU store whose walk sets D by CAS in the RTL.
 

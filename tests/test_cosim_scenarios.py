@@ -150,7 +150,8 @@ def test_quirk_fails_its_scenario_and_passes_off(quirk):
     off = _off(q)
     assert off.passed, (f"{quirk}: seed {q.seed} fails with the quirk off too:\n"
                         f"{off.report and off.report.get('violation')}\n{off.log_tail()}")
-    assert off.report["iterations"] == int(q.params(False)[0]["COSIM_STEPS"])
+    if SCENARIOS[q.scenario].steps:             # a race sweep ran all its iterations
+        assert off.report["iterations"] == int(q.params(False)[0]["COSIM_STEPS"])
 
 
 def test_quirk_table_covers_every_quirk():

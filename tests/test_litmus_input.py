@@ -66,7 +66,8 @@ BAD = [
     ("litmus T\nconfig bogus=1\n" + HEAD[9:] + "thread C0\n  r = ld x\n" + TAIL,
      "t.litmus:2: expected a valid 'config' line: Unknown parameter 'bogus'; known: ncores, "
      "tlb_entries, tlb_ways, replacement, superpage_entries, asid_bits, svadu, dev_entries, "
-     "arbitration, quirk_plain_ad_write, quirk_fill_after_inval, quirk_ad_on_nonpresent"),
+     "arbitration, quirk_plain_ad_write, quirk_fill_after_inval, quirk_ad_on_nonpresent, "
+     "quirk_walk_answer_after_inval, quirk_inval_clear_late"),
     ("litmus T\nconfig svadu=maybe\n" + HEAD[9:] + "thread C0\n  r = ld x\n" + TAIL,
      "t.litmus:2: expected a valid 'config' line: svadu must be a bool (true/false, yes/no, "
      "1/0), not 'maybe'"),

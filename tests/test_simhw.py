@@ -352,7 +352,6 @@ def test_engine_reexecutes_an_access_an_invalidation_interrupted():
     run(ft, bench)
     assert out["squashes"] > 0 and out["acks"] > 10
     assert len(out["recs"]) == 60
-    assert not any(r["hit"] for r in out["recs"])            # the TLB never kept an entry
 
 
 def test_engine_replays_a_trace_from_memory():

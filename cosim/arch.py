@@ -193,6 +193,9 @@ class CosimArch(Arch):
         #: that reuses memory for a fresh kernel sets it).
         self.history_from_seq = 0
         self._inval_locks = [CoLock() for i in range(ncores)]
+        #: Invalidation acks seen per core (the litmus bench counts the translations that
+        #: straddle one: a walk in flight across a shootdown, answered after its ack).
+        self.acks = [0] * ncores
         #: (cycle the last ack was seen, asid or None for all, va lo, va hi) per request.
         self._flush_log: list[tuple[int, Optional[int], int, int]] = []
         #: The :class:`pyrmap.checkers.Checker` that counts access checks and reports a stale
@@ -357,6 +360,7 @@ class CosimArch(Arch):
                     await RisingEdge(self.clk)
                     waited += 1
                     if int(ack.value):
+                        self.acks[core] += 1
                         self._forget(core, kind, va, asid)
                         break
                     if waited > 100_000:

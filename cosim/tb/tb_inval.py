@@ -54,7 +54,8 @@ from pyrmap.walk import sv39_walk
 
 from ..memory import Latency, MemoryResponder, cycle_now
 from ..scoreboard import CpuTxn, InvalTxn, MmuScoreboard
-from .tb_mmu import _params, _seed, read_counters, reset, write_report
+from ..dut import reset, write_report
+from .tb_mmu import _params, _seed, core_counters
 
 ROOT, L1, L0 = 1, 2, 3
 VA = 0x4020_3000
@@ -412,7 +413,7 @@ async def test_inval_timing(dut):
     responder.stop()
     sb.check_hw_writes()
     sb.check_memory(mem.words)
-    sb.check_counters(0, read_counters(dut, 0))
+    sb.check_counters(0, core_counters(dut, 0))
     kinds = sorted({k for k, _ in bench.violations} | sb.kinds())
     missing = [w for w in WHERE if not bench.where[w]]
     write_report("test_inval_timing", {

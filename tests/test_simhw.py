@@ -216,7 +216,7 @@ def fast_top():
                    latency=1, log_log2=6, wlog_log2=4)
 
 
-@pytest.mark.parametrize("mode", [Mode.UNIFORM, Mode.ZIPF, Mode.STRIDE, Mode.CHASE])
+@pytest.mark.parametrize("mode", [Mode.ZIPF, Mode.STRIDE, Mode.CHASE])
 def test_engines_translate_and_access_memory(mode):
     ft = fast_top()
     records = {0: [], 1: []}
@@ -226,7 +226,7 @@ def test_engines_translate_and_access_memory(mode):
         for k in range(2):
             t.map(BASE + k * 4096, DATA + k)
         for i in range(2):
-            configure(ctx, getattr(ft, f"eng{i}"), mode=mode, seed=3 + i, limit=150)
+            configure(ctx, getattr(ft, f"eng{i}"), mode=mode, seed=3 + i, limit=100)
             ctx.set(getattr(ft, f"eng{i}").load_seed, 1)
         await ctx.tick()
         for i in range(2):
@@ -250,7 +250,7 @@ def test_engines_translate_and_access_memory(mode):
     shadow = {}
     events = sorted(((r["done"], i, r) for i in (0, 1) for r in records[i]),
                     key=lambda e: e[0])
-    assert len(events) == 300
+    assert len(events) == 200
     for _, i, r in events:
         assert r["fault"] == FaultKind.NONE
         page = (r["va"] - BASE) >> 12

@@ -176,6 +176,9 @@ def test_readme_list_and_run_agree_on_quirks():
     list_all(listed)
     quirk_lines = "\n".join(line for line in listed.getvalue().splitlines()
                             if line.startswith(("kernel quirks", "hardware quirks")))
+    from cosim.cli import _hdl_quirks, _kernel_quirks
+    missing = set(_hdl_quirks() + _kernel_quirks()) - set(rows)
+    assert not missing, f"quirks `run --quirk` takes that the README does not list: {missing}"
     for name, where in rows.items():
         if "`cosim run --quirk`" in where:
             assert parse_args(["run", "reclaim", "--quirk", name]).quirks == [name]

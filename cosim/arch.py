@@ -12,7 +12,7 @@
 * **TLB flushes** drive ``cpu{i}__inval__*`` of every targeted core at once (``mm.cpu_vm_mask``,
   every core for ``flush_tlb_all``), hold ``valid`` until each core's ``ack`` pulse and return
   when every core acknowledged.  One round trip per flush; the cycles each took are recorded.
-* ``switch_mm`` records the satp (ASID, root PPN) a core's :class:`cosim.cpu.CpuDriver` sends
+* ``switch_mm`` records the satp (ASID, root PPN) a core's :class:`cosim.cpu.CpuRequester` sends
   with its requests; ``cpu_access`` (what the engine's ``CpuWorkload`` calls) performs one
   load or store through a core's driver; ``tlb_entries`` reads the RTL's TLB entry registers (``e<i>``, ``sp<i>``)
   through the simulator handles.
@@ -38,6 +38,8 @@ from pyrmap.arch import (ARCH_COUNTERS, CORE_COUNTERS, DEVICE_COUNTERS, Arch, In
                          PteWrite, TlbEntry)
 from pyrmap.pte import PAGE_SIZE, _PAGE_A, _PAGE_W, FaultKind, describe, pte_pfn, pte_present
 
+from .cpu import CpuRequester
+from .inval import InvalDriver
 from .ports import read_counters
 
 __all__ = ["CosimArch", "FlushRecord", "TlbReader"]
@@ -178,7 +180,7 @@ class CosimArch(Arch):
         self.clock_period_ns = clock_period_ns
         self.clk = dut.clk
         self.kernel = None                      # set by the scenario once the Kernel exists
-        #: The CPU drivers of the cores (:meth:`attach_drivers`) and the device
+        #: The CPU requesters of the cores (:meth:`attach_cpus`) and the device
         #: (:meth:`attach_device`): ``cpu_access`` and ``dev_*`` go through them.
         self.drivers: list = []
         self.device = None
@@ -192,10 +194,13 @@ class CosimArch(Arch):
         #: pte_history ignores memory transactions before this sequence number (a scenario
         #: that reuses memory for a fresh kernel sets it).
         self.history_from_seq = 0
-        self._inval_locks = [CoLock() for i in range(ncores)]
-        #: Invalidation acks seen per core (the litmus bench counts the translations that
-        #: straddle one: a walk in flight across a shootdown, answered after its ack).
-        self.acks = [0] * ncores
+        #: The invalidation port of each core (the flushes drive them; a core's
+        #: :class:`~cosim.cpu.CpuRequester` re-executes a request in flight across an ack).
+        self.invals = [InvalDriver(dut, f"cpu{i}", asid_bits=asid_bits, cycle=self.cycle)
+                       for i in range(ncores)]
+        #: The ports' locks, for another owner of the same ports (the litmus runner).
+        self._inval_locks = [d.lock for d in self.invals]
+        self._cpu_locks = [CoLock() for _ in range(ncores)]
         #: (cycle the last ack was seen, asid or None for all, va lo, va hi) per request.
         self._flush_log: list[tuple[int, Optional[int], int, int]] = []
         #: The :class:`pyrmap.checkers.Checker` that counts access checks and reports a stale
@@ -344,30 +349,9 @@ class CosimArch(Arch):
     # --- TLB flushes -----------------------------------------------------------------------
 
     async def _inval_core(self, core: int, reqs, result: dict) -> None:
-        dut = self.dut
-        port = f"cpu{core}__inval__"
-        valid = getattr(dut, port + "valid")
-        ack = getattr(dut, port + "ack")
-        async with self._inval_locks[core]:
-            start = self.cycle()
-            for kind, va, asid in reqs:
-                getattr(dut, port + "kind").value = int(kind)
-                getattr(dut, port + "vaddr").value = va & MASK64
-                getattr(dut, port + "asid").value = asid & ((1 << max(self.asid_bits, 1)) - 1)
-                valid.value = 1
-                waited = 0
-                while True:
-                    await RisingEdge(self.clk)
-                    waited += 1
-                    if int(ack.value):
-                        self.acks[core] += 1
-                        self._forget(core, kind, va, asid)
-                        break
-                    if waited > 100_000:
-                        raise TimeoutError(f"core {core} never acknowledged invalidation "
-                                           f"{InvalKind(kind).name} va=0x{va:x} asid={asid}")
-                valid.value = 0
-            result[core] = self.cycle() - start
+        def acked(kind, va, asid):
+            self._forget(core, kind, va, asid)
+        result[core] = await self.invals[core].invalidate_all(reqs, on_ack=acked)
 
     async def _flush(self, cores: tuple[int, ...], reqs) -> dict:
         result: dict[int, int] = {}
@@ -487,11 +471,31 @@ class CosimArch(Arch):
 
     # --- CPU accesses through the RTL (the engine's CpuWorkload calls these) ----------------
 
-    def attach_drivers(self, drivers) -> None:
-        """The :class:`cosim.cpu.CpuDriver` of each core (``cpu_access`` goes through them)."""
-        if len(drivers) != self.ncores:
-            raise ValueError(f"{len(drivers)} CPU drivers for {self.ncores} cores")
-        self.drivers = list(drivers)
+    def attach_cpus(self) -> None:
+        """One :class:`cosim.cpu.CpuRequester` per core (``cpu_access`` goes through them),
+        each re-executing a request in flight across an acknowledged invalidation of its
+        core."""
+        self.drivers = [CpuRequester(self.dut, i, ncores=self.ncores, cycle=self.cycle,
+                                     acks=self._acks_of(i))
+                        for i in range(self.ncores)]
+
+    def _acks_of(self, core: int):
+        port = self.invals[core]
+        return lambda: port.acks
+
+    async def _cpu_access(self, core: int, vaddr: int, op, data, user: bool, sum: bool):
+        async with self._cpu_locks[core]:
+            satp = self._satp[core]
+            if satp is None:
+                raise RuntimeError(f"Core {core} has no address space (switch_mm first)")
+            asid, root = satp
+
+            def check(r) -> None:
+                self.check_access(core, asid, root, vaddr, r.start, r.paddr)
+                self.record_fill(core, satp, vaddr, r.paddr, op)
+            return await self.drivers[core].access(vaddr, op, asid=asid, root=root,
+                                                   mem=self.mem, user=user, sum=sum,
+                                                   data=data, check=check)
 
     def cpu_access(self, core: int, vaddr: int, op, *, user: bool = True, sum: bool = False,
                    data: Optional[int] = None):
@@ -500,13 +504,13 @@ class CosimArch(Arch):
         response.  Returns a :class:`pyrmap.softarch.AccessResult`-like object with ``fault``,
         ``paddr``, ``value``, ``hit``."""
         if not self.drivers:
-            raise RuntimeError("cpu_access needs the CPU drivers (CosimArch.attach_drivers)")
+            raise RuntimeError("cpu_access needs the CPU requesters (CosimArch.attach_cpus)")
         if not 0 <= core < self.ncores:
             raise ValueError(f"Core {core} does not exist; this MMU has {self.ncores} cores")
         self.stats["cpu_access"] += 1
         if not self.env.in_host_thread():
             raise RuntimeError("cpu_access needs simulated time; call it from a host thread")
-        res = self.env.call(self.drivers[core].raw_access, vaddr, op, data, user, sum)
+        res = self.env.call(self._cpu_access, core, vaddr, op, data, user, sum)
         if self.observer is not None:
             self.notify("cpu_access", core=core, mm=self.current_mm[core], vaddr=vaddr,
                         op=op, result=res)

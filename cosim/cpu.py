@@ -1,21 +1,27 @@
-"""CpuDriver: one core's loads and stores, translated by the RTL MMU, performed on PhysMem.
+"""CpuRequester: one core's CPU port of ``hdl.top.Top`` (``cpu{i}__req``/``cpu{i}__resp``).
 
-A :class:`CpuDriver` drives ``cpu{i}__req__*`` of one core of ``hdl.top.Top`` and samples
-``cpu{i}__resp__*`` (``hdl/PORTS.md``).  For each access of its workload it
+A :class:`CpuRequester` is the one driver of a core's CPU port.  :meth:`CpuRequester.request`
+presents one translation request -- (vaddr, op, user, sum, asid, root) -- holds ``valid``
+until the edge after which ``ready`` reads 1, and returns at the response pulse
+(:class:`CpuResponse`).  :meth:`CpuRequester.access` adds what a core does with the answer:
+on ``NONE`` it performs the 8-byte load or store on the shared
+:class:`~pyrmap.physmem.PhysMem` at the translated address *in the same instant* as the
+response (no simulated time between the translation and the data access); a bus error on
+the data access is an ``ACCESS`` fault.  Fault handling is the caller's (the engine's
+:class:`pyrmap.workload.CpuWorkload` calls ``arch.cpu_access`` in a host thread, which ends
+here).
 
-1. sends (vaddr, op, user, sum, satp.asid, satp.root) -- satp as ``CosimArch.switch_mm`` set
-   it -- and waits for the response pulse;
-2. on ``NONE``: performs the 8-byte data load or store on the shared
-   :class:`~pyrmap.physmem.PhysMem` at the translated physical address *in the same instant*
-   as the response (no simulated time between the translation and the data access), and
-   compares every load with the shadow memory (checker (c)) or records every store in it;
-3. on ``PAGE``: runs the engine's fault handler in a host thread (:mod:`cosim.host`), then
-   retries the access; on ``ACCESS`` (bus error) records it and gives up on that access.
+Users: :class:`cosim.arch.CosimArch` (``cpu_access``), the random MMU stimulus
+(:mod:`cosim.tb.agents`) and the litmus runner.
 
-A shootdown needs nothing from the driver: from the cycle the RTL acknowledges an
-invalidation, no response leaves the port that was derived from a PTE read or a TLB entry older
-than it (the MMU restarts a walk in flight itself, hdl/PORTS.md), so the data access performed
-at the response instant never goes through a translation the shootdown removed.
+A shootdown squashes the accesses in flight on its core.  When the requester is given the
+core's count of acknowledged invalidations (``acks``), a response that arrives after an
+invalidation of this core was acknowledged while the request was in flight is discarded and
+the request re-executed (counted as ``shootdown_retries``): a real core takes the shootdown
+(an interrupt, then SFENCE.VMA) between instructions, so a store in flight either completed
+before the acknowledgement or is re-executed after it.  Without this, a store translated
+before ``try_to_unmap``'s flush could land in the frame after the flush returned -- after
+writeback had copied the page.  This is the one place the requesters re-execute.
 
 Signals are sampled right after the rising edge, which gives their values in the cycle that
 edge ended (a synchronous receiver's view): a request is accepted at the edge after which
@@ -27,92 +33,80 @@ from __future__ import annotations
 import collections
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Optional
+from typing import Callable, Optional
 
-from cocotb.triggers import Lock as CoLock
 from cocotb.triggers import RisingEdge
 
 from pyrmap.physmem import BusError
 from pyrmap.pte import AccessType, FaultKind
 
-__all__ = ["Access", "AccessOutcome", "CpuDriver", "WorkloadError"]
+from .memory import cycle_now
+from .ports import PortTimeout
+
+__all__ = ["CpuRequester", "CpuResponse"]
 
 MASK64 = (1 << 64) - 1
 
 
-class WorkloadError(RuntimeError):
-    """An access that can never complete (a fault the handler cannot resolve)."""
-
-
-@dataclass(frozen=True)
-class Access:
-    """One access of a workload: ``data`` is the value a STORE writes."""
-    vaddr: int
-    op: AccessType
-    data: Optional[int] = None
-    mm: Any = None          # the mm to run in (switch_mm first); None: the core's current
-
-
 @dataclass
-class AccessOutcome:
+class CpuResponse:
+    """The answer to one request: the fault kind, the physical address (valid with
+    ``NONE``), whether the TLB served it, the cycle the (last) request was presented
+    (``start``), the cycle it was accepted (``accept``), and the cycles from the first
+    presentation to the response."""
     fault: FaultKind
-    paddr: Optional[int]
-    value: Optional[int]
+    paddr: int
     hit: bool
-    retries: int
+    start: int
+    accept: int
     cycles: int
 
 
-class CpuDriver:
-    """Drives core ``core``'s CPU port.
+class CpuRequester:
+    """The driver of core ``core``'s CPU port.
 
     Parameters
     ----------
     dut : cocotb handle
         ``top``.
     core : int
-    arch : cosim.arch.CosimArch
-        Supplies satp (``arch.satp(core)``), memory, the clock and the host environment.
-    fault_handler : callable, optional
-        ``fault_handler(mm, vaddr, op) -> int`` runs in a host thread on a PAGE fault (the
-        kernel's do_page_fault); a negative return or an exception it raises is a
-        :class:`WorkloadError` unless it is a SIGSEGV the workload expects.
-    shadow : pyrmap.checkers.ShadowMemory, optional
-        Every store is recorded in it and every load compared against it.
-    user, sum : bool
-        Privilege of the accesses (U-mode by default).
-    max_retries : int
-        Faults on one access before :class:`WorkloadError` (a livelock).
+    ncores : int
+        Cores of the design (``core`` must be one of them).
+    acks : callable, optional
+        ``acks() -> int``: invalidations of this core acknowledged so far.  Given, a request
+        in flight across an acknowledgement is re-executed (see the module docstring).
+    timeout : int
+        Cycles to wait for ``ready`` and for the response; :class:`PortTimeout` after.
+    cycle : callable
+        The current clock cycle.
+
+    Members (ports)
+    ---------------
+    drives ``cpu{i}__req__valid/vaddr/op/user/sum/asid/root``; samples ``cpu{i}__req__ready``
+    and ``cpu{i}__resp__valid/paddr/fault/hit``.
 
     Members
     -------
     stats : collections.Counter
-        accesses, loads, stores, hits, misses, page_faults, access_faults, retries, cycles.
+        translations, cycles, hits, misses, page_faults, access_faults, shootdown_retries;
+        with :meth:`access`: accesses, loads, stores, fetches, data_bus_errors.
     """
 
-    def __init__(self, dut, core: int, arch, *, fault_handler: Optional[Callable] = None,
-                 shadow=None, user: bool = True, sum: bool = False, max_retries: int = 16,
-                 on_access: Optional[Callable[..., None]] = None):
-        if not isinstance(core, int) or not 0 <= core < arch.ncores:
-            raise ValueError(f"Core must be 0..{arch.ncores - 1}, not {core!r}")
-        if not isinstance(max_retries, int) or max_retries < 1:
-            raise TypeError(f"Retry limit must be a positive integer, not {max_retries!r}")
+    def __init__(self, dut, core: int, *, ncores: int, acks: Optional[Callable[[], int]] = None,
+                 timeout: int = 100_000, cycle: Callable[[], int] = cycle_now):
+        if not isinstance(core, int) or isinstance(core, bool) or not 0 <= core < ncores:
+            raise ValueError(f"Core must be 0..{ncores - 1}, not {core!r}")
+        if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 1:
+            raise TypeError(f"Timeout must be a positive integer, not {timeout!r}")
         self.dut = dut
         self.core = core
-        self.arch = arch
-        self.env = arch.env
-        self.mem = arch.mem
+        self.acks = acks
+        self.timeout = timeout
+        self.cycle = cycle
         self.clk = dut.clk
-        self.fault_handler = fault_handler
-        self.shadow = shadow
-        self.user = user
-        self.sum = sum
-        self.max_retries = max_retries
-        self.on_access = on_access
         self.stats: collections.Counter[str] = collections.Counter()
         self.log = logging.getLogger(f"cosim.core{core}.cpu")
         p = f"cpu{core}__"
-        self._p = p
         self.req_valid = getattr(dut, p + "req__valid")
         self.req_ready = getattr(dut, p + "req__ready")
         self.req_vaddr = getattr(dut, p + "req__vaddr")
@@ -126,191 +120,91 @@ class CpuDriver:
         self.resp_fault = getattr(dut, p + "resp__fault")
         self.resp_hit = getattr(dut, p + "resp__hit")
         self.req_valid.value = 0
-        self.stopped = False
-        self._port = CoLock()
 
-    # --- one translation -----------------------------------------------------------------
+    async def request(self, vaddr: int, op: AccessType, *, asid: int, root: int,
+                      user: bool = True, sum: bool = False) -> CpuResponse:
+        """Present one request and return at its response pulse.
 
-    async def translate(self, vaddr: int, op: AccessType, *, timeout: int = 100_000):
-        """Send one request; return ``(fault, paddr, hit, cycles)`` at the response pulse.
-
-        On return, simulated time stands right after the edge that ended the response cycle;
-        the caller may act on memory before any further edge (the data access is atomic with
-        the translation)."""
-        satp = self.arch.satp(self.core)
-        if satp is None:
-            raise RuntimeError(f"Core {self.core} has no address space (switch_mm first)")
-        asid, root = satp
-        self.last_start = self.arch.cycle()
-        self.last_satp = satp
-        self.req_vaddr.value = vaddr & MASK64
-        self.req_op.value = int(op)
-        self.req_user.value = int(self.user)
-        self.req_sum.value = int(self.sum)
-        self.req_asid.value = asid
-        self.req_root.value = root
-        self.req_valid.value = 1
-        cycles = 0
-        accepted = False
-        while True:
-            await RisingEdge(self.clk)
-            cycles += 1
-            if not accepted and int(self.req_ready.value):
-                accepted = True
-                self.req_valid.value = 0
-            if accepted and int(self.resp_valid.value):
-                fault = FaultKind(int(self.resp_fault.value))
-                paddr = int(self.resp_paddr.value)
-                hit = bool(int(self.resp_hit.value))
-                return fault, paddr, hit, cycles
-            if cycles > timeout:
-                raise TimeoutError(f"core {self.core}: no response to {AccessType(op).name} "
-                                   f"0x{vaddr:x} within {timeout} cycles")
-
-    async def raw_access(self, vaddr: int, op: AccessType, data: Optional[int] = None,
-                         user: Optional[bool] = None, sum: Optional[bool] = None):
-        """One translation and, when it succeeds, the data access at the same instant; no
-        fault handling, no shadow.  What ``CosimArch.cpu_access`` runs for an engine thread.
-
-        Returns a :class:`pyrmap.softarch.AccessResult`."""
-        from pyrmap.softarch import AccessResult
-        op = AccessType(op)
-        async with self._port:
-            saved = (self.user, self.sum)
-            if user is not None:
-                self.user = user
-            if sum is not None:
-                self.sum = sum
-            try:
-                fault, paddr, hit, cycles = await self.translate(vaddr, op)
-            finally:
-                self.user, self.sum = saved
-            self.stats["translations"] += 1
-            self.stats["cycles"] += cycles
-            if fault != FaultKind.NONE:
-                self.stats["page_faults" if fault == FaultKind.PAGE else "access_faults"] += 1
-                return AccessResult(fault, 0, None, hit)
-            self.arch.check_access(self.core, self.last_satp[0], self.last_satp[1], vaddr,
-                                   self.last_start, paddr)
-            self.arch.record_fill(self.core, self.last_satp, vaddr, paddr, op)
-            word = paddr & ~7
-            value = None
-            try:
-                if op == AccessType.STORE:
-                    self.mem.write(word, data & MASK64)
-                    self.stats["stores"] += 1
-                else:
-                    value = self.mem.read(word)
-                    self.stats["loads" if op == AccessType.LOAD else "fetches"] += 1
-            except BusError:
-                self.stats["data_bus_errors"] += 1
-                return AccessResult(FaultKind.ACCESS, paddr, None, hit)
-            self.stats["accesses"] += 1
-            self.stats["hits" if hit else "misses"] += 1
-            return AccessResult(FaultKind.NONE, paddr, value, hit)
-
-    # --- one access ------------------------------------------------------------------------
-
-    async def access(self, vaddr: int, op: AccessType, data: Optional[int] = None,
-                     mm=None) -> AccessOutcome:
-        """Translate and perform one access, handling page faults; see the module docstring.
+        One request at a time per requester (the caller serialises).  On return, simulated
+        time stands right after the edge that ended the response cycle; the caller may act on
+        memory before any further edge.
 
         Raises
         ------
-        WorkloadError
-            The fault handler failed, or the access faulted ``max_retries`` times.
-        pyrmap.checkers.InvariantViolation
-            A load returned something other than the last value written (shadow memory).
+        PortTimeout
+            ``ready`` or the response did not come within ``timeout`` cycles.
         """
-        op = AccessType(op)
-        if op == AccessType.STORE and not isinstance(data, int):
-            raise TypeError(f"A store needs integer data, not {data!r}")
-        if mm is not None and self.arch.current_mm[self.core] is not mm:
-            self.arch.switch_mm(self.core, mm)
-        mm = self.arch.current_mm[self.core]
-        retries = 0
-        total = 0
+        start = first = self.cycle()
+        acks = self.acks() if self.acks is not None else 0
+        self.req_vaddr.value = vaddr & MASK64
+        self.req_op.value = int(op)
+        self.req_user.value = int(user)
+        self.req_sum.value = int(sum)
+        self.req_asid.value = asid
+        self.req_root.value = root
+        self.req_valid.value = 1
+        accepted = None
+        waited = 0
         while True:
-            async with self._port:
-                fault, paddr, hit, cycles = await self.translate(vaddr, op)
+            await RisingEdge(self.clk)
+            waited += 1
+            if accepted is None and int(self.req_ready.value):
+                accepted = self.cycle()
+                self.req_valid.value = 0
+                waited = 0
+            if accepted is not None and int(self.resp_valid.value):
+                if self.acks is not None and self.acks() != acks:
+                    # A shootdown of this core was acknowledged while the request was in
+                    # flight: squash it and send it again (see the module docstring).
+                    self.stats["shootdown_retries"] += 1
+                    acks = self.acks()
+                    start = self.cycle()
+                    self.req_valid.value = 1
+                    accepted = None
+                    waited = 0
+                    continue
+                fault = FaultKind(int(self.resp_fault.value))
+                hit = bool(int(self.resp_hit.value))
+                self.stats["translations"] += 1
+                self.stats["cycles"] += self.cycle() - first
                 if fault == FaultKind.NONE:
-                    self.arch.check_access(self.core, self.last_satp[0], self.last_satp[1],
-                                           vaddr, self.last_start, paddr)
-                    self.arch.record_fill(self.core, self.last_satp, vaddr, paddr, op)
-                    value = self._data(mm, vaddr, op, data, paddr)
-            total += cycles
-            self.stats["translations"] += 1
-            if fault == FaultKind.NONE:
-                self.stats["accesses"] += 1
-                self.stats["hits" if hit else "misses"] += 1
-                self.stats["cycles"] += total
-                out = AccessOutcome(fault, paddr, value, hit, retries, total)
-                if self.on_access is not None:
-                    self.on_access(self.core, mm, vaddr, op, out)
-                return out
-            if fault == FaultKind.ACCESS:
-                self.stats["access_faults"] += 1
-                return AccessOutcome(fault, None, None, hit, retries, total)
-            # PAGE fault: the kernel resolves it in a host thread, then we retry.
-            self.stats["page_faults"] += 1
-            retries += 1
-            if retries > self.max_retries:
-                raise WorkloadError(f"core {self.core}: {op.name} 0x{vaddr:x} of {mm!r} faulted "
-                                    f"{retries} times (seed {self.env.seed})")
-            if self.fault_handler is None:
-                raise WorkloadError(f"core {self.core}: page fault on {op.name} 0x{vaddr:x} "
-                                    f"and no fault handler")
-            ret = await self.env.run(f"fault/core{self.core}", self._fault, mm, vaddr, op)
-            if isinstance(ret, int) and ret < 0:
-                raise WorkloadError(f"core {self.core}: the fault handler failed ({ret}) on "
-                                    f"{op.name} 0x{vaddr:x} of {mm!r}")
-            self.stats["retries"] += 1
+                    self.stats["hits" if hit else "misses"] += 1
+                else:
+                    self.stats["page_faults" if fault == FaultKind.PAGE
+                               else "access_faults"] += 1
+                return CpuResponse(fault, int(self.resp_paddr.value), hit, start, accepted,
+                                   self.cycle() - first)
+            if waited > self.timeout:
+                what = "req.ready stayed low" if accepted is None else "no response"
+                raise PortTimeout(f"core{self.core}: {what} for {waited} cycles after "
+                                  f"{AccessType(op).name} 0x{vaddr:x} (asid {asid})")
 
-    def _fault(self, mm, vaddr, op):
-        task = self.env.current()
-        task.mm = mm
-        return self.fault_handler(mm, vaddr, op)
+    async def access(self, vaddr: int, op: AccessType, *, asid: int, root: int, mem,
+                     user: bool = True, sum: bool = False, data: Optional[int] = None,
+                     check: Optional[Callable[[CpuResponse], None]] = None):
+        """One request and, when it translates, the data access on ``mem`` at the same
+        instant: a STORE writes ``data``, a LOAD or FETCH reads the word.  ``check(resp)``
+        runs at the response instant, before the data access (the cycle-level checkers).
 
-    def _data(self, mm, vaddr: int, op: AccessType, data, paddr: int) -> Optional[int]:
-        word = paddr & ~7
+        Returns a :class:`pyrmap.softarch.AccessResult`; no fault handling."""
+        from pyrmap.softarch import AccessResult
+        op = AccessType(op)
+        r = await self.request(vaddr, op, asid=asid, root=root, user=user, sum=sum)
+        if r.fault != FaultKind.NONE:
+            return AccessResult(r.fault, 0, None, r.hit)
+        if check is not None:
+            check(r)
+        word = r.paddr & ~7
+        value = None
         try:
             if op == AccessType.STORE:
-                self.mem.write(word, data)
+                mem.write(word, data & MASK64)
                 self.stats["stores"] += 1
-                if self.shadow is not None:
-                    self.shadow.store(mm, vaddr & ~7, data)
-                return None
-            value = self.mem.read(word)
-            self.stats["loads" if op == AccessType.LOAD else "fetches"] += 1
-            if self.shadow is not None:
-                self.shadow.load(mm, vaddr & ~7, value, word)
-            return value
+            else:
+                value = mem.read(word)
+                self.stats["loads" if op == AccessType.LOAD else "fetches"] += 1
         except BusError:
             self.stats["data_bus_errors"] += 1
-            return None
-
-    # --- a workload ------------------------------------------------------------------------
-
-    async def run(self, workload: Iterable, *, limit: Optional[int] = None,
-                  progress: Optional[Callable[[int, int], None]] = None) -> int:
-        """Issue every access of ``workload`` (:class:`Access` objects, or ``(vaddr, op,
-        data)`` / ``(vaddr, op, data, mm)`` tuples) in order; return how many completed.
-
-        Stops early when :attr:`stopped` is set (another part of the run failed)."""
-        n = 0
-        for item in workload:
-            if self.stopped or (limit is not None and n >= limit):
-                break
-            if isinstance(item, Access):
-                a = item
-            else:
-                a = Access(*item)
-            await self.access(a.vaddr, a.op, a.data, a.mm)
-            n += 1
-            if progress is not None:
-                progress(self.core, n)
-        return n
-
-    def perf(self) -> dict[str, int]:
-        """The core's RTL performance counters (``cpu{i}__perf__*``)."""
-        return self.arch.perf(self.core)
+            return AccessResult(FaultKind.ACCESS, r.paddr, None, r.hit)
+        self.stats["accesses"] += 1
+        return AccessResult(FaultKind.NONE, r.paddr, value, r.hit)

@@ -30,7 +30,7 @@ from cocotb.triggers import Lock as CoLock
 from pyrmap.arch import DevicePort, InvalKind, TlbEntry
 from pyrmap.pte import PAGE_SIZE, AccessType, FaultKind
 
-from .tb.device import DeviceDriver as _DevicePorts
+from .device import DeviceDriver
 
 __all__ = ["DevArch"]
 
@@ -45,8 +45,8 @@ class DevArch(DevicePort):
 
     Members
     -------
-    ports : cosim.tb.device.DeviceDriver
-        The port-level driver (coroutines).
+    ports : cosim.device.DeviceDriver
+        The driver of the ``dev__…`` ports (coroutines).
     stats : collections.Counter
         fills, invals, young_tests, young_set, accesses, fill_cycles, inval_cycles.
     inval_log : list of tuple
@@ -67,7 +67,7 @@ class DevArch(DevicePort):
         self.arch = arch
         self.dut = dut
         self.env = arch.env
-        self.ports = _DevicePorts(dut)
+        self.ports = DeviceDriver(dut, asid_bits=arch.asid_bits)
         self.asid_mask = (1 << max(arch.asid_bits, 1)) - 1
         self.stats: collections.Counter[str] = collections.Counter()
         self.inval_log: list[tuple[int, Optional[int], int, int]] = []
@@ -151,7 +151,7 @@ class DevArch(DevicePort):
 
     def dev_access(self, vaddr: int, op: AccessType, asid: int) -> tuple[FaultKind, int]:
         """A device access from a host thread (the device workload normally issues them
-        from a coroutine, :class:`cosim.device.DeviceDriver`)."""
+        from a coroutine, :class:`cosim.device.DeviceRequester`)."""
         fault, paddr, _ = self._call("access", self.access_async, vaddr, op, asid)
         return fault, paddr
 

@@ -1,6 +1,9 @@
-"""DeviceDriver: a device workload through the RTL DeviceMmu, its faults served by the host.
+"""The device's side of the RTL: its port driver and its requests, their faults served by the host.
 
-A :class:`DeviceDriver` issues the device's accesses on ``dev__req`` (a coroutine; the
+:class:`DeviceDriver` is the one driver of the DeviceMmu's ports (``dev__req``, ``dev__fill``,
+``dev__young``, ``dev__inval``, ``dev__fault``; ``hdl/PORTS.md``).
+
+A :class:`DeviceRequester` issues the device's accesses on ``dev__req`` (a coroutine; the
 device is hardware, not a host thread) for the mm its :class:`pyrmap.devdriver.DeviceMmuDriver`
 serves.  For each access it
 
@@ -31,13 +34,107 @@ from typing import Iterable, Optional
 
 from cocotb.triggers import RisingEdge
 
+from pyrmap.arch import DEVICE_COUNTERS, InvalKind
 from pyrmap.devdriver import EFAULT, ENOMEM
 from pyrmap.physmem import BusError
 from pyrmap.pte import AccessType, FaultKind
+from pyrmap.workload import FaultRetry
 
-__all__ = ["DeviceDriver", "DeviceOutcome", "DeviceError"]
+from .inval import InvalDriver
+from .ports import PortTimeout, read_counters
+
+__all__ = ["DeviceDriver", "DeviceRequester", "DeviceOutcome", "DeviceError",
+           "pte_perm_to_port"]
 
 MASK64 = (1 << 64) - 1
+
+
+def pte_perm_to_port(perm: int) -> int:
+    """R W X U in PTE positions (bits 1..4) -> the fill port's ``perm`` (bits 0..3)."""
+    return (perm >> 1) & 0xF
+
+
+class DeviceDriver:
+    """The one driver of the DeviceMmu's ports (``dev__…`` of ``top``), one operation at a
+    time per port.
+
+    Members (ports)
+    ---------------
+    drives ``req__valid/vaddr/op/asid``, ``fill__valid/vaddr/asid/ppn/level/perm/g``,
+    ``young__valid/vaddr/asid``, ``inval__valid/kind/vaddr/asid``, ``fault__ack``; samples
+    ``req__ready``, ``resp__*``, ``fault__valid/vaddr/asid/op``, ``fill__ready``,
+    ``young__ack/young``, ``inval__ack``.
+    """
+
+    TIMEOUT = 1000
+
+    def __init__(self, dut, *, asid_bits: int = 16):
+        self.dut = dut
+        self.invals = InvalDriver(dut, "dev", asid_bits=asid_bits, timeout=self.TIMEOUT)
+
+    def _s(self, name):
+        return getattr(self.dut, f"dev__{name}")
+
+    async def _wait(self, name: str, what: str) -> None:
+        for _ in range(self.TIMEOUT):
+            await RisingEdge(self.dut.clk)
+            if int(self._s(name).value):
+                return
+        raise PortTimeout(f"dev {what}: {name} not seen in {self.TIMEOUT} cycles")
+
+    async def access(self, vaddr: int, op: AccessType, asid: int) -> tuple[FaultKind, int]:
+        """One request on ``dev__req``: ``(fault, paddr)`` at the response pulse."""
+        self._s("req__vaddr").value = vaddr
+        self._s("req__op").value = int(op)
+        self._s("req__asid").value = asid
+        self._s("req__valid").value = 1
+        await self._wait("req__ready", "request")
+        self._s("req__valid").value = 0
+        if not int(self._s("resp__valid").value):
+            await self._wait("resp__valid", "response")
+        return FaultKind(int(self._s("resp__fault").value)), int(self._s("resp__paddr").value)
+
+    def fault_record(self):
+        """The pending fault record (vaddr, asid, op) or None (sampled now)."""
+        if not int(self._s("fault__valid").value):
+            return None
+        return (int(self._s("fault__vaddr").value), int(self._s("fault__asid").value),
+                AccessType(int(self._s("fault__op").value)))
+
+    async def ack_fault(self) -> None:
+        """Pulse ``fault__ack`` for one cycle (the record is gone the cycle after)."""
+        self._s("fault__ack").value = 1
+        await RisingEdge(self.dut.clk)
+        self._s("fault__ack").value = 0
+        await RisingEdge(self.dut.clk)
+
+    async def fill(self, vaddr: int, asid: int, ppn: int, level: int, perm: int, g: bool):
+        self._s("fill__vaddr").value = vaddr
+        self._s("fill__asid").value = asid
+        self._s("fill__ppn").value = ppn
+        self._s("fill__level").value = level
+        self._s("fill__perm").value = pte_perm_to_port(perm)
+        self._s("fill__g").value = int(g)
+        self._s("fill__valid").value = 1
+        await self._wait("fill__ready", "fill")
+        self._s("fill__valid").value = 0
+
+    async def young(self, vaddr: int, asid: int) -> bool:
+        self._s("young__vaddr").value = vaddr
+        self._s("young__asid").value = asid
+        self._s("young__valid").value = 1
+        await self._wait("young__ack", "young")
+        self._s("young__valid").value = 0
+        return bool(int(self._s("young__young").value))
+
+    async def inval(self, kind: InvalKind, vaddr: int, asid: int) -> None:
+        """One invalidation on ``dev__inval`` (:class:`cosim.inval.InvalDriver`); returns at
+        the ack."""
+        await self.invals.invalidate(kind, vaddr, asid)
+
+    def counters(self) -> dict[str, int]:
+        """The DeviceMmu's counters (``dev__perf__*``, :data:`pyrmap.arch.DEVICE_COUNTERS`)."""
+        return read_counters(self.dut, "dev", DEVICE_COUNTERS)
 
 
 class DeviceError(RuntimeError):
@@ -53,7 +150,7 @@ class DeviceOutcome:
     cycles: int
 
 
-class DeviceDriver:
+class DeviceRequester:
     """The device's workload on the RTL.
 
     Parameters
@@ -75,7 +172,7 @@ class DeviceDriver:
     def __init__(self, devarch, driver, *, shadow=None, max_retries: int = 64):
         if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 1:
             raise TypeError(f"Retry limit must be a positive integer, not {max_retries!r}")
-        if getattr(driver, "dev", None) is not devarch:
+        if driver.dev is not devarch:
             raise ValueError(f"The host driver {driver!r} does not use this DevArch for its "
                              f"device operations")
         self.devarch = devarch
@@ -96,8 +193,11 @@ class DeviceDriver:
         if op == AccessType.STORE and not isinstance(data, int):
             raise TypeError(f"A store needs integer data, not {data!r}")
         mm, drv = self.mm, self.driver
-        retries = cycles = 0
-        while True:
+        cycles = 0
+        retry = FaultRetry(self.max_retries, lambda faults: DeviceError(
+            f"device: {op.name} 0x{vaddr:x} of {mm!r} faulted {faults} times "
+            f"(seed {self.env.seed})"))
+        for _ in retry:
             start = self.arch.cycle()
             fault, paddr, began = await self.devarch.access_async(vaddr, op, mm.asid)
             cycles += self.arch.cycle() - start
@@ -105,22 +205,19 @@ class DeviceDriver:
                 value = self._complete(vaddr, op, data, paddr, began)
                 self.stats["accesses"] += 1
                 self.stats["cycles"] += cycles
-                return DeviceOutcome(fault, paddr, value, retries, cycles)
+                return DeviceOutcome(fault, paddr, value, retry.faults, cycles)
             if fault == FaultKind.MISS:
                 self.stats["misses"] += 1
                 await self._take_record(vaddr, op)
             else:
                 self.stats["page_faults"] += 1
-            retries += 1
-            if retries > self.max_retries:
-                raise DeviceError(f"device: {op.name} 0x{vaddr:x} of {mm!r} faulted {retries} "
-                                  f"times (seed {self.env.seed})")
+            retry.fault()
             rc = await self.env.run("devfault", drv.device_fault, vaddr, op)
             if rc in (-EFAULT, -ENOMEM):
                 self.stats["efaults" if rc == -EFAULT else "enomem"] += 1
                 if drv.stopped:
                     self.stopped = True
-                return DeviceOutcome(FaultKind.PAGE, None, None, retries, cycles)
+                return DeviceOutcome(FaultKind.PAGE, None, None, retry.faults, cycles)
             self.stats["retries"] += 1
 
     async def _take_record(self, vaddr: int, op: AccessType) -> None:
@@ -190,8 +287,5 @@ class DeviceDriver:
         fig["page_faults"] = self.stats["page_faults"]
         fig["efaults"] = self.stats["efaults"]
         fig["access_checks"] = self.devarch.checks
-        try:
-            fig["perf"] = self.devarch.counters()
-        except Exception:  # noqa: BLE001 - counters are a courtesy in a report
-            fig["perf"] = {}
+        fig["perf"] = self.devarch.counters()
         return fig

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-__all__ = ["read_counters", "int_or"]
+__all__ = ["read_counters", "int_or", "PortTimeout"]
+
+
+class PortTimeout(TimeoutError):
+    """A port did not answer (``ready``, a response or an ack) within the timeout."""
 
 
 def int_or(value, default: int) -> int:

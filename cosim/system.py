@@ -26,7 +26,6 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles
 
 from cosim.arch import CosimArch
-from cosim.cpu import CpuDriver
 from cosim.host import HostEnv, ThreadKilled
 from cosim.memory import Latency, MemoryResponder
 from pyrmap.checkers import InvariantViolation
@@ -80,7 +79,7 @@ async def bring_up(dut, mem, seed: int, *, yield_cycles=(0, 2), latency=None):
                      sp_entries=int(cfg.get("superpage_entries", 4)),
                      dev_entries=int(cfg.get("dev_entries", 8)),
                      svadu=bool(cfg.get("svadu", True)))
-    arch.attach_drivers([CpuDriver(dut, i, arch) for i in range(ncores)])
+    arch.attach_cpus()
     if hasattr(dut, "dev__req__valid"):
         from cosim.devarch import DevArch
         arch.attach_device(DevArch(arch))
@@ -97,7 +96,7 @@ class CosimSystem(System):
     threads: ``spawn`` queues a thread, ``await run_async()`` runs every queued thread to
     completion in simulated time, then the quiescent checks."""
 
-    #: The device driver on ``dev__req`` (:class:`cosim.device.DeviceDriver`) when the
+    #: The device driver on ``dev__req`` (:class:`cosim.device.DeviceRequester`) when the
     #: scenario runs one; its figures go into the report.
     device_driver = None
     #: Sweep iterations (race scenarios, :class:`RaceRun`); None for a system.

@@ -405,17 +405,19 @@ class DeviceMmuDriver(MmuNotifier):
         dev = self.dev
         if op == AccessType.STORE and not isinstance(data, int):
             raise TypeError(f"A store needs integer data, not {data!r}")
-        for _ in range(self.config.max_retries):
+        from .workload import FaultRetry
+        retry = FaultRetry(self.config.max_retries, lambda faults: RuntimeError(
+            f"{self.name}: {op.name} at 0x{vaddr:x} never completed ({faults} faults)"))
+        for _ in retry:
             fault, paddr = dev.dev_access(vaddr, op, self.mm.asid)
             if fault == FaultKind.NONE:
                 break
             dev.dev_ack_fault()
+            retry.fault()
             rc = self.device_fault(vaddr, op)
             if rc:
                 raise OSError(-rc, f"{self.name}: {op.name} at 0x{vaddr:x}: device fault "
                                    f"failed")
-        else:
-            raise RuntimeError(f"{self.name}: {op.name} at 0x{vaddr:x} never completed")
         self.completed(vaddr, op, paddr)
         mem = self.kernel.mem
         word = paddr & ~7

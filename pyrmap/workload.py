@@ -18,6 +18,7 @@ Accesses come from one of three sources:
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import random
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
@@ -188,6 +189,11 @@ class CpuWorkload:
         self._next = value_base if value_base is not None else ((core + 1) << 48)
         self.stats = {"loads": 0, "stores": 0, "faults": 0}
 
+    def _stuck(self, acc: Access) -> Callable[[int], Exception]:
+        return lambda faults: WorkloadError(
+            f"{self.name}: {acc.op.name} at 0x{acc.vaddr:x} of {self.mm!r} still faults after "
+            f"{self.max_faults} faults")
+
     def fresh_value(self) -> int:
         self._next += 1
         return self._next
@@ -207,14 +213,12 @@ class CpuWorkload:
     def access(self, acc: Access) -> Optional[int]:
         """Issue one access, faulting and retrying as a CPU does.  Returns the loaded or
         stored value (None: a segmentation fault that ``segv_ok`` allows)."""
-        from .memory import do_page_fault
-
         arch = self.kernel.arch
         value = acc.value
         if acc.op == AccessType.STORE and value is None:
             value = self.fresh_value()
-        faults = 0
-        while True:
+        retry = FaultRetry(self.max_faults, self._stuck(acc))
+        for _ in retry:
             if acc.op == AccessType.STORE:
                 res = arch.cpu_access(self.core, acc.vaddr, acc.op, user=True, data=value)
             else:
@@ -224,22 +228,11 @@ class CpuWorkload:
             if res.fault != FaultKind.PAGE:
                 raise WorkloadError(f"{self.name}: {acc.op.name} at 0x{acc.vaddr:x} of "
                                     f"{self.mm!r} got a {FaultKind(res.fault).name} fault")
-            faults += 1
             self.stats["faults"] += 1
-            if faults > self.max_faults:
-                raise WorkloadError(f"{self.name}: {acc.op.name} at 0x{acc.vaddr:x} of "
-                                    f"{self.mm!r} still faults after {self.max_faults} faults")
-            try:
-                do_page_fault(self.mm, acc.vaddr, acc.op)
-            except Exception as exc:
-                if type(exc).__name__ == "SegmentationFault":
-                    if self.segv_ok is not None and self.segv_ok(self.mm, acc.vaddr, acc.op):
-                        self.stats["segv"] = self.stats.get("segv", 0) + 1
-                        return None
-                    raise WorkloadError(f"{self.name}: workload bug: {acc.op.name} at "
-                                        f"0x{acc.vaddr:x} of {self.mm!r} is a segmentation "
-                                        f"fault ({exc})") from exc
-                raise
+            retry.fault()
+            if not fault_in(self.name, self.mm, acc, self.segv_ok):
+                self.stats["segv"] = self.stats.get("segv", 0) + 1
+                return None
         shadow = self.checkers.shadow if self.checkers is not None else None
         if acc.op == AccessType.STORE:
             self.stats["stores"] += 1
@@ -253,6 +246,62 @@ class CpuWorkload:
             raise WorkloadError(f"{self.name}: load at 0x{acc.vaddr:x} returned "
                                 f"{res.value:#x}, the trace expects {acc.value:#x}")
         return res.value
+
+
+class FaultRetry:
+    """The fault-and-retry loop around one access, shared by every requester: the CPU and
+    device workloads here, :meth:`pyrmap.devdriver.DeviceMmuDriver.access` and the RTL
+    device (:class:`cosim.device.DeviceRequester`).
+
+    Iterate for the turns of the loop; in each, make the attempt and ``break`` when it
+    completed, else call :meth:`fault` -- it counts the fault and raises ``stuck(faults)``
+    once there are more than ``limit`` -- then resolve the fault and let the loop turn.
+    :meth:`forgive` takes the last fault back (waiting is not faulting again).
+
+    Parameters
+    ----------
+    limit : int
+        Faults allowed for one access.
+    stuck : callable
+        ``stuck(faults) -> Exception``: what a livelocked access raises.
+    """
+
+    def __init__(self, limit: int, stuck: Callable[[int], Exception]):
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise TypeError(f"Fault limit must be a positive integer, not {limit!r}")
+        self.limit = limit
+        self.stuck = stuck
+        self.faults = 0
+
+    def __iter__(self):
+        return itertools.count()
+
+    def fault(self) -> int:
+        """Count one fault; raise ``stuck`` beyond the limit.  Returns the faults so far."""
+        self.faults += 1
+        if self.faults > self.limit:
+            raise self.stuck(self.faults)
+        return self.faults
+
+    def forgive(self) -> None:
+        self.faults -= 1
+
+
+def fault_in(who: str, mm, acc: "Access", segv_ok: Optional[Callable] = None) -> bool:
+    """Resolve a fault of ``acc`` through the engine's fault handler, as a CPU's or
+    ``get_user_pages``'s fault does.  Returns False for a segmentation fault that
+    ``segv_ok(mm, vaddr, op)`` allows; any other one is a workload bug
+    (:class:`WorkloadError`)."""
+    from .errors import SegmentationFault
+    from .memory import do_page_fault
+    try:
+        do_page_fault(mm, acc.vaddr, acc.op)
+    except SegmentationFault as exc:
+        if segv_ok is not None and segv_ok(mm, acc.vaddr, acc.op):
+            return False
+        raise WorkloadError(f"{who}: workload bug: {acc.op.name} at 0x{acc.vaddr:x} of "
+                            f"{mm!r} is a segmentation fault ({exc})") from exc
+    return True
 
 
 class DeviceWorkload:
@@ -296,30 +345,30 @@ class DeviceWorkload:
             self.access(_coerce(item))
         return self.stats
 
-    def access(self, acc: Access) -> int:
-        from .memory import do_page_fault
+    def _stuck(self, acc: Access) -> Callable[[int], Exception]:
+        return lambda faults: WorkloadError(
+            f"{self.name}: {acc.op.name} at 0x{acc.vaddr:x} of {self.mm!r} still faults after "
+            f"{self.max_faults} faults")
 
+    def access(self, acc: Access) -> int:
         arch = self.kernel.arch
         mem = self.kernel.mem
         write = acc.op == AccessType.STORE
-        faults = 0
-        while True:
+        retry = FaultRetry(self.max_faults, self._stuck(acc))
+        for _ in retry:
             fault, paddr = arch.dev_access(acc.vaddr, acc.op, self.mm.asid)
             if fault == FaultKind.NONE:
                 break
             arch.dev_ack_fault()
-            faults += 1
             self.stats["faults"] += 1
-            if faults > self.max_faults:
-                raise WorkloadError(f"{self.name}: {acc.op.name} at 0x{acc.vaddr:x} of "
-                                    f"{self.mm!r} still faults after {self.max_faults} faults")
+            retry.fault()
             if self.secondary.released:
                 raise WorkloadError(f"{self.name}: the mm {self.mm!r} was released")
             if self.secondary.fault(acc.vaddr, write=write):
                 self.stats["fills"] += 1
                 continue
             if self.secondary.windows:
-                faults -= 1                 # waiting is not faulting again
+                retry.forgive()             # waiting is not faulting again
                 self.stats["faults"] -= 1
                 self.stats["waits"] = self.stats.get("waits", 0) + 1
                 if self.stats["waits"] > 100_000:
@@ -327,17 +376,9 @@ class DeviceWorkload:
                                         f"never closed")
                 arch.yield_point("device waits for the invalidation window to close")
                 continue
-            try:
-                do_page_fault(self.mm, acc.vaddr, acc.op)
-            except Exception as exc:
-                if type(exc).__name__ == "SegmentationFault":
-                    if self.segv_ok is not None and self.segv_ok(self.mm, acc.vaddr, acc.op):
-                        self.stats["segv"] = self.stats.get("segv", 0) + 1
-                        return None
-                    raise WorkloadError(f"{self.name}: workload bug: {acc.op.name} at "
-                                        f"0x{acc.vaddr:x} of {self.mm!r} is a segmentation "
-                                        f"fault ({exc})") from exc
-                raise
+            if not fault_in(self.name, self.mm, acc, self.segv_ok):
+                self.stats["segv"] = self.stats.get("segv", 0) + 1
+                return None
         shadow = self.checkers.shadow if self.checkers is not None else None
         word = paddr & ~7
         if write:

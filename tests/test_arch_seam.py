@@ -96,7 +96,10 @@ def test_cosim_arch_counters_have_the_declared_names():
     from types import SimpleNamespace
 
     from cosim.arch import CosimArch
-    a = CosimArch(SimpleNamespace(clk=None), PhysMem(8), None, ncores=2, svadu=False,
-                  asid_bits=4)
+    class Dut:                      # every port a handle reading 0
+        def __getattr__(self, name):
+            return SimpleNamespace(value=0)
+
+    a = CosimArch(Dut(), PhysMem(8), None, ncores=2, svadu=False, asid_bits=4)
     assert tuple(a.counters()) == ARCH_COUNTERS and not any(a.counters().values())
     assert (a.ncores, a.svadu, a.asid_bits) == (2, False, 4)

@@ -255,11 +255,11 @@ def test_cosim_arch_rejects_bad_parameters():
 def test_cpu_driver_rejects_bad_core():
     from types import SimpleNamespace
 
-    from cosim.cpu import CpuDriver
+    from cosim.cpu import CpuRequester
     with pytest.raises(ValueError, match=r"^Core must be 0\.\.1, not 5$"):
-        CpuDriver(None, 5, SimpleNamespace(ncores=2))
-    with pytest.raises(TypeError, match=r"Retry limit must be a positive integer, not 0"):
-        CpuDriver(None, 0, SimpleNamespace(ncores=2), max_retries=0)
+        CpuRequester(None, 5, ncores=2)
+    with pytest.raises(TypeError, match=r"^Timeout must be a positive integer, not 0$"):
+        CpuRequester(SimpleNamespace(), 0, ncores=2, timeout=0)
 
 
 def test_report_format_names_every_figure():

@@ -99,20 +99,22 @@ def test_devarch_and_device_driver_constructor_errors():
     import types
 
     from cosim.devarch import DevArch
-    from cosim.device import DeviceDriver
+    from cosim.device import DeviceRequester
     arch = types.SimpleNamespace(dut=types.SimpleNamespace(clk=None), env=None, asid_bits=9)
     with pytest.raises(ValueError, match="The design has no dev__req__valid port"):
         DevArch(arch)
     dut = types.SimpleNamespace(**{p: 0 for p in ("clk", "dev__req__valid", "dev__fill__valid",
-                                                  "dev__inval__valid", "dev__young__valid")})
+                                                  "dev__inval__valid", "dev__young__valid",
+                                                  "dev__inval__kind", "dev__inval__vaddr",
+                                                  "dev__inval__asid", "dev__inval__ack")})
     env = types.SimpleNamespace(in_host_thread=lambda: False)
     dev = DevArch(types.SimpleNamespace(dut=dut, env=env, asid_bits=9))
     with pytest.raises(RuntimeError, match="dev_fill needs simulated time"):
         dev._call("fill", None)
     with pytest.raises(TypeError, match="Retry limit must be a positive integer, not 0"):
-        DeviceDriver(dev, types.SimpleNamespace(dev=dev, mm=None), max_retries=0)
+        DeviceRequester(dev, types.SimpleNamespace(dev=dev, mm=None), max_retries=0)
     with pytest.raises(ValueError, match="does not use this DevArch"):
-        DeviceDriver(dev, types.SimpleNamespace(dev=object(), mm=None))
+        DeviceRequester(dev, types.SimpleNamespace(dev=object(), mm=None))
 
 
 @pytest.mark.sim

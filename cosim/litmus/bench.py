@@ -43,7 +43,7 @@ from pyrmap.pte import _PAGE_R, _PAGE_U, _PAGE_V, _PAGE_W, _PAGE_X, AccessType, 
 from ..dut import reset as first_reset
 from ..dut import write_report
 from ..memory import Latency, MemOp, MemoryResponder, cycle_now
-from ..tb.device import DeviceDriver
+from ..device import DeviceDriver
 from .kernel_ops import run_kernel_op
 from .model import PteExpr, PteSpec
 from .ops import lookup

@@ -52,8 +52,8 @@ async def reclaim_scenario(dut, seed: int, p: dict, progress: Progress,
     f, parent, anon, fsh, drv = await s.call("setup", setup)
     dev = None
     if drv is not None:
-        from cosim.device import DeviceDriver
-        dev = s.device_driver = DeviceDriver(dev_arch, drv, shadow=s.shadow)
+        from cosim.device import DeviceRequester
+        dev = s.device_driver = DeviceRequester(dev_arch, drv, shadow=s.shadow)
         dev_rng = random.Random(seed * 7919 + 17)
         dev_count = max(8, p["accesses"] // 6)
     s.workload(0, parent, [("store", anon + i * PAGE_SIZE) for i in range(6)] +

@@ -1,8 +1,8 @@
-"""Testbench agents for ``top``: CPU request drivers, invalidation drivers, the PTE racer.
+"""Random stimulus for ``top``: CPU requests, invalidations, the PTE racer.
 
-Driver → DUT → Monitor → Scoreboard ← Model: each driver here drives one port and samples its
-response every cycle it waits (responses and acks are one-cycle pulses, PORTS.md), then hands
-the finished transaction to the :class:`~cosim.scoreboard.MmuScoreboard`, whose model is
+Driver → DUT → Monitor → Scoreboard ← Model: each stimulus here drives one port through the
+port's one driver (:class:`cosim.cpu.CpuRequester`, :class:`cosim.inval.InvalDriver`), then
+hands the finished transaction to the :class:`~cosim.scoreboard.MmuScoreboard`, whose model is
 ``pyrmap.walk.sv39_walk``.
 
 All randomness comes from ``random.Random`` objects seeded from the run's seed.
@@ -18,26 +18,27 @@ from pyrmap.arch import InvalKind
 from pyrmap.pte import (_PAGE_A, _PAGE_D, _PAGE_R, _PAGE_V, _PAGE_W, AccessType, FaultKind,
                         swp_entry, swp_entry_to_pte)
 
+from ..cpu import CpuRequester
+from ..inval import InvalDriver
 from ..memory import MemOp, MemoryResponder, MemTxn, cycle_now
+from ..ports import PortTimeout
 from ..scoreboard import CpuTxn, InvalTxn, MmuScoreboard, Violation
 from .tables import RandomTables
 
-__all__ = ["CpuDriver", "InvalDriver", "PteRacer", "TIMEOUT_CYCLES"]
+__all__ = ["CpuStimulus", "InvalStimulus", "PteRacer", "TIMEOUT_CYCLES"]
 
 #: A response or an ack that takes longer than this is a protocol violation.
 TIMEOUT_CYCLES = 4000
 
 
-def _int(handle) -> int:
-    return int(handle.value)
-
-
-class CpuDriver:
-    """Drives ``cpu{i}__req__*`` with random requests; samples ``cpu{i}__resp__*``.
+class CpuStimulus:
+    """Random requests on one core's CPU port (through its :class:`cosim.cpu.CpuRequester`);
+    every finished transaction goes to the scoreboard.
 
     Parameters
     ----------
     dut, core : the DUT handle and the core index.
+    ncores : int
     tables : RandomTables
         Where the virtual addresses and contexts come from.
     scoreboard : MmuScoreboard
@@ -46,24 +47,18 @@ class CpuDriver:
         Requests to issue.
     p_switch : float
         Probability of switching to another context before a request.
-
-    Members (ports)
-    ---------------
-    drives ``req__valid/vaddr/op/user/sum/asid/root``; samples ``req__ready``,
-    ``resp__valid/paddr/fault/hit``.
     """
 
-    def __init__(self, dut, core: int, tables: RandomTables, scoreboard: MmuScoreboard,
-                 rng: random.Random, nreq: int, *, p_switch: float = 0.05):
+    def __init__(self, dut, core: int, ncores: int, tables: RandomTables,
+                 scoreboard: MmuScoreboard, rng: random.Random, nreq: int, *,
+                 p_switch: float = 0.05):
         self.dut, self.core, self.tables, self.sb, self.rng = dut, core, tables, scoreboard, rng
+        self.port = CpuRequester(dut, core, ncores=ncores, timeout=TIMEOUT_CYCLES)
         self.nreq, self.p_switch = nreq, p_switch
         self.ctx = tables.contexts[core % len(tables.contexts)]
         self.done = 0
         self.recent: list[int] = []
         self.log = logging.getLogger(f"cosim.core{core}.cpu")
-
-    def _s(self, name):
-        return getattr(self.dut, f"cpu{self.core}__{name}")
 
     def _next(self) -> tuple:
         rng = self.rng
@@ -74,51 +69,25 @@ class CpuDriver:
         return req
 
     async def run(self) -> None:
-        from cocotb.triggers import ClockCycles, RisingEdge
+        from cocotb.triggers import ClockCycles
         clk = self.dut.clk
-        valid, ready = self._s("req__valid"), self._s("req__ready")
-        rvalid = self._s("resp__valid")
         rng = self.rng
         for _ in range(self.nreq):
             if rng.random() < self.p_switch:
                 self.ctx = rng.choice(self.tables.contexts)
                 self.recent = []
             va, op, user, sum_ = self._next()
-            self._s("req__vaddr").value = va
-            self._s("req__op").value = int(op)
-            self._s("req__user").value = int(user)
-            self._s("req__sum").value = int(sum_)
-            self._s("req__asid").value = self.ctx.asid
-            self._s("req__root").value = self.ctx.root
-            valid.value = 1
-            t = None
-            waited = 0
-            while t is None:
-                await RisingEdge(clk)
-                waited += 1
-                if _int(ready):
-                    t = CpuTxn(self.core, va, op, user, sum_, self.ctx.asid, self.ctx.root,
-                               cycle_now())
-                elif waited > TIMEOUT_CYCLES:
-                    self.sb.fail("protocol", cycle_now(),
-                                 f"core{self.core} req.ready stayed low {waited} cycles")
-                    return
-            valid.value = 0
-            if not _int(rvalid):
-                waited = 0
-                while True:
-                    await RisingEdge(clk)
-                    if _int(rvalid):
-                        break
-                    waited += 1
-                    if waited > TIMEOUT_CYCLES:
-                        self.sb.fail("protocol", cycle_now(),
-                                     f"{t.describe()}: no response in {waited} cycles")
-                        return
+            try:
+                r = await self.port.request(va, op, asid=self.ctx.asid, root=self.ctx.root,
+                                            user=user, sum=sum_)
+            except PortTimeout as exc:
+                self.sb.fail("protocol", cycle_now(), str(exc))
+                return
+            t = CpuTxn(self.core, va, op, user, sum_, self.ctx.asid, self.ctx.root, r.accept)
             t.resp_cycle = cycle_now()
-            t.paddr = _int(self._s("resp__paddr"))
-            t.fault = FaultKind(_int(self._s("resp__fault")))
-            t.hit = bool(_int(self._s("resp__hit")))
+            t.paddr = r.paddr
+            t.fault = r.fault
+            t.hit = r.hit
             self.log.debug("%s", t.describe())
             self.sb.on_cpu(t)
             self.done += 1
@@ -127,16 +96,13 @@ class CpuDriver:
                 await ClockCycles(clk, gap)
 
 
-class InvalDriver:
-    """Drives one invalidation port (``cpu{i}__inval__*`` or ``dev__inval__*``).
+class InvalStimulus:
+    """Random invalidations on one invalidation port (``cpu{i}__inval__*`` or
+    ``dev__inval__*``, through its :class:`cosim.inval.InvalDriver`).
 
     Issues random invalidations of the four kinds at random intervals until :attr:`stop` is
-    set; also accepts requests from the racer (:meth:`request`).  ``valid`` is held until
-    ``ack``; the DUT first sees a request at the edge after it is driven.
-
-    Members (ports)
-    ---------------
-    drives ``inval__valid/kind/vaddr/asid``; samples ``inval__ack``.
+    set; also accepts requests from the racer (:meth:`request`).  One idle cycle follows
+    every ack.
     """
 
     def __init__(self, dut, target: int, tables: RandomTables, scoreboard: MmuScoreboard,
@@ -148,10 +114,8 @@ class InvalDriver:
         self.queue: list[tuple[InvalKind, int, int]] = []
         self.done: list[InvalTxn] = []
         self.on_ack = on_ack
-        self.prefix = "dev" if target < 0 else f"cpu{target}"
-
-    def _s(self, name):
-        return getattr(self.dut, f"{self.prefix}__inval__{name}")
+        self.port = InvalDriver(dut, "dev" if target < 0 else f"cpu{target}",
+                                timeout=TIMEOUT_CYCLES)
 
     def request(self, kind: InvalKind, vaddr: int, asid: int) -> None:
         self.queue.append((InvalKind(kind), vaddr, asid))
@@ -164,11 +128,9 @@ class InvalDriver:
         return kind, self.tables.pick_va(ctx, rng), ctx.asid
 
     async def run(self) -> None:
-        from cocotb.triggers import ClockCycles, RisingEdge
+        from cocotb.triggers import RisingEdge
         clk = self.dut.clk
         rng = self.rng
-        valid = self._s("valid")
-        ack = self._s("ack")
         while not self.stop:
             gap = 0
             while not self.queue and gap < 2 * self.mean_gap and not self.stop:
@@ -179,24 +141,14 @@ class InvalDriver:
             if self.stop:
                 break
             kind, va, asid = self.queue.pop(0) if self.queue else self._random()
-            self._s("kind").value = int(kind)
-            self._s("vaddr").value = va
-            self._s("asid").value = asid
-            valid.value = 1
             inv = InvalTxn(self.target, kind, va, asid, cycle_now() + 1)
             self.sb.on_inval_request(inv)
-            waited = 0
-            while True:
-                await RisingEdge(clk)
-                if _int(ack):
-                    break
-                waited += 1
-                if waited > TIMEOUT_CYCLES:
-                    self.sb.fail("protocol", cycle_now(), f"{inv.describe()}: no ack in "
-                                                          f"{waited} cycles")
-                    return
+            try:
+                await self.port.invalidate(kind, va, asid)
+            except PortTimeout as exc:
+                self.sb.fail("protocol", cycle_now(), f"{inv.describe()}: {exc}")
+                return
             inv.ack_cycle = cycle_now()
-            valid.value = 0
             self.sb.on_inval_ack(inv)
             self.done.append(inv)
             if self.on_ack:

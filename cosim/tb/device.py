@@ -1,7 +1,6 @@
-"""The DeviceMmu (secondary MMU) ports, driven and compared with SoftArch's device model.
+"""The DeviceMmu (secondary MMU) ports compared with SoftArch's device model.
 
-:class:`DeviceDriver` drives ``dev__req``, ``dev__fill``, ``dev__young``, ``dev__inval`` and
-``dev__fault__ack`` and samples the responses; :class:`DeviceChecker` performs the same
+:class:`DeviceChecker` drives the ports through :class:`cosim.device.DeviceDriver`, performs the same
 operation on :class:`pyrmap.softarch.SoftArch`'s device TLB (``dev_*``) and records every
 difference as a violation of kind ``device``: the access outcome (fault kind and paddr), the
 fault record (held until acknowledged, not overwritten by a second miss), the young bit's
@@ -20,101 +19,12 @@ import random
 from pyrmap.arch import DEVICE_COUNTERS, InvalKind
 from pyrmap.pte import _PAGE_R, _PAGE_U, _PAGE_W, _PAGE_X, AccessType, FaultKind
 
+from ..device import DeviceDriver
 from ..memory import cycle_now
-from ..ports import read_counters
 from ..scoreboard import Violation
 from .tables import sign_extend_va
 
-__all__ = ["DeviceDriver", "DeviceChecker"]
-
-
-def pte_perm_to_port(perm: int) -> int:
-    """R W X U in PTE positions (bits 1..4) -> the fill port's ``perm`` (bits 0..3)."""
-    return (perm >> 1) & 0xF
-
-
-class DeviceDriver:
-    """Drives the ``dev__…`` ports of ``top`` (one operation at a time).
-
-    Members (ports)
-    ---------------
-    drives ``req__valid/vaddr/op/asid``, ``fill__valid/vaddr/asid/ppn/level/perm/g``,
-    ``young__valid/vaddr/asid``, ``inval__valid/kind/vaddr/asid``, ``fault__ack``; samples
-    ``req__ready``, ``resp__*``, ``fault__valid/vaddr/asid/op``, ``fill__ready``,
-    ``young__ack/young``, ``inval__ack``.
-    """
-
-    TIMEOUT = 1000
-
-    def __init__(self, dut):
-        self.dut = dut
-
-    def _s(self, name):
-        return getattr(self.dut, f"dev__{name}")
-
-    async def _wait(self, name: str, what: str) -> None:
-        from cocotb.triggers import RisingEdge
-        for _ in range(self.TIMEOUT):
-            await RisingEdge(self.dut.clk)
-            if int(self._s(name).value):
-                return
-        raise TimeoutError(f"dev {what}: {name} not seen in {self.TIMEOUT} cycles")
-
-    async def access(self, vaddr: int, op: AccessType, asid: int) -> tuple[FaultKind, int]:
-        from cocotb.triggers import RisingEdge
-        self._s("req__vaddr").value = vaddr
-        self._s("req__op").value = int(op)
-        self._s("req__asid").value = asid
-        self._s("req__valid").value = 1
-        await self._wait("req__ready", "request")
-        self._s("req__valid").value = 0
-        if not int(self._s("resp__valid").value):
-            await self._wait("resp__valid", "response")
-        return FaultKind(int(self._s("resp__fault").value)), int(self._s("resp__paddr").value)
-
-    def fault_record(self):
-        """The pending fault record (vaddr, asid, op) or None (sampled now)."""
-        if not int(self._s("fault__valid").value):
-            return None
-        return (int(self._s("fault__vaddr").value), int(self._s("fault__asid").value),
-                AccessType(int(self._s("fault__op").value)))
-
-    async def ack_fault(self) -> None:
-        from cocotb.triggers import RisingEdge
-        self._s("fault__ack").value = 1
-        await RisingEdge(self.dut.clk)
-        self._s("fault__ack").value = 0
-        await RisingEdge(self.dut.clk)
-
-    async def fill(self, vaddr: int, asid: int, ppn: int, level: int, perm: int, g: bool):
-        self._s("fill__vaddr").value = vaddr
-        self._s("fill__asid").value = asid
-        self._s("fill__ppn").value = ppn
-        self._s("fill__level").value = level
-        self._s("fill__perm").value = pte_perm_to_port(perm)
-        self._s("fill__g").value = int(g)
-        self._s("fill__valid").value = 1
-        await self._wait("fill__ready", "fill")
-        self._s("fill__valid").value = 0
-
-    async def young(self, vaddr: int, asid: int) -> bool:
-        self._s("young__vaddr").value = vaddr
-        self._s("young__asid").value = asid
-        self._s("young__valid").value = 1
-        await self._wait("young__ack", "young")
-        self._s("young__valid").value = 0
-        return bool(int(self._s("young__young").value))
-
-    async def inval(self, kind: InvalKind, vaddr: int, asid: int) -> None:
-        self._s("inval__kind").value = int(kind)
-        self._s("inval__vaddr").value = vaddr
-        self._s("inval__asid").value = asid
-        self._s("inval__valid").value = 1
-        await self._wait("inval__ack", "inval")
-        self._s("inval__valid").value = 0
-
-    def counters(self) -> dict:
-        return read_counters(self.dut, "dev", DEVICE_COUNTERS)
+__all__ = ["DeviceChecker"]
 
 
 class DeviceChecker:

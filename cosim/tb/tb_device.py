@@ -4,7 +4,7 @@ Each test builds the co-simulated system of :mod:`cosim.system` (Top, memory mod
 threads, CosimArch, every checker), a process with anonymous and shared-file memory, and its
 device: a :class:`pyrmap.devdriver.DeviceMmuDriver` registered on the mm, whose device
 operations go through the RTL (:class:`cosim.devarch.DevArch`), and a device workload on
-``dev__req`` (:class:`cosim.device.DeviceDriver`).  The VM operation under test runs as host
+``dev__req`` (:class:`cosim.device.DeviceRequester`).  The VM operation under test runs as host
 threads next to the device; the checkers (a) (cycle-level, and after every invalidating
 operation), (b), (c) and (d) run all the time.  Each test writes one line of figures to
 ``COSIM_REPORT`` (JSON lines) for tests/test_device_cosim.py.
@@ -18,7 +18,7 @@ import random
 
 import cocotb
 
-from cosim.device import DeviceDriver
+from cosim.device import DeviceRequester
 from cosim.devarch import DevArch
 from pyrmap.checkers import InvariantViolation
 from pyrmap.devdriver import EFAULT, EINTR, DevDriverConfig, DeviceMmuDriver
@@ -66,7 +66,7 @@ class DevBench:
 
         s.checkers.step(f"{name}: setup")
         self.p, self.file, self.anon, self.fsh, self.drv = await s.call("setup", setup)
-        self.dev = DeviceDriver(self.devarch, self.drv, shadow=s.shadow)
+        self.dev = DeviceRequester(self.devarch, self.drv, shadow=s.shadow)
         return self
 
     def accesses(self, count: int, store_ratio: float = 0.4):
@@ -584,7 +584,7 @@ async def _seq_sweep(dut, on: bool, rounds: int = 10):
                 return p, anon, drv
             b.p, b.anon, b.drv = await s.call("fresh", fresh)
             b.fsh = b.anon
-            b.dev = DeviceDriver(b.devarch, b.drv)
+            b.dev = DeviceRequester(b.devarch, b.drv)
         # madvise zeroes the very words the device uses, and the shadow learns it only when
         # madvise returns: the device's loads are not compared here (the other scenarios do).
         b.dev.shadow = None

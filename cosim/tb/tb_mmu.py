@@ -30,7 +30,7 @@ from ..dut import reset, write_report
 from ..memory import Latency, MemoryResponder, cycle_now
 from ..ports import read_counters
 from ..scoreboard import MmuScoreboard, new_mmu_coverage
-from .agents import CpuDriver, InvalDriver, PteRacer
+from .agents import CpuStimulus, InvalStimulus, PteRacer
 from .tables import RandomTables
 
 NFRAMES = 64
@@ -72,10 +72,11 @@ async def test_random_mmu(dut):
                        asid_bits=asid_bits)
     await reset(dut, ncores)
     responder.start()
-    invals = [InvalDriver(dut, c, tables, sb, random.Random(rng.randrange(1 << 30)))
+    invals = [InvalStimulus(dut, c, tables, sb, random.Random(rng.randrange(1 << 30)))
               for c in range(ncores)]
     racer = PteRacer(dut, responder, tables, random.Random(rng.randrange(1 << 30)), invals)
-    cpus = [CpuDriver(dut, c, tables, sb, random.Random(rng.randrange(1 << 30)), nreq)
+    cpus = [CpuStimulus(dut, c, ncores, tables, sb, random.Random(rng.randrange(1 << 30)),
+                        nreq)
             for c in range(ncores)]
     bg = [cocotb.start_soon(d.run()) for d in invals] + [cocotb.start_soon(racer.run())]
     fg = [cocotb.start_soon(c.run()) for c in cpus]
@@ -198,7 +199,8 @@ async def test_device(dut):
     """DeviceMmu: random accesses, fault records, fills, young test-and-clear and the four
     invalidation kinds, compared step by step with SoftArch's device model."""
     from pyrmap.softarch import SoftArch
-    from .device import DeviceChecker, DeviceDriver
+    from ..device import DeviceDriver
+    from .device import DeviceChecker
     params = _params()
     seed = _seed()
     ncores = int(params.get("ncores", 2))

@@ -585,23 +585,34 @@ class CosimArch(Arch):
         now (the value at the flush included); an access that began before the flush may
         still use the old translation (stale but legal).  Called at the response instant.
         """
-        found = self.frames_since_flush(self._flush_log, asid, root, va, start)
+        if self.stale_check(f"core {core}", "flush", self._flush_log, self.access_checker,
+                            asid, root, va, start, paddr):
+            self.access_checks += 1
+
+    def stale_check(self, who: str, what: str, log, checker, asid: int, root: int, va: int,
+                    start: int, paddr: int) -> bool:
+        """The one cycle-level stale-translation check (checker (a)), for the cores'
+        accesses and the device's: an access of ``who`` to ``va`` that began at cycle
+        ``start`` completed through ``paddr``; ``log`` holds the acknowledged invalidations
+        (``what``) of its TLB.  A failure goes to ``checker`` (a
+        :class:`pyrmap.checkers.Checker`; None: ``AssertionError``).  Returns whether a
+        check was made (see :meth:`frames_since_flush`)."""
+        found = self.frames_since_flush(log, asid, root, va, start)
         if found is None:
-            return
+            return False
         ptep, cut, frames = found
-        self.access_checks += 1
-        if self.access_checker is not None:
-            self.access_checker.checks += 1
+        if checker is not None:
+            checker.checks += 1
         if frames is None or paddr >> 12 in frames:
-            return
-        msg = (f"core {core}: access to 0x{va:x} (asid {asid}) that began at cycle {start} "
+            return True
+        msg = (f"{who}: access to 0x{va:x} (asid {asid}) that began at cycle {start} "
                f"completed through frame {paddr >> 12:#x}, a translation removed by the "
-               f"flush acknowledged at cycle {cut}; the PTE has since mapped "
+               f"{what} acknowledged at cycle {cut}; the PTE has since mapped "
                f"{', '.join(hex(f) for f in sorted(frames)) or 'nothing'}")
-        if self.access_checker is not None:
-            self.access_checker.fail(msg, ptep)
-        else:
+        if checker is None:
             raise AssertionError(msg)
+        checker.fail(msg, ptep)
+        return True
 
     # --- the device (secondary MMU), through cosim.devarch.DevArch -------------------------
 

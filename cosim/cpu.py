@@ -41,7 +41,7 @@ from pyrmap.physmem import BusError
 from pyrmap.pte import AccessType, FaultKind
 
 from .memory import cycle_now
-from .ports import PortTimeout
+from .ports import PortTimeout, handles
 
 __all__ = ["CpuRequester", "CpuResponse"]
 
@@ -106,20 +106,10 @@ class CpuRequester:
         self.clk = dut.clk
         self.stats: collections.Counter[str] = collections.Counter()
         self.log = logging.getLogger(f"cosim.core{core}.cpu")
-        p = f"cpu{core}__"
-        self.req_valid = getattr(dut, p + "req__valid")
-        self.req_ready = getattr(dut, p + "req__ready")
-        self.req_vaddr = getattr(dut, p + "req__vaddr")
-        self.req_op = getattr(dut, p + "req__op")
-        self.req_user = getattr(dut, p + "req__user")
-        self.req_sum = getattr(dut, p + "req__sum")
-        self.req_asid = getattr(dut, p + "req__asid")
-        self.req_root = getattr(dut, p + "req__root")
-        self.resp_valid = getattr(dut, p + "resp__valid")
-        self.resp_paddr = getattr(dut, p + "resp__paddr")
-        self.resp_fault = getattr(dut, p + "resp__fault")
-        self.resp_hit = getattr(dut, p + "resp__hit")
-        self.req_valid.value = 0
+        self.req = handles(dut, f"cpu{core}__req",
+                           ("valid", "ready", "vaddr", "op", "user", "sum", "asid", "root"))
+        self.resp = handles(dut, f"cpu{core}__resp", ("valid", "paddr", "fault", "hit"))
+        self.req.valid.value = 0
 
     async def request(self, vaddr: int, op: AccessType, *, asid: int, root: int,
                       user: bool = True, sum: bool = False) -> CpuResponse:
@@ -136,35 +126,35 @@ class CpuRequester:
         """
         start = first = self.cycle()
         acks = self.acks() if self.acks is not None else 0
-        self.req_vaddr.value = vaddr & MASK64
-        self.req_op.value = int(op)
-        self.req_user.value = int(user)
-        self.req_sum.value = int(sum)
-        self.req_asid.value = asid
-        self.req_root.value = root
-        self.req_valid.value = 1
+        self.req.vaddr.value = vaddr & MASK64
+        self.req.op.value = int(op)
+        self.req.user.value = int(user)
+        self.req.sum.value = int(sum)
+        self.req.asid.value = asid
+        self.req.root.value = root
+        self.req.valid.value = 1
         accepted = None
         waited = 0
         while True:
             await RisingEdge(self.clk)
             waited += 1
-            if accepted is None and int(self.req_ready.value):
+            if accepted is None and int(self.req.ready.value):
                 accepted = self.cycle()
-                self.req_valid.value = 0
+                self.req.valid.value = 0
                 waited = 0
-            if accepted is not None and int(self.resp_valid.value):
+            if accepted is not None and int(self.resp.valid.value):
                 if self.acks is not None and self.acks() != acks:
                     # A shootdown of this core was acknowledged while the request was in
                     # flight: squash it and send it again (see the module docstring).
                     self.stats["shootdown_retries"] += 1
                     acks = self.acks()
                     start = self.cycle()
-                    self.req_valid.value = 1
+                    self.req.valid.value = 1
                     accepted = None
                     waited = 0
                     continue
-                fault = FaultKind(int(self.resp_fault.value))
-                hit = bool(int(self.resp_hit.value))
+                fault = FaultKind(int(self.resp.fault.value))
+                hit = bool(int(self.resp.hit.value))
                 self.stats["translations"] += 1
                 self.stats["cycles"] += self.cycle() - first
                 if fault == FaultKind.NONE:
@@ -172,7 +162,7 @@ class CpuRequester:
                 else:
                     self.stats["page_faults" if fault == FaultKind.PAGE
                                else "access_faults"] += 1
-                return CpuResponse(fault, int(self.resp_paddr.value), hit, start, accepted,
+                return CpuResponse(fault, int(self.resp.paddr.value), hit, start, accepted,
                                    self.cycle() - first)
             if waited > self.timeout:
                 what = "req.ready stayed low" if accepted is None else "no response"

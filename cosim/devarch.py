@@ -175,20 +175,6 @@ class DevArch(DevicePort):
         invalidation covering (asid, va) was acknowledged must not complete through a frame
         that the PTE stopped mapping before that invalidation: legal frames are those of every
         value the leaf PTE had from the last such invalidation until now."""
-        found = self.arch.frames_since_flush(self.inval_log, asid, root, va, start)
-        if found is None:
-            return
-        ptep, cut, frames = found
-        self.checks += 1
-        if self.checker is not None:
-            self.checker.checks += 1
-        if frames is None or paddr >> 12 in frames:
-            return
-        msg = (f"device: access to 0x{va:x} (asid {asid}) that began at cycle {start} "
-               f"completed through frame {paddr >> 12:#x}, a translation removed by the "
-               f"device invalidation acknowledged at cycle {cut}; the PTE has since mapped "
-               f"{', '.join(hex(f) for f in sorted(frames)) or 'nothing'}")
-        if self.checker is not None:
-            self.checker.fail(msg, ptep)
-        else:
-            raise AssertionError(msg)
+        if self.arch.stale_check("device", "device invalidation", self.inval_log, self.checker,
+                                 asid, root, va, start, paddr):
+            self.checks += 1

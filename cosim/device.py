@@ -260,18 +260,12 @@ class DeviceRequester:
         """Issue every access of ``workload`` (:class:`pyrmap.workload.Access` or
         ``(op, vaddr[, value])``); a store writes a fresh value.  Ends early when the device
         is stopped.  Returns the number of accesses that completed."""
-        from pyrmap.workload import _coerce
-        value = value_base
+        from pyrmap.workload import with_store_values
         done = 0
-        for item in workload:
+        for acc, data in with_store_values(workload, value_base):
             if self.stopped or self.driver.stopped:
                 self.stats["stopped_early"] += 1
                 break
-            acc = _coerce(item)
-            data = None
-            if acc.op == AccessType.STORE:
-                value += 1
-                data = acc.value if acc.value is not None else value
             out = await self.access(acc.vaddr, acc.op, data)
             done += out.fault == FaultKind.NONE
         return done

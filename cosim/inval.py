@@ -18,7 +18,7 @@ from cocotb.triggers import RisingEdge
 from pyrmap.arch import InvalKind
 
 from .memory import cycle_now
-from .ports import PortTimeout
+from .ports import PortTimeout, handles
 
 __all__ = ["InvalDriver"]
 
@@ -62,12 +62,7 @@ class InvalDriver:
         self.cycle = cycle
         self.acks = 0
         self.lock = CoLock()
-        p = f"{prefix}__inval__"
-        self.valid = getattr(dut, p + "valid")
-        self.kind = getattr(dut, p + "kind")
-        self.vaddr = getattr(dut, p + "vaddr")
-        self.asid = getattr(dut, p + "asid")
-        self.ack = getattr(dut, p + "ack")
+        self.port = handles(dut, f"{prefix}__inval", ("valid", "kind", "vaddr", "asid", "ack"))
 
     async def invalidate(self, kind: InvalKind, vaddr: int, asid: int) -> int:
         """One request; returns the cycles from presenting it to the ack.
@@ -77,22 +72,22 @@ class InvalDriver:
         PortTimeout
             No ack within ``timeout`` cycles.
         """
-        self.kind.value = int(kind)
-        self.vaddr.value = vaddr & MASK64
-        self.asid.value = asid & self.asid_mask
-        self.valid.value = 1
+        self.port.kind.value = int(kind)
+        self.port.vaddr.value = vaddr & MASK64
+        self.port.asid.value = asid & self.asid_mask
+        self.port.valid.value = 1
         waited = 0
         while True:
             await RisingEdge(self.clk)
             waited += 1
-            if int(self.ack.value):
+            if int(self.port.ack.value):
                 self.acks += 1
                 break
             if waited > self.timeout:
                 raise PortTimeout(f"{self.prefix}: no ack of invalidation "
                                   f"{InvalKind(kind).name} va=0x{vaddr:x} asid={asid} "
                                   f"within {self.timeout} cycles")
-        self.valid.value = 0
+        self.port.valid.value = 0
         return waited
 
     async def invalidate_all(self, reqs, on_ack: Callable = None) -> int:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["read_counters", "int_or", "PortTimeout"]
+from types import SimpleNamespace
+
+__all__ = ["read_counters", "int_or", "handles", "PortTimeout"]
 
 
 class PortTimeout(TimeoutError):
@@ -15,6 +17,18 @@ def int_or(value, default: int) -> int:
         return int(value)
     except ValueError:
         return default
+
+
+def handles(dut, prefix: str, names) -> SimpleNamespace:
+    """The signals ``{prefix}__{name}`` of ``dut`` for every name of ``names``, as attributes
+    named ``name``.
+
+    Raises
+    ------
+    AttributeError
+        The design has no such port.
+    """
+    return SimpleNamespace(**{name: getattr(dut, f"{prefix}__{name}") for name in names})
 
 
 def read_counters(dut, prefix: str, names) -> dict[str, int]:

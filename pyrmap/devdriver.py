@@ -645,17 +645,11 @@ def run_device(driver: DeviceMmuDriver, accesses: Iterable, *, shadow=None,
     value.  An access the process may not make (``EFAULT``: unmapped meanwhile, or the
     device stopped) is counted in ``efaults`` and skipped, one that found no memory
     (``ENOMEM``) in ``enomem``; the thread ends when the device is stopped.  Returns the driver's figures."""
-    from .workload import _coerce
-    value = value_base
-    for item in accesses:
+    from .workload import with_store_values
+    for acc, data in with_store_values(accesses, value_base):
         if driver.stopped:
             driver.stats["stopped_early"] += 1
             break
-        acc = _coerce(item)
-        data = None
-        if acc.op == AccessType.STORE:
-            value += 1
-            data = acc.value if acc.value is not None else value
         try:
             driver.access(acc.vaddr, acc.op, data, shadow=shadow)
         except OSError as exc:

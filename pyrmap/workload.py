@@ -248,6 +248,20 @@ class CpuWorkload:
         return res.value
 
 
+def with_store_values(items: Iterable, value_base: int) -> Iterator[tuple["Access", Optional[int]]]:
+    """``(access, data)`` for every item of a device's accesses (:class:`Access` or
+    ``(op, vaddr[, value])``): a store without a value writes a fresh one,
+    ``value_base + 1``, ``+ 2``, ...; a load has no data."""
+    value = value_base
+    for item in items:
+        acc = _coerce(item)
+        data = None
+        if acc.op == AccessType.STORE:
+            value += 1
+            data = acc.value if acc.value is not None else value
+        yield acc, data
+
+
 class FaultRetry:
     """The fault-and-retry loop around one access, shared by every requester: the CPU and
     device workloads here, :meth:`pyrmap.devdriver.DeviceMmuDriver.access` and the RTL

@@ -585,26 +585,29 @@ class CosimArch(Arch):
         now (the value at the flush included); an access that began before the flush may
         still use the old translation (stale but legal).  Called at the response instant.
         """
-        if self.stale_check(f"core {core}", "flush", self._flush_log, self.access_checker,
-                            asid, root, va, start, paddr):
-            self.access_checks += 1
+        self.stale_check(f"core {core}", "flush", self._flush_log, self.access_checker,
+                         self._counted, asid, root, va, start, paddr)
 
-    def stale_check(self, who: str, what: str, log, checker, asid: int, root: int, va: int,
-                    start: int, paddr: int) -> bool:
+    def _counted(self) -> None:
+        self.access_checks += 1
+
+    def stale_check(self, who: str, what: str, log, checker, counted, asid: int, root: int,
+                    va: int, start: int, paddr: int) -> None:
         """The one cycle-level stale-translation check (checker (a)), for the cores'
         accesses and the device's: an access of ``who`` to ``va`` that began at cycle
         ``start`` completed through ``paddr``; ``log`` holds the acknowledged invalidations
-        (``what``) of its TLB.  A failure goes to ``checker`` (a
-        :class:`pyrmap.checkers.Checker`; None: ``AssertionError``).  Returns whether a
-        check was made (see :meth:`frames_since_flush`)."""
+        (``what``) of its TLB.  ``counted()`` is called for every check made (see
+        :meth:`frames_since_flush`); a failure goes to ``checker`` (a
+        :class:`pyrmap.checkers.Checker`; None: ``AssertionError``)."""
         found = self.frames_since_flush(log, asid, root, va, start)
         if found is None:
-            return False
+            return
         ptep, cut, frames = found
+        counted()
         if checker is not None:
             checker.checks += 1
         if frames is None or paddr >> 12 in frames:
-            return True
+            return
         msg = (f"{who}: access to 0x{va:x} (asid {asid}) that began at cycle {start} "
                f"completed through frame {paddr >> 12:#x}, a translation removed by the "
                f"{what} acknowledged at cycle {cut}; the PTE has since mapped "
@@ -612,7 +615,6 @@ class CosimArch(Arch):
         if checker is None:
             raise AssertionError(msg)
         checker.fail(msg, ptep)
-        return True
 
     # --- the device (secondary MMU), through cosim.devarch.DevArch -------------------------
 

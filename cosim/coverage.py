@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import enum
 import itertools
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -28,7 +29,7 @@ class CoverageError(ValueError):
 
 
 def _key(v: Any) -> str:
-    return str(v.name if hasattr(v, "name") else v)
+    return str(v.name if isinstance(v, enum.Enum) else v)
 
 
 class Coverage:

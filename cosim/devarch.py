@@ -175,6 +175,8 @@ class DevArch(DevicePort):
         invalidation covering (asid, va) was acknowledged must not complete through a frame
         that the PTE stopped mapping before that invalidation: legal frames are those of every
         value the leaf PTE had from the last such invalidation until now."""
-        if self.arch.stale_check("device", "device invalidation", self.inval_log, self.checker,
-                                 asid, root, va, start, paddr):
-            self.checks += 1
+        self.arch.stale_check("device", "device invalidation", self.inval_log, self.checker,
+                              self._counted, asid, root, va, start, paddr)
+
+    def _counted(self) -> None:
+        self.checks += 1

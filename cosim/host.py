@@ -130,6 +130,8 @@ class HostEnv:
         self.lockdep: Optional[LockDep] = LockDep() if lockdep else None
         #: A thread waiting this many cycles for one lock raises :class:`Deadlock`.
         self.lock_timeout = lock_timeout
+        #: The event each lock a host thread sleeps on sets when it is released.
+        self._release_events: dict = {}
         self._names: collections.Counter[str] = collections.Counter()
         self._now = 0
         #: Set by :meth:`stop`: every host thread's next round trip raises ThreadKilled.
@@ -339,9 +341,9 @@ class HostEnv:
         if thread is SCHEDULER:
             raise LockError(f"{why}: {lock!r} is held by {lock.holders()} and a coroutine "
                             f"cannot sleep on it; only host threads may")
-        ev = getattr(lock, "_cosim_release", None)
+        ev = self._release_events.get(lock)
         if ev is None:
-            ev = lock._cosim_release = Event()
+            ev = self._release_events[lock] = Event()
         thread.lock_waits += 1
         self.stats["lock_waits"] += 1
         timeout = self.lock_timeout
@@ -354,7 +356,6 @@ class HostEnv:
                            f"({why}), held by {lock.holders()}")
 
     def lock_wake(self, lock) -> None:
-        ev = getattr(lock, "_cosim_release", None)
+        ev = self._release_events.pop(lock, None)
         if ev is not None:
-            lock._cosim_release = None
             ev.set()

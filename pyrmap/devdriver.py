@@ -568,12 +568,9 @@ class DeviceMmuDriver(MmuNotifier):
 
     def _report(self, checker: str, message: str) -> None:
         self.stats["violations"] += 1
-        if self.checkers is not None:
-            target = getattr(self.checkers, checker, None)
-            if target is not None:
-                target.fail(message)
-                return
-        raise _bug(message)
+        if self.checkers is None:
+            raise _bug(message)
+        {"frame": self.checkers.frame, "notifier": self.checkers.notifier}[checker].fail(message)
 
     def figures(self) -> dict:
         """The driver's figures (the keys of :data:`FIGURE_LABELS`, plus the counter's)."""
@@ -590,17 +587,16 @@ def device_figures(source) -> dict:
     retry protocol, faults resolved through the engine, invalidations (notifier callbacks),
     device invalidation requests, young bits harvested, releases -- summed over drivers.
 
-    ``source`` is a :class:`DeviceMmuDriver`, an iterable of them, or anything with a
-    ``checkers.secondaries`` list (a :class:`pyrmap.scenario.System`); device workloads found
-    on it (``device_workloads``) add the accesses they made through other drivers.  Labels:
-    :data:`FIGURE_LABELS`.
+    ``source`` is a :class:`DeviceMmuDriver`, an iterable of them, or a
+    :class:`pyrmap.scenario.System`, whose device workloads (``device_workloads``) add the
+    accesses they made through other drivers.  Labels: :data:`FIGURE_LABELS`.
     """
+    from .scenario import System
     if isinstance(source, DeviceMmuDriver):
         drivers: Iterable = [source]
         workloads: Iterable = ()
-    elif hasattr(source, "checkers"):
-        drivers = getattr(source.checkers, "secondaries", [])
-        workloads = getattr(source, "device_workloads", ())
+    elif isinstance(source, System):
+        drivers, workloads = source.checkers.secondaries, source.device_workloads
     else:
         drivers, workloads = list(source), ()
     out = {key: 0 for key, _ in FIGURE_LABELS}
@@ -613,8 +609,7 @@ def device_figures(source) -> dict:
             if key in out:
                 out[key] += value
     for wl in workloads:
-        st = getattr(wl, "stats", {})
-        out["accesses"] += st.get("loads", 0) + st.get("stores", 0)
+        out["accesses"] += wl.stats["loads"] + wl.stats["stores"]
     out["drivers"] = n
     return out
 

@@ -38,7 +38,7 @@ import random
 import threading
 from typing import Any, Callable, Optional
 
-from .locking import Deadlock
+from .locking import Deadlock, SoftLock, SoftRwSem
 
 __all__ = ["Scheduler", "Task", "Deadlock", "Livelock", "STRATEGIES", "pct_bound"]
 
@@ -379,7 +379,7 @@ class Scheduler:
         for t in self.tasks:
             if t.state == "blocked" and t.waiting is not None:
                 obj, why = t.waiting
-                if hasattr(obj, "holders"):
+                if isinstance(obj, (SoftLock, SoftRwSem)):
                     lines.append(f"{t.name!r} waits for {obj.name!r} {id(obj) & 0xFFFFFF:06x} "
                                  f"({why}), {obj.holders()}")
                 else:

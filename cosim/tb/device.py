@@ -144,7 +144,7 @@ class DeviceChecker:
                 self.fail(f"fault record after the miss of 0x{va:x}: RTL {rec}, model {model}")
             if self.rng.random() < 0.7:         # else leave it pending: a second miss must
                 await self.drv.ack_fault()      # not overwrite it
-                self.arch.dev.ack_fault()
+                self.arch.dev_ack_fault()
                 if self.drv.fault_record() is not None:
                     self.fail("fault record still pending after its ack")
                 if self.rng.random() < 0.8:     # the host resolves the fault

@@ -194,8 +194,7 @@ class CosimArch(Arch):
         #: pte_history ignores memory transactions before this sequence number (a scenario
         #: that reuses memory for a fresh kernel sets it).
         self.history_from_seq = 0
-        #: The invalidation port of each core (the flushes drive them; a core's
-        #: :class:`~cosim.cpu.CpuRequester` re-executes a request in flight across an ack).
+        #: The invalidation port of each core (the flushes drive them).
         self.invals = [InvalDriver(dut, f"cpu{i}", asid_bits=asid_bits, cycle=self.cycle)
                        for i in range(ncores)]
         #: The ports' locks, for another owner of the same ports (the litmus runner).
@@ -472,16 +471,15 @@ class CosimArch(Arch):
     # --- CPU accesses through the RTL (the engine's CpuWorkload calls these) ----------------
 
     def attach_cpus(self) -> None:
-        """One :class:`cosim.cpu.CpuRequester` per core (``cpu_access`` goes through them),
-        each re-executing a request in flight across an acknowledged invalidation of its
-        core."""
-        self.drivers = [CpuRequester(self.dut, i, ncores=self.ncores, cycle=self.cycle,
-                                     acks=self._acks_of(i))
+        """One :class:`cosim.cpu.CpuRequester` per core (``cpu_access`` goes through them)."""
+        self.drivers = [CpuRequester(self.dut, i, ncores=self.ncores, cycle=self.cycle)
                         for i in range(self.ncores)]
 
-    def _acks_of(self, core: int):
-        port = self.invals[core]
-        return lambda: port.acks
+    @property
+    def acks(self) -> list[int]:
+        """Invalidation acks seen per core (the litmus bench counts the translations that
+        straddle one: a walk in flight across a shootdown, answered after its ack)."""
+        return [d.acks for d in self.invals]
 
     async def _cpu_access(self, core: int, vaddr: int, op, data, user: bool, sum: bool):
         async with self._cpu_locks[core]:

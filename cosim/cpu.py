@@ -14,14 +14,10 @@ here).
 Users: :class:`cosim.arch.CosimArch` (``cpu_access``), the random MMU stimulus
 (:mod:`cosim.tb.agents`) and the litmus runner.
 
-A shootdown squashes the accesses in flight on its core.  When the requester is given the
-core's count of acknowledged invalidations (``acks``), a response that arrives after an
-invalidation of this core was acknowledged while the request was in flight is discarded and
-the request re-executed (counted as ``shootdown_retries``): a real core takes the shootdown
-(an interrupt, then SFENCE.VMA) between instructions, so a store in flight either completed
-before the acknowledgement or is re-executed after it.  Without this, a store translated
-before ``try_to_unmap``'s flush could land in the frame after the flush returned -- after
-writeback had copied the page.  This is the one place the requesters re-execute.
+A shootdown needs nothing from the requester: from the cycle the RTL acknowledges an
+invalidation, no response leaves the port that was derived from a PTE read or a TLB entry
+older than it (the MMU restarts a walk in flight itself, hdl/PORTS.md), so the data access
+performed at the response instant never goes through a translation the shootdown removed.
 
 Signals are sampled right after the rising edge, which gives their values in the cycle that
 edge ended (a synchronous receiver's view): a request is accepted at the edge after which
@@ -51,9 +47,8 @@ MASK64 = (1 << 64) - 1
 @dataclass
 class CpuResponse:
     """The answer to one request: the fault kind, the physical address (valid with
-    ``NONE``), whether the TLB served it, the cycle the (last) request was presented
-    (``start``), the cycle it was accepted (``accept``), and the cycles from the first
-    presentation to the response."""
+    ``NONE``), whether the TLB served it, the cycle the request was presented (``start``),
+    the cycle it was accepted (``accept``), and the cycles from presentation to response."""
     fault: FaultKind
     paddr: int
     hit: bool
@@ -72,9 +67,6 @@ class CpuRequester:
     core : int
     ncores : int
         Cores of the design (``core`` must be one of them).
-    acks : callable, optional
-        ``acks() -> int``: invalidations of this core acknowledged so far.  Given, a request
-        in flight across an acknowledgement is re-executed (see the module docstring).
     timeout : int
         Cycles to wait for ``ready`` and for the response; :class:`PortTimeout` after.
     cycle : callable
@@ -88,19 +80,18 @@ class CpuRequester:
     Members
     -------
     stats : collections.Counter
-        translations, cycles, hits, misses, page_faults, access_faults, shootdown_retries;
+        translations, cycles, hits, misses, page_faults, access_faults;
         with :meth:`access`: accesses, loads, stores, fetches, data_bus_errors.
     """
 
-    def __init__(self, dut, core: int, *, ncores: int, acks: Optional[Callable[[], int]] = None,
-                 timeout: int = 100_000, cycle: Callable[[], int] = cycle_now):
+    def __init__(self, dut, core: int, *, ncores: int, timeout: int = 100_000,
+                 cycle: Callable[[], int] = cycle_now):
         if not isinstance(core, int) or isinstance(core, bool) or not 0 <= core < ncores:
             raise ValueError(f"Core must be 0..{ncores - 1}, not {core!r}")
         if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 1:
             raise TypeError(f"Timeout must be a positive integer, not {timeout!r}")
         self.dut = dut
         self.core = core
-        self.acks = acks
         self.timeout = timeout
         self.cycle = cycle
         self.clk = dut.clk
@@ -124,8 +115,7 @@ class CpuRequester:
         PortTimeout
             ``ready`` or the response did not come within ``timeout`` cycles.
         """
-        start = first = self.cycle()
-        acks = self.acks() if self.acks is not None else 0
+        start = self.cycle()
         self.req.vaddr.value = vaddr & MASK64
         self.req.op.value = int(op)
         self.req.user.value = int(user)
@@ -143,27 +133,17 @@ class CpuRequester:
                 self.req.valid.value = 0
                 waited = 0
             if accepted is not None and int(self.resp.valid.value):
-                if self.acks is not None and self.acks() != acks:
-                    # A shootdown of this core was acknowledged while the request was in
-                    # flight: squash it and send it again (see the module docstring).
-                    self.stats["shootdown_retries"] += 1
-                    acks = self.acks()
-                    start = self.cycle()
-                    self.req.valid.value = 1
-                    accepted = None
-                    waited = 0
-                    continue
                 fault = FaultKind(int(self.resp.fault.value))
                 hit = bool(int(self.resp.hit.value))
                 self.stats["translations"] += 1
-                self.stats["cycles"] += self.cycle() - first
+                self.stats["cycles"] += self.cycle() - start
                 if fault == FaultKind.NONE:
                     self.stats["hits" if hit else "misses"] += 1
                 else:
                     self.stats["page_faults" if fault == FaultKind.PAGE
                                else "access_faults"] += 1
                 return CpuResponse(fault, int(self.resp.paddr.value), hit, start, accepted,
-                                   self.cycle() - first)
+                                   self.cycle() - start)
             if waited > self.timeout:
                 what = "req.ready stayed low" if accepted is None else "no response"
                 raise PortTimeout(f"core{self.core}: {what} for {waited} cycles after "

@@ -46,8 +46,7 @@ class InvalDriver:
     Members
     -------
     acks : int
-        Requests acknowledged so far (a :class:`~cosim.cpu.CpuRequester` re-executes a
-        request in flight across one).
+        Requests acknowledged so far.
     lock : cocotb Lock
         Held by :meth:`invalidate_all`; one sequence of requests at a time.
     """

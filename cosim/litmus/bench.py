@@ -16,12 +16,15 @@ The JSON report (``COSIM_REPORT``) holds, per test, one record per run: its seed
 key, the value of every condition, the cycles it took and an error if it hung or failed.
 
 CPU accesses are S-mode with ``sstatus.SUM`` set (``user=0``, ``sum=1``: U and non-U pages
-alike, as the kernel's user PTEs carry U), ASID 1: the PTE's translation goes through
-the core's TLB and walker; a load or store then reads or writes the word at the physical
-address in the cycle the response arrives.  OS operations act on the PTE word in memory at one
-clock edge, atomically with respect to the walkers' compare-and-swap.  ``fence`` and
-``csync`` wait one cycle: the cores are in order and block on each access, so there is
-nothing else to drain.
+alike, as the kernel's user PTEs carry U; ``option user=1``: U-mode), ASID 1: the PTE's
+translation goes through the core's TLB and walker; a load or store then reads or writes the
+word at the physical address in the cycle the response arrives.  The port does not re-execute
+an access answered after an invalidation of its core was acknowledged (the hardware must not
+answer from a translation the invalidation removed); the run counts such answers
+(``straddled``).  Each operation is executed by its registry entry (:mod:`cosim.litmus.ops`).
+OS operations act on the PTE word in memory at one clock edge, atomically with respect to the
+walkers' compare-and-swap.  ``fence`` and ``csync`` wait one cycle: the cores are in order and
+block on each access, so there is nothing else to drain.
 """
 
 from __future__ import annotations

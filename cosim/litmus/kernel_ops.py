@@ -9,14 +9,18 @@ memory before the threads start:
   with host threads from a :class:`cosim.host.HostEnv`;
 * one :class:`~pyrmap.mm_types.MmStruct` (ASID 1, root frame 1: the bench's page tables),
   active on every core;
-* one shared file mapping covering every virtual page of the test (page ``i`` at file offset
-  ``i``), whose page cache holds each physical page the init section maps (so rmap reaches
-  it: ``page->mapping``, ``page->index``, ``_mapcount``), and the other named pages as free
-  standing pages (e.g. a remap target);
+* one mapping covering every virtual page of the test: by default a shared file mapping
+  (page ``i`` at file offset ``i``) whose page cache holds each physical page the init
+  section maps (so rmap reaches it: ``page->mapping``, ``page->index``, ``_mapcount``; a
+  page mapped writable is dirty, as dirty accounting makes it); with ``option mapping=anon``
+  a private anonymous mapping whose pages are anonymous pages of its anon_vma (for fork's
+  copy-on-write); the other named pages are free standing pages (e.g. a remap target);
 * a notifier on the mm that invalidates the device TLB for every range the engine invalidates
   (the secondary MMU's driver), when the test has a device thread.
 
 Each kernel operation then runs as one host thread and its result goes into the register.
+The operations are the kernel entries of the registry (:data:`cosim.litmus.ops.OPS`); their
+bodies are the functions below, ``body(world, op) -> int``.
 """
 
 from __future__ import annotations

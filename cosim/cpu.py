@@ -98,9 +98,11 @@ class CpuRequester:
         self.stats: collections.Counter[str] = collections.Counter()
         self.log = logging.getLogger(f"cosim.core{core}.cpu")
         self.req = handles(dut, f"cpu{core}__req",
-                           ("valid", "ready", "vaddr", "op", "user", "sum", "asid", "root"))
+                           ("valid", "ready", "vaddr", "op", "user", "sum", "mxr", "asid",
+                            "root"))
         self.resp = handles(dut, f"cpu{core}__resp", ("valid", "paddr", "fault", "hit"))
         self.req.valid.value = 0
+        self.req.mxr.value = 0              # mstatus.MXR: the workloads never set it
 
     async def request(self, vaddr: int, op: AccessType, *, asid: int, root: int,
                       user: bool = True, sum: bool = False) -> CpuResponse:

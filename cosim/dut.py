@@ -40,7 +40,7 @@ async def reset(dut, ncores: int) -> None:
     Clock(dut.clk, CLOCK_PERIOD_NS, unit="ns", impl="gpi").start(start_high=False)
     for i in range(ncores):
         for name in ("req__valid", "req__vaddr", "req__op", "req__user", "req__sum",
-                     "req__asid", "req__root", "inval__valid", "inval__kind", "inval__vaddr",
+                     "req__mxr", "req__asid", "req__root", "inval__valid", "inval__kind", "inval__vaddr",
                      "inval__asid"):
             getattr(dut, f"cpu{i}__{name}").value = 0
     for name in ("req__valid", "req__vaddr", "req__op", "req__asid", "fault__ack",

@@ -81,9 +81,11 @@ class CpuTxn:
     paddr: int = 0
     fault: FaultKind = FaultKind.NONE
     hit: bool = False
+    mxr: bool = False               # mstatus.MXR
 
     def describe(self) -> str:
-        mode = "U" if self.user else ("S+SUM" if self.sum else "S")
+        mode = ("U" if self.user else ("S+SUM" if self.sum else "S")) + \
+            ("+MXR" if self.mxr else "")
         res = (f"paddr 0x{self.paddr:09x}" if self.fault == FaultKind.NONE
                else f"fault {FaultKind(self.fault).name}")
         return (f"core{self.core} {AccessType(self.op).name} 0x{self.vaddr:x} {mode} "
@@ -292,7 +294,7 @@ class MmuScoreboard:
                  and e.covers(t.vaddr) and (e.g or e.asid == asid)]
         level = None
         for e in cands:
-            perm_ok = check_perm(e.pte & PERM_MASK, t.op, user=t.user, sum=t.sum)
+            perm_ok = check_perm(e.pte & PERM_MASK, t.op, user=t.user, sum=t.sum, mxr=t.mxr)
             if t.fault == FaultKind.NONE:
                 if not perm_ok or e.translate(t.vaddr) != t.paddr:
                     continue
@@ -382,7 +384,7 @@ class MmuScoreboard:
         res: Optional[WalkResult] = None
         try:
             res = sv39_walk(read, cas, t.vaddr, t.op, user=t.user, sum=t.sum, root=t.root,
-                            svadu=self.svadu)
+                            svadu=self.svadu, mxr=t.mxr)
         except _Stop:
             pass
         except RuntimeError as exc:          # CAS livelock in the golden model

@@ -20,7 +20,8 @@ __all__ = ["CoreMmu", "CORE_COUNTERS", "cpu_req_signature", "cpu_resp_signature"
 def cpu_req_signature(asid_bits):
     aw = max(asid_bits, 1)
     return wiring.Signature({"valid": Out(1), "ready": In(1), "vaddr": Out(VA_WIDTH),
-                             "op": Out(2), "user": Out(1), "sum": Out(1), "asid": Out(aw),
+                             "op": Out(2), "user": Out(1), "sum": Out(1), "mxr": Out(1),
+                             "asid": Out(aw),
                              "root": Out(PPN_WIDTH)})
 
 
@@ -34,7 +35,7 @@ class CoreMmu(wiring.Component):
 
     A request is accepted while idle (``req.ready``) and no invalidation is being applied.  It
     hits when a TLB entry maps (vaddr, asid), the VA is canonical, the entry grants the access
-    (R/W/X, U/SUM), has A=1 and, for a store, D=1: then ``resp`` pulses the next cycle with
+    (R/W/X, U/SUM/MXR), has A=1 and, for a store, D=1: then ``resp`` pulses the next cycle with
     ``hit=1``.  Otherwise a matching entry is dropped and the walker runs; ``resp`` pulses when
     it finishes, and a successful walk fills the TLB.
 
@@ -69,8 +70,8 @@ class CoreMmu(wiring.Component):
     Members
     -------
     req : In(cpu_req_signature)
-        ``valid``/``ready``, ``vaddr``, ``op`` (AccessType), ``user``, ``sum``, ``asid``,
-        ``root`` (satp.PPN).
+        ``valid``/``ready``, ``vaddr``, ``op`` (AccessType), ``user``, ``sum``
+        (sstatus.SUM), ``mxr`` (mstatus.MXR), ``asid``, ``root`` (satp.PPN).
     resp : Out(cpu_resp_signature)
         One-cycle ``valid`` pulse with ``paddr`` (0 on a fault), ``fault`` (FaultKind) and
         ``hit`` (served from the TLB).
@@ -134,6 +135,7 @@ class CoreMmu(wiring.Component):
         op = Signal(2)
         user = Signal()
         sum_ = Signal()
+        mxr = Signal()
         asid = Signal.like(req.asid)
         root = Signal(PPN_WIDTH)
         squashed = Signal()   # an invalidation was applied while this walk was in flight
@@ -144,7 +146,7 @@ class CoreMmu(wiring.Component):
 
         e = tlb.lookup.entry
         hit_ok = (tlb.lookup.hit & va_canonical(req.vaddr) & e.a
-                  & sv39_permits(req.op, req.user, req.sum, e.r, e.w, e.x, e.u)
+                  & sv39_permits(req.op, req.user, req.sum, req.mxr, e.r, e.w, e.x, e.u)
                   & ((req.op != AccessType.STORE) | e.d))
 
         m.d.comb += [
@@ -154,6 +156,7 @@ class CoreMmu(wiring.Component):
             walker.start.op.eq(op),
             walker.start.user.eq(user),
             walker.start.sum.eq(sum_),
+            walker.start.mxr.eq(mxr),
             walker.start.root.eq(root),
         ]
 
@@ -181,7 +184,8 @@ class CoreMmu(wiring.Component):
                         m.d.comb += tlb.lookup.drop.eq(1)
                         m.d.sync += [
                             vaddr.eq(req.vaddr), op.eq(req.op), user.eq(req.user),
-                            sum_.eq(req.sum), asid.eq(req.asid), root.eq(req.root),
+                            sum_.eq(req.sum), mxr.eq(req.mxr), asid.eq(req.asid),
+                            root.eq(req.root),
                             perf.misses.eq(perf.misses + 1),
                         ]
                         m.next = "WALK_START"

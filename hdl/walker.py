@@ -6,8 +6,9 @@ One loop from the root down, as in the privileged spec's algorithm (and Spike's 
 2. Read the PTE at ``root * 4096 + vpn[2] * 8``; a bus error is an *access* fault.
 3. V=0, W without R, or any of bits 54..63 set: page fault.
 4. A non-leaf (R=X=0) with A, D or U set, or at level 0: page fault; else descend.
-5. A leaf: R/W/X for the access type; U=0 for a U-mode access, or U=1 for an S-mode fetch, or
-   U=1 for an S-mode load/store without SUM: page fault.  A superpage whose low PPN bits are not
+5. A leaf: R/W/X for the access type (a load may use X instead of R when MXR is set); U=0 for
+   a U-mode access, or U=1 for an S-mode fetch, or U=1 for an S-mode load/store without SUM:
+   page fault.  A superpage whose low PPN bits are not
    zero: page fault.
 6. A=0, or a store with D=0: Svade (``svadu=False``) raises a page fault; Svadu compare-and-swaps
    the exact PTE value read in step 2 with ``pte | A | (D if store)``.  A CAS mismatch restarts the
@@ -35,9 +36,10 @@ def va_canonical(vaddr):
     return (top == 0) | top.all()
 
 
-def sv39_permits(op, user, sum_, r, w, x, u):
-    """True when a leaf with R/W/X/U grants access ``op`` at privilege ``user`` (SUM ``sum_``)."""
-    kind = Mux(op == AccessType.LOAD, r, Mux(op == AccessType.STORE, w,
+def sv39_permits(op, user, sum_, mxr, r, w, x, u):
+    """True when a leaf with R/W/X/U grants access ``op`` at privilege ``user`` (SUM ``sum_``,
+    MXR ``mxr``: a load may read an executable page)."""
+    kind = Mux(op == AccessType.LOAD, r | (mxr & x), Mux(op == AccessType.STORE, w,
                                              Mux(op == AccessType.FETCH, x, 0)))
     priv = Mux(user, u, ~u | (sum_ & (op != AccessType.FETCH)))
     return kind & priv
@@ -68,7 +70,8 @@ class PageWalker(wiring.Component):
     Members
     -------
     start : In
-        ``valid``/``ready`` (ready while idle), ``vaddr``, ``op``, ``user``, ``sum``, ``root``.
+        ``valid``/``ready`` (ready while idle), ``vaddr``, ``op``, ``user``, ``sum``, ``mxr``,
+        ``root``.
     done : Out
         One-cycle pulse ``valid`` with ``fault`` (NONE/PAGE/ACCESS), ``paddr`` (0 on a fault), ``pte`` (the leaf
         as it is in memory after the update) and ``level``.
@@ -91,7 +94,7 @@ class PageWalker(wiring.Component):
         super().__init__({
             "start": In(wiring.Signature({
                 "valid": Out(1), "ready": In(1), "vaddr": Out(VA_WIDTH), "op": Out(2),
-                "user": Out(1), "sum": Out(1), "root": Out(PPN_WIDTH)})),
+                "user": Out(1), "sum": Out(1), "mxr": Out(1), "root": Out(PPN_WIDTH)})),
             "done": Out(wiring.Signature({
                 "valid": Out(1), "fault": Out(2), "paddr": Out(PA_WIDTH),
                 "pte": Out(PTE_LAYOUT), "level": Out(2)})),
@@ -108,6 +111,7 @@ class PageWalker(wiring.Component):
         op = Signal(2)
         user = Signal()
         sum_ = Signal()
+        mxr = Signal()
         root = Signal(PPN_WIDTH)
         level = Signal(2)
         addr = Signal(PA_WIDTH)
@@ -132,7 +136,8 @@ class PageWalker(wiring.Component):
                 m.d.comb += [st.ready.eq(1), self.busy.eq(0)]
                 with m.If(st.valid):
                     m.d.sync += [vaddr.eq(st.vaddr), op.eq(st.op), user.eq(st.user),
-                                 sum_.eq(st.sum), root.eq(st.root), level.eq(2)]
+                                 sum_.eq(st.sum), mxr.eq(st.mxr), root.eq(st.root),
+                                 level.eq(2)]
                     m.d.sync += addr.eq(Cat(Const(0, 3), st.vaddr[30:39], st.root)[:PA_WIDTH])
                     with m.If(va_canonical(st.vaddr)):
                         m.next = "READ"
@@ -156,9 +161,9 @@ class PageWalker(wiring.Component):
 
             with m.State("CHECK"):
                 leaf = pte.r | pte.x
-                invalid = ~pte.v | (~pte.r & pte.w) | (pte.reserved != 0)
+                invalid = self.pte_invalid(pte)
                 bad_nonleaf = pte.a | pte.d | pte.u | (level == 0)
-                permitted = sv39_permits(op, user, sum_, pte.r, pte.w, pte.x, pte.u)
+                permitted = sv39_permits(op, user, sum_, mxr, pte.r, pte.w, pte.x, pte.u)
                 misaligned = Mux(level == 2, pte.ppn[:18] != 0,
                                  Mux(level == 1, pte.ppn[:9] != 0, 0))
                 need_a = ~pte.a
@@ -255,6 +260,11 @@ class PageWalker(wiring.Component):
             self.done.paddr.eq(Mux(fault == FaultKind.NONE, leaf_paddr(pte.ppn, level, vaddr), 0)),
         ]
         return m
+
+    def pte_invalid(self, pte):
+        """Step 3 of the walk: V=0, W without R, or a reserved bit set (a page fault at any
+        level, leaf or not)."""
+        return ~pte.v | (~pte.r & pte.w) | (pte.reserved != 0)
 
     def _updated(self, m, pte, value, store, fault):
         m.d.comb += [self.events.a_set.eq(~pte.a), self.events.d_set.eq(store & ~pte.d)]

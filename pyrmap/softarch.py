@@ -620,7 +620,7 @@ class SoftArch(Arch):
         return cas
 
     def _translate(self, c: _Core, vaddr: int, op: AccessType, user: bool,
-                   sum: bool) -> AccessResult:
+                   sum: bool, mxr: bool = False) -> AccessResult:
         if c.root is None:
             raise RuntimeError(f"Core {c.index} has no address space (call switch_mm first)")
         perf = c.perf
@@ -629,7 +629,8 @@ class SoftArch(Arch):
         found = c.tlb.lookup(vaddr, c.asid)         # the RTL looks up VA[38:12] regardless
         if found is not None:
             arr, s, way, e = found
-            if (va_canonical(vaddr) and e.a and check_perm(e.perm, op, user=user, sum=sum)
+            if (va_canonical(vaddr) and e.a
+                    and check_perm(e.perm, op, user=user, sum=sum, mxr=mxr)
                     and (op != AccessType.STORE or e.d)):
                 perf["hits"] += 1
                 paddr = (e.ppn << PAGE_SHIFT) + (vaddr & LEVEL_SIZE_MASK[e.level])
@@ -640,7 +641,7 @@ class SoftArch(Arch):
         perf["misses"] += 1
         perf["walks"] += 1
         w = sv39_walk(self.mem.read, self._hw_cas(c.index), vaddr, op, user=user, sum=sum,
-                      root=c.root, svadu=self.svadu)
+                      root=c.root, svadu=self.svadu, mxr=mxr)
         perf["cas_retries"] += w.cas_retries
         perf["a_sets"] += w.a_set
         perf["d_sets"] += w.d_set
@@ -656,16 +657,18 @@ class SoftArch(Arch):
         return AccessResult(FaultKind.NONE, w.paddr, None, False, w)
 
     def translate(self, core: int, vaddr: int, op: AccessType, *, user: bool = True,
-                  sum: bool = False) -> AccessResult:
-        """Translate as the core's MMU does (TLB, then walk and fill), without a data access."""
+                  sum: bool = False, mxr: bool = False) -> AccessResult:
+        """Translate as the core's MMU does (TLB, then walk and fill), without a data access.
+        ``sum`` and ``mxr`` are sstatus.SUM and mstatus.MXR."""
         c = self._core(core)
         op = AccessType(op)
         self.yield_point(f"translate core{core}")
         with self._atomic:
-            return self._translate(c, vaddr, op, user, sum)
+            return self._translate(c, vaddr, op, user, sum, mxr)
 
     def cpu_access(self, core: int, vaddr: int, op: AccessType, *, user: bool = True,
-                   sum: bool = False, data: Optional[int] = None) -> AccessResult:
+                   sum: bool = False, data: Optional[int] = None,
+                   mxr: bool = False) -> AccessResult:
         """Translate ``vaddr`` on ``core`` and access the 8-byte word at ``vaddr & ~7``.
 
         A STORE writes ``data``; LOAD and FETCH return the word in ``value``.  Translation and
@@ -680,7 +683,7 @@ class SoftArch(Arch):
             raise TypeError(f"Only a store takes data, not a {op.name}")
         self.yield_point(f"cpu_access core{core} {op.name}")
         with self._atomic:
-            res = self._translate(c, vaddr, op, user, sum)
+            res = self._translate(c, vaddr, op, user, sum, mxr)
             if res.fault == FaultKind.NONE:
                 word = res.paddr & ~7
                 try:

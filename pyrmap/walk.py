@@ -12,8 +12,9 @@ Rules, in the order they are checked (RISC-V privileged spec, Sv39, with Svade/S
 3. V=0, or W without R, or any of the reserved bits 54..63 set is a PAGE fault;
 4. a non-leaf PTE with A, D or U set is a PAGE fault; a non-leaf PTE at level 0 is a PAGE fault;
 5. a leaf whose low PPN bits are not zero (misaligned superpage) is a PAGE fault;
-6. permissions: LOAD needs R, STORE needs W, FETCH needs X; a U-mode access needs U; an S-mode
-   access to a U page needs SUM and is never allowed for FETCH -- else a PAGE fault;
+6. permissions: LOAD needs R (or X when mstatus.MXR is set), STORE needs W, FETCH needs X; a
+   U-mode access needs U; an S-mode access to a U page needs SUM and is never allowed for
+   FETCH -- else a PAGE fault;
 7. A/D: under Svade a leaf with A=0, or a STORE to a leaf with D=0, is a PAGE fault; under Svadu
    ``new = pte | A | (D if STORE)``; if ``new != pte`` it is compare-and-swapped against the
    value the walk read; a bus error is an ACCESS fault; a mismatch restarts the walk from the
@@ -110,14 +111,17 @@ class WalkResult:
                    for _, exp, new, found in self.cas)
 
 
-def check_perm(perm: int, op: AccessType, *, user: bool, sum: bool) -> bool:
+def check_perm(perm: int, op: AccessType, *, user: bool, sum: bool, mxr: bool = False) -> bool:
     """The leaf permission rule (step 6), on R W X U bits in PTE positions.
 
-    Used by the walk and, on a TLB hit, against the entry's cached permissions.
+    Used by the walk and, on a TLB hit, against the entry's cached permissions.  ``mxr``
+    (mstatus.MXR) makes an executable page loadable too.
     """
     need = _NEED.get(op)
     if need is None:
         raise ValueError(f"Access type must be an AccessType, not {op!r}")
+    if mxr and op == AccessType.LOAD:
+        need |= _PAGE_X
     if perm & _PAGE_U:
         if not user and (op == AccessType.FETCH or not sum):
             return False
@@ -130,7 +134,8 @@ _NEED = {AccessType.LOAD: _PAGE_R, AccessType.STORE: _PAGE_W, AccessType.FETCH: 
 
 
 def sv39_walk(read: Callable[[int], int], cas: Callable[[int, int, int], int], vaddr: int,
-              op: AccessType, *, user: bool, sum: bool, root: int, svadu: bool) -> WalkResult:
+              op: AccessType, *, user: bool, sum: bool, root: int, svadu: bool,
+              mxr: bool = False) -> WalkResult:
     """Translate ``vaddr`` for an access ``op`` by walking the Sv39 tables rooted at ``root``.
 
     Parameters
@@ -151,6 +156,8 @@ def sv39_walk(read: Callable[[int], int], cas: Callable[[int, int, int], int], v
         satp.PPN: frame number of the root table.
     svadu : bool
         Hardware A/D update (Svadu) when True, else faults on A/D (Svade).
+    mxr : bool
+        mstatus.MXR: a LOAD may read an executable page without R.
 
     Returns
     -------
@@ -203,7 +210,7 @@ def sv39_walk(read: Callable[[int], int], cas: Callable[[int, int, int], int], v
             # A leaf.
             if ppn & ((1 << (9 * level)) - 1):
                 return fail(FaultKind.PAGE, FaultCause.MISALIGNED, level, pte, pte_addr)
-            if not check_perm(pte & PERM_MASK, op, user=user, sum=sum):
+            if not check_perm(pte & PERM_MASK, op, user=user, sum=sum, mxr=mxr):
                 return fail(FaultKind.PAGE, FaultCause.PERMISSION, level, pte, pte_addr)
             new = pte | _PAGE_A | (_PAGE_D if op == AccessType.STORE else 0)
             if new != pte:

@@ -105,6 +105,33 @@ def test_svade_store_to_clean_entry_faults():
     assert not mem.read(leaf) & D
 
 
+def test_mxr_on_the_tlb_hit_path():
+    # A fetch fills an execute-only entry; a load hits it only with MXR, else re-walks and
+    # faults; SoftArch agrees on every step.
+    dut, mem, pt = make()
+    pt.map(0x9000, 0x55, flags=V | X | U | A)
+    steps = [(FETCH, 0), (LOAD, 1), (LOAD, 0), (FETCH, 0), (LOAD, 1), (STORE, 1)]
+    out = []
+
+    async def bench(ctx):
+        for op, mxr in steps:
+            out.append(await translate(ctx, dut, 0x9008, op, mxr=mxr))
+
+    run_sim(dut, bench, background=[mem.run])
+    assert [(r.fault, r.hit) for r in out] == [
+        (FaultKind.NONE, 0), (FaultKind.NONE, 1), (FaultKind.PAGE, 0), (FaultKind.NONE, 0),
+        (FaultKind.NONE, 1), (FaultKind.PAGE, 0)]
+    assert out[1].paddr == 0x55008
+    pm = PhysMem(0x100)
+    for addr, w in mem.words.items():
+        pm.write(addr, w)
+    golden = SoftArch(pm, ncores=1, seed=1)
+    golden.set_satp(0, 0, 0x80)
+    model = [golden.translate(0, 0x9008, op, user=True, sum=False, mxr=bool(mxr))
+             for op, mxr in steps]
+    assert [(r.fault, int(r.hit)) for r in out] == [(e.fault, int(e.hit)) for e in model]
+
+
 def test_permission_failure_on_hit_rewalks():
     # A load fills a read-only entry; software then grants W without a flush: the store must
     # see the new PTE (re-walk), not fault on the stale entry.
@@ -340,7 +367,7 @@ def _lockstep(seed, cfg, naccess=60, svadu=True, golden_svadu=None):
     for i in range(10):
         level = rng.choice([0, 0, 0, 0, 1, 2])
         va = rng.randrange(1 << 26) << 12 & ~((1 << (12 + 9 * level)) - 1)
-        flags = V | rng.choice([R, R | W, R | X, R | W | X]) | U \
+        flags = V | rng.choice([R, R | W, R | X, R | W | X, X]) | U \
             | (A if rng.random() < 0.6 else 0) | (D if rng.random() < 0.4 else 0) \
             | (G if rng.random() < 0.15 else 0)
         a = pt.pte_addr(va, level)
@@ -364,7 +391,7 @@ def _lockstep(seed, cfg, naccess=60, svadu=True, golden_svadu=None):
             va, level = rng.choice(maps)
             va += rng.randrange(1 << (12 + 9 * level)) & ~7
             ops.append(("access", va, rng.choice([LOAD, LOAD, STORE, FETCH]),
-                        rng.randrange(3), rng.random() < 0.8))
+                        rng.randrange(3), rng.random() < 0.8, rng.random() < 0.3))
     got = []
 
     async def bench(ctx):
@@ -373,9 +400,9 @@ def _lockstep(seed, cfg, naccess=60, svadu=True, golden_svadu=None):
                 await inval(ctx, dut.inval, op[1], op[2], op[3])
                 got.append(None)
             else:
-                _, va, kind, asid, user = op
+                _, va, kind, asid, user, mxr = op
                 got.append(await translate(ctx, dut, va, kind, asid=asid, user=int(user),
-                                           root=0x80))
+                                           mxr=int(mxr), root=0x80))
         got.append(perf(ctx, dut))
         got.append(tlb_entries(ctx, dut.tlb, 9))
 
@@ -384,10 +411,11 @@ def _lockstep(seed, cfg, naccess=60, svadu=True, golden_svadu=None):
         if op[0] == "inval":
             golden.inval(0, op[1], op[2], op[3])
             continue
-        _, va, kind, asid, user = op
+        _, va, kind, asid, user, mxr = op
         golden.set_satp(0, asid, 0x80)
-        e = golden.translate(0, va, kind, user=user, sum=False)
-        where = f"seed={seed} cfg={cfg} va={va:#x} {kind.name} asid={asid} user={user}"
+        e = golden.translate(0, va, kind, user=user, sum=False, mxr=mxr)
+        where = (f"seed={seed} cfg={cfg} va={va:#x} {kind.name} asid={asid} user={user} "
+                 f"mxr={mxr}")
         assert r.fault == e.fault, where
         assert r.paddr == e.paddr, where
         if cfg["replacement"] != "random":

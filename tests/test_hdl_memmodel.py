@@ -174,13 +174,15 @@ class Resp:
     hit: int
 
 
-async def translate(ctx, port, vaddr, op, *, user=1, sum=0, asid=0, root=0x80, timeout=2000):
+async def translate(ctx, port, vaddr, op, *, user=1, sum=0, mxr=0, asid=0, root=0x80,
+                    timeout=2000):
     """Issue one request on a CPU port (``port.req``/``port.resp``) and wait for its response."""
     req, resp = port.req, port.resp
     ctx.set(req.vaddr, vaddr)
     ctx.set(req.op, op)
     ctx.set(req.user, user)
     ctx.set(req.sum, sum)
+    ctx.set(req.mxr, mxr)
     ctx.set(req.asid, asid)
     ctx.set(req.root, root)
     ctx.set(req.valid, 1)

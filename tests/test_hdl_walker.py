@@ -11,7 +11,7 @@ from hdl.layouts import MemOp
 from hdl.walker import PageWalker
 from pyrmap import pte as P
 from pyrmap.pte import AccessType, FaultKind
-from pyrmap.walk import sv39_walk
+from pyrmap.walk import FaultCause, sv39_walk
 from test_hdl_memmodel import MemModel, PageTables, run_sim
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
@@ -21,12 +21,13 @@ V, R, W, X, U, G, A, D = (P._PAGE_V, P._PAGE_R, P._PAGE_W, P._PAGE_X, P._PAGE_U,
 LOAD, STORE, FETCH = AccessType.LOAD, AccessType.STORE, AccessType.FETCH
 
 
-async def hw_walk(ctx, wk, vaddr, op, *, user=1, sum=0, root=0x80, timeout=3000):
+async def hw_walk(ctx, wk, vaddr, op, *, user=1, sum=0, mxr=0, root=0x80, timeout=3000):
     st = wk.start
     ctx.set(st.vaddr, vaddr)
     ctx.set(st.op, op)
     ctx.set(st.user, user)
     ctx.set(st.sum, sum)
+    ctx.set(st.mxr, mxr)
     ctx.set(st.root, root)
     ctx.set(st.valid, 1)
     events = {"a_set": 0, "d_set": 0, "cas_retry": 0}
@@ -47,33 +48,36 @@ async def hw_walk(ctx, wk, vaddr, op, *, user=1, sum=0, root=0x80, timeout=3000)
     raise TimeoutError(f"walk of {vaddr:#x} did not finish")
 
 
-def run_walks(mem_setup, accesses, *, svadu=True, latency=1, seed=0, **quirks):
-    """Run ``accesses`` [(vaddr, op, user, sum)] through a fresh PageWalker on a MemModel that
-    ``mem_setup(mem)`` prepared; return (hw results, mem)."""
-    wk = PageWalker(svadu=svadu, **quirks)
+def run_walks(mem_setup, accesses, *, svadu=True, latency=1, seed=0, walker=PageWalker,
+              **quirks):
+    """Run ``accesses`` [(vaddr, op, user, sum[, mxr])] through a fresh ``walker`` on a
+    MemModel that ``mem_setup(mem)`` prepared; return (hw results, mem)."""
+    wk = walker(svadu=svadu, **quirks)
     mem = MemModel(wk.mem, latency=latency, seed=seed)
     mem_setup(mem)
     out = []
 
     async def bench(ctx):
-        for vaddr, op, user, sum_ in accesses:
-            out.append(await hw_walk(ctx, wk, vaddr, op, user=user, sum=sum_))
+        for vaddr, op, user, sum_, *mxr in accesses:
+            out.append(await hw_walk(ctx, wk, vaddr, op, user=user, sum=sum_,
+                                     mxr=mxr[0] if mxr else 0))
 
     run_sim(wk, bench, background=[mem.run])
     return out, mem
 
 
 def check_against_golden(mem_setup, accesses, *, svadu=True, latency=1, seed=0,
-                         _rtl_svadu=None):
+                         _rtl_svadu=None, walker=PageWalker):
     """Walk on the RTL and with sv39_walk on a copy of the same memory; compare everything."""
     golden_mem = MemModel(None)
     mem_setup(golden_mem)
     read, cas, words = golden_mem.golden_ports()
-    expect = [sv39_walk(read, cas, va, op, user=bool(u), sum=bool(s), root=0x80, svadu=svadu)
-              for va, op, u, s in accesses]
+    expect = [sv39_walk(read, cas, va, op, user=bool(u), sum=bool(s), root=0x80, svadu=svadu,
+                        mxr=bool(x[0]) if x else False)
+              for va, op, u, s, *x in accesses]
     got, mem = run_walks(mem_setup, accesses, svadu=svadu if _rtl_svadu is None else _rtl_svadu,
-                         latency=latency, seed=seed)
-    for (va, op, u, s), g, e in zip(accesses, got, expect):
+                         latency=latency, seed=seed, walker=walker)
+    for (va, op, u, s, *_), g, e in zip(accesses, got, expect):
         where = f"va={va:#x} op={op.name} user={u} sum={s} seed={seed}: golden {e.cause}"
         assert g["fault"] == e.fault, where
         if e.ok:
@@ -133,6 +137,58 @@ RULES = [
 def test_walk_rules(name, setup, op, user, sum_, fault):
     got, expect, _ = check_against_golden(setup, [(VA, op, user, sum_)])
     assert got[0]["fault"] == fault == expect[0].fault
+
+
+# MXR (mstatus.MXR): a load may read an execute-only page; nothing else changes.
+MXR_RULES = [
+    # (name, setup, op, user, sum, mxr, expected fault)
+    ("MXR load of an X-only page", _leaf(V | X | U | A), LOAD, 1, 0, 1, FaultKind.NONE),
+    ("no MXR: load of an X-only page", _leaf(V | X | U | A), LOAD, 1, 0, 0, FaultKind.PAGE),
+    ("MXR load sets A", _leaf(V | X | U), LOAD, 1, 0, 1, FaultKind.NONE),
+    ("MXR does not grant stores", _leaf(V | X | U | A | D), STORE, 1, 0, 1, FaultKind.PAGE),
+    ("MXR does not grant fetches", _leaf(V | R | U | A), FETCH, 1, 0, 1, FaultKind.PAGE),
+    ("MXR S load of a U X-only page, no SUM", _leaf(V | X | U | A), LOAD, 0, 0, 1,
+     FaultKind.PAGE),
+    ("MXR S load of a U X-only page, SUM", _leaf(V | X | U | A), LOAD, 0, 1, 1,
+     FaultKind.NONE),
+    ("MXR load of a 2M X-only page", _leaf(V | X | U | A, level=1), LOAD, 1, 0, 1,
+     FaultKind.NONE),
+]
+
+
+@pytest.mark.parametrize("name,setup,op,user,sum_,mxr,fault", MXR_RULES,
+                         ids=[r[0] for r in MXR_RULES])
+def test_mxr_rules(name, setup, op, user, sum_, mxr, fault):
+    got, expect, _ = check_against_golden(setup, [(VA, op, user, sum_, mxr)])
+    assert got[0]["fault"] == fault == expect[0].fault
+
+
+# A leaf with W and X but no R (U, A, D set): X makes it a leaf, so only the W-without-R rule
+# can fault it (with X clear, the non-leaf rule on A/D/U would fault it first).
+WX_LEAF = V | W | X | U | A | D
+
+
+class _WalkerWithoutWRule(PageWalker):
+    """A walker built without the W-without-R rule: the mutant the leaf test must kill."""
+
+    def pte_invalid(self, pte):
+        return ~pte.v | (pte.reserved != 0)
+
+
+@pytest.mark.parametrize("op", [LOAD, STORE, FETCH])
+def test_leaf_with_w_and_x_but_no_r_faults_on_the_w_without_r_rule(op):
+    got, expect, _ = check_against_golden(_leaf(WX_LEAF), [(VA, op, 1, 0)])
+    assert got[0]["fault"] == FaultKind.PAGE
+    assert expect[0].cause == FaultCause.W_WITHOUT_R
+
+
+def test_leaf_with_w_and_x_but_no_r_kills_a_walker_without_the_rule():
+    accesses = [(VA, STORE, 1, 0), (VA, FETCH, 1, 0)]
+    got, _ = run_walks(_leaf(WX_LEAF), accesses, walker=_WalkerWithoutWRule)
+    assert [g["fault"] for g in got] == [FaultKind.NONE, FaultKind.NONE], \
+        "the mutant grants the store and the fetch"
+    with pytest.raises(AssertionError, match="golden FaultCause.W_WITHOUT_R"):
+        check_against_golden(_leaf(WX_LEAF), accesses, walker=_WalkerWithoutWRule)
 
 
 def _nonleaf_bad(bits, level):

@@ -59,9 +59,10 @@ class Tables:
             self.mem.write(paddr, new)
         return found
 
-    def walk(self, va, op=L, *, user=True, sum=False, svadu=True, read=None, cas=None):
+    def walk(self, va, op=L, *, user=True, sum=False, svadu=True, read=None, cas=None,
+             mxr=False):
         return sv39_walk(read or self.read, cas or self.cas, va, op, user=user, sum=sum,
-                         root=self.root, svadu=svadu)
+                         root=self.root, svadu=svadu, mxr=mxr)
 
 
 # --- success on each page size ------------------------------------------------------------------
@@ -216,6 +217,36 @@ PERM_CASES = [
     (_PAGE_R | _PAGE_X | _PAGE_U, F, False, True, False),   # S never fetches from U pages
     (_PAGE_R | _PAGE_X, F, False, False, True),
 ]
+
+
+# MXR: (perm, op, user, sum, allowed with mstatus.MXR set)
+MXR_CASES = [
+    (_PAGE_X | _PAGE_U, L, True, False, True),        # an execute-only page is loadable
+    (_PAGE_X | _PAGE_U, S, True, False, False),       # ... not writable
+    (_PAGE_R | _PAGE_U, F, True, False, False),       # MXR never grants a fetch
+    (_PAGE_X, L, True, False, False),                 # U still rules
+    (_PAGE_X | _PAGE_U, L, False, False, False),      # S on a U page still needs SUM
+    (_PAGE_X | _PAGE_U, L, False, True, True),
+]
+
+
+@pytest.mark.parametrize("perm,op,user,sum,allowed", MXR_CASES)
+def test_mxr_permission_rule(perm, op, user, sum, allowed):
+    assert check_perm(perm, op, user=user, sum=sum, mxr=True) == allowed
+    t = Tables()
+    t.map(0x7000, 0x30, _PAGE_V | perm)
+    r = t.walk(0x7000, op, user=user, sum=sum, mxr=True)
+    assert r.ok == allowed
+    if not allowed:
+        assert r.cause == FaultCause.PERMISSION
+
+
+def test_w_and_x_without_r_leaf_is_w_without_r():
+    t = Tables()
+    t.map(0x0, 0x200, _PAGE_V | _PAGE_W | _PAGE_X | _PAGE_U | _PAGE_A | _PAGE_D)
+    for op in (L, S, F):
+        r = t.walk(0x0, op)
+        assert r.fault == FaultKind.PAGE and r.cause == FaultCause.W_WITHOUT_R
 
 
 @pytest.mark.parametrize("perm,op,user,sum,allowed", PERM_CASES)

@@ -226,6 +226,7 @@ class Run:
             user = bool(self.test.options.get("user"))
             s("req__user").value = int(user)
             s("req__sum").value = int(not user)
+            s("req__mxr").value = 0
             s("req__asid").value = ASID
             s("req__root").value = ROOT
             s("req__valid").value = 1

@@ -167,7 +167,7 @@ class InvalTimingBench:
                 return
 
     def _present(self, op: AccessType) -> None:
-        for name, val in (("vaddr", VA), ("op", int(op)), ("user", 1), ("sum", 0),
+        for name, val in (("vaddr", VA), ("op", int(op)), ("user", 1), ("sum", 0), ("mxr", 0),
                           ("asid", ASID), ("root", ROOT)):
             self.s(f"cpu0__req__{name}").value = val
         self.s("cpu0__req__valid").value = 1

@@ -77,6 +77,7 @@ async def test_plain_driver(dut):
                                               "resp__fault")}
         h["req__user"].value = 1
         h["req__sum"].value = 0
+        getattr(dut, p + "req__mxr").value = 0
         h["req__asid"].value = ASID
         h["req__root"].value = ROOT_FRAME
         cores.append({"h": h, "stream": xorshift_stream(wl, i), "valid": False,

@@ -166,6 +166,7 @@ class System:
         self._ops: dict[str, str] = {}
         self._flux: list[tuple[object, int, int]] = []
         self._changed: list[tuple[object, int, int]] = []
+        self._zapping: list[tuple[object, int, int]] = []
         self.windows = None
         if windows:
             from .windows import WindowCoverage
@@ -282,10 +283,18 @@ class System:
 
     def madvise_dontneed(self, mm, addr: int, length: int) -> None:
         m = _mmap_mod()
-        with self._op("madvise"):
-            m.madvise(mm, addr, length, MADV_DONTNEED)
-            self.shadow.on_madvise_dontneed(mm, addr, length)
-        if self.check:
+        me = (mm, addr, addr + _align(length))
+        self._zapping.append(me)
+        try:
+            with self._op("madvise"):
+                m.madvise(mm, addr, length, MADV_DONTNEED)
+                self.shadow.on_madvise_dontneed(mm, addr, length)
+        finally:
+            self._zapping.remove(me)
+        # Another zap of the same range still in flight may have cleared a pte that a fault
+        # refilled after ours: its flush, not ours, ends that entry.
+        racing = any(z[0] is mm and z[1] < me[2] and me[1] < z[2] for z in self._zapping)
+        if self.check and not racing:
             nonlinear = [r for r in self.shadow._mm(mm).nonlinear
                          if addr >> PAGE_SHIFT <= r < (addr + length) >> PAGE_SHIFT]
             if not nonlinear:

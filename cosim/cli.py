@@ -147,10 +147,11 @@ def _parser() -> argparse.ArgumentParser:
                              "0.2 s per access and 10 s per step)")
         add_faults_argument(sp)
         sp.add_argument("--quiet", action="store_true", help="no progress display")
-        sp.add_argument("--path", choices=("fast", "step"), default="fast" if demo else "step",
+        sp.add_argument("--path", choices=("fast", "step"), default="step",
                         help="fast: traffic engines, memory and access logs in gateware, "
-                             "Python wakes per event (reclaim only); step: every access from "
-                             "Python (default %(default)s)")
+                             "Python wakes per event (reclaim only; sized for 10^6 accesses, "
+                             "which takes hours at today's speed: see bench/NOTES.md); step: "
+                             "every access from Python (default %(default)s)")
 
     run = sub.add_parser("run", help="run a scenario")
     run.add_argument("scenario", metavar="SCENARIO",

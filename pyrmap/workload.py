@@ -22,6 +22,7 @@ import itertools
 import random
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
+from .arch import Arch
 from .pte import PAGE_SIZE, AccessType, FaultKind
 
 __all__ = ["Access", "CpuWorkload", "DeviceWorkload", "WorkloadError", "random_accesses",
@@ -343,6 +344,9 @@ class DeviceWorkload:
     def __init__(self, kernel, secondary, source: Iterable, *, checkers=None,
                  name: str = "device", max_faults: int = 64, value_base: int = 0xDE << 48,
                  segv_ok: Optional[Callable] = None):
+        if not isinstance(kernel.arch, Arch):
+            raise TypeError(f"A device workload runs on an Arch (its device port), "
+                            f"not {type(kernel.arch).__name__}")
         self.kernel = kernel
         self.secondary = secondary
         self.mm = secondary.mm

@@ -327,11 +327,11 @@ def test_system_rejects_bad_parameters(kw, error, message):
         System(**kw)
 
 
-def test_device_workload_without_device_tlb_is_refused(small):
+def test_device_workload_without_an_arch_is_refused(small):
     from pyrmap.workload import DeviceWorkload
     s, p, a = small
 
     class NoDevice:
         arch = object()
-    with pytest.raises(ValueError, match="no device TLB"):
+    with pytest.raises(TypeError, match="runs on an Arch .its device port., not object"):
         DeviceWorkload(NoDevice(), s.secondary(p), [])

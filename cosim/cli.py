@@ -24,6 +24,7 @@ arguments (with a one-line message saying what is wrong).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -294,6 +295,26 @@ class _Tail(threading.Thread):
             self.stop.wait(0.3)
 
 
+@contextlib.contextmanager
+def progress_file(out: TextIO, quiet: bool, prefix: str = "cosim-progress-"):
+    """A temporary progress file for a simulation; unless ``quiet``, its lines are printed to
+    ``out`` as the simulation appends them.  Yields the file's path (as a string); on exit the
+    last lines are printed and the file is removed."""
+    fd, progress = tempfile.mkstemp(prefix=prefix, suffix=".txt")
+    os.close(fd)
+    tail = None
+    if not quiet:
+        tail = _Tail(Path(progress), out)
+        tail.start()
+    try:
+        yield progress
+    finally:
+        if tail is not None:
+            tail.stop.set()
+            tail.join()
+        os.unlink(progress)
+
+
 def run(a: RunArgs, out: TextIO = sys.stdout) -> int:
     from cosim import build as cb
     config = cb.make_config(**a.params)
@@ -312,26 +333,16 @@ def run(a: RunArgs, out: TextIO = sys.stdout) -> int:
         return 1
     print(f"  build: {'reused' if not b.seconds else 'done'} in {time.monotonic() - t0:.1f} s "
           f"({b.build_dir})", file=out, flush=True)
-    fd, progress = tempfile.mkstemp(prefix="cosim-progress-", suffix=".txt")
-    os.close(fd)
-    tail = None
-    if not a.quiet:
-        tail = _Tail(Path(progress), out)
-        tail.start()
+    from cosim.scenarios import TB_MODULE
     try:
-        from cosim.scenarios import TB_MODULE
-        r = cb.run(config, a.sim, TB_MODULE, seed=a.seed, waves=a.waves,
-                   env=dict(a.env, COSIM_PROGRESS=progress,
-                            COCOTB_TEST_FILTER="test_scenario"), timeout=a.timeout)
+        with progress_file(out, a.quiet) as progress:
+            r = cb.run(config, a.sim, TB_MODULE, seed=a.seed, waves=a.waves,
+                       env=dict(a.env, COSIM_PROGRESS=progress,
+                                COCOTB_TEST_FILTER="test_scenario"), timeout=a.timeout)
     except RuntimeError as exc:          # the simulator itself died
         print(f"\nerror: the simulation failed: {exc}", file=out)
         print(f"\nFAILED (reproduce: {a.command})", file=out)
         return 1
-    finally:
-        if tail is not None:
-            tail.stop.set()
-            tail.join()
-        os.unlink(progress)
     seconds = time.monotonic() - t0
     if r.timed_out is not None:
         print(f"\nerror: the simulation timed out after {r.timed_out:g} s of wall-clock time "

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .build import (ICARUS_ARGS, ROOT, SIM_BUILD, SIMULATORS, VERILATOR_ARGS, BuildError,
-                    _locked, config_hash, config_params, hdl_sources_digest, patch_verilog,
+                    _locked, compile_sources, config_hash, config_params, hdl_sources_digest, patch_verilog,
                     sim_env)
 
 __all__ = ["FastParams", "FastBuild", "fast_build", "fast_run", "FAST_TOPLEVEL"]
@@ -120,29 +120,11 @@ def fast_build(config, params: FastParams, sim: str) -> FastBuild:
                     return FastBuild(sim, key, out, bd, 0.0)
             except ValueError:
                 pass
-        from cocotb_tools.runner import get_runner
-        runner = get_runner(sim)
-        bd.mkdir(parents=True, exist_ok=True)
-        log_file = bd / "build.log"
         print(f"fast path: building {sim} (first build of this design; later runs reuse it)",
               file=sys.stderr, flush=True)
         t0 = time.monotonic()
-        saved = os.environ.get("MAKEFLAGS")
-        if sim == "verilator":
-            os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved,
-                                                             "CFG_CXXFLAGS_PCH_I=-include"]))
-        try:
-            runner.build(sources=sources, hdl_toplevel=FAST_TOPLEVEL, build_dir=bd, always=True,
-                         clean=True, timescale=("1ns", "1ps"), build_args=args,
-                         log_file=log_file)
-        except (RuntimeError, SystemExit) as exc:
-            tail = log_file.read_text(errors="replace")[-3000:] if log_file.exists() else ""
-            raise BuildError(f"{sim} build of the fast path {key} failed: {exc}\n{tail}") from exc
-        finally:
-            if saved is None:
-                os.environ.pop("MAKEFLAGS", None)
-            else:
-                os.environ["MAKEFLAGS"] = saved
+        compile_sources(sim, sources, FAST_TOPLEVEL, bd, args, waves=False,
+                        what=f"the fast path {key}")
         stamp.write_text(json.dumps(stamp_data, indent=2))
         seconds = time.monotonic() - t0
         print(f"fast path: built {sim} in {seconds:.1f} s", file=sys.stderr, flush=True)

@@ -10,8 +10,6 @@ on a window of a quarter of it split over the cores (faults stay under 1 % of ac
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import TextIO
@@ -49,23 +47,12 @@ def run_fast(a, out: TextIO) -> int:
     print(f"rmap-cosim: reclaim on the fast path ({a.sim}), seed {a.seed}, {ncores} cores, "
           f"{(8 << words_log2) >> 12} frames, {pages}-page window per core, {total:,} checked "
           f"accesses", file=out, flush=True)
-    fd, progress = tempfile.mkstemp(prefix="cosim-fast-", suffix=".txt")
-    os.close(fd)
-    tail = None
-    if not a.quiet:
-        from .cli import _Tail
-        tail = _Tail(Path(progress), out)
-        tail.start()
+    from .cli import progress_file
     t0 = time.monotonic()
-    try:
+    with progress_file(out, a.quiet, prefix="cosim-fast-") as progress:
         ok, rep, where = fast_run(config, params, a.sim, seed=a.seed, env={
             "FAST_ACCESSES": total, "FAST_PAGES": pages, "FAST_PERIOD": 50_000,
             "FAST_QUIRKS": ",".join(a.kernel_quirks), "COSIM_PROGRESS": progress})
-    finally:
-        if tail is not None:
-            tail.stop.set()
-            tail.join()
-        os.unlink(progress)
     wall = time.monotonic() - t0
     if rep is None or "error" in rep:
         err = (rep or {}).get("error") or f"no report (see {where}/sim.log)"

@@ -13,24 +13,24 @@ Scenarios come in two kinds:
   :func:`cosim.litmus.runner.run_files` with the quirk in the ``Top`` configuration or in the
   run's kernel; the checker is the litmus condition that failed; "after" counts the simulated
   cycles up to the end of the first failing run.
-* **scheduler** (pyrmap on SoftArch): the scenario functions of the existing quirk tests
-  (``tests/test_quirks.py``, ``tests/test_devdriver.py``, loaded from their files), raced by
-  the seeded scheduler over a fixed range of seeds; the checker is the
-  :class:`pyrmap.checkers.InvariantViolation`'s; "after" counts scheduler steps (SoftArch has
-  no clock).  The same seed then runs with the quirk off.
+* **scheduler** (pyrmap on SoftArch): a race of :mod:`pyrmap.quirk_races` (the quirk tests
+  run the same functions), raced by the seeded scheduler over a fixed range of seeds; the
+  checker is the :class:`pyrmap.checkers.InvariantViolation`'s; "after" counts the scheduling
+  decisions of the race's scheduler (SoftArch has no clock), read from the machine the race
+  hands to its ``observe``.  The same seed then runs with the quirk off.
 
 The exit status is non-zero when a quirk is not detected or its scenario fails with it off.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
+
+from pyrmap import quirk_races
 
 __all__ = ["Quirk", "Outcome", "QUIRKS", "run_quirk", "format_table", "main"]
 
@@ -51,20 +51,28 @@ class Quirk:
         ``"hdl"``, ``"kernel"`` or ``"devdriver"``.
     reference : str
         The historical bug: a commit id, an erratum, a spec rule.
-    scenario : str
-        A litmus file name under ``litmus/`` or ``module:function`` of a scheduler scenario.
+    scenario : str or callable
+        A litmus file name under ``litmus/``, or a race of :mod:`pyrmap.quirk_races`
+        (``race(seed, on, *, observe)``).
     runs : int
         Litmus runs per setting.
     """
     name: str
     layer: str
     reference: str
-    scenario: str
+    scenario: Union[str, Callable]
     runs: int = 10
 
     @property
     def kind(self) -> str:
-        return "litmus" if self.scenario.endswith(".litmus") else "scheduler"
+        return "litmus" if isinstance(self.scenario, str) else "scheduler"
+
+    @property
+    def scenario_name(self) -> str:
+        """The litmus file, or ``quirk_races:<race>``."""
+        if isinstance(self.scenario, str):
+            return self.scenario
+        return f"{self.scenario.__module__.rpartition('.')[2]}:{self.scenario.__name__}"
 
 
 @dataclass
@@ -99,84 +107,43 @@ QUIRKS: list[Quirk] = [
           "x86 ptep_get_and_clear is xchg (herd STRx+LDR-STRptex+db)",
           "clear_flush_kernel.litmus", runs=40),
     Quirk("page_check_address_lockless", "kernel", "479db0bf408e",
-          "test_quirks:lockless_race"),
-    Quirk("zap_flush_after_pte_unlock", "kernel", "1cf35d47712d", "test_quirks:zap_race"),
+          quirk_races.lockless_race),
+    Quirk("zap_flush_after_pte_unlock", "kernel", "1cf35d47712d", quirk_races.zap_race),
     Quirk("notifier_release_unlink_first", "kernel", "3ad3d901bbcf",
-          "test_quirks:release_race"),
+          quirk_races.release_race),
     Quirk("no_seq_retry", "devdriver", "e930bffe95e1 (KVM mmu_notifier_seq)",
-          "test_devdriver:_seq_race"),
+          quirk_races.seq_race),
     Quirk("defer_inval_to_range_end", "devdriver", "CVE-2018-18281 (device twin)",
-          "test_devdriver:_defer_migrate"),
+          quirk_races.defer_migrate),
 ]
 
 
 # --- scheduler scenarios -------------------------------------------------------------------------
 
-_modules: dict = {}
-
-
-def _scenario_module(name: str):
-    """Load ``tests/<name>.py`` by path (the quirk tests' scenario functions)."""
-    if name not in _modules:
-        path = ROOT / "tests" / f"{name}.py"
-        if not path.exists():
-            raise FileNotFoundError(f"Scenario module {path} does not exist")
-        spec = importlib.util.spec_from_file_location(f"_bugzoo_{name}", path)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        _modules[name] = mod
-    return _modules[name]
-
-
-@contextlib.contextmanager
-def _count_steps():
-    """Counts the scheduling decisions of every Scheduler created inside the block."""
-    from pyrmap.sched import Scheduler
-    made: list = []
-    orig = Scheduler.__init__
-
-    def init(self, *a, **kw):
-        orig(self, *a, **kw)
-        made.append(self)
-    Scheduler.__init__ = init
-    try:
-        yield lambda: sum(getattr(s, "steps", 0) for s in made)
-    finally:
-        Scheduler.__init__ = orig
-
-
-def _call(fn: Callable, on: bool, seed: Optional[int]):
-    """The devdriver scenarios take ``on`` only; the kernel ones ``(seed, on)``."""
-    return fn(on) if seed is None else fn(seed, on)
-
-
 def _run_scheduler(q: Quirk, out: Outcome) -> None:
     from pyrmap.checkers import InvariantViolation
     from pyrmap.rmap import KernelBug
-    mod_name, fn_name = q.scenario.split(":")
-    fn = getattr(_scenario_module(mod_name), fn_name)
-    import inspect
-    seeds = [None] if len(inspect.signature(fn).parameters) == 1 else list(SEEDS)
-    for seed in seeds:
-        with _count_steps() as steps:
-            try:
-                _call(fn, True, seed)
-            except (InvariantViolation, KernelBug) as exc:
-                out.detected = True
-                out.checker = getattr(exc, "checker", type(exc).__name__)
-                n = steps()
-                out.after = (f"{n} sched steps" if n else "sequential (0 sched steps)") + \
-                    ("" if seed is None else f" (seed {seed})")
-                out.detail = str(exc).splitlines()[0][:160]
-            else:
-                continue
+    for seed in SEEDS:
+        machines: list = []
         try:
-            _call(fn, False, seed)
+            q.scenario(seed, True, observe=machines.append)
+        except (InvariantViolation, KernelBug) as exc:
+            out.detected = True
+            out.checker = (exc.checker if isinstance(exc, InvariantViolation)
+                           else type(exc).__name__)
+            n = machines[0].sched.steps
+            out.after = (f"{n} sched steps" if n else "sequential (0 sched steps)") + \
+                f" (seed {seed})"
+            out.detail = str(exc).splitlines()[0][:160]
+        else:
+            continue
+        try:
+            q.scenario(seed, False)
             out.off_passed = True
         except (InvariantViolation, KernelBug) as exc:
             out.detail += f" | quirk off: {str(exc).splitlines()[0][:120]}"
         return
-    out.detail = f"no seed in {SEEDS} hit the race" if seeds != [None] else "not caught"
+    out.detail = f"no seed in {SEEDS} hit the race"
 
 
 # --- litmus scenarios ----------------------------------------------------------------------------
@@ -238,7 +205,7 @@ def format_table(outcomes: list) -> str:
     rows = [head]
     for o in outcomes:
         q = o.quirk
-        rows.append((q.name, q.layer, q.reference, q.scenario, "yes" if o.detected else "NO",
+        rows.append((q.name, q.layer, q.reference, q.scenario_name, "yes" if o.detected else "NO",
                      o.checker or "-", o.after or "-", "passes" if o.off_passed else "FAILS",
                      rtl_run(q.name)))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]

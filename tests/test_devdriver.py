@@ -11,6 +11,7 @@ import random
 import pytest
 
 from pyrmap import mmu_notifier as mn
+from pyrmap import quirk_races
 from pyrmap.checkers import InvariantViolation
 from pyrmap.devdriver import (EFAULT, EINTR, FIGURE_LABELS, DevDriverConfig, DeviceMmuDriver,
                               device_figures, register_device, run_device)
@@ -18,81 +19,16 @@ from pyrmap.mmu_notifier import mmu_notifier_release
 from pyrmap.pagemap import lock_page, unlock_page
 from pyrmap.pte import PAGE_SIZE, AccessType
 from pyrmap.rmap import KernelBug
-from pyrmap.scenario import (MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_WRITE,
-                             System, _offset)
-from pyrmap.workload import random_accesses
+from pyrmap.quirk_races import DEV_OFFSET, defer_migrate, seq_race
+from pyrmap.scenario import MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE
 
 RW = PROT_READ | PROT_WRITE
-DEV_OFFSET = 32          # the device's own words of every page (System.agent_offset(mm, 2))
 
 
-class DevSys:
-    """A System with one process (anonymous and shared-file memory) and its device."""
-
-    def __init__(self, seed: int, *, nframes: int = 40, config=None, quirks=None,
-                 pages: int = 6, register: bool = True, svadu: bool = True,
-                 dev_entries: int = 8):
-        self.seed = seed
-        arch = None
-        if not svadu or dev_entries != 8:
-            from pyrmap.softarch import SoftArch
-
-            def arch(mem, ncores, seed_, sched):
-                return SoftArch(mem, ncores, seed=seed_, sched=sched, svadu=svadu,
-                                dev_entries=dev_entries, history=True)
-        self.s = s = System(seed=seed, nframes=nframes, quirks=quirks, arch=arch,
-                            command=f"pytest tests/test_devdriver.py  # seed {seed}"
-                                    f"{'' if svadu else ' (Svade)'}")
-        self.rng = random.Random(seed)
-        self.p = s.new_process()
-        self.file = s.create_file("f", pages)
-        self.anon = s.mmap(self.p, 0, pages * PAGE_SIZE, RW, MAP_PRIVATE | MAP_ANONYMOUS)
-        self.fsh = s.mmap(self.p, 0, pages * PAGE_SIZE, RW, MAP_SHARED, file=self.file)
-        self.pages = pages
-        self.drv = None
-        if register:
-            self.drv = register_device(self.p, checkers=s.checkers, config=config)
-
-    def accesses(self, count: int, store_ratio: float = 0.4, mm=None):
-        mm = mm or self.p
-        rng = random.Random(self.rng.randrange(1 << 30))
-        return _offset(random_accesses(rng, lambda: self.s.shadow.regions(mm), count,
-                                       store_ratio=store_ratio, words=2), DEV_OFFSET)
-
-    def spawn_device(self, count: int, store_ratio: float = 0.4, *, shadow: bool = True,
-                     gate=None):
-        """A device thread.  ``shadow=False``: loads are not compared (a scenario whose VM
-        thread changes the device's own words, e.g. madvise, without a ``gate``).  ``gate``:
-        a lock held across each access, which a VM thread holds across an operation and its
-        shadow update, so the shadow never sees the device between the two."""
-        src = self.accesses(count, store_ratio)
-        sh = self.s.shadow if shadow else None
-        if gate is None:
-            self.s.spawn("device", lambda: run_device(self.drv, src, shadow=sh))
-            return
-
-        def gated():
-            for acc in src:
-                with gate:
-                    run_device(self.drv, [acc], shadow=sh)
-        self.s.spawn("device", gated)
-
-    def touch_all(self):
-        """The device stores to every page (faulting each in), before the scenario."""
-        for base in (self.anon, self.fsh):
-            for i in range(self.pages):
-                self.drv.access(base + i * PAGE_SIZE + DEV_OFFSET, AccessType.STORE,
-                                0x1000 + i, shadow=self.s.shadow)
-
-    def run(self):
-        self.s.run()
-
-    def check_device(self):
-        """Quiescent: every device entry of the mm backed by its current PTE (checker (a))."""
-        chk = self.s.checkers
-        for entry in self.drv.device_entries():
-            problem, ptep, val = chk.tlb._problem("device TLB", entry, self.p)
-            assert problem is None, f"seed {self.seed}: device holds {entry}: {problem}"
+def DevSys(seed: int, **kw) -> quirk_races.DevSys:
+    """The quirk races' machine, its violation reports naming this file and the seed."""
+    return quirk_races.DevSys(seed, command=f"pytest tests/test_devdriver.py  # seed {seed}",
+                              **kw)
 
 
 def _verdicts_pass(ds):
@@ -456,35 +392,12 @@ def test_register_without_the_locks_sees_an_unmatched_end(monkeypatch):
 # ---------------------------------------------------------------------------------------------
 # Quirks.
 
-class _RaceDriver(DeviceMmuDriver):
-    """Runs ``race()`` once, between resolving a translation and filling it."""
-
-    race = None
-
-    def _resolved(self, vaddr, op, pfn):
-        fn, self.race = self.race, None
-        if fn is not None:
-            fn()
-        super()._resolved(vaddr, op, pfn)
-
-
-def _seq_race(on: bool):
-    ds = DevSys(7, register=False)
-    s, p = ds.s, ds.p
-    s.workload(0, p, [("store", ds.anon)]).run()
-    drv = _RaceDriver(p, checkers=s.checkers, config=DevDriverConfig(no_seq_retry=on))
-    assert drv.register() == 0
-    s.checkers.secondaries.append(drv)
-    drv.race = lambda: s.munmap(p, ds.anon, PAGE_SIZE)      # frees the page just resolved
-    return ds, drv.device_fault(ds.anon, AccessType.LOAD)
-
-
 def test_no_seq_retry_fills_a_freed_page():
     with pytest.raises(InvariantViolation) as ei:
-        _seq_race(True)
+        seq_race(7, True)
     assert ei.value.checker in ("frame", "notifier")
     assert "which is free" in ei.value.message or "inside the open" in ei.value.message
-    ds, rc = _seq_race(False)
+    ds, rc = seq_race(7, False)
     assert rc == -EFAULT                     # refused, retried, found the mapping gone
     _verdicts_pass(ds)
 
@@ -519,21 +432,12 @@ def test_no_seq_retry_caught_under_concurrency():
     pytest.fail("no seed in range(40) hit the seq race with no_seq_retry on")
 
 
-def _defer_migrate(on: bool):
-    ds = DevSys(8, config=DevDriverConfig(defer_inval_to_range_end=on))
-    ds.touch_all()
-    entry = ds.drv.device_entries()[0]
-    page = ds.s.kernel.pages[entry.ppn]
-    rc = ds.s.migrate(page)
-    return ds, rc
-
-
 def test_defer_inval_to_range_end_leaves_the_device_on_a_freed_page():
     with pytest.raises(InvariantViolation) as ei:
-        _defer_migrate(True)
+        defer_migrate(8, True)
     assert ei.value.checker in ("frame", "tlb"), ei.value
     assert "device TLB" in ei.value.message or "secondary MMU" in ei.value.message
-    ds, rc = _defer_migrate(False)
+    ds, rc = defer_migrate(8, False)
     assert rc == 0
     ds.check_device()
     _verdicts_pass(ds)

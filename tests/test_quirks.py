@@ -8,69 +8,19 @@ pass.  Failures print the seed.
 
 import pytest
 
-from pyrmap.checkers import Checkers, InvariantViolation
-from pyrmap.kernel import Kernel, Quirks
-from pyrmap.mm_types import (PG, AddressSpace, MmStruct, Vma, VM_MAYREAD, VM_MAYSHARE,
-                             VM_MAYWRITE, VM_READ, VM_SHARED, VM_WRITE)
+from pyrmap import quirk_races
+from pyrmap.checkers import InvariantViolation
+from pyrmap.mm_types import PG
 from pyrmap.pagemap import lock_page, unlock_page
-from pyrmap.pagetable import pgd_alloc, pte_alloc
-from pyrmap.physmem import PhysMem
-from pyrmap.pte import (PAGE_SHARED, PAGE_SIZE, AccessType, FaultKind, _PAGE_A, _PAGE_D,
-                        pfn_pte)
-from pyrmap.sched import Scheduler
-from pyrmap.softarch import SoftArch
+from pyrmap.quirk_races import VA, lockless_race, release_race, zap_race
 
-VA = 0x40000000
 SEEDS = range(40)
 
 
-class Rig:
-    """A kernel on SoftArch with a scheduler, checkers, one mm and one shared file page."""
-
-    def __init__(self, seed: int, quirk: str, on: bool, pte_bits: int = _PAGE_A | _PAGE_D,
-                 raise_on_violation: bool = True):
-        self.seed = seed
-        self.sched = Scheduler(seed)
-        self.arch = SoftArch(PhysMem(32), 2, seed=seed, sched=self.sched, history=True)
-        quirks = Quirks(**{quirk: on})
-        self.kernel = Kernel(self.arch, quirks)
-        self.chk = Checkers(self.kernel, seed=seed,
-                            command=f"pytest tests/test_quirks.py  # seed {seed}",
-                            raise_on_violation=raise_on_violation).install()
-        k = self.kernel
-        self.mm = mm = MmStruct(k, k.alloc_asid(), pgd_alloc(k))
-        k.mms.append(mm)
-        self.arch.switch_mm(0, mm)
-        self.file = f = AddressSpace(k, "f", 1)
-        flags = VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_SHARED | VM_MAYSHARE
-        self.vma = Vma(mm, VA, VA + PAGE_SIZE, flags, 0, f)
-        mm.mmap.append(self.vma)
-        f.i_mmap.insert(0, 0, self.vma)
-        self.page = page = k.alloc_page()            # the page cache's reference
-        page.mapping, page.index = f, 0
-        page.set(PG.uptodate)
-        f.page_tree[0] = page
-        k.get_page(page)                             # the pte's reference
-        self.ptep = pte_alloc(mm, VA)
-        self.arch.set_pte_at(mm, VA, self.ptep, pfn_pte(page.pfn, PAGE_SHARED | pte_bits))
-        from pyrmap.rmap import page_add_file_rmap
-        page_add_file_rmap(page)
-        mm.file_rss += 1
-        self.chk.shadow.register_file(f)
-        self.chk.shadow.on_mmap(mm, VA, PAGE_SIZE, 3, True, f, 0)
-
-    def store(self, core: int, value: int) -> bool:
-        """A CPU store; False (nothing stored) when it faults: the page is gone, and the
-        rig has no fault handler to bring it back."""
-        res = self.arch.cpu_access(core, VA, AccessType.STORE, data=value)
-        if res.fault != FaultKind.NONE:
-            assert res.fault == FaultKind.PAGE, res
-            return False
-        self.chk.shadow.store(self.mm, VA, value)
-        return True
-
-    def run(self):
-        self.sched.run()
+def Rig(seed: int, quirk: str, on: bool, **kw) -> quirk_races.Rig:
+    """The quirk races' machine, its violation reports naming this file and the seed."""
+    return quirk_races.Rig(seed, quirk, on, command=f"pytest tests/test_quirks.py  # seed {seed}",
+                           **kw)
 
 
 def _search(make, check_off=True):
@@ -91,35 +41,6 @@ def _search(make, check_off=True):
 
 # --- 479db0bf408e: page_check_address lock-free pre-check ------------------------------------
 
-def lockless_race(seed: int, on: bool, raise_on_violation: bool = True) -> Rig:
-    rig = Rig(seed, "page_check_address_lockless", on, raise_on_violation=raise_on_violation)
-    mm, arch, page = rig.mm, rig.arch, rig.page
-    assert rig.store(0, 0x1111)         # core0 caches a writable, dirty translation
-    page.set(PG.dirty)                  # the write fault dirtied the page
-
-    def rewriter():
-        # A clear-then-set rewrite of a live pte under the pte lock (powerpc's set_pte_at,
-        # any update done as "clear; set").
-        with mm.page_table_lock:
-            old = arch.ptep_get_and_clear(mm, VA, rig.ptep)
-            arch.set_pte_at(mm, VA, rig.ptep, old)
-
-    def writeback():
-        from pyrmap.filemap import write_one_page
-        lock_page(page)
-        write_one_page(page)            # clear_page_dirty_for_io -> page_mkclean, writepage
-
-    rig.sched.spawn("rewriter", rewriter)
-    rig.sched.spawn("writeback", writeback)
-    rig.run()
-    rig.chk.check_all()
-    if raise_on_violation:
-        # page_mkclean made the pte clean and read-only everywhere: the next write faults.
-        res = arch.translate(0, VA, AccessType.STORE)
-        assert res.fault == FaultKind.PAGE, f"seed {seed}: a store after writeback did not fault"
-    return rig
-
-
 def test_page_check_address_lockless_loses_dirty():
     seed, exc = _search(lockless_race)
     assert exc.checker == "shadow"
@@ -127,7 +48,7 @@ def test_page_check_address_lockless_loses_dirty():
     assert "lockless" not in exc.message
 
 
-def _store_then_msync(rig: Rig) -> None:
+def _store_then_msync(rig: quirk_races.Rig) -> None:
     """A CPU store (faulting as needed), then msync's writeback: the backing store must hold
     the store."""
     from pyrmap.filemap import do_writepages
@@ -160,7 +81,7 @@ def test_page_check_address_locked_is_safe_on_every_seed():
 
 # --- nonatomic ptep_get_and_clear: a D bit set by a walker in the window is lost ---------------
 
-def nonatomic_race(seed: int, on: bool) -> Rig:
+def nonatomic_race(seed: int, on: bool) -> quirk_races.Rig:
     # The pte is writable but clean and not young: a store must walk and CAS D in.
     rig = Rig(seed, "nonatomic_ptep_get_and_clear", on, pte_bits=0)
     mm, arch, page, k = rig.mm, rig.arch, rig.page, rig.kernel
@@ -205,33 +126,6 @@ def test_nonatomic_ptep_get_and_clear_loses_a_write():
 
 # --- 3ad3d901bbcf: mmu_notifier_release unlinks before ->release -------------------------------
 
-def release_race(seed: int, on: bool) -> Rig:
-    # Not young, so try_to_unmap does not refuse the page.
-    rig = Rig(seed, "notifier_release_unlink_first", on, pte_bits=0)
-    mm, arch, page, k = rig.mm, rig.arch, rig.page, rig.kernel
-    sec = rig.chk.add_secondary(mm)
-    assert sec.fault(VA)
-
-    def exiting():
-        from pyrmap.mmu_notifier import mmu_notifier_release
-        mmu_notifier_release(mm)            # exit_mmap's first step
-
-    def reclaim():
-        from pyrmap.rmap import SWAP_SUCCESS, try_to_unmap
-        from pyrmap.vmscan import remove_mapping
-        k.get_page(page)
-        lock_page(page)
-        if try_to_unmap(page, 0) == SWAP_SUCCESS:
-            remove_mapping(page)
-        unlock_page(page)
-        k.put_page(page)                    # the last reference: the frame is freed
-
-    rig.sched.spawn("exit", exiting)
-    rig.sched.spawn("reclaim", reclaim)
-    rig.run()
-    return rig
-
-
 def test_notifier_release_unlink_first_leaves_secondary_to_freed_page():
     seed, exc = _search(release_race)
     assert exc.checker == "frame"
@@ -246,42 +140,6 @@ def test_notifier_release_fixed_order_on_every_seed():
 
 
 # --- 1cf35d47712d: zap flushes the TLB only after dropping the pte lock -------------------------
-
-def zap_race(seed: int, on: bool) -> Rig:
-    rig = Rig(seed, "zap_flush_after_pte_unlock", on)
-    mm, arch, page, k = rig.mm, rig.arch, rig.page, rig.kernel
-    assert rig.store(0, 0x3333)         # CPU A holds a dirty, writable TLB entry
-    page.set(PG.dirty)
-
-    def cpu_a():
-        # A keeps writing through its TLB entry (no fault while the entry is live).
-        for i in range(seed % 8):
-            arch.yield_point("spin")
-        rig.store(0, 0x4444)
-
-    def cpu_b():
-        from pyrmap.memory import zap_page_range
-        mm.mmap_sem.down_read()                            # MADV_DONTNEED
-        try:
-            zap_page_range(rig.vma, VA, PAGE_SIZE)
-        finally:
-            mm.mmap_sem.up_read()
-
-    def writeback_c():
-        from pyrmap.filemap import write_one_page
-        lock_page(page)
-        write_one_page(page)
-
-    rig.sched.spawn("A", cpu_a)
-    rig.sched.spawn("B", cpu_b)
-    rig.sched.spawn("C", writeback_c)
-    rig.run()
-    if not page.test(PG.dirty):
-        # Nothing left to write back: the file must hold every write.
-        rig.chk.shadow.check_backing(rig.file, [0])
-    rig.chk.check_all()
-    return rig
-
 
 def test_zap_flush_after_pte_unlock_loses_a_write():
     seed, exc = _search(zap_race)

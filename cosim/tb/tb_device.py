@@ -23,6 +23,7 @@ from cosim.devarch import DevArch
 from pyrmap.checkers import InvariantViolation
 from pyrmap.devdriver import EFAULT, EINTR, DevDriverConfig, DeviceMmuDriver
 from pyrmap.pte import PAGE_SIZE, AccessType
+from pyrmap.quirk_races import RaceDriver
 from pyrmap.scenario import MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_WRITE, _offset
 from pyrmap.workload import random_accesses
 
@@ -371,17 +372,6 @@ async def test_dev_register_eintr(dut):
 
 # =============================================================================================
 # Quirks: each caught by a checker with it on; the same run passes with it off.
-
-class RaceDriver(DeviceMmuDriver):
-    """Runs ``race()`` once between resolving a translation and filling it."""
-    race = None
-
-    def _resolved(self, vaddr, op, pfn):
-        fn, self.race = self.race, None
-        if fn is not None:
-            fn()
-        super()._resolved(vaddr, op, pfn)
-
 
 async def _seq_race(dut, on: bool):
     b = await DevBench.start(dut, f"no_seq_retry_{'on' if on else 'off'}", driver_cls=RaceDriver,

@@ -36,11 +36,13 @@ from cocotb.triggers import RisingEdge, Timer
 
 from pyrmap.arch import (ARCH_COUNTERS, CORE_COUNTERS, DEVICE_COUNTERS, Arch, InvalKind,
                          PteWrite, TlbEntry)
-from pyrmap.pte import PAGE_SIZE, _PAGE_A, _PAGE_W, FaultKind, describe, pte_pfn, pte_present
+from pyrmap.pte import PAGE_SIZE, _PAGE_A, _PAGE_W, AccessType, FaultKind, describe
 
+from .accesscheck import Inval, PteChange, PteLog, inval_record, judge_access
 from .cpu import CpuRequester
 from .inval import InvalDriver
 from .ports import read_counters
+from .scoreboard import CpuTxn, InvalTxn
 
 __all__ = ["CosimArch", "FlushRecord", "TlbReader"]
 
@@ -200,8 +202,15 @@ class CosimArch(Arch):
         #: The ports' locks, for another owner of the same ports (the litmus runner).
         self._inval_locks = [d.lock for d in self.invals]
         self._cpu_locks = [CoLock() for _ in range(ncores)]
-        #: (cycle the last ack was seen, asid or None for all, va lo, va hi) per request.
-        self._flush_log: list[tuple[int, Optional[int], int, int]] = []
+        #: Every acknowledged invalidation request (cosim.accesscheck.Inval: request cycle,
+        #: cycle the last core acknowledged, asid or None for all, VA range).
+        self._flush_log: list[Inval] = []
+        #: PTE addresses whose arch history (no memory model) lost its oldest entries.
+        self._history_truncated: set[int] = set()
+        self._pte_log = PteLog(memory) if memory is not None else None
+        #: The golden-walk scoreboard (cosim.scoreboard.MmuScoreboard) every CPU response and
+        #: every invalidation is reported to, once set (cosim.system.bring_up).
+        self.scoreboard = None
         #: The :class:`pyrmap.checkers.Checker` that counts access checks and reports a stale
         #: access (the scenario wires the TLB checker (a)); None: raise AssertionError.
         self.access_checker = None
@@ -225,11 +234,12 @@ class CosimArch(Arch):
 
     # --- PTE access ------------------------------------------------------------------------
 
-    def _record(self, ptep: int, op: str, val: int) -> None:
+    def _record(self, ptep: int, op: str, val: int, old: int) -> None:
         hist = self.history[ptep]
-        hist.append((self.cycle(), self._who, op, val))
+        hist.append((self.cycle(), self._who, op, val, old))
         if len(hist) > self.history_limit:
             del hist[0]
+            self._history_truncated.add(ptep)
 
     def _apply(self, op: str, ptep: int, a: int, b: int, thread: str = "") -> int:
         """Perform one PTE operation on memory, now (one instant: atomic with respect to the
@@ -294,7 +304,7 @@ class CosimArch(Arch):
 
     def _changed(self, ptep: int, op: str, old: int, new: int) -> None:
         if new != old or op == "store":
-            self._record(ptep, op, new)
+            self._record(ptep, op, new, old)
             if self.observer is not None:
                 self.notify("pte_write", ptep=ptep, old=old, new=new,
                             who=f"sw {op} {self._who}")
@@ -336,7 +346,7 @@ class CosimArch(Arch):
         m = self.memory
         if m is None:
             return [PteWrite(v, who, op, cycle=w)
-                    for w, who, op, v in self.history.get(ptep, [])]
+                    for w, who, op, v, _ in self.history.get(ptep, [])]
         out = []
         for txn in m.log[self.history_from_seq:]:
             if txn.addr == ptep and txn.wrote:
@@ -348,9 +358,25 @@ class CosimArch(Arch):
     # --- TLB flushes -----------------------------------------------------------------------
 
     async def _inval_core(self, core: int, reqs, result: dict) -> None:
+        sb = self.scoreboard
+        pending = []
+
+        def requested(kind, va, asid):
+            if sb is not None:
+                # The DUT first sees the request at the next edge.
+                txn = InvalTxn(core, InvalKind(kind), va & MASK64,
+                               asid & self.invals[core].asid_mask, self.cycle() + 1)
+                sb.on_inval_request(txn)
+                pending.append(txn)
+
         def acked(kind, va, asid):
             self._forget(core, kind, va, asid)
-        result[core] = await self.invals[core].invalidate_all(reqs, on_ack=acked)
+            if pending:
+                txn = pending.pop(0)
+                txn.ack_cycle = self.cycle()
+                sb.on_inval_ack(txn)
+        result[core] = await self.invals[core].invalidate_all(reqs, on_request=requested,
+                                                              on_ack=acked)
 
     async def _flush(self, cores: tuple[int, ...], reqs) -> dict:
         result: dict[int, int] = {}
@@ -381,12 +407,7 @@ class CosimArch(Arch):
                                         self.env.current_thread()))
         done = self.cycle()
         for kind, va, asid in reqs:
-            if kind == InvalKind.ALL:
-                self._flush_log.append((done, None, 0, 1 << 64))
-            elif kind == InvalKind.ASID:
-                self._flush_log.append((done, asid, 0, 1 << 64))
-            else:
-                self._flush_log.append((done, asid, va, va + PAGE_SIZE))
+            self._flush_log.append(inval_record(kind, va, asid, start, done))
         self._tlb_cache_key = None
         if self.observer is not None:
             self.notify("tlb_flush", what=what, cycles=cycles)
@@ -489,11 +510,25 @@ class CosimArch(Arch):
             asid, root = satp
 
             def check(r) -> None:
-                self.check_access(core, asid, root, vaddr, r.start, r.paddr)
+                self.check_access(core, asid, root, vaddr, r.start, r.paddr, op=op,
+                                  user=user, sum=sum)
                 self.record_fill(core, satp, vaddr, r.paddr, op)
+
+            def respond(r) -> None:
+                # Every response the RTL gives is replayed against the golden walk
+                # (cosim.scoreboard).
+                sb = self.scoreboard
+                if sb is None:
+                    return
+                t = CpuTxn(core, vaddr, AccessType(op), bool(user), bool(sum), asid, root,
+                           r.accept)
+                t.resp_cycle = self.cycle()
+                t.paddr, t.fault, t.hit = r.paddr, r.fault, r.hit
+                sb.on_cpu(t)
             return await self.drivers[core].access(vaddr, op, asid=asid, root=root,
                                                    mem=self.mem, user=user, sum=sum,
-                                                   data=data, check=check)
+                                                   data=data, check=check,
+                                                   on_response=respond)
 
     def cpu_access(self, core: int, vaddr: int, op, *, user: bool = True, sum: bool = False,
                    data: Optional[int] = None):
@@ -539,77 +574,68 @@ class CosimArch(Arch):
                     or (kind == InvalKind.VA_ASID and v == vpn and a == asid)):
                 del recs[key]
 
-    def frames_since_flush(self, log, asid: int, root: int, va: int, start: int):
-        """The frames an access to ``va`` that began at cycle ``start`` may legally use.
+    def pte_changes(self, ptep: int) -> tuple[list[PteChange], bool, bool]:
+        """The writes of ``ptep`` the arch knows, oldest first: ``(changes, complete,
+        with_ad)``.  From the memory model's log (software operations and the walkers' A/D
+        compare-and-swaps; complete when it starts with the memory, ``history_from_seq``
+        0) or, without one, from the arch's own record (software only, complete unless
+        it was truncated)."""
+        if self._pte_log is not None:
+            return (self._pte_log.changes(ptep, self.history_from_seq),
+                    self.history_from_seq == 0, True)
+        hist = self.history.get(ptep, [])
+        return ([PteChange(c, old, new, f"{who} {op}") for c, who, op, new, old in hist],
+                ptep not in self._history_truncated, False)
 
-        ``log`` holds acknowledged invalidations as (ack cycle, asid or None, lo, hi).  Finds
-        the last one acknowledged at or before ``start`` that covers (asid, va); the legal
-        frames are those of every value the leaf PTE had from that acknowledgement until now
-        (the value at the acknowledgement included).  Returns None when nothing is to be
-        checked (no such invalidation, or no 4 KiB leaf PTE), else ``(ptep, cut, frames)``
-        with ``frames`` None when the PTE history no longer reaches back to ``cut``.
-        Shared by the cores' check and the device's (:mod:`cosim.devarch`).
-        """
-        cut = None
-        for done, fasid, lo, hi in reversed(log):
-            if done <= start and (fasid is None or fasid == asid) and lo <= va < hi:
-                cut = done
-                break
-        if cut is None:
-            return None
+    def judge_access(self, invals, asid: int, root: int, va: int, start: int, paddr: int,
+                     op, *, user: bool = True, sum: bool = False, device: bool = False):
+        """Checker (a) at cycle level for one completed access (the cores' and the device's
+        rule, :func:`cosim.accesscheck.judge_access`): ``(verdict, ptep)``, or None when
+        ``va`` has no leaf PTE now (nothing to judge against)."""
         from pyrmap.checkers import lookup_pte
         ptep, now, level = lookup_pte(self.mem, root, va)
-        if ptep is None or level != 0:
+        if ptep is None:
             return None
-        hist = self.history.get(ptep, [])
-        before = [h for h in hist if h[0] <= cut]
-        if before:
-            values = {before[-1][3]}
-        elif len(hist) >= self.history_limit:
-            return ptep, cut, None       # the value at the flush is no longer known
-        else:
-            values = {0}
-        values |= {h[3] for h in hist if h[0] > cut}
-        values.add(now)
-        return ptep, cut, {pte_pfn(v) for v in values if pte_present(v)}
+        changes, complete, with_ad = self.pte_changes(ptep)
+        verdict = judge_access(changes=changes, now=now, complete=complete, invals=invals,
+                               asid=asid, va=va, level=level, start=start, paddr=paddr,
+                               op=AccessType(op), user=user, sum=sum, device=device,
+                               with_ad=with_ad and not device)
+        return verdict, ptep
 
     def check_access(self, core: int, asid: int, root: int, va: int, start: int,
-                     paddr: int) -> None:
+                     paddr: int, *, op, user: bool = True, sum: bool = False) -> None:
         """Checker (a) at cycle level: an access that *began* (request presented at cycle
-        ``start``) after a flush covering (asid, va) was acknowledged must not complete
-        through a translation that flush removed.
-
-        Legal frames: those of every value the leaf PTE had from the last such flush until
-        now (the value at the flush included); an access that began before the flush may
-        still use the old translation (stale but legal).  Called at the response instant.
-        """
-        self.stale_check(f"core {core}", "flush", self._flush_log, self.access_checker,
-                         self._counted, asid, root, va, start, paddr)
+        ``start``) must complete through a translation -- frame, permission and the A/D
+        state it relies on -- that no invalidation acknowledged before it began had
+        retired (:mod:`cosim.accesscheck`).  Called at the response instant."""
+        self.check_completed(f"core {core}", self._flush_log, self.access_checker,
+                             self._counted, asid, root, va, start, paddr, op, user=user,
+                             sum=sum)
 
     def _counted(self) -> None:
         self.access_checks += 1
 
-    def stale_check(self, who: str, what: str, log, checker, counted, asid: int, root: int,
-                    va: int, start: int, paddr: int) -> None:
-        """The one cycle-level stale-translation check (checker (a)), for the cores'
-        accesses and the device's: an access of ``who`` to ``va`` that began at cycle
-        ``start`` completed through ``paddr``; ``log`` holds the acknowledged invalidations
-        (``what``) of its TLB.  ``counted()`` is called for every check made (see
-        :meth:`frames_since_flush`); a failure goes to ``checker`` (a
-        :class:`pyrmap.checkers.Checker`; None: ``AssertionError``)."""
-        found = self.frames_since_flush(log, asid, root, va, start)
-        if found is None:
+    def check_completed(self, who: str, log, checker, counted, asid: int, root: int, va: int,
+                        start: int, paddr: int, op, *, user: bool = True, sum: bool = False,
+                        device: bool = False) -> None:
+        """The one cycle-level access check (checker (a)), for the cores' accesses and the
+        device's: an access of ``who`` to ``va`` that began at cycle ``start`` completed
+        through ``paddr``; ``log`` holds the acknowledged invalidations of its TLB.  Judged
+        by :meth:`judge_access`; ``counted()`` is called for every check made; a failure
+        goes to ``checker`` (a :class:`pyrmap.checkers.Checker`; None: ``AssertionError``)."""
+        found = self.judge_access(log, asid, root, va, start, paddr, op, user=user, sum=sum,
+                                  device=device)
+        if found is None or not found[0].checked:
             return
-        ptep, cut, frames = found
+        verdict, ptep = found
         counted()
         if checker is not None:
             checker.checks += 1
-        if frames is None or paddr >> 12 in frames:
+        if verdict.problem is None:
             return
-        msg = (f"{who}: access to 0x{va:x} (asid {asid}) that began at cycle {start} "
-               f"completed through frame {paddr >> 12:#x}, a translation removed by the "
-               f"{what} acknowledged at cycle {cut}; the PTE has since mapped "
-               f"{', '.join(hex(f) for f in sorted(frames)) or 'nothing'}")
+        msg = (f"{who}: access to 0x{va:x} (asid {asid}) that began at cycle {start}: "
+               f"{verdict.problem}")
         if checker is None:
             raise AssertionError(msg)
         checker.fail(msg, ptep)
@@ -638,14 +664,20 @@ class CosimArch(Arch):
         if fault == FaultKind.NONE and self.kernel is not None:
             root = next((mm.pgd for mm in self.kernel.mms if mm.asid == asid), None)
             if root is not None:
-                dev.check_access(asid, root, vaddr, start, paddr)
+                dev.check_access(asid, root, vaddr, start, paddr, op=op)
         return fault, paddr
 
     def dev_fill(self, vaddr: int, asid: int, ppn: int, level: int, perm: int,
                  g: bool = False):
-        """Install a device TLB entry (perm: R W X U in PTE bit positions 1..4)."""
+        """Install a device TLB entry (perm: R W X U in PTE bit positions 1..4); checkers
+        hear of it (the ``dev_fill`` event, as SoftArch raises it)."""
         self._device("dev_fill").dev_fill(vaddr, asid, ppn, level, perm, g)
         self._tlb_cache_key = None
+        if self.observer is not None:
+            shift = 12 + 9 * level
+            self.notify("dev_fill", entry=TlbEntry(
+                vpn=(vaddr >> shift << shift) >> 12 & ((1 << 27) - 1), asid=asid, ppn=ppn,
+                level=level, perm=perm, g=g, a=True, d=bool(perm & _PAGE_W)))
 
     def dev_young(self, vaddr: int, asid: int) -> bool:
         return self._device("dev_young").dev_young(vaddr, asid)

@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence, TextIO
 
+import cosim.scoreboard  # noqa: F401 - registers the scoreboard's row title
 from hdl.config import MAX_CORES
 from pyrmap.checker_registry import checker_title
 from pyrmap.checkers import verdict_lines  # importing pyrmap.checkers registers them
@@ -433,6 +434,11 @@ def format_report(rep: dict) -> str:
     if faults:
         lines.append("faults injected (survived): "
                      + ", ".join(f"{kind} {n}" for kind, n in sorted(faults.items())))
+    sb = rep.get("scoreboard")
+    if sb:
+        lines.append(f"golden-walk scoreboard: {sb.get('translations', 0)} RTL translations "
+                     f"replayed ({sb.get('walks', 0)} walks, {sb.get('hits', 0)} TLB hits), "
+                     f"{len(sb.get('violations', []))} mismatches")
     lines.append("checkers:")
     lines.extend(verdict_lines(rep.get("checkers", [])))
     if rep.get("violation"):

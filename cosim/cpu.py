@@ -153,15 +153,20 @@ class CpuRequester:
 
     async def access(self, vaddr: int, op: AccessType, *, asid: int, root: int, mem,
                      user: bool = True, sum: bool = False, data: Optional[int] = None,
-                     check: Optional[Callable[[CpuResponse], None]] = None):
+                     check: Optional[Callable[[CpuResponse], None]] = None,
+                     on_response: Optional[Callable[[CpuResponse], None]] = None):
         """One request and, when it translates, the data access on ``mem`` at the same
-        instant: a STORE writes ``data``, a LOAD or FETCH reads the word.  ``check(resp)``
-        runs at the response instant, before the data access (the cycle-level checkers).
+        instant: a STORE writes ``data``, a LOAD or FETCH reads the word.  ``on_response(resp)``
+        runs at the response instant for every response, a fault included (the golden-walk
+        scoreboard); ``check(resp)`` then, for a translation, before the data access (the
+        cycle-level checkers).
 
         Returns a :class:`pyrmap.softarch.AccessResult`; no fault handling."""
         from pyrmap.softarch import AccessResult
         op = AccessType(op)
         r = await self.request(vaddr, op, asid=asid, root=root, user=user, sum=sum)
+        if on_response is not None:
+            on_response(r)
         if r.fault != FaultKind.NONE:
             return AccessResult(r.fault, 0, None, r.hit)
         if check is not None:

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import collections
 import logging
-from typing import Optional
 
 from cocotb.triggers import Lock as CoLock
 
 from pyrmap.arch import DevicePort, InvalKind, TlbEntry
-from pyrmap.pte import PAGE_SIZE, AccessType, FaultKind
+from pyrmap.pte import AccessType, FaultKind
+
+from .accesscheck import Inval, inval_record
 
 from .device import DeviceDriver
 
@@ -49,8 +50,8 @@ class DevArch(DevicePort):
         The driver of the ``dev__…`` ports (coroutines).
     stats : collections.Counter
         fills, invals, young_tests, young_set, accesses, fill_cycles, inval_cycles.
-    inval_log : list of tuple
-        ``(ack cycle, asid or None, va lo, va hi)`` of every acknowledged invalidation.
+    inval_log : list of cosim.accesscheck.Inval
+        Every acknowledged invalidation (request and ack cycles, asid, VA range).
 
     Raises
     ------
@@ -70,7 +71,7 @@ class DevArch(DevicePort):
         self.ports = DeviceDriver(dut, asid_bits=arch.asid_bits)
         self.asid_mask = (1 << max(arch.asid_bits, 1)) - 1
         self.stats: collections.Counter[str] = collections.Counter()
-        self.inval_log: list[tuple[int, Optional[int], int, int]] = []
+        self.inval_log: list[Inval] = []
         self.checks = 0
         self.checker = None          # a pyrmap.checkers.Checker for check_access failures
         self._locks = {name: CoLock() for name in ("req", "fill", "inval", "young")}
@@ -91,14 +92,7 @@ class DevArch(DevicePort):
             await self.ports.inval(InvalKind(kind), vaddr, asid & self.asid_mask)
             done = self.arch.cycle()
             self.stats["inval_cycles"] += done - start
-        kind = InvalKind(kind)
-        if kind == InvalKind.ALL:
-            self.inval_log.append((done, None, 0, 1 << 64))
-        elif kind == InvalKind.ASID:
-            self.inval_log.append((done, asid, 0, 1 << 64))
-        else:
-            lo = vaddr & ~(PAGE_SIZE - 1)
-            self.inval_log.append((done, asid, lo, lo + PAGE_SIZE))
+        self.inval_log.append(inval_record(kind, vaddr, asid, start, done))
         self.arch._tlb_cache_key = None
 
     async def young_async(self, vaddr: int, asid: int) -> bool:
@@ -170,13 +164,13 @@ class DevArch(DevicePort):
 
     # --- checker (a) for device accesses, at cycle level -----------------------------------
 
-    def check_access(self, asid: int, root: int, va: int, start: int, paddr: int) -> None:
-        """An access that began (request presented at cycle ``start``) after a device
-        invalidation covering (asid, va) was acknowledged must not complete through a frame
-        that the PTE stopped mapping before that invalidation: legal frames are those of every
-        value the leaf PTE had from the last such invalidation until now."""
-        self.arch.stale_check("device", "device invalidation", self.inval_log, self.checker,
-                              self._counted, asid, root, va, start, paddr)
+    def check_access(self, asid: int, root: int, va: int, start: int, paddr: int, *,
+                     op: AccessType) -> None:
+        """An access that began (request presented at cycle ``start``) must complete through
+        a translation -- frame, and W for a store -- that no device invalidation acknowledged
+        before it began had retired (:mod:`cosim.accesscheck`, the cores' rule)."""
+        self.arch.check_completed("device", self.inval_log, self.checker, self._counted, asid,
+                              root, va, start, paddr, op, device=True)
 
     def _counted(self) -> None:
         self.checks += 1

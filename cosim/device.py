@@ -237,7 +237,7 @@ class DeviceRequester:
 
     def _complete(self, vaddr: int, op: AccessType, data, paddr: int, began: int):
         """The response instant: checks (a) and (b), then the data access."""
-        self.devarch.check_access(self.mm.asid, self.mm.pgd, vaddr, began, paddr)
+        self.devarch.check_access(self.mm.asid, self.mm.pgd, vaddr, began, paddr, op=op)
         self.driver.completed(vaddr, op, paddr)
         word = paddr & ~7
         try:

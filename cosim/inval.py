@@ -89,13 +89,17 @@ class InvalDriver:
         self.port.valid.value = 0
         return waited
 
-    async def invalidate_all(self, reqs, on_ack: Callable = None) -> int:
+    async def invalidate_all(self, reqs, on_ack: Callable = None,
+                             on_request: Callable = None) -> int:
         """Every request of ``reqs`` (``(kind, vaddr, asid)``) in order, under :attr:`lock`;
-        ``on_ack(kind, vaddr, asid)`` after each ack.  Returns the cycles from the first
-        request to the last ack."""
+        ``on_request(kind, vaddr, asid)`` just before each is presented (the DUT sees it at
+        the next edge), ``on_ack(kind, vaddr, asid)`` after each ack.  Returns the cycles
+        from the first request to the last ack."""
         async with self.lock:
             start = self.cycle()
             for kind, va, asid in reqs:
+                if on_request is not None:
+                    on_request(kind, va, asid)
                 await self.invalidate(kind, va, asid)
                 if on_ack is not None:
                     on_ack(kind, va, asid)

@@ -59,8 +59,16 @@ from pyrmap.pte import (_PAGE_A, _PAGE_D, _PAGE_G, _PAGE_V, LEVEL_SHIFT, AccessT
                         FaultKind, describe, va_canonical)
 from pyrmap.walk import PERM_MASK, FaultCause, WalkResult, check_perm, sv39_walk
 
+from pyrmap.checker_registry import register_checker
+
 from .coverage import Coverage
 from .memory import SW, MemOp, MemTxn
+
+register_checker(
+    "scoreboard", "(s) golden-walk scoreboard",
+    "every RTL translation and fault equals the Sv39 walk replayed from the PTE values the "
+    "walker read, every TLB hit uses an entry the TLB may still hold, and no walker writes "
+    "back a stale PTE or sets A/D on a non-present one")
 
 __all__ = ["CpuTxn", "InvalTxn", "Violation", "CachedEntry", "MmuScoreboard",
            "inval_matches", "new_mmu_coverage"]
@@ -232,7 +240,8 @@ class MmuScoreboard:
         self.mem_log = mem_log
         self.by_src = by_src
         self.initial_words = None if initial_words is None else initial_words.copy()
-        self.coverage = coverage if coverage is not None else new_mmu_coverage(ncores)
+        self.coverage = (coverage if coverage is not None
+                         else new_mmu_coverage(ncores, svadu=svadu))
         self.violations: list[Violation] = []
         self.entries: list[list[CachedEntry]] = [[] for _ in range(ncores)]
         self.invals: list[list[InvalTxn]] = [[] for _ in range(ncores)]
@@ -614,6 +623,21 @@ class MmuScoreboard:
             self.fail("perf", -1, f"core{core} perf counter squashed is "
                                   f"{counters['squashed']}, less than the {floor} walks an "
                                   f"invalidation had to restart or whose fill it had to drop")
+
+    def finish(self) -> None:
+        """The whole-run checks that need no initial memory (``lost_update``,
+        ``ad_on_nonpresent``); once (later calls do nothing)."""
+        if not getattr(self, "_finished", False):
+            self._finished = True
+            self.check_hw_writes()
+
+    def verdict(self) -> dict:
+        """The scoreboard's row of a run's checker table: every response replayed counts as
+        a check."""
+        from pyrmap.checkers import NOT_EXERCISED
+        bad = len(self.violations)
+        return {"name": "scoreboard", "checks": self.responses, "violations": bad,
+                "verdict": "FAIL" if bad else "PASS" if self.responses else NOT_EXERCISED}
 
     def summary(self) -> dict:
         return {"responses": self.responses,

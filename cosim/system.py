@@ -28,6 +28,7 @@ from cocotb.triggers import ClockCycles
 from cosim.arch import CosimArch
 from cosim.host import HostEnv, ThreadKilled
 from cosim.memory import Latency, MemoryResponder
+from cosim.scoreboard import MmuScoreboard
 from pyrmap.checkers import InvariantViolation
 from pyrmap.demo import KERNEL_FIGURES
 from pyrmap.devdriver import FIGURE_LABELS as DEVICE_FIGURE_LABELS
@@ -80,6 +81,10 @@ async def bring_up(dut, mem, seed: int, *, yield_cycles=(0, 2), latency=None):
                      dev_entries=int(cfg.get("dev_entries", 8)),
                      svadu=bool(cfg.get("svadu", True)))
     arch.attach_cpus()
+    # Every RTL translation of the run is replayed against the golden walk.
+    arch.scoreboard = MmuScoreboard(ncores, svadu=bool(cfg.get("svadu", True)),
+                                    mem_log=memory.log, by_src=memory.by_src,
+                                    asid_bits=int(cfg.get("asid_bits", 9)))
     if hasattr(dut, "dev__req__valid"):
         from cosim.devarch import DevArch
         arch.attach_device(DevArch(arch))
@@ -322,6 +327,20 @@ def report(s: CosimSystem, seed: int, p: dict, seconds: float, error: str | None
     for c in cores:
         tot.update({k2: v for k2, v in c["perf"].items() if v >= 0})
     lookups = tot.get("lookups", 0)
+    checkers = [{"name": n, "checks": c, "violations": v, "verdict": verd}
+                for n, c, v, verd in s.checkers.verdicts()]
+    sb = arch.scoreboard
+    scoreboard = None
+    if sb is not None:
+        sb.finish()
+        checkers.append(sb.verdict())
+        scoreboard = {"translations": sb.responses,
+                      "walks": sum(e["walks"] for e in sb.events.values()),
+                      "hits": sum(e["hits"] for e in sb.events.values()),
+                      "violations": [str(v) for v in sb.violations[:20]]}
+        if sb.violations and error is None:
+            error = (f"[scoreboard] {sb.violations[0]}\n  reproduce: {p['command']}"
+                     if p.get("command") else f"[scoreboard] {sb.violations[0]}")
     return {
         "scenario": p["scenario"], "seed": seed, "quirks": p["quirks"],
         "config": top_config(), "sim": os.environ.get("COSIM_SIM", ""),
@@ -347,8 +366,8 @@ def report(s: CosimSystem, seed: int, p: dict, seconds: float, error: str | None
         "host": {"threads": arch.env.stats["threads"], "resumes": arch.env.stats["resumes"],
                  "lock_waits": arch.env.stats["lock_waits"]},
         "memory": {"transactions": len(arch.memory.log) if arch.memory else 0},
-        "checkers": [{"name": n, "checks": c, "violations": v, "verdict": verd}
-                     for n, c, v, verd in s.checkers.verdicts()],
+        "checkers": checkers,
+        "scoreboard": scoreboard,
         "iterations": s.iterations,
         "violation": error,
         "passed": error is None,

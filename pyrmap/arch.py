@@ -158,6 +158,10 @@ EVENTS: dict[str, Event] = {e.name: e for e in (
           "a CPU access completed or faulted (result: an AccessResult)"),
     Event("dev_access", ("vaddr", "op", "asid", "fault", "paddr"), "a device access"),
     Event("dev_fill", ("entry",), "the device TLB installed entry"),
+    Event("returned", ("op", "kind", "mm", "start", "end", "page"),
+          "an operation that promises its TLBs agree with the PTEs returned: op (try_to_unmap, "
+          "page_mkclean, migration: page; munmap, mprotect, zap_page_range, fork: mm and "
+          "[start, end); exit: mm); kind unmap, wrprotect or exit"),
     Event("dev_inval", ("kind", "vaddr", "asid", "removed"), "a device invalidation"),
     Event("lock_release", ("lock", "thread"),
           "thread released a lock of class lock (window coverage: a pte lock drop)"),

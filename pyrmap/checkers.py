@@ -349,6 +349,11 @@ class TlbChecker(Checker):
     guarantee = ("when an operation that removed or downgraded a translation returns, no CPU "
                  "or device TLB entry is left that the PTE no longer backs")
 
+    def __init__(self, owner):
+        super().__init__(owner)
+        #: Zaps in flight, ``(mm, start, end)``, as the scenario driving them records them.
+        self.zapping: list[tuple[object, int, int]] = []
+
     def _problem(self, src: str, entry, mm, strict_a: bool = False):
         """Why ``entry`` is not backed by mm's current PTE, or None; also ``(ptep, val)``."""
         va = entry.vpn << 12
@@ -401,6 +406,34 @@ class TlbChecker(Checker):
             if problem:
                 self.fail(f"{op or kind} of {page!r} returned while {src} still holds {entry}, "
                           f"but {problem}: {describe(val)}", ptep)
+                return
+
+    def on_return(self, op: str, kind: str, mm=None, start: int = 0, end: int = 0,
+                  page=None) -> None:
+        """The engine's ``returned`` event: an operation that promises it (try_to_unmap,
+        page_mkclean, migration: ``page``; munmap, mprotect, madvise's and truncation's zap,
+        fork's write-protect: ``mm`` and [``start``, ``end``); exit: ``mm``, kind ``"exit"``)
+        returned; every TLB entry covering what it changed must agree with the PTE.  A zap
+        while another zap of an overlapping range is in flight (:attr:`zapping`) is left to
+        that one: its flush, not ours, ends an entry a fault refilled in between."""
+        if op == "zap_page_range" and sum(
+                1 for z in self.zapping if z[0] is mm and z[1] < end and start < z[2]) > 1:
+            return
+        if page is not None:
+            self.after_page(page, kind, op)
+        elif kind == "exit":
+            self.after_exit(mm, op)
+        else:
+            self.after_range(mm, start, end, kind, op)
+
+    def after_exit(self, mm, op: str = "exit") -> None:
+        """exit returned: no CPU or device TLB entry of ``mm``'s address space is left (its
+        page tables and pages are gone)."""
+        self.checks += 1
+        for src, entry in self.owner.all_entries():
+            if entry.asid == mm.asid and not entry.g:
+                self.fail(f"{op} of {mm!r} returned while {src} still holds {entry}: a "
+                          f"translation of an address space that is gone")
                 return
 
     def check(self) -> None:
@@ -458,6 +491,23 @@ class NotifierChecker(Checker):
 
     def in_window(self, mm, va: int) -> bool:
         return any(s <= va < e for s, e in self.open.get(id(mm), ()))
+
+    def on_dev_fill(self, entry) -> None:
+        """A device TLB entry was installed (the arch's ``dev_fill`` event): no part of it
+        may lie in a window of its mm that is open (between invalidate_range_start and its
+        end), judged from outside the secondary-MMU driver."""
+        lo = entry.vpn << PAGE_SHIFT
+        hi = lo + (PAGE_SIZE << (9 * entry.level))
+        for mm in self.owner.live_mms():
+            if mm.asid != entry.asid and not entry.g:
+                continue
+            self.checks += 1
+            for s, e in self.open.get(id(mm), ()):
+                if s < hi and lo < e:
+                    self.fail(f"device fill of {entry} (0x{lo:x}) inside the open invalidate "
+                              f"window [0x{s:x}, 0x{e:x}) of {mm!r}: invalidate_range_start "
+                              f"was called and its end was not")
+                    return
 
     def release(self, mm) -> None:
         self.open.pop(id(mm), None)
@@ -933,6 +983,10 @@ class Checkers:
             self.shadow.writeback_check(details["page"])
         elif event == "cow_copy":
             self.shadow.on_cow_copy(details["mm"], details["address"])
+        elif event == "returned":
+            self.tlb.on_return(**details)
+        elif event == "dev_fill":
+            self.notifier.on_dev_fill(details["entry"])
 
     def add_secondary(self, mm, config=None) -> "SecondaryMmu":
         """Register a secondary-MMU driver (:class:`pyrmap.devdriver.DeviceMmuDriver`) on

@@ -939,6 +939,8 @@ def zap_page_range(vma: Vma, address: int, size: int, details=None) -> int:
         unmap_vmas(tlb, [vma], address, end, details)
     finally:
         tlb_finish_mmu(tlb, address, end)
+    mm.kernel.arch.notify("returned", op="zap_page_range", kind="unmap", mm=mm,
+                          start=address, end=end, page=None)
     return end
 
 

@@ -228,6 +228,9 @@ def unmap_and_move(page: Page, newpage: Page, force: bool = True) -> int:
     finally:
         unlock_page(page)
         kernel.stats["migrate_success" if rc == 0 else "migrate_again"] += 1
+        if rc == 0:
+            kernel.arch.notify("returned", op="migration", kind="unmap", mm=None, start=0,
+                               end=0, page=page)
 
 
 def migrate_pages(kernel, pages: Iterable[Page],

@@ -577,6 +577,8 @@ def _do_munmap_locked(mm: MmStruct, start: int, length: int) -> None:
     prev, nxt = _neighbours(mm, start, end)
     unmap_region(mm, detached, prev, nxt, start, end)
     mm.kernel.stats["munmap_vmas"] += len(detached)
+    mm.kernel.arch.notify("returned", op="munmap", kind="unmap", mm=mm, start=start, end=end,
+                          page=None)
 
 
 def unmap_region(mm: MmStruct, vmas: list[Vma], prev: Optional[Vma], nxt: Optional[Vma],
@@ -671,6 +673,10 @@ def change_protection(vma: Vma, start: int, end: int, newflags: int) -> int:
                         changed += 1
         arch.flush_tlb_range(vma, start, end)
     kernel.stats["mprotect_ptes"] += changed
+    if not newflags & VM_WRITE:
+        kind = "wrprotect" if newflags & (VM_READ | VM_EXEC) else "unmap"
+        arch.notify("returned", op="mprotect", kind=kind, mm=mm, start=start, end=end,
+                    page=None)
     return changed
 
 
@@ -1065,6 +1071,8 @@ def dup_mm(oldmm: MmStruct) -> MmStruct:
             raise failed
         raise ENOMEM(f"fork: out of memory ({failed})") from failed
     kernel.stats["fork"] += 1
+    kernel.arch.notify("returned", op="fork", kind="wrprotect", mm=oldmm, start=0,
+                       end=TASK_SIZE, page=None)
     return mm
 
 
@@ -1129,6 +1137,7 @@ def exit_mmap(mm: MmStruct) -> None:
     if mm in kernel.mms:
         kernel.mms.remove(mm)
     kernel.stats["exit_mmap"] += 1
+    kernel.arch.notify("returned", op="exit", kind="exit", mm=mm, start=0, end=0, page=None)
 
 
 def mmput(mm: MmStruct) -> None:

@@ -656,6 +656,8 @@ def page_mkclean(page: Page) -> int:
         mapping = page_mapping(page)
         if mapping is not None:
             ret = page_mkclean_file(mapping, page)
+    page.kernel.arch.notify("returned", op="page_mkclean", kind="wrprotect", mm=None, start=0,
+                            end=0, page=page)
     return ret
 
 
@@ -990,5 +992,7 @@ def try_to_unmap(page: Page, migration: int) -> int:
     if not page_mapped(page):
         ret = SWAP_SUCCESS
     kernel.arch.notify("try_to_unmap_end", page=page, migration=migration, result=ret)
+    kernel.arch.notify("returned", op="try_to_unmap", kind="unmap", mm=None, start=0, end=0,
+                       page=page)
     return ret
 

@@ -206,7 +206,7 @@ def test_quirk_outcome_row():
     from cosim.scenarios import quirk_outcome
     row = quirk_outcome("notifier_release_unlink_first")
     assert row["ok"] and row["detected"] and row["off_passed"], row
-    assert row["checker"] == "frame" and row["cycle"] > 0 and row["iterations"] >= 1
+    assert row["checker"] == "tlb" and row["cycle"] > 0 and row["iterations"] >= 1
     assert "release_race" in row["command"]
 
 
@@ -371,3 +371,42 @@ def test_quirk_on_verilator(quirk):
     env, hdl = q.params(False)
     off = run_scenario(q.scenario, "verilator", seed=q.seed, env=env, hdl=hdl, tag="off")
     assert off.passed, off.report and off.report.get("violation")
+
+
+@pytest.mark.sim
+def test_store_through_a_stale_writable_entry_after_mkclean_is_caught_at_the_access():
+    """Hardware that keeps a stale writable entry alive across page_mkclean's flush
+    (``quirk_inval_clear_late``: entries cleared a cycle after the acknowledgement) lets a
+    store complete through it: the run fails at that store's response, named by the
+    cycle-level checks (checker (a) at the access, or the scoreboard's stale hit).  The
+    hardware that keeps the guarantee passes the same sweep, checker (a) exercised."""
+    on = run_scenario("mkclean_race", "icarus", seed=1, hdl={"quirk_inval_clear_late": True},
+                      tag="inval_clear_late")
+    assert not on.passed and violation_checker(on.report) in ("tlb", "scoreboard"), on.report
+    text = on.report["violation"]
+    assert "STORE" in text and "cycle" in text, text
+    off = run_scenario("mkclean_race", "icarus", seed=1)
+    rep = _passed(off, "mkclean_race")
+    assert {c["name"]: c["checks"] for c in rep["checkers"]}["tlb"] > 0
+
+
+@pytest.mark.sim
+def test_the_scoreboard_replays_every_translation_of_a_scenario_and_catches_a_plain_write():
+    """The golden-walk scoreboard runs on the scenario path: the reclaim scenario's report
+    counts the translations it replayed (every response of every core), and a walker that
+    writes A/D back with a plain store instead of a CAS is a walk mismatch on dirty_race."""
+    r = run_scenario("reclaim", "icarus", seed=3, env={"COSIM_PHASES": 1,
+                                                       "COSIM_ACCESSES": 20})
+    rep = _passed(r, "reclaim")
+    sb = rep["scoreboard"]
+    lookups = sum(c["perf"]["lookups"] for c in rep["cores"])
+    assert sb["translations"] == lookups > 0 and sb["walks"] > 0, (sb, lookups)
+    row = {c["name"]: c for c in rep["checkers"]}["scoreboard"]
+    assert row["checks"] == sb["translations"] and row["verdict"] == "PASS"
+    bad = run_scenario("dirty_race", "icarus", seed=1, hdl={"quirk_plain_ad_write": True},
+                       tag="plain_ad_write")
+    assert not bad.passed
+    row = {c["name"]: c for c in bad.report["checkers"]}["scoreboard"]
+    assert row["verdict"] == "FAIL", row
+    assert any("[walk_mismatch]" in v and "the RTL did a plain WRITE" in v
+               for v in bad.report["scoreboard"]["violations"]), bad.report["scoreboard"]

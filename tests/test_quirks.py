@@ -43,8 +43,12 @@ def _search(make, check_off=True):
 
 def test_page_check_address_lockless_loses_dirty():
     seed, exc = _search(lockless_race)
-    assert exc.checker == "shadow"
-    assert "writeback of clean" in exc.message and exc.seed == seed
+    # Caught when page_mkclean returns with core0's writable entry alive (a), or when the
+    # clean page goes to disk with it (c).
+    assert exc.checker in ("tlb", "shadow"), exc
+    assert ("page_mkclean of" in exc.message and "returned while core0 TLB still holds"
+            in exc.message) or "writeback of clean" in exc.message
+    assert exc.seed == seed
     assert "lockless" not in exc.message
 
 
@@ -128,9 +132,11 @@ def test_nonatomic_ptep_get_and_clear_loses_a_write():
 
 def test_notifier_release_unlink_first_leaves_secondary_to_freed_page():
     seed, exc = _search(release_race)
-    assert exc.checker == "frame"
-    assert "freed while" in exc.message and ("device TLB" in exc.message or
-                                             "secondary MMU" in exc.message)
+    # try_to_unmap returns with the device's entry alive (a), or the frame is freed with it
+    # (b).
+    assert exc.checker in ("tlb", "frame"), exc
+    assert ("try_to_unmap of" in exc.message or "freed while" in exc.message) and \
+        ("device TLB" in exc.message or "secondary MMU" in exc.message)
 
 
 def test_notifier_release_fixed_order_on_every_seed():
@@ -143,8 +149,10 @@ def test_notifier_release_fixed_order_on_every_seed():
 
 def test_zap_flush_after_pte_unlock_loses_a_write():
     seed, exc = _search(zap_race)
-    assert exc.checker == "shadow"
-    assert "writeback of clean" in exc.message or "lost write" in exc.message
+    assert exc.checker in ("tlb", "shadow"), exc
+    assert ("page_mkclean of" in exc.message and "returned while core0 TLB still holds"
+            in exc.message) or "writeback of clean" in exc.message \
+        or "lost write" in exc.message
 
 
 def test_zap_flush_under_pte_lock_on_every_seed():
@@ -191,7 +199,10 @@ def test_zap_removes_rmap_before_flush_beyond_the_quirk():
         try:
             _program(seed, None)
         except InvariantViolation as exc:
-            assert exc.checker == "shadow" and "writeback of clean" in exc.message
-            assert "map=0" in exc.message and "whose pte is none" in exc.message
+            # page_mkclean returns (a) -- or the clean page goes to disk (c) -- while a
+            # writable entry of an unmapped page (map=0, pte none) is alive.
+            assert exc.checker in ("tlb", "shadow"), exc
+            assert "map=0" in exc.message, exc
+            assert "whose pte is none" in exc.message or "not present: none" in exc.message
             return
     pytest.fail("no seed in 1..100 reproduced the zap rmap-before-flush race")

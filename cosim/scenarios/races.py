@@ -280,7 +280,8 @@ class _Rig:
 
 @race("lockless_race", "page_mkclean vs a clear-then-set PTE rewrite under its lock, swept "
       "over start offsets", bits="AD",
-      quirks=(catches("page_check_address_lockless", "kernel", checker="shadow"),))
+      quirks=(catches("page_check_address_lockless", "kernel", checker="tlb",
+                      also=("shadow",)),))
 def _lockless_race(rig: _Rig, delay: int):
     """479db0bf408e: a clear-then-set rewrite of the live PTE under its lock, against
     writeback's page_mkclean.  With ``page_check_address_lockless`` page_mkclean peeks at the
@@ -304,15 +305,14 @@ def _lockless_race(rig: _Rig, delay: int):
         env.wait_cycles(max(delay, 0))
         lock_page(rig.page)
         write_one_page(rig.page)
-        # page_mkclean returned: no TLB may still write the page unseen.
-        rig.chk.tlb.after_page(rig.page, "wrprotect", "writeback (page_mkclean)")
 
     return [("rewriter", rewriter), ("writeback", writeback)], rig.msync
 
 
 @race("zap_race", "MADV_DONTNEED's zap vs writeback vs a CPU writing through its TLB, swept "
       "over start offsets", bits="AD",
-      quirks=(catches("zap_flush_after_pte_unlock", "kernel", checker="shadow"),))
+      quirks=(catches("zap_flush_after_pte_unlock", "kernel", checker="tlb",
+                      also=("shadow",)),))
 def _zap_race(rig: _Rig, delay: int):
     """1cf35d47712d: MADV_DONTNEED's zap against writeback while core0 keeps writing through
     its TLB entry.  Writeback starts first and is inside page_mkclean's rmap walk when the
@@ -356,9 +356,43 @@ def _zap_race(rig: _Rig, delay: int):
     return [("cpu0", cpu), ("writeback", writeback), ("zap", zap)], after
 
 
+@race("mkclean_race", "a store whose walk is in flight across page_mkclean's write-protect "
+      "and flush, then more stores, swept over start offsets", bits="AD")
+def _mkclean_race(rig: _Rig, delay: int):
+    """A store whose walk is in flight while writeback's page_mkclean write-protects the
+    page and flushes, then more stores.  Kept, the invalidation guarantee drops the walk's
+    fill (the store is answered from a new walk, which faults) and every later store faults.
+    Hardware that keeps a writable entry past the acknowledgement (``quirk_inval_clear_late``)
+    lets a store complete through it after page_mkclean: caught at that store, at cycle
+    level (checker (a) or the scoreboard's stale hit)."""
+    from pyrmap.mm_types import PG
+    from pyrmap.pagemap import lock_page
+    env = rig.arch.env
+    rig.page.set(PG.dirty)
+
+    def cpu():
+        env.wait_cycles(max(delay, 0))
+        for _ in range(4):
+            if not rig.store(word=1):
+                break                   # write-protected: the translation is gone
+            env.wait_cycles(1)
+
+    def writeback():
+        from pyrmap.filemap import write_one_page
+        env.wait_cycles(max(-delay, 0))
+        lock_page(rig.page)
+        write_one_page(rig.page)
+
+    def after():
+        if not rig.page.test(PG.dirty):
+            rig.chk.shadow.check_backing(rig.file, [0])
+    return [("cpu0", cpu), ("writeback", writeback)], after
+
+
 @race("release_race", "exit's mmu_notifier_release vs reclaim of a page the device TLB maps, "
       "swept over start offsets", bits="",
-      quirks=(catches("notifier_release_unlink_first", "kernel", checker="frame"),))
+      quirks=(catches("notifier_release_unlink_first", "kernel", checker="tlb",
+                      also=("frame",)),))
 def _release_race(rig: _Rig, delay: int):
     """3ad3d901bbcf: exit's mmu_notifier_release against reclaim of a page the device TLB
     maps.  With ``notifier_release_unlink_first`` the notifier is unlinked before its

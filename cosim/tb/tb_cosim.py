@@ -327,6 +327,7 @@ async def test_arch_stale_access_is_caught(dut):
     address was acknowledged must not complete through the flushed translation.  Fed a bad
     input -- a flush recorded as done that never reached the RTL -- it must fire; after a
     real flush the access faults instead and nothing fires."""
+    from cosim.accesscheck import Inval
     from pyrmap.kernel import Kernel
     from pyrmap.physmem import PhysMem
     from pyrmap.pte import AccessType, FaultKind
@@ -346,7 +347,7 @@ async def test_arch_stale_access_is_caught(dut):
         # Stale but legal: no flush yet, the TLB may still serve the old translation.
         seen["legal"] = arch.cpu_access(0, va, AccessType.LOAD)
         # The bad input: a flush that is recorded as acknowledged but never happened.
-        arch._flush_log.append((arch.cycle(), mm.asid, va, va + 0x1000))
+        arch._flush_log.append(Inval(arch.cycle(), arch.cycle(), mm.asid, va, va + 0x1000))
         env.wait_cycles(2)
         try:
             arch.cpu_access(0, va, AccessType.LOAD)
@@ -358,8 +359,8 @@ async def test_arch_stale_access_is_caught(dut):
 
     await env.run("stale", body)
     assert seen["legal"].fault == FaultKind.NONE and seen["legal"].hit, seen["legal"]
-    assert "completed through frame" in seen.get("caught", ""), seen
-    assert "removed by the flush acknowledged at cycle" in seen["caught"], seen["caught"]
+    assert "which no translation still legal at its start allows" in seen.get("caught", ""), seen
+    assert "the PTE was only none" in seen["caught"], seen["caught"]
     assert seen["after_flush"].fault == FaultKind.PAGE, seen["after_flush"]
     assert arch.access_checks >= 1
     memory.stop()

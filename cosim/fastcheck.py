@@ -29,22 +29,18 @@ from typing import Optional
 import numpy as np
 
 from pyrmap.arch import InvalKind
-from pyrmap.checker_registry import register_checker
 from pyrmap.checkers import lookup_pte
 from pyrmap.pte import _PAGE_A, _PAGE_D, AccessType, FaultKind, describe
 from pyrmap.walk import sv39_walk
 
 from .fasthw import decode_records
+from .scoreboard import SCOREBOARD
 
 __all__ = ["LogCheckers", "HISTORY", "FLUSHES", "SCOREBOARD"]
 
 HISTORY = 32
 FLUSHES = 4096
 _AD = _PAGE_A | _PAGE_D
-SCOREBOARD = "scoreboard"
-register_checker(SCOREBOARD, "golden-walk scoreboard",
-                 "every RTL translation and fault equals the Sv39 walk of a value the PTE "
-                 "held while the access could have used it")
 
 
 class LogCheckers:

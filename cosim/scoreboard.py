@@ -64,13 +64,15 @@ from pyrmap.checker_registry import register_checker
 from .coverage import Coverage
 from .memory import SW, MemOp, MemTxn
 
+#: The scoreboard's checker name (the step path's MmuScoreboard and the fast path's replay).
+SCOREBOARD = "scoreboard"
 register_checker(
-    "scoreboard", "(s) golden-walk scoreboard",
+    SCOREBOARD, "(s) golden-walk scoreboard",
     "every RTL translation and fault equals the Sv39 walk replayed from the PTE values the "
     "walker read, every TLB hit uses an entry the TLB may still hold, and no walker writes "
     "back a stale PTE or sets A/D on a non-present one")
 
-__all__ = ["CpuTxn", "InvalTxn", "Violation", "CachedEntry", "MmuScoreboard",
+__all__ = ["SCOREBOARD", "CpuTxn", "InvalTxn", "Violation", "CachedEntry", "MmuScoreboard",
            "inval_matches", "new_mmu_coverage"]
 
 

@@ -125,16 +125,17 @@ def test_a_simulation_past_its_wall_clock_limit_is_stopped_and_named(tmp_path):
     """A reclaim run of 200 phases with a 5 s limit: the simulator is killed, and the result
     names the limit, the seed, the phase it was in and the reproduce command."""
     from cosim import build as cb
-    r = cb.run(cb.make_config(), "icarus", "cosim.tb.tb_cosim", seed=7,
+    from cosim.scenarios import TB_MODULE
+    r = cb.run(cb.make_config(), "icarus", TB_MODULE, seed=7,
                testcase="test_scenario", test_dir=tmp_path / "run", timeout=5,
                env={"COSIM_SCENARIO": "reclaim", "COSIM_PHASES": 200})
     assert r.timed_out == 5 and not r.passed, r.failures
     msg = r.failures[0]
     assert msg.startswith("timed out after 5 s of wall-clock time (seed 7, last progress: "), msg
-    assert "reproduce: .venv/bin/python -m cosim.build --sim icarus --module cosim.tb.tb_cosim" \
-           " --testcase test_scenario --seed 7" in msg, msg
+    assert (f"reproduce: .venv/bin/python -m cosim.build --sim icarus --module {TB_MODULE}"
+            " --testcase test_scenario --seed 7") in msg, msg
     with pytest.raises(ValueError, match=r"^timeout must be a positive number of seconds"):
-        cb.run(cb.make_config(), "icarus", "cosim.tb.tb_cosim", seed=7, timeout=0)
+        cb.run(cb.make_config(), "icarus", TB_MODULE, seed=7, timeout=0)
 
 
 @pytest.mark.sim

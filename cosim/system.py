@@ -163,6 +163,50 @@ class CosimSystem(System):
             except InvariantViolation as exc:
                 raise self._cycle_tag(exc)
 
+    async def run_with_device(self, device, accesses, mm) -> None:
+        """Every queued host thread, with ``device`` (a :class:`cosim.device.DeviceRequester`)
+        running ``accesses`` for ``mm`` on dev__req at the same time; then, unless checks are
+        off, the quiescent checks and the device's own: every device TLB entry of ``mm`` is
+        backed by its current PTE.
+
+        A device failure is kept until the host threads are done (an exception in a
+        background task would end the cocotb test at once) and raised tagged with its cycle.
+        """
+        failed = []
+
+        async def run_device():
+            try:
+                await device.run(accesses)
+            except Exception as exc:  # noqa: BLE001 - re-raised below
+                failed.append((self.arch.cycle(), exc))
+
+        task = cocotb.start_soon(run_device())
+        try:
+            await self.run_async(check=False)
+        finally:
+            await task
+        if failed:
+            cycle, exc = failed[0]
+            if isinstance(exc, InvariantViolation):
+                raise CosimViolation(f"at cycle {cycle} (device):\n{exc}")
+            raise exc
+        if self.check:
+            self.check_device_entries(device.driver, mm)
+
+    def check_device_entries(self, driver, mm) -> None:
+        """The quiescent checks, and every device TLB entry of ``mm`` (``driver``'s
+        :class:`pyrmap.devdriver.DeviceMmuDriver`) backed by its current PTE."""
+        tlb = self.checkers.tlb
+        try:
+            self.checkers.check_all()
+            if not mm.dead:
+                for entry in driver.device_entries():
+                    problem, ptep, _ = tlb._problem("device TLB", entry, mm)
+                    if problem:
+                        tlb.fail(f"device TLB holds {entry} of {mm!r} but {problem}", ptep)
+        except InvariantViolation as exc:
+            raise self._cycle_tag(exc)
+
     async def call(self, name: str, fn, *args, **kwargs):
         """Run one engine call (an mm operation) as a host thread and return its result."""
         try:

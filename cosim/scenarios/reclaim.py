@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import random
 
-import cocotb
-
 from cosim.scenarios import scenario
-from cosim.system import CosimSystem, CosimViolation, Progress, system_for
-from pyrmap.checkers import InvariantViolation
+from cosim.system import CosimSystem, Progress, system_for
 from pyrmap.pte import PAGE_SIZE
 from pyrmap.scenario import MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_WRITE
 
@@ -131,38 +128,7 @@ async def _run_with_device(s: CosimSystem, dev, mm, count: int, rng: random.Rand
     accesses = list(_offset(random_accesses(rng, lambda: s.shadow.regions(mm), count,
                                             store_ratio=0.4, words=2),
                             s.agent_offset(mm, s.arch.ncores)))
-    failed = []
-
-    async def device():
-        # An exception in a background task would end the cocotb test at once; keep it and
-        # raise it (tagged with the cycle) once the host threads are done.
-        try:
-            await dev.run(accesses)
-        except Exception as exc:  # noqa: BLE001 - re-raised below
-            failed.append((s.arch.cycle(), exc))
-
-    task = cocotb.start_soon(device())
-    try:
-        await s.run_async(check=False)
-    finally:
-        await task
-    if failed:
-        cycle, exc = failed[0]
-        if isinstance(exc, InvariantViolation):
-            raise CosimViolation(f"at cycle {cycle} (device):\n{exc}")
-        raise exc
-    if not s.check:
-        return
-    try:
-        s.checkers.check_all()
-        if not mm.dead:
-            for entry in dev.driver.device_entries():
-                problem, ptep, _ = s.checkers.tlb._problem("device TLB", entry, mm)
-                if problem:
-                    s.checkers.tlb.fail(f"device TLB holds {entry} of {mm!r} but {problem}",
-                                        ptep)
-    except InvariantViolation as exc:
-        raise s._cycle_tag(exc)
+    await s.run_with_device(dev, accesses, mm)
 
 
 @scenario("fuzz", """pyrmap's random program on the RTL: seeded mmap / munmap / mprotect /

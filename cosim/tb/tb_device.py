@@ -85,38 +85,10 @@ class DevBench:
     async def run(self, count: int, store_ratio: float = 0.4):
         """The device workload next to every queued host thread; then the quiescent checks
         and the device's own: every device entry backed by its current PTE."""
-        failed = []
-
-        async def device():
-            # An exception in a background task would end the cocotb test at once; keep it
-            # and raise it (tagged with the cycle) once the host threads are done.
-            try:
-                await self.dev.run(self.accesses(count, store_ratio))
-            except Exception as exc:  # noqa: BLE001 - re-raised below
-                failed.append((self.arch.cycle(), exc))
-
-        task = cocotb.start_soon(device())
-        await self.s.run_async(check=False)
-        await task
-        if failed:
-            cycle, exc = failed[0]
-            if isinstance(exc, InvariantViolation):
-                raise CosimViolation(f"at cycle {cycle} (device):\n{exc}")
-            raise exc
-        self.check()
+        await self.s.run_with_device(self.dev, self.accesses(count, store_ratio), self.p)
 
     def check(self):
-        s = self.s
-        try:
-            s.checkers.check_all()
-            if not self.p.dead:
-                for entry in self.drv.device_entries():
-                    problem, ptep, val = s.checkers.tlb._problem("device TLB", entry, self.p)
-                    if problem:
-                        s.checkers.tlb.fail(f"device TLB holds {entry} of {self.p!r} but "
-                                            f"{problem}", ptep)
-        except InvariantViolation as exc:
-            raise s._cycle_tag(exc)
+        self.s.check_device_entries(self.drv, self.p)
 
     def kswapd(self, rounds: int = 6, nr: int = 4):
         s, env = self.s, self.env

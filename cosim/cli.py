@@ -99,6 +99,8 @@ DELEGATED = {
     "bugzoo": ("cosim.bugzoo", "every quirk against the run that catches it, as a table"),
     "bench": ("cosim.bench", "how fast the co-simulation runs, and its ceiling "
                              "(bench/results/)"),
+    "trace": ("cosim.explore.trace", "record a program's data accesses with Valgrind's lackey "
+                                     "into a .npz (rmap-cosim trace --out FILE -- CMD ARGS)"),
 }
 
 

@@ -132,11 +132,7 @@ def make_config(**params: Any):
 
 def config_hash(config) -> str:
     """The configuration's stable hash (the one ``hdl.export`` names its directory by)."""
-    for name in ("hash", "config_hash", "digest"):
-        attr = getattr(config, name, None)
-        if attr is not None:
-            return attr() if callable(attr) else str(attr)
-    raise TypeError(f"Configuration {config!r} has no hash")
+    return config.config_hash
 
 
 def config_params(config) -> dict[str, Any]:

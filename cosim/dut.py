@@ -18,20 +18,27 @@ from .memory import CLOCK_PERIOD_NS
 __all__ = ["reset", "write_report"]
 
 
-def write_report(name: str, data: dict) -> None:
-    """Merge ``data`` under ``name`` into the JSON report file named by COSIM_REPORT."""
+def write_report(data: dict, *, under: str | None = None) -> None:
+    """Write a test's figures as JSON to the file named by ``COSIM_REPORT`` (where
+    :func:`cosim.build.run` reads them), when it is set.
+
+    With ``under``, ``data`` is merged into the file's existing object under that key (a
+    module whose tests each report a part); without, ``data`` is the whole report.
+    """
     path = os.environ.get("COSIM_REPORT")
     if not path:
         return
     p = Path(path)
-    report = {}
-    if p.exists():
-        try:
-            report = json.loads(p.read_text())
-        except ValueError:
-            report = {}
-    report[name] = data
-    p.write_text(json.dumps(report, indent=1, default=str))
+    if under is not None:
+        report = {}
+        if p.exists():
+            try:
+                report = json.loads(p.read_text())
+            except ValueError:
+                report = {}
+        report[under] = data
+        data = report
+    p.write_text(json.dumps(data, indent=2, default=str))
 
 
 async def reset(dut, ncores: int) -> None:

@@ -257,6 +257,7 @@ class MmuScoreboard:
                        for c in range(ncores)}
         self.responses = 0
         self._pending_invals: dict[int, list[InvalTxn]] = {}
+        self._finished = False
         self.logger = logging.getLogger("cosim.scoreboard")
 
     # --- helpers ----------------------------------------------------------------------------
@@ -629,7 +630,7 @@ class MmuScoreboard:
     def finish(self) -> None:
         """The whole-run checks that need no initial memory (``lost_update``,
         ``ad_on_nonpresent``); once (later calls do nothing)."""
-        if not getattr(self, "_finished", False):
+        if not self._finished:
             self._finished = True
             self.check_hw_writes()
 

@@ -26,6 +26,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles
 
 from cosim.arch import CosimArch
+from cosim.dut import write_report
 from cosim.host import HostEnv, ThreadKilled
 from cosim.memory import Latency, MemoryResponder
 from cosim.scoreboard import MmuScoreboard
@@ -418,10 +419,3 @@ def report(s: CosimSystem, seed: int, p: dict, seconds: float, error: str | None
     }
 
 
-def write_report(rep: dict) -> None:
-    """Write a test's figures as JSON to ``COSIM_REPORT`` (where :func:`cosim.build.run`
-    reads them), when it is set."""
-    path = os.environ.get("COSIM_REPORT")
-    if path:
-        with open(path, "w") as fh:
-            json.dump(rep, fh, indent=2, default=str)

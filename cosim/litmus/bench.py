@@ -550,4 +550,4 @@ async def test_litmus(dut):
         log.info("%s: %d runs", test.name, len(recs))
     if bench.responder is not None:
         bench.responder.stop()
-    write_report("litmus", {"config": cfg, "tests": report, "wall_s": time.monotonic() - t0})
+    write_report(under="litmus", data={"config": cfg, "tests": report, "wall_s": time.monotonic() - t0})

@@ -416,7 +416,7 @@ async def test_inval_timing(dut):
     sb.check_counters(0, core_counters(dut, 0))
     kinds = sorted({k for k, _ in bench.violations} | sb.kinds())
     missing = [w for w in WHERE if not bench.where[w]]
-    write_report("test_inval_timing", {
+    write_report(under="test_inval_timing", data={
         "seed": seed, "params": params, "sweep": "full" if full else "quick",
         "scenarios": len(scenarios), "stats": dict(bench.stats), "where": dict(bench.where),
         "where_missing": missing, "violation_kinds": kinds,

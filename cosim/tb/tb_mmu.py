@@ -104,7 +104,7 @@ async def test_random_mmu(dut):
              sb.responses, cycles, cycles / max(wall, 1e-9), racer.counts,
              [len(d.done) for d in invals])
     log.info("\n%s", sb.coverage.report())
-    write_report("test_random_mmu", {
+    write_report(under="test_random_mmu", data={
         "seed": seed, "params": params, "cycles": cycles, "wall_s": wall,
         "summary": summary, "coverage": sb.coverage.to_dict(), "counters": counters,
         "racer": racer.counts, "invals": [len(d.done) for d in invals],
@@ -223,7 +223,7 @@ async def test_device(dut):
     await ClockCycles(dut.clk, 2)           # counters update at the edge after the last op
     chk.check_counters()
     responder.stop()
-    write_report("test_device", {"seed": seed, "params": params, "stats": chk.stats,
+    write_report(under="test_device", data={"seed": seed, "params": params, "stats": chk.stats,
                                  "violations": [str(v) for v in chk.violations[:50]],
                                  "counters": chk.drv.counters()})
     cocotb.log.info("device: %s", chk.stats)

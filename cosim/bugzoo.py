@@ -111,10 +111,15 @@ QUIRKS: list[Quirk] = [
     Quirk("zap_flush_after_pte_unlock", "kernel", "1cf35d47712d", quirk_races.zap_race),
     Quirk("notifier_release_unlink_first", "kernel", "3ad3d901bbcf",
           quirk_races.release_race),
+    Quirk("split_vma_keeps_pgoff", "kernel",
+          "mm/mmap.c split_vma: the upper half's vm_pgoff += pages below the split",
+          quirk_races.split_race),
     Quirk("no_seq_retry", "devdriver", "e930bffe95e1 (KVM mmu_notifier_seq)",
           quirk_races.seq_race),
     Quirk("defer_inval_to_range_end", "devdriver", "CVE-2018-18281 (device twin)",
           quirk_races.defer_migrate),
+    Quirk("no_count_check", "devdriver", "e930bffe95e1 (KVM mmu_notifier_count)",
+          quirk_races.count_race),
 ]
 
 
@@ -280,12 +285,8 @@ def _unlisted_quirks() -> list[str]:
     known = {q.name for q in QUIRKS}
     switches = [f.name for f in dataclasses.fields(MmuConfig) if f.name.startswith("quirk_")]
     switches += [f.name for f in dataclasses.fields(Quirks)]
-    try:
-        from pyrmap.devdriver import DevDriverConfig
-        switches += DevDriverConfig(**{n: True for n in ("no_seq_retry",
-                                                         "defer_inval_to_range_end")}).quirks()
-    except ImportError:
-        pass
+    from pyrmap.devdriver import DRIVER_QUIRKS
+    switches += DRIVER_QUIRKS
     return [s for s in switches if s not in known]
 
 

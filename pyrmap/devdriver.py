@@ -49,6 +49,11 @@ Quirks (:class:`DevDriverConfig`), each caught by a checker:
     runs at the next invalidate_range_end (or the next fault): the device twin of
     CVE-2018-18281.  Checkers (a) (munmap returned while the device TLB still holds the
     translation) and (b) (the frame freed while the device reaches it) catch it.
+``no_count_check``
+    The fault path checks ``seq`` but not ``count``: a translation resolved before an
+    ``invalidate_range_start`` is filled while that window is still open (``seq`` moves only
+    at its end).  Checker (d) catches the fill inside the open window, from outside the
+    driver (the arch's ``dev_fill`` event).
 
 Checks made by the driver itself (reported through ``checkers`` when given, else raised as
 :class:`~pyrmap.rmap.KernelBug`): the start/end counter never goes negative and an end always
@@ -71,7 +76,7 @@ from .mmu_notifier import (MmuNotifier, mmu_notifier_register, mmu_notifier_regi
 from .pte import (PAGE_SHIFT, PAGE_SIZE, _PAGE_R, _PAGE_U, _PAGE_W, _PAGE_X, AccessType,
                   FaultKind, pte_leaf, pte_pfn, pte_present)
 
-__all__ = ["DevDriverConfig", "DeviceMmuDriver", "device_figures", "FIGURE_LABELS",
+__all__ = ["DRIVER_QUIRKS", "DevDriverConfig", "DeviceMmuDriver", "device_figures", "FIGURE_LABELS",
            "EFAULT", "EINTR", "ENOMEM", "register_device", "run_device"]
 
 EFAULT = errno.EFAULT
@@ -100,6 +105,10 @@ def _bug(msg: str):
     return KernelBug(msg)
 
 
+#: The driver's quirks (fields of :class:`DevDriverConfig`).
+DRIVER_QUIRKS = ("no_seq_retry", "defer_inval_to_range_end", "no_count_check")
+
+
 @dataclasses.dataclass
 class DevDriverConfig:
     """The driver's knobs and quirks (all quirks off by default).
@@ -110,6 +119,9 @@ class DevDriverConfig:
         Quirk: fill without the sequence-count check (e930bffe95e1).
     defer_inval_to_range_end : bool
         Quirk: queue the device invalidation until range_end (CVE-2018-18281's twin).
+    no_count_check : bool
+        Quirk: the fill looks at the sequence count but not at the open windows (the
+        ``mmu_notifier_count`` half of e930bffe95e1).
     flush_young : bool
         clear_flush_young also invalidates an entry it found young (default, as KVM flushed
         after clearing its sptes' accessed bits).
@@ -120,6 +132,7 @@ class DevDriverConfig:
     """
     no_seq_retry: bool = False
     defer_inval_to_range_end: bool = False
+    no_count_check: bool = False
     flush_young: bool = True
     range_pages: int = 16
     max_retries: int = 10_000
@@ -132,7 +145,7 @@ class DevDriverConfig:
                                 f"integer, not {value!r}")
 
     def quirks(self) -> list[str]:
-        return [n for n in ("no_seq_retry", "defer_inval_to_range_end") if getattr(self, n)]
+        return [n for n in DRIVER_QUIRKS if getattr(self, n)]
 
 
 class DeviceMmuDriver(MmuNotifier):
@@ -321,7 +334,8 @@ class DeviceMmuDriver(MmuNotifier):
         with self.mmu_lock:
             if self.stopped:
                 return "stopped"
-            if not self.config.no_seq_retry and (self.count or self.seq != seq):
+            busy = self.seq != seq or (self.count and not self.config.no_count_check)
+            if not self.config.no_seq_retry and busy:
                 self.stats["fills_refused"] += 1
                 return "refused"
             self._fill(vaddr, op, pfn, perm)

@@ -32,6 +32,11 @@ class Quirks:
     #: A non-atomic read-then-write of a PTE instead of an exchange: a D bit set by a walker
     #: between the read and the write is lost.
     nonatomic_ptep_get_and_clear: bool = False
+    #: split_vma gives the upper half the old vm_pgoff instead of advancing it by the pages
+    #: below the split: the linear index rmap computes for its pages (vm_start + (index -
+    #: vm_pgoff) pages) no longer lands on their PTEs, so try_to_unmap and page_mkclean miss
+    #: them.
+    split_vma_keeps_pgoff: bool = False
 
     def enabled(self) -> list[str]:
         return [f.name for f in dataclasses.fields(self) if getattr(self, f.name)]

@@ -355,6 +355,8 @@ def split_vma(mm: MmStruct, vma: Vma, addr: int, new_below: bool) -> Vma:
     if not vma.vm_start < addr < vma.vm_end or addr & (PAGE_SIZE - 1):
         raise AssertionError(f"split of {vma!r} at 0x{addr:x}")
     off = (addr - vma.vm_start) >> PAGE_SHIFT
+    if mm.kernel.quirks.split_vma_keeps_pgoff:
+        off = 0                 # the quirk: the upper half keeps the old vm_pgoff
     with _vma_locks(vma):
         if new_below:
             new = _copy_vma_struct(vma, vma.vm_start, addr, vma.vm_pgoff)

@@ -17,12 +17,14 @@ Kernel races (:class:`Rig`: one mm, one shared file page, two CPUs)
 * :func:`lockless_race` -- 479db0bf408e (``page_check_address_lockless``).
 * :func:`zap_race` -- 1cf35d47712d (``zap_flush_after_pte_unlock``).
 * :func:`release_race` -- 3ad3d901bbcf (``notifier_release_unlink_first``).
+* :func:`split_race` -- split_vma's vm_pgoff (``split_vma_keeps_pgoff``).
 
 Device-driver races (:class:`DevSys`: one process and its device behind a
 :class:`~pyrmap.devdriver.DeviceMmuDriver`)
 
 * :func:`seq_race` -- e930bffe95e1 (``no_seq_retry``).
 * :func:`defer_migrate` -- the device twin of CVE-2018-18281 (``defer_inval_to_range_end``).
+* :func:`count_race` -- e930bffe95e1's ``mmu_notifier_count`` (``no_count_check``).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from .softarch import SoftArch
 from .workload import random_accesses
 
 __all__ = ["VA", "DEV_OFFSET", "RaceSetupError", "Rig", "DevSys", "RaceDriver", "lockless_race", "zap_race",
-           "release_race", "seq_race", "defer_migrate"]
+           "release_race", "split_race", "seq_race", "defer_migrate", "count_race"]
 
 #: The virtual address of the :class:`Rig`'s one file page.
 VA = 0x40000000
@@ -287,6 +289,36 @@ def zap_race(seed: int, on: bool, *, observe: Observe = None) -> Rig:
     return rig
 
 
+def split_race(seed: int, on: bool, *, observe: Observe = None) -> System:
+    """split_vma must advance the upper half's ``vm_pgoff`` by the pages below the split.
+
+    Stages (sequential, no scheduler decisions): a process stores to every page of a
+    four-page anonymous mapping, then mprotects its upper half read-only, which splits the
+    VMA.  With the quirk on (``split_vma_keeps_pgoff``) the upper half keeps the old
+    ``vm_pgoff``: the linear index rmap computes for its pages no longer lands on their
+    PTEs, so try_to_unmap and page_mkclean would miss them.
+
+    Caught by: the ``rmap`` checker (a present PTE "not reachable" from its page's
+    anon_vma) at the quiescent check after the mprotect.
+
+    Returns
+    -------
+    System
+        The machine (its ``sched`` made no decision).
+    """
+    s = System(seed=seed, nframes=24, quirks=["split_vma_keeps_pgoff"] if on else None,
+               command=_reproduce("split_race", seed, on))
+    if observe is not None:
+        observe(s)
+    p = s.new_process()
+    anon = s.mmap(p, 0, 4 * PAGE_SIZE, _RW, MAP_PRIVATE | MAP_ANONYMOUS)
+    s.workload(0, p, [("store", anon + i * PAGE_SIZE) for i in range(4)]).run()
+    s.checkers.check_all()
+    s.mprotect(p, anon + 2 * PAGE_SIZE, 2 * PAGE_SIZE, PROT_READ)
+    s.checkers.check_all()
+    return s
+
+
 # --- the device-driver races ---------------------------------------------------------------------
 
 class DevSys:
@@ -468,3 +500,45 @@ def defer_migrate(seed: int, on: bool, *, observe: Observe = None) -> tuple[DevS
     page = ds.s.kernel.pages[entry.ppn]
     rc = ds.s.migrate(page)
     return ds, rc
+
+
+def count_race(seed: int, on: bool, *, observe: Observe = None) -> tuple[DevSys, bool]:
+    """e930bffe95e1 (KVM's ``mmu_notifier_count``): a device fault must not fill while an
+    invalidate_range_start window is open, although ``seq`` moves only at its end.
+
+    Stages (sequential, no scheduler decisions): the CPU stores to an anonymous page; the
+    device faults on it, and between resolving the pfn and filling the device TLB an
+    operation opens its window on the page (``invalidate_range_start``, as mprotect,
+    munmap's zap or migration do first).  With the quirk on (``no_count_check``) the driver
+    fills inside the window; with it off it refuses the fill, and once the window closed the
+    next attempt fills.
+
+    Caught by: the ``notifier`` checker (a device fill "inside the open invalidate window"),
+    from outside the driver: the arch's ``dev_fill`` event against the windows the checker's
+    own notifier client saw open.
+
+    Returns
+    -------
+    (DevSys, bool)
+        The machine and whether the attempt inside the window filled.
+    """
+    from .mmu_notifier import mmu_notifier_invalidate_range_end, \
+        mmu_notifier_invalidate_range_start
+    ds = DevSys(seed, register=False, command=_reproduce("count_race", seed, on))
+    if observe is not None:
+        observe(ds)
+    s, p = ds.s, ds.p
+    s.workload(0, p, [("store", ds.anon)]).run()
+    drv = RaceDriver(p, checkers=s.checkers, config=DevDriverConfig(no_count_check=on))
+    rc = drv.register()
+    if rc != 0:
+        raise RaceSetupError(f"seed {seed}: the device driver's register returned {rc}")
+    s.checkers.secondaries.append(drv)
+    lo, hi = ds.anon, ds.anon + PAGE_SIZE
+    drv.race = lambda: mmu_notifier_invalidate_range_start(p, lo, hi)
+    filled = drv.fault(ds.anon)
+    mmu_notifier_invalidate_range_end(p, lo, hi)
+    if not filled and not drv.fault(ds.anon):
+        raise AssertionError(f"seed {seed}: the device fault was refused with no window open")
+    s.checkers.check_all()
+    return ds, filled

@@ -22,7 +22,7 @@ def test_scheduler_quirks_detected_and_pass_when_off(q):
     o = run_quirk(q)
     assert o.detected, f"{q.name}: {o.detail}"
     assert o.off_passed, f"{q.name}: {o.detail}"
-    assert o.checker in ("shadow", "frame", "tlb", "notifier"), o.checker
+    assert o.checker in ("shadow", "frame", "tlb", "notifier", "rmap"), o.checker
     assert "sched steps" in o.after
 
 
@@ -69,3 +69,17 @@ def test_table_and_exit_status(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "quirks with no scenario in the zoo: quirk_plain_ad_write" in out
     assert zoo.main(["--only", "no_such_quirk"]) == 2       # a usage error, printed
+
+
+def test_every_registered_checker_is_tripped_by_a_quirk_of_the_zoo():
+    """No checker is without a quirk that makes it fail from outside: the checkers the
+    scheduler rows name (run here) and those of the quirks' co-simulation runs
+    (``QUIRK_SCENARIOS``, each run on the RTL by tests/test_cosim_scenarios.py) cover the
+    registry, rmap completeness (e) and the notifier windows (d) included."""
+    import cosim.scoreboard  # noqa: F401 - registers (s)
+    from cosim.scenarios import QUIRK_SCENARIOS
+    from pyrmap.checker_registry import CHECKERS
+    by_rows = {run_quirk(q).checker for q in SCHEDULER}
+    assert {"rmap", "notifier"} <= by_rows, by_rows
+    tripped = by_rows | {c for q in QUIRK_SCENARIOS.values() for c in q.checkers}
+    assert set(CHECKERS) <= tripped, set(CHECKERS) - tripped

@@ -19,7 +19,7 @@ from pyrmap.mmu_notifier import mmu_notifier_release
 from pyrmap.pagemap import lock_page, unlock_page
 from pyrmap.pte import PAGE_SIZE, AccessType
 from pyrmap.rmap import KernelBug
-from pyrmap.quirk_races import DEV_OFFSET, defer_migrate, seq_race
+from pyrmap.quirk_races import DEV_OFFSET, count_race, defer_migrate, seq_race
 from pyrmap.scenario import MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE
 
 RW = PROT_READ | PROT_WRITE
@@ -399,6 +399,21 @@ def test_no_seq_retry_fills_a_freed_page():
     assert "which is free" in ei.value.message or "inside the open" in ei.value.message
     ds, rc = seq_race(7, False)
     assert rc == -EFAULT                     # refused, retried, found the mapping gone
+    _verdicts_pass(ds)
+
+
+def test_no_count_check_fills_inside_an_open_window_caught_from_outside_the_driver():
+    """A fill that checks the sequence count but not the open windows lands inside an
+    invalidate_range_start window (seq moves only at its end): checker (d) sees it on the
+    arch's dev_fill event, not through the driver's own report.  Off, the fill in the window
+    is refused and the one after the window's end lands."""
+    with pytest.raises(InvariantViolation) as ei:
+        count_race(3, True)
+    assert ei.value.checker == "notifier"
+    assert "inside the open invalidate window" in ei.value.message, ei.value.message
+    ds, filled = count_race(3, False)
+    assert not filled and ds.s.checkers.notifier.checks > 0
+    assert ds.s.checkers.secondaries[-1].stats["fills_refused"] == 1
     _verdicts_pass(ds)
 
 

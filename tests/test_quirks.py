@@ -12,7 +12,7 @@ from pyrmap import quirk_races
 from pyrmap.checkers import InvariantViolation
 from pyrmap.mm_types import PG
 from pyrmap.pagemap import lock_page, unlock_page
-from pyrmap.quirk_races import VA, lockless_race, release_race, zap_race
+from pyrmap.quirk_races import VA, lockless_race, release_race, split_race, zap_race
 
 SEEDS = range(40)
 
@@ -126,6 +126,21 @@ def test_nonatomic_ptep_get_and_clear_loses_a_write():
     seed, exc = _search(nonatomic_race)
     assert exc.checker == "shadow" and "lost write" in exc.message
     assert exc.seed == seed
+
+
+# --- split_vma must advance the upper half's vm_pgoff ------------------------------------------
+
+def test_split_vma_keeping_pgoff_leaves_ptes_rmap_cannot_find():
+    """Checker (e) from outside: mprotect of the upper half of an anonymous mapping splits
+    its VMA; a split that keeps the old vm_pgoff leaves the upper pages' PTEs unreachable by
+    their rmap walk.  Off, every check of (e) passes."""
+    with pytest.raises(InvariantViolation) as ei:
+        split_race(1, True)
+    assert ei.value.checker == "rmap", ei.value
+    assert "is not reachable from page->mapping <AnonVma" in ei.value.message
+    s = split_race(1, False)
+    assert s.checkers.rmap.checks > 0 and s.checkers.rmap.violations == 0
+    assert s.kernel.stats["vma_split"] == 1
 
 
 # --- 3ad3d901bbcf: mmu_notifier_release unlinks before ->release -------------------------------

@@ -257,12 +257,14 @@ def violation_checker(report: Mapping | None) -> str | None:
 
 
 def violation_cycle(report: Mapping | None) -> int | None:
-    """The simulated cycle at which a run's violation was seen (``"at cycle N"``), or None."""
+    """The simulated cycle at which a run's violation was seen (``"at cycle N"``, or the
+    scoreboard's ``"[scoreboard] [kind] cycle N:"``), or None."""
     import re
     if not report or not report.get("violation"):
         return None
-    m = re.search(r"at cycle (\d+)", report["violation"])
-    return int(m.group(1)) if m else None
+    m = re.search(r"at cycle (\d+)|^\[scoreboard\] \[\w+\] cycle (\d+):", report["violation"],
+                  re.M)
+    return int(m.group(1) or m.group(2)) if m else None
 
 
 def quirk_outcome(quirk: str, sim: str = "icarus", seed: int | None = None) -> dict:

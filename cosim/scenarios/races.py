@@ -32,8 +32,9 @@ RACES: dict = {}
           try_to_unmap of the page, iterated over store timings (--steps iterations)""",
           env={"COSIM_STEPS": 48}, steps="iterations", quirks=(
               catches("nonatomic_ptep_get_and_clear", "kernel", checker="shadow"),
-              catches("quirk_plain_ad_write", "hdl", checker="shadow", also=("frame",)),
-              catches("quirk_fill_after_inval", "hdl", checker="tlb"),
+              catches("quirk_plain_ad_write", "hdl", checker="shadow",
+                      also=("frame", "scoreboard")),
+              catches("quirk_fill_after_inval", "hdl", checker="tlb", also=("scoreboard",)),
               catches("quirk_ad_on_nonpresent", "hdl", checker="frame", also=("shadow",)),
               catches("quirk_walk_answer_after_inval", "hdl", checker="shadow")))
 async def dirty_race_scenario(dut, seed: int, p: dict, progress: Progress, out: dict):

@@ -18,7 +18,7 @@ all: test
 $(STAMP): pyproject.toml
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q -U pip
-	$(VPY) -m pip install -q -e '.[cosim,test]'
+	$(VPY) -m pip install -q -e '.[cosim,test,cva6]'
 	@touch $@
 
 venv: $(STAMP)

@@ -240,6 +240,28 @@ class Build:
     seconds: float          # 0.0 when reused from the cache
 
 
+def check_simulator(config, sim: str) -> None:
+    """``ValueError`` when ``sim`` cannot build ``config``: CVA6's MMU is Verilator only
+    (Icarus 11 cannot parse its ``cf_math_pkg.sv``)."""
+    if sim not in SIMULATORS:
+        raise ValueError(f"Simulator must be one of {', '.join(SIMULATORS)}, not {sim!r}")
+    if config.mmu == "cva6" and sim != "verilator":
+        raise ValueError(f"--mmu cva6 runs on Verilator only, not {sim!r} (Icarus cannot parse "
+                         f"CVA6's SystemVerilog packages): use --sim verilator")
+
+
+def core_sources(config) -> list[Path]:
+    """The SystemVerilog files a configuration's cores need besides ``top.v`` (CVA6's, from
+    the pinned wheel, for ``mmu="cva6"``; none for ours)."""
+    if config.mmu == "cva6":
+        from hdl.cva6 import MissingCva6, sources
+        try:
+            return sources()
+        except MissingCva6 as exc:
+            raise BuildError(str(exc)) from None
+    return []
+
+
 def _build_dir(h: str, sim: str, waves: bool) -> Path:
     return SIM_BUILD / h / (f"{sim}-waves" if waves else sim)
 
@@ -275,17 +297,16 @@ def build(config, sim: str, *, waves: bool = False, force: bool = False,
     Raises
     ------
     ValueError
-        Unknown simulator.
+        Unknown simulator, or one that cannot build the configuration (CVA6: Verilator only).
     BuildError
         Elaboration or the simulator build failed (the build log's tail is in the message).
     """
-    if sim not in SIMULATORS:
-        raise ValueError(f"Simulator must be one of {', '.join(SIMULATORS)}, not {sim!r}")
+    check_simulator(config, sim)
     sim_env()
     verilog = export_verilog(config, progress, force)
     h = config_hash(config)
     bd = _build_dir(h, sim, waves)
-    sources = [verilog]
+    sources = core_sources(config) + [verilog]
     if sim == "icarus":
         args = list(ICARUS_ARGS)
         if waves:
@@ -299,6 +320,7 @@ def build(config, sim: str, *, waves: bool = False, force: bool = False,
     stamp_data = {
         "recipe": _BUILD_RECIPE,
         "verilog_sha256": hashlib.sha256(verilog.read_bytes()).hexdigest(),
+        "sources_sha256": [hashlib.sha256(p.read_bytes()).hexdigest() for p in sources],
         "args": args,
         "waves": waves,
     }

@@ -14,12 +14,15 @@ from dataclasses import dataclass
 from pyrmap.pte import ASID_BITS_MAX
 from pyrmap.replacement import REPLACEMENT_POLICIES
 
-__all__ = ["MmuConfig", "REPLACEMENTS", "ARBITRATIONS", "MAX_CORES", "MAX_TLB_ENTRIES",
+__all__ = ["MmuConfig", "MMUS", "REPLACEMENTS", "ARBITRATIONS", "MAX_CORES", "MAX_TLB_ENTRIES",
            "MAX_TLB_WAYS", "check_tlb_geometry"]
 
 #: The replacement policies (pyrmap.replacement, shared with the golden model).
 REPLACEMENTS = tuple(REPLACEMENT_POLICIES)
 ARBITRATIONS = ("round_robin", "fixed")
+#: The core MMUs Top can be built with: ours (hdl.core.CoreMmu) or CVA6's Sv39 MMU behind the
+#: shim of hdl.cva6 (Verilator only; Svade; fully associative PLRU TLBs; no hardware quirks).
+MMUS = ("ours", "cva6")
 #: Upper bounds on sizes.  TLB entries are registers compared in parallel, so elaboration,
 #: export and simulator builds grow with them (a 4-way TLB of 256 entries takes ~30 s to export,
 #: 1024 entries ~2 min, before a compile of several minutes).
@@ -144,6 +147,10 @@ class MmuConfig:
     quirk_inval_clear_late : bool
         The cores' and the device's TLBs clear invalidated entries one cycle after the ack
         cycle (a request accepted in the ack cycle hits one).
+    mmu : str
+        The core MMU: ``"ours"`` (:class:`hdl.core.CoreMmu`) or ``"cva6"`` (CVA6's Sv39 MMU
+        behind :class:`hdl.cva6.Cva6CoreMmu`), which needs ``svadu=False``, ``tlb_ways ==
+        tlb_entries`` (a power of two), ``replacement="plru"`` and no quirk.
     """
     ncores: int = 2
     tlb_entries: int = 8
@@ -159,6 +166,7 @@ class MmuConfig:
     quirk_ad_on_nonpresent: bool = False
     quirk_walk_answer_after_inval: bool = False
     quirk_inval_clear_late: bool = False
+    mmu: str = "ours"
 
     def __post_init__(self):
         _check_int("ncores", self.ncores, maximum=MAX_CORES,
@@ -178,6 +186,30 @@ class MmuConfig:
         for f in dataclasses.fields(self):
             if f.type == "bool" and not isinstance(getattr(self, f.name), bool):
                 raise TypeError(f"{f.name} must be a bool, not {getattr(self, f.name)!r}")
+        if self.mmu not in MMUS:
+            raise ValueError(f"mmu must be one of {', '.join(repr(x) for x in MMUS)}, not "
+                             f"{self.mmu!r}")
+        if self.mmu == "cva6":
+            self._check_cva6()
+
+    def _check_cva6(self):
+        """The parameters CVA6's MMU has (``ValueError`` naming the one it lacks)."""
+        rules = [
+            (self.svadu, "svadu", self.svadu, "CVA6 sets no A/D bits in hardware (Svade): "
+                                              "use svadu=False"),
+            (self.tlb_ways != self.tlb_entries, "tlb_ways", self.tlb_ways,
+             "CVA6's TLBs are fully associative: tlb_ways must equal tlb_entries"),
+            (self.tlb_entries < 2 or not _is_pow2(self.tlb_entries), "tlb_entries",
+             self.tlb_entries, "CVA6's PLRU TLB needs a power of two of at least 2"),
+            (self.replacement != "plru", "replacement", self.replacement,
+             "CVA6's TLBs replace by PLRU"),
+        ]
+        rules += [(getattr(self, f.name), f.name, True,
+                   "hardware quirks are switches of our MMU, not of CVA6's")
+                  for f in dataclasses.fields(self) if f.name.startswith("quirk_")]
+        for bad, name, value, why in rules:
+            if bad:
+                raise ValueError(f"{name}={value!r} is not possible with mmu='cva6': {why}")
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -185,7 +217,10 @@ class MmuConfig:
     @property
     def config_hash(self) -> str:
         """A stable 12-hex-digit hash of the parameters and the hardware revision."""
-        blob = json.dumps({"rev": HDL_REVISION, **self.as_dict()}, sort_keys=True)
+        params = self.as_dict()
+        if params["mmu"] == "ours":
+            del params["mmu"]          # the hashes of our MMU's configurations predate the field
+        blob = json.dumps({"rev": HDL_REVISION, **params}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def replace(self, **changes) -> "MmuConfig":

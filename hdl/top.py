@@ -42,7 +42,9 @@ class Top(wiring.Component):
     dev : the DeviceMmu's ports.
 
     The submodules are named ``core0`` …, ``dev``, ``arbiter``; each core's TLB entries are the
-    registers ``core<i>.tlb.e<j>`` / ``sp<j>``, the device's ``dev.tlb.e<j>``.
+    registers ``core<i>.tlb.e<j>`` / ``sp<j>``, the device's ``dev.tlb.e<j>``.  With
+    ``mmu="cva6"`` each core is a :class:`hdl.cva6.Cva6CoreMmu` (CVA6's MMU behind a shim,
+    same ports).
     """
 
     def __init__(self, config: MmuConfig | None = None, **params):
@@ -53,15 +55,12 @@ class Top(wiring.Component):
         if not isinstance(config, MmuConfig):
             raise TypeError(f"Config must be an MmuConfig, not {config!r}")
         self.config = c = config
-        self.cores = [
-            CoreMmu(tlb_entries=c.tlb_entries, tlb_ways=c.tlb_ways, replacement=c.replacement,
-                    superpage_entries=c.superpage_entries, asid_bits=c.asid_bits,
-                    svadu=c.svadu, quirk_plain_ad_write=c.quirk_plain_ad_write,
-                    quirk_fill_after_inval=c.quirk_fill_after_inval,
-                    quirk_ad_on_nonpresent=c.quirk_ad_on_nonpresent,
-                    quirk_walk_answer_after_inval=c.quirk_walk_answer_after_inval,
-                    quirk_inval_clear_late=c.quirk_inval_clear_late)
-            for _ in range(c.ncores)]
+        if c.mmu == "cva6":
+            from .cva6 import Cva6CoreMmu
+            self.cores = [Cva6CoreMmu(tlb_entries=c.tlb_entries, asid_bits=c.asid_bits)
+                          for _ in range(c.ncores)]
+        else:
+            self.cores = [self._our_core(c) for _ in range(c.ncores)]
         self.device = DeviceMmu(entries=c.dev_entries, replacement="plru",
                                 asid_bits=c.asid_bits,
                                 quirk_inval_clear_late=c.quirk_inval_clear_late)
@@ -70,6 +69,17 @@ class Top(wiring.Component):
         members["mem"] = Out(mem_signature(src=True))
         members["dev"] = Out(self.device.signature)
         super().__init__(members)
+
+    @staticmethod
+    def _our_core(c: MmuConfig) -> CoreMmu:
+        return CoreMmu(tlb_entries=c.tlb_entries, tlb_ways=c.tlb_ways,
+                       replacement=c.replacement, superpage_entries=c.superpage_entries,
+                       asid_bits=c.asid_bits, svadu=c.svadu,
+                       quirk_plain_ad_write=c.quirk_plain_ad_write,
+                       quirk_fill_after_inval=c.quirk_fill_after_inval,
+                       quirk_ad_on_nonpresent=c.quirk_ad_on_nonpresent,
+                       quirk_walk_answer_after_inval=c.quirk_walk_answer_after_inval,
+                       quirk_inval_clear_late=c.quirk_inval_clear_late)
 
     def elaborate(self, platform):
         m = Module()

@@ -127,6 +127,6 @@ async def test_walk(dut):
             for name in ("lookups", "hits", "misses", "walks", "invals", "a_sets")}
     assert perf == {"lookups": 5, "hits": 2, "misses": 3, "walks": 3, "invals": 1,
                     "a_sets": 0}, perf
-    write_report("cva6_walk", {"walk_cycles": walk["cycles"], "hit_cycles": hit["cycles"],
+    write_report(under="cva6_walk", data={"walk_cycles": walk["cycles"], "hit_cycles": hit["cycles"],
                                "walk_reads": 3, "inval_ack_cycles": ack,
                                "store_after_sfence_cycles": store2["cycles"]})

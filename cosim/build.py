@@ -51,21 +51,9 @@ ICARUS_ARGS = ["-g2005"]
 VERILATOR_ARGS = ["-Wno-fatal", "-Wno-CASEINCOMPLETE", "-Wno-CASEOVERLAP", "-Wno-WIDTHEXPAND",
                   "-Wno-WIDTHTRUNC", "-Wno-UNOPTFLAT"]
 # Bumped when the way we build changes, so stale builds are not reused.
-_BUILD_RECIPE = 2
-
-_WAVES_MODULE = """\
-// Verilog-2005 waves dump for Icarus (the runner's own module needs SystemVerilog).
-module cosim_waves_dump();
-  reg [8*512-1:0] path;
-  initial begin
-    if ($value$plusargs("cosim_waves=%s", path)) begin
-      $dumpfile(path);
-      $dumpvars(0, top);
-    end
-  end
-endmodule
-"""
-
+_BUILD_RECIPE = 3
+#: Beside ``top.v``: the names of each FSM state (``hdl.export.verilog_and_states``).
+STATES_FILE = "top.states.json"
 
 class BuildError(RuntimeError):
     """The RTL could not be elaborated or built."""
@@ -209,13 +197,15 @@ def export_verilog(config, progress: Callable[[str], None] | None = None,
             progress(f"export: elaborating Top({h}) to Verilog (Amaranth + Yosys) ...")
         from hdl import export as hexport
         try:
-            text = patch_verilog(hexport.verilog_text(config))
+            text, states = hexport.verilog_and_states(config)
+            text = patch_verilog(text)
         except Exception as exc:
             raise BuildError(f"elaboration of configuration {h} failed: "
                              f"{type(exc).__name__}: {exc}") from exc
         tmp = out_dir / f".{TOPLEVEL}.v.{os.getpid()}"
         tmp.write_text(text)
         tmp.replace(verilog)
+        (out_dir / STATES_FILE).write_text(json.dumps(states, indent=1, sort_keys=True) + "\n")
         stamp.write_text(digest + "\n")
         (out_dir / "config.json").write_text(json.dumps(config_params(config), indent=2,
                                                         sort_keys=True, default=str) + "\n")
@@ -309,14 +299,25 @@ def build(config, sim: str, *, waves: bool = False, force: bool = False,
     sources = core_sources(config) + [verilog]
     if sim == "icarus":
         args = list(ICARUS_ARGS)
-        if waves:
-            dump = SIM_BUILD / h / "cosim_waves_dump.v"
-            sources.append(dump)
-            args += ["-s", "cosim_waves_dump"]
     else:
         args = list(VERILATOR_ARGS)
         # Waves: the runner adds --trace (VCD).  FST (--trace-fst) builds, but the cocotb
         # Verilator main never wrote dump.fst in our runs, so VCD it is.
+    if waves:
+        # Named states, no temporaries (cosim.waves); Icarus dumps through a module of ours.
+        from . import waves as cw
+        waves_text = cw.waves_verilog(verilog.read_text(),
+                                      json.loads((SIM_BUILD / h / STATES_FILE).read_text()))
+        generated = {SIM_BUILD / h / f"{TOPLEVEL}_waves.v": waves_text}
+        sources[-1] = SIM_BUILD / h / f"{TOPLEVEL}_waves.v"
+        if sim == "icarus":
+            generated[SIM_BUILD / h / "cosim_waves_dump.v"] = cw.icarus_dump_module(waves_text)
+            sources.append(SIM_BUILD / h / "cosim_waves_dump.v")
+            args += ["-s", "cosim_waves_dump"]
+        with _locked(SIM_BUILD / h):
+            for path, text in generated.items():
+                if not path.exists() or path.read_text() != text:
+                    path.write_text(text)
     stamp_data = {
         "recipe": _BUILD_RECIPE,
         "verilog_sha256": hashlib.sha256(verilog.read_bytes()).hexdigest(),
@@ -333,8 +334,6 @@ def build(config, sim: str, *, waves: bool = False, force: bool = False,
                     return Build(sim, h, verilog, bd, waves, 0.0)
             except ValueError:
                 pass
-        if sim == "icarus" and waves:
-            (SIM_BUILD / h / "cosim_waves_dump.v").write_text(_WAVES_MODULE)
         t0 = time.monotonic()
         if progress:
             progress(f"compile: {sim} build of {h} ({COMPILE_ESTIMATE[sim]} the first time; "
@@ -410,6 +409,8 @@ class RunResult:
     timed_out: float | None = None
     #: The last progress line the testbench wrote before the end (the phase it was in).
     last_progress: str = ""
+    #: The GTKWave save file written next to ``waves_file`` (cosim.waves), or None.
+    save_file: Path | None = None
 
     def log_tail(self, nchars: int = 4000) -> str:
         try:
@@ -561,12 +562,19 @@ def run(config, sim: str, test_module: str, *, seed: int, testcase: str | None =
     command = reproduce_command(sim, test_module, seed, nondefault_params(params), testcase,
                                 {k: v for k, v in (env or {}).items() if k != "PYTHONPATH"})
     progress = _last_progress((env or {}).get("COSIM_PROGRESS")) or _last_progress(log_file)
+    save_file = None
+    if waves_file is not None and waves_file.exists():
+        from .waves import write_save_file
+        try:
+            save_file = write_save_file(waves_file)
+        except Exception as exc:             # a truncated dump (killed run): say so, go on
+            failures.append(f"no save file for {waves_file}: {type(exc).__name__}: {exc}")
     if timed_out is not None:
         passed = False
         failures.insert(0, f"timed out after {limit:g} s of wall-clock time (seed {seed}, "
                            f"last progress: {progress or 'none'}); reproduce: {command}")
     return RunResult(passed, b, test_dir, results_xml, log_file, report, waves_file, seed,
-                     command, failures, timed_out, progress)
+                     command, failures, timed_out, progress, save_file)
 
 
 def nondefault_params(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -620,6 +628,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"run directory: {r.test_dir}")
     if r.waves_file:
         print(f"waves: {r.waves_file}")
+    if r.save_file:
+        print(f"save file: {r.save_file} (gtkwave {r.waves_file} {r.save_file})")
     return 0 if r.passed else 1
 
 

@@ -362,10 +362,13 @@ def run(a: RunArgs, out: TextIO = sys.stdout) -> int:
         return 1
     rep = dict(rep, command=a.command, run_dir=str(r.test_dir),
                waves=str(r.waves_file) if r.waves_file else None,
+               save_file=str(r.save_file) if r.save_file else None,
                total_seconds=round(seconds, 2))
     print(format_report(rep), file=out)
     if r.waves_file:
         print(f"waves: {r.waves_file}", file=out)
+    if r.save_file:
+        print(f"save file: {r.save_file} (gtkwave {r.waves_file} {r.save_file})", file=out)
     if a.json:
         try:
             Path(a.json).write_text(json.dumps(rep, indent=2, default=str) + "\n")

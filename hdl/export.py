@@ -37,9 +37,58 @@ def _top(config):
 
 def verilog_text(config: MmuConfig, name: str = "top") -> str:
     """The Verilog of ``config`` (stable: no source locations, internal attributes stripped)."""
+    return verilog_and_states(config, name)[0]
+
+
+#: Widest decoded signal whose values are listed (an FSM of up to 64 states).
+_MAX_DECODED_BITS = 6
+
+
+def verilog_and_states(config: MmuConfig, name: str = "top") -> tuple[str, dict]:
+    """The Verilog of ``config`` and the names of its decoded signals' values.
+
+    Returns
+    -------
+    (str, dict)
+        The text :func:`verilog_text` returns, and ``{module: {signal: {value: name}}}`` for
+        every signal that has a decoder (each FSM's state register: ``walk_state`` in
+        ``top.core0.walker`` maps 0 to ``"IDLE"``), the module named by its hierarchy as in
+        the Verilog.  Waves builds show these names beside the numbers.
+    """
     os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
     from amaranth.back import verilog
-    return verilog.convert(_top(config), name=name, emit_src=False, strip_internal_attrs=True)
+    from amaranth.hdl import Fragment, Value, ValueCastable
+    from amaranth.hdl._ir import PortDirection
+    from amaranth.lib import wiring
+    top = _top(config)
+    ports = {}
+    # The ports verilog.convert derives from a Component's signature.
+    for path, member, value in top.signature.flatten(top):
+        if isinstance(value, ValueCastable):
+            value = value.as_value()
+        if isinstance(value, Value):
+            ports["__".join(map(str, path))] = (
+                value, PortDirection.Input if member.flow == wiring.In else PortDirection.Output)
+    text, name_map = verilog.convert_fragment(Fragment.get(top, None), ports, name,
+                                              emit_src=False, strip_internal_attrs=True)
+    states: dict = {}
+    for signal, path in name_map.items():
+        width = len(signal)
+        if signal.decoder is None or not 0 < width <= _MAX_DECODED_BITS:
+            continue
+        names = {}
+        for value in range(1 << width):
+            try:
+                label = signal.decoder(value)
+            except (KeyError, IndexError, ValueError):
+                continue
+            # An FSM's decoder answers "NAME/value"; an enum's answers the member's name.
+            label = str(label).removesuffix(f"/{value}")
+            if label and label != str(value):
+                names[value] = label
+        if names:
+            states.setdefault(".".join(path[:-1]), {})[path[-1]] = names
+    return text, states
 
 
 def sources_digest() -> str:

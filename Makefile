@@ -11,7 +11,7 @@ export AMARANTH_USE_YOSYS ?= builtin
 ARGS ?=
 SEED ?= 1
 
-.PHONY: all test demo demo-py verilog waves bench stress bugzoo mutate venv sims valgrind yosys clean
+.PHONY: all test demo demo-py verilog waves bench stress bugzoo mutate venv sims valgrind yosys traces clean
 
 all: test
 
@@ -79,6 +79,26 @@ mutate: $(STAMP)
 
 stress: $(STAMP) sims
 	$(VPY) -m pytest -n 2 -m slow --timeout 14400 $(ARGS)
+
+# Real programs' address streams (rmap-cosim trace), recorded from programs every machine has
+# (sort, gzip) on a generated input: about 10^6 data accesses each, whole runs (so cachegrind
+# can cross-check them).  Recorded once, under sim_build/traces/.
+TRACES := sim_build/traces
+traces: $(TRACES)/sort.npz $(TRACES)/gzip.npz
+	@ls -l $^
+
+$(TRACES)/words.txt: | $(STAMP)
+	@mkdir -p $(TRACES)
+	$(VPY) -c 'import random; r = random.Random(1); w = "rmap anon_vma page tlb walk shootdown mkclean swap fault mmu notifier pte".split(); print("\n".join(" ".join(r.choice(w) + str(r.randrange(1000)) for _ in range(r.randrange(3, 9))) for _ in range(2500)))' > $@
+
+$(TRACES)/words16k.txt: $(TRACES)/words.txt
+	head -c 16000 $< > $@
+
+$(TRACES)/sort.npz: $(TRACES)/words.txt | $(STAMP) valgrind
+	rmap-cosim trace --out $@ -- sort $< > /dev/null
+
+$(TRACES)/gzip.npz: $(TRACES)/words16k.txt | $(STAMP) valgrind
+	rmap-cosim trace --out $@ -- gzip -6 -c $< > /dev/null
 
 clean:
 	rm -rf sim_build .pytest_cache

@@ -20,3 +20,23 @@ def rtl_opts(request):
     """Options of the RTL tests: {'seed': offset, 'waves': bool}."""
     return {"seed": request.config.getoption("--rtl-seed"),
             "waves": request.config.getoption("--rtl-waves")}
+
+
+def _debian_tool(name: str) -> str:
+    from cosim.explore.tools import ToolMissing, ensure_tool
+    try:
+        return ensure_tool(name)
+    except ToolMissing as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture(scope="session")
+def valgrind():
+    """Valgrind's path, installed by the Makefile when missing (`make valgrind`)."""
+    return _debian_tool("valgrind")
+
+
+@pytest.fixture(scope="session")
+def yosys():
+    """Debian's yosys, installed by the Makefile when missing (`make yosys`)."""
+    return _debian_tool("yosys")

@@ -1,7 +1,6 @@
 """Area and logic depth from Debian's Yosys, per configuration (cached)."""
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,16 +11,6 @@ from cosim.explore.area import area, parse_ltp
 from hdl.config import MmuConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def yosys():
-    """Debian's yosys, installed by the Makefile when missing (`make yosys`)."""
-    if shutil.which("yosys") is None:
-        proc = subprocess.run(["make", "-s", "yosys"], cwd=ROOT, capture_output=True, text=True)
-        if proc.returncode or shutil.which("yosys") is None:
-            pytest.fail(f"yosys is missing and `make yosys` could not install it: "
-                        f"{proc.stderr.strip()}")
 
 
 def small(entries):

@@ -88,7 +88,7 @@ def test_trace_replays_through_the_golden_mmu_under_reclaim():
 def test_records_replay_on_the_traffic_engine():
     """The records, written into FastTop's memory, come out of the traffic engine's log as the
     trace's word addresses and access types (Amaranth's simulator, the real gateware)."""
-    from test_simhw import DATA, Tables, configure, drain, fast_top, run
+    from test_simhw import DATA, Tables, configure, fast_top, run, run_to_done
     ft = fast_top()
     va = np.array([HEAP + 0x18, STACK - 8, HEAP + 0x1ffd, HEAP + 0x1008], dtype=np.uint64)
     op = np.array([tr.TraceOp.STORE, tr.TraceOp.LOAD, tr.TraceOp.MODIFY, tr.TraceOp.LOAD],
@@ -109,15 +109,7 @@ def test_records_replay_on_the_traffic_engine():
         configure(ctx, e0, mode=rp.engine_fields(trace_pa, 6)["mode"], limit=6)
         for name, value in rp.engine_fields(trace_pa, 6).items():
             ctx.set(getattr(e0, name), value)
-        ctx.set(e0.load_seed, 1)
-        await ctx.tick()
-        ctx.set(e0.load_seed, 0)
-        ctx.set(e0.run, 1)
-        for _ in range(5000):
-            await ctx.tick()
-            if ctx.get(e0.done):
-                break
-        out["recs"], _ = await drain(ctx, ft, 0, 0)
+        out["recs"] = await run_to_done(ctx, ft)
 
     run(ft, bench)
     assert [r["va"] for r in out["recs"]] == rp.vaddrs(6).tolist()

@@ -211,6 +211,21 @@ async def drain(ctx, ft, i, rd):
     return recs, wr
 
 
+async def run_to_done(ctx, ft, cycles=5000):
+    """Load engine 0's seed, run it until ``done`` (or ``cycles``), return its records."""
+    e0 = ft.eng0
+    ctx.set(e0.load_seed, 1)
+    await ctx.tick()
+    ctx.set(e0.load_seed, 0)
+    ctx.set(e0.run, 1)
+    for _ in range(cycles):
+        await ctx.tick()
+        if ctx.get(e0.done):
+            break
+    recs, _ = await drain(ctx, ft, 0, 0)
+    return recs
+
+
 def fast_top():
     return FastTop(MmuConfig(ncores=2, tlb_entries=4, tlb_ways=4), words_log2=13,
                    latency=1, log_log2=6, wlog_log2=4)
@@ -371,15 +386,7 @@ def test_engine_replays_a_trace_from_memory():
         configure(ctx, e0, mode=Mode.TRACE, limit=8)
         ctx.set(e0.trace_base, trace_pa)
         ctx.set(e0.trace_len, len(trace))
-        ctx.set(e0.load_seed, 1)
-        await ctx.tick()
-        ctx.set(e0.load_seed, 0)
-        ctx.set(e0.run, 1)
-        for _ in range(5000):
-            await ctx.tick()
-            if ctx.get(e0.done):
-                break
-        out["recs"], _ = await drain(ctx, ft, 0, 0)
+        out["recs"] = await run_to_done(ctx, ft)
 
     run(ft, bench)
     got = [(r["va"] - BASE, r["op"]) for r in out["recs"]]

@@ -1,9 +1,5 @@
 """Recorded traces: lackey's output parsed as a stream, the .npz file, recording a program."""
 
-import shutil
-import subprocess
-from pathlib import Path
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -12,7 +8,6 @@ from hypothesis import strategies as st
 from cosim.explore import trace as tr
 from cosim.explore.trace import LackeyParser, TraceError, TraceOp, parse_lackey
 
-ROOT = Path(__file__).resolve().parent.parent
 
 SNIPPET = b"""==796== Lackey, an example Valgrind tool
 ==796== Command: /bin/true
@@ -116,18 +111,6 @@ def test_save_load_round_trip_and_bad_files(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"junk")
     with pytest.raises(TraceError, match="not a trace file"):
         tr.load(tmp_path / "junk.npz")
-
-
-@pytest.fixture(scope="module")
-def valgrind():
-    """Valgrind, installed by the Makefile when missing (`make valgrind`)."""
-    if shutil.which("valgrind") is None:
-        proc = subprocess.run(["make", "-s", "valgrind"], cwd=ROOT, capture_output=True,
-                              text=True)
-        if proc.returncode or shutil.which("valgrind") is None:
-            pytest.fail(f"valgrind is missing and `make valgrind` could not install it: "
-                        f"{proc.stderr.strip()}")
-    return shutil.which("valgrind")
 
 
 def test_record_true_and_cross_check_with_cachegrind(valgrind, tmp_path, capsys):

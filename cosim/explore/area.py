@@ -16,7 +16,7 @@ is the longest topological path through combinational cells, a proxy for logic d
 The result is cached in ``sim_build/<hash>/area.json``, keyed by the gateware's sources
 digest and Yosys's version; concurrent callers on the same configuration synthesise once.
 
-Public API: :func:`area`, :func:`yosys_path`, :func:`parse_ltp`.
+Public API: :func:`area`, :func:`parse_ltp`.
 """
 
 from __future__ import annotations
@@ -24,34 +24,19 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from .trace import ToolMissing
+from .tools import tool_path, tool_version
 
-__all__ = ["area", "yosys_path", "yosys_version", "parse_ltp", "SCRIPT"]
+__all__ = ["area", "parse_ltp", "SCRIPT"]
 
 SCRIPT = ("read_verilog {top}; synth -flatten -top top; dfflegalize -cell $_DFF_P_ 01; "
           "opt_clean; tee -q -o {ltp} ltp -noff; tee -q -o {stat} stat -json -tech cmos")
 _LTP = re.compile(r"Longest topological path in \S+ \(length=(\d+)\)")
 _RECIPE = 1
-
-
-def yosys_path() -> str:
-    """Debian's yosys; :class:`~cosim.explore.trace.ToolMissing` when it is not installed."""
-    path = shutil.which("yosys")
-    if path is None:
-        raise ToolMissing("yosys is not installed (Amaranth's bundled Yosys cannot synthesise): "
-                          "run `make yosys` (or `sudo apt-get install -y yosys`)")
-    return path
-
-
-def yosys_version() -> str:
-    return subprocess.run([yosys_path(), "-V"], capture_output=True, text=True,
-                          check=True).stdout.strip()
 
 
 def parse_ltp(text: str) -> int:
@@ -76,14 +61,14 @@ def area(config, *, cache: bool = True, out_dir=None) -> dict:
 
     Raises
     ------
-    ToolMissing
+    cosim.explore.tools.ToolMissing
         Yosys is not installed.
     RuntimeError
         Yosys failed (its last lines are in the message).
     """
     from cosim.build import SIM_BUILD, _locked
     from hdl.export import export, sources_digest
-    version = yosys_version()
+    version = tool_version("yosys")
     top = export(config, out_dir or SIM_BUILD)
     d = top.parent
     key = {"recipe": _RECIPE, "sources": sources_digest(), "yosys": version}
@@ -109,7 +94,7 @@ def _synthesise(top: Path, version: str) -> dict:
         ltp_file, stat_file = Path(tmp) / "ltp.txt", Path(tmp) / "stat.json"
         script = SCRIPT.format(top=top, ltp=ltp_file, stat=stat_file)
         t0 = time.monotonic()
-        proc = subprocess.run([yosys_path(), "-q", "-p", script], capture_output=True,
+        proc = subprocess.run([tool_path("yosys"), "-q", "-p", script], capture_output=True,
                               text=True)
         seconds = time.monotonic() - t0
         if proc.returncode or not stat_file.exists() or not ltp_file.exists():

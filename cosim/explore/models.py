@@ -144,6 +144,11 @@ def opt_misses(pages: np.ndarray, entries: int) -> int:
     return misses
 
 
+def _verdict(verdict: str, detail: str, figures: dict | None = None) -> dict:
+    """A check's result, as :mod:`cosim.explore.schema` records it."""
+    return {"verdict": verdict, "detail": detail, **(figures or {})}
+
+
 def stack_distance_check(pages: np.ndarray, misses: int, *, entries: int, ways: int) -> dict:
     """The RTL's ``misses`` on the page stream ``pages`` (one reference per translated access,
     in order) against the models, for a TLB of ``entries`` entries and ``ways`` ways.
@@ -157,11 +162,10 @@ def stack_distance_check(pages: np.ndarray, misses: int, *, entries: int, ways: 
     pages = np.asarray(pages, dtype=np.int64)
     n = len(pages)
     if ways != entries:
-        return {"verdict": "not exercised",
-                "detail": f"{entries} entries in {ways} ways: the bound applies to fully "
-                          f"associative points"}
+        return _verdict("not exercised", f"{entries} entries in {ways} ways: the bound applies "
+                                         f"to fully associative points")
     if n == 0:
-        return {"verdict": "not exercised", "detail": "no accesses"}
+        return _verdict("not exercised", "no accesses")
     dist = stack_distances(pages, 1, max_depth=max(entries, 1))
     lru = lru_misses(dist, entries)
     opt = opt_misses(pages, entries)
@@ -169,12 +173,10 @@ def stack_distance_check(pages: np.ndarray, misses: int, *, entries: int, ways: 
     figures = {"opt_misses": opt, "lru_misses": lru, "compulsory_misses": compulsory,
                "rtl_misses": int(misses), "accesses": n}
     if misses < opt or misses > n:
-        return {"verdict": "fail", **figures,
-                "detail": f"the RTL missed {misses} times on {n} accesses; with {entries} "
-                          f"fully associative entries every policy misses at least {opt} "
-                          f"(Belady's OPT) and at most {n} times"}
-    return {"verdict": "pass", **figures,
-            "detail": f"OPT {opt} <= RTL {misses} <= {n} accesses (LRU: {lru})"}
+        return _verdict("fail", f"the RTL missed {misses} times on {n} accesses; with "
+                                f"{entries} fully associative entries every policy misses at "
+                                f"least {opt} (Belady's OPT) and at most {n} times", figures)
+    return _verdict("pass", f"OPT {opt} <= RTL {misses} <= {n} accesses (LRU: {lru})", figures)
 
 
 # --- cachegrind ----------------------------------------------------------------------------
@@ -193,19 +195,20 @@ def cachegrind_misses(argv, *, entries: int, ways: int, cwd: Optional[str] = Non
     ValueError
         ``entries`` is not a multiple of ``ways``, or the number of sets is not a power of
         two (cachegrind's rule).
-    cosim.explore.trace.ToolMissing
+    cosim.explore.tools.ToolMissing
         Valgrind is not installed.
     RuntimeError
         Cachegrind failed (its last lines are in the message).
     """
-    from .trace import TRACE_ENV, valgrind_path
+    from .tools import tool_path
+    from .trace import TRACE_ENV
     if entries < 1 or ways < 1 or entries % ways:
         raise ValueError(f"a TLB of {entries} entries cannot have {ways} ways")
     sets = entries // ways
     if sets & (sets - 1):
         raise ValueError(f"cachegrind needs a power-of-two number of sets, not {sets} "
                          f"({entries} entries / {ways} ways)")
-    vg = valgrind_path()
+    vg = tool_path("valgrind")
     with tempfile.TemporaryDirectory(prefix="cachegrind-") as tmp:
         out = Path(tmp) / "cachegrind.out"
         cmd = [vg, "--tool=cachegrind", "--cache-sim=yes", f"--D1={entries * 4096},{ways},4096",
@@ -239,14 +242,12 @@ def cachegrind_check(trace, *, entries: int, ways: int, cache: bool = True) -> d
     are cached under ``sim_build/cachegrind/`` by command, program hash and geometry."""
     meta = trace.meta
     if meta.get("skip") or meta.get("truncated"):
-        return {"verdict": "not exercised",
-                "detail": "the trace is not the whole program (skipped or truncated), "
-                          "cachegrind runs all of it"}
+        return _verdict("not exercised", "the trace is not the whole program (skipped or "
+                                         "truncated), cachegrind runs all of it")
     sets, rem = divmod(entries, ways) if ways else (0, 1)
     if rem or sets < 1 or sets & (sets - 1):
-        return {"verdict": "not exercised",
-                "detail": f"{entries} entries in {ways} ways: cachegrind needs a "
-                          f"power-of-two number of sets"}
+        return _verdict("not exercised", f"{entries} entries in {ways} ways: cachegrind needs "
+                                         f"a power-of-two number of sets")
     key = json.dumps([meta["command"], meta.get("cwd"), meta.get("program_sha256"),
                       meta.get("env"), meta.get("valgrind"), entries, ways], sort_keys=True)
     import hashlib
@@ -268,9 +269,8 @@ def cachegrind_check(trace, *, entries: int, ways: int, cache: bool = True) -> d
     figures = {"cachegrind_refs": cg["refs"], "cachegrind_misses": cg["misses"],
                "trace_refs": len(trace), "model_misses": model}
     if cg["refs"] != len(trace) or cg["misses"] != model:
-        return {"verdict": "fail", **figures,
-                "detail": f"cachegrind saw {cg['refs']} references and {cg['misses']} misses, "
-                          f"the recorded trace {len(trace)} and the LRU model {model} "
-                          f"({entries} entries, {ways} ways)"}
-    return {"verdict": "pass", **figures,
-            "detail": f"{model} LRU misses in {len(trace)} references, as cachegrind"}
+        return _verdict("fail", f"cachegrind saw {cg['refs']} references and {cg['misses']} "
+                                f"misses, the recorded trace {len(trace)} and the LRU model "
+                                f"{model} ({entries} entries, {ways} ways)", figures)
+    return _verdict("pass", f"{model} LRU misses in {len(trace)} references, as cachegrind",
+                    figures)

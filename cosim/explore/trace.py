@@ -55,9 +55,10 @@ import numpy as np
 from pyrmap.memory import TASK_SIZE
 from pyrmap.mmap import PROT_READ, PROT_WRITE
 
-__all__ = ["Trace", "TraceOp", "TraceVma", "TraceError", "ToolMissing", "LackeyParser",
-           "record", "save", "load", "derive_vmas", "valgrind_path", "TRACE_ENV",
-           "FORMAT_VERSION", "main"]
+from .tools import ToolMissing, tool_path, tool_version
+
+__all__ = ["Trace", "TraceOp", "TraceVma", "TraceError", "LackeyParser", "parse_lackey",
+           "record", "save", "load", "derive_vmas", "TRACE_ENV", "FORMAT_VERSION", "main"]
 
 #: Version of the ``.npz`` layout (``meta["format"]``).
 FORMAT_VERSION = 1
@@ -82,10 +83,6 @@ _VALGRIND_LINE = re.compile(rb"^(==|--|\*\*)\d+(==|--|\*\*)")
 
 class TraceError(ValueError):
     """A bad lackey line, a bad trace file, or a program that leaves the Sv39 user range."""
-
-
-class ToolMissing(RuntimeError):
-    """A Debian tool (valgrind, yosys) is not installed."""
 
 
 @dataclass(frozen=True)
@@ -293,20 +290,6 @@ def derive_vmas(va: np.ndarray, size: np.ndarray, op: np.ndarray,
 
 # --- recording -------------------------------------------------------------------------------
 
-def valgrind_path() -> str:
-    """The valgrind executable; :class:`ToolMissing` when it is not installed."""
-    path = shutil.which("valgrind")
-    if path is None:
-        raise ToolMissing("valgrind is not installed: run `make valgrind` (or "
-                          "`sudo apt-get install -y valgrind`)")
-    return path
-
-
-def valgrind_version() -> str:
-    return subprocess.run([valgrind_path(), "--version"], capture_output=True, text=True,
-                          check=True).stdout.strip()
-
-
 def _program_sha256(argv: Sequence[str]) -> Optional[str]:
     exe = shutil.which(argv[0], path=TRACE_ENV["PATH"]) if "/" not in argv[0] else argv[0]
     if exe is None or not os.path.isfile(exe):
@@ -343,8 +326,8 @@ def record(argv: Sequence[str], *, skip: int = 0, limit: Optional[int] = None,
     """
     if not argv:
         raise ValueError("argv must name a program")
-    vg = valgrind_path()
-    version = valgrind_version()
+    vg = tool_path("valgrind")
+    version = tool_version("valgrind")
     cwd = os.path.abspath(cwd or os.getcwd())
     rfd, wfd = os.pipe()
     cmd = [vg, "--tool=lackey", "--trace-mem=yes", f"--log-fd={wfd}", *argv]

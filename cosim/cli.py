@@ -232,6 +232,9 @@ def parse_args(argv: Sequence[str]) -> "RunArgs | str":
     args.phases = args.phases or int(sc.env.get("COSIM_PHASES", 3))
     if args.path == "fast" and scenario != "reclaim":
         raise UsageError(f"--path fast runs the reclaim scenario only, not {scenario!r}")
+    if args.path == "fast" and args.faults:
+        raise UsageError("--faults is injected on the step path only (the fast path's memory "
+                         "and kernel steps take no injected faults): use --path step")
     if args.path == "fast":
         from cosim.fastcli import FAST_DEMO
         args.accesses = args.accesses or FAST_DEMO["accesses"]

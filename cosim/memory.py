@@ -10,8 +10,9 @@ Timing.  Cycles are numbered by rising edges of ``clk`` since time 0 (see :func:
 A request whose handshake is sampled at edge ``e`` gets a latency ``L >= 0`` from the seeded
 :class:`Latency`; its memory operation is performed after edge ``e + L`` and its response is
 seen by the DUT at edge ``e + L + 1`` (``resp.cycle``).  Bus errors come from addresses outside
-the ``PhysMem`` and from the injected :class:`BusErrorRange` s; an erroring WRITE or CAS
-changes nothing.
+the ``PhysMem``, from the injected :class:`BusErrorRange` s and, at random, from ``faults``
+(a :class:`pyrmap.faults.FaultInjector`, kind ``bus_error``, drawn per hardware transaction);
+an erroring WRITE or CAS changes nothing.
 
 Every transaction, hardware or software, goes into :attr:`MemoryResponder.log` as a
 :class:`MemTxn` with a sequence number, so a checker can replay exactly what the RTL saw.
@@ -219,6 +220,9 @@ class MemoryResponder:
         self._task = None
         self.logger = logging.getLogger("cosim.mem")
         self.busy_cycles = 0
+        #: Random bus errors on hardware transactions (``pyrmap.faults.FaultInjector``, kind
+        #: ``bus_error``), or None.
+        self.faults = None
 
     # --- signals --------------------------------------------------------------------------
 
@@ -230,7 +234,9 @@ class MemoryResponder:
     def _bus_error(self, addr: int, op: MemOp) -> bool:
         if not self.mem.contains(addr):
             return True
-        return any(r.hits(addr, op) for r in self.bus_errors)
+        if any(r.hits(addr, op) for r in self.bus_errors):
+            return True
+        return self.faults is not None and self.faults.fail("bus_error")
 
     def _perform(self, src: int, op: MemOp, addr: int, wdata: int, cmp: int,
                  req_cycle: int, resp_cycle: int, who: str = "") -> MemTxn:

@@ -253,7 +253,7 @@ class MmuScoreboard:
         self.events = {c: {k: 0 for k in ("requests", "hits", "walk_responses", "walks",
                                           "a_sets", "d_sets", "cas_retries", "invals",
                                           "faults", "squashable", "walk_span",
-                                          "restarts")}
+                                          "restarts", "bus_errors", "access_faults")}
                        for c in range(ncores)}
         self.responses = 0
         self._pending_invals: dict[int, list[InvalTxn]] = {}
@@ -469,7 +469,10 @@ class MmuScoreboard:
                           f"(the walk should have restarted): [{reads}]")
         ev["walks"] += 1
         ev["restarts"] += len(walks) - 1
-        for r, _ in walks:
+        if res.fault == FaultKind.ACCESS:
+            ev["access_faults"] += 1
+        for r, consumed in walks:
+            ev["bus_errors"] += sum(1 for m in consumed if m.err)
             ev["cas_retries"] += r.cas_retries
             ev["a_sets"] += int(r.a_set)
             ev["d_sets"] += int(r.d_set)

@@ -120,9 +120,10 @@ class CosimSystem(System):
                          arch=lambda mem, ncores, seed_, sched: arch, command=command,
                          raise_on_violation=raise_on_violation)
         arch.kernel = self.kernel
-        # Injected kernel faults (``COSIM_FAULTS``, ``run --faults``), drawn from the seed.
+        # Injected faults (``COSIM_FAULTS``, ``run --faults``), drawn from the seed.
         self.kernel.faults = FaultInjector(FaultPlan.parse(os.environ.get("COSIM_FAULTS", "")),
                                            seed)
+        memory.faults = self.kernel.faults         # bus errors on the RTL's memory port
         self.env = env
         self.memory = memory
         arch.access_checker = self.checkers.tlb
@@ -382,6 +383,9 @@ def report(s: CosimSystem, seed: int, p: dict, seconds: float, error: str | None
         scoreboard = {"translations": sb.responses,
                       "walks": sum(e["walks"] for e in sb.events.values()),
                       "hits": sum(e["hits"] for e in sb.events.values()),
+                      # bus errors the replayed walks met, and the access faults answered
+                      "bus_errors": sum(e["bus_errors"] for e in sb.events.values()),
+                      "access_faults": sum(e["access_faults"] for e in sb.events.values()),
                       "violations": [str(v) for v in sb.violations[:20]]}
         if sb.violations and error is None:
             error = (f"[scoreboard] {sb.violations[0]}\n  reproduce: {p['command']}"

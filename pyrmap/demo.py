@@ -107,6 +107,7 @@ KERNEL_FIGURES = [
     ("page faults", "pgfault"),
     ("Svade A faults (kernel set A)", "fault_svade_a"),
     ("Svade D faults (kernel set D)", "fault_svade_d"),
+    ("access faults (bus error, retried)", "access_faults"),
 ]
 
 _TLB = ["lookups", "hits", "misses", "walks", "a_sets", "d_sets", "cas_retries", "invals",

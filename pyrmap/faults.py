@@ -18,6 +18,15 @@ places:
     every lock is dropped and -EINTR returned; :func:`pyrmap.devdriver.register_device`
     restarts the registration, as a syscall restarts after its signal was handled.
 
+One kind is the machine's, not the kernel's: the memory the MMU's walkers read answers with
+a bus error, drawn per memory transaction of a walk (the RTL's memory port,
+:class:`cosim.memory.MemoryResponder`, or SoftArch's walk):
+
+``bus_error``
+    a page-table read or A/D compare-and-swap of a walk fails (nothing is written); the walker
+    reports an access fault and :func:`pyrmap.memory.do_access_fault` handles it (the kernel
+    reads the page-table path itself; the error was transient, the access is retried).
+
 The checkers (no lost write, rmap completeness, notifier pairs...) run as usual: a fault the
 kernel does not survive shows up as a violation.
 """
@@ -35,6 +44,7 @@ FAULT_KINDS = {
     "swap_write": "a swap-out write fails (the page is redirtied and kept)",
     "alloc": "an allocation under reclaim fails (direct reclaim, then a retry)",
     "eintr": "a signal interrupts mm_take_all_locks (-EINTR, registration restarts)",
+    "bus_error": "a walk's memory read or A/D CAS gets a bus error (access fault, retried)",
 }
 
 
@@ -45,19 +55,20 @@ class FaultPlan:
     Raises
     ------
     ValueError
-        A probability outside [0, 1] (``alloc`` and ``eintr`` below 1: a certain failure
-        could never be survived).
+        A probability outside [0, 1] (``alloc``, ``eintr`` and ``bus_error`` below 1: a
+        certain failure could never be survived).
     """
     swap_write: float = 0.0
     alloc: float = 0.0
     eintr: float = 0.0
+    bus_error: float = 0.0
 
     def __post_init__(self):
         for kind in FAULT_KINDS:
             p = getattr(self, kind)
             if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
                 raise ValueError(f"{kind} must be a probability in [0, 1], not {p!r}")
-        for kind in ("alloc", "eintr"):
+        for kind in ("alloc", "eintr", "bus_error"):
             if getattr(self, kind) >= 1.0:
                 raise ValueError(f"{kind} must be below 1: a certain failure is never "
                                  f"survived, not {getattr(self, kind)!r}")
@@ -100,7 +111,7 @@ def add_faults_argument(parser) -> None:
     from .cliargs import parsed_by
     parser.add_argument("--faults", type=parsed_by(FaultPlan.parse), default=None,
                         metavar="KIND=P,...",
-                        help="inject kernel faults with these probabilities: "
+                        help="inject faults with these probabilities: "
                              + "; ".join(f"{k}: {v}" for k, v in FAULT_KINDS.items()))
 
 

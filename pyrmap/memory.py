@@ -252,6 +252,36 @@ def _check_fault_args(mm, vma, address):
 # ---------------------------------------------------------------------------------------------
 # The fault handler.
 
+def do_access_fault(mm: MmStruct, address: int, access: AccessType) -> None:
+    """A user access at ``address`` got an access fault: the MMU's walk (a page-table read or
+    its A/D compare-and-swap) hit a bus error, and wrote nothing.
+
+    The kernel reads the page-table path of ``address`` itself (under ``mmap_sem`` for read,
+    through the arch, as the walkers read it).  When it reads, the error was transient: the
+    fault is counted (``kernel.stats["access_faults"]``) and, on a normal return, the access
+    can be retried.
+
+    Raises
+    ------
+    BusErrorSignal
+        The path cannot be read: the page tables themselves are lost (SIGBUS).
+    """
+    from .errors import BusErrorSignal
+    from .pagetable import pte_offset
+    from .physmem import BusError
+    kernel = mm.kernel
+    kernel.stats["access_faults"] += 1
+    mm.mmap_sem.down_read()
+    try:
+        pte_offset(mm, address)
+    except BusError as exc:
+        raise BusErrorSignal(f"{AccessType(access).name.lower()} at 0x{address:x}: the page "
+                             f"tables of {mm!r} cannot be read ({exc})", address,
+                             access) from exc
+    finally:
+        mm.mmap_sem.up_read()
+
+
 def do_page_fault(mm: MmStruct, address: int, access: AccessType) -> int:
     """A user access faulted at ``address``: the arch's page-fault entry.
 

@@ -149,6 +149,7 @@ class System:
         if faults:
             from .faults import FaultInjector
             self.kernel.faults = FaultInjector(faults, seed)
+            self.arch.faults = self.kernel.faults      # bus errors on the walks
         if swap_slots:
             from .swap import swapon
             swapon(self.kernel, swap_slots)

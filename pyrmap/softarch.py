@@ -432,6 +432,9 @@ class SoftArch(Arch):
         self.history_depth = history_depth
         self._atomic = threading.RLock()
         self._main_task = Task(None, "main", None)
+        #: Injected bus errors on the walks' memory reads and CASes
+        #: (a :class:`pyrmap.faults.FaultInjector`, kind ``bus_error``), or None.
+        self.faults = None
 
     # --- environment -------------------------------------------------------------------------
 
@@ -612,12 +615,18 @@ class SoftArch(Arch):
         who = f"hw-cas core{core}"
 
         def cas(paddr: int, old: int, new: int) -> int:
-            found = self.mem.read(paddr)
+            found = self._hw_read(paddr)
             if found == old:
                 self.mem.write(paddr, new)
                 self._record(paddr, found, new, who)
             return found
         return cas
+
+    def _hw_read(self, paddr: int) -> int:
+        """A walk's read of memory: a bus error when ``faults`` injects one."""
+        if self.faults is not None and self.faults.fail("bus_error"):
+            raise BusError(paddr)
+        return self.mem.read(paddr)
 
     def _translate(self, c: _Core, vaddr: int, op: AccessType, user: bool,
                    sum: bool, mxr: bool = False) -> AccessResult:
@@ -640,7 +649,7 @@ class SoftArch(Arch):
             arr.remove(s, way)
         perf["misses"] += 1
         perf["walks"] += 1
-        w = sv39_walk(self.mem.read, self._hw_cas(c.index), vaddr, op, user=user, sum=sum,
+        w = sv39_walk(self._hw_read, self._hw_cas(c.index), vaddr, op, user=user, sum=sum,
                       root=c.root, svadu=self.svadu, mxr=mxr)
         perf["cas_retries"] += w.cas_retries
         perf["a_sets"] += w.a_set

@@ -226,6 +226,14 @@ class CpuWorkload:
                 res = arch.cpu_access(self.core, acc.vaddr, acc.op, user=True)
             if res.fault == FaultKind.NONE:
                 break
+            if res.fault == FaultKind.ACCESS:
+                # A bus error under the walk: the kernel checks its page tables read, and the
+                # access is retried (a persistent one ends as a stuck access).
+                self.stats["access_faults"] = self.stats.get("access_faults", 0) + 1
+                retry.fault()
+                from .memory import do_access_fault
+                do_access_fault(self.mm, acc.vaddr, acc.op)
+                continue
             if res.fault != FaultKind.PAGE:
                 raise WorkloadError(f"{self.name}: {acc.op.name} at 0x{acc.vaddr:x} of "
                                     f"{self.mm!r} got a {FaultKind(res.fault).name} fault")

@@ -19,7 +19,7 @@ from test_swap import make_kernel, pattern
 
 
 @pytest.mark.parametrize("text, message", [
-    ("nope=0.1", "Unknown fault 'nope'; known: swap_write, alloc, eintr"),
+    ("nope=0.1", "Unknown fault 'nope'; known: swap_write, alloc, eintr, bus_error"),
     ("alloc", "Fault 'alloc' has no probability (write alloc=0.1)"),
     ("swap_write=x", "swap_write must be a probability in [0, 1], not 'x'"),
     ("swap_write=1.5", "swap_write must be a probability in [0, 1], not 1.5"),
@@ -116,6 +116,54 @@ def test_two_dontneeds_racing_under_swap_write_failures():
     assert all(v == 0 for _, _, v, _ in s.checkers.verdicts()), s.checkers.verdicts()
     assert s.kernel.faults.injected["swap_write"] > 0
     assert s.checkers.tlb.deferred > 0, "the racing zaps never overlapped: nothing exercised"
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_walk_bus_errors_are_access_faults_the_kernel_retries(seed):
+    """SoftArch: bus errors under the walks (reads and A/D CASes) come back as access faults;
+    the kernel reads its page tables, finds them readable and the access is retried -- one
+    handled access fault per injected error (SoftArch's walk is atomic, nothing restarts it),
+    and every checker passes (no write lost to a CAS that failed)."""
+    s = run_program(seed, 60, nframes=48, faults=FaultPlan(bus_error=0.05))
+    assert all(v == 0 for _, _, v, _ in s.checkers.verdicts()), s.checkers.verdicts()
+    injected = s.kernel.faults.injected["bus_error"]
+    assert injected > 0
+    assert s.kernel.stats["access_faults"] == injected
+
+
+def test_an_unreadable_page_table_is_sigbus():
+    """do_access_fault reads the page-table path: a root outside memory is SIGBUS (the access
+    is not retried forever)."""
+    from pyrmap.errors import BusErrorSignal
+    from pyrmap.memory import do_access_fault
+    from pyrmap.pte import AccessType
+    k, mm, *_ = setup()
+    mm.pgd = k.mem.nframes + 5
+    with pytest.raises(BusErrorSignal, match="cannot be read"):
+        do_access_fault(mm, 0x1000, AccessType.LOAD)
+    assert k.stats["access_faults"] == 1
+
+
+@pytest.mark.sim
+def test_rtl_bus_errors_on_the_memory_port():
+    """The reclaim scenario on the RTL (Icarus) with random bus errors on the memory port:
+    every injected error is met by a walk the golden-walk scoreboard replayed (a walk that
+    answered an access fault, or one an invalidation restarted); every access fault the RTL
+    answered was handled by the kernel and the access retried; every checker passes."""
+    from cosim.build import make_config, run
+    from cosim.scenarios import TB_MODULE
+    r = run(make_config(), "icarus", TB_MODULE, seed=2, testcase="test_scenario",
+            env={"COSIM_SCENARIO": "reclaim", "COSIM_PHASES": 2, "COSIM_ACCESSES": 30,
+                 "COSIM_FAULTS": "bus_error=0.05", "COCOTB_TEST_FILTER": "test_scenario"})
+    rep = r.report
+    assert rep is not None, (r.failures, r.log_tail())
+    assert rep["passed"] and r.passed, (rep.get("violation"), r.failures)
+    injected = rep["faults_injected"]["bus_error"]
+    sb = rep["scoreboard"]
+    assert injected > 0 and sb["bus_errors"] == injected, (injected, sb)
+    assert 0 < sb["access_faults"] == rep["kernel"]["access_faults"] <= injected, sb
+    verdicts = {c["name"]: (c["checks"], c["verdict"]) for c in rep["checkers"]}
+    assert all(v == "PASS" and n > 0 for n, v in verdicts.values()), verdicts
 
 
 @pytest.mark.sim

@@ -53,9 +53,11 @@ test: $(STAMP) sims valgrind yosys
 
 # The main job: the reclaim + writeback scenario on the RTL (Verilator; SIM=icarus for Icarus).
 # `make demo-py` runs the same kind of scenario on SoftArch, the Python golden model.
+# MMU=cva6 runs it on CVA6's Sv39 MMU (from the pinned pythondata-cpu-cva6 wheel) instead of ours.
 SIM ?= verilator
+MMU ?= ours
 demo: $(STAMP) sims
-	rmap-cosim demo --sim $(SIM) --seed $(SEED)
+	rmap-cosim demo --sim $(SIM) --seed $(SEED) --mmu $(MMU)
 
 demo-py: $(STAMP)
 	$(VPY) -m pyrmap demo --seed $(SEED)

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Optional, Sequence, TextIO
 
 import cosim.scoreboard  # noqa: F401 - registers the scoreboard's row title
-from hdl.config import MAX_CORES
+from hdl.config import MAX_CORES, MMUS
 from pyrmap.checker_registry import checker_title
 from pyrmap.checkers import verdict_lines  # importing pyrmap.checkers registers them
 from pyrmap.cliargs import UsageError, int_arg, writable_file
@@ -142,6 +142,9 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--svade", action="store_true",
                         help="Svade MMU: A/D faults handled by the kernel instead of the "
                              "walker's CAS")
+        sp.add_argument("--mmu", choices=MMUS, default="ours",
+                        help="the cores' MMU: ours (hdl) or cva6 (CVA6's Sv39 MMU behind a "
+                             "shim; Verilator only, Svade) (default %(default)s)")
         sp.add_argument("--waves", action="store_true", help="record a waveform")
         sp.add_argument("--json", metavar="FILE", type=writable_file,
                         help="write the figures as JSON (checked writable before the run)")
@@ -208,8 +211,10 @@ def parse_args(argv: Sequence[str]) -> "RunArgs | str":
     sc = scenarios[scenario]
     params = {"ncores": args.cores, "tlb_entries": args.tlb_entries,
               "tlb_ways": args.tlb_ways if args.tlb_ways is not None else args.tlb_entries}
-    if args.svade:
-        params["svadu"] = False
+    if args.svade or args.mmu == "cva6":
+        params["svadu"] = False                  # CVA6 is Svade
+    if args.mmu != "ours":
+        params["mmu"] = args.mmu
     params.update(sc.hdl)                        # e.g. svade: svadu=False
     kq, hq = _kernel_quirks(), _hdl_quirks()
     kernel_quirks = []
@@ -222,14 +227,16 @@ def parse_args(argv: Sequence[str]) -> "RunArgs | str":
             raise UsageError(f"unknown quirk {q!r}; kernel quirks: {', '.join(kq)}; "
                              f"hardware quirks: {', '.join(hq)}")
     try:
-        from cosim.build import make_config
-        make_config(**params)
+        from cosim.build import check_simulator, make_config
+        check_simulator(make_config(**params), args.sim)
     except (TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     # Knobs not given take the scenario's defaults (cosim.scenarios.SCENARIOS), the same
     # ones its tests and the bug zoo run with, so a command shown with only a seed and a
     # quirk reproduces what they found.
     args.phases = args.phases or int(sc.env.get("COSIM_PHASES", 3))
+    if args.path == "fast" and args.mmu != "ours":
+        raise UsageError(f"--path fast runs our MMU's gateware only, not --mmu {args.mmu}")
     if args.path == "fast" and scenario != "reclaim":
         raise UsageError(f"--path fast runs the reclaim scenario only, not {scenario!r}")
     if args.path == "fast" and args.faults:
@@ -256,6 +263,8 @@ def parse_args(argv: Sequence[str]) -> "RunArgs | str":
         parts.append(f"--steps {args.steps}")
     if args.svade:
         parts.append("--svade")
+    if args.mmu != "ours":
+        parts.append(f"--mmu {args.mmu}")
     parts += [f"--quirk {q}" for q in args.quirk]
     if args.faults:
         parts.append(f"--faults {args.faults.text()}")
@@ -327,6 +336,7 @@ def run(a: RunArgs, out: TextIO = sys.stdout) -> int:
     print(f"rmap-cosim: scenario {a.scenario!r} on {a.sim}, seed {a.seed}, "
           f"{a.params['ncores']} cores, TLB {a.params['tlb_entries']} entries / "
           f"{a.params['tlb_ways']} ways{', Svade' if a.params.get('svadu') is False else ''}, "
+          f"MMU {a.params.get('mmu', 'ours')}, "
           f"config {config.config_hash}", file=out, flush=True)
     t0 = time.monotonic()
     print("  build: export (hdl -> Verilog), then compile (the simulator); both cached by "

@@ -55,7 +55,7 @@ import numpy as np
 
 from pyrmap.arch import InvalKind
 from pyrmap.physmem import BusError
-from pyrmap.pte import (_PAGE_A, _PAGE_D, _PAGE_G, _PAGE_V, LEVEL_SHIFT, AccessType,
+from pyrmap.pte import (_PAGE_A, _PAGE_D, _PAGE_G, _PAGE_U, _PAGE_V, LEVEL_SHIFT, AccessType,
                         FaultKind, describe, va_canonical)
 from pyrmap.walk import PERM_MASK, FaultCause, WalkResult, check_perm, sv39_walk
 
@@ -73,7 +73,48 @@ register_checker(
     "back a stale PTE or sets A/D on a non-present one")
 
 __all__ = ["SCOREBOARD", "CpuTxn", "InvalTxn", "Violation", "CachedEntry", "MmuScoreboard",
-           "inval_matches", "new_mmu_coverage"]
+           "inval_matches", "new_mmu_coverage", "MmuBehaviour", "MMU_BEHAVIOURS"]
+
+
+@dataclass(frozen=True)
+class MmuBehaviour:
+    """Where a core MMU's reading of the spec differs from ours, each a choice the spec
+    allows; the scoreboard judges every MMU by its own (docs/cva6.md tabulates them).
+
+    Attributes
+    ----------
+    aborts_walks : bool
+        A walk in flight when an invalidation is applied stops where it is (its reads so far
+        are followed by a new walk from the root PTE); ours finishes it and restarts.
+    clean_store_faults_from_tlb : bool
+        A store that hits a cached entry with W=1 and D=0 answers PAGE from the TLB (no walk);
+        ours re-walks.
+    caches_privilege_faults : bool
+        A walk whose leaf fails only the U/SUM check fills the TLB (the check is on the hit
+        path) and answers PAGE; ours fills nothing on a fault.
+    va_asid_spares_global : bool
+        An invalidation by VA and ASID leaves global entries (the spec orders no global
+        mapping there); ours removes them too.
+    answers_from_fill : bool
+        A successful walk fills the TLB at the edge after its leaf read's response and
+        answers from that entry after a lookup: an invalidation applied from the cycle after
+        the fill acts on the entry like on any other (a matching one removes it and the
+        request walks again; another one leaves it); ours answers from the walk.
+    """
+    aborts_walks: bool = False
+    answers_from_fill: bool = False
+    clean_store_faults_from_tlb: bool = False
+    caches_privilege_faults: bool = False
+    va_asid_spares_global: bool = False
+
+
+#: The behaviour of each core MMU ``hdl.config.MMUS`` names.
+MMU_BEHAVIOURS = {
+    "ours": MmuBehaviour(),
+    "cva6": MmuBehaviour(aborts_walks=True, clean_store_faults_from_tlb=True,
+                         caches_privilege_faults=True, va_asid_spares_global=True,
+                         answers_from_fill=True),
+}
 
 
 @dataclass
@@ -164,8 +205,9 @@ class CachedEntry:
 
 
 def inval_matches(kind: InvalKind, vaddr: int, asid: int, *, entry_va_covers: bool,
-                  entry_asid: int, entry_g: bool) -> bool:
-    """Does an invalidation of ``kind`` remove an entry (the four SFENCE.VMA cases)?"""
+                  entry_asid: int, entry_g: bool, spares_global: bool = False) -> bool:
+    """Does an invalidation of ``kind`` remove an entry (the four SFENCE.VMA cases)?
+    ``spares_global``: the VA+ASID case leaves global entries (``MmuBehaviour``)."""
     kind = InvalKind(kind)
     if kind == InvalKind.ALL:
         return True
@@ -173,12 +215,14 @@ def inval_matches(kind: InvalKind, vaddr: int, asid: int, *, entry_va_covers: bo
         return entry_va_covers
     if kind == InvalKind.ASID:
         return not entry_g and entry_asid == asid
+    if spares_global:
+        return entry_va_covers and not entry_g and entry_asid == asid
     return entry_va_covers and (entry_g or entry_asid == asid)
 
 
-def _entry_matches(inv: InvalTxn, e: CachedEntry) -> bool:
+def _entry_matches(inv: InvalTxn, e: CachedEntry, spares_global: bool = False) -> bool:
     return inval_matches(inv.kind, inv.vaddr, inv.asid, entry_va_covers=e.covers(inv.vaddr),
-                         entry_asid=e.asid, entry_g=e.g)
+                         entry_asid=e.asid, entry_g=e.g, spares_global=spares_global)
 
 
 def new_mmu_coverage(ncores: int, svadu: bool = True) -> Coverage:
@@ -231,11 +275,17 @@ class MmuScoreboard:
     coverage : Coverage or None
         Sampled on every response (default: :func:`new_mmu_coverage`).
     asid_bits : int
+    mmu : str
+        The core MMU (a key of :data:`MMU_BEHAVIOURS`): the choices it makes where the spec
+        leaves them open.
     """
 
     def __init__(self, ncores: int, *, svadu: bool, mem_log: list, by_src: Mapping,
                  initial_words: Optional[np.ndarray] = None,
-                 coverage: Optional[Coverage] = None, asid_bits: int = 9):
+                 coverage: Optional[Coverage] = None, asid_bits: int = 9, mmu: str = "ours"):
+        if mmu not in MMU_BEHAVIOURS:
+            raise ValueError(f"mmu must be one of {', '.join(MMU_BEHAVIOURS)}, not {mmu!r}")
+        self.behaviour = MMU_BEHAVIOURS[mmu]
         self.ncores = ncores
         self.svadu = svadu
         self.asid_mask = (1 << asid_bits) - 1
@@ -315,7 +365,9 @@ class MmuScoreboard:
                 if not e.pte & _PAGE_A:
                     continue
             elif t.fault == FaultKind.PAGE:
-                if perm_ok:
+                clean_store = (self.behaviour.clean_store_faults_from_tlb
+                               and t.op == AccessType.STORE and not e.pte & _PAGE_D)
+                if perm_ok and not clean_store:
                     continue
             else:
                 continue
@@ -420,8 +472,15 @@ class MmuScoreboard:
         problems: list[str] = []
         res: Optional[WalkResult] = None
         after = t.req_cycle                 # the walk began after this edge
+        aborted: list[list[MemTxn]] = []      # the reads of walks stopped by an invalidation
         while True:
             res, consumed, problems = self._replay(t, rest)
+            if (res is None and problems and self._aborted(t, consumed, after)):
+                # A walk stopped by an invalidation, then a new walk from the root PTE.
+                aborted.append(consumed[:-1])
+                rest = rest[len(consumed) - 1:]
+                after = consumed[-2].resp_cycle
+                continue
             if res is not None:
                 walks.append((res, consumed))
             if res is None or problems:
@@ -461,6 +520,12 @@ class MmuScoreboard:
             # invalidation: one applied after the walk's first read and acknowledged by the
             # response cycle must have restarted it.
             older = self._applied(t.core, walk_start, t.resp_cycle - 1)
+            if self.behaviour.answers_from_fill and res.fault == FaultKind.NONE:
+                filled = last[-1].resp_cycle + 1
+                entry = CachedEntry(t.core, t.vaddr, t.asid & self.asid_mask, res.level,
+                                    res.pte, filled, walk_start)
+                older = [inv for inv in older if inv.req_cycle <= filled
+                         or _entry_matches(inv, entry, self.behaviour.va_asid_spares_global)]
             if older:
                 reads = "; ".join(m.describe() for m in last[:4])
                 self.fail("stale_response", t.resp_cycle,
@@ -468,9 +533,10 @@ class MmuScoreboard:
                           f"{older[0].describe()}, acknowledged by the response cycle "
                           f"(the walk should have restarted): [{reads}]")
         ev["walks"] += 1
-        ev["restarts"] += len(walks) - 1
+        ev["restarts"] += len(walks) - 1 + len(aborted)
         if res.fault == FaultKind.ACCESS:
             ev["access_faults"] += 1
+        ev["bus_errors"] += sum(1 for stopped in aborted for m in stopped if m.err)
         for r, consumed in walks:
             ev["bus_errors"] += sum(1 for m in consumed if m.err)
             ev["cas_retries"] += r.cas_retries
@@ -482,17 +548,41 @@ class MmuScoreboard:
                   if walk_start < inv.req_cycle <= t.resp_cycle]
         pending = [inv for inv in self._pending_invals.get(t.core, [])
                    if walk_start < inv.req_cycle <= t.resp_cycle]
-        if res.fault == FaultKind.NONE:
+        if res.fault == FaultKind.NONE or self._fills_on_fault(t, res):
             e = CachedEntry(t.core, t.vaddr, t.asid & self.asid_mask, res.level, res.pte,
                             t.resp_cycle, walk_start)
             killers = [inv for inv in during if inv.ack_cycle <= t.resp_cycle
-                       and _entry_matches(inv, e)]
+                       and _entry_matches(inv, e, self.behaviour.va_asid_spares_global)]
             if killers:
                 e.remove_cycle = t.resp_cycle
                 e.removed_by = killers[0]
                 ev["squashable"] += 1
             self.entries[t.core].append(e)
         self._sample_walk(t, res, (during + pending)[0] if (during or pending) else None)
+
+    def _aborted(self, t: CpuTxn, consumed: list[MemTxn], after: int) -> bool:
+        """Did the replay leave the walk's path because the MMU stopped the walk at an
+        invalidation (``MmuBehaviour.aborts_walks``)?  Exactly when the request that left the
+        path reads the root PTE of ``t`` (a new walk begins) and an invalidation was applied
+        after ``after`` and by that request."""
+        if not self.behaviour.aborts_walks or len(consumed) < 2:
+            return False
+        m = consumed[-1]
+        root_pte = (t.root << 12) + ((t.vaddr >> 30) & 511) * 8
+        return (m.op == MemOp.READ and m.addr == root_pte
+                and bool(self._applied(t.core, after, m.req_cycle)))
+
+    def _fills_on_fault(self, t: CpuTxn, res: WalkResult) -> bool:
+        """A faulting walk the MMU caches (``MmuBehaviour.caches_privilege_faults``): the leaf
+        failed only the U/SUM check, has A=1, grants the access's R/W/X and, for a store, has
+        D=1 (CVA6's walker fills exactly then; its hit path checks U/SUM)."""
+        if not self.behaviour.caches_privilege_faults or res.cause != FaultCause.PERMISSION:
+            return False
+        pte = res.pte
+        as_owner = check_perm(pte & PERM_MASK, t.op, user=bool(pte & _PAGE_U), sum=False,
+                              mxr=t.mxr)
+        return (as_owner and bool(pte & _PAGE_A)
+                and (t.op != AccessType.STORE or bool(pte & _PAGE_D)))
 
     def _sample_walk(self, t: CpuTxn, res: Optional[WalkResult], inv: Optional[InvalTxn]):
         if res is None:
@@ -534,7 +624,8 @@ class MmuScoreboard:
             # fill may survive the ack, even a fill at the very edge of the ack.
             if e.walk_start >= inv.req_cycle:
                 continue
-            if e.remove_cycle is None and _entry_matches(inv, e):
+            if e.remove_cycle is None and _entry_matches(inv, e,
+                                                          self.behaviour.va_asid_spares_global):
                 e.remove_cycle = inv.ack_cycle
                 e.removed_by = inv
                 removed += 1

@@ -85,7 +85,8 @@ async def bring_up(dut, mem, seed: int, *, yield_cycles=(0, 2), latency=None):
     # Every RTL translation of the run is replayed against the golden walk.
     arch.scoreboard = MmuScoreboard(ncores, svadu=bool(cfg.get("svadu", True)),
                                     mem_log=memory.log, by_src=memory.by_src,
-                                    asid_bits=int(cfg.get("asid_bits", 9)))
+                                    asid_bits=int(cfg.get("asid_bits", 9)),
+                                    mmu=cfg.get("mmu", "ours"))
     if hasattr(dut, "dev__req__valid"):
         from cosim.devarch import DevArch
         arch.attach_device(DevArch(arch))
@@ -306,7 +307,9 @@ def default_command(seed: int, quirks) -> str:
     for name in ("COSIM_PHASES", "COSIM_ACCESSES", "COSIM_NFRAMES", "COSIM_STEPS"):
         if name in os.environ:
             parts.append(f"--{name[6:].lower()} {os.environ[name]}")
-    if cfg.get("svadu") is False:
+    if cfg.get("mmu", "ours") != "ours":
+        parts.append(f"--mmu {cfg['mmu']}")
+    elif cfg.get("svadu") is False:
         parts.append("--svade")
     hw = [k for k, v in cfg.items() if k.startswith("quirk_") and v]
     for q in list(quirks) + hw:

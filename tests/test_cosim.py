@@ -124,6 +124,10 @@ def _cli(*args, timeout=900):
     (["run", "reclaim", "--sim", "modelsim"], "argument --sim: invalid choice: 'modelsim'"),
     (["run", "reclaim", "--json", "/nonexistent/dir/x.json"], "directory /nonexistent/dir"),
     (["run", "reclaim", "--nframes", "8"], "argument --nframes: must be at least 16, not 8"),
+    (["run", "reclaim", "--mmu", "cva6", "--sim", "icarus"], "--mmu cva6 runs on Verilator only"),
+    (["run", "reclaim", "--mmu", "cva6", "--tlb-entries", "8", "--tlb-ways", "2"],
+     "tlb_ways=2 is not possible with mmu='cva6'"),
+    (["run", "reclaim", "--mmu", "cva6", "--path", "fast"], "--path fast runs our MMU's"),
 ])
 def test_cli_bad_arguments(args, message):
     """Bad arguments: a one-line message on stderr saying what is wrong, exit status 2."""

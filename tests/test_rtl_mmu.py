@@ -229,9 +229,9 @@ def _tables(leaf_prot=PAGE_SHARED):
     return mem, leaf
 
 
-def _sb(mem, log):
-    return MmuScoreboard(2, svadu=True, mem_log=log.log, by_src=log.by_src,
-                         initial_words=mem.words)
+def _sb(mem, log, mmu="ours"):
+    return MmuScoreboard(2, svadu=mmu == "ours", mem_log=log.log, by_src=log.by_src,
+                         initial_words=mem.words, mmu=mmu)
 
 
 def _correct_walk(log, mem, leaf, op=AccessType.LOAD, src=0, cycle=1):
@@ -542,3 +542,90 @@ def test_patch_verilog_makes_constant_processes_run():
     assert "initial \\new [0] = 1'h1;" in out
     assert "if (\\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end" in out
     assert "\\new [3:1] = x[2:0];" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# The scoreboard judges CVA6 by its own choices (cosim.scoreboard.MMU_BEHAVIOURS), exactly:
+# each test shows the behaviour accepted for CVA6, refused for ours, and a near miss refused
+# for CVA6 too.
+
+_CLEAN_USER = _PAGE_V | _PAGE_R | _PAGE_W | _PAGE_U | _PAGE_A      # D=0
+
+
+def _reads(log, leaf, cycle=1, src=0):
+    """The three reads of a Svade walk of VA, one per cycle from ``cycle``."""
+    log.hw(src, MemOp.READ, (ROOT << 12) + ((VA >> 30) & 511) * 8, cycle=cycle)
+    log.hw(src, MemOp.READ, (L1 << 12) + ((VA >> 21) & 511) * 8, cycle=cycle + 1)
+    log.hw(src, MemOp.READ, leaf, cycle=cycle + 2)
+
+
+@pytest.mark.parametrize("mmu, dirty, ok", [("cva6", False, True), ("ours", False, False),
+                                            ("cva6", True, False)])
+def test_scoreboard_store_fault_from_clean_entry(mmu, dirty, ok):
+    """A store hitting a cached W=1 D=0 entry may answer PAGE from the TLB on CVA6 only; a
+    store fault from a dirty entry is wrong on both."""
+    mem, leaf = _tables(_CLEAN_USER | (_PAGE_D if dirty else 0))
+    log = _Log(mem)
+    sb = _sb(mem, log, mmu)
+    _reads(log, leaf)
+    sb.on_cpu(_txn(paddr=0x1234000, c0=0, c1=10))
+    sb.on_cpu(_txn(op=AccessType.STORE, hit=True, paddr=0, fault=FaultKind.PAGE, c0=11, c1=12))
+    assert (not sb.violations) == ok, sb.violations
+    if not ok:
+        assert sb.kinds() == {"stale_hit"}
+
+
+@pytest.mark.parametrize("mmu, inval, ok", [("cva6", True, True), ("ours", True, False),
+                                            ("cva6", False, False)])
+def test_scoreboard_walk_stopped_by_an_invalidation(mmu, inval, ok):
+    """Two reads, an invalidation, then a whole walk from the root: CVA6 stops a walk at an
+    invalidation; without one, or on our MMU (which finishes the walk), it is a mismatch."""
+    mem, leaf = _tables(_CLEAN_USER)
+    log = _Log(mem)
+    sb = _sb(mem, log, mmu)
+    log.hw(0, MemOp.READ, (ROOT << 12) + ((VA >> 30) & 511) * 8, cycle=1)
+    log.hw(0, MemOp.READ, (L1 << 12) + ((VA >> 21) & 511) * 8, cycle=2)
+    if inval:
+        inv = InvalTxn(0, InvalKind.VA_ASID, VA + 0x5000, 5, 4, 5)
+        sb.on_inval_request(inv)
+        sb.on_inval_ack(inv)
+    _reads(log, leaf, cycle=6)
+    sb.on_cpu(_txn(c0=0, c1=12))
+    assert (not sb.violations) == ok, sb.violations
+    if ok:
+        assert sb.events[0]["restarts"] == 1
+    else:
+        assert sb.kinds() == {"walk_mismatch"}
+
+
+@pytest.mark.parametrize("mmu, ok", [("cva6", True), ("ours", False)])
+def test_scoreboard_fill_on_a_privilege_fault(mmu, ok):
+    """An S-mode load of a U page faults on both, but CVA6 caches the leaf (its hit path
+    checks U/SUM), so a later U-mode hit is legal there and stale on ours."""
+    mem, leaf = _tables(_CLEAN_USER)
+    log = _Log(mem)
+    sb = _sb(mem, log, mmu)
+    _reads(log, leaf)
+    sb.on_cpu(_txn(user=False, paddr=0, fault=FaultKind.PAGE, c0=0, c1=10))
+    assert not sb.violations, sb.violations
+    sb.on_cpu(_txn(hit=True, c0=11, c1=12))
+    assert (not sb.violations) == ok, sb.violations
+
+
+@pytest.mark.parametrize("mmu, other_va, ok", [("cva6", True, True), ("ours", True, False),
+                                               ("cva6", False, False)])
+def test_scoreboard_answer_from_the_filled_entry(mmu, other_va, ok):
+    """CVA6 fills at the edge after the leaf read and answers from the entry: an invalidation
+    of another page applied after the fill leaves the answer valid; one of this page (or any
+    on ours, which answers from the walk) makes it stale."""
+    mem, leaf = _tables(_CLEAN_USER)
+    log = _Log(mem)
+    sb = _sb(mem, log, mmu)
+    _reads(log, leaf)                                 # the leaf's response at cycle 4
+    inv = InvalTxn(0, InvalKind.VA_ASID, VA + (0x5000 if other_va else 0), 5, 6, 7)
+    sb.on_inval_request(inv)
+    sb.on_inval_ack(inv)
+    sb.on_cpu(_txn(c0=0, c1=8))
+    assert (not sb.violations) == ok, sb.violations
+    if not ok:
+        assert sb.kinds() == {"stale_response"}

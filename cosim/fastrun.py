@@ -23,7 +23,10 @@ spans, a power of two), ``FAST_MODE`` (uniform, zipf, stride, chase), ``FAST_STO
 (per-mille of stores), ``FAST_KERNEL`` (``reclaim``: kswapd, writeback and migration; ``none``),
 ``FAST_PERIOD`` (cycles between kernel steps), ``FAST_CHECKS`` (1: every checker; 0: records
 counted and applied only), ``FAST_QUIRKS`` (engine quirks, comma-separated),
-``COSIM_PROGRESS`` (a file progress lines are appended to).
+``COSIM_PROGRESS`` (a file progress lines are appended to), ``FAST_TRACE`` (a recorded trace,
+:mod:`cosim.explore.trace`: every core replays it in a process of its own whose VMAs are the
+trace's, :class:`cosim.explore.replay.TraceReplay`; ``FAST_MODE`` and ``FAST_PAGES`` are then
+unused).
 """
 
 from __future__ import annotations
@@ -93,7 +96,8 @@ class FastRun:
 
     def __init__(self, dut, seed: int, mmu: dict, fast: dict, *, accesses: int, pages: int,
                  mode: str = "uniform", store_permille: int = 250, kernel: str = "reclaim",
-                 period: int = 20_000, checks: bool = True, quirks=(), progress=None):
+                 period: int = 20_000, checks: bool = True, quirks=(), progress=None,
+                 trace: str | None = None):
         if pages < 2 or pages & (pages - 1):
             raise ValueError(f"FAST_PAGES must be a power of two of at least 2, not {pages}")
         if mode not in MODES:
@@ -117,6 +121,13 @@ class FastRun:
         self.progress = progress or (lambda text: None)
         self.rng = random.Random(seed)
         nframes = (8 << int(fast["words_log2"])) >> 12
+        self.trace = trace
+        self.replay = None
+        if trace:
+            from .explore.replay import TraceReplay
+            self.replay = TraceReplay.load(trace)
+            # The records sit at the top of the gateware memory, above the engine's frames.
+            nframes, self.trace_base = self.replay.memory_layout(nframes)
         self.mem = MirrorMem(nframes)
         self.stats = {"faults_handled": 0, "kernel_steps": 0, "drains": 0, "wakes": 0}
         self.error: str | None = None
@@ -159,8 +170,9 @@ class FastRun:
         arch.on_flush = self.logs.flushed
 
     def command(self) -> str:
-        return (f"FAST_ACCESSES={self.accesses} FAST_PAGES={self.pages} "
-                f"FAST_MODE={self.mode.name.lower()} FAST_KERNEL={self.kernel_mode} "
+        workload = (f"FAST_TRACE={self.trace}" if self.trace else
+                    f"FAST_PAGES={self.pages} FAST_MODE={self.mode.name.lower()}")
+        return (f"FAST_ACCESSES={self.accesses} {workload} FAST_KERNEL={self.kernel_mode} "
                 f"seed {self.seed}")
 
     # --- draining ----------------------------------------------------------------------------
@@ -195,6 +207,9 @@ class FastRun:
     # --- the scenario ---------------------------------------------------------------------------
 
     async def setup(self) -> None:
+        if self.replay is not None:
+            await self._setup_trace()
+            return
         s = self.system
         rw = PROT_READ | PROT_WRITE
         length = self.pages * 4096
@@ -226,6 +241,37 @@ class FastRun:
                               seed=self.rng.randrange(1, 1 << 64), limit=per_core,
                               trace_base=0, trace_len=1)
         self.hw.push()
+        await self._start_engines()
+
+    async def _setup_trace(self) -> None:
+        """Every core replays the trace in a process of its own, whose VMAs are the trace's."""
+        from .explore.replay import write_records
+        s, rp = self.system, self.replay
+
+        def body():
+            procs = []
+            for _ in range(self.ncores):
+                mm = s.new_process()
+                rp.map_into(s, mm)
+                procs.append(mm)
+            return procs
+
+        procs = await self.env.run("setup", body)
+        self.file_map = None
+        write_records(self.hw.array, self.trace_base, rp.records())
+        per_core = -(-self.accesses // self.ncores)
+        self.mms, self.windows = [], []
+        for i, mm in enumerate(procs):
+            self.arch.switch_mm(i, mm)
+            self.mms.append(mm)
+            self.windows.append(0)
+            self.hw.configure(i, stride=0, store_p=0, fetch_p=0, user=1, sum=0, asid=mm.asid,
+                              root=mm.pgd, seed=self.rng.randrange(1, 1 << 64),
+                              **rp.engine_fields(self.trace_base, per_core))
+        self.hw.push()
+        await self._start_engines()
+
+    async def _start_engines(self) -> None:
         dut = self.dut
         for i in range(self.ncores):
             getattr(dut, f"eng{i}__load_seed").value = 1
@@ -259,23 +305,25 @@ class FastRun:
 
     async def _kernel_step(self) -> None:
         s, env, rng = self.system, self.env, self.rng
-        child, fsh, length = self.file_map
-        start = fsh + rng.randrange(self.pages // 8 or 1) * 8 * 4096
         pages = s.mapped_user_pages()
         page = rng.choice(pages) if pages else None
 
         def kswapd():
             s.reclaim(8)
 
-        def writeback():
-            s.msync(child, start, min(8 * 4096, fsh + length - start), check_backing=False)
-
         def migration():
             if page is not None:
                 s.migrate(page)
 
-        threads = [env.spawn("kswapd", kswapd), env.spawn("writeback", writeback),
-                   env.spawn("migration", migration)]
+        threads = [env.spawn("kswapd", kswapd), env.spawn("migration", migration)]
+        if self.file_map is not None:
+            child, fsh, length = self.file_map
+            start = fsh + rng.randrange(self.pages // 8 or 1) * 8 * 4096
+
+            def writeback():
+                s.msync(child, start, min(8 * 4096, fsh + length - start),
+                        check_backing=False)
+            threads.append(env.spawn("writeback", writeback))
         for t in threads:
             await t.join()
         self.stats["kernel_steps"] += 1
@@ -400,7 +448,8 @@ class FastRun:
             "wakes": self.stats["wakes"],
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "pages_per_core": self.pages,
-            "mode": self.mode.name.lower(),
+            "mode": "trace" if self.trace else self.mode.name.lower(),
+            "trace": self.trace,
             "quirks": self.quirks,
         }
 
@@ -424,7 +473,7 @@ async def run_from_env(dut) -> dict:
                   store_permille=_env_int("FAST_STORE", 250),
                   kernel=os.environ.get("FAST_KERNEL", "reclaim"),
                   period=_env_int("FAST_PERIOD", 20_000), checks=bool(_env_int("FAST_CHECKS", 1)),
-                  quirks=quirks, progress=progress)
+                  quirks=quirks, progress=progress, trace=os.environ.get("FAST_TRACE") or None)
     error = None
     profile = os.environ.get("FAST_PROFILE")
     prof = None

@@ -63,3 +63,22 @@ def test_stress_full():
     """make stress: Verilator 10**6 checked accesses x 20 seeds, Icarus 10**5 x 20."""
     from cosim.stress import main
     assert main([]) == 0
+
+
+def test_fast_path_replays_a_recorded_trace(valgrind, tmp_path):
+    """A program's recorded accesses replay on both cores, each in a process whose VMAs are
+    the trace's: every page faults in through the engine, reclaim and migration run beside
+    it, every record is judged and none is wrong."""
+    import numpy as np
+
+    from cosim.explore import trace as tr
+    path = tr.save(tr.record(["true"], limit=4000), tmp_path / "true.npz")
+    t = tr.load(path)
+    passed, rep, where = _run(accesses=6000, FAST_TRACE=path)
+    assert rep is not None, f"no report in {where}"
+    assert passed, rep.get("violations") or rep.get("error")
+    assert rep["mode"] == "trace" and rep["accesses"] >= 6000
+    assert rep["verdicts"]["shadow"] == "PASS" and rep["verdicts"]["tlb"] == "PASS"
+    touched = np.unique(t.va[:3000] >> np.uint64(12)).size
+    assert rep["faults"] >= 2 * touched           # each core's process faults every page in
+    assert rep["kernel_figures"]["pswpout"] + rep["kernel_figures"]["migrate_success"] > 0

@@ -82,3 +82,12 @@ def test_fast_path_replays_a_recorded_trace(valgrind, tmp_path):
     touched = np.unique(t.va[:3000] >> np.uint64(12)).size
     assert rep["faults"] >= 2 * touched           # each core's process faults every page in
     assert rep["kernel_figures"]["pswpout"] + rep["kernel_figures"]["migrate_success"] > 0
+    # The RTL's misses against Belady's OPT on the same streams (8 entries, fully associative).
+    from cosim.explore.models import stack_distance_check
+    from cosim.explore.replay import TraceReplay
+    c = rep["log_checks"]
+    misses = c["records"] - c["faults"] - c["hits"]
+    pages = TraceReplay(t).pages(3000)
+    check = stack_distance_check([pages, pages], [misses // 2, misses - misses // 2], entries=8,
+                                 ways=8, squashes=rep["squashes"])
+    assert check["verdict"] == "pass", check

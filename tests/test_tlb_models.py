@@ -84,3 +84,18 @@ def test_stack_distance_check_fails_below_opt():
     assert bad["verdict"] == "fail" and "Belady's OPT" in bad["detail"]
     assert stack_distance_check(pages, 99, entries=2, ways=2)["verdict"] == "fail"
     assert stack_distance_check(pages, 5, entries=4, ways=2)["verdict"] == "not exercised"
+
+
+def test_stack_distance_check_per_core_streams_and_squashes():
+    a = np.array([1, 2, 3, 1, 2, 3], dtype=np.int64)
+    b = np.array([7, 8, 7, 8], dtype=np.int64)
+    opt_a, opt_b = opt_misses(a, 2), opt_misses(b, 2)
+    ok = stack_distance_check([a, b], [opt_a, opt_b], entries=2, ways=2)
+    assert ok["verdict"] == "pass" and ok["opt_misses"] == opt_a + opt_b == 4 + 2
+    assert stack_distance_check([a, b], [opt_a - 1, opt_b], entries=2,
+                                ways=2)["verdict"] == "fail"
+    assert stack_distance_check([a, b], [opt_a - 1, opt_b], entries=2, ways=2,
+                                squashes=1)["verdict"] == "pass"
+    assert stack_distance_check([a, b], [0, 5], entries=2, ways=2)["verdict"] == "fail"
+    with pytest.raises(ValueError, match="2 page streams but 1 miss counts"):
+        stack_distance_check([a, b], [3], entries=2, ways=2)

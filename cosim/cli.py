@@ -41,6 +41,7 @@ from pyrmap.checker_registry import checker_title
 from pyrmap.checkers import verdict_lines  # importing pyrmap.checkers registers them
 from pyrmap.cliargs import UsageError, int_arg, writable_file
 from pyrmap.faults import add_faults_argument
+from pyrmap.profiles import DEFAULT_PROFILE, add_kernel_argument, describe, profile_quirks
 
 __all__ = ["main", "UsageError", "parse_args", "format_report"]
 
@@ -139,6 +140,7 @@ def _parser() -> argparse.ArgumentParser:
                         + " (default: the scenario's, else 12)")
         sp.add_argument("--quirk", action="append", default=[], metavar="NAME",
                         help="switch on a quirk (repeatable); see `list`")
+        add_kernel_argument(sp)
         sp.add_argument("--svade", action="store_true",
                         help="Svade MMU: A/D faults handled by the kernel instead of the "
                              "walker's CAS")
@@ -191,6 +193,8 @@ class RunArgs:
     timeout: int = 600
     #: ``"step"`` (every access from Python) or ``"fast"`` (cosim.fastcli).
     path: str = "step"
+    #: The kernel profile (:mod:`pyrmap.profiles`); its quirks are in ``kernel_quirks``.
+    kernel: str = DEFAULT_PROFILE
 
 
 def parse_args(argv: Sequence[str]) -> "RunArgs | str":
@@ -217,10 +221,11 @@ def parse_args(argv: Sequence[str]) -> "RunArgs | str":
         params["mmu"] = args.mmu
     params.update(sc.hdl)                        # e.g. svade: svadu=False
     kq, hq = _kernel_quirks(), _hdl_quirks()
-    kernel_quirks = []
+    kernel_quirks = profile_quirks(args.kernel)
     for q in args.quirk:
         if q in kq:
-            kernel_quirks.append(q)
+            if q not in kernel_quirks:
+                kernel_quirks.append(q)
         elif q in hq or f"quirk_{q}" in hq:
             params[q if q in hq else f"quirk_{q}"] = True
         else:
@@ -254,7 +259,7 @@ def parse_args(argv: Sequence[str]) -> "RunArgs | str":
     env = {"COSIM_SCENARIO": scenario, "COSIM_PHASES": args.phases,
            "COSIM_ACCESSES": args.accesses, "COSIM_NFRAMES": nframes,
            "COSIM_STEPS": args.steps,
-           "COSIM_QUIRKS": ",".join(kernel_quirks)}
+           "COSIM_QUIRKS": ",".join(kernel_quirks), "COSIM_KERNEL": args.kernel}
     parts = [f"python -m cosim run {scenario} --sim {args.sim} --seed {args.seed}",
              f"--cores {args.cores} --tlb-entries {args.tlb_entries}",
              f"--tlb-ways {params['tlb_ways']} --phases {args.phases}",
@@ -265,6 +270,8 @@ def parse_args(argv: Sequence[str]) -> "RunArgs | str":
         parts.append("--svade")
     if args.mmu != "ours":
         parts.append(f"--mmu {args.mmu}")
+    if args.kernel != DEFAULT_PROFILE:
+        parts.append(f"--kernel {args.kernel}")
     parts += [f"--quirk {q}" for q in args.quirk]
     if args.faults:
         parts.append(f"--faults {args.faults.text()}")
@@ -277,7 +284,8 @@ def parse_args(argv: Sequence[str]) -> "RunArgs | str":
     command = " ".join(parts)
     env["COSIM_COMMAND"] = command
     return RunArgs(scenario, args.sim, args.seed, params, kernel_quirks, env, args.waves,
-                   args.json, args.quiet, command, list(args.quirk), timeout, args.path)
+                   args.json, args.quiet, command, list(args.quirk), timeout, args.path,
+                   args.kernel)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,6 +346,7 @@ def run(a: RunArgs, out: TextIO = sys.stdout) -> int:
           f"{a.params['tlb_ways']} ways{', Svade' if a.params.get('svadu') is False else ''}, "
           f"MMU {a.params.get('mmu', 'ours')}, "
           f"config {config.config_hash}", file=out, flush=True)
+    print(f"  kernel {describe(a.kernel)}", file=out, flush=True)
     t0 = time.monotonic()
     print("  build: export (hdl -> Verilog), then compile (the simulator); both cached by "
           "configuration", file=out, flush=True)
@@ -405,6 +414,9 @@ def format_report(rep: dict) -> str:
     t = rep.get("tlb", {})
     a = rep.get("arch", {})
     lines.append("")
+    prof = rep.get("kernel_profile")
+    if prof:
+        lines.append(f"kernel {describe(prof['profile'])}")
     lines.append(f"simulated {rep.get('cycles', 0)} cycles in {rep.get('wall_seconds', 0)} s "
                  f"({rep.get('host', {}).get('threads', 0)} host threads, "
                  f"{rep.get('host', {}).get('resumes', 0)} round trips, "

@@ -6,7 +6,8 @@ This is a library for cocotb test modules (``cosim.tb``) and scenarios (:mod:`co
 it imports no test module.  The parameters travel from the host side (:mod:`cosim.cli`,
 :func:`cosim.scenarios.run_scenario`) through the environment: ``COSIM_CONFIG`` (the Top
 parameters), ``COSIM_SCENARIO``, ``COSIM_PHASES``, ``COSIM_ACCESSES``, ``COSIM_NFRAMES``,
-``COSIM_STEPS``, ``COSIM_QUIRKS``, ``COSIM_COMMAND``, ``COSIM_PROGRESS`` and ``COSIM_REPORT``.
+``COSIM_STEPS``, ``COSIM_QUIRKS`` (the kernel profile's and the named ones), ``COSIM_KERNEL``
+(the profile's name), ``COSIM_COMMAND``, ``COSIM_PROGRESS`` and ``COSIM_REPORT``.
 
 Example (in a cocotb test)
 --------------------------
@@ -34,6 +35,7 @@ from pyrmap.checkers import InvariantViolation
 from pyrmap.demo import KERNEL_FIGURES
 from pyrmap.devdriver import FIGURE_LABELS as DEVICE_FIGURE_LABELS
 from pyrmap.faults import FaultInjector, FaultPlan
+from pyrmap.profiles import DEFAULT_PROFILE, get_profile
 from pyrmap.scenario import System
 
 __all__ = ["top_config", "bring_up", "CosimViolation", "CosimSystem", "start_system",
@@ -291,6 +293,7 @@ def scenario_params(seed: int) -> dict:
                        64 if os.environ.get("COSIM_SCENARIO") == "fuzz" else 32),
         "steps": num("COSIM_STEPS", 12),
         "quirks": quirks,
+        "kernel": os.environ.get("COSIM_KERNEL", DEFAULT_PROFILE),
         "command": os.environ.get("COSIM_COMMAND") or default_command(seed, quirks),
     }
 
@@ -395,6 +398,7 @@ def report(s: CosimSystem, seed: int, p: dict, seconds: float, error: str | None
                      if p.get("command") else f"[scoreboard] {sb.violations[0]}")
     return {
         "scenario": p["scenario"], "seed": seed, "quirks": p["quirks"],
+        "kernel_profile": get_profile(p.get("kernel", DEFAULT_PROFILE)).as_dict(),
         "config": top_config(), "sim": os.environ.get("COSIM_SIM", ""),
         "cycles": arch.cycle(), "wall_seconds": round(seconds, 2),
         "accesses": s.shadow.loads + s.shadow.stores,

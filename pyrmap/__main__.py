@@ -10,6 +10,7 @@ import sys
 
 from .cliargs import ArgumentParser, choice_list, int_arg
 from .faults import add_faults_argument
+from .profiles import add_kernel_argument, describe
 
 #: The smallest physical memory a System boots with (pyrmap.scenario.System).
 MIN_FRAMES = 16
@@ -41,6 +42,7 @@ def _parser() -> ArgumentParser:
                       help=f"switch on a historical bug (repeatable): {', '.join(quirks)}")
     demo.add_argument("--svade", action="store_true",
                       help="Svade MMU (A/D faults) instead of hardware A/D updates")
+    add_kernel_argument(demo)
     fuzz = sub.add_parser("fuzz", help="a seeded random program of mm operations, checked "
                                        "after every step (what the property tests run)")
     fuzz.add_argument("--seed", type=int_arg(0), required=True)
@@ -54,6 +56,7 @@ def _parser() -> ArgumentParser:
                       help="Svade MMU: A/D faults resolved by the engine instead of hardware "
                            "A/D updates")
     add_faults_argument(fuzz)
+    add_kernel_argument(fuzz)
     ops = list(PROGRAM_OPS) + list(PROGRAM_OPS_OPT_IN)
     fuzz.add_argument("--ops", type=choice_list(ops), default=None,
                       help=f"comma-separated operations to draw from, of {', '.join(ops)} "
@@ -78,7 +81,8 @@ def main(argv=None) -> int:
         from .demo import run_demo
         try:
             result = run_demo(args.seed, nframes=args.frames, phases=args.phases,
-                              quirks=args.quirk or None, svadu=not args.svade)
+                              quirks=args.quirk or None, svadu=not args.svade,
+                              kernel=args.kernel)
         except ValueError as exc:
             print(f"python -m pyrmap demo: error: {exc}", file=sys.stderr)
             return 2
@@ -86,11 +90,13 @@ def main(argv=None) -> int:
 
     from .checkers import InvariantViolation
     from .scenario import ProgramStuck, run_program
+    print(f"kernel {describe(args.kernel)}", flush=True)
     try:
         system = run_program(args.seed, args.steps, nframes=args.nframes,
                              quirks=args.quirk or None, concurrency=not args.sequential,
                              ops=args.ops, svadu=not args.svade, faults=args.faults,
                              strategy=args.sched, depth=args.depth, races=not args.no_races,
+                             kernel=args.kernel,
                              on_step=lambda i, name: print(f"step {i}: {name}", flush=True))
     except InvariantViolation as exc:
         print(str(exc), file=sys.stderr)
@@ -99,7 +105,7 @@ def main(argv=None) -> int:
         print(f"python -m pyrmap fuzz: error: argument --ops: {exc}", file=sys.stderr)
         return 2
     idle = system.checkers.not_exercised()
-    print(f"OK: {args.steps} steps, every check passed "
+    print(f"OK: {args.steps} steps on kernel {describe(args.kernel)}, every check passed "
           f"({sum(c[1] for c in system.checkers.verdicts())} checks)"
           + (f"; not exercised: {', '.join(idle)}" if idle else ""))
     if args.sched == "pct":

@@ -18,6 +18,7 @@ import time
 from typing import Optional, TextIO
 
 from .checkers import verdict_lines
+from .profiles import DEFAULT_PROFILE
 from .pte import PAGE_SIZE
 from .scenario import (MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_WRITE,
                        System)
@@ -116,7 +117,8 @@ _TLB = ["lookups", "hits", "misses", "walks", "a_sets", "d_sets", "cas_retries",
 
 
 def run_demo(seed: int = 1, *, nframes: int = 52, phases: int = 10, accesses: int = 100,
-             out: Optional[TextIO] = None, quirks=None, svadu: bool = True) -> DemoResult:
+             out: Optional[TextIO] = None, quirks=None, svadu: bool = True,
+             kernel: str = DEFAULT_PROFILE) -> DemoResult:
     """Run the demo scenario and print its report to ``out`` (stdout by default)."""
     out = out or sys.stdout
     t0 = time.monotonic()
@@ -125,17 +127,21 @@ def run_demo(seed: int = 1, *, nframes: int = 52, phases: int = 10, accesses: in
         command += f" --frames {nframes}"
     if phases != 10:
         command += f" --phases {phases}"
+    if kernel != DEFAULT_PROFILE:
+        command += f" --kernel {kernel}"
     for q in quirks or ():
         command += f" --quirk {q}"
     if not svadu:
         command += " --svade"
     system = System(seed=seed, nframes=nframes, ncores=2, swap_slots=128, quirks=quirks,
-                    raise_on_violation=False, command=command, svadu=svadu, windows=True)
+                    raise_on_violation=False, command=command, svadu=svadu, windows=True,
+                    kernel=kernel)
     rng = random.Random(seed)
     k = system.kernel
     print(f"rmap-cosim demo (pure Python, SoftArch golden MMU{'' if svadu else ', Svade'}), "
           f"seed {seed}: {nframes} frames of 4 KiB, {system.arch.ncores} cores, "
           f"swap 128 slots", file=out)
+    print(f"  kernel {system.profile.describe()}", file=out)
 
     # Processes and mappings.
     f = system.create_file("data.bin", 12)

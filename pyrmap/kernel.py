@@ -14,21 +14,43 @@ from .mm_types import PG, Page
 from .physmem import FrameAllocator
 
 
+def _undoes(commit: str, title: str):
+    """A quirk field that undoes the upstream fix ``commit`` (its subject line ``title``):
+    :mod:`pyrmap.profiles` builds the kernel profiles from these."""
+    return dataclasses.field(default=False, metadata={"fix": commit, "title": title})
+
+
 @dataclasses.dataclass
 class Quirks:
     """Named switches that re-introduce real historical bugs.  All off by default.
 
-    Each has a test that sees a checker fail when it is on.
+    Each has a test that sees a checker fail when it is on.  A switch declared with
+    :func:`_undoes` restores the 2008 code that a later upstream fix changed; the kernel
+    profiles (:mod:`pyrmap.profiles`) are made of those, in the order the fixes landed.
     """
     #: 479db0bf408e: page_check_address skips a pte that looks not-present without taking the
     #: pte lock, so page_mkclean misses a pte that is transiently cleared under the lock.
-    page_check_address_lockless: bool = False
-    #: 1cf35d47712d: zap_pte_range flushes the TLB only after dropping the pte lock, so a
-    #: concurrent page_mkclean finds no pte while a dirty writable TLB entry is still live.
-    zap_flush_after_pte_unlock: bool = False
+    page_check_address_lockless: bool = _undoes("479db0bf408e",
+                                                "mm: dirty page tracking race fix")
+    #: d9d332e0874f: anon_vma_prepare adds the VMA to a newly allocated anon_vma's list
+    #: without that anon_vma's lock (a recycled anon_vma may be locked by an rmap walk).
+    anon_vma_prepare_unlocked: bool = _undoes(
+        "d9d332e0874f", "anon_vma_prepare: properly lock even newly allocated anon_vma")
     #: 3ad3d901bbcf: __mmu_notifier_release unlinks the notifier before calling ->release,
     #: so a racing invalidate_page skips it and the page is freed while the secondary maps it.
-    notifier_release_unlink_first: bool = False
+    notifier_release_unlink_first: bool = _undoes(
+        "3ad3d901bbcf", "mm: mmu_notifier: fix freed page still mapped in secondary MMU")
+    #: 1cf35d47712d: zap_pte_range flushes the TLB only after dropping the pte lock, so a
+    #: concurrent page_mkclean finds no pte while a dirty writable TLB entry is still live.
+    zap_flush_after_pte_unlock: bool = _undoes(
+        "1cf35d47712d", "mm: split 'tlb_flush_mmu()' into tlb flushing and memory freeing parts")
+    #: 5df397dec7c4: zap_pte_range calls page_remove_rmap before its TLB flush, so a
+    #: concurrent page_mkclean sees an unmapped page and skips it while a dirty writable TLB
+    #: entry is still live.  The fix delays the rmap removal of a dirty file page until after
+    #: the flush (which 1cf35d47712d made happen under the pte lock; with that undone there is
+    #: no flush under the lock to delay to, and the rmap goes at once).
+    zap_rmap_before_flush: bool = _undoes(
+        "5df397dec7c4", "mm: delay page_remove_rmap() until after the TLB has been flushed")
     #: A non-atomic read-then-write of a PTE instead of an exchange: a D bit set by a walker
     #: between the read and the write is lost.
     nonatomic_ptep_get_and_clear: bool = False

@@ -13,6 +13,10 @@ or by rmap itself (try_to_unmap).  The contracts that make rmap's guarantees hol
   freed while a TLB may still reach it.  With ``kernel.quirks.zap_flush_after_pte_unlock`` off
   (the fix of 1cf35d47712d), a zap that cleared a dirty shared PTE flushes before dropping the
   pte lock; on, it flushes only in tlb_finish_mmu, after a yield point (the 2008 order).
+  With ``kernel.quirks.zap_rmap_before_flush`` off (the fix of 5df397dec7c4), the rmap of such
+  a dirty file page is removed only after that flush, still under the pte lock, so a
+  concurrent page_mkclean either waits for the pte lock or finds the page unmapped *and* no
+  TLB entry left; on, ``page_remove_rmap`` comes before the flush (the 2008 order).
 * **do_wp_page** (COW) orders ``ptep_clear_flush_notify(old)`` → ``set_pte_at(new)`` →
   ``page_remove_rmap(old)``, and drops the old page only after all three.
 * **fork** (:func:`copy_page_range`) write-protects every writable PTE of a COW mapping in
@@ -54,7 +58,7 @@ __all__ = [
     "vm_normal_page", "do_page_fault", "handle_mm_fault", "handle_pte_fault",
     "do_anonymous_page", "do_linear_fault", "do_nonlinear_fault", "__do_fault", "do_wp_page",
     "do_swap_page", "can_share_swap_page", "MmuGather", "tlb_gather_mmu", "tlb_remove_page",
-    "tlb_flush_mmu", "tlb_finish_mmu", "zap_pte_range", "unmap_vmas", "zap_page_range",
+    "tlb_flush_mmu", "tlb_flush_rmaps", "tlb_finish_mmu", "zap_pte_range", "unmap_vmas", "zap_page_range",
     "free_pgtables", "free_pgd_range", "copy_page_range", "copy_one_pte", "follow_pte",
     "make_pages_present", "lock_nested", "is_cow_mapping",
 ]
@@ -781,6 +785,8 @@ class MmuGather:
         Pages to free (drop one reference each) after the flush; page-table pages too.
     need_flush : bool
         A PTE was cleared since the last flush.
+    delayed_rmap : list of (Page, Vma)
+        Pages whose ``page_remove_rmap`` waits for the flush (5df397dec7c4).
     """
 
     def __init__(self, mm: MmStruct, fullmm: bool):
@@ -788,6 +794,7 @@ class MmuGather:
         self.fullmm = bool(fullmm)
         self.pages: list[Page] = []
         self.need_flush = False
+        self.delayed_rmap: list = []
         self.finished = False
 
     def __repr__(self) -> str:
@@ -807,18 +814,34 @@ def tlb_flush_mmu_tlbonly(tlb: MmuGather) -> None:
         tlb.mm.kernel.arch.flush_tlb_mm(tlb.mm)
 
 
+def tlb_flush_rmaps(tlb: MmuGather) -> None:
+    """``page_remove_rmap`` of every page whose removal waited for the flush (5df397dec7c4).
+    Only after :func:`tlb_flush_mmu_tlbonly`; caller holds the pte lock of those pages."""
+    if tlb.need_flush and tlb.delayed_rmap:
+        raise AssertionError(f"{tlb!r}: removing delayed rmaps before the TLB flush")
+    delayed, tlb.delayed_rmap = tlb.delayed_rmap, []
+    rmap = _rmap()
+    for page, vma in delayed:
+        rmap.page_remove_rmap(page, vma)
+
+
 def tlb_flush_mmu_free(tlb: MmuGather) -> None:
-    """Free the gathered pages.  Only after :func:`tlb_flush_mmu_tlbonly`."""
+    """Free the gathered pages.  Only after :func:`tlb_flush_mmu_tlbonly` and
+    :func:`tlb_flush_rmaps`."""
     if tlb.need_flush:
         raise AssertionError(f"{tlb!r}: freeing pages before the TLB flush")
+    if tlb.delayed_rmap:
+        raise AssertionError(f"{tlb!r}: freeing pages whose rmap is still to be removed")
     pages, tlb.pages = tlb.pages, []
     for page in pages:
         _free_page_and_swap_cache(page)
 
 
 def tlb_flush_mmu(tlb: MmuGather, start: int = 0, end: int = 0) -> None:
-    """Flush, *then* free: on return no TLB reaches a gathered page, and they are freed."""
+    """Flush, remove the delayed rmaps, *then* free: on return no TLB reaches a gathered page,
+    and they are freed."""
     tlb_flush_mmu_tlbonly(tlb)
+    tlb_flush_rmaps(tlb)
     tlb_flush_mmu_free(tlb)
 
 
@@ -863,7 +886,11 @@ def zap_pte_range(tlb: MmuGather, vma: Vma, addr: int, end: int, details=None) -
 
     With ``kernel.quirks.zap_flush_after_pte_unlock`` off, when a dirty PTE of a file page
     was cleared the TLB is flushed before the pte lock is dropped (then the pages freed);
-    with it on, the flush waits for :func:`tlb_finish_mmu`.
+    with it on, the flush waits for :func:`tlb_finish_mmu`.  With
+    ``kernel.quirks.zap_rmap_before_flush`` off (and the flush under the lock), such a page's
+    ``page_remove_rmap`` waits for that flush (:func:`tlb_flush_rmaps`); with it on, the rmap
+    goes before the flush and a concurrent page_mkclean can skip a page that a live, dirty
+    TLB entry still writes.
     """
     mm = vma.vm_mm
     kernel = mm.kernel
@@ -878,6 +905,8 @@ def zap_pte_range(tlb: MmuGather, vma: Vma, addr: int, end: int, details=None) -
     last_index = _detail(details, "last_index")
     if last_index is None:
         last_index = 1 << 64
+    quirks = kernel.quirks
+    may_delay_rmap = not (quirks.zap_rmap_before_flush or quirks.zap_flush_after_pte_unlock)
     force_flush = False
     cleared = 0
     anon_rss = file_rss = 0
@@ -901,16 +930,21 @@ def zap_pte_range(tlb: MmuGather, vma: Vma, addr: int, end: int, details=None) -
                 if (nonlinear_vma is not None
                         and nonlinear_vma.linear_page_index(a) != page.index):
                     arch.set_pte_at(mm, a, ptep, pgoff_to_pte(page.index))
+                delay_rmap = False
                 if PageAnon(page):
                     anon_rss -= 1
                 else:
                     if pte_dirty(ptent):
                         _set_page_dirty(page)
                         force_flush = True
+                        delay_rmap = may_delay_rmap
                     if pte_young(ptent):
                         page.set(PG.referenced)
                     file_rss -= 1
-                rmap.page_remove_rmap(page, vma)
+                if delay_rmap:
+                    tlb.delayed_rmap.append((page, vma))
+                else:
+                    rmap.page_remove_rmap(page, vma)
                 tlb_remove_page(tlb, page)
                 continue
             if details is not None:
@@ -925,8 +959,9 @@ def zap_pte_range(tlb: MmuGather, vma: Vma, addr: int, end: int, details=None) -
             cleared += 1
         mm.anon_rss += anon_rss
         mm.file_rss += file_rss
-        if force_flush and not kernel.quirks.zap_flush_after_pte_unlock:
+        if force_flush and not quirks.zap_flush_after_pte_unlock:
             tlb_flush_mmu_tlbonly(tlb)
+            tlb_flush_rmaps(tlb)
     finally:
         ptl.release()
     if force_flush:

@@ -16,6 +16,7 @@ Kernel races (:class:`Rig`: one mm, one shared file page, two CPUs)
 
 * :func:`lockless_race` -- 479db0bf408e (``page_check_address_lockless``).
 * :func:`zap_race` -- 1cf35d47712d (``zap_flush_after_pte_unlock``).
+* :func:`zap_rmap_race` -- 5df397dec7c4 (``zap_rmap_before_flush``).
 * :func:`release_race` -- 3ad3d901bbcf (``notifier_release_unlink_first``).
 * :func:`split_race` -- split_vma's vm_pgoff (``split_vma_keeps_pgoff``).
 
@@ -34,12 +35,13 @@ from typing import Callable, Optional
 
 from .checkers import Checkers
 from .devdriver import DevDriverConfig, DeviceMmuDriver, register_device, run_device
-from .kernel import Kernel, Quirks
+from .kernel import Kernel
 from .mm_types import (PG, AddressSpace, MmStruct, Vma, VM_MAYREAD, VM_MAYSHARE, VM_MAYWRITE,
                        VM_READ, VM_SHARED, VM_WRITE)
 from .pagemap import lock_page
 from .pagetable import pgd_alloc, pte_alloc
 from .physmem import PhysMem
+from .profiles import DEFAULT_PROFILE, kernel_quirks
 from .pte import PAGE_SHARED, PAGE_SIZE, AccessType, FaultKind, _PAGE_A, _PAGE_D, pfn_pte
 from .scenario import (MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_WRITE, System,
                        _offset)
@@ -48,7 +50,8 @@ from .softarch import SoftArch
 from .workload import random_accesses
 
 __all__ = ["VA", "DEV_OFFSET", "RaceSetupError", "Rig", "DevSys", "RaceDriver", "lockless_race", "zap_race",
-           "release_race", "split_race", "seq_race", "defer_migrate", "count_race"]
+           "zap_rmap_race", "release_race", "split_race", "seq_race", "defer_migrate",
+           "count_race"]
 
 #: The virtual address of the :class:`Rig`'s one file page.
 VA = 0x40000000
@@ -84,6 +87,8 @@ class Rig:
     quirk : str
         A field of :class:`pyrmap.kernel.Quirks`, set to ``on``.
     on : bool
+    profile : str
+        The kernel profile under the quirk (:mod:`pyrmap.profiles`); default ``fixed``.
     pte_bits : int
         The A/D bits of the initial pte.
     raise_on_violation : bool
@@ -100,11 +105,12 @@ class Rig:
     """
 
     def __init__(self, seed: int, quirk: str, on: bool, pte_bits: int = _PAGE_A | _PAGE_D,
-                 raise_on_violation: bool = True, command: str = ""):
+                 raise_on_violation: bool = True, command: str = "",
+                 profile: str = DEFAULT_PROFILE):
         self.seed = seed
         self.sched = Scheduler(seed)
         self.arch = SoftArch(PhysMem(32), 2, seed=seed, sched=self.sched, history=True)
-        quirks = Quirks(**{quirk: on})
+        quirks = kernel_quirks(profile, [quirk] if on else [])
         self.kernel = Kernel(self.arch, quirks)
         self.chk = Checkers(self.kernel, seed=seed, command=command,
                             raise_on_violation=raise_on_violation).install()
@@ -152,7 +158,7 @@ class Rig:
 
 
 def lockless_race(seed: int, on: bool, *, raise_on_violation: bool = True,
-                  observe: Observe = None) -> Rig:
+                  observe: Observe = None, profile: str = DEFAULT_PROFILE) -> Rig:
     """479db0bf408e: ``page_check_address`` tests the pte without the pte lock.
 
     Stages: core 0 holds a writable, dirty TLB entry of a dirty file page; a ``rewriter``
@@ -167,7 +173,7 @@ def lockless_race(seed: int, on: bool, *, raise_on_violation: bool = True,
     off, a store after the writeback must fault (``page_mkclean`` write-protected the pte).
     """
     rig = Rig(seed, "page_check_address_lockless", on, raise_on_violation=raise_on_violation,
-              command=_reproduce("lockless_race", seed, on))
+              command=_reproduce("lockless_race", seed, on), profile=profile)
     if observe is not None:
         observe(rig)
     mm, arch, page = rig.mm, rig.arch, rig.page
@@ -199,7 +205,8 @@ def lockless_race(seed: int, on: bool, *, raise_on_violation: bool = True,
     return rig
 
 
-def release_race(seed: int, on: bool, *, observe: Observe = None) -> Rig:
+def release_race(seed: int, on: bool, *, observe: Observe = None,
+                 profile: str = DEFAULT_PROFILE) -> Rig:
     """3ad3d901bbcf: ``mmu_notifier_release`` unlinks a notifier before calling ``->release``.
 
     Stages: a secondary MMU has faulted the page in; an ``exit`` thread runs
@@ -211,7 +218,7 @@ def release_race(seed: int, on: bool, *, observe: Observe = None) -> Rig:
     """
     # Not young, so try_to_unmap does not refuse the page.
     rig = Rig(seed, "notifier_release_unlink_first", on, pte_bits=0,
-              command=_reproduce("release_race", seed, on))
+              command=_reproduce("release_race", seed, on), profile=profile)
     if observe is not None:
         observe(rig)
     mm, page, k = rig.mm, rig.page, rig.kernel
@@ -240,7 +247,8 @@ def release_race(seed: int, on: bool, *, observe: Observe = None) -> Rig:
     return rig
 
 
-def zap_race(seed: int, on: bool, *, observe: Observe = None) -> Rig:
+def zap_race(seed: int, on: bool, *, observe: Observe = None,
+             profile: str = DEFAULT_PROFILE) -> Rig:
     """1cf35d47712d: ``zap_pte_range`` flushes the TLB only after dropping the pte lock.
 
     Stages: CPU ``A`` holds a dirty, writable TLB entry and keeps storing through it (after a
@@ -251,8 +259,27 @@ def zap_race(seed: int, on: bool, *, observe: Observe = None) -> Rig:
     Caught by: the ``shadow`` checker ("writeback of clean" page, or "lost write" in the
     backing store when nothing dirty is left).
     """
-    rig = Rig(seed, "zap_flush_after_pte_unlock", on,
-              command=_reproduce("zap_race", seed, on))
+    return _zap(seed, on, "zap_flush_after_pte_unlock", "zap_race", observe, profile)
+
+
+def zap_rmap_race(seed: int, on: bool, *, observe: Observe = None,
+                  profile: str = DEFAULT_PROFILE) -> Rig:
+    """5df397dec7c4: ``zap_pte_range`` removes the rmap before its TLB flush.
+
+    The stage of :func:`zap_race`.  With the quirk on, ``C``'s ``page_mkclean`` runs after the
+    zap's ``page_remove_rmap`` and before its flush (under the pte lock): it sees an unmapped
+    page and returns without waiting for the lock, the page is cleaned and written back, and
+    ``A``'s store lands through the still-valid entry.  Fixed, the rmap stays until the
+    flush, so page_mkclean waits for the pte lock and finds no pte *and* no TLB entry.
+
+    Caught by: the ``tlb`` checker (page_mkclean returned while a TLB still holds a writable
+    entry) or ``shadow`` ("writeback of clean" page, "lost write").
+    """
+    return _zap(seed, on, "zap_rmap_before_flush", "zap_rmap_race", observe, profile)
+
+
+def _zap(seed: int, on: bool, quirk: str, name: str, observe: Observe, profile: str) -> Rig:
+    rig = Rig(seed, quirk, on, command=_reproduce(name, seed, on), profile=profile)
     if observe is not None:
         observe(rig)
     mm, arch, page = rig.mm, rig.arch, rig.page

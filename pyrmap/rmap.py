@@ -224,7 +224,8 @@ def anon_vma_prepare(vma: Vma) -> int:
     is locked.  Otherwise an adjacent VMA's anon_vma is reused or a new one allocated, and
     installed under ``mm.page_table_lock`` (two threads faulting the same VMA install one).
     The chosen anon_vma's lock is held while the VMA is added to its list, for a new anon_vma
-    too: the 2008 text locked only a reused one (fixed by d9d332e0874f).
+    too (d9d332e0874f); with ``kernel.quirks.anon_vma_prepare_unlocked`` only a reused one is
+    locked, as in the 2008 text.
 
     Returns
     -------
@@ -243,12 +244,19 @@ def anon_vma_prepare(vma: Vma) -> int:
         if anon_vma is None:
             return -ENOMEM
         allocated = anon_vma
-    with anon_vma.lock:
+    # With the quirk (2008) a newly allocated anon_vma is linked without its lock.
+    unlocked = allocated is not None and kernel.quirks.anon_vma_prepare_unlocked
+    if not unlocked:
+        anon_vma.lock.acquire()
+    try:
         with mm.page_table_lock:
             if vma.anon_vma is None:
                 vma.anon_vma = anon_vma
                 anon_vma.head.append(vma)
                 allocated = None
+    finally:
+        if not unlocked:
+            anon_vma.lock.release()
     if allocated is not None:
         anon_vma_free(allocated)
     return 0

@@ -27,6 +27,7 @@ from .checkers import Checkers
 from .kernel import Kernel, KernelConfig, Quirks
 from .mm_types import PG, AddressSpace, page_mapped
 from .physmem import PhysMem
+from .profiles import DEFAULT_PROFILE, get_profile, kernel_quirks
 from .pte import PAGE_SHIFT, PAGE_SIZE
 from .mmap import MADV_DONTNEED, MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MAP_SHARED
 from .workload import PROT_EXEC, PROT_READ, PROT_WRITE, CpuWorkload, random_accesses
@@ -43,9 +44,11 @@ def _mmap_mod():
 
 def reproduce_command(seed: int, steps: int, *, quirks=(), sequential: bool = False,
                       ops=None, svade: bool = False, races: bool = True,
-                      sched: str = "random", depth: int = 3, **opts) -> str:
+                      sched: str = "random", depth: int = 3, kernel: str = DEFAULT_PROFILE,
+                      **opts) -> str:
     """The ``python -m pyrmap fuzz`` command line that replays a random program."""
-    extra = "".join(f" --{k.replace('_', '-')} {v}" for k, v in opts.items() if v is not None)
+    extra = f" --kernel {kernel}" if kernel != DEFAULT_PROFILE else ""
+    extra += "".join(f" --{k.replace('_', '-')} {v}" for k, v in opts.items() if v is not None)
     if sched != "random":
         extra += f" --sched {sched} --depth {depth}"
     if not races:
@@ -74,7 +77,9 @@ class System:
     swap_slots : int
         Swap device size (0: no swap device).
     quirks : Quirks or iterable of str, optional
-        Historical bugs to switch on.
+        Historical bugs to switch on, over the profile's.
+    kernel : str
+        The kernel profile (:mod:`pyrmap.profiles`): ``"fixed"`` (default) or ``"2008"``.
     config : KernelConfig, optional
     arch : callable, optional
         ``arch(mem, ncores, seed, scheduler) -> Arch``; default SoftArch.
@@ -117,7 +122,8 @@ class System:
                  arch: Optional[Callable] = None, check: bool = True,
                  raise_on_violation: bool = True, command: str = "", tlb_entries: int = 8,
                  history: bool = True, svadu: bool = True, faults=None,
-                 strategy: str = "random", depth: int = 3, windows: bool = False):
+                 strategy: str = "random", depth: int = 3, windows: bool = False,
+                 kernel: str = DEFAULT_PROFILE):
         if not isinstance(seed, int):
             raise TypeError(f"Seed must be an integer, not {seed!r}")
         if not isinstance(nframes, int) or nframes < 16:
@@ -133,16 +139,14 @@ class System:
             self.arch = _softarch(mem, ncores, seed, self.sched, tlb_entries, history, svadu)
         else:
             self.arch = arch(mem, ncores, seed, self.sched)
-        if quirks is None:
-            quirks = Quirks()
-        elif not isinstance(quirks, Quirks):
-            names = list(quirks)
-            quirks = Quirks()
-            for name in names:
-                if name not in vars(quirks):
-                    raise ValueError(f"Unknown quirk {name!r}; known: "
-                                     f"{', '.join(f for f in vars(Quirks()))}")
-                setattr(quirks, name, True)
+        names = quirks.enabled() if isinstance(quirks, Quirks) else list(quirks or ())
+        for name in names:
+            if name not in vars(Quirks()):
+                raise ValueError(f"Unknown quirk {name!r}; known: "
+                                 f"{', '.join(f for f in vars(Quirks()))}")
+        #: The kernel profile this machine runs (:mod:`pyrmap.profiles`).
+        self.profile = get_profile(kernel)
+        quirks = kernel_quirks(self.profile, names)
         if config is None:
             config = KernelConfig(swap_slots=max(swap_slots, 1))
         self.kernel = Kernel(self.arch, quirks, config)
@@ -539,13 +543,14 @@ def random_program(system: System, steps: int, *, rng: Optional[random.Random] =
 def run_program(seed: int, steps: int, *, nframes: int = 64, quirks=None,
                 concurrency: bool = True, svadu: bool = True, faults=None,
                 strategy: str = "random", depth: int = 3, windows: bool = True,
-                **kw) -> System:
+                kernel: str = DEFAULT_PROFILE, **kw) -> System:
     """Build a :class:`System` for ``seed`` and run :func:`random_program` on it
     (``faults``: a :class:`pyrmap.faults.FaultPlan` to inject)."""
     names = quirks.enabled() if isinstance(quirks, Quirks) else list(quirks or ())
     system = System(seed=seed, nframes=nframes, quirks=quirks, svadu=svadu, faults=faults,
-                    strategy=strategy, depth=depth, windows=windows,
+                    strategy=strategy, depth=depth, windows=windows, kernel=kernel,
                     command=reproduce_command(seed, steps, quirks=names, svade=not svadu,
+                                              kernel=kernel,
                                               sequential=not concurrency, ops=kw.get("ops"),
                                               nframes=nframes,
                                               faults=faults.text() if faults else None,

@@ -20,6 +20,7 @@ from typing import Iterable, Optional
 
 from .model import LitmusTest, Verdict
 from .parser import parse_file
+from pyrmap.profiles import DEFAULT_PROFILE, add_kernel_argument, describe, get_profile, profile_quirks
 
 __all__ = ["TestResult", "judge", "run_files", "format_result", "DEFAULT_RUNS"]
 
@@ -57,6 +58,8 @@ class TestResult:
     first_bad_condition: Optional[str] = None
     first_bad_run: Optional[dict] = None
     kernel_quirks: list = field(default_factory=list)
+    #: The kernel profile the test's kernel ran (:mod:`pyrmap.profiles`).
+    kernel: str = DEFAULT_PROFILE
     #: Waves files of the simulator processes that ran this test (``waves=True``).
     waves: list = field(default_factory=list)
 
@@ -74,6 +77,8 @@ class TestResult:
             cmd += f" --arbitration {rec['arbitration']}"
         if cfg:
             cmd += f" --config {cfg}"
+        if self.kernel != DEFAULT_PROFILE:
+            cmd += f" --kernel {self.kernel}"
         cmd += "".join(f" --kernel-quirk {q}" for q in self.kernel_quirks)
         return cmd
 
@@ -156,8 +161,8 @@ def _config_for(test: LitmusTest, base: dict) -> dict:
 
 def run_files(paths: Iterable[str], *, runs: Optional[int] = None, sim: str = "icarus",
               seed: int = 1, config: Optional[dict] = None, waves: bool = False,
-              arbitration: str = "both", kernel_quirks: Iterable[str] = ()
-              ) -> list[TestResult]:
+              arbitration: str = "both", kernel_quirks: Iterable[str] = (),
+              kernel: str = DEFAULT_PROFILE) -> list[TestResult]:
     """Parse, run and judge litmus files.
 
     Parameters
@@ -198,6 +203,9 @@ def run_files(paths: Iterable[str], *, runs: Optional[int] = None, sim: str = "i
         if q not in Quirks.__dataclass_fields__:
             raise ValueError(f"Kernel quirk must be one of "
                              f"{', '.join(Quirks.__dataclass_fields__)}, not {q!r}")
+    kernel = get_profile(kernel).name
+    run_quirks = profile_quirks(kernel) + [q for q in kernel_quirks
+                                           if q not in profile_quirks(kernel)]
     if arbitration not in ("round_robin", "fixed", "both"):
         raise ValueError(f"Arbitration must be 'round_robin', 'fixed' or 'both', not "
                          f"{arbitration!r}")
@@ -223,7 +231,7 @@ def run_files(paths: Iterable[str], *, runs: Optional[int] = None, sim: str = "i
                 hi = n * (j + 1) // len(arbs)
                 if hi > lo:
                     jobs.append((t, {"path": str(Path(t.path).resolve()), "runs": hi - lo,
-                                     "seed": seed + lo, "kernel_quirks": kernel_quirks}))
+                                     "seed": seed + lo, "kernel_quirks": run_quirks}))
             if not jobs:
                 continue
             full = dict(cfg, arbitration=arb)
@@ -243,6 +251,7 @@ def run_files(paths: Iterable[str], *, runs: Optional[int] = None, sim: str = "i
     results = [judge(t, records[id(t)], sim, configs[id(t)]) for t in tests]
     for r in results:
         r.kernel_quirks = list(kernel_quirks) if needs_kernel(r.test) else []
+        r.kernel = kernel
         r.waves = waves_files[id(r.test)]
     return results
 
@@ -266,6 +275,7 @@ def main(argv: Optional[list] = None, prog: str = "python -m cosim.litmus") -> i
                    help="memory arbiter of the runs (both: half of the runs on each)")
     p.add_argument("--kernel-quirk", action="append", default=[], metavar="NAME",
                    help="switch on a pyrmap.kernel.Quirks switch in the tests' kernel")
+    add_kernel_argument(p)
     p.add_argument("--waves", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
@@ -280,10 +290,11 @@ def main(argv: Optional[list] = None, prog: str = "python -m cosim.litmus") -> i
     try:
         results = run_files(args.files, runs=args.runs, sim=args.sim, seed=args.seed,
                             config=cfg, waves=args.waves, arbitration=args.arbitration,
-                            kernel_quirks=args.kernel_quirk)
+                            kernel_quirks=args.kernel_quirk, kernel=args.kernel)
     except (LitmusSyntaxError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    print(f"kernel {describe(args.kernel)} (for tests with kernel threads)")
     bad = 0
     for r in results:
         print(format_result(r))

@@ -124,15 +124,6 @@ QUIRKS: list[Quirk] = [
 ]
 
 
-#: Quirks with no symptom the engine can show, and why (printed under the table).
-NO_SYMPTOM: dict[str, str] = {
-    "anon_vma_prepare_unlocked": "d9d332e0874f: the unlocked list add hurts only an rmap walk "
-                                 "holding the lock of a recycled anon_vma (SLAB_DESTROY_BY_RCU); "
-                                 "the engine allocates anon_vmas fresh, so no walk can hold a "
-                                 "new one's lock",
-}
-
-
 # --- scheduler scenarios -------------------------------------------------------------------------
 
 def _run_scheduler(q: Quirk, out: Outcome) -> None:
@@ -274,7 +265,8 @@ def main(argv: Optional[list] = None, prog: str = "python -m cosim.bugzoo") -> i
         for o in outcomes:
             print(f"{o.quirk.name}: {o.detail}")
     bad = [o for o in outcomes if not o.ok]
-    for name, why in NO_SYMPTOM.items():
+    from pyrmap.kernel import no_symptom_quirks
+    for name, why in no_symptom_quirks().items():
         print(f"no symptom in this engine: {name} ({why})")
     if missing:
         print(f"quirks with no scenario in the zoo: {', '.join(missing)}")
@@ -297,7 +289,8 @@ def _unlisted_quirks() -> list[str]:
     import dataclasses
     from hdl.config import MmuConfig
     from pyrmap.kernel import Quirks
-    known = {q.name for q in QUIRKS} | set(NO_SYMPTOM)
+    from pyrmap.kernel import no_symptom_quirks
+    known = {q.name for q in QUIRKS} | set(no_symptom_quirks())
     switches = [f.name for f in dataclasses.fields(MmuConfig) if f.name.startswith("quirk_")]
     switches += [f.name for f in dataclasses.fields(Quirks)]
     from pyrmap.devdriver import DRIVER_QUIRKS

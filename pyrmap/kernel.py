@@ -14,10 +14,20 @@ from .mm_types import PG, Page
 from .physmem import FrameAllocator
 
 
-def _undoes(commit: str, title: str):
+def _undoes(commit: str, title: str, no_symptom: str = ""):
     """A quirk field that undoes the upstream fix ``commit`` (its subject line ``title``):
-    :mod:`pyrmap.profiles` builds the kernel profiles from these."""
-    return dataclasses.field(default=False, metadata={"fix": commit, "title": title})
+    :mod:`pyrmap.profiles` builds the kernel profiles from these.  ``no_symptom`` says why
+    the engine cannot show the bug (then no scenario is expected to catch the quirk)."""
+    meta = {"fix": commit, "title": title}
+    if no_symptom:
+        meta["no_symptom"] = no_symptom
+    return dataclasses.field(default=False, metadata=meta)
+
+
+def no_symptom_quirks() -> dict[str, str]:
+    """Quirk -> why the engine cannot show its bug (no scenario catches it)."""
+    return {f.name: f.metadata["no_symptom"] for f in dataclasses.fields(Quirks)
+            if "no_symptom" in f.metadata}
 
 
 @dataclasses.dataclass
@@ -35,7 +45,10 @@ class Quirks:
     #: d9d332e0874f: anon_vma_prepare adds the VMA to a newly allocated anon_vma's list
     #: without that anon_vma's lock (a recycled anon_vma may be locked by an rmap walk).
     anon_vma_prepare_unlocked: bool = _undoes(
-        "d9d332e0874f", "anon_vma_prepare: properly lock even newly allocated anon_vma")
+        "d9d332e0874f", "anon_vma_prepare: properly lock even newly allocated anon_vma",
+        no_symptom="the unlocked list add hurts only an rmap walk holding the lock of a "
+                   "recycled anon_vma (SLAB_DESTROY_BY_RCU); the engine allocates anon_vmas "
+                   "fresh, so no walk can hold a new one's lock")
     #: 3ad3d901bbcf: __mmu_notifier_release unlinks the notifier before calling ->release,
     #: so a racing invalidate_page skips it and the page is freed while the secondary maps it.
     notifier_release_unlink_first: bool = _undoes(

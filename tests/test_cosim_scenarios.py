@@ -158,7 +158,8 @@ def test_quirk_table_covers_every_quirk():
     """Every kernel quirk and every hdl quirk has a scenario, a seed and a checker."""
     from hdl.config import MmuConfig
     from pyrmap.kernel import Quirks
-    kernel = {f.name for f in dataclasses.fields(Quirks)}
+    from pyrmap.kernel import no_symptom_quirks
+    kernel = {f.name for f in dataclasses.fields(Quirks)} - set(no_symptom_quirks())
     hw = {f.name for f in dataclasses.fields(MmuConfig) if f.name.startswith("quirk_")}
     assert set(QUIRK_SCENARIOS) == kernel | hw
     for q in QUIRK_SCENARIOS.values():

@@ -125,8 +125,8 @@ def test_2008_links_a_new_anon_vma_without_its_lock():
         assert anon_vma_prepare(vma) == 0 and vma in vma.anon_vma.head
         taken[profile] = lockdep.checks - before
     assert taken == {"fixed": 2, "2008": 1}
-    from cosim.bugzoo import NO_SYMPTOM
-    assert "anon_vma_prepare_unlocked" in NO_SYMPTOM
+    from pyrmap.kernel import no_symptom_quirks
+    assert list(no_symptom_quirks()) == ["anon_vma_prepare_unlocked"]
 
 
 def _races():
@@ -149,3 +149,29 @@ def test_2008_shows_each_bug_on_its_race_and_fixed_does_not(commit):
             race(seed, False)
             return
     pytest.fail(f"the 2008 kernel never showed {commit}'s bug on {race.__name__}")
+
+
+# --- 5df397dec7c4 on the RTL ------------------------------------------------------------------
+
+@pytest.mark.sim
+def test_zap_order_quirk_caught_at_cycle_level_on_verilator():
+    """The 2008 zap order (page_remove_rmap before the flush) is caught by checker (a) at a
+    cycle of the zap_race sweep on Verilator, with the whole 2008 profile too; the fixed
+    kernel passes every offset of the same seed."""
+    from cosim.scenarios import QUIRK_SCENARIOS, run_scenario, violation_checker
+    q = QUIRK_SCENARIOS["zap_rmap_before_flush"]
+    assert q.scenario == "zap_race" and q.checker == "tlb"
+    env, hdl = q.params(True)
+    on = run_scenario("zap_race", "verilator", seed=q.seed, env=env, hdl=hdl, tag="5df")
+    assert not on.passed and violation_checker(on.report) == "tlb", on.report
+    v = on.report["violation"]
+    assert "at cycle" in v and "page_mkclean of" in v and "map=0" in v, v
+    old = run_scenario("zap_race", "verilator", seed=q.seed, hdl=hdl, tag="2008",
+                       env=dict(env, COSIM_QUIRKS=",".join(profiles.profile_quirks("2008")),
+                                COSIM_KERNEL="2008"))
+    assert not old.passed and violation_checker(old.report) == "tlb", old.report
+    assert old.report["kernel_profile"]["profile"] == "2008"
+    off = run_scenario("zap_race", "verilator", seed=q.seed, hdl=hdl, tag="fixed")
+    assert off.passed, off.report and off.report.get("violation")
+    assert off.report["iterations"] == 64
+    assert off.report["kernel_profile"] == {"profile": "fixed", "fixes": COMMITS, "quirks": []}

@@ -9,7 +9,8 @@ kernel per iteration on the same RTL, every TLB flushed); each catches quirks at
     (Linux 479db0bf408e: ``page_check_address`` without the lock).
 ``zap_race``
     MADV_DONTNEED's zap against writeback and a CPU that keeps writing through its TLB
-    (Linux 1cf35d47712d: the zap flushed after dropping the PTE lock).
+    (Linux 1cf35d47712d: the zap flushed after dropping the PTE lock; Linux 5df397dec7c4:
+    the zap removed the rmap before its flush).
 ``release_race``
     exit's ``mmu_notifier_release`` against reclaim of a page the device TLB maps
     (Linux 3ad3d901bbcf: the notifier unlinked before ``->release``).
@@ -197,7 +198,7 @@ async def _race_scenario(dut, seed: int, p: dict, progress, out: dict, *, race: 
 def race(name: str, summary: str, *, bits: str, width: int = 32, quirks: tuple = ()):
     """Decorator: register ``fn(rig, delay) -> (threads, after)`` as scenario ``name``, swept
     over ``width`` start offsets on a page whose PTE starts with ``bits`` (``"AD"``, ``""``);
-    ``--steps`` iterations (default 32)."""
+    ``--steps`` iterations (default ``width``: every offset once)."""
     def register(fn):
         RACES[name] = (fn, bits, width)
 
@@ -205,13 +206,16 @@ def race(name: str, summary: str, *, bits: str, width: int = 32, quirks: tuple =
             return await _race_scenario(dut, seed, p, progress, out, race=name)
         run.__name__ = f"{name}_scenario"
         run.__doc__ = fn.__doc__
-        scenario(name, summary, env={"COSIM_STEPS": 32}, steps="iterations",
+        scenario(name, summary, env={"COSIM_STEPS": width}, steps="iterations",
                  quirks=quirks)(run)
         return fn
     return register
 
 
 VA = 0x4000_0000
+#: zap_race's sweep: the zap starts 16 cycles before writeback (5df397dec7c4's window:
+#: writeback after the zap's page_remove_rmap) up to 47 cycles after it (1cf35d47712d's).
+ZAP_WIDTH = 64
 
 
 class _Rig:
@@ -311,19 +315,25 @@ def _lockless_race(rig: _Rig, delay: int):
 
 
 @race("zap_race", "MADV_DONTNEED's zap vs writeback vs a CPU writing through its TLB, swept "
-      "over start offsets", bits="AD",
+      "over start offsets", bits="AD", width=ZAP_WIDTH,
       quirks=(catches("zap_flush_after_pte_unlock", "kernel", checker="tlb",
-                      also=("shadow",)),))
+                      also=("shadow",)),
+              catches("zap_rmap_before_flush", "kernel", checker="tlb",
+                      also=("shadow",))))
 def _zap_race(rig: _Rig, delay: int):
-    """1cf35d47712d: MADV_DONTNEED's zap against writeback while core0 keeps writing through
-    its TLB entry.  Writeback starts first and is inside page_mkclean's rmap walk when the
-    zap (``delay`` + 16 cycles later) clears the dirty PTE under the PTE lock.  Fixed, the
-    zap flushes before dropping the lock, so page_mkclean finds no PTE and no TLB entry.
-    With ``zap_flush_after_pte_unlock`` page_mkclean gets the lock between the unlock and the
-    flush: it finds no PTE, the page is cleaned and written back, and core0's next store
-    lands through the still-valid entry, dirty nowhere.  (Writeback starting after the
-    zap's page_remove_rmap is the deeper race Linux fixed only in 5df397dec7c4; the sweep
-    stays clear of it.)"""
+    """MADV_DONTNEED's zap against writeback while core0 keeps writing through its TLB
+    entry; the zap starts ``delay`` + 16 cycles after writeback (before it, for the
+    offsets where that is negative).  Fixed, the zap flushes before dropping the PTE lock
+    and removes the rmap only after the flush, so page_mkclean either waits for the PTE lock
+    or finds the page unmapped and no TLB entry left.
+
+    * 1cf35d47712d, ``zap_flush_after_pte_unlock``: writeback is inside page_mkclean's rmap
+      walk when the zap clears the dirty PTE; page_mkclean gets the PTE lock between the
+      unlock and the flush, finds no PTE, the page is cleaned and written back, and core0's
+      next store lands through the still-valid entry, dirty nowhere.
+    * 5df397dec7c4, ``zap_rmap_before_flush``: writeback starts after the zap's
+      page_remove_rmap and before its flush: page_mkclean sees an unmapped page and returns
+      at once, so writeback cleans the page while core0 still writes through its entry."""
     from pyrmap.mm_types import PG
     from pyrmap.pagemap import lock_page
     env = rig.arch.env
@@ -339,7 +349,7 @@ def _zap_race(rig: _Rig, delay: int):
 
     def zap():
         from pyrmap.memory import zap_page_range
-        env.wait_cycles(lead)
+        env.wait_cycles(max(lead, 0))
         rig.mm.mmap_sem.down_read()
         try:
             zap_page_range(rig.vma, VA, PAGE_SIZE)
@@ -348,6 +358,7 @@ def _zap_race(rig: _Rig, delay: int):
 
     def writeback():
         from pyrmap.filemap import write_one_page
+        env.wait_cycles(max(-lead, 0))
         lock_page(rig.page)
         write_one_page(rig.page)
 

@@ -490,6 +490,8 @@ def run(config, sim: str, test_module: str, *, seed: int, testcase: str | None =
         "COSIM_CONFIG": json.dumps(params, default=str),
         "COSIM_REPORT": str(report_path),
         "COSIM_SIM": sim,
+        # The names of each FSM's states (hdl.export.verilog_and_states), for coverage by name.
+        "COSIM_STATES": str(SIM_BUILD / h / STATES_FILE),
         "PYTHONPATH": os.pathsep.join([str(ROOT)] + [p for p in sys.path if p]),
     }
     # cocotb applies pytest's assertion rewriting to every module a run imports ("*.py"):

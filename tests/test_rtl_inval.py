@@ -42,6 +42,13 @@ def _check_passed(r):
     assert r.passed, _explain(r)
     part = _part(r)
     assert part["where_missing"] == [], part["where"]
+    # an invalidation landed in every state of the walker FSM (but the quirks' own) and of the
+    # core FSM, by name; none in a state only a quirk enters
+    walker = part["walker_states"]
+    assert part["walker_states_missing"] == [], walker
+    assert {"READ", "READ_WAIT", "CHECK", "CAS", "CAS_WAIT", "DONE", "IDLE"} <= set(walker)
+    assert not {"REREAD", "REREAD_WAIT", "WRITE", "WRITE_WAIT"} & set(walker), walker
+    assert set(part["core_states"]) == {"IDLE", "WALK_START", "WALK"}, part["core_states"]
     stats = part["stats"]
     assert stats["cpu_scenarios"] == part["scenarios"], stats
     assert stats["judged_after_ack"] >= 3 * part["scenarios"], stats

@@ -1,16 +1,18 @@
 """``python -m cosim.stress`` (``make stress``): the fast path with every checker on, many seeds.
 
 Each seed runs the reclaim workload on the fast path (:mod:`cosim.fastrun`: kswapd, writeback
-and migration next to the traffic engines, every record judged) and must end with zero
-violations.  Default: Verilator 10**6 checked accesses per seed over 20 seeds, Icarus 10**5 per
-seed.  A JSON summary (per seed: accesses, faults, checks, violations, wall time; totals)
-goes to ``--json`` (default ``bench/results/stress-<date>.json``).  Exit status 0 when every
-seed passed, 1 otherwise; each failure prints its seed and the command that reproduces it.
+and migration next to the traffic engines, every record judged) with every checker on, and
+must end with zero violations and no checker failing.  A checker that made no check is listed
+under ``not_exercised`` (never counted as a pass).  Default: Verilator 10**6 checked accesses
+per seed over 20 seeds, Icarus 10**5 per seed.  A JSON summary (per seed: accesses, faults,
+checks, verdicts, violations, wall time; totals) goes to ``--json`` (default
+``bench/results/stress-<date>.json``, checked writable before anything runs).  Exit status 0
+when every seed passed, 1 otherwise (2 for a bad argument); each failure prints its seed and
+the command that reproduces it.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import json
 import sys
@@ -43,18 +45,26 @@ def stress(sim: str, seeds: Sequence[int], accesses: int, *, nframes: int = 1024
         ok, rep, where = fast_run(config, params, sim, seed=seed, env={
             "FAST_ACCESSES": accesses, "FAST_PAGES": pages, "FAST_PERIOD": 50_000})
         rep = rep or {}
+        verdicts = rep.get("verdicts", {})
+        failing = sorted(n for n, v in verdicts.items() if v == "FAIL")
         entry = {"seed": seed, "passed": bool(ok and not rep.get("violations")
-                                               and "error" not in rep),
+                                               and "error" not in rep and rep.get("checks")
+                                               and verdicts and not failing),
                  "accesses": rep.get("accesses", 0), "faults": rep.get("faults", 0),
                  "fault_rate": rep.get("fault_rate"), "log_checks": rep.get("log_checks", {}),
-                 "verdicts": rep.get("verdicts", {}),
+                 "verdicts": verdicts,
+                 "not_exercised": sorted(n for n, v in verdicts.items()
+                                         if v not in ("PASS", "FAIL")),
                  "violations": len(rep.get("violations", [])) + ("error" in rep),
                  "wall_seconds": round(time.monotonic() - t0, 1),
                  "accesses_per_s": rep.get("accesses_per_s"),
                  "peak_rss_mb": rep.get("peak_rss_mb"), "run_dir": str(where)}
         if not entry["passed"]:
             entry["reproduce"] = _reproduce(sim, seed, accesses, nframes)
-            entry["first_violation"] = (rep.get("violations") or [rep.get("error")])[0]
+            entry["first_violation"] = (
+                (rep.get("violations") or [rep.get("error")])[0]
+                or (f"checkers failing: {', '.join(failing)}" if failing else
+                    "the checkers were off or reported nothing"))
         runs.append(entry)
         print(f"  {sim} seed {seed}: {'PASS' if entry['passed'] else 'FAIL'} "
               f"{entry['accesses']:,} accesses, {entry['faults']} faults, "
@@ -64,25 +74,27 @@ def stress(sim: str, seeds: Sequence[int], accesses: int, *, nframes: int = 1024
     return {"sim": sim, "accesses_per_seed": accesses, "seeds": list(seeds), "nframes": nframes,
             "passed": all(r["passed"] for r in runs),
             "total_accesses": sum(r["accesses"] for r in runs),
+            "not_exercised": sorted({n for r in runs for n in r["not_exercised"]}),
             "total_violations": sum(r["violations"] for r in runs), "runs": runs}
 
 
 def main(argv: Optional[Sequence[str]] = None, out=sys.stdout) -> int:
-    p = argparse.ArgumentParser(prog="python -m cosim.stress", description=__doc__.split("\n")[0])
+    from pyrmap.cliargs import ArgumentParser, int_arg, writable_file
+
+    from .cli import MAX_FRAMES
+    p = ArgumentParser(prog="python -m cosim.stress", description=__doc__.split("\n")[0])
     p.add_argument("--sim", action="append", choices=SIMULATORS,
                    help="simulator(s) (default: both)")
-    p.add_argument("--seeds", type=int, default=20, help="seeds per simulator (default 20)")
-    p.add_argument("--first-seed", type=int, default=1)
-    p.add_argument("--accesses", type=int, default=None,
+    p.add_argument("--seeds", type=int_arg(1), default=20,
+                   help="seeds per simulator (default 20)")
+    p.add_argument("--first-seed", type=int_arg(0), default=1)
+    p.add_argument("--accesses", type=int_arg(1), default=None,
                    help="checked accesses per seed (default: Verilator 10**6, Icarus 10**5)")
-    p.add_argument("--nframes", type=int, default=1024)
-    p.add_argument("--json", default=None, help="summary file")
+    p.add_argument("--nframes", type=int_arg(16, MAX_FRAMES, "physical memory is allocated up "
+                                                            "front"), default=1024)
+    p.add_argument("--json", type=writable_file, default=None,
+                   help="summary file (checked writable first)")
     a = p.parse_args(argv)
-    for flag, v in (("--seeds", a.seeds), ("--nframes", a.nframes)):
-        if v < 1:
-            p.error(f"argument {flag}: must be at least 1, not {v}")
-    if a.accesses is not None and a.accesses < 1:
-        p.error(f"argument --accesses: must be at least 1, not {a.accesses}")
     path = Path(a.json) if a.json else (ROOT / "bench" / "results" / (
         "stress-" + _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S") + ".json"))
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -77,6 +77,9 @@ BAD = [
     (["cosim.bench", "--name", "a/b"], "argument --name: a results name is a file name"),
     (["cosim.build", "--config", "ways=4"], "argument --config: Unknown parameter 'ways'"),
     (["cosim.build", "--env", "NOEQUALS"], "argument --env: expected NAME=VALUE"),
+    (["cosim.stress", "--seeds", "0"], "argument --seeds: must be at least 1, not 0"),
+    (["cosim.stress", "--json", "/proc/x.json"], "argument --json: cannot write /proc/x.json"),
+    (["cosim.stress", "--nframes", "4"], "argument --nframes: must be at least 16, not 4"),
     # python -m hdl.export
     (["hdl.export", "--out-dir", "/proc/x"], "argument --out-dir: cannot write into /proc/x"),
     (["hdl.export", "--tlb-entries", "4096"], "argument --tlb-entries: must be at most 256"),

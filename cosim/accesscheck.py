@@ -7,7 +7,7 @@ The rule
 --------
 Each value a leaf PTE held (every software change and every walker A/D compare-and-swap, in
 the memory model's log) was live from its write until the next write.  A value is *retired*
-for an access that began (request presented) at cycle ``start`` when an invalidation covering
+for an access that began (request accepted) at cycle ``start`` when an invalidation covering
 the translation was requested at or after the cycle the value ended and acknowledged at or
 before ``start``: the hardware then guarantees that no entry derived from it survives and no
 walk that read it can still fill.  An access must complete through a value that is not
@@ -169,7 +169,10 @@ def judge_access(*, changes: Sequence[PteChange], now: int, complete: bool,
     asid, va, level :
         The translation: its address space, the accessed address, the leaf's level.
     start : int
-        Cycle at which the access's request was presented.
+        Cycle at which the access began: its request accepted by a core's port (an
+        invalidation acknowledged in that cycle or before precedes it), or presented on
+        the device's (a request held across an acknowledgement is judged as if it began
+        before it: sound, and weaker).
     paddr : int
         The physical address it completed with.
     op, user, sum :

@@ -510,7 +510,7 @@ class CosimArch(Arch):
             asid, root = satp
 
             def check(r) -> None:
-                self.check_access(core, asid, root, vaddr, r.start, r.paddr, op=op,
+                self.check_access(core, asid, root, vaddr, r.accept, r.paddr, op=op,
                                   user=user, sum=sum)
                 self.record_fill(core, satp, vaddr, r.paddr, op)
 
@@ -605,10 +605,12 @@ class CosimArch(Arch):
 
     def check_access(self, core: int, asid: int, root: int, va: int, start: int,
                      paddr: int, *, op, user: bool = True, sum: bool = False) -> None:
-        """Checker (a) at cycle level: an access that *began* (request presented at cycle
-        ``start``) must complete through a translation -- frame, permission and the A/D
-        state it relies on -- that no invalidation acknowledged before it began had
-        retired (:mod:`cosim.accesscheck`).  Called at the response instant."""
+        """Checker (a) at cycle level: an access that *began* at cycle ``start`` (the cycle
+        the port accepted its request: no request is accepted while an invalidation is
+        applied, so one accepted in the ack cycle or later comes after it) must complete
+        through a translation -- frame, permission and the A/D state it relies on -- that
+        no invalidation acknowledged by then had retired (:mod:`cosim.accesscheck`).
+        Called at the response instant."""
         self.check_completed(f"core {core}", self._flush_log, self.access_checker,
                              self._counted, asid, root, va, start, paddr, op, user=user,
                              sum=sum)

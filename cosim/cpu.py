@@ -1,7 +1,7 @@
 """CpuRequester: one core's CPU port of ``hdl.top.Top`` (``cpu{i}__req``/``cpu{i}__resp``).
 
 A :class:`CpuRequester` is the one driver of a core's CPU port.  :meth:`CpuRequester.request`
-presents one translation request -- (vaddr, op, user, sum, asid, root) -- holds ``valid``
+presents one translation request -- (vaddr, op, user, sum, mxr, asid, root) -- holds ``valid``
 until the edge after which ``ready`` reads 1, and returns at the response pulse
 (:class:`CpuResponse`).  :meth:`CpuRequester.access` adds what a core does with the answer:
 on ``NONE`` it performs the 8-byte load or store on the shared
@@ -102,11 +102,14 @@ class CpuRequester:
                             "root"))
         self.resp = handles(dut, f"cpu{core}__resp", ("valid", "paddr", "fault", "hit"))
         self.req.valid.value = 0
-        self.req.mxr.value = 0              # mstatus.MXR: the workloads never set it
+        self.req.mxr.value = 0
 
     async def request(self, vaddr: int, op: AccessType, *, asid: int, root: int,
-                      user: bool = True, sum: bool = False) -> CpuResponse:
+                      user: bool = True, sum: bool = False, mxr: bool = False) -> CpuResponse:
         """Present one request and return at its response pulse.
+
+        ``user``: U-mode (else S-mode); ``sum``: sstatus.SUM; ``mxr``: mstatus.MXR (a load may
+        read an executable page without R).
 
         One request at a time per requester (the caller serialises).  On return, simulated
         time stands right after the edge that ended the response cycle; the caller may act on
@@ -122,6 +125,7 @@ class CpuRequester:
         self.req.op.value = int(op)
         self.req.user.value = int(user)
         self.req.sum.value = int(sum)
+        self.req.mxr.value = int(mxr)
         self.req.asid.value = asid
         self.req.root.value = root
         self.req.valid.value = 1
@@ -152,7 +156,8 @@ class CpuRequester:
                                   f"{AccessType(op).name} 0x{vaddr:x} (asid {asid})")
 
     async def access(self, vaddr: int, op: AccessType, *, asid: int, root: int, mem,
-                     user: bool = True, sum: bool = False, data: Optional[int] = None,
+                     user: bool = True, sum: bool = False, mxr: bool = False,
+                     data: Optional[int] = None,
                      check: Optional[Callable[[CpuResponse], None]] = None,
                      on_response: Optional[Callable[[CpuResponse], None]] = None):
         """One request and, when it translates, the data access on ``mem`` at the same
@@ -164,7 +169,7 @@ class CpuRequester:
         Returns a :class:`pyrmap.softarch.AccessResult`; no fault handling."""
         from pyrmap.softarch import AccessResult
         op = AccessType(op)
-        r = await self.request(vaddr, op, asid=asid, root=root, user=user, sum=sum)
+        r = await self.request(vaddr, op, asid=asid, root=root, user=user, sum=sum, mxr=mxr)
         if on_response is not None:
             on_response(r)
         if r.fault != FaultKind.NONE:

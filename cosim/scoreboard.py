@@ -240,6 +240,7 @@ def new_mmu_coverage(ncores: int, svadu: bool = True) -> Coverage:
     cov.point("inval_during_walk", ["none"] + [k.name for k in InvalKind])
     skip = {FaultCause.SVADE_AD} if svadu else {FaultCause.CAS_BUS_ERROR}
     cov.point("cause", [c.name for c in FaultCause if c not in skip])
+    cov.point("load_leaf", list(_LOAD_LEAF))
     cov.point("inval_kind", [k.name for k in InvalKind])
     cov.point("inval_removed", ["0", "1+"])
     cov.cross("outcome_x_page_x_core", "outcome", "page", "core",
@@ -248,6 +249,8 @@ def new_mmu_coverage(ncores: int, svadu: bool = True) -> Coverage:
     cov.cross("ad_x_page", "ad_update", "page",
               exclude=[(None, "none")])
     cov.cross("inval_x_removed", "inval_kind", "inval_removed")
+    cov.cross("load_leaf_x_fault", "load_leaf", "fault",
+              exclude=[("R", "PAGE"), ("X_MXR", "PAGE"), ("X_no_MXR", "NONE"), (None, "ACCESS")])
     cov.cross("inval_during_walk_x_core", "inval_during_walk", "core")
     cov.cross("cas_retry_x_page", "cas_retry", "page", exclude=[(None, "none")])
     cov.cross("ad_x_op", "ad_update", "op",
@@ -256,6 +259,19 @@ def new_mmu_coverage(ncores: int, svadu: bool = True) -> Coverage:
 
 
 _PAGE_NAMES = ("4K", "2M", "1G")
+
+#: The ``load_leaf`` cover point: a load whose leaf grants R; an execute-only leaf loaded with
+#: mstatus.MXR (a translation) and without it (a page fault).
+_LOAD_LEAF = ("R", "X_MXR", "X_no_MXR")
+
+
+def _load_leaf(t: "CpuTxn", pte: int) -> dict:
+    """``load_leaf`` of a load through the leaf ``pte`` (empty for other accesses)."""
+    if t.op != AccessType.LOAD or not pte & _PAGE_V or not pte & 0xA:
+        return {}
+    if pte & 0x2:
+        return {"load_leaf": "R"}
+    return {"load_leaf": "X_MXR" if t.mxr else "X_no_MXR"}
 
 
 class MmuScoreboard:
@@ -372,6 +388,7 @@ class MmuScoreboard:
             else:
                 continue
             level = e.level
+            leaf = _load_leaf(t, e.pte)
             break
         else:
             removed = [e for e in self.entries[t.core]
@@ -383,9 +400,10 @@ class MmuScoreboard:
             self.fail("stale_hit", t.resp_cycle,
                       f"{t.describe()}: no translation that the TLB may hold at that time "
                       f"allows this hit{hint}")
+        fault = FaultKind(t.fault).name if t.fault != FaultKind.MISS else "PAGE"
         self.coverage.sample(core=t.core, outcome="hit", op=AccessType(t.op).name,
                              page=_PAGE_NAMES[level] if level is not None else "none",
-                             fault=FaultKind(t.fault).name if t.fault != FaultKind.MISS else "PAGE")
+                             fault=fault, **(leaf if level is not None else {}))
 
     def _replay(self, t: CpuTxn, txns: list[MemTxn]):
         """Replay one golden walk of ``t`` over the RTL's memory transactions ``txns``.
@@ -600,7 +618,7 @@ class MmuScoreboard:
             page=_PAGE_NAMES[res.level] if res.fault == FaultKind.NONE else "none",
             fault=res.fault.name, ad_update=ad, cas_retry="1+" if res.cas_retries else "0",
             inval_during_walk=InvalKind(inv.kind).name if inv else "none",
-            cause=res.cause.name)
+            cause=res.cause.name, **_load_leaf(t, res.pte))
 
     # --- invalidations ----------------------------------------------------------------------
 

@@ -195,6 +195,13 @@ def test_suite_on_the_rtl(sim):
     report = "\n".join(format_result(r) for r in results if not r.passed)
     assert all(r.passed for r in results), report
     assert len(results) == len(SUITE)
+    # The golden-walk scoreboard replayed every CPU translation of every run (the tests
+    # that use the device only have none), and the report says how many.
+    for r in results:
+        assert r.replayed > 0 or r.test.name.startswith("SecondaryRetry"), r.test.name
+        assert (f"golden-walk scoreboard: {r.replayed} RTL translations replayed, 0 "
+                f"violations") in format_result(r)
+    assert sum(r.replayed for r in results) >= len(SUITE) * RUNS // 2
     by_name = {r.test.name: r for r in results}
     for name in ("NonAtomicRMW", "YoungNoFlush", "BatchedFlush.missing"):
         r = by_name[name]
@@ -248,6 +255,37 @@ def test_runner_usage_and_parse_errors_exit_2(tmp_path, capsys):
     assert main([bad, "--kernel-quirk", "no_such_quirk"]) == 2
     with pytest.raises(SystemExit):
         main([bad, "--runs", "0"])
+
+
+def test_judge_fails_a_run_the_scoreboard_found_wrong():
+    """A run whose conditions all hold still fails when the golden-walk scoreboard found one
+    of its translations wrong; its count is in the report."""
+    t = parse(HEAD + "thread C0\n  r = ld x\nforbidden: r == 0\n", "s.litmus")
+    recs = _records([[False], [False]])
+    for rec in recs:
+        rec["scoreboard"] = {"translations": 3, "violations": [], "count": 0}
+    recs[1]["scoreboard"] = {"translations": 2, "count": 1,
+                             "violations": ["[stale_hit] cycle 9: core0 LOAD 0x40000000"]}
+    r = judge(t, recs)
+    assert not r.passed and r.replayed == 5 and r.scoreboard_violations == 1
+    assert r.failures == ["run seed 2: golden-walk scoreboard: [stale_hit] cycle 9: core0 "
+                          "LOAD 0x40000000"]
+    assert r.first_bad_condition == "scoreboard" and r.first_bad_cycles == 20
+    assert "golden-walk scoreboard: 5 RTL translations replayed, 1 violations" in \
+        format_result(r)
+
+
+def test_the_scoreboard_sees_a_walk_answered_after_the_ack_in_a_litmus_run():
+    """On the RTL: a walk that answers after an acknowledged invalidation from what it read
+    before is a stale response for the scoreboard of the litmus run, besides the forbidden
+    outcome the test's condition sees; with the guarantee kept, the same runs replay clean."""
+    path = str(ROOT / "litmus" / "walk_answer.litmus")
+    r = run_files([path], runs=2, config={"quirk_walk_answer_after_inval": True},
+                  arbitration="round_robin")[0]
+    assert not r.passed and r.scoreboard_violations > 0, format_result(r)
+    assert any("golden-walk scoreboard: [stale_response]" in f for f in r.failures), r.failures
+    ok = run_files([path], runs=2, arbitration="round_robin")[0]
+    assert ok.passed and ok.replayed > 0 and ok.scoreboard_violations == 0
 
 
 def test_hardware_quirk_shows_as_a_forbidden_outcome():

@@ -22,7 +22,7 @@ import pytest
 from pyrmap.arch import InvalKind
 from pyrmap.physmem import PhysMem
 from pyrmap.pte import (_PAGE_A, _PAGE_D, _PAGE_G, _PAGE_R, _PAGE_U, _PAGE_V, _PAGE_W,
-                        PAGE_SHARED, AccessType, FaultKind, pfn_pte, pte_table)
+                        _PAGE_X, PAGE_SHARED, AccessType, FaultKind, pfn_pte, pte_table)
 
 from cosim.coverage import Coverage, CoverageError
 from cosim.memory import SW, BusErrorRange, Latency, MemOp, MemoryResponder, MemTxn
@@ -83,6 +83,12 @@ def test_random_mmu(sim, seed, rtl_opts):
     ev = part["summary"]["events"]
     assert sum(e["hits"] for e in ev.values()) > 0, "no TLB hit at all: " + _explain(r)
     assert sum(e["cas_retries"] for e in ev.values()) > 0, "no CAS retry: " + _explain(r)
+    # mstatus.MXR in the random stimulus: loads of execute-only leaves translated with it
+    # and faulting without it, every one compared with the golden walk.
+    leaf = part["coverage"]["points"]["load_leaf"]
+    assert leaf["X_MXR"] > 0 and leaf["X_no_MXR"] > 0 and leaf["R"] > 0, leaf
+    cross = part["coverage"]["crosses"]["load_leaf_x_fault"]["bins"]
+    assert cross["X_MXR/NONE"] > 0 and cross["X_no_MXR/PAGE"] > 0, cross
 
 
 @pytest.mark.sim
@@ -271,6 +277,30 @@ def test_scoreboard_walk_mismatch_on_wrong_paddr():
     sb.on_cpu(_txn(paddr=0x4321000))
     assert sb.kinds() == {"walk_mismatch"}
     assert "golden walk 0x001234000" in str(sb.violations[0])
+
+
+def test_scoreboard_judges_a_load_of_an_execute_only_leaf_by_mxr():
+    """A load of an execute-only leaf translates with mstatus.MXR and faults without it: a
+    walker that answered the other way (one that ignores MXR) is a walk mismatch; the
+    load_leaf coverage bins count both."""
+    for mxr, fault, ok in ((True, FaultKind.NONE, True), (False, FaultKind.PAGE, True),
+                           (False, FaultKind.NONE, False), (True, FaultKind.PAGE, False)):
+        mem, leaf = _tables(_PAGE_V | _PAGE_X | _PAGE_U)
+        log = _Log(mem)
+        sb = _sb(mem, log)
+        if fault == FaultKind.NONE or not ok:
+            _correct_walk(log, mem, leaf)           # a translation sets A by CAS
+        else:
+            for addr in ((ROOT << 12) + ((VA >> 30) & 511) * 8,
+                         (L1 << 12) + ((VA >> 21) & 511) * 8, leaf):
+                log.hw(0, MemOp.READ, addr)
+        t = _txn(paddr=0x1234000 if fault == FaultKind.NONE else 0, fault=fault)
+        t.mxr = mxr
+        sb.on_cpu(t)
+        assert (not sb.violations) == ok, (mxr, fault, sb.violations)
+        if ok:
+            want = "X_MXR" if mxr else "X_no_MXR"
+            assert sb.coverage.points["load_leaf"][want] == 1
 
 
 def test_scoreboard_walk_mismatch_on_missing_cas():

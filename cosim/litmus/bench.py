@@ -21,7 +21,11 @@ translation goes through the core's TLB and walker; a load or store then reads o
 word at the physical address in the cycle the response arrives.  The port does not re-execute
 an access answered after an invalidation of its core was acknowledged (the hardware must not
 answer from a translation the invalidation removed); the run counts such answers
-(``straddled``).  Each operation is executed by its registry entry (:mod:`cosim.litmus.ops`).
+(``straddled``).  Every CPU response and every invalidation of a core (the bench's and the
+kernel's) goes to the golden-walk scoreboard (:class:`cosim.scoreboard.MmuScoreboard`), which
+replays each translation from the PTE values the walker read; a run's record counts the
+translations it replayed and carries its violations.  Each operation is executed by its
+registry entry (:mod:`cosim.litmus.ops`).
 OS operations act on the PTE word in memory at one clock edge, atomically with respect to the
 walkers' compare-and-swap.  ``fence`` and ``csync`` wait one cycle: the cores are in order and
 block on each access, so there is nothing else to drain.
@@ -46,6 +50,7 @@ from pyrmap.pte import _PAGE_R, _PAGE_U, _PAGE_V, _PAGE_W, _PAGE_X, AccessType, 
 from ..dut import reset as first_reset
 from ..dut import write_report
 from ..memory import Latency, MemOp, MemoryResponder, cycle_now
+from ..scoreboard import CpuTxn, InvalTxn, MmuScoreboard
 from ..device import DeviceDriver
 from .kernel_ops import run_kernel_op
 from .model import PteExpr, PteSpec
@@ -200,6 +205,11 @@ class Run:
         #: Thread name -> the operation it is executing (for hang reports).
         self.current: dict = {}
         bench.responder.listeners.append(self._on_txn)
+        #: The golden-walk scoreboard of this run: every CPU response, every invalidation.
+        self.scoreboard = MmuScoreboard(bench.ncores, svadu=bool(bench.cfg.get("svadu", True)),
+                                        mem_log=bench.responder.log,
+                                        by_src=bench.responder.by_src,
+                                        asid_bits=bench.asid_bits)
 
     # --- hardware ports ----------------------------------------------------------------------
 
@@ -236,6 +246,7 @@ class Run:
                     break
             else:
                 raise RunError(f"core{core} req.ready low for {HANDSHAKE_TIMEOUT} cycles")
+            accepted = cycle_now()
             s("req__valid").value = 0
             acks = self.acks_of(core)
             n = 0
@@ -247,7 +258,12 @@ class Run:
             if self.acks_of(core) != acks:
                 self.straddled += 1
             fault = FaultKind(int(s("resp__fault").value))
-            return fault, int(s("resp__paddr").value)
+            t = CpuTxn(core, vaddr, AccessType(op), user, not user, ASID, ROOT, accepted)
+            t.resp_cycle = cycle_now()
+            t.paddr, t.fault = int(s("resp__paddr").value), fault
+            t.hit = bool(int(s("resp__hit").value))
+            self.scoreboard.on_cpu(t)
+            return fault, t.paddr
 
     async def inval_port(self, target, kind: InvalKind, vaddr: int) -> None:
         dut = self.dut
@@ -260,12 +276,17 @@ class Run:
             s("vaddr").value = vaddr
             s("asid").value = ASID
             s("valid").value = 1
+            # The DUT first sees the request at the next edge.
+            txn = InvalTxn(target, kind, vaddr, ASID, cycle_now() + 1)
+            self.scoreboard.on_inval_request(txn)
             for _ in range(HANDSHAKE_TIMEOUT):
                 await RisingEdge(dut.clk)
                 if int(s("ack").value):
                     break
             else:
                 raise RunError(f"core{target}: no invalidation ack in {HANDSHAKE_TIMEOUT} cycles")
+            txn.ack_cycle = cycle_now()
+            self.scoreboard.on_inval_ack(txn)
             self.acks[target] += 1
             s("valid").value = 0
             await RisingEdge(dut.clk)
@@ -528,6 +549,11 @@ async def run_test(bench: Bench, test, seed: int, kernel_quirks=()) -> dict:
         rec["error"] = f"{type(exc).__name__}: {exc}"
     rec["cycles"] = cycle_now() - start
     rec["straddled"] = run.straddled
+    sb = run.scoreboard
+    sb.finish()
+    rec["scoreboard"] = {"translations": sb.responses,
+                         "violations": [str(v) for v in sb.violations[:5]],
+                         "count": len(sb.violations)}
     return rec
 
 

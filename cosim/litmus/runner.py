@@ -6,7 +6,9 @@ test: the histogram of outcomes, which conditions were seen, and the verdict.
 
 Verdict rules: a test **fails** when a run satisfies a ``forbidden`` condition, when a run
 does not satisfy a ``required`` one, when an ``observable`` condition (a negative control) was
-never satisfied, or when a run hung or broke; otherwise it **passes**.
+never satisfied, when the golden-walk scoreboard found a translation of a run wrong, or when a
+run hung or broke; otherwise it **passes**.  The report counts the translations the
+scoreboard replayed.
 """
 
 from __future__ import annotations
@@ -89,6 +91,15 @@ class TestResult:
         return sum(rec.get("straddled", 0) for rec in self.runs)
 
     @property
+    def replayed(self) -> int:
+        """RTL translations, over all runs, replayed by the golden-walk scoreboard."""
+        return sum(rec.get("scoreboard", {}).get("translations", 0) for rec in self.runs)
+
+    @property
+    def scoreboard_violations(self) -> int:
+        return sum(rec.get("scoreboard", {}).get("count", 0) for rec in self.runs)
+
+    @property
     def passed(self) -> bool:
         return not self.failures
 
@@ -123,6 +134,12 @@ def judge(test: LitmusTest, runs: list, sim: str = "", config: Optional[dict] = 
                     r.first_bad_cycles = cycles
                     r.first_bad_condition = f"{c.verdict.value}: {c.text}"
                     r.first_bad_run = rec
+        bad = rec.get("scoreboard", {}).get("violations")
+        if bad:
+            r.failures.append(f"run seed {rec['seed']}{arb}: golden-walk scoreboard: {bad[0]}")
+            if r.first_bad_cycles is None:
+                r.first_bad_cycles, r.first_bad_condition = cycles, "scoreboard"
+                r.first_bad_run = rec
     for i, c in enumerate(test.conditions):
         if c.verdict == Verdict.OBSERVABLE and not r.seen[i] and runs:
             r.failures.append(f"observable outcome never seen in {len(runs)} runs (line "
@@ -138,6 +155,8 @@ def format_result(r: TestResult, *, max_failures: int = 5) -> str:
         lines.append(f"  {count:6d}  {outcome}")
     for c, seen in zip(r.test.conditions, r.seen):
         lines.append(f"  {c.verdict.value:>10}: {c.text}  -- satisfied in {seen}/{n}")
+    lines.append(f"  golden-walk scoreboard: {r.replayed} RTL translations replayed, "
+                 f"{r.scoreboard_violations} violations")
     if r.straddled:
         runs = sum(1 for rec in r.runs if rec.get("straddled"))
         lines.append(f"  walks across a shootdown: {r.straddled} in {runs}/{n} runs")

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import random
 
-from cosim.scenarios import catches, scenario
+from cosim.scenarios import scenario
 from cosim.system import system_for, top_config
 from pyrmap.pte import PAGE_SIZE
 from pyrmap.scenario import MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_WRITE
@@ -423,8 +423,7 @@ async def mprotect_scenario(dut, seed, p, progress, out):
 
 
 @scenario("munmap", "munmap while the cores read the region",
-          env={"COSIM_PHASES": 2, "COSIM_ACCESSES": 25},
-          quirks=(catches("quirk_inval_clear_late", "hdl", checker="shadow"),))
+          env={"COSIM_PHASES": 2, "COSIM_ACCESSES": 25})
 async def munmap_scenario(dut, seed, p, progress, out):
     """munmap of most of a region while the cores read it."""
     return await _layout_race(dut, seed, p, progress, out, what="munmap while reading",

@@ -369,14 +369,17 @@ def _zap_race(rig: _Rig, delay: int):
 
 
 @race("mkclean_race", "a store whose walk is in flight across page_mkclean's write-protect "
-      "and flush, then more stores, swept over start offsets", bits="AD")
+      "and flush, then more stores, swept over start offsets", bits="AD",
+      quirks=(catches("quirk_inval_clear_late", "hdl", checker="tlb",
+                      also=("scoreboard", "shadow")),))
 def _mkclean_race(rig: _Rig, delay: int):
     """A store whose walk is in flight while writeback's page_mkclean write-protects the
     page and flushes, then more stores.  Kept, the invalidation guarantee drops the walk's
     fill (the store is answered from a new walk, which faults) and every later store faults.
     Hardware that keeps a writable entry past the acknowledgement (``quirk_inval_clear_late``)
-    lets a store complete through it after page_mkclean: caught at that store, at cycle
-    level (checker (a) or the scoreboard's stale hit)."""
+    lets a store accepted in the acknowledgement's cycle complete through it after
+    page_mkclean: caught at that store by checker (a) (the access began after the flush was
+    acknowledged), and at the end of the run by the scoreboard's stale hit."""
     from pyrmap.mm_types import PG
     from pyrmap.pagemap import lock_page
     env = rig.arch.env

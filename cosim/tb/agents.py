@@ -76,14 +76,15 @@ class CpuStimulus:
             if rng.random() < self.p_switch:
                 self.ctx = rng.choice(self.tables.contexts)
                 self.recent = []
-            va, op, user, sum_ = self._next()
+            va, op, user, sum_, mxr = self._next()
             try:
                 r = await self.port.request(va, op, asid=self.ctx.asid, root=self.ctx.root,
-                                            user=user, sum=sum_)
+                                            user=user, sum=sum_, mxr=mxr)
             except PortTimeout as exc:
                 self.sb.fail("protocol", cycle_now(), str(exc))
                 return
-            t = CpuTxn(self.core, va, op, user, sum_, self.ctx.asid, self.ctx.root, r.accept)
+            t = CpuTxn(self.core, va, op, user, sum_, self.ctx.asid, self.ctx.root, r.accept,
+                       mxr=mxr)
             t.resp_cycle = cycle_now()
             t.paddr = r.paddr
             t.fault = r.fault

@@ -301,15 +301,20 @@ class RandomTables:
         """A virtual address to request in ``ctx``: a target, anywhere inside its page."""
         return self.pick_request(ctx, rng)[0]
 
-    def pick_request(self, ctx: Context, rng: random.Random, *, p_legal: float = 0.75):
-        """``(va, op, user, sum)`` for a request in ``ctx``.
+    def pick_request(self, ctx: Context, rng: random.Random, *, p_legal: float = 0.75,
+                     p_mxr: float = 0.25):
+        """``(va, op, user, sum, mxr)`` for a request in ``ctx``.
 
         With probability ``p_legal`` the access is one the target's leaf (as built) permits:
-        an op among its R/W/X and the privilege its U bit asks for; otherwise all random."""
+        an op among its R/W/X (a load of an execute-only leaf with mstatus.MXR set) and the
+        privilege its U bit asks for; otherwise all random.  MXR is set with probability
+        ``p_mxr`` on every other request, so loads of execute-only pages are seen with it
+        off (a page fault) and on (a translation)."""
         va, level, pte = rng.choice(ctx.targets)
         if level is not None:
             shift = LEVEL_SHIFT[level]
             va = (va & ~((1 << shift) - 1)) | (rng.randrange(1 << shift) & ~7)
+        mxr = rng.random() < p_mxr
         if pte is not None and rng.random() < p_legal:
             ops = [op for op, bit in ((AccessType.LOAD, _PAGE_R), (AccessType.STORE, _PAGE_W),
                                       (AccessType.FETCH, _PAGE_X)) if pte & bit]
@@ -317,13 +322,17 @@ class RandomTables:
                 ops.append(AccessType.LOAD)
             if pte & _PAGE_W:
                 ops += [AccessType.STORE]
+            if pte & _PAGE_X and not pte & _PAGE_R:
+                ops += [AccessType.LOAD, AccessType.LOAD]       # legal with MXR only
             op = rng.choice(ops) if ops else AccessType.LOAD
+            if op == AccessType.LOAD and not pte & _PAGE_R:
+                mxr = True
             if pte & _PAGE_U:       # U page: U-mode, or S-mode with SUM
                 user = rng.random() < 0.8
                 sum_ = True
             else:                   # S page: S-mode, SUM either way
                 user = False
                 sum_ = rng.random() < 0.5
-            return va, op, user, sum_
+            return va, op, user, sum_, mxr
         op = rng.choice([AccessType.LOAD, AccessType.STORE, AccessType.FETCH])
-        return va, op, rng.random() < 0.5, rng.random() < 0.5
+        return va, op, rng.random() < 0.5, rng.random() < 0.5, mxr

@@ -11,14 +11,14 @@ export AMARANTH_USE_YOSYS ?= builtin
 ARGS ?=
 SEED ?= 1
 
-.PHONY: all test demo demo-py verilog waves bench stress bugzoo mutate venv sims valgrind yosys traces clean
+.PHONY: all test demo demo-py verilog waves bench stress bugzoo mutate venv sims valgrind yosys traces clean explore
 
 all: test
 
 $(STAMP): pyproject.toml
 	@test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q -U pip
-	$(VPY) -m pip install -q -e '.[cosim,test,cva6]'
+	$(VPY) -m pip install -q -e '.[cosim,test,cva6,explore,ray]'
 	@touch $@
 
 venv: $(STAMP)
@@ -71,6 +71,12 @@ waves: $(STAMP) sims
 bench: $(STAMP) sims
 	rmap-cosim bench
 
+# A small TLB design sweep on the RTL (fast path, Verilator): 8 points, each cross-checked
+# against the golden model's TLB; prints where the CSV, the JSON and the plots are.
+EXPLORE_OUT ?= explore-results
+explore: $(STAMP) sims
+	rmap-cosim sweep examples/explore-small.toml --out $(EXPLORE_OUT) $(ARGS)
+
 # Every quirk against its scenario (litmus on the RTL, or the seeded scheduler): a table.
 bugzoo: $(STAMP) sims
 	rmap-cosim bugzoo $(ARGS)
@@ -103,4 +109,4 @@ $(TRACES)/gzip.npz: $(TRACES)/words16k.txt | $(STAMP) valgrind
 	rmap-cosim trace --out $@ -- gzip -6 -c $< > /dev/null
 
 clean:
-	rm -rf sim_build .pytest_cache
+	rm -rf sim_build .pytest_cache explore-results

@@ -28,7 +28,7 @@ from __future__ import annotations
 import collections
 import logging
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import cocotb
 from cocotb.triggers import Lock as CoLock
@@ -211,6 +211,9 @@ class CosimArch(Arch):
         #: The golden-walk scoreboard (cosim.scoreboard.MmuScoreboard) every CPU response and
         #: every invalidation is reported to, once set (cosim.system.bring_up).
         self.scoreboard = None
+        #: Called with (core, kind, va, asid) in the time step ``core`` acknowledged each
+        #: invalidation request (per request; a flush of several requests calls it for each).
+        self.on_inval_ack: Optional[Callable[[int, int, int, int], None]] = None
         #: The :class:`pyrmap.checkers.Checker` that counts access checks and reports a stale
         #: access (the scenario wires the TLB checker (a)); None: raise AssertionError.
         self.access_checker = None
@@ -371,6 +374,8 @@ class CosimArch(Arch):
 
         def acked(kind, va, asid):
             self._forget(core, kind, va, asid)
+            if self.on_inval_ack is not None:
+                self.on_inval_ack(core, kind, va, asid)
             if pending:
                 txn = pending.pop(0)
                 txn.ack_cycle = self.cycle()

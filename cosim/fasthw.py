@@ -11,7 +11,8 @@
 * :class:`FastHardware` drives FastTop's software port, engine controls and rings, and reads
   and writes the storage arrays through the simulator (an instant, between two edges).
 
-Public API: :class:`MirrorMem`, :class:`FastHardware`, :func:`decode_records`.
+Public API: :class:`MirrorMem`, :class:`FastHardware`, :func:`decode_records`,
+:func:`completed`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pyrmap.physmem import WORDS_PER_PAGE, PhysMem
 from simhw.memory import SwOp
 from simhw.traffic import RECORD_FIELDS
 
-__all__ = ["MirrorMem", "FastHardware", "decode_records", "RECORD_NAMES"]
+__all__ = ["MirrorMem", "FastHardware", "decode_records", "completed", "RECORD_NAMES"]
 
 RECORD_NAMES = tuple(name for name, _ in RECORD_FIELDS)
 _SHIFTS = []
@@ -41,6 +42,14 @@ def decode_records(words: list[int]) -> dict[str, np.ndarray]:
         out[name] = np.fromiter(((w >> shift) & mask for w in words), dtype=np.uint64,
                                 count=len(words))
     return out
+
+
+def completed(rec: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The records of ``rec`` that are accesses (squashed attempts dropped)."""
+    keep = rec["squashed"] == 0
+    if keep.all():
+        return rec
+    return {name: values[keep] for name, values in rec.items()}
 
 
 class MirrorMem(PhysMem):

@@ -26,7 +26,8 @@ counted and applied only), ``FAST_QUIRKS`` (engine quirks, comma-separated),
 ``COSIM_PROGRESS`` (a file progress lines are appended to), ``FAST_TRACE`` (a recorded trace,
 :mod:`cosim.explore.trace`: every core replays it in a process of its own whose VMAs are the
 trace's, :class:`cosim.explore.replay.TraceReplay`; ``FAST_MODE`` and ``FAST_PAGES`` are then
-unused).
+unused), ``FAST_STREAM`` (a ``.npz`` the run's stream is saved to for the golden
+model's replay, :mod:`cosim.explore.stream`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, First, RisingEdge, Timer
 
+from pyrmap.arch import CORE_COUNTERS
 from pyrmap.checkers import InvariantViolation
 from pyrmap.mmap import MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_WRITE
 from pyrmap.pte import AccessType, FaultKind
@@ -51,8 +53,9 @@ from simhw.traffic import Mode
 
 from .fastarch import FastArch
 from .fastcheck import LogCheckers
-from .fasthw import FastHardware, MirrorMem
+from .fasthw import FastHardware, MirrorMem, decode_records
 from .host import HostEnv
+from .ports import read_counters
 
 __all__ = ["FastRun", "run_from_env", "MODES"]
 
@@ -97,7 +100,7 @@ class FastRun:
     def __init__(self, dut, seed: int, mmu: dict, fast: dict, *, accesses: int, pages: int,
                  mode: str = "uniform", store_permille: int = 250, kernel: str = "reclaim",
                  period: int = 20_000, checks: bool = True, quirks=(), progress=None,
-                 trace: str | None = None):
+                 trace: str | None = None, stream: str | None = None):
         if pages < 2 or pages & (pages - 1):
             raise ValueError(f"FAST_PAGES must be a power of two of at least 2, not {pages}")
         if mode not in MODES:
@@ -132,6 +135,8 @@ class FastRun:
         self.stats = {"faults_handled": 0, "kernel_steps": 0, "drains": 0, "wakes": 0}
         self.error: str | None = None
         self.mmu = mmu
+        self.stream_path = stream
+        self.recorder = None
 
     # --- start ---------------------------------------------------------------------------
 
@@ -168,6 +173,19 @@ class FastRun:
         arch.on_drain = self.drain
         arch.on_pte_change = self.logs.pte_changed
         arch.on_flush = self.logs.flushed
+        if self.stream_path:
+            from .explore.stream import StreamRecorder
+            self.recorder = rec = StreamRecorder(self.mem)
+            logs = self.logs
+
+            def pte_changed(ptep, cycle, old, new):
+                logs.pte_changed(ptep, cycle, old, new)
+                rec.pte_write(ptep, cycle, old, new)
+
+            def acked(core, kind, va, asid):
+                rec.acked(core, self.hw.cycle(), kind, va, asid)
+            arch.on_pte_change = pte_changed
+            arch.on_inval_ack = acked
 
     def command(self) -> str:
         workload = (f"FAST_TRACE={self.trace}" if self.trace else
@@ -187,6 +205,8 @@ class FastRun:
             if not words:
                 continue
             mm = self.mms[i]
+            if self.recorder is not None:
+                self.recorder.records(i, decode_records(words), mm.asid, mm.pgd)
             rec = self.logs.judge(i, words, mm, mm.asid, mm.pgd)
             batches.append((mm, rec))
         self.hw.drain_writes()
@@ -302,6 +322,8 @@ class FastRun:
         getattr(self.dut, f"eng{core}__resume").value = 1
         await RisingEdge(self.dut.clk)
         getattr(self.dut, f"eng{core}__resume").value = 0
+        if self.recorder is not None:
+            self.recorder.resumed(core, self.hw.cycle())
 
     async def _kernel_step(self) -> None:
         s, env, rng = self.system, self.env, self.rng
@@ -391,6 +413,8 @@ class FastRun:
         self.drain()
         wall = time.monotonic() - t_setup
         cycles = self.hw.cycle() - c_setup
+        if self.recorder is not None:
+            self.recorder.save(self.stream_path)
         return self.report(wall, cycles, time.monotonic() - t0)
 
     def _work_now(self, pending) -> bool:
@@ -451,6 +475,12 @@ class FastRun:
             "mode": "trace" if self.trace else self.mode.name.lower(),
             "trace": self.trace,
             "quirks": self.quirks,
+            "perf": [read_counters(self.dut.top, f"cpu{i}", CORE_COUNTERS)
+                     for i in range(self.ncores)],
+            "flushes": {k: v for k, v in self.arch.figures().items()
+                        if k in ("flush_count", "flush_cycles_total", "inval_requests",
+                                 "flush_cycles_histogram")},
+            "kernel_stats": {name: int(v) for name, v in k.items()},
         }
 
 
@@ -473,7 +503,8 @@ async def run_from_env(dut) -> dict:
                   store_permille=_env_int("FAST_STORE", 250),
                   kernel=os.environ.get("FAST_KERNEL", "reclaim"),
                   period=_env_int("FAST_PERIOD", 20_000), checks=bool(_env_int("FAST_CHECKS", 1)),
-                  quirks=quirks, progress=progress, trace=os.environ.get("FAST_TRACE") or None)
+                  quirks=quirks, progress=progress, trace=os.environ.get("FAST_TRACE") or None,
+                  stream=os.environ.get("FAST_STREAM") or None)
     error = None
     profile = os.environ.get("FAST_PROFILE")
     prof = None

@@ -45,6 +45,7 @@ RECORD_FIELDS = (
     ("op", 2),                # AccessType
     ("fault", 2),             # FaultKind
     ("hit", 1),               # the translation came from the TLB
+    ("squashed", 1),          # an attempt an invalidation squashed (issued again after it)
 )
 RECORD_WIDTH = sum(w for _, w in RECORD_FIELDS)
 
@@ -90,7 +91,9 @@ class TrafficEngine(wiring.Component):
     stops with ``ctl.faulted`` high until ``ctl.resume`` pulses, then issues the same access
     again.  An invalidation acknowledged on the core (``inval_ack``) after the request was
     accepted and before the memory took the data access makes the engine issue the access again
-    (an instruction the shootdown interrupted; ``ctl.squashes`` counts these).
+    (an instruction the shootdown interrupted; ``ctl.squashes`` counts these); the squashed
+    attempt is logged too, with ``squashed`` set (its translation as the MMU answered it; no
+    data access was made), and does not count as an access.
 
     The engine runs while ``ctl.run`` is high, until ``ctl.count`` reaches ``ctl.limit``
     (``limit`` 0: no limit), then raises ``ctl.done``.  ``ctl.load_seed`` loads the generator,
@@ -149,6 +152,7 @@ class TrafficEngine(wiring.Component):
         last_load = Signal(64)
         fault = Signal(2)
         squash = Signal()
+        squashed = Signal()       # the record being logged is a squashed attempt
         count = Signal(48)
         squashes = Signal(32)
         tidx = Signal(32)         # trace position
@@ -185,7 +189,7 @@ class TrafficEngine(wiring.Component):
             c.fault_va.eq(va), c.fault_op.eq(op), c.fault_kind.eq(fault),
         ]
         fields = {"start": start, "done": done_c, "va": va[:48], "pa": pa, "data": value,
-                  "op": op, "fault": fault, "hit": hit}
+                  "op": op, "fault": fault, "hit": hit, "squashed": squashed}
         m.d.comb += self.log.data.eq(Cat(*[fields[name][:w] for name, w in RECORD_FIELDS]))
 
         with m.FSM(name="traffic"):
@@ -227,8 +231,8 @@ class TrafficEngine(wiring.Component):
                     m.d.sync += [pa.eq(self.cpu_resp.paddr), hit.eq(self.cpu_resp.hit),
                                  fault.eq(self.cpu_resp.fault), done_c.eq(self.cycle)]
                     with m.If(squash | self.inval_ack):
-                        m.d.sync += squashes.eq(squashes + 1)
-                        m.next = "REQ"
+                        m.d.sync += [squashes.eq(squashes + 1), squashed.eq(1)]
+                        m.next = "LOG"
                     with m.Elif(self.cpu_resp.fault != FaultKind.NONE):
                         m.d.sync += value.eq(0)
                         m.next = "LOG"
@@ -240,8 +244,8 @@ class TrafficEngine(wiring.Component):
                                                      SwOp.READ)),
                              self.data.req.addr.eq(pa), self.data.req.wdata.eq(value)]
                 with m.If(self.inval_ack):
-                    m.d.sync += squashes.eq(squashes + 1)
-                    m.next = "REQ"
+                    m.d.sync += [squashes.eq(squashes + 1), squashed.eq(1)]
+                    m.next = "LOG"
                 with m.Elif(self.data.req.ready):
                     m.d.sync += done_c.eq(self.cycle)
                     m.next = "DATA_WAIT"
@@ -255,7 +259,10 @@ class TrafficEngine(wiring.Component):
                     m.next = "LOG"
             with m.State("LOG"):
                 m.d.comb += self.log.valid.eq(1)
-                with m.If(self.log.ready):
+                with m.If(self.log.ready & squashed):
+                    m.d.sync += [squashed.eq(0), fault.eq(FaultKind.NONE)]
+                    m.next = "REQ"
+                with m.Elif(self.log.ready):
                     with m.If(fault != FaultKind.NONE):
                         m.next = "FAULT"
                     with m.Else():

@@ -333,8 +333,9 @@ def test_engine_stops_on_a_fault_and_resumes():
 
 def test_engine_reexecutes_an_access_an_invalidation_interrupted():
     """Invalidations of everything every 41 cycles: each access that saw an ack between its
-    request and its data access is issued again (counted), and no record uses a translation
-    whose invalidation was acknowledged before the request began."""
+    request and its data access is issued again (counted), the squashed attempt is logged
+    with ``squashed`` set (one record per squash, none of them counted as an access), and no
+    record uses a translation whose invalidation was acknowledged before the request began."""
     ft = fast_top()
     out = {}
 
@@ -351,7 +352,11 @@ def test_engine_reexecutes_an_access_an_invalidation_interrupted():
         inv = ft.cpu0.inval
         ctx.set(inv.kind, InvalKind.ALL)
         acks = 0
+        recs, rd = [], 0
         for n in range(20000):
+            if n % 16 == 0:
+                more, rd = await drain(ctx, ft, 0, rd)
+                recs += more
             ctx.set(inv.valid, n % 41 < 3)
             _, _, ack = await ctx.tick().sample(inv.ack)
             if ack:
@@ -362,11 +367,14 @@ def test_engine_reexecutes_an_access_an_invalidation_interrupted():
                 break
         out["acks"] = acks
         out["squashes"] = ctx.get(e0.squashes)
-        out["recs"], _ = await drain(ctx, ft, 0, 0)
+        more, _ = await drain(ctx, ft, 0, rd)
+        out["recs"] = recs + more
 
     run(ft, bench)
     assert out["squashes"] > 0 and out["acks"] > 10
-    assert len(out["recs"]) == 60
+    squashed = [r for r in out["recs"] if r["squashed"]]
+    assert len(out["recs"]) - len(squashed) == 60
+    assert len(squashed) == out["squashes"]
 
 
 def test_engine_replays_a_trace_from_memory():

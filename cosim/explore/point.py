@@ -1,0 +1,131 @@
+"""A design point: the MMU's parameters, the memory latency, the workload and the seed.
+
+Design axes (the sweep's names, then :class:`hdl.config.MmuConfig`'s): ``entries``
+(``tlb_entries``), ``ways`` (``tlb_ways``), ``replacement``, ``superpage_entries``,
+``asid_bits``, ``svadu`` (True: hardware A/D; False: Svade faults), ``cores`` (``ncores``),
+``latency`` (memory latency in cycles, :class:`cosim.fastbuild.FastParams`).
+
+Workload axes: ``workload`` (a key of :data:`WORKLOADS`), ``pages`` (each core's window, a
+power of two), ``accesses`` (in all, split over the cores), ``store_permille``, ``period``
+(cycles between kernel steps).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+__all__ = ["Point", "DESIGN_AXES", "WORKLOAD_AXES", "WORKLOADS", "UNSUPPORTED_AXES",
+           "DESIGN_DEFAULTS", "WORKLOAD_DEFAULTS", "PointError"]
+
+
+class PointError(ValueError):
+    """A design point or workload the sweep cannot run (names the axis, the value, the rule)."""
+
+
+#: Sweep axis name -> MmuConfig parameter (``latency`` is the fast path's memory latency).
+DESIGN_AXES = {"entries": "tlb_entries", "ways": "tlb_ways", "replacement": "replacement",
+               "superpage_entries": "superpage_entries", "asid_bits": "asid_bits",
+               "svadu": "svadu", "cores": "ncores", "latency": "latency"}
+DESIGN_DEFAULTS = {"entries": 8, "ways": None, "replacement": "plru", "superpage_entries": 4,
+                   "asid_bits": 9, "svadu": True, "cores": 2, "latency": 1}
+#: Axes the MMU has but the fast path cannot measure, with the reason.
+UNSUPPORTED_AXES = {
+    "dev_entries": "the fast path drives no device traffic (its engines are CPU ports); "
+                   "the device TLB is not exercised",
+    "device_entries": "the fast path drives no device traffic (its engines are CPU ports); "
+                      "the device TLB is not exercised",
+}
+
+#: Workloads by name: the traffic engine's address stream and the kernel beside it.
+#: ``reclaim`` is kswapd, writeback and migration every ``period`` cycles (shootdowns).
+WORKLOADS = {
+    "uniform": {"mode": "uniform", "kernel": "none"},
+    "zipf": {"mode": "zipf", "kernel": "none"},
+    "stride": {"mode": "stride", "kernel": "none"},
+    "chase": {"mode": "chase", "kernel": "none"},
+    "reclaim": {"mode": "uniform", "kernel": "reclaim"},
+    "reclaim-zipf": {"mode": "zipf", "kernel": "reclaim"},
+}
+WORKLOAD_AXES = ("workload", "pages", "accesses", "store_permille", "period")
+WORKLOAD_DEFAULTS = {"workload": "uniform", "pages": 16, "accesses": 20_000,
+                     "store_permille": 250, "period": 20_000}
+
+
+@dataclass(frozen=True)
+class Point:
+    """One point of a sweep.
+
+    Parameters
+    ----------
+    design : dict
+        Sweep design axes (:data:`DESIGN_AXES`), defaults filled in.
+    workload : dict
+        Workload axes (:data:`WORKLOAD_AXES`), defaults filled in.
+    seed : int
+    """
+    design: dict
+    workload: dict
+    seed: int = 1
+    mmu: dict = field(init=False, compare=False)
+
+    def __post_init__(self):
+        for name in self.design:
+            if name in UNSUPPORTED_AXES:
+                raise PointError(f"design axis {name!r} is not supported: "
+                                 f"{UNSUPPORTED_AXES[name]}")
+            if name not in DESIGN_AXES:
+                raise PointError(f"unknown design axis {name!r}; known: "
+                                 f"{', '.join(DESIGN_AXES)}")
+        for name in self.workload:
+            if name not in WORKLOAD_AXES:
+                raise PointError(f"unknown workload axis {name!r}; known: "
+                                 f"{', '.join(WORKLOAD_AXES)}")
+        w = self.workload.get("workload", WORKLOAD_DEFAULTS["workload"])
+        if w not in WORKLOADS:
+            raise PointError(f"workload must be one of {', '.join(WORKLOADS)}, not {w!r}")
+        design = dict(DESIGN_DEFAULTS, **self.design)
+        if design["ways"] is None:
+            design["ways"] = design["entries"]
+        workload = dict(WORKLOAD_DEFAULTS, **self.workload)
+        pages = workload["pages"]
+        if not isinstance(pages, int) or pages < 2 or pages & (pages - 1):
+            raise PointError(f"pages must be a power of two of at least 2, not {pages!r}")
+        for name in ("accesses", "period"):
+            if not isinstance(workload[name], int) or workload[name] < 1:
+                raise PointError(f"{name} must be a positive integer, not {workload[name]!r}")
+        if not 0 <= workload["store_permille"] <= 1000:
+            raise PointError(f"store_permille must be in 0..1000, not "
+                             f"{workload['store_permille']!r}")
+        lat = design["latency"]
+        if not isinstance(lat, int) or isinstance(lat, bool) or not 0 <= lat <= 64:
+            raise PointError(f"latency must be an integer in 0..64 cycles, not {lat!r}")
+        object.__setattr__(self, "design", design)
+        object.__setattr__(self, "workload", workload)
+        from hdl.config import MmuConfig
+        params = {DESIGN_AXES[k]: v for k, v in design.items() if k != "latency"}
+        try:
+            cfg = MmuConfig.from_params(**params)
+        except (TypeError, ValueError) as exc:
+            raise PointError(f"design {self.label()}: {exc}") from None
+        object.__setattr__(self, "mmu", cfg.as_dict())
+
+    @property
+    def point_id(self) -> str:
+        blob = json.dumps({"design": self.design, "workload": self.workload,
+                           "seed": self.seed}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def label(self) -> str:
+        d = dict(DESIGN_DEFAULTS, **self.design)
+        ways = d["ways"] if d["ways"] is not None else d["entries"]
+        return (f"{d['entries']}e/{ways}w/{d['replacement']}/{d['cores']}c"
+                f"/lat{d['latency']}/{self.workload.get('workload', 'uniform')}")
+
+    def as_dict(self) -> dict:
+        return {"design": self.design, "workload": self.workload, "seed": self.seed}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Point":
+        return cls(dict(d["design"]), dict(d["workload"]), int(d.get("seed", 1)))

@@ -1,0 +1,174 @@
+"""One design point on the RTL's fast path: build (cached per configuration), run, measure,
+cross-check, write ``<results>/points/<point_id>.json``.
+
+The point runs :mod:`cosim.fastrun` on Verilator (``cosim.fastbuild.fast_run``: one build per
+configuration under ``sim_build/fast-<hash>/``, ccache when present) with its stream saved;
+the metrics come from the access logs (hits and misses by op, latencies), the MMU's
+performance counters (walks, A/D updates, CAS retries, invalidations, squashed walks) and the
+kernel's counters; the golden model's TLB replays the same stream (:mod:`.golden`).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from pyrmap.arch import CORE_COUNTERS
+from pyrmap.pte import AccessType, FaultKind
+
+from .golden import golden_tlb_check
+from .point import WORKLOADS, Point
+from .schema import SCHEMA_VERSION, validate_result
+from .stream import load_stream
+
+__all__ = ["run_point", "result_path", "stream_metrics", "git_commit", "tool_versions",
+           "HIST_EDGES", "memory_words_log2"]
+
+#: Walk-latency histogram bucket edges (cycles).
+HIST_EDGES = (0, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 512, 1024, 1 << 40)
+
+
+def memory_words_log2(pages: int, cores: int) -> int:
+    """The fast path's memory for a point: at least 128 frames and four times the frames
+    the cores' windows span (page tables, the file's page cache and reclaim need room), a
+    power of two; as ``log2`` of 64-bit words."""
+    frames = 128
+    while frames < 4 * pages * cores:
+        frames *= 2
+    return (frames * 512).bit_length() - 1
+
+
+def result_path(results: Path, point: Point) -> Path:
+    return Path(results) / "points" / f"{point.point_id}.json"
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parent, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def tool_versions() -> dict:
+    out = {"python": platform.python_version()}
+    for dist in ("rmap-cosim", "amaranth", "cocotb", "verilator", "numpy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def stream_metrics(stream) -> dict:
+    """Hits and misses by op, hit rate and latencies from the access-log records."""
+    op, fault, hit = stream["op"], stream["fault"], stream["hit"].astype(bool)
+    ok = (fault == FaultKind.NONE) & (stream["squashed"] == 0)
+    lat = stream["done"] - stream["start"]
+    out = {}
+    for name, kind in (("load", AccessType.LOAD), ("store", AccessType.STORE),
+                       ("fetch", AccessType.FETCH)):
+        sel = ok & (op == kind)
+        out[f"hits_{name}"] = int((sel & hit).sum())
+        out[f"misses_{name}"] = int((sel & ~hit).sum())
+    n = int(ok.sum())
+    misses = int((ok & ~hit).sum())
+    out.update(accesses=n, hits=n - misses, misses=misses,
+               hit_rate=(n - misses) / n if n else 0.0, miss_rate=misses / n if n else 0.0)
+    mlat = lat[ok & ~hit]
+    hlat = lat[ok & hit]
+    if len(mlat):
+        counts, _ = np.histogram(mlat, bins=np.array(HIST_EDGES))
+        out.update(walk_latency_mean=float(mlat.mean()),
+                   walk_latency_p50=float(np.percentile(mlat, 50)),
+                   walk_latency_p99=float(np.percentile(mlat, 99)),
+                   walk_latency_hist=[list(HIST_EDGES), counts.tolist()])
+    else:
+        out.update(walk_latency_mean=0.0, walk_latency_p50=0.0, walk_latency_p99=0.0,
+                   walk_latency_hist=[list(HIST_EDGES), [0] * (len(HIST_EDGES) - 1)])
+    out["hit_latency_mean"] = float(hlat.mean()) if len(hlat) else 0.0
+    return out
+
+
+def _metrics(stream, rep: dict) -> dict:
+    m = stream_metrics(stream)
+    perf = {k: sum(p[k] for p in rep["perf"]) for k in CORE_COUNTERS}
+    m["instructions"] = 0
+    m["mpki_denominator"] = "accesses"
+    m["mpki"] = 1000 * m["misses"] / m["accesses"] if m["accesses"] else 0.0
+    for k in ("walks", "walk_cycles", "a_sets", "d_sets", "cas_retries", "invals", "squashed"):
+        m[k] = int(perf[k])
+    m["mem_accesses_per_walk"] = None
+    ks = rep["kernel_stats"]
+    fl = rep["flushes"]
+    m.update(inval_cycles=int(fl["flush_cycles_total"]), shootdowns=int(fl["flush_count"]),
+             faults=int(rep["faults"]), pages_reclaimed=int(ks.get("pages_freed", 0)),
+             pages_swapped_out=int(ks.get("pswpout", 0)), cycles=int(rep["cycles"]),
+             accesses_per_s=float(rep["accesses_per_s"]))
+    return m
+
+
+def run_point(point: Point, results: Path, *, sim: str = "verilator") -> dict:
+    """Run ``point``; write and return its result (:mod:`.schema`).  Never raises for a
+    failing point: its result has ``status == "failed"`` and a one-line ``error``."""
+    from cosim.build import make_config
+    from cosim.fastbuild import FastParams, fast_build, fast_run
+    results = Path(results)
+    pid = point.point_id
+    run_dir = results / "runs" / pid
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stream_file = run_dir / "stream.npz"
+    config = make_config(**point.mmu)
+    params = FastParams(words_log2=memory_words_log2(point.workload["pages"],
+                                                     point.design["cores"]),
+                        latency=point.design["latency"], log_log2=12)
+    w = point.workload
+    spec = WORKLOADS[w["workload"]]
+    result = {"schema": SCHEMA_VERSION, "point_id": pid, "git_commit": git_commit(),
+              "tools": tool_versions(), "design": dict(point.design, mmu=point.mmu),
+              "workload": dict(w, kind="synthetic", **spec), "seed": point.seed,
+              "metrics": {}, "area": None, "checks": {}, "status": "failed", "error": None,
+              "build_key": None, "seconds": 0.0, "build_seconds": 0.0,
+              "command": f"rmap-cosim sweep --point '{json.dumps(point.as_dict())}'"}
+    t0 = time.monotonic()
+    try:
+        b = fast_build(config, params, sim)
+        result["build_key"] = b.key
+        result["build_seconds"] = b.seconds
+        t1 = time.monotonic()
+        ok, rep, where = fast_run(config, params, sim, seed=point.seed, test_dir=run_dir, env={
+            "FAST_ACCESSES": w["accesses"], "FAST_PAGES": w["pages"], "FAST_MODE": spec["mode"],
+            "FAST_KERNEL": spec["kernel"], "FAST_PERIOD": w["period"],
+            "FAST_STORE": w["store_permille"], "FAST_STREAM": stream_file})
+        result["seconds"] = time.monotonic() - t1
+        if rep is None or "error" in rep or not ok or not stream_file.exists():
+            err = (rep or {}).get("error") or (rep or {}).get("violations") or \
+                f"the run failed (see {where}/sim.log)"
+            result["error"] = str(err).splitlines()[0][:500]
+        else:
+            stream = load_stream(stream_file)
+            result["metrics"] = _metrics(stream, rep)
+            result["checks"]["golden_tlb"] = golden_tlb_check(stream, point.mmu)
+            failed = [n for n, c in result["checks"].items() if c["verdict"] == "fail"]
+            if failed:
+                result["error"] = f"cross-check {failed[0]} disagrees: " \
+                                  f"{result['checks'][failed[0]]['detail']}"[:500]
+            else:
+                result["status"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - a point reports its failure, the sweep goes on
+        result["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+    result["wall_seconds"] = time.monotonic() - t0
+    validate_result(result)
+    path = result_path(results, point)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    tmp.replace(path)
+    return result

@@ -1,0 +1,171 @@
+"""TLB design exploration (cosim.explore): the grid of a specification, the point schema, the
+golden TLB's replay of a stream (and a stream it must reject), the CSV and the Pareto front;
+a tiny sweep on the RTL through a local Ray instance, with resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cosim.explore.golden import golden_tlb_check
+from cosim.explore.plots import pareto_front
+from cosim.explore.point import Point, PointError
+from cosim.explore.schema import METRIC_NAMES, SCHEMA_VERSION, validate_result
+from cosim.explore.spec import SpecError, grid, load_spec, parse_axis_values
+from cosim.explore.stream import Stream
+from pyrmap.pte import _PAGE_A, _PAGE_D, _PAGE_R, _PAGE_U, _PAGE_V, _PAGE_W, AccessType
+
+
+def test_grid_is_the_product_and_leaves_out_ways_above_entries(tmp_path):
+    spec = tmp_path / "s.toml"
+    spec.write_text('[design]\nentries = [4, 8]\nways = [1, 8, "full"]\n'
+                    'replacement = ["plru", "fifo"]\n[workload]\nworkload = ["uniform", "zipf"]\n')
+    points, skipped = grid(load_spec(spec))
+    # 4 entries with 8 ways is left out (once per replacement); 8 entries "full" is 8 ways,
+    # the same point as 8 ways: 4 designs of 4 entries, 4 of 8, times 2 workloads.
+    assert skipped == 2
+    assert len(points) == 16
+    assert len({p.point_id for p in points}) == len(points)
+    assert {p.design["ways"] for p in points if p.design["entries"] == 4} == {1, 4}
+
+
+def test_spec_and_point_errors_name_the_axis_and_the_rule(tmp_path):
+    with pytest.raises(SpecError, match="'dev_entries' is not supported: the fast path drives"):
+        grid({"design": {"dev_entries": [8]}})
+    with pytest.raises(SpecError, match="unknown design axis 'colour'"):
+        grid({"design": {"colour": 1}})
+    with pytest.raises(SpecError, match="workload must be one of"):
+        grid({"workload": {"workload": "fork-storm"}})
+    with pytest.raises(PointError, match="not a multiple of 3 ways"):
+        Point({"entries": 8, "ways": 3}, {})
+    with pytest.raises(PointError, match="pages must be a power of two"):
+        Point({}, {"pages": 12})
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    with pytest.raises(SpecError, match="is not valid JSON"):
+        load_spec(bad)
+    assert parse_axis_values("8,16,full,true") == [8, 16, "full", True]
+
+
+def test_cli_rejects_bad_input_in_one_line(capsys):
+    from cosim.explore.cli import main
+    assert main(["--entries", "8", "--ways", "3", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a multiple of 3 ways" in err
+    assert main(["--entries", "8,16", "--ways", "4", "--dry-run"]) == 0
+
+
+PTE = _PAGE_V | _PAGE_R | _PAGE_W | _PAGE_U | _PAGE_A
+
+
+def _stream(records, pte_writes=(), invals=()):
+    """records: (core, start, done, va, op, fault, hit); one PTE per page at 0x1000 * vpn."""
+    r = np.array(records, dtype=np.int64).reshape(-1, 7)
+    n = len(r)
+    arrays = {"core": r[:, 0], "start": r[:, 1], "done": r[:, 2],
+              "va": r[:, 3].astype(np.uint64), "pa": (r[:, 3] & ~0xFFF) + 0x8000_0000,
+              "op": r[:, 4], "fault": r[:, 5], "hit": r[:, 6],
+              "squashed": np.zeros(n, np.int64), "ptep": (r[:, 3] >> 12) * 8,
+              "core_asid": np.array([1]), "core_root": np.array([0])}
+    pw = np.array(pte_writes, dtype=np.int64).reshape(-1, 3)
+    arrays.update(pte_ptep=pw[:, 0], pte_cycle=pw[:, 1], pte_value=pw[:, 2].astype(np.uint64))
+    iv = np.array(invals, dtype=np.int64).reshape(-1, 5)
+    for i, k in enumerate(("inval_core", "inval_cycle", "inval_kind", "inval_va",
+                           "inval_asid")):
+        arrays[k] = iv[:, i]
+    return Stream(arrays)
+
+
+DESIGN = {"tlb_entries": 2, "tlb_ways": 2, "replacement": "plru", "asid_bits": 9,
+          "superpage_entries": 4, "svadu": True}
+L, S = int(AccessType.LOAD), int(AccessType.STORE)
+
+
+def _three_pages(hits):
+    """Pages 1, 2, 1, 3, 1 (2 entries, PLRU): miss, miss, hit, miss (evicts 2), hit; then a
+    store to page 1, whose entry is clean (filled by a load): dropped and re-walked."""
+    recs = [(0, 10 * k, 10 * k + 5, (vpn << 12) | 8, op, 0, h)
+            for k, (vpn, op, h) in enumerate(zip((1, 2, 1, 3, 1, 1, 1), (L, L, L, L, L, S, S),
+                                                 hits))]
+    ptes = [((vpn << 12) >> 12 << 3, 0, PTE) for vpn in (1, 2, 3)]
+    return _stream(recs, ptes)
+
+
+def test_golden_tlb_agrees_with_a_consistent_stream():
+    out = golden_tlb_check(_three_pages([0, 0, 1, 0, 1, 0, 1]), DESIGN)
+    assert out["verdict"] == "pass", out
+    assert (out["hits"], out["misses"]) == (3, 4)
+
+
+@pytest.mark.parametrize("flip", [2, 4, 5, 6])
+def test_golden_tlb_fails_a_stream_whose_hit_bit_is_wrong(flip):
+    hits = [0, 0, 1, 0, 1, 0, 1]
+    hits[flip] ^= 1
+    out = golden_tlb_check(_three_pages(hits), DESIGN)
+    assert out["verdict"] == "fail" and out["disagreements"] >= 1
+    assert f"record {flip}" in out["detail"]
+
+
+def test_golden_tlb_applies_invalidations_at_their_ack():
+    recs = [(0, 0, 5, 0x1008, L, 0, 0), (0, 20, 25, 0x1010, L, 0, 0)]
+    # VA_ASID invalidation of page 1 acknowledged at cycle 10: the second access misses.
+    s = _stream(recs, [(8, 0, PTE)], [(0, 10, 3, 0x1000, 1)])
+    assert golden_tlb_check(s, DESIGN)["verdict"] == "pass"
+    s = _stream(recs, [(8, 0, PTE)], [(0, 30, 3, 0x1000, 1)])
+    assert golden_tlb_check(s, DESIGN)["verdict"] == "fail"
+
+
+def test_random_replacement_is_not_exercised():
+    out = golden_tlb_check(_three_pages([0] * 7), dict(DESIGN, replacement="random"))
+    assert out["verdict"] == "not exercised"
+
+
+def test_pareto_front():
+    xs = [1, 2, 3, 4, 2]
+    ys = [5, 3, 4, 1, 6]
+    assert pareto_front(xs, ys) == [0, 1, 3]
+
+
+def test_schema_rejects_a_failed_check_on_an_ok_point():
+    r = {"schema": SCHEMA_VERSION, "point_id": "x", "git_commit": "c", "tools": {},
+         "design": {}, "workload": {}, "seed": 1, "metrics": {"hits": 1}, "status": "ok",
+         "error": None, "checks": {"golden_tlb": {"verdict": "pass"}}}
+    validate_result(r)
+    with pytest.raises(ValueError, match="must have status 'failed'"):
+        validate_result(dict(r, checks={"golden_tlb": {"verdict": "fail"}}))
+    with pytest.raises(ValueError, match="unknown metrics"):
+        validate_result(dict(r, metrics={"speed": 1}))
+    assert "mpki" in METRIC_NAMES
+
+
+@pytest.mark.sim
+def test_tiny_sweep_on_local_ray_with_resume(tmp_path):
+    """Two points (PLRU and FIFO) as Ray tasks on a local instance, on the RTL, each
+    cross-checked against the golden TLB; the CSV, the JSON and the plots are written; a
+    second run reuses both results."""
+    import ray
+    from cosim.explore.cli import main
+    out = tmp_path / "res"
+    argv = ["--entries", "8", "--replacement", "plru,fifo", "--accesses", "1500",
+            "--pages", "16", "--workload", "reclaim", "--period", "6000",
+            "--out", str(out), "--ray", "local", "--quiet"]
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        assert main(argv) == 0
+        results = [json.loads(p.read_text()) for p in sorted((out / "points").glob("*.json"))]
+        assert len(results) == 2
+        for r in results:
+            assert r["status"] == "ok" and r["checks"]["golden_tlb"]["verdict"] == "pass"
+            m = r["metrics"]
+            assert m["accesses"] >= 1500 and m["hits"] + m["misses"] == m["accesses"]
+            assert m["shootdowns"] > 0 and m["faults"] > 0
+            assert r["checks"]["golden_tlb"]["hits"] == m["hits"]
+        assert (out / "sweep.csv").read_text().count("\n") == 3
+        assert (out / "miss_rate.png").stat().st_size > 0
+        before = {p: p.stat().st_mtime for p in (out / "points").glob("*.json")}
+        assert main(argv) == 0
+        assert {p: p.stat().st_mtime for p in (out / "points").glob("*.json")} == before
+    finally:
+        ray.shutdown()

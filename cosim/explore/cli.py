@@ -40,6 +40,8 @@ def _parser(prog: str) -> ArgumentParser:
                    help="run each point as a Ray task on the cluster at ADDRESS ('local': "
                         "a local instance)")
     p.add_argument("--sim", choices=("verilator", "icarus"), default="verilator")
+    p.add_argument("--area", action="store_true",
+                   help="measure each design's area and logic depth with Yosys (make yosys)")
     p.add_argument("--no-resume", action="store_true", help="run points whose result exists")
     p.add_argument("--dry-run", action="store_true", help="list the points and stop")
     p.add_argument("--quiet", action="store_true", help="no progress display")
@@ -62,7 +64,8 @@ def build_spec(args) -> dict:
 
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = "rmap-cosim sweep",
-         out=sys.stdout) -> int:
+         out=None) -> int:
+    out = out if out is not None else sys.stdout
     p = _parser(prog)
     args = p.parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
@@ -73,6 +76,13 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "rmap-cosim sweep",
     if not points:
         print(f"{prog}: error: the grid has no points", file=sys.stderr)
         return 2
+    if args.area:
+        from .tools import ToolMissing, tool_path
+        try:
+            tool_path("yosys")
+        except ToolMissing as exc:
+            print(f"{prog}: error: --area: {exc}", file=sys.stderr)
+            return 2
     results = Path(args.out)
     print(f"{prog}: {len(points)} points" + (f" ({skipped} left out: ways > entries)"
                                              if skipped else "")
@@ -86,7 +96,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "rmap-cosim sweep",
     progress = _Progress(len(points), quiet=args.quiet, out=out)
     with progress:
         summary = run_sweep(points, results, jobs=args.jobs, sim=args.sim,
-                            resume=not args.no_resume, ray_address=args.ray,
+                            resume=not args.no_resume, ray_address=args.ray, area=args.area,
                             on_result=progress.update)
     written, not_drawn = make_plots(summary["results"], results)
     print(f"{summary['points']} points: {summary['ran']} ran, {summary['reused']} reused, "

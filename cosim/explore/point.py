@@ -39,7 +39,9 @@ UNSUPPORTED_AXES = {
 }
 
 #: Workloads by name: the traffic engine's address stream and the kernel beside it.
-#: ``reclaim`` is kswapd, writeback and migration every ``period`` cycles (shootdowns).
+#: ``reclaim`` is kswapd, writeback and migration every ``period`` cycles (shootdowns);
+#: ``trace`` replays a recorded trace (the ``trace`` axis: a ``.npz`` of ``rmap-cosim trace``)
+#: on every core of one process mapping its VMAs.
 WORKLOADS = {
     "uniform": {"mode": "uniform", "kernel": "none"},
     "zipf": {"mode": "zipf", "kernel": "none"},
@@ -47,9 +49,11 @@ WORKLOADS = {
     "chase": {"mode": "chase", "kernel": "none"},
     "reclaim": {"mode": "uniform", "kernel": "reclaim"},
     "reclaim-zipf": {"mode": "zipf", "kernel": "reclaim"},
+    "trace": {"mode": "trace", "kernel": "none"},
+    "trace-reclaim": {"mode": "trace", "kernel": "reclaim"},
 }
-WORKLOAD_AXES = ("workload", "pages", "accesses", "store_permille", "period")
-WORKLOAD_DEFAULTS = {"workload": "uniform", "pages": 16, "accesses": 20_000,
+WORKLOAD_AXES = ("workload", "trace", "pages", "accesses", "store_permille", "period")
+WORKLOAD_DEFAULTS = {"workload": "uniform", "trace": None, "pages": 16, "accesses": 20_000,
                      "store_permille": 250, "period": 20_000}
 
 
@@ -89,6 +93,18 @@ class Point:
         if design["ways"] is None:
             design["ways"] = design["entries"]
         workload = dict(WORKLOAD_DEFAULTS, **self.workload)
+        is_trace = WORKLOADS[w]["mode"] == "trace"
+        if is_trace and not workload["trace"]:
+            raise PointError(f"workload {w!r} needs the trace axis (a .npz of rmap-cosim trace)")
+        if not is_trace and workload["trace"]:
+            raise PointError(f"workload {w!r} takes no trace (trace = {workload['trace']!r}); "
+                             f"use workload 'trace' or 'trace-reclaim'")
+        if is_trace:
+            from pathlib import Path
+            if not Path(workload["trace"]).is_file():
+                raise PointError(f"trace {workload['trace']!r} is not a file (record one with "
+                                 f"rmap-cosim trace, or make traces)")
+            workload["trace"] = str(Path(workload["trace"]).resolve())
         pages = workload["pages"]
         if not isinstance(pages, int) or pages < 2 or pages & (pages - 1):
             raise PointError(f"pages must be a power of two of at least 2, not {pages!r}")
@@ -120,8 +136,12 @@ class Point:
     def label(self) -> str:
         d = dict(DESIGN_DEFAULTS, **self.design)
         ways = d["ways"] if d["ways"] is not None else d["entries"]
+        w = self.workload.get("workload", "uniform")
+        if self.workload.get("trace"):
+            from pathlib import Path
+            w += f":{Path(self.workload['trace']).stem}"
         return (f"{d['entries']}e/{ways}w/{d['replacement']}/{d['cores']}c"
-                f"/lat{d['latency']}/{self.workload.get('workload', 'uniform')}")
+                f"/lat{d['latency']}/{w}")
 
     def as_dict(self) -> dict:
         return {"design": self.design, "workload": self.workload, "seed": self.seed}

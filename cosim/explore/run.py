@@ -27,11 +27,24 @@ from .point import WORKLOADS, Point
 from .schema import SCHEMA_VERSION, validate_result
 from .stream import load_stream
 
-__all__ = ["run_point", "result_path", "stream_metrics", "git_commit", "tool_versions",
+__all__ = ["run_point", "lru_bound_check", "result_path", "stream_metrics", "git_commit", "tool_versions",
            "HIST_EDGES", "memory_words_log2"]
 
 #: Walk-latency histogram bucket edges (cycles).
 HIST_EDGES = (0, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 512, 1024, 1 << 40)
+
+
+def trace_words_log2(path) -> int:
+    """The fast path's memory for a trace: its records, twice the pages it touches (page
+    tables, reclaim's room) and 128 frames, rounded up to a power of two."""
+    from .replay import TraceReplay
+    replay = TraceReplay.load(path)
+    touched = int(np.unique(replay.pages(len(replay))).size)
+    need = replay.record_frames() + 2 * touched + 128
+    frames = 128
+    while frames < need:
+        frames *= 2
+    return (frames * 512).bit_length() - 1
 
 
 def memory_words_log2(pages: int, cores: int) -> int:
@@ -97,12 +110,16 @@ def stream_metrics(stream) -> dict:
     return out
 
 
-def _metrics(stream, rep: dict) -> dict:
+def _metrics(stream, rep: dict, instructions: int = 0) -> dict:
     m = stream_metrics(stream)
     perf = {k: sum(p[k] for p in rep["perf"]) for k in CORE_COUNTERS}
-    m["instructions"] = 0
-    m["mpki_denominator"] = "accesses"
-    m["mpki"] = 1000 * m["misses"] / m["accesses"] if m["accesses"] else 0.0
+    m["instructions"] = int(instructions)
+    if m["instructions"]:
+        m["mpki_denominator"] = "instructions"
+        m["mpki"] = 1000 * m["misses"] / m["instructions"]
+    else:
+        m["mpki_denominator"] = "accesses"
+        m["mpki"] = 1000 * m["misses"] / m["accesses"] if m["accesses"] else 0.0
     for k in ("walks", "walk_cycles", "a_sets", "d_sets", "cas_retries", "invals", "squashed"):
         m[k] = int(perf[k])
     m["mem_accesses_per_walk"] = None
@@ -115,9 +132,37 @@ def _metrics(stream, rep: dict) -> dict:
     return m
 
 
-def run_point(point: Point, results: Path, *, sim: str = "verilator") -> dict:
+def lru_bound_check(stream, design: dict) -> dict:
+    """The models' bound (:func:`cosim.explore.models.stack_distance_check`) on each core's
+    page stream (its translated accesses, in order) against that core's RTL misses; the
+    point's verdict is the worst of its cores'."""
+    from .models import stack_distance_check
+    ok = (stream["fault"] == FaultKind.NONE) & (stream["squashed"] == 0)
+    order = np.argsort(stream["start"], kind="stable")
+    per_core = []
+    for c in np.unique(stream["core"]).tolist():
+        sel = order[(stream["core"][order] == c) & ok[order]]
+        pages = (stream["va"][sel] >> np.uint64(12)).astype(np.int64)
+        misses = int((stream["hit"][sel] == 0).sum())
+        per_core.append(stack_distance_check(pages, misses, entries=design["tlb_entries"],
+                                             ways=design["tlb_ways"]))
+    if not per_core:
+        return {"verdict": "not exercised", "detail": "no accesses"}
+    for verdict in ("fail", "pass"):
+        hit = [(i, c) for i, c in enumerate(per_core) if c["verdict"] == verdict]
+        if hit:
+            return {"verdict": verdict,
+                    "detail": "; ".join(f"core {i}: {c['detail']}" for i, c in hit),
+                    "cores": per_core}
+    return {"verdict": "not exercised", "detail": per_core[0]["detail"], "cores": per_core}
+
+
+def run_point(point: Point, results: Path, *, sim: str = "verilator",
+              area: bool = False) -> dict:
     """Run ``point``; write and return its result (:mod:`.schema`).  Never raises for a
-    failing point: its result has ``status == "failed"`` and a one-line ``error``."""
+    failing point: its result has ``status == "failed"`` and a one-line ``error``.  With
+    ``area``, the design's Yosys area and logic depth (:func:`cosim.explore.area.area`,
+    cached per configuration) go in ``area``."""
     from cosim.build import make_config
     from cosim.fastbuild import FastParams, fast_build, fast_run
     results = Path(results)
@@ -126,14 +171,16 @@ def run_point(point: Point, results: Path, *, sim: str = "verilator") -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     stream_file = run_dir / "stream.npz"
     config = make_config(**point.mmu)
-    params = FastParams(words_log2=memory_words_log2(point.workload["pages"],
-                                                     point.design["cores"]),
-                        latency=point.design["latency"], log_log2=12)
     w = point.workload
     spec = WORKLOADS[w["workload"]]
+    if w["trace"]:
+        words_log2 = trace_words_log2(w["trace"])
+    else:
+        words_log2 = memory_words_log2(w["pages"], point.design["cores"])
+    params = FastParams(words_log2=words_log2, latency=point.design["latency"], log_log2=12)
     result = {"schema": SCHEMA_VERSION, "point_id": pid, "git_commit": git_commit(),
               "tools": tool_versions(), "design": dict(point.design, mmu=point.mmu),
-              "workload": dict(w, kind="synthetic", **spec), "seed": point.seed,
+              "workload": dict(w, kind="trace" if w["trace"] else "synthetic", **spec), "seed": point.seed,
               "metrics": {}, "area": None, "checks": {}, "status": "failed", "error": None,
               "build_key": None, "seconds": 0.0, "build_seconds": 0.0,
               "command": f"rmap-cosim sweep --point '{json.dumps(point.as_dict())}'"}
@@ -144,7 +191,8 @@ def run_point(point: Point, results: Path, *, sim: str = "verilator") -> dict:
         result["build_seconds"] = b.seconds
         t1 = time.monotonic()
         ok, rep, where = fast_run(config, params, sim, seed=point.seed, test_dir=run_dir, env={
-            "FAST_ACCESSES": w["accesses"], "FAST_PAGES": w["pages"], "FAST_MODE": spec["mode"],
+            "FAST_ACCESSES": w["accesses"], "FAST_PAGES": w["pages"],
+            "FAST_MODE": "uniform" if w["trace"] else spec["mode"], "FAST_TRACE": w["trace"] or "",
             "FAST_KERNEL": spec["kernel"], "FAST_PERIOD": w["period"],
             "FAST_STORE": w["store_permille"], "FAST_STREAM": stream_file})
         result["seconds"] = time.monotonic() - t1
@@ -154,8 +202,18 @@ def run_point(point: Point, results: Path, *, sim: str = "verilator") -> dict:
             result["error"] = str(err).splitlines()[0][:500]
         else:
             stream = load_stream(stream_file)
-            result["metrics"] = _metrics(stream, rep)
+            instructions = 0
+            if w["trace"]:
+                from .replay import TraceReplay
+                per_core = -(-w["accesses"] // point.design["cores"])
+                instructions = (TraceReplay.load(w["trace"]).instructions(per_core)
+                                * point.design["cores"])
+            result["metrics"] = _metrics(stream, rep, instructions)
             result["checks"]["golden_tlb"] = golden_tlb_check(stream, point.mmu)
+            result["checks"]["stack_distance_lru"] = lru_bound_check(stream, point.mmu)
+            if area:
+                from .area import area as measure_area
+                result["area"] = measure_area(config)
             failed = [n for n, c in result["checks"].items() if c["verdict"] == "fail"]
             if failed:
                 result["error"] = f"cross-check {failed[0]} disagrees: " \

@@ -29,8 +29,8 @@ class SweepSummary(dict):
     """``{"points", "ran", "reused", "failed", "seconds", "csv", "results"}``."""
 
 
-def _run_one(point_dict: dict, results: str, sim: str) -> dict:
-    return run_point(Point.from_dict(point_dict), Path(results), sim=sim)
+def _run_one(point_dict: dict, results: str, sim: str, area: bool = False) -> dict:
+    return run_point(Point.from_dict(point_dict), Path(results), sim=sim, area=area)
 
 
 def load_results(results: Path, points: Iterable[Point]) -> list[dict]:
@@ -70,7 +70,7 @@ def write_csv(results: Path, rows: list[dict]) -> Path:
 
 
 def run_sweep(points: list[Point], results: Path, *, jobs: int = 2, sim: str = "verilator",
-              resume: bool = True, ray_address: str | None = None,
+              resume: bool = True, ray_address: str | None = None, area: bool = False,
               on_result: Callable[[dict, int, int], None] | None = None) -> SweepSummary:
     """Run every point of ``points`` not done yet; returns a summary.
 
@@ -83,6 +83,8 @@ def run_sweep(points: list[Point], results: Path, *, jobs: int = 2, sim: str = "
         Points at once on this machine (processes).
     resume : bool
         Skip points whose result file exists (False: run them all again).
+    area : bool
+        Measure each design's area and logic depth with Yosys (cached per configuration).
     ray_address : str or None
         Run each point as a Ray task on the cluster at this address (``"local"`` starts a
         local instance); results come back to this process, which writes them.
@@ -107,14 +109,14 @@ def run_sweep(points: list[Point], results: Path, *, jobs: int = 2, sim: str = "
             on_result(res, done, len(points))
 
     if todo and ray_address is not None:
-        _run_ray(todo, results, sim, ray_address, finished)
+        _run_ray(todo, results, sim, ray_address, finished, area)
     elif todo and jobs <= 1:
         for p in todo:
-            finished(run_point(p, results, sim=sim))
+            finished(run_point(p, results, sim=sim, area=area))
     elif todo:
         ctx = multiprocessing.get_context("spawn")
         with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as ex:
-            futs = [ex.submit(_run_one, p.as_dict(), str(results), sim) for p in todo]
+            futs = [ex.submit(_run_one, p.as_dict(), str(results), sim, area) for p in todo]
             for f in cf.as_completed(futs):
                 finished(f.result())
     rows = load_results(results, points)
@@ -124,7 +126,8 @@ def run_sweep(points: list[Point], results: Path, *, jobs: int = 2, sim: str = "
                         seconds=time.monotonic() - t0, csv=str(csv_path), results=rows)
 
 
-def _run_ray(points: list[Point], results: Path, sim: str, address: str, finished) -> None:
+def _run_ray(points: list[Point], results: Path, sim: str, address: str, finished,
+             area: bool) -> None:
     """Each point a Ray task (one CPU); results collected as they finish."""
     import ray
     started = False
@@ -136,7 +139,8 @@ def _run_ray(points: list[Point], results: Path, sim: str, address: str, finishe
         started = True
     try:
         task = ray.remote(num_cpus=1)(_run_one)
-        pending = [task.remote(p.as_dict(), str(Path(results).resolve()), sim) for p in points]
+        pending = [task.remote(p.as_dict(), str(Path(results).resolve()), sim, area)
+                   for p in points]
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
             finished(ray.get(ready[0]))

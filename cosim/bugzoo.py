@@ -6,6 +6,7 @@ driver's of :class:`pyrmap.devdriver.DevDriverConfig` -- against the scenario th
 with the quirk on (a checker must fail) and then off (the same scenario must pass), and prints
 
     quirk | layer | historical reference | scenario | detected | by | after | quirk off
+          | co-simulation run | icarus | verilator
 
 Scenarios come in two kinds:
 
@@ -19,20 +20,27 @@ Scenarios come in two kinds:
   decisions of the race's scheduler (SoftArch has no clock), read from the machine the race
   hands to its ``observe``.  The same seed then runs with the quirk off.
 
-The exit status is non-zero when a quirk is not detected or its scenario fails with it off.
+Every quirk that fails a registered co-simulation scenario on the RTL
+(:data:`cosim.scenarios.QUIRK_SCENARIOS`) also runs it, with the quirk on and off, on each
+simulator asked for (``--sim icarus|verilator|both``, default both): the last columns name the
+checker that failed the run and the simulated cycle of its violation (``tlb @ 1723``), or why
+the row is not shown (``MISSED``, ``off FAILS``).
+
+The exit status is non-zero when a quirk is not detected, its scenario fails with it off, or
+its co-simulation run misses it or fails with it off on a simulator.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Sequence, Union
 
 from pyrmap import quirk_races
 
-__all__ = ["Quirk", "Outcome", "QUIRKS", "run_quirk", "format_table", "main"]
+__all__ = ["Quirk", "Outcome", "QUIRKS", "run_quirk", "rtl_cell", "format_table", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
 LITMUS = ROOT / "litmus"
@@ -77,7 +85,8 @@ class Quirk:
 
 @dataclass
 class Outcome:
-    """What one quirk's scenario did."""
+    """What one quirk's scenario did; ``rtl``: simulator -> the row of its co-simulation run
+    (:func:`cosim.scenarios.quirk_outcome`), for the simulators it ran on."""
     quirk: Quirk
     detected: bool = False
     checker: str = ""
@@ -85,10 +94,11 @@ class Outcome:
     off_passed: bool = False
     detail: str = ""
     seconds: float = 0.0
+    rtl: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        return self.detected and self.off_passed
+        return self.detected and self.off_passed and all(r["ok"] for r in self.rtl.values())
 
 
 QUIRKS: list[Quirk] = [
@@ -154,45 +164,73 @@ def _run_scheduler(q: Quirk, out: Outcome) -> None:
 
 # --- litmus scenarios ----------------------------------------------------------------------------
 
-def _run_litmus(q: Quirk, out: Outcome, sim: str, runs: Optional[int], seed: int) -> None:
+def _run_litmus(q: Quirk, out: Outcome, sims: Sequence[str], runs: Optional[int],
+                seed: int) -> None:
+    """The litmus scenario on every simulator of ``sims``: detected (and passing off) only
+    when it is on each."""
     from .litmus.runner import run_files
     path = str(LITMUS / q.scenario)
     n = runs or q.runs
-    kw = dict(runs=n, sim=sim, seed=seed, arbitration="round_robin")
-    if q.layer == "hdl":
-        on = run_files([path], config={q.name: True}, **kw)[0]
-    else:
-        on = run_files([path], kernel_quirks=[q.name], **kw)[0]
-    bad = [f for f in on.failures if "error" not in f.split(":", 2)[1]] if on.failures else []
-    if not on.passed and on.first_bad_condition and on.first_bad_condition != "run error":
-        out.detected = True
-        out.checker = f"litmus {on.first_bad_condition}"
-        out.after = f"{on.first_bad_cycles} cycles ({sim})"
-        out.detail = (bad or on.failures)[0][:160]
-    else:
-        out.detail = (on.failures[0][:160] if on.failures else
-                      f"no forbidden outcome in {n} runs")
-    off = run_files([path], **kw)[0]
-    out.off_passed = off.passed
-    if not off.passed:
-        out.detail += f" | quirk off: {off.failures[0][:120]}"
+    afters, details = [], []
+    out.detected = out.off_passed = True
+    for sim in sims:
+        kw = dict(runs=n, sim=sim, seed=seed, arbitration="round_robin")
+        if q.layer == "hdl":
+            on = run_files([path], config={q.name: True}, **kw)[0]
+        else:
+            on = run_files([path], kernel_quirks=[q.name], **kw)[0]
+        bad = ([f for f in on.failures if "error" not in f.split(":", 2)[1]]
+               if on.failures else [])
+        if not on.passed and on.first_bad_condition and on.first_bad_condition != "run error":
+            out.checker = out.checker or f"litmus {on.first_bad_condition}"
+            afters.append(f"{on.first_bad_cycles} cycles ({sim})")
+            details.append((bad or on.failures)[0][:160])
+        else:
+            out.detected = False
+            details.append(f"{sim}: " + (on.failures[0][:160] if on.failures else
+                                         f"no forbidden outcome in {n} runs"))
+        off = run_files([path], **kw)[0]
+        if not off.passed:
+            out.off_passed = False
+            details.append(f"quirk off ({sim}): {off.failures[0][:120]}")
+    out.after = ", ".join(afters)
+    out.detail = " | ".join(details)
 
 
-def run_quirk(q: Quirk, *, sim: str = "icarus", runs: Optional[int] = None,
-              seed: int = 1) -> Outcome:
-    """Run ``q``'s scenario with the quirk on, then off; never raises for a scenario that
-    fails (the :class:`Outcome` says so)."""
+def run_quirk(q: Quirk, *, sim: Union[str, Sequence[str]] = "icarus",
+              runs: Optional[int] = None, seed: int = 1, cosim: bool = False) -> Outcome:
+    """Run ``q``'s scenario with the quirk on, then off, on the simulator(s) ``sim`` (a
+    litmus scenario; a scheduler one runs on SoftArch); with ``cosim``, also the quirk's
+    registered co-simulation run, on and off, on each of them (:attr:`Outcome.rtl`).  Never
+    raises for a scenario that fails (the :class:`Outcome` says so)."""
+    from .scenarios import QUIRK_SCENARIOS, quirk_outcome
+    sims = (sim,) if isinstance(sim, str) else tuple(sim)
     out = Outcome(q)
     t0 = time.monotonic()
     try:
         if q.kind == "litmus":
-            _run_litmus(q, out, sim, runs, seed)
+            _run_litmus(q, out, sims, runs, seed)
         else:
             _run_scheduler(q, out)
+        if cosim and q.name in QUIRK_SCENARIOS:
+            for s in sims:
+                out.rtl[s] = quirk_outcome(q.name, s)
     except Exception as exc:  # noqa: BLE001 - a broken scenario is a row of the table
         out.detail = f"scenario broke: {type(exc).__name__}: {exc}"[:200]
     out.seconds = time.monotonic() - t0
     return out
+
+
+def rtl_cell(row: Optional[dict]) -> str:
+    """One simulator's cell of a co-simulation run: ``checker @ cycle`` when the run with
+    the quirk failed, named by one of its checkers, and passed with it off; else why not."""
+    if row is None:
+        return "-"
+    if not row["detected"]:
+        return f"MISSED ({row['checker'] or 'passed'})"
+    if not row["off_passed"]:
+        return "off FAILS"
+    return f"{row['checker']} @ {row['cycle'] if row['cycle'] is not None else '?'}"
 
 
 def rtl_run(name: str) -> str:
@@ -205,15 +243,18 @@ def rtl_run(name: str) -> str:
 
 
 def format_table(outcomes: list) -> str:
-    """The table ``make bugzoo`` prints; the last column comes from the scenario registry."""
+    """The table ``make bugzoo`` prints; the co-simulation column comes from the scenario
+    registry, then one column per simulator its runs went to (:func:`rtl_cell`)."""
+    from .build import SIMULATORS
+    sims = [s for s in SIMULATORS if any(s in o.rtl for o in outcomes)]
     head = ("quirk", "layer", "reference", "scenario", "detected", "by", "after", "quirk off",
-            "co-simulation run")
+            "co-simulation run", *sims)
     rows = [head]
     for o in outcomes:
         q = o.quirk
         rows.append((q.name, q.layer, q.reference, q.scenario_name, "yes" if o.detected else "NO",
                      o.checker or "-", o.after or "-", "passes" if o.off_passed else "FAILS",
-                     rtl_run(q.name)))
+                     rtl_run(q.name), *(rtl_cell(o.rtl.get(s)) for s in sims)))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
     lines = []
     for k, r in enumerate(rows):
@@ -232,9 +273,11 @@ def main(argv: Optional[list] = None, prog: str = "python -m cosim.bugzoo") -> i
     from .build import SIMULATORS
     names = [q.name for q in QUIRKS]
     p = ArgumentParser(prog=prog, description=main.__doc__)
-    p.add_argument("--sim", choices=SIMULATORS, default="icarus",
-                   help="simulator (default %(default)s: many small configurations, each "
-                        "built in seconds)")
+    p.add_argument("--sim", choices=SIMULATORS + ("both",), default="both",
+                   help="simulator of the litmus and co-simulation runs (default "
+                        "%(default)s: every row on Icarus and on Verilator)")
+    p.add_argument("--no-cosim", action="store_true",
+                   help="skip the quirks' co-simulation runs (litmus and scheduler rows only)")
     p.add_argument("--runs", type=int_arg(1, 100_000), default=None,
                    help="litmus runs per setting")
     p.add_argument("--seed", type=int_arg(0), default=1)
@@ -252,11 +295,13 @@ def main(argv: Optional[list] = None, prog: str = "python -m cosim.bugzoo") -> i
     missing = _unlisted_quirks()
     outcomes = []
     for q in chosen:
-        o = run_quirk(q, sim=args.sim, runs=args.runs, seed=args.seed)
+        sims = SIMULATORS if args.sim == "both" else (args.sim,)
+        o = run_quirk(q, sim=sims, runs=args.runs, seed=args.seed, cosim=not args.no_cosim)
         outcomes.append(o)
         print(f"  {q.name}: {'detected' if o.detected else 'NOT detected'}"
               f"{', passes with it off' if o.off_passed else ', FAILS with it off'}"
-              f" ({o.seconds:.1f} s)", file=sys.stderr)
+              + "".join(f"; {s}: {rtl_cell(r)}" for s, r in o.rtl.items())
+              + f" ({o.seconds:.1f} s)", file=sys.stderr)
     from pyrmap.profiles import DEFAULT_PROFILE, describe
     print(f"kernel {describe(DEFAULT_PROFILE)}; each kernel row undoes one fix (or switches "
           f"one quirk on) over it")

@@ -65,7 +65,7 @@ def test_table_and_exit_status(monkeypatch, capsys):
     # A quirk of the project left out of the zoo fails `make bugzoo`.
     zap = next(q for q in QUIRKS if q.name == "zap_flush_after_pte_unlock")
     monkeypatch.setattr(zoo, "QUIRKS", [zap])
-    assert zoo.main(["--only", "zap_flush_after_pte_unlock"]) == 1
+    assert zoo.main(["--only", "zap_flush_after_pte_unlock", "--no-cosim"]) == 1
     out = capsys.readouterr().out
     assert "quirks with no scenario in the zoo: quirk_plain_ad_write" in out
     assert zoo.main(["--only", "no_such_quirk"]) == 2       # a usage error, printed
@@ -83,3 +83,35 @@ def test_every_registered_checker_is_tripped_by_a_quirk_of_the_zoo():
     assert {"rmap", "notifier"} <= by_rows, by_rows
     tripped = by_rows | {c for q in QUIRK_SCENARIOS.values() for c in q.checkers}
     assert set(CHECKERS) <= tripped, set(CHECKERS) - tripped
+
+
+def test_rtl_cells_name_the_checker_and_the_cycle_or_why_not():
+    row = {"detected": True, "off_passed": True, "checker": "tlb", "cycle": 1723, "ok": True}
+    assert zoo.rtl_cell(row) == "tlb @ 1723" and zoo.rtl_cell(None) == "-"
+    assert zoo.rtl_cell(dict(row, detected=False, checker=None, ok=False)) == "MISSED (passed)"
+    assert zoo.rtl_cell(dict(row, off_passed=False, ok=False)) == "off FAILS"
+    q = next(q for q in QUIRKS if q.name == "split_vma_keeps_pgoff")
+    missed = Outcome(q, True, "rmap", "sequential", True,
+                     rtl={"verilator": dict(row, detected=False, checker="shadow", ok=False)})
+    assert not missed.ok
+    lines = format_table([missed]).splitlines()
+    assert lines[0].split()[-1] == "verilator" and lines[2].endswith("MISSED (shadow)")
+
+
+@pytest.mark.sim
+def test_a_row_caught_on_both_simulators_with_its_checker_and_cycle():
+    """One row of the table on both simulators (``make bugzoo`` runs them all): checker (e)'s
+    quirk fails its co-simulation run, named by (e) with the cycle of the violation, on
+    Icarus and on Verilator, and the same seed passes with it off on both."""
+    from cosim.scenarios import QUIRK_SCENARIOS
+    q = next(q for q in QUIRKS if q.name == "split_vma_keeps_pgoff")
+    o = run_quirk(q, sim=("icarus", "verilator"), cosim=True)
+    assert o.ok, (o.detail, o.rtl)
+    assert set(o.rtl) == {"icarus", "verilator"}
+    for sim, row in o.rtl.items():
+        assert row["checker"] == "rmap" and row["cycle"] > 0, (sim, row)
+        assert row["seed"] == QUIRK_SCENARIOS[q.name].seed and row["sim"] == sim
+    table = format_table([o]).splitlines()
+    assert table[0].split()[-2:] == ["icarus", "verilator"]
+    assert table[2].split()[-6:] == ["rmap", "@", str(o.rtl["icarus"]["cycle"]),
+                                     "rmap", "@", str(o.rtl["verilator"]["cycle"])]

@@ -677,8 +677,13 @@ class CosimArch(Arch):
     def dev_fill(self, vaddr: int, asid: int, ppn: int, level: int, perm: int,
                  g: bool = False):
         """Install a device TLB entry (perm: R W X U in PTE bit positions 1..4); checkers
-        hear of it (the ``dev_fill`` event, as SoftArch raises it)."""
+        hear of it (the device raises the ``dev_fill`` event: :meth:`notify_dev_fill`)."""
         self._device("dev_fill").dev_fill(vaddr, asid, ppn, level, perm, g)
+
+    def notify_dev_fill(self, vaddr: int, asid: int, ppn: int, level: int, perm: int,
+                        g: bool) -> None:
+        """The device TLB installed an entry: the ``dev_fill`` event (checker (d) judges it
+        against the open invalidate windows, from outside the driver)."""
         self._tlb_cache_key = None
         if self.observer is not None:
             shift = 12 + 9 * level

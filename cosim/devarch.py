@@ -126,9 +126,11 @@ class DevArch(DevicePort):
     def dev_fill(self, vaddr: int, asid: int, ppn: int, level: int, perm: int,
                  g: bool = False) -> None:
         """Install a device entry (perm: R W X U in PTE bit positions); returns once the
-        DeviceMmu took it."""
+        DeviceMmu took it.  The checkers hear of it (the arch's ``dev_fill`` event, as
+        SoftArch raises it), whoever drives the port."""
         self.stats["fills"] += 1
         self._call("fill", self.fill_async, vaddr, asid, ppn, level, perm, g)
+        self.arch.notify_dev_fill(vaddr, asid, ppn, level, perm, g)
 
     def dev_inval(self, kind: InvalKind, vaddr: int = 0, asid: int = 0) -> int:
         """One device invalidation; returns after the ack (0: the RTL does not count)."""

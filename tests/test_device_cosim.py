@@ -4,7 +4,8 @@ One simulation per simulator runs every test of :mod:`cosim.tb.tb_device`: recla
 device-used pages; munmap, mprotect and mremap while the device accesses; fork with COW;
 migration; exit racing reclaim; registration racing munmap, truncate and try_to_unmap;
 registration interrupted by a signal; each quirk (no_seq_retry, directed and by timing
-alone; defer_inval_to_range_end; notifier_release_unlink_first) caught by a checker with the
+alone; defer_inval_to_range_end; no_count_check, by checker (d) from outside the driver;
+notifier_release_unlink_first) caught by a checker with the
 same run passing without it; the device checks fed bad input.
 """
 
@@ -48,7 +49,8 @@ def test_device_scenarios_and_quirks_on_rtl(sim, rtl_opts):
     expected = {"reclaim", "with_cpus", "vm_ops", "fork", "migration", "exit", "register_race",
                 "register_eintr", "no_seq_retry_on", "no_seq_retry_off", "defer_on",
                 "defer_off", "release_unlink_first_on", "release_unlink_first_off",
-                "seq_sweep_on", "seq_sweep_off", "stale_access", "register_unlocked"}
+                "seq_sweep_on", "seq_sweep_off", "stale_access", "register_unlocked",
+                "no_count_check_on", "no_count_check_off"}
     assert expected <= set(fig), f"missing reports: {expected - set(fig)}"
     rec = fig["reclaim"]
     # The figures the demo shows, from a real RTL run.
@@ -58,10 +60,13 @@ def test_device_scenarios_and_quirks_on_rtl(sim, rtl_opts):
     assert rec["accesses"] > 0 and rec["faults"] > 0 and rec["invalidations"] > 0, rec
     assert rec["perf"]["fills"] == rec["fills"], rec          # every fill reached the RTL
     assert rec["perf"]["misses"] >= rec["misses"], rec
-    for name in ("no_seq_retry_on", "defer_on", "release_unlink_first_on", "seq_sweep_on"):
+    for name in ("no_seq_retry_on", "defer_on", "release_unlink_first_on", "seq_sweep_on",
+                 "no_count_check_on"):
         assert fig[name]["violation"], f"{name}: no violation reported"
         assert f"seed={SEED + rtl_opts['seed']}" in fig[name]["violation"], fig[name]["violation"]
-    for name in ("no_seq_retry_off", "defer_off", "release_unlink_first_off", "seq_sweep_off"):
+    assert "[notifier]" in fig["no_count_check_on"]["violation"]
+    for name in ("no_seq_retry_off", "defer_off", "release_unlink_first_off", "seq_sweep_off",
+                 "no_count_check_off"):
         assert not fig[name].get("violation"), fig[name]["violation"]
 
 

@@ -380,6 +380,50 @@ async def test_dev_quirk_no_seq_retry_off(dut):
     _passed(b)
 
 
+async def _count_race(dut, on: bool):
+    """A device fault resolved before an operation opened its invalidate window on the page
+    (invalidate_range_start, as mprotect, munmap's zap or migration do first) and filled
+    while the window is open; ``seq`` moves only at its end."""
+    from pyrmap.mmu_notifier import (mmu_notifier_invalidate_range_end,
+                                     mmu_notifier_invalidate_range_start)
+    b = await DevBench.start(dut, f"no_count_check_{'on' if on else 'off'}",
+                             driver_cls=RaceDriver, config=DevDriverConfig(no_count_check=on))
+    s, p = b.s, b.p
+    s.workload(0, p, [("store", b.anon)])
+    s.spawn("touch", s.workloads[-1].run, mm=p)
+    await s.run_async()
+    lo, hi = b.anon, b.anon + PAGE_SIZE
+    b.drv.race = lambda: mmu_notifier_invalidate_range_start(p, lo, hi)
+    error = None
+    inside = after = None
+    try:
+        inside = await s.call("devfault", b.drv.fault, b.anon)
+        await s.call("range_end", mmu_notifier_invalidate_range_end, p, lo, hi)
+        after = await s.call("devfault", b.drv.fault, b.anon)
+    except CosimViolation as exc:
+        error = str(exc)
+    b.report(violation=error, filled_inside=inside, filled_after=after)
+    return b, inside, after, error
+
+
+@cocotb.test()
+async def test_dev_quirk_no_count_check_on(dut):
+    b, inside, after, error = await _count_race(dut, True)
+    assert error is not None, "a device fill inside an open invalidate window went unnoticed"
+    assert "[notifier]" in error and "inside the open invalidate window" in error, error
+    assert "at cycle" in error and f"seed={SEED}" in error, error
+
+
+@cocotb.test()
+async def test_dev_quirk_no_count_check_off(dut):
+    b, inside, after, error = await _count_race(dut, False)
+    assert error is None, error
+    assert inside is False and after is True, (inside, after)
+    assert b.drv.stats["fills_refused"] == 1 and b.s.checkers.notifier.checks > 0
+    b.check()
+    _passed(b)
+
+
 async def _defer_migrate(dut, on: bool):
     b = await DevBench.start(dut, f"defer_{'on' if on else 'off'}",
                              config=DevDriverConfig(defer_inval_to_range_end=on))

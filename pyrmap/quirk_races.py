@@ -469,6 +469,23 @@ class RaceDriver(DeviceMmuDriver):
         super()._resolved(vaddr, op, pfn)
 
 
+def _stored_page_and_race_driver(race: str, seed: int, on: bool, observe: Observe,
+                                 config: DevDriverConfig) -> tuple[DevSys, RaceDriver]:
+    """A :class:`DevSys` whose CPU stored to its anonymous page, and a registered
+    :class:`RaceDriver` with ``config`` (no race set yet)."""
+    ds = DevSys(seed, register=False, command=_reproduce(race, seed, on))
+    if observe is not None:
+        observe(ds)
+    s, p = ds.s, ds.p
+    s.workload(0, p, [("store", ds.anon)]).run()
+    drv = RaceDriver(p, checkers=s.checkers, config=config)
+    rc = drv.register()
+    if rc != 0:
+        raise RaceSetupError(f"seed {seed}: the device driver's register returned {rc}")
+    s.checkers.secondaries.append(drv)
+    return ds, drv
+
+
 def seq_race(seed: int, on: bool, *, observe: Observe = None) -> tuple[DevSys, int]:
     """e930bffe95e1 (KVM's ``mmu_notifier_seq``): a device fault that does not retry when an
     invalidation ran between resolving the translation and filling it.
@@ -487,16 +504,9 @@ def seq_race(seed: int, on: bool, *, observe: Observe = None) -> tuple[DevSys, i
     (DevSys, int)
         The machine and the device fault's return code.
     """
-    ds = DevSys(seed, register=False, command=_reproduce("seq_race", seed, on))
-    if observe is not None:
-        observe(ds)
+    ds, drv = _stored_page_and_race_driver("seq_race", seed, on, observe,
+                                           DevDriverConfig(no_seq_retry=on))
     s, p = ds.s, ds.p
-    s.workload(0, p, [("store", ds.anon)]).run()
-    drv = RaceDriver(p, checkers=s.checkers, config=DevDriverConfig(no_seq_retry=on))
-    rc = drv.register()
-    if rc != 0:
-        raise RaceSetupError(f"seed {seed}: the device driver's register returned {rc}")
-    s.checkers.secondaries.append(drv)
     drv.race = lambda: s.munmap(p, ds.anon, PAGE_SIZE)      # frees the page just resolved
     return ds, drv.device_fault(ds.anon, AccessType.LOAD)
 
@@ -551,16 +561,9 @@ def count_race(seed: int, on: bool, *, observe: Observe = None) -> tuple[DevSys,
     """
     from .mmu_notifier import mmu_notifier_invalidate_range_end, \
         mmu_notifier_invalidate_range_start
-    ds = DevSys(seed, register=False, command=_reproduce("count_race", seed, on))
-    if observe is not None:
-        observe(ds)
+    ds, drv = _stored_page_and_race_driver("count_race", seed, on, observe,
+                                           DevDriverConfig(no_count_check=on))
     s, p = ds.s, ds.p
-    s.workload(0, p, [("store", ds.anon)]).run()
-    drv = RaceDriver(p, checkers=s.checkers, config=DevDriverConfig(no_count_check=on))
-    rc = drv.register()
-    if rc != 0:
-        raise RaceSetupError(f"seed {seed}: the device driver's register returned {rc}")
-    s.checkers.secondaries.append(drv)
     lo, hi = ds.anon, ds.anon + PAGE_SIZE
     drv.race = lambda: mmu_notifier_invalidate_range_start(p, lo, hi)
     filled = drv.fault(ds.anon)

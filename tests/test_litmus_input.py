@@ -3,6 +3,7 @@ the bad inputs one by one, a hypothesis fuzz of the parser, and a byte-wise muta
 the suite's own files.  Also: the operation registry and the documentation agree."""
 
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,7 @@ BAD = [
      "t.litmus:2: expected a valid 'config' line: Unknown parameter 'bogus'; known: ncores, "
      "tlb_entries, tlb_ways, replacement, superpage_entries, asid_bits, svadu, dev_entries, "
      "arbitration, quirk_plain_ad_write, quirk_fill_after_inval, quirk_ad_on_nonpresent, "
-     "quirk_walk_answer_after_inval, quirk_inval_clear_late"),
+     "quirk_walk_answer_after_inval, quirk_inval_clear_late, mmu"),
     ("litmus T\nconfig svadu=maybe\n" + HEAD[9:] + "thread C0\n  r = ld x\n" + TAIL,
      "t.litmus:2: expected a valid 'config' line: svadu must be a bool (true/false, yes/no, "
      "1/0), not 'maybe'"),
@@ -293,3 +294,74 @@ def test_every_kernel_operation_has_a_test_in_the_suite():
                     used.setdefault(op.kind, t.name)
     missing = [s.name for s in ops.OPS if s.kernel and s.name not in used]
     assert not missing, f"kernel operations without a litmus test: {missing}"
+
+
+# --- the trial: malformed files through the command line ----------------------------------------
+
+#: More malformed files a new user writes (beside BAD): each must be one line naming the line.
+TRIAL = {
+    "empty": "",
+    "only_comment": "# nothing here yet\n",
+    "no_threads": HEAD + TAIL,
+    "no_condition": HEAD + "thread C0\n  r = ld x\n",
+    "dup_thread": HEAD + "thread C0\n  r = ld x\nthread C0\n  s = ld x\n" + TAIL,
+    "unknown_op": HEAD + "thread C0\n  r = frob x\n" + TAIL,
+    "ld_no_page": HEAD + "thread C0\n  r = ld\n" + TAIL,
+    "st_no_value": HEAD + "thread C0\n  st x\n" + TAIL,
+    "unknown_page": HEAD + "thread C0\n  r = ld z\n" + TAIL,
+    "bad_flags": "litmus T\ninit\n  map x -> A vrwqz\nthread C0\n  r = ld x\n" + TAIL,
+    "dup_map": HEAD + "  map x -> B vrwad\nthread C0\n  r = ld x\n" + TAIL,
+    "unknown_register": HEAD + "thread C0\n  r = ld x\nforbidden: q == 0\n",
+    "unclosed_paren": HEAD + "thread C0\n  r = ld x\nforbidden: (r == 0\n",
+    "trailing_garbage": HEAD + "thread C0\n  r = ld x junk\n" + TAIL,
+    "thread_kind": HEAD + "thread X0\n  r = ld x\n" + TAIL,
+    "dev_op_on_cpu": HEAD + "thread C0\n  r = dev ld x\n" + TAIL,
+    "inval_unknown_page": HEAD + "thread C0\n  r = ld x\n  inv q\n" + TAIL,
+    "repeat_zero": HEAD + "thread C0\n  r = ld x\n  repeat 0: fence\n" + TAIL,
+    "huge_hex": HEAD + "  mem A = 0x1" + "0" * 40 + "\nthread C0\n  r = ld x\n" + TAIL,
+    "unaligned_mem": HEAD + "  mem A+3 = 1\nthread C0\n  r = ld x\n" + TAIL,
+    "pte_flags": HEAD + "thread OS\n  pte x := {A qq}\nthread C0\n  r = ld x\n" + TAIL,
+    "option_no_value": "litmus T\noption runs\n" + HEAD[9:] + "thread C0\n  r = ld x\n" + TAIL,
+    "config_no_value": "litmus T\nconfig ncores\n" + HEAD[9:] + "thread C0\n  r = ld x\n" + TAIL,
+    "name_missing": "litmus\ninit\n  map x -> A vrwad\nthread C0\n  r = ld x\n" + TAIL,
+    "section_typo": HEAD + "thred C0\n  r = ld x\n" + TAIL,
+    "cpu_too_big": HEAD + "thread OS cpu 40\n  fence\nthread C0\n  r = ld x\n" + TAIL,
+    "goto_nowhere": HEAD + "thread C0\n  r = ld x\n  goto nowhere\n" + TAIL,
+    "negative_mem": HEAD + "  mem A = -99999999999999999999999\nthread C0\n  r = ld x\n" + TAIL,
+    "nul_byte": HEAD + "thread C0\n  r = ld x\0\n" + TAIL,
+}
+
+
+def test_trial_of_malformed_files_through_the_command_line(tmp_path, capsys):
+    """The bad-input trial rerun: at least 50 malformed files (BAD, TRIAL, bytes that are not
+    UTF-8, a file that is not a litmus file) through ``rmap-cosim litmus FILE``.  Each ends
+    with exit status 2 and one line on stderr that names the file and the line -- no
+    traceback, no hang (pytest-timeout), nothing run."""
+    files = {f"bad{i}.litmus": text.encode() for i, (text, _) in enumerate(BAD)}
+    files.update({f"{name}.litmus": text.encode() for name, text in TRIAL.items()})
+    files["latin1.litmus"] = b"litmus T\ninit\n  map x -> A\n# caf\xe9\n"
+    files["utf16.litmus"] = "litmus T\n".encode("utf-16")
+    files["readme.litmus"] = b"# notes\nsome prose about the project\n"
+    assert len(files) >= 50
+    outcome = {}
+    for name, data in files.items():
+        p = tmp_path / name
+        p.write_bytes(data)
+        try:
+            rc = main([str(p)])
+        except SystemExit as exc:                  # argparse's way; still an exit status
+            rc = exc.code
+        cap = capsys.readouterr()
+        lines = cap.err.strip().splitlines()
+        clean = (rc == 2 and len(lines) == 1
+                 and re.fullmatch(rf"error: {re.escape(str(p))}:\d+: .+", lines[0])
+                 and "Traceback" not in cap.err + cap.out and not cap.out.strip())
+        outcome[name] = "clean" if clean else f"rc={rc} err={cap.err[-300:]!r}"
+    bad = {n: o for n, o in outcome.items() if o != "clean"}
+    assert not bad, bad
+
+
+def test_a_byte_order_mark_is_not_an_error(tmp_path):
+    p = tmp_path / "bom.litmus"
+    p.write_bytes("\ufeff".encode() + (HEAD + "thread C0\n  r = ld x\n" + TAIL).encode())
+    assert parse_file(p).name == "T"

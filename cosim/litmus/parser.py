@@ -630,7 +630,8 @@ def parse(text: str, path: str = "<string>") -> LitmusTest:
 
 
 def parse_file(path) -> LitmusTest:
-    """Parse the litmus file at ``path`` (UTF-8 text)."""
+    """Parse the litmus file at ``path`` (UTF-8 text; a leading byte-order mark, which some
+    editors write, is skipped)."""
     p = Path(path)
     if not p.exists():
         raise LitmusSyntaxError(str(path), 0, "cannot read the file: it does not exist")
@@ -652,4 +653,4 @@ def parse_file(path) -> LitmusTest:
         raise LitmusSyntaxError(str(path), line, f"expected UTF-8 text, found byte "
                                                  f"0x{data[exc.start]:02x} at column {col}"
                                 ) from None
-    return parse(text, str(path))
+    return parse(text.removeprefix("\ufeff"), str(path))

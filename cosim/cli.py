@@ -103,7 +103,7 @@ DELEGATED = {
     "trace": ("cosim.explore.trace", "record a program's data accesses with Valgrind's lackey "
                                      "into a .npz (rmap-cosim trace --out FILE -- CMD ARGS)"),
     "sweep": ("cosim.explore.cli", "a TLB design sweep on the RTL (points, CSV, plots; "
-                                   "docs/explore.md)"),
+                                   "docs/exploration.md)"),
 }
 
 

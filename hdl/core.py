@@ -84,7 +84,7 @@ class CoreMmu(wiring.Component):
         TLB), ``misses`` (requests that walked), ``walks`` (walks started, restarts included),
         ``walk_cycles`` (cycles a walk was pending), ``a_sets``/``d_sets`` (updates that set
         A/D), ``cas_retries``, ``invals`` (requests applied), ``squashed`` (walks an
-        invalidation discarded and restarted).
+        invalidation discarded and restarted), ``walk_mem`` (the walker's memory requests).
     """
 
     def __init__(self, *, tlb_entries=8, tlb_ways=None, replacement="plru", superpage_entries=4,
@@ -232,6 +232,8 @@ class CoreMmu(wiring.Component):
             level=walker.done.level, r=pte.r, w=pte.w, x=pte.x, u=pte.u, g=pte.g, a=pte.a,
             d=pte.d))
 
+        with m.If(self.mem.req.valid & self.mem.req.ready):
+            m.d.sync += perf.walk_mem.eq(perf.walk_mem + 1)
         ev = walker.events
         with m.If(ev.a_set):
             m.d.sync += perf.a_sets.eq(perf.a_sets + 1)

@@ -150,6 +150,8 @@ class Cva6CoreMmu(wiring.Component):
         m.d.sync += ack.eq(apply)
         with m.If(apply):
             m.d.sync += perf.invals.eq(perf.invals + 1)
+        with m.If(mem.req.valid & mem.req.ready):
+            m.d.sync += perf.walk_mem.eq(perf.walk_mem + 1)
         by_va = (iv.kind == InvalKind.VA) | (iv.kind == InvalKind.VA_ASID)
         by_asid = (iv.kind == InvalKind.ASID) | (iv.kind == InvalKind.VA_ASID)
         flush_vaddr = Signal(VA_WIDTH)

@@ -110,9 +110,11 @@ ARCH_COUNTERS = ("flush_tlb_page", "flush_tlb_range", "flush_tlb_mm", "flush_tlb
                  "flushes_driven", "flush_cycles", "inval_requests", "entries_invalidated")
 #: A core MMU's performance counters (the RTL's ``cpu{i}__perf__*`` ports, :meth:`Inspection.perf`).
 CORE_COUNTERS = ("lookups", "hits", "misses", "walks", "walk_cycles", "a_sets", "d_sets",
-                 "cas_retries", "invals", "squashed")
-#: Core counters only a timed MMU counts (an untimed model reports the others).
-TIMED_COUNTERS = ("walk_cycles",)
+                 "cas_retries", "invals", "squashed", "walk_mem")
+#: Core counters only a timed MMU counts (an untimed model reports the others):
+#: ``walk_mem`` counts the walker's memory requests (PTE reads and A/D compare-and-swaps,
+#: those of walks restarted by an invalidation included).
+TIMED_COUNTERS = ("walk_cycles", "walk_mem")
 #: The device TLB's performance counters (``dev__perf__*``, :meth:`Inspection.dev_perf`).
 DEVICE_COUNTERS = ("lookups", "hits", "misses", "fills", "invals", "young_clears")
 

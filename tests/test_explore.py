@@ -162,6 +162,7 @@ def test_tiny_sweep_on_local_ray_with_resume(tmp_path):
             m = r["metrics"]
             assert m["accesses"] >= 1500 and m["hits"] + m["misses"] == m["accesses"]
             assert m["faults"] > 0 and m["walks"] >= m["misses"]
+            assert 1 <= m["mem_accesses_per_walk"] <= 6
             assert m["shootdowns"] > 0          # the fault handler's flushes, reclaim's
             assert (m["pages_reclaimed"] > 0) == (r["workload"]["workload"] == "reclaim")
             assert r["checks"]["golden_tlb"]["hits"] == m["hits"]

@@ -122,7 +122,7 @@ def _metrics(stream, rep: dict, instructions: int = 0) -> dict:
         m["mpki"] = 1000 * m["misses"] / m["accesses"] if m["accesses"] else 0.0
     for k in ("walks", "walk_cycles", "a_sets", "d_sets", "cas_retries", "invals", "squashed"):
         m[k] = int(perf[k])
-    m["mem_accesses_per_walk"] = None
+    m["mem_accesses_per_walk"] = perf["walk_mem"] / perf["walks"] if perf["walks"] else 0.0
     ks = rep["kernel_stats"]
     fl = rep["flushes"]
     m.update(inval_cycles=int(fl["flush_cycles_total"]), shootdowns=int(fl["flush_count"]),

@@ -64,7 +64,8 @@ METRICS = (
     Metric("walk_latency_p99", "cycles", "99th percentile of the same"),
     Metric("walk_latency_hist", "[edges, counts]", "histogram of the same"),
     Metric("hit_latency_mean", "cycles", "mean request-to-data latency of a TLB hit"),
-    Metric("mem_accesses_per_walk", "count", "page-table reads and writes per walk"),
+    Metric("mem_accesses_per_walk", "count", "the walkers' memory requests (PTE reads, A/D "
+                                             "compare-and-swaps) per walk (hardware counters)"),
     Metric("a_sets", "count", "Accessed bits set by the walkers (Svadu)"),
     Metric("d_sets", "count", "Dirty bits set by the walkers (Svadu)"),
     Metric("cas_retries", "count", "A/D compare-and-swap retries (a PTE changed under it)"),

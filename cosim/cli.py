@@ -490,6 +490,8 @@ def list_all(out: TextIO) -> int:
     from pyrmap.checkers import CHECKERS
     for spec in sorted(CHECKERS.values(), key=lambda spec: spec.title):
         print(f"  {spec.title:32s} {spec.guarantee}", file=out)
+    from pyrmap.profiles import PROFILES
+    print("kernel profiles (--kernel): " + "; ".join(describe(p) for p in PROFILES), file=out)
     print("kernel quirks (pyrmap.kernel.Quirks): " + ", ".join(_kernel_quirks()), file=out)
     print("hardware quirks (hdl.config.MmuConfig): " + ", ".join(_hdl_quirks()), file=out)
     print("the run that catches each quirk (it fails, naming the checker):", file=out)

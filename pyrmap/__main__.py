@@ -25,7 +25,7 @@ def _quirk_names() -> list[str]:
 
 
 def _parser() -> ArgumentParser:
-    from .scenario import PROGRAM_OPS, PROGRAM_OPS_OPT_IN
+    from .scenario import PROGRAM_OPS
     from .sched import STRATEGIES
     quirks = _quirk_names()
     parser = ArgumentParser(prog="python -m pyrmap",
@@ -57,10 +57,10 @@ def _parser() -> ArgumentParser:
                            "A/D updates")
     add_faults_argument(fuzz)
     add_kernel_argument(fuzz)
-    ops = list(PROGRAM_OPS) + list(PROGRAM_OPS_OPT_IN)
+    ops = list(PROGRAM_OPS)
     fuzz.add_argument("--ops", type=choice_list(ops), default=None,
                       help=f"comma-separated operations to draw from, of {', '.join(ops)} "
-                           f"(default: all but the opt-in {', '.join(PROGRAM_OPS_OPT_IN)})")
+                           f"(default: all)")
     fuzz.add_argument("--sched", choices=STRATEGIES, default="random",
                       help="scheduling strategy: seeded random switches, or PCT priorities "
                            "with change points (prints PCT's probability bound)")

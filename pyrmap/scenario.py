@@ -34,7 +34,7 @@ from .workload import PROT_EXEC, PROT_READ, PROT_WRITE, CpuWorkload, random_acce
 
 __all__ = ["System", "random_program", "run_program", "PROT_READ", "PROT_WRITE", "PROT_EXEC",
            "MAP_SHARED", "MAP_PRIVATE", "MAP_ANONYMOUS", "MAP_FIXED", "reproduce_command",
-           "PROGRAM_OPS", "PROGRAM_OPS_OPT_IN", "ProgramStuck"]
+           "PROGRAM_OPS", "ProgramStuck"]
 
 
 def _mmap_mod():
@@ -487,11 +487,10 @@ PROGRAM_OPS = {"mmap_anon": 4, "mmap_file": 4, "access": 6, "munmap": 1, "mprote
                "mremap": 1, "fork": 1, "exit": 1, "madvise": 1, "msync": 2, "reclaim": 3,
                "migrate": 2, "remap_file_pages": 1,
                # the race operations (run under load on the same mm when seeking races)
-               "mprotect_none": 1, "mremap_move": 1, "dontneed_twice": 1}
-#: Opt-in only (``ops=``): the 2008 zap removes the rmap before its TLB flush, so
-#: page_mkclean can miss a pte whose dirty TLB entry is still live (fixed in Linux only in
-#: 2022 by 5df397dec7c4); the engine reproduces that even with every quirk off.
-PROGRAM_OPS_OPT_IN = {"dontneed_race": 3}
+               "mprotect_none": 1, "mremap_move": 1, "dontneed_twice": 1,
+               # MADV_DONTNEED against the CPUs and writeback: 1cf35d47712d's and
+               # 5df397dec7c4's race, closed in the fixed kernel
+               "dontneed_race": 3}
 
 def random_program(system: System, steps: int, *, rng: Optional[random.Random] = None,
                    nprocs: int = 3, nfiles: int = 2, file_pages: int = 8,
@@ -516,7 +515,7 @@ def random_program(system: System, steps: int, *, rng: Optional[random.Random] =
         raise ValueError(f"steps must be a non-negative integer, not {steps!r}")
     if ops is not None:
         ops = list(ops)
-        known = list(PROGRAM_OPS) + list(PROGRAM_OPS_OPT_IN)
+        known = list(PROGRAM_OPS)
         for name in ops:
             if name not in known:
                 raise ValueError(f"Unknown operation {name!r}; known: {', '.join(known)}")
@@ -590,8 +589,7 @@ class _Program:
     def pick(self, allowed):
         choices = list(PROGRAM_OPS.items())
         if allowed is not None:
-            choices = [c for c in choices + list(PROGRAM_OPS_OPT_IN.items())
-                       if c[0] in allowed]
+            choices = [c for c in choices if c[0] in allowed]
         for _ in range(self.MAX_DRAWS):
             name = self.rng.choices([c[0] for c in choices], [c[1] for c in choices])[0]
             fn = getattr(self, "op_" + name)()
@@ -784,7 +782,7 @@ class _Program:
         writeback thread syncs it (the shape of 1cf35d47712d; the shadow stays exact because
         a shared page's contents survive the zap)."""
         got = self._region(shared_file=True)
-        if got is None or not self.concurrency:
+        if got is None or not self.races:
             return None
         mm, r = got
         s = self.s

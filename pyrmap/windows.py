@@ -60,7 +60,7 @@ WINDOW_SEEDS = (
     (None, range(16), 30),
     (("mmap_anon", "mmap_file", "access", "fork", "exit", "mremap_move", "mremap"), range(8), 30),
     (("mmap_anon", "mmap_file", "access", "madvise", "dontneed_twice", "munmap",
-      "mprotect_none", "reclaim", "migrate"), range(8), 30),
+      "mprotect_none", "reclaim", "migrate"), range(12), 30),
 )
 
 _PTE_LOCKS = ("page_table_lock",)

@@ -186,38 +186,44 @@ def _program(seed, quirks):
     return run_program(seed, 30, nframes=64, quirks=quirks, ops=RACE_OPS)
 
 
-def test_random_programs_find_the_zap_quirk():
-    """MADV_DONTNEED racing the CPUs and writeback: with 1cf35d47712d undone some seed loses
-    a write, and that same seed passes with the quirk off."""
+def _find_with_programs(quirk, message_has):
+    """Some seed of 1..40 fails with ``quirk`` on (reproducible by its printed command) and
+    the same seed passes on the fixed kernel."""
     for seed in range(1, 41):
         try:
-            _program(seed, ["zap_flush_after_pte_unlock"])
+            _program(seed, [quirk])
         except InvariantViolation as exc:
             assert "reproduce: python -m pyrmap fuzz --seed" in str(exc)
-            assert "--quirk zap_flush_after_pte_unlock" in str(exc)
-            try:
-                _program(seed, None)
-            except InvariantViolation:
-                continue        # this seed also hits the deeper race below: try another
-            return
-    pytest.fail("no seed in 1..40 found the zap quirk (and passed without it)")
-
-
-@pytest.mark.slow
-def test_zap_removes_rmap_before_flush_beyond_the_quirk():
-    """Characterisation of the 2008 engine, quirks all off: zap_pte_range drops the rmap
-    (page_remove_rmap) before its TLB flush, so a concurrent page_mkclean sees an unmapped
-    page, skips it, and writeback starts while a dirty, writable TLB entry is still live --
-    Linux fixed this only in 2022 (5df397dec7c4, "mm: delay page_remove_rmap() until after
-    the TLB has been flushed").  The checkers must see it for some seed."""
-    for seed in range(1, 101):
-        try:
-            _program(seed, None)
-        except InvariantViolation as exc:
-            # page_mkclean returns (a) -- or the clean page goes to disk (c) -- while a
-            # writable entry of an unmapped page (map=0, pte none) is alive.
+            assert f"--quirk {quirk}" in str(exc)
             assert exc.checker in ("tlb", "shadow"), exc
-            assert "map=0" in exc.message, exc
-            assert "whose pte is none" in exc.message or "not present: none" in exc.message
+            assert message_has in exc.message, exc
+            _program(seed, None)
+            return seed
+    pytest.fail(f"no seed in 1..40 found {quirk}")
+
+
+def test_random_programs_find_the_zap_quirk():
+    """MADV_DONTNEED racing the CPUs and writeback: with 1cf35d47712d undone some seed loses
+    a write, and that same seed passes on the fixed kernel."""
+    _find_with_programs("zap_flush_after_pte_unlock", "")
+
+
+def test_random_programs_find_the_zap_rmap_quirk():
+    """With 5df397dec7c4 undone (zap_pte_range removes the rmap before its TLB flush), a
+    concurrent page_mkclean sees an unmapped page (map=0), skips it, and returns -- or
+    writeback starts -- while a dirty, writable TLB entry is still live; the same seed passes
+    on the fixed kernel."""
+    _find_with_programs("zap_rmap_before_flush", "map=0")
+
+
+def test_dontneed_race_is_in_the_default_programs():
+    from pyrmap.scenario import PROGRAM_OPS, run_program
+    assert PROGRAM_OPS["dontneed_race"] > 0
+    names: list = []
+    for seed in range(40):
+        names.clear()
+        run_program(seed, 12, nframes=64, windows=False,
+                    on_step=lambda i, name: names.append(name))
+        if any("racing CPUs and writeback" in name for name in names):
             return
-    pytest.fail("no seed in 1..100 reproduced the zap rmap-before-flush race")
+    pytest.fail("no default program of seeds 0..39 drew madvise(DONTNEED) against writeback")

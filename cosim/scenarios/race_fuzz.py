@@ -10,13 +10,13 @@ from .reclaim import random_program_on_rtl
 #: The operations of the race scenario: mm calls that change a range while the cores (and
 #: the device) run on it, with reclaim, writeback and migration at the same time.
 RACE_OPS = ("mmap_anon", "mmap_file", "access", "munmap", "mprotect", "mprotect_none",
-            "mremap", "mremap_move", "dontneed_twice", "fork", "exit", "msync", "reclaim",
-            "migrate")
+            "mremap", "mremap_move", "dontneed_twice", "dontneed_race", "fork", "exit", "msync",
+            "reclaim", "migrate")
 
 
 @scenario("race_fuzz", """race-seeking random programs on the RTL: munmap, mprotect (PROT_NONE
-          and back), mremap (move, grow, shrink), madvise(DONTNEED) from two threads, fork,
-          exit and msync while the cores and the device run on the very range that changes,
+          and back), mremap (move, grow, shrink), madvise(DONTNEED) from two threads and
+          against writeback, fork, exit and msync while the cores and the device run on the very range that changes,
           next to reclaim and migration; quiescent checks after every step""",
           env={"COSIM_NFRAMES": 64}, steps="random steps")
 async def race_fuzz_scenario(dut, seed: int, p: dict, progress: Progress,

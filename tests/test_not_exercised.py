@@ -102,3 +102,23 @@ def test_every_quirk_command_shown_is_the_one_the_quirk_table_proves():
         for key, value in env.items():
             if key != "COSIM_QUIRKS":
                 assert str(a.env[key]) == str(value), (quirk, key, a.env[key], value)
+
+
+@pytest.mark.sim
+def test_every_quirk_command_of_the_readme_fails_as_written():
+    """The README's quirk commands, run as written (on Icarus, quiet): each exits 1, FAILED,
+    with the violation named by one of the quirk's checkers.  (``list``'s commands are the
+    rows of QUIRK_SCENARIOS, each run with its quirk on and off by
+    tests/test_cosim_scenarios.py with the knobs the CLI gives it, checked above.)"""
+    from cosim.scenarios import QUIRK_SCENARIOS
+    shown = _shown_quirk_commands((ROOT / "README.md").read_text())
+    assert shown
+    for scenario, seed, quirk in shown:
+        q = QUIRK_SCENARIOS.get(quirk) or QUIRK_SCENARIOS[f"quirk_{quirk}"]
+        r = subprocess.run([sys.executable, "-m", "cosim", "run", scenario, "--sim", "icarus",
+                            "--seed", str(seed), "--quirk", quirk, "--quiet"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=900)
+        out = r.stdout
+        assert r.returncode == 1 and "\nFAILED in" in out, out + r.stderr
+        named = re.search(r"^\s*\[(\w+)\] ", out, re.M)
+        assert named and named.group(1) in q.checkers, out

@@ -169,10 +169,8 @@ def judge_access(*, changes: Sequence[PteChange], now: int, complete: bool,
     asid, va, level :
         The translation: its address space, the accessed address, the leaf's level.
     start : int
-        Cycle at which the access began: its request accepted by a core's port (an
-        invalidation acknowledged in that cycle or before precedes it), or presented on
-        the device's (a request held across an acknowledgement is judged as if it began
-        before it: sound, and weaker).
+        Cycle at which the access began: its request accepted by the port (a core's or the
+        device's; an invalidation acknowledged in that cycle or before precedes it).
     paddr : int
         The physical address it completed with.
     op, user, sum :

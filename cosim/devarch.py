@@ -68,7 +68,7 @@ class DevArch(DevicePort):
         self.arch = arch
         self.dut = dut
         self.env = arch.env
-        self.ports = DeviceDriver(dut, asid_bits=arch.asid_bits)
+        self.ports = DeviceDriver(dut, asid_bits=arch.asid_bits, cycle=arch.cycle)
         self.asid_mask = (1 << max(arch.asid_bits, 1)) - 1
         self.stats: collections.Counter[str] = collections.Counter()
         self.inval_log: list[Inval] = []
@@ -100,12 +100,13 @@ class DevArch(DevicePort):
             return await self.ports.young(vaddr, asid & self.asid_mask)
 
     async def access_async(self, vaddr: int, op: AccessType, asid: int):
-        """One request on ``dev__req``: ``(fault, paddr, start cycle)`` at the response."""
+        """One request on ``dev__req``: ``(fault, paddr, accepted)`` at the response, with the
+        cycle the port accepted the request (when the access began, for checker (a))."""
         async with self._locks["req"]:
-            start = self.arch.cycle()
-            fault, paddr = await self.ports.access(vaddr, AccessType(op), asid & self.asid_mask)
+            fault, paddr, accepted = await self.ports.request(vaddr, AccessType(op),
+                                                              asid & self.asid_mask)
             self.stats["accesses"] += 1
-            return FaultKind(fault), paddr, start
+            return FaultKind(fault), paddr, accepted
 
     async def ack_fault_async(self):
         """Read the pending fault record and acknowledge it: ``(vaddr, asid, op)`` or None."""

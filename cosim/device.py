@@ -30,7 +30,7 @@ from __future__ import annotations
 import collections
 import logging
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from cocotb.triggers import RisingEdge
 
@@ -68,8 +68,11 @@ class DeviceDriver:
 
     TIMEOUT = 1000
 
-    def __init__(self, dut, *, asid_bits: int = 16):
+    def __init__(self, dut, *, asid_bits: int = 16, cycle: Optional[Callable[[], int]] = None):
+        from .memory import cycle_now
         self.dut = dut
+        #: The clock-cycle count the request's acceptance is stamped with.
+        self.cycle = cycle or cycle_now
         self.invals = InvalDriver(dut, "dev", asid_bits=asid_bits, timeout=self.TIMEOUT)
 
     def _s(self, name):
@@ -84,15 +87,24 @@ class DeviceDriver:
 
     async def access(self, vaddr: int, op: AccessType, asid: int) -> tuple[FaultKind, int]:
         """One request on ``dev__req``: ``(fault, paddr)`` at the response pulse."""
+        fault, paddr, _ = await self.request(vaddr, op, asid)
+        return fault, paddr
+
+    async def request(self, vaddr: int, op: AccessType, asid: int) -> tuple[FaultKind, int, int]:
+        """One request on ``dev__req``: ``(fault, paddr, accepted)`` at the response pulse,
+        ``accepted`` the cycle the port took the request (:attr:`cycle` after the edge at
+        which ``ready`` read 1, as :class:`cosim.cpu.CpuRequester` counts it)."""
         self._s("req__vaddr").value = vaddr
         self._s("req__op").value = int(op)
         self._s("req__asid").value = asid
         self._s("req__valid").value = 1
         await self._wait("req__ready", "request")
+        accepted = self.cycle()
         self._s("req__valid").value = 0
         if not int(self._s("resp__valid").value):
             await self._wait("resp__valid", "response")
-        return FaultKind(int(self._s("resp__fault").value)), int(self._s("resp__paddr").value)
+        return (FaultKind(int(self._s("resp__fault").value)), int(self._s("resp__paddr").value),
+                accepted)
 
     def fault_record(self):
         """The pending fault record (vaddr, asid, op) or None (sampled now)."""

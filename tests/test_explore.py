@@ -173,3 +173,30 @@ def test_tiny_sweep_on_local_ray_with_resume(tmp_path):
         assert {p: p.stat().st_mtime for p in (out / "points").glob("*.json")} == before
     finally:
         ray.shutdown()
+
+
+def test_plots_from_results(tmp_path):
+    """Every figure is drawn from point results that have what it needs, and a figure whose
+    data is missing is reported as not drawn, with the reason."""
+    from cosim.explore.plots import make_plots
+    from cosim.explore.run import HIST_EDGES
+    rows = []
+    for k, (entries, cores) in enumerate(((8, 1), (16, 2), (32, 4))):
+        hist = [0] * (len(HIST_EDGES) - 1)
+        hist[4 + k] = 10
+        rows.append({"status": "ok", "design": {"entries": entries, "ways": entries,
+                                                "replacement": "plru", "cores": cores,
+                                                "latency": 1},
+                     "workload": {"workload": "reclaim"},
+                     "area": {"transistors": 1000 * entries},
+                     "metrics": {"miss_rate": 0.5 / (k + 1), "shootdowns": 10,
+                                 "inval_cycles": 20 * cores,
+                                 "walk_latency_hist": [list(HIST_EDGES), hist]}})
+    written, skipped = make_plots(rows, tmp_path)
+    assert sorted(p.name for p in written) == ["area_pareto.png", "miss_rate.png",
+                                                "shootdown_cost.png", "walk_latency_cdf.png"]
+    assert not skipped and all(p.stat().st_size > 1000 for p in written)
+    for r in rows:
+        r["area"] = None
+    written, skipped = make_plots(rows, tmp_path / "b")
+    assert skipped == {"area_pareto": "no point has a measured area"}

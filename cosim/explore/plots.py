@@ -29,6 +29,13 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _ok(rows):
     return [r for r in rows if r["status"] == "ok"]
 
@@ -76,11 +83,7 @@ def miss_rate_plot(rows, out: Path):
         ax.set_title(w)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out / "miss_rate.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, out / "miss_rate.png")
 
 
 def area_plot(rows, out: Path):
@@ -102,11 +105,7 @@ def area_plot(rows, out: Path):
     ax.set_ylabel("miss rate")
     ax.grid(True, alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path = out / "area_pareto.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, out / "area_pareto.png")
 
 
 def latency_cdf_plot(rows, out: Path, limit: int = 12):
@@ -129,11 +128,7 @@ def latency_cdf_plot(rows, out: Path, limit: int = 12):
     ax.set_ylabel("fraction of misses")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=6)
-    fig.tight_layout()
-    path = out / "walk_latency_cdf.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, out / "walk_latency_cdf.png")
 
 
 def shootdown_plot(rows, out: Path):
@@ -154,11 +149,7 @@ def shootdown_plot(rows, out: Path):
     ax.set_ylabel("cycles per shootdown (send to last ack)")
     ax.grid(True, alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path = out / "shootdown_cost.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, out / "shootdown_cost.png")
 
 
 def make_plots(rows: list[dict], out: Path) -> tuple[list[Path], dict[str, str]]:

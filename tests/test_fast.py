@@ -56,6 +56,11 @@ def test_stress_short_form(tmp_path):
     assert summary["passed"] and summary["runs"][0]["total_violations"] == 0
     assert [r["seed"] for r in summary["runs"][0]["runs"]] == [1, 2]
     assert all(r["accesses"] >= 1500 for r in summary["runs"][0]["runs"])
+    # every checker on: their verdicts are reported, those that judge the drained records
+    # passed, and one that made no check is listed as such (never counted as a pass)
+    for r in summary["runs"][0]["runs"]:
+        assert {"tlb", "frame", "shadow"} <= {n for n, v in r["verdicts"].items() if v == "PASS"}
+        assert set(r["not_exercised"]) == {n for n, v in r["verdicts"].items() if v != "PASS"}
 
 
 @pytest.mark.slow

@@ -55,6 +55,12 @@ def test_cli_rejects_bad_input_in_one_line(capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not a multiple of 3 ways" in err
     assert main(["--entries", "8,16", "--ways", "4", "--dry-run"]) == 0
+    # A point's command runs that point alone.
+    from cosim.explore.cli import _parser, build_spec
+    p = Point({"entries": 16, "ways": 4, "svadu": False}, {"workload": "zipf"}, seed=3)
+    argv = p.command("out").split()[2:]
+    again, _ = grid(build_spec(_parser("sweep").parse_args(argv)))
+    assert [q.point_id for q in again] == [p.point_id]
 
 
 PTE = _PAGE_V | _PAGE_R | _PAGE_W | _PAGE_U | _PAGE_A

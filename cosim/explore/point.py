@@ -143,6 +143,15 @@ class Point:
         return (f"{d['entries']}e/{ways}w/{d['replacement']}/{d['cores']}c"
                 f"/lat{d['latency']}/{w}")
 
+    def command(self, out: str = "explore-results") -> str:
+        """The ``rmap-cosim sweep`` command line that runs this point alone."""
+        flags = []
+        for name, value in list(self.design.items()) + list(self.workload.items()):
+            if value is not None:
+                text = str(value).lower() if isinstance(value, bool) else str(value)
+                flags.append(f"--{name.replace('_', '-')} {text}")
+        return f"rmap-cosim sweep {' '.join(flags)} --seed {self.seed} --out {out}"
+
     def as_dict(self) -> dict:
         return {"design": self.design, "workload": self.workload, "seed": self.seed}
 

@@ -183,7 +183,7 @@ def run_point(point: Point, results: Path, *, sim: str = "verilator",
               "workload": dict(w, kind="trace" if w["trace"] else "synthetic", **spec), "seed": point.seed,
               "metrics": {}, "area": None, "checks": {}, "status": "failed", "error": None,
               "build_key": None, "seconds": 0.0, "build_seconds": 0.0,
-              "command": f"rmap-cosim sweep --point '{json.dumps(point.as_dict())}'"}
+              "command": point.command(str(results))}
     t0 = time.monotonic()
     try:
         b = fast_build(config, params, sim)

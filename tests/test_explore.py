@@ -31,6 +31,14 @@ def test_grid_is_the_product_and_leaves_out_ways_above_entries(tmp_path):
     assert {p.design["ways"] for p in points if p.design["entries"] == 4} == {1, 4}
 
 
+def test_points_run_round_robin_over_designs():
+    from cosim.explore.sweep import interleave_designs
+    points, _ = grid({"design": {"entries": [4, 8, 16]},
+                      "workload": {"workload": ["uniform", "zipf"]}})
+    order = [p.design["entries"] for p in interleave_designs(points)]
+    assert order == [4, 8, 16, 4, 8, 16]
+
+
 def test_spec_and_point_errors_name_the_axis_and_the_rule(tmp_path):
     with pytest.raises(SpecError, match="'dev_entries' is not supported: the fast path drives"):
         grid({"design": {"dev_entries": [8]}})

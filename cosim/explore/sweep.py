@@ -22,7 +22,7 @@ from .point import DESIGN_AXES, WORKLOAD_AXES, Point
 from .run import result_path, run_point
 from .schema import CHECKS, METRICS
 
-__all__ = ["run_sweep", "write_csv", "load_results", "SweepSummary"]
+__all__ = ["run_sweep", "interleave_designs", "write_csv", "load_results", "SweepSummary"]
 
 
 class SweepSummary(dict):
@@ -31,6 +31,20 @@ class SweepSummary(dict):
 
 def _run_one(point_dict: dict, results: str, sim: str, area: bool = False) -> dict:
     return run_point(Point.from_dict(point_dict), Path(results), sim=sim, area=area)
+
+
+def interleave_designs(points: list[Point]) -> list[Point]:
+    """``points`` reordered round-robin over their designs, so points that run at the same
+    time build different configurations instead of waiting for one build's lock."""
+    groups: dict[str, list[Point]] = {}
+    for p in points:
+        groups.setdefault(json.dumps(p.design, sort_keys=True), []).append(p)
+    out = []
+    queues = list(groups.values())
+    while queues:
+        out += [q.pop(0) for q in queues]
+        queues = [q for q in queues if q]
+    return out
 
 
 def load_results(results: Path, points: Iterable[Point]) -> list[dict]:
@@ -93,7 +107,8 @@ def run_sweep(points: list[Point], results: Path, *, jobs: int = 2, sim: str = "
     """
     results = Path(results)
     (results / "points").mkdir(parents=True, exist_ok=True)
-    todo = [p for p in points if not (resume and result_path(results, p).exists())]
+    todo = interleave_designs([p for p in points
+                               if not (resume and result_path(results, p).exists())])
     reused = len(points) - len(todo)
     t0 = time.monotonic()
     done = reused

@@ -161,6 +161,9 @@ class CosimArch(Arch):
         Register counts to look for when reading TLB state.
     svadu : bool
         The RTL configuration's A/D mode (``MmuConfig.svadu``), for the engine.
+    mmu : str
+        The cores' MMU (``MmuConfig.mmu``): where their TLB entries are read from
+        (``"cva6"``: :class:`cosim.cva6.Cva6TlbReader`).
 
     Raises
     ------
@@ -170,7 +173,8 @@ class CosimArch(Arch):
 
     def __init__(self, dut, mem, env, *, ncores: int, asid_bits: int = 9, memory=None,
                  range_flush_pages: int = 16, tlb_entries: int = 8, sp_entries: int = 4,
-                 dev_entries: int = 8, clock_period_ns: float = 10.0, svadu: bool = True):
+                 dev_entries: int = 8, clock_period_ns: float = 10.0, svadu: bool = True,
+                 mmu: str = "ours"):
         super().__init__(mem, ncores, svadu=svadu, asid_bits=asid_bits)
         if not isinstance(range_flush_pages, int) or range_flush_pages < 1:
             raise TypeError(f"Range flush threshold must be a positive integer, not "
@@ -220,9 +224,13 @@ class CosimArch(Arch):
         self.access_checks = 0
         self.log = logging.getLogger("cosim.arch")
         self.tlb_reader: Optional[TlbReader] = None
+        reader_cls = TlbReader
+        if mmu == "cva6":
+            from .cva6 import Cva6TlbReader
+            reader_cls = Cva6TlbReader
         try:
-            self.tlb_reader = TlbReader(dut, ncores, asid_bits, tlb_entries, sp_entries,
-                                        dev_entries)
+            self.tlb_reader = reader_cls(dut, ncores, asid_bits, tlb_entries, sp_entries,
+                                         dev_entries)
         except Exception as exc:  # noqa: BLE001 - no readable TLB state; reported below
             self.log.warning("cannot read RTL TLB state: %s", exc)
         self._tlb_cache: dict = {}

@@ -82,7 +82,7 @@ async def bring_up(dut, mem, seed: int, *, yield_cycles=(0, 2), latency=None):
                      memory=memory, tlb_entries=int(cfg.get("tlb_entries", 8)),
                      sp_entries=int(cfg.get("superpage_entries", 4)),
                      dev_entries=int(cfg.get("dev_entries", 8)),
-                     svadu=bool(cfg.get("svadu", True)))
+                     svadu=bool(cfg.get("svadu", True)), mmu=cfg.get("mmu", "ours"))
     arch.attach_cpus()
     # Every RTL translation of the run is replayed against the golden walk.
     arch.scoreboard = MmuScoreboard(ncores, svadu=bool(cfg.get("svadu", True)),

@@ -105,6 +105,11 @@ async def test_walk(dut):
     assert [t.op for t in reads] == [MemOp.READ] * 3, [t.describe() for t in reads]
     assert [t.addr for t in reads] == [(root << 12) + 8, (l1 << 12) + 8, leaf], \
         [t.describe() for t in reads]
+    from ..cva6 import Cva6TlbReader
+    reader = Cva6TlbReader(dut, ncores, 9, 8, 0, 8)
+    entries = reader.core(0)
+    assert [(e.vpn, e.asid, e.ppn, e.level, e.a, e.d) for e in entries] == \
+        [(va >> 12, 5, 0x1234, 0, True, False)], entries
     hit = await core.access(AccessType.LOAD, va + 0x20)
     assert (hit["fault"], hit["hit"], hit["paddr"]) == (FaultKind.NONE, True, 0x1234020), hit
     assert hit["cycles"] == 1, f"a DTLB hit answers the next cycle, not after {hit['cycles']}"

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Optional, Sequence, TextIO
 
 import cosim.scoreboard  # noqa: F401 - registers the scoreboard's row title
-from hdl.config import MAX_CORES, MMUS
+from hdl.config import MAX_CORES, MMUS, mmu_params
 from pyrmap.checker_registry import checker_title
 from pyrmap.checkers import verdict_lines  # importing pyrmap.checkers registers them
 from pyrmap.cliargs import UsageError, int_arg, writable_file
@@ -217,10 +217,9 @@ def parse_args(argv: Sequence[str]) -> "RunArgs | str":
     sc = scenarios[scenario]
     params = {"ncores": args.cores, "tlb_entries": args.tlb_entries,
               "tlb_ways": args.tlb_ways if args.tlb_ways is not None else args.tlb_entries}
-    if args.svade or args.mmu == "cva6":
-        params["svadu"] = False                  # CVA6 is Svade
-    if args.mmu != "ours":
-        params["mmu"] = args.mmu
+    if args.svade:
+        params["svadu"] = False
+    params.update(mmu_params(args.mmu))          # CVA6 brings its Svade mode
     params.update(sc.hdl)                        # e.g. svade: svadu=False
     kq, hq = _kernel_quirks(), _hdl_quirks()
     kernel_quirks = profile_quirks(args.kernel)

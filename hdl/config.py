@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pyrmap.pte import ASID_BITS_MAX
 from pyrmap.replacement import REPLACEMENT_POLICIES
 
-__all__ = ["MmuConfig", "MMUS", "REPLACEMENTS", "ARBITRATIONS", "MAX_CORES", "MAX_TLB_ENTRIES",
+__all__ = ["MmuConfig", "MMUS", "mmu_params", "REPLACEMENTS", "ARBITRATIONS", "MAX_CORES", "MAX_TLB_ENTRIES",
            "MAX_TLB_WAYS", "check_tlb_geometry"]
 
 #: The replacement policies (pyrmap.replacement, shared with the golden model).
@@ -23,6 +23,14 @@ ARBITRATIONS = ("round_robin", "fixed")
 #: The core MMUs Top can be built with: ours (hdl.core.CoreMmu) or CVA6's Sv39 MMU behind the
 #: shim of hdl.cva6 (Verilator only; Svade; fully associative PLRU TLBs; no hardware quirks).
 MMUS = ("ours", "cva6")
+
+
+def mmu_params(mmu: str) -> dict:
+    """The ``MmuConfig`` parameters that select core MMU ``mmu`` (a name of :data:`MMUS`):
+    CVA6's brings the Svade mode it has.  ``ValueError`` for another name."""
+    if mmu not in MMUS:
+        raise ValueError(f"mmu must be one of {', '.join(repr(x) for x in MMUS)}, not {mmu!r}")
+    return {} if mmu == "ours" else {"mmu": mmu, "svadu": False}
 #: Upper bounds on sizes.  TLB entries are registers compared in parallel, so elaboration,
 #: export and simulator builds grow with them (a 4-way TLB of 256 entries takes ~30 s to export,
 #: 1024 entries ~2 min, before a compile of several minutes).

@@ -89,3 +89,25 @@ def test_sources_from_the_pinned_wheel():
     assert files[-1] == WRAPPER
     assert all(str(f).startswith(pd.data_location) for f in files[:-1])
     assert {f.name for f in files} >= {"mmu.sv", "ptw.sv", "tlb.sv", "cf_math_pkg.sv"}
+
+
+@pytest.mark.sim
+def test_litmus_verdicts_per_mmu(capsys):
+    """``--mmu both`` judges each litmus test on each MMU; a test declaring hardware A/D
+    (``config svadu=true``) is reported not applicable on CVA6, not run and not passed."""
+    from cosim.litmus.runner import main
+    rc = main(["litmus/mprotect.litmus", "litmus/young_race.litmus", "--runs", "2",
+               "--sim", "verilator", "--mmu", "both"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "2 of 2 litmus tests passed on MMU ours" in out, out
+    assert "1 of 1 litmus tests passed on MMU cva6 (1 not applicable)" in out, out
+    assert "litmus/young_race.litmus: not applicable on MMU cva6: svadu=True" in out, out
+
+
+def test_litmus_cva6_on_icarus_is_a_usage_error(capsys):
+    from cosim.litmus.runner import main
+    with pytest.raises(SystemExit) as exc:
+        main(["litmus/mprotect.litmus", "--mmu", "cva6", "--sim", "icarus"])
+    assert exc.value.code == 2
+    assert "Verilator only" in capsys.readouterr().err

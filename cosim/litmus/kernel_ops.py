@@ -95,7 +95,9 @@ class KernelWorld:
                                      asid_bits=b.asid_bits, memory=b.responder,
                                      tlb_entries=int(b.cfg.get("tlb_entries", 8)),
                                      sp_entries=int(b.cfg.get("superpage_entries", 4)),
-                                     dev_entries=int(b.cfg.get("dev_entries", 8)))
+                                     dev_entries=int(b.cfg.get("dev_entries", 8)),
+                                     svadu=bool(b.cfg.get("svadu", True)),
+                                     mmu=b.cfg.get("mmu", "ours"))
         arch.scoreboard = run.scoreboard    # the kernel's shootdowns feed the run's scoreboard
         for i in range(b.ncores):       # one owner per invalidation port
             run.inval_locks[i] = arch._inval_locks[i]

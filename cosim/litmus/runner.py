@@ -20,11 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
 
+from hdl.config import MMUS, mmu_params
+
 from .model import LitmusTest, Verdict
 from .parser import parse_file
 from pyrmap.profiles import DEFAULT_PROFILE, add_kernel_argument, describe, get_profile, profile_quirks
 
-__all__ = ["TestResult", "judge", "run_files", "format_result", "DEFAULT_RUNS"]
+__all__ = ["TestResult", "judge", "run_files", "format_result", "DEFAULT_RUNS", "MMU_CONFIG",
+           "inapplicable"]
 
 DEFAULT_RUNS = 100
 
@@ -171,6 +174,30 @@ def format_result(r: TestResult, *, max_failures: int = 5) -> str:
     return "\n".join(lines)
 
 
+#: The ``Top`` parameters of each core MMU a litmus run can use (``--mmu``).
+MMU_CONFIG = {name: mmu_params(name) for name in MMUS}
+
+
+def inapplicable(paths: Iterable[str], config: dict) -> dict[str, str]:
+    """The files whose own ``config`` line cannot be combined with ``config`` (e.g. a test
+    that declares ``svadu=true``, hardware A/D, on CVA6's MMU): path -> the reason.
+
+    Raises
+    ------
+    LitmusSyntaxError
+        A file does not parse.
+    """
+    from ..build import make_config
+    out = {}
+    for p in paths:
+        test = parse_file(p)
+        try:
+            make_config(**_config_for(test, config))
+        except ValueError as exc:
+            out[str(p)] = str(exc)
+    return out
+
+
 def _config_for(test: LitmusTest, base: dict) -> dict:
     cfg = dict(base)
     cfg.update({k: v for k, v in test.config.items()})
@@ -296,29 +323,49 @@ def main(argv: Optional[list] = None, prog: str = "python -m cosim.litmus") -> i
                    help="switch on a pyrmap.kernel.Quirks switch in the tests' kernel")
     add_kernel_argument(p)
     p.add_argument("--waves", action="store_true")
+    p.add_argument("--mmu", choices=(*MMU_CONFIG, "both"), default="ours",
+                   help="the cores' MMU: ours, cva6 (Verilator only; the engine in Svade "
+                        "mode) or both, one verdict per MMU (default %(default)s)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     if args.runs is not None and args.runs < 1:
         p.error(f"--runs must be at least 1, not {args.runs}")
     from hdl.config import MmuConfig
+
+    from ..build import check_simulator
+    mmus = list(MMU_CONFIG) if args.mmu == "both" else [args.mmu]
     try:
         cfg = MmuConfig.parse_params(args.config)
-        make_config(**cfg)
+        for mmu in mmus:
+            check_simulator(make_config(**dict(cfg, **MMU_CONFIG[mmu])), args.sim)
     except (TypeError, ValueError) as exc:
-        p.error(f"argument --config: {exc}")
-    try:
-        results = run_files(args.files, runs=args.runs, sim=args.sim, seed=args.seed,
-                            config=cfg, waves=args.waves, arbitration=args.arbitration,
-                            kernel_quirks=args.kernel_quirk, kernel=args.kernel)
-    except (LitmusSyntaxError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        p.error(f"argument --config/--mmu: {exc}")
     print(f"kernel {describe(args.kernel)} (for tests with kernel threads)")
-    bad = 0
-    for r in results:
-        print(format_result(r))
-        for w in r.waves:
-            print(f"  waves: {w}")
-        bad += not r.passed
-    print(f"{len(results) - bad} of {len(results)} litmus tests passed")
-    return 1 if bad else 0
+    summary = []
+    for mmu in mmus:
+        base = dict(cfg, **MMU_CONFIG[mmu])
+        try:
+            skip = inapplicable(args.files, base)
+            results = run_files([f for f in args.files if str(f) not in skip], runs=args.runs,
+                                sim=args.sim, seed=args.seed, config=base, waves=args.waves,
+                                arbitration=args.arbitration, kernel_quirks=args.kernel_quirk,
+                                kernel=args.kernel)
+        except (LitmusSyntaxError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        bad = 0
+        if len(mmus) > 1:
+            print(f"=== MMU {mmu}")
+        for r in results:
+            print(format_result(r))
+            for w in r.waves:
+                print(f"  waves: {w}")
+            bad += not r.passed
+        for path, why in skip.items():
+            print(f"Test {path}: not applicable on MMU {mmu}: {why}")
+        summary.append((mmu, len(results) - bad, len(results), len(skip)))
+    for mmu, good, n, skipped in summary:
+        na = f" ({skipped} not applicable)" if skipped else ""
+        print(f"{good} of {n} litmus tests passed" + (f" on MMU {mmu}{na}" if len(mmus) > 1
+                                                        or mmu != "ours" else ""))
+    return 0 if all(good == n for _, good, n, _ in summary) else 1

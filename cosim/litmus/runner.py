@@ -336,11 +336,14 @@ def main(argv: Optional[list] = None, prog: str = "python -m cosim.litmus") -> i
     mmus = list(MMU_CONFIG) if args.mmu == "both" else [args.mmu]
     try:
         cfg = MmuConfig.parse_params(args.config)
+        make_config(**cfg)
+    except (TypeError, ValueError) as exc:
+        p.error(f"argument --config: {exc}")
+    try:
         for mmu in mmus:
             check_simulator(make_config(**dict(cfg, **MMU_CONFIG[mmu])), args.sim)
     except (TypeError, ValueError) as exc:
-        p.error(f"argument --config/--mmu: {exc}")
-    print(f"kernel {describe(args.kernel)} (for tests with kernel threads)")
+        p.error(f"argument --mmu: {exc}")
     summary = []
     for mmu in mmus:
         base = dict(cfg, **MMU_CONFIG[mmu])
@@ -353,6 +356,8 @@ def main(argv: Optional[list] = None, prog: str = "python -m cosim.litmus") -> i
         except (LitmusSyntaxError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        if not summary:
+            print(f"kernel {describe(args.kernel)} (for tests with kernel threads)")
         bad = 0
         if len(mmus) > 1:
             print(f"=== MMU {mmu}")

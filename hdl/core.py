@@ -14,7 +14,8 @@ from .layouts import (PA_WIDTH, PPN_WIDTH, VA_WIDTH, AccessType, FaultKind, inva
 from .tlb import Tlb, connect_inval
 from .walker import PageWalker, leaf_paddr, sv39_permits, va_canonical
 
-__all__ = ["CoreMmu", "CORE_COUNTERS", "cpu_req_signature", "cpu_resp_signature"]
+__all__ = ["CoreMmu", "CORE_COUNTERS", "cpu_req_signature", "cpu_resp_signature",
+           "core_members"]
 
 
 def cpu_req_signature(asid_bits):
@@ -28,6 +29,19 @@ def cpu_req_signature(asid_bits):
 def cpu_resp_signature():
     return wiring.Signature({"valid": Out(1), "paddr": Out(PA_WIDTH), "fault": Out(2),
                              "hit": Out(1)})
+
+
+def core_members(asid_bits) -> dict:
+    """The members of a core MMU component (``req``, ``resp``, ``inval``, ``mem``, ``perf``):
+    :class:`CoreMmu`'s, and any other core :class:`hdl.top.Top` can build
+    (:class:`hdl.cva6.Cva6CoreMmu`)."""
+    return {
+        "req": In(cpu_req_signature(asid_bits)),
+        "resp": Out(cpu_resp_signature()),
+        "inval": In(inval_signature(asid_bits)),
+        "mem": Out(mem_signature()),
+        "perf": Out(perf_signature(CORE_COUNTERS)),
+    }
 
 
 class CoreMmu(wiring.Component):
@@ -105,13 +119,7 @@ class CoreMmu(wiring.Component):
         self.quirk_fill_after_inval = quirk_fill_after_inval
         self.quirk_walk_answer_after_inval = quirk_walk_answer_after_inval
         self.quirk_inval_clear_late = quirk_inval_clear_late
-        super().__init__({
-            "req": In(cpu_req_signature(asid_bits)),
-            "resp": Out(cpu_resp_signature()),
-            "inval": In(inval_signature(asid_bits)),
-            "mem": Out(mem_signature()),
-            "perf": Out(perf_signature(CORE_COUNTERS)),
-        })
+        super().__init__(core_members(asid_bits))
 
     def elaborate(self, platform):
         m = Module()

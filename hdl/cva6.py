@@ -46,12 +46,10 @@ from pathlib import Path
 
 from amaranth.hdl import ClockSignal, Const, Instance, Module, Mux, ResetSignal, Signal
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
 
-from pyrmap.arch import CORE_COUNTERS, InvalKind
+from pyrmap.arch import InvalKind
 
-from .layouts import (PA_WIDTH, PPN_WIDTH, VA_WIDTH, AccessType, FaultKind, MemOp,
-                      inval_signature, mem_signature, perf_signature)
+from .layouts import PA_WIDTH, PPN_WIDTH, VA_WIDTH, AccessType, FaultKind, MemOp
 
 __all__ = ["PACKAGE", "PIN", "Cva6CoreMmu", "sources", "MissingCva6"]
 
@@ -127,16 +125,10 @@ class Cva6CoreMmu(wiring.Component):
                 or tlb_entries & (tlb_entries - 1)):
             raise ValueError(f"tlb_entries must be a power of two of at least 2 for CVA6's "
                              f"PLRU TLB, not {tlb_entries!r}")
-        from .core import cpu_req_signature, cpu_resp_signature
+        from .core import core_members
         self.tlb_entries = tlb_entries
         self.asid_bits = asid_bits
-        super().__init__({
-            "req": In(cpu_req_signature(asid_bits)),
-            "resp": Out(cpu_resp_signature()),
-            "inval": In(inval_signature(asid_bits)),
-            "mem": Out(mem_signature()),
-            "perf": Out(perf_signature(CORE_COUNTERS)),
-        })
+        super().__init__(core_members(asid_bits))
 
     def elaborate(self, platform):
         m = Module()

@@ -25,7 +25,7 @@ from pyrmap.pte import (AccessType, _PAGE_A, _PAGE_D, _PAGE_G, _PAGE_R, _PAGE_U,
 
 from ..memory import BusErrorRange, MemOp
 
-__all__ = ["Context", "RandomTables", "sign_extend_va"]
+__all__ = ["Context", "RandomTables", "sign_extend_va", "three_levels"]
 
 
 def sign_extend_va(va39: int) -> int:
@@ -34,6 +34,14 @@ def sign_extend_va(va39: int) -> int:
     if va39 >> 38:
         va39 |= ((1 << 64) - 1) ^ ((1 << 39) - 1)
     return va39
+
+
+def three_levels(mem: PhysMem, va: int, root: int, l1: int, l0: int) -> int:
+    """Point ``root``'s entry for ``va`` at table ``l1`` and ``l1``'s at ``l0`` (frame
+    numbers); return the physical address of ``va``'s leaf PTE in ``l0`` (left as it is)."""
+    mem.write((root << PAGE_SHIFT) + ((va >> 30) & 511) * PTE_SIZE, pte_table(l1))
+    mem.write((l1 << PAGE_SHIFT) + ((va >> 21) & 511) * PTE_SIZE, pte_table(l0))
+    return (l0 << PAGE_SHIFT) + ((va >> 12) & 511) * PTE_SIZE
 
 
 @dataclass

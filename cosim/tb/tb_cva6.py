@@ -19,10 +19,11 @@ from cocotb.triggers import RisingEdge
 from pyrmap.arch import InvalKind
 from pyrmap.physmem import PhysMem
 from pyrmap.pte import (_PAGE_A, _PAGE_D, _PAGE_R, _PAGE_U, _PAGE_V, _PAGE_W, AccessType,
-                        FaultKind, pfn_pte, pte_table)
+                        FaultKind, pfn_pte)
 
 from ..dut import reset, write_report
 from ..memory import SW, Latency, MemOp, MemoryResponder, cycle_now
+from .tables import three_levels
 
 
 def _params() -> dict:
@@ -84,9 +85,7 @@ async def test_walk(dut):
     mem = PhysMem(16)
     root, l1, l0 = 1, 2, 3
     va = 0x4020_3000
-    mem.write((root << 12) + ((va >> 30) & 511) * 8, pte_table(l1))
-    mem.write((l1 << 12) + ((va >> 21) & 511) * 8, pte_table(l0))
-    leaf = (l0 << 12) + ((va >> 12) & 511) * 8
+    leaf = three_levels(mem, va, root, l1, l0)
     clean = _PAGE_V | _PAGE_R | _PAGE_W | _PAGE_U | _PAGE_A
     mem.write(leaf, pfn_pte(0x1234, clean))
     va_young = va + 0x1000                 # the next page: A=0

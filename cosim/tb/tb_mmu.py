@@ -31,7 +31,7 @@ from ..memory import Latency, MemoryResponder, cycle_now
 from ..ports import read_counters
 from ..scoreboard import MmuScoreboard, new_mmu_coverage
 from .agents import CpuStimulus, InvalStimulus, PteRacer
-from .tables import RandomTables
+from .tables import RandomTables, three_levels
 
 NFRAMES = 64
 
@@ -120,17 +120,14 @@ async def test_smoke(dut):
     """Directed: one 4 KiB mapping; a load walks (sets A by CAS), the same load then hits, a
     store re-walks to set D, an invalidation removes the entry and the next load walks."""
     from pyrmap.arch import InvalKind
-    from pyrmap.pte import (PAGE_SHARED, _PAGE_A, _PAGE_D, AccessType, FaultKind, pfn_pte,
-                            pte_table)
+    from pyrmap.pte import PAGE_SHARED, _PAGE_A, _PAGE_D, AccessType, FaultKind, pfn_pte
     from ..scoreboard import CpuTxn, InvalTxn
     params = _params()
     ncores = int(params.get("ncores", 2))
     mem = PhysMem(16)
     root, l1, l0 = 1, 2, 3
     va = 0x4020_3000
-    mem.write((root << 12) + ((va >> 30) & 511) * 8, pte_table(l1))
-    mem.write((l1 << 12) + ((va >> 21) & 511) * 8, pte_table(l0))
-    leaf = (l0 << 12) + ((va >> 12) & 511) * 8
+    leaf = three_levels(mem, va, root, l1, l0)
     mem.write(leaf, pfn_pte(0x1234, PAGE_SHARED))
     responder = MemoryResponder(dut, mem, Latency(_seed(), fast=(0, 1), p_slow=0.0))
     sb = MmuScoreboard(ncores, svadu=bool(params.get("svadu", True)), mem_log=responder.log,

@@ -49,7 +49,7 @@ from .pte import (PAGE_SHIFT, PAGE_SIZE, PPN_MASK, PPN_SHIFT, PTRS_PER_PTE, _PAG
 
 __all__ = [
     "InvariantViolation", "CheckContext", "Checker", "RmapChecker", "FrameChecker",
-    "TlbChecker", "NotifierChecker", "SecondaryMmu", "ShadowMemory", "Checkers",
+    "TlbChecker", "NotifierChecker", "DirtChecker", "SecondaryMmu", "ShadowMemory", "Checkers",
     "present_leaves", "lookup_pte", "NOT_EXERCISED",
 ]
 
@@ -911,6 +911,93 @@ class ShadowMemory(Checker):
             return
 
 
+class DirtChecker(Checker):
+    """(f) Every write is accounted: at a quiescent point nothing holds data newer than its
+    backing copy without something saying so.
+
+    * A page-cache page (of every live file, shmem included) whose frame differs from its
+      file's backing copy, and a swap-cache page whose frame differs from its swap slot, must
+      be *dirty somewhere*: ``PG_dirty``, a present PTE with D of a live mm that maps it, or a
+      device TLB entry with D.  Otherwise reclaim would drop the page (or migration would
+      copy it clean) and the write would be gone without anything noticing.
+    * A file page the program wrote (the shadow knows it) that is no longer in memory must
+      have a backing copy equal to what the program wrote last.
+
+    ``check()`` is valid only at a quiescent point: a zap, an unmap or a writeback in flight
+    moves D from a PTE to the page under locks the check does not take.
+    """
+    name = "dirt"
+    title = "(f) no unaccounted dirt"
+    guarantee = ("at every quiescent point a page whose data differs from its file or swap "
+                 "copy is dirty somewhere (PG_dirty, a PTE with D, a device entry with D), "
+                 "and a written file page no longer in memory has its last write on disk")
+
+    def _dirty_pfns(self) -> set[int]:
+        mem = self.kernel.mem
+        out = set()
+        for mm in self.owner.live_mms():
+            for _va, _ptep, val, level in present_leaves(mem, mm.pgd):
+                if val & _PAGE_D:
+                    out.update(range(*_leaf_pfn_span(val, level)))
+        for _src, entry in self.owner.device_entries():
+            if entry.d:
+                out.update(range(*_entry_span(entry)))
+        return out
+
+    def check(self) -> None:
+        kernel = self.kernel
+        words = kernel.mem.words
+        dirty = None
+        shadow = self.owner.shadow
+
+        def frame(pfn):
+            return words[pfn * WORDS:(pfn + 1) * WORDS]
+
+        def unaccounted(page, disk, where: str) -> bool:
+            nonlocal dirty
+            self.checks += 1
+            if page.test(PG.dirty) or np.array_equal(frame(page.pfn), disk):
+                return False
+            if dirty is None:
+                dirty = self._dirty_pfns()
+            if page.pfn in dirty:
+                return False
+            i = int(np.nonzero(frame(page.pfn) != disk)[0][0])
+            self.fail(f"lost dirt: {page!r} holds word {i} = {int(frame(page.pfn)[i]):#x}, "
+                      f"{where} has {int(disk[i]):#x}, and nothing says the page is dirty "
+                      f"(PG_dirty clear, no PTE or device entry with D): reclaim would drop "
+                      f"the write")
+            return True
+
+        zero = np.zeros(WORDS, dtype=np.uint64)
+        for mapping in list(kernel.files.values()):
+            for index, page in list(mapping.page_tree.items()):
+                data = mapping.backing.get(index)
+                disk = _as_words(data) if data is not None else zero
+                if unaccounted(page, disk, f"{mapping.name!r} page {index} on disk"):
+                    return
+            for (oid, pgoff), want in shadow.objects.items():
+                if oid != id(mapping) or pgoff in mapping.page_tree or pgoff >= mapping.npages:
+                    continue
+                self.checks += 1
+                data = mapping.backing.get(pgoff)
+                have = _as_words(data) if data is not None else zero
+                if not np.array_equal(have, want):
+                    i = int(np.nonzero(have != want)[0][0])
+                    self.fail(f"lost write: {mapping.name!r} page {pgoff} is not in memory and "
+                              f"word {i} on disk is {int(have[i]):#x}, the last write was "
+                              f"{int(want[i]):#x}")
+                    return
+        swap = kernel.swap
+        if swap is None:
+            return
+        for page in kernel.pages:
+            if page.test(PG.swapcache) and page._count > 0:
+                if unaccounted(page, swap.data[page.private.offset],
+                               f"swap slot {page.private.offset}"):
+                    return
+
+
 def _page_align(n: int) -> int:
     return (n + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
 
@@ -953,13 +1040,14 @@ class Checkers:
         self.tlb = TlbChecker(self)
         self.notifier = NotifierChecker(self)
         self.shadow = ShadowMemory(self)
+        self.dirt = DirtChecker(self)
         self.secondaries: list = []            # pyrmap.devdriver.DeviceMmuDriver
         self._prev_observer: Optional[Callable] = None
         self._installed = False
 
     @property
     def all(self) -> list[Checker]:
-        return [self.tlb, self.frame, self.shadow, self.notifier, self.rmap]
+        return [self.tlb, self.frame, self.shadow, self.notifier, self.rmap, self.dirt]
 
     # --- wiring ------------------------------------------------------------------------------
 
@@ -1079,10 +1167,12 @@ class Checkers:
         self.ctx.operation = operation
 
     def check_all(self) -> None:
-        """Every quiescent-point check: rmap completeness, TLB coherence, closed windows."""
+        """Every quiescent-point check: rmap completeness, TLB coherence, closed windows,
+        accounted dirt."""
         self.rmap.check()
         self.tlb.check()
         self.notifier.check()
+        self.dirt.check()
 
     def verdicts(self) -> list[tuple[str, int, int, str]]:
         """``(checker, checks, violations, verdict)`` for each checker; the verdict is

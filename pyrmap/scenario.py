@@ -63,6 +63,12 @@ def reproduce_command(seed: int, steps: int, *, quirks=(), sequential: bool = Fa
     return f"python -m pyrmap fuzz --seed {seed} --steps {steps}{extra}"
 
 
+#: The arch's yield points right before an atomic PTE change: with window coverage on, the
+#: scheduler switches there with its hot probability (see :class:`pyrmap.sched.Scheduler`).
+PTE_CHANGES = frozenset({"ptep_get_and_clear", "set_pte_at", "ptep_set_wrprotect",
+                         "ptep_test_and_clear_young"})
+
+
 class System:
     """One machine ready to run: a :class:`Kernel` on an MMU, a seeded scheduler, checkers.
 
@@ -177,6 +183,7 @@ class System:
             self.windows = WindowCoverage(self.arch, self.op_of,
                                           lambda: list(self.processes)).install()
             self.sched.hot = self.windows.inside
+            self.sched.hot_points = PTE_CHANGES
 
     # --- what each thread is doing -----------------------------------------------------------
 
@@ -465,6 +472,16 @@ def _offset(accesses, delta: int):
         yield type(acc)(acc.op, page + ((acc.vaddr - page + delta) % PAGE_SIZE), acc.value)
 
 
+def _after(arch, started: list, accesses: list, spins: int = 4096):
+    """``accesses``, once ``started`` is non-empty: the CPU spins at yield points (at most
+    ``spins`` of them) until another thread has begun, then issues them."""
+    for _ in range(spins):
+        if started:
+            break
+        arch.yield_point("spin until the operation has begun")
+    yield from accesses
+
+
 def _align(n: int) -> int:
     return (n + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
 
@@ -487,7 +504,8 @@ PROGRAM_OPS = {"mmap_anon": 4, "mmap_file": 4, "access": 6, "munmap": 1, "mprote
                "mremap": 1, "fork": 1, "exit": 1, "madvise": 1, "msync": 2, "reclaim": 3,
                "migrate": 2, "remap_file_pages": 1,
                # the race operations (run under load on the same mm when seeking races)
-               "mprotect_none": 1, "mremap_move": 1, "dontneed_twice": 1,
+               "mprotect_none": 1, "mremap_move": 1, "dontneed_twice": 1, "first_stores": 3,
+               "cow_race": 2,
                # MADV_DONTNEED against the CPUs and writeback: 1cf35d47712d's and
                # 5df397dec7c4's race, closed in the fixed kernel
                "dontneed_race": 3}
@@ -850,6 +868,87 @@ class _Program:
             s.madvise_dontneed(mm, addr, length)
         return self._with_load(f"madvise(DONTNEED) 0x{addr:x}+{length:#x} from two threads in "
                                f"mm{mm.asid}", main, mm, span=(addr, addr + length))
+
+    def op_first_stores(self):
+        """A fresh shared anonymous range (shmem: its read faults map it writable and clean),
+        faulted in by loads, then zapped by madvise(DONTNEED) or its pages migrated while
+        the cores make their first stores to it.  The operation starts first, so that a
+        store lands between its read of a PTE and the atomic clear: the walker sets D by
+        compare-and-swap, and that D must reach the page (checker (f) looks for it)."""
+        mm = self._mm()
+        if mm is None or not self.concurrency or len(self.regions(mm)) > 6:
+            return None
+        n = self.rng.choice((2, 3, 4))
+        how = self.rng.choice(("madvise", "migrate"))
+        s = self.s
+
+        def go():
+            from .checkers import lookup_pte
+            from .pte import _PAGE_V, pte_pfn
+            length = n * PAGE_SIZE
+            addr = s.mmap(mm, 0, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS)
+            pages = [addr + i * PAGE_SIZE for i in range(n)]
+            for core in range(s.arch.ncores):       # fault it in by loads: clean PTEs
+                s.spawn_workload(core, mm, [("load", p + s.agent_offset(mm, core))
+                                            for p in pages])
+            s.run()
+            started = []
+
+            def operation():
+                started.append(True)
+                if how == "madvise":
+                    s.madvise_dontneed(mm, addr, length)
+                    return
+                for va in pages:
+                    _, pte, _ = lookup_pte(s.kernel.mem, mm.pgd, va)
+                    if pte & _PAGE_V:
+                        s.migrate(s.kernel.pages[pte_pfn(pte)])
+            s.spawn(s._name(how), operation)
+            # One core stores once to each page, in the order the operation goes through
+            # them, once the operation has begun (a second store to a page would fault it
+            # back in and dirty it again, hiding a D the operation lost); the others load.
+            writer = self.rng.randrange(s.arch.ncores)
+            for core in range(s.arch.ncores):
+                off = s.agent_offset(mm, core)
+                if core == writer:
+                    s.spawn_workload(core, mm, _after(s.arch, started, [
+                        ("store", p + off) for p in pages]))
+                else:
+                    s.spawn_workload(core, mm, [("load", self.rng.choice(pages) + off)
+                                                for _ in range(n)])
+        return (f"{'madvise(DONTNEED)' if how == 'madvise' else 'migration'} of a fresh shared "
+                f"{n}-page range under first stores in mm{mm.asid}", go)
+
+    def op_cow_race(self):
+        """fork, then every core makes its first stores to the same copy-on-write pages (its
+        own words of each, in the same order) of the parent or the child at once: one core's
+        store faults while another core's copy-on-write fault of that page is in its window
+        (the old PTE cleared, not yet flushed or replaced)."""
+        if not self.concurrency or len(self.procs()) >= self.nprocs + 2:
+            return None
+        cands = [(mm, r) for mm in self.procs() for r in self.regions(mm)
+                 if not r.shared and r.prot & PROT_WRITE]
+        if not cands:
+            return None
+        mm, r = self.rng.choice(cands)
+        addr, length = self._subrange(r)
+        pages = list(range(addr, addr + min(length, 4 * PAGE_SIZE), PAGE_SIZE))
+        s = self.s
+
+        def go():
+            from .errors import ENOMEM
+            s.spawn_workload(0, mm, [("store", p + s.agent_offset(mm, 0)) for p in pages])
+            s.run()                                  # present before the fork: COW after it
+            try:
+                child = s.fork(mm)
+            except ENOMEM:
+                return
+            target = self.rng.choice((mm, child))
+            for core in range(s.arch.ncores):
+                off = s.agent_offset(target, core)
+                s.spawn_workload(core, target, [("store", p + off) for p in pages])
+        return (f"fork mm{mm.asid}, then every core stores to 0x{addr:x}+"
+                f"{len(pages) * PAGE_SIZE:#x} at once", go)
 
     def op_msync(self):
         got = self._region(shared_file=True)

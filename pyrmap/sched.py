@@ -24,6 +24,10 @@ counted.
 A thread inside a window (``hot(thread_name)`` true: it changed a PTE and has not yet dropped
 the lock or flushed; see :mod:`pyrmap.windows`) switches with probability ``hot_switch_prob``
 instead of ``switch_prob`` under the random strategy, so that other threads land inside it.
+So does a yield point whose reason is one of ``hot_points`` (the arch's atomic PTE changes,
+set by :class:`pyrmap.scenario.System` with window coverage): a switch there lands another
+thread between a PTE read and the atomic change that follows it, where a decision taken
+from the read can go stale (a walker's D set by compare-and-swap, a fault on the same PTE).
 
 When every unfinished thread is blocked, :meth:`Scheduler.run` raises :class:`Deadlock`,
 naming who holds and who waits for what.  When a thread raises, the others are unwound (their
@@ -144,6 +148,8 @@ class Scheduler:
         #: ``hot(thread_name) -> bool``: the thread is inside a window (settable).
         self.hot: Optional[Callable[[str], bool]] = None
         self.hot_switch_prob = 0.5
+        #: Yield-point reasons at which a switch is drawn with ``hot_switch_prob`` too.
+        self.hot_points: frozenset[str] = frozenset()
         if trace_len is not None and (not isinstance(trace_len, int) or trace_len <= 0):
             raise TypeError(f"Trace length must be a positive integer or None, not "
                             f"{trace_len!r}")
@@ -357,16 +363,18 @@ class Scheduler:
                 "beyond_k": sum(1 for n, k, steps in runs if steps > k),
                 "spin_demotions": self.spin_demotions}
 
-    def _pick(self, current: Optional[Task] = None) -> Optional[Task]:
+    def _pick(self, current: Optional[Task] = None, why: str = "") -> Optional[Task]:
         """The next thread: ``current`` keeps running unless a switch is drawn (probability
-        ``switch_prob``); a switch, or a ``current`` that cannot run, picks uniformly among
+        ``switch_prob``, or ``hot_switch_prob`` inside a window or at one of ``hot_points``,
+        ``why`` being the yield point's reason); a switch, or a ``current`` that cannot run, picks uniformly among
         the other runnable threads.  Under PCT: the runnable thread of highest priority."""
         if self.strategy == "pct":
             return self._pct_pick(current)
         runnable = [t for t in self.tasks if t.state == "runnable" and t is not current]
         if current is not None and current.state == "runnable":
             p = self.switch_prob
-            if runnable and self.hot is not None and self.hot(current.name):
+            if runnable and (why in self.hot_points
+                             or self.hot is not None and self.hot(current.name)):
                 p = max(p, self.hot_switch_prob)
             if not runnable or self.rng.random() >= p:
                 return current
@@ -421,7 +429,7 @@ class Scheduler:
         if me is None or self._aborting:
             return
         self._step(me.name, why, me)
-        nxt = self._pick(me)
+        nxt = self._pick(me, why)
         if nxt is not me:
             self._switch(me, nxt)
 

@@ -8,6 +8,11 @@ with the quirk on (a checker must fail) and then off (the same scenario must pas
     quirk | layer | historical reference | scenario | detected | by | after | quirk off
           | co-simulation run | icarus | verilator
 
+and then, unless ``--no-mutations`` or ``--only``, a row per engine mutation of
+:mod:`cosim.mutate` (layer ``mutation``): the default fuzz run on a mutated copy of the
+engine, the checker that killed it and after how many program steps, with the fuzz on the
+unmutated engine as its "quirk off".
+
 Scenarios come in two kinds:
 
 * **litmus** (on the RTL, cycle level): a litmus file of ``litmus/`` run by
@@ -242,9 +247,28 @@ def rtl_run(name: str) -> str:
     return f"{q.scenario} seed {q.seed}" if q is not None else "-"
 
 
-def format_table(outcomes: list) -> str:
-    """The table ``make bugzoo`` prints; the co-simulation column comes from the scenario
-    registry, then one column per simulator its runs went to (:func:`rtl_cell`)."""
+def mutation_row(o, control=None) -> tuple:
+    """One engine mutation (a :class:`cosim.mutate.MutantOutcome`) as a row of the table:
+    layer ``mutation``, its kind as the reference, the default fuzz as the scenario, the
+    checker that killed it and the program steps it took; "quirk off" is the unmutated
+    engine's run of the same fuzz (``control``)."""
+    from .mutate import MUTATIONS, OPEN_MUTATIONS, SEEDS, STEPS
+    kind = next((m.kind for m in MUTATIONS + OPEN_MUTATIONS if m.name == o.name), "-")
+    if not o.killed:
+        after = "-"
+    elif o.stage == "demo":
+        after = f"{o.steps_run} program steps, then the demo (seed {o.seed})"
+    else:
+        after = f"{o.steps_run} program steps (seed {o.seed}, step {o.step})"
+    off = "-" if control is None else "FAILS" if control.killed else "passes"
+    return (o.name, "mutation", kind, f"default fuzz {SEEDS[0]}..{SEEDS[-1]} x {STEPS}",
+            "yes" if o.killed else "NO", o.by or "-", after, off, "-")
+
+
+def format_table(outcomes: list, mutants: list = (), control=None) -> str:
+    """The table ``make bugzoo`` prints: a row per quirk (the co-simulation column comes from
+    the scenario registry, then one column per simulator its runs went to, :func:`rtl_cell`),
+    then a row per engine mutation (:func:`mutation_row`)."""
     from .build import SIMULATORS
     sims = [s for s in SIMULATORS if any(s in o.rtl for o in outcomes)]
     head = ("quirk", "layer", "reference", "scenario", "detected", "by", "after", "quirk off",
@@ -255,6 +279,7 @@ def format_table(outcomes: list) -> str:
         rows.append((q.name, q.layer, q.reference, q.scenario_name, "yes" if o.detected else "NO",
                      o.checker or "-", o.after or "-", "passes" if o.off_passed else "FAILS",
                      rtl_run(q.name), *(rtl_cell(o.rtl.get(s)) for s in sims)))
+    rows.extend(mutation_row(o, control) + ("-",) * len(sims) for o in mutants)
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
     lines = []
     for k, r in enumerate(rows):
@@ -284,8 +309,9 @@ def main(argv: Optional[list] = None, prog: str = "python -m cosim.bugzoo") -> i
     p.add_argument("--only", action="append", default=[], metavar="QUIRK", choices=names,
                    help=f"run only these quirks: {', '.join(names)}")
     p.add_argument("-v", "--verbose", action="store_true", help="print each scenario's detail")
-    p.add_argument("--mutations", action="store_true",
-                   help="also run the engine mutations (cosim.mutate) and print their table")
+    p.add_argument("--no-mutations", action="store_true",
+                   help="leave out the engine mutations (cosim.mutate): by default each is "
+                        "run through the default fuzz, with the unmutated engine as control")
     try:
         args = p.parse_args(argv)
     except SystemExit as exc:            # --help (0) or a bad argument (2), already printed
@@ -305,7 +331,11 @@ def main(argv: Optional[list] = None, prog: str = "python -m cosim.bugzoo") -> i
     from pyrmap.profiles import DEFAULT_PROFILE, describe
     print(f"kernel {describe(DEFAULT_PROFILE)}; each kernel row undoes one fix (or switches "
           f"one quirk on) over it")
-    print(format_table(outcomes))
+    mutants, control = [], None
+    if not args.no_mutations and not args.only:
+        from .mutate import MUTATIONS, run_mutations
+        *mutants, control = run_mutations(list(MUTATIONS) + [None])
+    print(format_table(outcomes, mutants, control))
     if args.verbose:
         for o in outcomes:
             print(f"{o.quirk.name}: {o.detail}")
@@ -319,14 +349,14 @@ def main(argv: Optional[list] = None, prog: str = "python -m cosim.bugzoo") -> i
           f"the quirk off" if not bad else
           f"{len(bad)} of {len(outcomes)} quirks missed or failing with the quirk off: "
           f"{', '.join(o.quirk.name for o in bad)}")
-    survived = []
-    if args.mutations:
-        from .mutate import MUTATIONS, format_mutations, run_mutation
-        mutants = [run_mutation(m) for m in MUTATIONS]
-        print()
-        print(format_mutations(mutants))
-        survived = [o for o in mutants if not o.killed]
-    return 1 if bad or missing or survived else 0
+    survived = [o.name for o in mutants if not o.killed]
+    if mutants:
+        print(f"{len(mutants) - len(survived)} of {len(mutants)} engine mutations killed by the "
+              f"default fuzz, which passes on the unmutated engine"
+              if not survived and not control.killed else
+              f"engine mutations survived: {', '.join(survived) or 'none'}; the unmutated "
+              f"engine {'FAILS' if control.killed else 'passes'} the default fuzz")
+    return 1 if bad or missing or survived or (control is not None and control.killed) else 0
 
 
 def _unlisted_quirks() -> list[str]:

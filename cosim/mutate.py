@@ -29,8 +29,9 @@ import tempfile
 import time
 from typing import Optional
 
-__all__ = ["Mutation", "MutantOutcome", "MUTATIONS", "OPEN_MUTATIONS", "SEEDS", "STEPS", "apply_mutation",
-           "run_mutation", "format_mutations", "main"]
+__all__ = ["Mutation", "MutantOutcome", "MUTATIONS", "OPEN_MUTATIONS", "SEEDS", "STEPS",
+           "UNMUTATED", "apply_mutation", "run_mutation", "run_mutations", "format_mutations",
+           "main"]
 
 #: The default fuzz a mutant must not survive: these seeds of the default random program.
 SEEDS = tuple(range(16))
@@ -230,14 +231,21 @@ def _worker(root: str, seeds, steps: int) -> dict:
     return {"killed": False, "steps_run": done}
 
 
-def run_mutation(m: Mutation, *, seeds=SEEDS, steps: int = STEPS,
+#: The name :func:`run_mutation` gives the outcome of the engine as it is (``m`` None).
+UNMUTATED = "unmutated"
+
+
+def run_mutation(m: Optional[Mutation], *, seeds=SEEDS, steps: int = STEPS,
                  timeout: float = 900.0) -> MutantOutcome:
-    """Apply ``m`` to a temporary copy of pyrmap and run the default fuzz on it."""
+    """Apply ``m`` to a temporary copy of pyrmap and run the default fuzz on it; with ``m``
+    None, run it on the copy as it is (the control: it must survive, i.e. pass)."""
     t0 = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix=f"mutant-{m.name}-") as tmp:
+    name = m.name if m is not None else UNMUTATED
+    with tempfile.TemporaryDirectory(prefix=f"mutant-{name}-") as tmp:
         root = pathlib.Path(tmp)
         shutil.copytree(_PKG, root / "pyrmap", ignore=shutil.ignore_patterns("__pycache__"))
-        apply_mutation(m, root)
+        if m is not None:
+            apply_mutation(m, root)
         env = dict(os.environ, PYTHONPATH=str(root), PYTHONDONTWRITEBYTECODE="1")
         code = ("import json, sys; from cosim.mutate import _worker; "
                 "print('MUTANT', json.dumps(_worker(sys.argv[1], json.loads(sys.argv[2]), "
@@ -247,10 +255,17 @@ def run_mutation(m: Mutation, *, seeds=SEEDS, steps: int = STEPS,
                               timeout=timeout, cwd=str(root))
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("MUTANT ")), None)
     if line is None:
-        raise RuntimeError(f"mutant {m.name!r}: the worker printed no outcome (exit "
+        raise RuntimeError(f"mutant {name!r}: the worker printed no outcome (exit "
                            f"{proc.returncode}):\n{proc.stderr[-2000:]}")
     got = json.loads(line[len("MUTANT "):])
-    return MutantOutcome(m.name, seconds=time.monotonic() - t0, **got)
+    return MutantOutcome(name, seconds=time.monotonic() - t0, **got)
+
+
+def run_mutations(mutations, jobs: int = 2) -> list[MutantOutcome]:
+    """:func:`run_mutation` of each of ``mutations`` (None: the unmutated control), ``jobs``
+    at a time, in order."""
+    with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+        return list(pool.map(run_mutation, mutations))
 
 
 def format_mutations(outcomes: list[MutantOutcome]) -> str:
@@ -290,8 +305,7 @@ def main(argv: Optional[list] = None) -> int:
         return int(exc.code or 0)
     pool_of = MUTATIONS + (OPEN_MUTATIONS if args.open or args.only else [])
     chosen = [m for m in pool_of if not args.only or m.name in args.only]
-    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-        outcomes = list(pool.map(run_mutation, chosen))
+    outcomes = run_mutations(chosen, args.jobs)
     print(format_mutations(outcomes))
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps([dataclasses.asdict(o) for o in outcomes],

@@ -12,7 +12,7 @@ a checker that lives elsewhere (a cycle-level scoreboard of ``cosim``) calls
 Example
 -------
 >>> from pyrmap.checker_registry import CHECKERS, checker_title
->>> import pyrmap.checkers                     # registers (a)..(e)
+>>> import pyrmap.checkers                     # registers (a)..(f)
 >>> checker_title("tlb")
 '(a) no stale translation'
 """

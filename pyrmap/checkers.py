@@ -1,6 +1,7 @@
 """Invariant checkers: the oracles every scenario, property test and demo runs under.
 
-The five checkers of DESIGN.md "Oracles and checkers", each able to fail (a quirk proves it):
+The five checkers of DESIGN.md "Oracles and checkers", and a sixth, each able to fail (a quirk
+or a bad input proves it):
 
 (a) :class:`TlbChecker` — no translation outlives the operation that removed or downgraded it.
     ``after_range(...)`` / ``after_page(...)`` are called when an invalidating operation
@@ -26,6 +27,11 @@ The five checkers of DESIGN.md "Oracles and checkers", each able to fail (a quir
 (e) :class:`RmapChecker` — rmap completeness: every present PTE of a page is reachable from
     ``page->mapping`` (the anon_vma list, i_mmap or i_mmap_nonlinear holds a vma of that mm
     mapping that address) and the mapcount equals the number of present PTEs.
+(f) :class:`DirtChecker` — no unaccounted dirt: at a quiescent point every page whose data
+    differs from its file or swap copy is dirty somewhere (PG_dirty, a PTE with D, a device
+    entry with D), and a written file page no longer in memory has its last write on disk.  It
+    sees a D bit lost on a page that is never read again (checker (c) would need a later load
+    or a writeback of the page to see it).
 
 :class:`Checkers` bundles them with one :class:`CheckContext` (seed, step, operation, the
 command that reproduces the run) so that every :class:`InvariantViolation` says how to get it

@@ -63,10 +63,16 @@ def reproduce_command(seed: int, steps: int, *, quirks=(), sequential: bool = Fa
     return f"python -m pyrmap fuzz --seed {seed} --steps {steps}{extra}"
 
 
-#: The arch's yield points right before an atomic PTE change: with window coverage on, the
-#: scheduler switches there with its hot probability (see :class:`pyrmap.sched.Scheduler`).
-PTE_CHANGES = frozenset({"ptep_get_and_clear", "set_pte_at", "ptep_set_wrprotect",
-                         "ptep_test_and_clear_young"})
+#: Why a workload spins until an operation has begun, and paces its accesses to it.
+SPIN = "spin until the operation has begun"
+PACE = "pace the accesses to the operation"
+
+#: The yield points at which, with window coverage on, the scheduler switches with its hot
+#: probability (see :class:`pyrmap.sched.Scheduler`): the arch's yield points right before
+#: an atomic PTE change, and a workload's spins and paces (so that its accesses spread over
+#: the operation they run beside).
+HOT_POINTS = frozenset({"ptep_get_and_clear", "set_pte_at", "ptep_set_wrprotect",
+                        "ptep_test_and_clear_young", SPIN, PACE})
 
 
 class System:
@@ -183,7 +189,7 @@ class System:
             self.windows = WindowCoverage(self.arch, self.op_of,
                                           lambda: list(self.processes)).install()
             self.sched.hot = self.windows.inside
-            self.sched.hot_points = PTE_CHANGES
+            self.sched.hot_points = HOT_POINTS
 
     # --- what each thread is doing -----------------------------------------------------------
 
@@ -211,13 +217,13 @@ class System:
 
     def op_of(self, thread: str) -> str:
         """The operation ``thread`` runs: the innermost :meth:`_op` label, else "fault" for a
-        CPU workload, "reclaim" for kswapd, else the thread's base name ("device", ...)."""
+        CPU or device workload, "reclaim" for kswapd, else the thread's base name."""
         label = self._ops.get(thread)
         if label is not None:
             return label
         base = thread.split("#", 1)[0]
-        if base.startswith("cpu"):
-            return "fault"
+        if base.startswith("cpu") or base == "device":
+            return "fault"              # a CPU's, or the device driver's get_user_pages
         return {"kswapd": "reclaim"}.get(base, base)
 
     def segv_ok(self, mm, va: int, op) -> bool:
@@ -394,14 +400,18 @@ class System:
 
     def random_workload(self, core: int, mm, count: int, *, store_ratio: float = 0.5,
                         rng: Optional[random.Random] = None,
-                        within: Optional[tuple[int, int]] = None, **kw) -> CpuWorkload:
+                        within: Optional[tuple[int, int]] = None,
+                        during: Optional["_Running"] = None, **kw) -> CpuWorkload:
         """A random-with-locality workload on ``core``, on words of its own (see
         :meth:`agent_offset`); with ``within`` = (start, end), only on that part of mm (the
-        range an operation is changing)."""
+        range an operation is changing); with ``during``, only while that operation runs
+        (:func:`_during`: it spins until the operation began and paces its accesses)."""
         rng = rng or random.Random(self.rng.randrange(1 << 30))
         src = _offset(random_accesses(rng, lambda: self._regions(mm, within), count,
                                       store_ratio=store_ratio, words=2),
                       self.agent_offset(mm, core))
+        if during is not None:
+            src = _during(self.arch, during, src)
         return self.spawn_workload(core, mm, src, **kw)
 
     def secondary(self, mm):
@@ -472,14 +482,36 @@ def _offset(accesses, delta: int):
         yield type(acc)(acc.op, page + ((acc.vaddr - page + delta) % PAGE_SIZE), acc.value)
 
 
-def _after(arch, started: list, accesses: list, spins: int = 4096):
-    """``accesses``, once ``started`` is non-empty: the CPU spins at yield points (at most
-    ``spins`` of them) until another thread has begun, then issues them."""
+class _Running:
+    """Whether an operation thread has begun and ended: :meth:`wrap` makes its body say so,
+    and :func:`_during` keeps a workload's accesses inside that span."""
+
+    def __init__(self):
+        self.started = False
+        self.done = False
+
+    def wrap(self, fn: Callable, *args) -> Callable:
+        def body():
+            self.started = True
+            try:
+                return fn(*args)
+            finally:
+                self.done = True
+        return body
+
+
+def _during(arch, op: _Running, accesses: Iterable, spins: int = 4096):
+    """``accesses`` beside ``op``: the CPU spins at yield points (at most ``spins`` of them)
+    until ``op`` has begun, then issues them, each after a yield point that paces it to
+    ``op`` while ``op`` runs."""
     for _ in range(spins):
-        if started:
+        if op.started:
             break
-        arch.yield_point("spin until the operation has begun")
-    yield from accesses
+        arch.yield_point(SPIN)
+    for acc in accesses:
+        if not op.done:
+            arch.yield_point(PACE)
+        yield acc
 
 
 def _align(n: int) -> int:
@@ -505,7 +537,7 @@ PROGRAM_OPS = {"mmap_anon": 4, "mmap_file": 4, "access": 6, "munmap": 1, "mprote
                "migrate": 2, "remap_file_pages": 1,
                # the race operations (run under load on the same mm when seeking races)
                "mprotect_none": 1, "mremap_move": 1, "dontneed_twice": 1, "first_stores": 3,
-               "cow_race": 2,
+               "cow_race": 2, "fork_exit": 1, "mremap_shrink": 1, "migrate_stores": 1,
                # MADV_DONTNEED against the CPUs and writeback: 1cf35d47712d's and
                # 5df397dec7c4's race, closed in the fixed kernel
                "dontneed_race": 3}
@@ -645,7 +677,8 @@ class _Program:
             return label, main
 
         def go():
-            s.spawn(s._name("op"), main)
+            op = _Running()
+            s.spawn(s._name("op"), op.wrap(main))
             on_mm = self.races and same_mm and not gone
             others = [p for p in self.procs() if (on_mm or p is not mm) and self.regions(p)]
             if on_mm and mm is not None and self.regions(mm):
@@ -660,7 +693,7 @@ class _Program:
                 # shared one is flushed under the pte lock), so loads land in that window.
                 ratio = self.rng.choice((0.1, 0.5)) if near(p) else 0.5
                 s.random_workload(core, p, self.rng.randrange(4, 24), within=near(p),
-                                  store_ratio=ratio)
+                                  store_ratio=ratio, during=op if self.races else None)
             if others and self.rng.random() < 0.3:
                 p = self.rng.choice(others)
                 s.spawn_device(p, self.rng.randrange(4, 16), within=near(p))
@@ -892,10 +925,8 @@ class _Program:
                 s.spawn_workload(core, mm, [("load", p + s.agent_offset(mm, core))
                                             for p in pages])
             s.run()
-            started = []
 
             def operation():
-                started.append(True)
                 if how == "madvise":
                     s.madvise_dontneed(mm, addr, length)
                     return
@@ -903,7 +934,8 @@ class _Program:
                     _, pte, _ = lookup_pte(s.kernel.mem, mm.pgd, va)
                     if pte & _PAGE_V:
                         s.migrate(s.kernel.pages[pte_pfn(pte)])
-            s.spawn(s._name(how), operation)
+            op = _Running()
+            s.spawn(s._name(how), op.wrap(operation))
             # One core stores once to each page, in the order the operation goes through
             # them, once the operation has begun (a second store to a page would fault it
             # back in and dirty it again, hiding a D the operation lost); the others load.
@@ -911,13 +943,45 @@ class _Program:
             for core in range(s.arch.ncores):
                 off = s.agent_offset(mm, core)
                 if core == writer:
-                    s.spawn_workload(core, mm, _after(s.arch, started, [
+                    s.spawn_workload(core, mm, _during(s.arch, op, [
                         ("store", p + off) for p in pages]))
                 else:
                     s.spawn_workload(core, mm, [("load", self.rng.choice(pages) + off)
                                                 for _ in range(n)])
         return (f"{'madvise(DONTNEED)' if how == 'madvise' else 'migration'} of a fresh shared "
                 f"{n}-page range under first stores in mm{mm.asid}", go)
+
+    def op_migrate_stores(self):
+        """Migration of the pages of a fresh private anonymous range while every core keeps
+        storing to them (its own words): a store that faults while a page is unmapped for
+        migration must wait for the migration entry, never find an empty PTE."""
+        mm = self._mm()
+        if mm is None or not self.concurrency or len(self.regions(mm)) > 6:
+            return None
+        n = self.rng.choice((1, 2, 3))
+        s = self.s
+
+        def go():
+            from .checkers import lookup_pte
+            from .pte import _PAGE_V, pte_pfn
+            length = n * PAGE_SIZE
+            addr = s.mmap(mm, 0, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
+            pages = [addr + i * PAGE_SIZE for i in range(n)]
+            s.spawn_workload(0, mm, [("store", p + s.agent_offset(mm, 0)) for p in pages])
+            s.run()
+
+            def migrate():
+                for va in pages:
+                    _, pte, _ = lookup_pte(s.kernel.mem, mm.pgd, va)
+                    if pte & _PAGE_V:
+                        s.migrate(s.kernel.pages[pte_pfn(pte)])
+            op = _Running()
+            s.spawn(s._name("migrate"), op.wrap(migrate))
+            for core in range(s.arch.ncores):
+                off = s.agent_offset(mm, core)
+                s.spawn_workload(core, mm, _during(s.arch, op, [
+                    ("store", self.rng.choice(pages) + off) for _ in range(2 * n)]))
+        return f"migration of a fresh private {n}-page range under stores in mm{mm.asid}", go
 
     def op_cow_race(self):
         """fork, then every core makes its first stores to the same copy-on-write pages (its
@@ -949,6 +1013,97 @@ class _Program:
                 s.spawn_workload(core, target, [("store", p + off) for p in pages])
         return (f"fork mm{mm.asid}, then every core stores to 0x{addr:x}+"
                 f"{len(pages) * PAGE_SIZE:#x} at once", go)
+
+    def _under(self, label: str, fn: Callable, mm, *args, within=None) -> None:
+        """Spawn ``fn(*args)`` as thread ``label`` while every core loads its own words of
+        ``mm``'s present pages (of [start, end) with ``within``) as long as it runs: a core
+        spins until ``fn`` has begun and paces its loads to it (:func:`_during`).  Present
+        pages only: a fault would wait for an mmap_sem the operation may hold, and a core
+        that waits lands nothing."""
+        from .checkers import lookup_pte
+        from .pte import _PAGE_V
+        s = self.s
+        op = _Running()
+        s.spawn(s._name(label), op.wrap(fn, *args))
+        pages = [va for a, b, prot, _ in s._regions(mm, within) if prot & PROT_READ
+                 for va in range(a, b, PAGE_SIZE)]
+        present = [va for va in pages if lookup_pte(s.kernel.mem, mm.pgd, va)[1] & _PAGE_V]
+        if not present:
+            return
+        for core in range(s.arch.ncores):
+            off = s.agent_offset(mm, core)
+            loads = [("load", self.rng.choice(present) + off) for _ in range(64)]
+            s.spawn_workload(core, mm, _during(s.arch, op, loads))
+
+    def _touch(self, mm, start: int, end: int) -> None:
+        """Every core loads its own word of each readable page of [start, end) of mm, now:
+        the pages are present and in the cores' TLBs."""
+        s = self.s
+        pages = [va for a, b, prot, _ in s._regions(mm, (start, end)) if prot & PROT_READ
+                 for va in range(a, b, PAGE_SIZE)]
+        for core in range(s.arch.ncores):
+            off = s.agent_offset(mm, core)
+            s.spawn_workload(core, mm, [("load", va + off) for va in pages])
+        s.run()
+
+    def op_fork_exit(self):
+        """fork under load on the parent, the child run by the cores for a while, then the
+        child's exit while the cores load from the parent's pages: the frames the exit zaps
+        are still the parent's (copy-on-write), so the parent's accesses land in the exit's
+        windows, and the child's TLB entries must be gone before its frames are freed."""
+        if not self.concurrency or len(self.procs()) >= self.nprocs + 2:
+            return None
+        cands = [mm for mm in self.procs() if self.regions(mm)]
+        if not cands:
+            return None
+        mm = self.rng.choice(cands)
+        s = self.s
+
+        def go():
+            from .errors import ENOMEM
+            forked = []
+
+            def fork():
+                try:
+                    forked.append(s.fork(mm))
+                except ENOMEM:
+                    pass
+            self._under("fork", fork, mm)
+            s.run()
+            if not forked:
+                return
+            child = forked[0]
+            for core in range(s.arch.ncores):
+                s.random_workload(core, child, self.rng.randrange(4, 16))
+            s.run()
+            self._under("exit", s.exit, mm, child)
+        return f"fork mm{mm.asid} under load, run the child, exit it under load", go
+
+    def op_mremap_shrink(self):
+        """mremap that shrinks a region (in place, or moving it with MREMAP_FIXED) while the
+        cores, whose TLBs hold its pages, keep loading from it: their hits on the tail land in
+        the windows of the tail's unmap."""
+        cands = [(mm, r) for mm in self.procs() for r in self.regions(mm)
+                 if r.end - r.start >= 2 * PAGE_SIZE and r.prot & PROT_READ]
+        if not cands or not self.concurrency:
+            return None
+        mm, r = self.rng.choice(cands)
+        old_len = r.end - r.start
+        new_len = PAGE_SIZE * self.rng.randrange(1, old_len // PAGE_SIZE)
+        m = _mmap_mod()
+        move = self.rng.random() < 0.5
+        top = max(x.end for x in self.regions(mm))
+        new_addr = top + PAGE_SIZE * self.rng.randrange(1, 8) if move else 0
+        flags = m.MREMAP_MAYMOVE | m.MREMAP_FIXED if move else m.MREMAP_MAYMOVE
+        s = self.s
+
+        def go():
+            self._touch(mm, r.start, r.end)
+            self._under("mremap", s.mremap, mm, mm, r.start, old_len, new_len, flags, new_addr,
+                        within=(r.start, r.end))
+        where = f" -> 0x{new_addr:x}" if move else ""
+        return (f"mremap 0x{r.start:x} {old_len:#x}{where} {new_len:#x} under loads in "
+                f"mm{mm.asid}", go)
 
     def op_msync(self):
         got = self._region(shared_file=True)
@@ -987,5 +1142,25 @@ class _Program:
         n = self.rng.randrange(1, npages + 1)
         start = r.start + self.rng.randrange(npages - n + 1) * PAGE_SIZE
         pgoff = self.rng.randrange(0, r.obj.npages - n + 1)
-        return (f"remap_file_pages 0x{start:x} {n} pages -> pgoff {pgoff} in mm{mm.asid}",
-                lambda: self.s.remap_file_pages(mm, start, n * PAGE_SIZE, pgoff))
+        label = f"remap_file_pages 0x{start:x} {n} pages -> pgoff {pgoff} in mm{mm.asid}"
+        if not self.races:
+            return label, lambda: self.s.remap_file_pages(mm, start, n * PAGE_SIZE, pgoff)
+
+        s = self.s
+        end = start + n * PAGE_SIZE
+        if len(self.procs()) >= self.nprocs + 2:
+            return label, lambda: s.remap_file_pages(mm, start, n * PAGE_SIZE, pgoff)
+
+        def go():
+            # A fork's child shares the shmem object: its cores load the frames that the
+            # parent's remap unmaps (loads in the parent's own range could see either page).
+            from .errors import ENOMEM
+            try:
+                child = s.fork(mm)
+            except ENOMEM:
+                s.remap_file_pages(mm, start, n * PAGE_SIZE, pgoff)
+                return
+            self._touch(child, start, end)
+            self._under("remap_file_pages", s.remap_file_pages, child, mm, start,
+                        n * PAGE_SIZE, pgoff, within=(start, end))
+        return label + " under loads by a child", go

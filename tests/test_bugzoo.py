@@ -82,6 +82,11 @@ def test_every_registered_checker_is_tripped_by_a_quirk_of_the_zoo():
     by_rows = {run_quirk(q).checker for q in SCHEDULER}
     assert {"rmap", "notifier"} <= by_rows, by_rows
     tripped = by_rows | {c for q in QUIRK_SCENARIOS.values() for c in q.checkers}
+    # The engine mutations are rows of the zoo too: a D bit lost by a zap trips (f).
+    from cosim.mutate import MUTATIONS, run_mutation
+    o = run_mutation(next(m for m in MUTATIONS if m.name == "zap_decision_from_read"))
+    assert o.killed and o.by == "dirt", o
+    tripped.add(o.by)
     assert set(CHECKERS) <= tripped, set(CHECKERS) - tripped
 
 
@@ -115,3 +120,20 @@ def test_a_row_caught_on_both_simulators_with_its_checker_and_cycle():
     assert table[0].split()[-2:] == ["icarus", "verilator"]
     assert table[2].split()[-6:] == ["rmap", "@", str(o.rtl["icarus"]["cycle"]),
                                      "rmap", "@", str(o.rtl["verilator"]["cycle"])]
+
+
+def test_mutation_rows_name_the_checker_and_the_steps():
+    """The engine mutations are rows of the zoo's table: the checker that killed each, the
+    program steps it took, and the unmutated engine's fuzz as their "quirk off"."""
+    from cosim.mutate import MutantOutcome
+    killed = MutantOutcome("zap_decision_from_read", True, "dirt", 4, 7, 127, "fuzz")
+    survived = MutantOutcome("cow_flush_after_unlock", False, steps_run=480)
+    control = MutantOutcome("unmutated", False, steps_run=480)
+    lines = format_table([], [killed, survived], control).splitlines()
+    assert lines[2].split()[:2] == ["zap_decision_from_read", "mutation"]
+    assert "PTE read before its atomic clear" in lines[2]
+    assert lines[2].split()[-2:] == ["passes", "-"]
+    assert " dirt " in lines[2] and "127 program steps (seed 4, step 7)" in lines[2]
+    assert " NO " in lines[3] and "passes" in lines[3]
+    broken = MutantOutcome("unmutated", True, "tlb", 0, 3, 3, "fuzz")
+    assert "FAILS" in format_table([], [killed], broken).splitlines()[2]

@@ -25,7 +25,7 @@ def test_demo_reports_everything_and_passes():
                  "misses=", "walks=", "a_sets=", "d_sets=", "flush_tlb_page=",
                  "(a) no stale translation", "(e) rmap completeness", "phase 1/"):
         assert what in text, what
-    assert text.count("PASS") == 5
+    assert text.count("PASS") == len(result.system.checkers.all)
     k = result.system.kernel.stats
     # Memory pressure really happened: pages were unmapped, written and swapped.
     assert k["vmscan_unmapped"] > 0 and k["pages_written"] > 0 and k["pswpout"] > 0

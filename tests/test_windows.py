@@ -11,6 +11,7 @@ def test_race_programs_hit_every_promised_window():
     cov = suite_coverage()
     table = format_windows(cov)
     assert cov.missed() == [], f"windows nothing landed in:\n{table}"
+    assert cov.missed(None) == [], f"windows that opened and nothing landed in:\n{table}"
     for op, phase in WINDOWS:
         assert cov.opened[(op, phase)] > 0, (op, phase)
     kinds = {k for c in cov.counts.values() for k, n in c.items() if n}

@@ -182,6 +182,8 @@ class CosimArch(Arch):
         self.dut = dut
         self.env = env
         self.memory = memory
+        if memory is not None:
+            memory.listeners.append(self._hw_txn)
         self.range_flush_pages = range_flush_pages
         self.clock_period_ns = clock_period_ns
         self.clk = dut.clk
@@ -318,7 +320,21 @@ class CosimArch(Arch):
             self._record(ptep, op, new, old)
             if self.observer is not None:
                 self.notify("pte_write", ptep=ptep, old=old, new=new,
-                            who=f"sw {op} {self._who}")
+                            who=f"sw {op} thread {self._who}")
+
+    def _hw_txn(self, txn) -> None:
+        """A hardware memory operation took effect (a :class:`cosim.memory.MemoryResponder`
+        listener): the observer hears of a walker's read (``walk_read``) and of an A/D update
+        it made (``pte_write``, ``hw-cas`` or ``hw-write``), as SoftArch's walk reports them."""
+        if self.observer is None or txn.err:
+            return
+        from .memory import MemOp
+        if txn.op == MemOp.READ:
+            self.notify("walk_read", core=txn.src, ptep=txn.addr)
+        elif txn.wrote and txn.wdata != txn.rdata:
+            kind = "hw-cas" if txn.op == MemOp.CAS else "hw-write"
+            self.notify("pte_write", ptep=txn.addr, old=txn.rdata, new=txn.wdata,
+                        who=f"{kind} core{txn.src}")
 
     async def _at_edge(self, op: str, ptep: int, a: int, b: int, thread: str) -> int:
         await RisingEdge(self.clk)
@@ -423,6 +439,10 @@ class CosimArch(Arch):
             self._flush_log.append(inval_record(kind, va, asid, start, done))
         self._tlb_cache_key = None
         if self.observer is not None:
+            for core in cores:
+                for kind, va, asid in reqs:
+                    self.notify("tlb_inval", core=core, kind=kind, vaddr=va, asid=asid,
+                                removed=-1)
             self.notify("tlb_flush", what=what, cycles=cycles)
 
     def flush_tlb_page(self, vma, addr: int) -> None:
@@ -449,10 +469,12 @@ class CosimArch(Arch):
     # --- environment -----------------------------------------------------------------------
 
     def new_lock(self, name: str):
-        return self.env.new_lock(name)
+        # The lock calls this arch (which delegates to the host environment), so that its
+        # releases reach the observer (``lock_release``) as SoftArch's do.
+        return self.env.new_lock(name, env=self)
 
     def new_rwsem(self, name: str):
-        return self.env.new_rwsem(name)
+        return self.env.new_rwsem(name, env=self)
 
     def yield_point(self, why: str = "") -> None:
         self.env.yield_point(why)
@@ -475,6 +497,8 @@ class CosimArch(Arch):
         self.env.lock_block(lock, why)
 
     def lock_wake(self, lock) -> None:
+        if self.observer is not None:
+            self.notify("lock_release", lock=lock.name, thread=self.current_thread())
         self.env.lock_wake(lock)
 
     # --- address spaces on cores -------------------------------------------------------------
@@ -680,6 +704,9 @@ class CosimArch(Arch):
             root = next((mm.pgd for mm in self.kernel.mms if mm.asid == asid), None)
             if root is not None:
                 dev.check_access(asid, root, vaddr, start, paddr, op=op)
+        if self.observer is not None:
+            self.notify("dev_access", vaddr=vaddr, op=AccessType(op), asid=asid, fault=fault,
+                        paddr=paddr)
         return fault, paddr
 
     def dev_fill(self, vaddr: int, asid: int, ppn: int, level: int, perm: int,

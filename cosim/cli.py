@@ -470,6 +470,14 @@ def format_report(rep: dict) -> str:
         lines.append(f"golden-walk scoreboard: {sb.get('translations', 0)} RTL translations "
                      f"replayed ({sb.get('walks', 0)} walks, {sb.get('hits', 0)} TLB hits), "
                      f"{len(sb.get('violations', []))} mismatches")
+    windows = rep.get("windows")
+    if windows:
+        from pyrmap.windows import format_window_rows
+        hit = sum(1 for _, _, _, counts in windows if sum(counts.values()))
+        lines.append(f"window coverage: {hit} of {len(windows)} (operation, window) pairs "
+                     f"opened were landed in (between a PTE change, its lock drop and its "
+                     f"flush):")
+        lines.extend(f"  {line}" for line in format_window_rows(windows).splitlines())
     lines.append("checkers:")
     lines.extend(verdict_lines(rep.get("checkers", [])))
     if rep.get("violation"):

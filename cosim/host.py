@@ -318,14 +318,18 @@ class HostEnv:
 
     # --- locks (pyrmap.locking.LockEnv) --------------------------------------------------
 
-    def new_lock(self, name: str):
+    def new_lock(self, name: str, env=None):
         """A :class:`pyrmap.locking.SoftLock` whose waiters sleep in simulated time.
-        ``PG_locked`` may be released by another thread (I/O completion), as in the kernel."""
-        return SoftLock(self, name, any_thread_may_release=(lock_class(name) == "PG_locked"))
+        ``PG_locked`` may be released by another thread (I/O completion), as in the kernel.
+        ``env``: the environment the lock calls (default this one; an arch that delegates to
+        this one passes itself, so that releases reach its observer)."""
+        return SoftLock(env or self, name,
+                        any_thread_may_release=(lock_class(name) == "PG_locked"))
 
-    def new_rwsem(self, name: str):
-        """A :class:`pyrmap.locking.SoftRwSem` whose waiters sleep in simulated time."""
-        return SoftRwSem(self, name)
+    def new_rwsem(self, name: str, env=None):
+        """A :class:`pyrmap.locking.SoftRwSem` whose waiters sleep in simulated time (``env``
+        as for :meth:`new_lock`)."""
+        return SoftRwSem(env or self, name)
 
     def lock_block(self, lock, why: str) -> None:
         """Sleep until ``lock`` is released (:meth:`lock_wake`); the caller re-checks.

@@ -112,7 +112,8 @@ class CosimSystem(System):
     iterations = None
 
     def __init__(self, platform, seed: int, *, quirks=None, command: str = "",
-                 raise_on_violation: bool = True, swap_slots: int = 128):
+                 raise_on_violation: bool = True, swap_slots: int = 128,
+                 windows: bool = False):
         env, arch, memory = platform
         self._queued: list = []
         # System builds a PhysMem of its own and hands it to the arch factory; the platform's
@@ -121,7 +122,7 @@ class CosimSystem(System):
         super().__init__(seed=seed, nframes=arch.mem.nframes, ncores=arch.ncores,
                          swap_slots=swap_slots, quirks=quirks,
                          arch=lambda mem, ncores, seed_, sched: arch, command=command,
-                         raise_on_violation=raise_on_violation)
+                         raise_on_violation=raise_on_violation, windows=windows)
         arch.kernel = self.kernel
         # Injected faults (``COSIM_FAULTS``, ``run --faults``), drawn from the seed.
         self.kernel.faults = FaultInjector(FaultPlan.parse(os.environ.get("COSIM_FAULTS", "")),
@@ -236,15 +237,16 @@ class CosimSystem(System):
 
 async def start_system(dut, seed: int, *, nframes: int, quirks=None, command: str = "",
                        raise_on_violation: bool = True, yield_cycles=(0, 2),
-                       on_start=None) -> CosimSystem:
+                       on_start=None, windows: bool = False) -> CosimSystem:
     """Bring up ``dut`` on a fresh PhysMem of ``nframes`` and build a CosimSystem on it.
 
     ``on_start``, when given, is called with the new system before any scenario step (an
-    observer such as :class:`cosim.cfy.AgingMonitor` attaches there)."""
+    observer such as :class:`cosim.cfy.AgingMonitor` attaches there).  ``windows``: count
+    window coverage (:mod:`pyrmap.windows`; the report carries it)."""
     from pyrmap.physmem import PhysMem
     platform = await bring_up(dut, PhysMem(nframes), seed, yield_cycles=yield_cycles)
     s = CosimSystem(platform, seed, quirks=quirks, command=command,
-                    raise_on_violation=raise_on_violation)
+                    raise_on_violation=raise_on_violation, windows=windows)
     if on_start is not None:
         on_start(s)
     return s
@@ -424,6 +426,8 @@ def report(s: CosimSystem, seed: int, p: dict, seconds: float, error: str | None
         "memory": {"transactions": len(arch.memory.log) if arch.memory else 0},
         "checkers": checkers,
         "scoreboard": scoreboard,
+        # (operation, window, opened, landings by kind): what landed in the windows
+        "windows": [list(row) for row in s.windows.table()] if s.windows is not None else None,
         "iterations": s.iterations,
         "violation": error,
         "passed": error is None,

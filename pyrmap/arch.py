@@ -155,7 +155,10 @@ EVENTS: dict[str, Event] = {e.name: e for e in (
     Event("pte_write", ("ptep", "old", "new", "who"), "a PTE changed (software or hardware)"),
     Event("tlb_fill", ("core", "entry"), "a core TLB installed entry"),
     Event("tlb_inval", ("core", "kind", "vaddr", "asid", "removed"),
-          "a core TLB invalidation request completed"),
+          "a core TLB invalidation request completed (removed: entries it removed, -1 where "
+          "that is not known: the RTL)"),
+    Event("walk_read", ("core", "ptep"),
+          "a hardware page walk of core read the page-table entry at ptep"),
     Event("cpu_access", ("core", "mm", "vaddr", "op", "result"),
           "a CPU access completed or faulted (result: an AccessResult)"),
     Event("dev_access", ("vaddr", "op", "asid", "fault", "paddr"), "a device access"),

@@ -704,6 +704,9 @@ class SoftArch(Arch):
                     res.fault = FaultKind.ACCESS
                     res.value = None
             if self.observer is not None:
+                if res.walk is not None:
+                    for ptep, _ in res.walk.reads:
+                        self.notify("walk_read", core=core, ptep=ptep)
                 self.notify("cpu_access", core=core, mm=c.mm, vaddr=vaddr, op=op, result=res)
             return res
 

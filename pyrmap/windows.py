@@ -10,13 +10,14 @@ A kernel thread that changes a present PTE opens a *window* on it, in two phases
 While a window is open, these land inside it (the *landing* kinds, :data:`LANDINGS`):
 
 * ``cpu_access`` -- a CPU access completed on the old or new frame of the PTE;
-* ``walk`` -- a page walk read the PTE;
+* ``walk`` -- a page walk read the PTE (the ``walk_read`` event);
 * ``ad_update`` -- the walker set A or D on the PTE by compare-and-swap;
 * ``device_access`` -- a device access on the old or new frame, or on the PTE's page;
 * ``mm_op`` -- another kernel thread changed the same PTE.
 
 :class:`WindowCoverage` listens to the arch's observer events (``pte_write``, ``lock_release``,
-``tlb_inval``, ``cpu_access``, ``dev_access``), labels each PTE change with the operation of
+``tlb_inval``, ``walk_read``, ``cpu_access``, ``dev_access``) -- SoftArch and the RTL's
+:class:`cosim.arch.CosimArch` raise them alike --, labels each PTE change with the operation of
 the thread that made it (``op_of(thread)``), and counts landings per (operation, window).
 :data:`WINDOWS` lists the (operation, window) pairs the random programs promise to hit;
 :meth:`WindowCoverage.missed` names those that nothing landed in.
@@ -32,7 +33,7 @@ from .arch import InvalKind
 from .pte import _PAGE_A, _PAGE_D, _PAGE_V, LEVEL_SHIFT, PAGE_SHIFT, PAGE_SIZE, PTRS_PER_PTE, pte_pfn
 
 __all__ = ["WindowCoverage", "LANDINGS", "PHASES", "WINDOWS", "WINDOW_SEEDS", "format_windows",
-           "suite_coverage"]
+           "format_window_rows", "suite_coverage"]
 
 #: What can land inside a window.
 LANDINGS = ("cpu_access", "walk", "ad_update", "device_access", "mm_op")
@@ -178,7 +179,7 @@ class WindowCoverage:
 
     def _on_pte_write(self, ptep: int, old: int, new: int, who: str, **_) -> None:
         windows = self._open.get(ptep, [])
-        if who.startswith("hw-cas"):
+        if who.startswith("hw-"):                  # a walker's A/D update (CAS or write)
             self._land("ad_update", windows)
             return
         who = who.rsplit(" thread ", 1)[-1]         # "sw <what> thread <name>"
@@ -240,14 +241,12 @@ class WindowCoverage:
     def _by_frame(self, pfn: int) -> list[_Window]:
         return [w for ws in self._open.values() for w in ws if pfn in w.frames]
 
+    def _on_walk_read(self, ptep: int, **_) -> None:
+        if self._open:
+            self._land("walk", self._open.get(ptep, ()))
+
     def _on_cpu_access(self, result, **_) -> None:
-        if not self._open:
-            return
-        walk = result.walk
-        if walk is not None:
-            read = {paddr for paddr, _ in walk.reads}
-            self._land("walk", [w for p in read for w in self._open.get(p, ())])
-        if result.fault == 0:
+        if self._open and result.fault == 0:
             self._land("cpu_access", self._by_frame(result.paddr >> PAGE_SHIFT))
 
     def _on_dev_access(self, vaddr: int, asid: int, fault, paddr: int, **_) -> None:
@@ -301,20 +300,29 @@ _HANDLERS = {
     "lock_release": WindowCoverage._on_lock_release,
     "tlb_inval": WindowCoverage._on_tlb_inval,
     "cpu_access": WindowCoverage._on_cpu_access,
+    "walk_read": WindowCoverage._on_walk_read,
     "dev_access": WindowCoverage._on_dev_access,
 }
 
 
 def format_windows(cov: WindowCoverage, promised: Iterable[tuple[str, str]] = WINDOWS) -> str:
     """The window-coverage table: one line per (operation, window), landings by kind."""
+    return format_window_rows(cov.table(), promised)
+
+
+def format_window_rows(rows, promised: Iterable[tuple[str, str]] = ()) -> str:
+    """The window-coverage table of ``rows`` (:meth:`WindowCoverage.table`'s, or the same
+    read back from a run's JSON report); a promised pair nothing landed in is MISSED."""
     lines = [f"{'operation':<12} {'window':<10} {'opened':>7} "
              + " ".join(f"{k:>13}" for k in LANDINGS)]
-    promised = set(promised)
-    for op, phase, opened, counts in cov.table():
+    promised = {tuple(k) for k in promised}
+    rows = [tuple(r) for r in rows]
+    seen = {(op, phase) for op, phase, _, _ in rows}
+    for op, phase, opened, counts in rows:
         mark = "" if (op, phase) not in promised or sum(counts.values()) else "  MISSED"
         lines.append(f"{op:<12} {phase:<10} {opened:>7} "
                      + " ".join(f"{counts.get(k, 0):>13}" for k in LANDINGS) + mark)
-    missing = [k for k in promised if k not in set(cov.opened) | set(cov.counts)]
+    missing = [k for k in promised if k not in seen]
     for op, phase in sorted(missing):
         lines.append(f"{op:<12} {phase:<10} {0:>7} " + " ".join(f"{0:>13}" for _ in LANDINGS)
                      + "  MISSED")

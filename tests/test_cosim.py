@@ -212,7 +212,7 @@ def test_deterministic_per_seed_on_both_simulators():
 def test_fuzz_scenario(sim):
     """pyrmap's random program (mmap/munmap/mprotect/mremap/fork/exit/madvise/msync/reclaim/
     migration/remap_file_pages, CPU and device workloads) on the RTL: every checker passes."""
-    r = _run_top(sim, 3, "test_scenario", env={"COSIM_SCENARIO": "fuzz", "COSIM_STEPS": 12})
+    r = _run_top(sim, 1, "test_scenario", env={"COSIM_SCENARIO": "fuzz", "COSIM_STEPS": 12})
     assert r.report is not None, f"no report: {r.failures}\n{r.log_tail()}"
     assert r.passed, f"{r.report.get('violation')}\n{r.log_tail()}\nreproduce: {r.command}"
     rep = r.report
@@ -234,6 +234,17 @@ def test_race_fuzz_scenario():
     assert rep["accesses"] > 50 and rep["arch"]["flush_count"] > 0, rep
     assert all(c["verdict"] in ("PASS", "not exercised") for c in rep["checkers"]), \
         rep["checkers"]
+    # Window coverage on the RTL: the operations opened windows, and CPU accesses completed
+    # (in simulated time) inside some of them; the report prints the table.
+    from pyrmap.windows import LANDINGS
+    windows = rep["windows"]
+    assert sum(opened for _, _, opened, _ in windows) > 20, windows
+    landed = [(op, phase) for op, phase, _, counts in windows if counts.get("cpu_access")]
+    assert landed, windows
+    assert all(set(counts) <= set(LANDINGS) for _, _, _, counts in windows), windows
+    from cosim.cli import format_report
+    text = format_report(rep)
+    assert "window coverage:" in text and "operation    window" in text, text
 
 
 # --- constructors: errors in Amaranth's voice, no simulator needed --------------------------

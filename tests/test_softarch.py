@@ -498,9 +498,11 @@ def test_observer_sees_fills_invals_accesses_and_pte_writes():
     m.arch.cpu_access(0, 0x1000, S, data=1)
     m.arch.flush_tlb_page(vma_of(mm), 0x1000)
     names = [e for e, _ in events]
-    assert names == ["pte_write", "tlb_fill", "cpu_access", "tlb_inval", "tlb_flush"]
+    assert names == ["pte_write", "tlb_fill", "walk_read", "walk_read", "walk_read",
+                     "cpu_access", "tlb_inval", "tlb_flush"]
+    assert events[4][1] == {"core": 0, "ptep": p}       # the walk read the leaf last
     assert events[0][1]["who"] == "hw-cas core0" and events[0][1]["ptep"] == p
-    assert events[3][1]["removed"] == 1
+    assert events[6][1]["removed"] == 1
 
 
 # --- device TLB --------------------------------------------------------------------------------

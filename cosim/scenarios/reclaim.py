@@ -135,7 +135,7 @@ async def _run_with_device(s: CosimSystem, dev, mm, count: int, rng: random.Rand
           mremap / fork / exit / madvise / msync / reclaim / migration / remap_file_pages
           steps, each next to workloads on the cores, quiescent checks after every step""",
           env={"COSIM_NFRAMES": 64}, steps="random steps",
-          quirks=(catches("split_vma_keeps_pgoff", "kernel", seed=2, checker="rmap",
+          quirks=(catches("split_vma_keeps_pgoff", "kernel", seed=5, checker="rmap",
                           also=("shadow",)),))
 async def fuzz_scenario(dut, seed: int, p: dict, progress: Progress,
                         out: dict) -> CosimSystem:
@@ -151,7 +151,7 @@ async def random_program_on_rtl(dut, seed: int, p: dict, progress: Progress, out
     """:func:`pyrmap.scenario.random_program` as a host thread on a fresh system (``ops``:
     the operations it draws from, None for the default ones)."""
     from pyrmap.scenario import random_program
-    s = out["system"] = await system_for(dut, seed, p)
+    s = out["system"] = await system_for(dut, seed, p, windows=True)
     progress(f"seed {seed}: {p['nframes']} frames, {s.arch.ncores} cores, {p['steps']} random "
              f"steps, quirks {','.join(p['quirks']) or 'none'}")
 

@@ -356,6 +356,7 @@ class RaceRun:
         self.workloads: list = []
         self.device_driver = None
         self.iterations = 0
+        self.windows = None             # a sweep of fresh kernels counts no window coverage
 
     def uninstall_last(self) -> None:
         """Take the previous iteration's checkers off the arch (before the next installs)."""

@@ -976,12 +976,23 @@ class DirtChecker(Checker):
             return True
 
         zero = np.zeros(WORDS, dtype=np.uint64)
-        for mapping in list(kernel.files.values()):
-            for index, page in list(mapping.page_tree.items()):
-                data = mapping.backing.get(index)
+        swap = kernel.swap
+        mappings = {id(m): m for m in kernel.files.values()}
+        for page in kernel.pages:           # every page-cache page, of any file
+            mapping = page.mapping
+            if isinstance(mapping, AddressSpace):
+                if mapping.page_tree.get(page.index) is not page:
+                    continue
+                mappings.setdefault(id(mapping), mapping)
+                data = mapping.backing.get(page.index)
                 disk = _as_words(data) if data is not None else zero
-                if unaccounted(page, disk, f"{mapping.name!r} page {index} on disk"):
+                if unaccounted(page, disk, f"{mapping.name!r} page {page.index} on disk"):
                     return
+            elif swap is not None and page.test(PG.swapcache) and page._count > 0:
+                if unaccounted(page, swap.data[page.private.offset],
+                               f"swap slot {page.private.offset}"):
+                    return
+        for mapping in mappings.values():
             for (oid, pgoff), want in shadow.objects.items():
                 if oid != id(mapping) or pgoff in mapping.page_tree or pgoff >= mapping.npages:
                     continue
@@ -993,14 +1004,6 @@ class DirtChecker(Checker):
                     self.fail(f"lost write: {mapping.name!r} page {pgoff} is not in memory and "
                               f"word {i} on disk is {int(have[i]):#x}, the last write was "
                               f"{int(want[i]):#x}")
-                    return
-        swap = kernel.swap
-        if swap is None:
-            return
-        for page in kernel.pages:
-            if page.test(PG.swapcache) and page._count > 0:
-                if unaccounted(page, swap.data[page.private.offset],
-                               f"swap slot {page.private.offset}"):
                     return
 
 

@@ -23,8 +23,7 @@ spans, a power of two), ``FAST_MODE`` (uniform, zipf, stride, chase), ``FAST_STO
 (per-mille of stores), ``FAST_KERNEL`` (``reclaim``: kswapd, writeback and migration; ``none``),
 ``FAST_PERIOD`` (cycles between kernel steps), ``FAST_CHECKS`` (1: every checker; 0: records
 counted and applied only), ``FAST_QUIRKS`` (engine quirks, comma-separated),
-``FAST_PREFAULT`` (1: every window page is touched before the engines start, so the measured
-run starts warm; 0, the default: first touches fault in the run),
+``FAST_PREFAULT`` (1, the default: every window page is touched before the engines start),
 ``COSIM_PROGRESS`` (a file progress lines are appended to), ``FAST_TRACE`` (a recorded trace,
 :mod:`cosim.explore.trace`: every core replays it in a process of its own whose VMAs are the
 trace's, :class:`cosim.explore.replay.TraceReplay`; ``FAST_MODE`` and ``FAST_PAGES`` are then
@@ -98,15 +97,14 @@ class FastRun:
     checks : bool
     quirks : list of str
     prefault : bool
-        Touch every window page before the engines start (:meth:`_prefault`; the bench and
-        the demo do).  Its PTE writes apply directly, outside the software port's record.
+        Touch every window page before the engines start (:meth:`_prefault`).
     """
 
     def __init__(self, dut, seed: int, mmu: dict, fast: dict, *, accesses: int, pages: int,
                  mode: str = "uniform", store_permille: int = 250, kernel: str = "reclaim",
                  period: int = 20_000, checks: bool = True, quirks=(), progress=None,
                  trace: str | None = None, stream: str | None = None,
-                 prefault: bool = False):
+                 prefault: bool = True):
         if pages < 2 or pages & (pages - 1):
             raise ValueError(f"FAST_PAGES must be a power of two of at least 2, not {pages}")
         if mode not in MODES:
@@ -539,7 +537,7 @@ async def run_from_env(dut) -> dict:
                   period=_env_int("FAST_PERIOD", 20_000), checks=bool(_env_int("FAST_CHECKS", 1)),
                   quirks=quirks, progress=progress, trace=os.environ.get("FAST_TRACE") or None,
                   stream=os.environ.get("FAST_STREAM") or None,
-                  prefault=bool(_env_int("FAST_PREFAULT", 0)))
+                  prefault=bool(_env_int("FAST_PREFAULT", 1)))
     error = None
     profile = os.environ.get("FAST_PROFILE")
     prof = None

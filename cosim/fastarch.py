@@ -71,7 +71,7 @@ class FastArch(CosimArch):
 
     async def _at_edge(self, op: str, ptep: int, a: int, b: int, thread: str) -> int:
         self._drain()
-        await self.hw.push()
+        self.hw.push()
         self.stats[f"pte_{op}"] += 1
         self._who = thread
         sw = self.hw.sw_op

@@ -71,8 +71,6 @@ class SimMemory(wiring.Component):
         Cycles between the access and the response pulse (0 ... 255).
     verilog : bool
         Storage for Verilog export (see :class:`simhw.ram.Ram`).
-    load_file : str, optional
-        Verilog only: the file ``load`` writes into the array (:class:`simhw.ram.Ram`).
 
     Members
     -------
@@ -86,12 +84,10 @@ class SimMemory(wiring.Component):
         ``valid`` pulse with ``addr`` and ``data`` of each MMU-port write.
     busy : Out(1)
         An operation is in progress.
-    load : In(1)
-        Software's bulk write of ``load_file`` at this edge (ignored without one).
     """
 
     def __init__(self, *, words_log2: int, ndata: int = 0, latency: int = 0,
-                 verilog: bool = False, load_file: str | None = None):
+                 verilog: bool = False):
         _check_int("Words log2", words_log2, 1)
         if words_log2 > MAX_WORDS_LOG2:
             raise ValueError(f"Words log2 is {words_log2}, which is more than "
@@ -105,14 +101,13 @@ class SimMemory(wiring.Component):
         self.latency = latency
         self.verilog = bool(verilog)
         #: The storage array (:class:`simhw.ram.Ram`).
-        self.ram = Ram(width=64, abits=words_log2, verilog=verilog, load_file=load_file)
+        self.ram = Ram(width=64, abits=words_log2, verilog=verilog)
         members = {
             "mmu": In(mem_signature(src=True)),
             "sw": In(sw_signature()),
             "wlog": Out(wiring.Signature({"valid": Out(1), "addr": Out(PA_WIDTH),
                                           "data": Out(64)})),
             "busy": Out(1),
-            "load": In(1),
         }
         if ndata:
             members["data"] = In(data_signature()).array(ndata)
@@ -126,7 +121,6 @@ class SimMemory(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.ram = ram = self.ram
-        m.d.comb += ram.load.eq(self.load)
 
         ports = [self.sw, self.mmu] + [self.data[i] for i in range(self.ndata)]
         nports = len(ports)

@@ -96,12 +96,3 @@ def test_fast_path_replays_a_recorded_trace(valgrind, tmp_path):
     check = stack_distance_check([pages, pages], [misses // 2, misses - misses // 2], entries=8,
                                  ways=8, squashes=rep["squashes"])
     assert check["verdict"] == "pass", check
-
-
-def test_bulk_push_and_software_port():
-    """The engine's changed words reach the gateware memory in one bulk write and the
-    software port reads and writes them (cosim.tb.tb_fast.test_gateware_memory_access)."""
-    passed, _, where = fast_run(MmuConfig(), SMALL, "verilator", seed=1,
-                                env={"FAST_SELFTEST": 1},
-                                testcase="test_gateware_memory_access")
-    assert passed, f"see {where}/sim.log"

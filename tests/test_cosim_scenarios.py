@@ -235,7 +235,7 @@ def test_registry_derives_the_quirk_table():
 def test_racing_workload_tolerates_only_sigsegv():
     """A racing access that gets SIGSEGV where the program no longer maps it is dropped and
     counted; SIGSEGV where the shadow still maps it with the needed permission, or any
-    other workload error (here: an access fault), still stops the run."""
+    other workload error (here: a MISS, which no CPU port answers), still stops the run."""
     from cosim.scenarios.layout import RacingWorkload
     from pyrmap.errors import SegmentationFault
     from pyrmap.pte import FaultKind
@@ -275,8 +275,8 @@ def test_racing_workload_tolerates_only_sigsegv():
         # still mapped with the permission: an engine bug
         with pytest.raises(WorkloadError, match="which the program still maps"):
             run(FaultKind.PAGE, "load", [(0x1000, 0x2000, 1, False)])
-        with pytest.raises(WorkloadError, match="ACCESS fault"):
-            run(FaultKind.ACCESS, "load", [])
+        with pytest.raises(WorkloadError, match="MISS fault"):
+            run(FaultKind.MISS, "load", [])
     finally:
         memory.do_page_fault = saved
 

@@ -162,15 +162,20 @@ def patch_verilog(text: str) -> str:
     return "".join(out)
 
 
+_THIS_SOURCE = Path(__file__).read_bytes()      # patch_verilog lives here
+
+
 def hdl_sources_digest() -> str:
-    """A hash of the gateware's sources (``hdl/*.py`` and ``pyrmap/pte.py``).
+    """A hash of the gateware's sources (``hdl/*.py``, ``pyrmap/pte.py``) and of this module,
+    as this process imported them (:data:`hdl.SOURCES_DIGEST`).
 
     The configuration hash does not change when the hdl code does; this digest makes a cached
-    ``top.v`` that an older hdl produced be regenerated."""
-    h = hashlib.sha256(Path(__file__).read_bytes())    # patch_verilog lives here
-    for path in sorted((ROOT / "hdl").glob("*.py")) + [ROOT / "pyrmap" / "pte.py"]:
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
+    ``top.v`` that another hdl produced be regenerated.  It describes the code that this
+    process elaborates, so a process started before the files changed stamps its Verilog
+    with the old digest, and newer processes do not reuse it."""
+    import hdl
+    h = hashlib.sha256(_THIS_SOURCE)
+    h.update(hdl.SOURCES_DIGEST.encode())
     return h.hexdigest()[:16]
 
 

@@ -4,9 +4,27 @@ Port contract of :class:`Top`: hdl/PORTS.md.  Layouts shared with the testbench:
 :mod:`hdl.layouts`.  Verilog: ``python -m hdl.export``.
 """
 
+import hashlib as _hashlib
+from pathlib import Path as _Path
+
 from .config import MmuConfig
 
-__all__ = ["MmuConfig", "Top", "Tlb", "PageWalker", "CoreMmu", "DeviceMmu", "MemArbiter"]
+
+def _sources_digest() -> str:
+    here = _Path(__file__).resolve().parent
+    h = _hashlib.sha256()
+    for path in sorted(here.glob("*.py")) + [here.parent / "pyrmap" / "pte.py"]:
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+#: A hash of the gateware's Python sources (``hdl/*.py`` and ``pyrmap/pte.py``) as they were
+#: when this process imported the package: what its elaborations are made of, even when the
+#: files change on disk later (a checkout under a long-running process).
+SOURCES_DIGEST = _sources_digest()
+
+__all__ = ["SOURCES_DIGEST", "MmuConfig", "Top", "Tlb", "PageWalker", "CoreMmu", "DeviceMmu", "MemArbiter"]
 
 
 def __getattr__(name):

@@ -112,3 +112,15 @@ def test_raw_verilog_on_icarus(params, tmp_path):
     assert r.returncode == 0, r.stderr
     r = subprocess.run(["vvp", "-n", str(vvp)], capture_output=True, text=True, timeout=120)
     assert "PASS" in r.stdout, r.stdout + r.stderr
+
+
+def test_sources_digest_is_the_imported_code(monkeypatch):
+    """The export stamp describes the hdl this process imported: it follows
+    ``hdl.SOURCES_DIGEST`` (taken at import), not the files as they are now, so a process
+    started before a checkout cannot stamp old Verilog as new."""
+    import hdl
+    from cosim.build import hdl_sources_digest
+    assert hdl.SOURCES_DIGEST == hdl._sources_digest()     # nothing changed since import
+    before = hdl_sources_digest()
+    monkeypatch.setattr(hdl, "SOURCES_DIGEST", "0" * 16)
+    assert hdl_sources_digest() != before

@@ -668,8 +668,17 @@ class ShadowMemory(Checker):
         self._keep: dict[int, object] = {}
         self.loads = 0
         self.stores = 0
+        #: False once a writer stores without telling the shadow (:meth:`writes_untracked`):
+        #: the shadow then no longer knows every word's last write.
+        self.complete = True
 
     # --- objects -----------------------------------------------------------------------------
+
+    def writes_untracked(self) -> None:
+        """Declare a writer whose stores bypass the shadow (a device thread whose loads a VM
+        thread's changes would make unpredictable).  Checks that need the last write of every
+        word (the dirt checker's "lost write") stop judging; the rest go on."""
+        self.complete = False
 
     def register_file(self, mapping) -> None:
         """Snapshot a file's initial contents; call before any write to it."""
@@ -927,7 +936,8 @@ class DirtChecker(Checker):
       device TLB entry with D.  Otherwise reclaim would drop the page (or migration would
       copy it clean) and the write would be gone without anything noticing.
     * A file page the program wrote (the shadow knows it) that is no longer in memory must
-      have a backing copy equal to what the program wrote last.
+      have a backing copy equal to what the program wrote last -- judged only while the
+      shadow is complete (no writer bypasses it: :meth:`ShadowMemory.writes_untracked`).
 
     ``check()`` is valid only at a quiescent point: a zap, an unmap or a writeback in flight
     moves D from a PTE to the page under locks the check does not take.
@@ -992,6 +1002,8 @@ class DirtChecker(Checker):
                 if unaccounted(page, swap.data[page.private.offset],
                                f"swap slot {page.private.offset}"):
                     return
+        if not shadow.complete:
+            return                          # a writer bypasses the shadow: no last write known
         for mapping in mappings.values():
             for (oid, pgoff), want in shadow.objects.items():
                 if oid != id(mapping) or pgoff in mapping.page_tree or pgoff >= mapping.npages:

@@ -421,6 +421,8 @@ class DevSys:
         shadow update, so the shadow never sees the device between the two."""
         src = self.accesses(count, store_ratio)
         sh = self.s.shadow if shadow else None
+        if sh is None and store_ratio > 0:
+            self.s.shadow.writes_untracked()
         if gate is None:
             self.s.spawn("device", lambda: run_device(self.drv, src, shadow=sh))
             return

@@ -440,7 +440,7 @@ def test_no_seq_retry_caught_under_concurrency():
         try:
             _concurrent_seq_race(seed, True)
         except InvariantViolation as exc:
-            assert exc.checker in ("frame", "notifier", "tlb"), exc
+            assert exc.checker in ("frame", "notifier", "tlb", "dirt"), exc
             assert exc.seed == seed
             _verdicts_pass(_concurrent_seq_race(seed, False))
             return

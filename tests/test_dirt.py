@@ -92,3 +92,17 @@ def test_the_random_programs_exercise_it():
     from pyrmap.scenario import run_program
     s = run_program(3, 12)
     assert s.checkers.dirt.checks > 0 and s.checkers.dirt.verdict == "PASS"
+
+
+def test_lost_write_is_not_judged_once_a_writer_bypasses_the_shadow():
+    """A device run without the shadow (its stores unknown to it) makes the last write of a
+    word unknown: the lost-write part stops judging rather than reporting the device's own
+    store as a lost CPU write; declared through the shadow, in one place."""
+    from pyrmap.quirk_races import DevSys
+    ds = DevSys(0, nframes=30)
+    assert ds.s.shadow.complete
+    ds.spawn_device(1, shadow=False)
+    assert not ds.s.shadow.complete
+    ds2 = DevSys(0, nframes=30)
+    ds2.spawn_device(1, store_ratio=0.0, shadow=False)
+    assert ds2.s.shadow.complete

@@ -273,6 +273,21 @@ class _Rig:
         self.chk.shadow.store(self.mm, VA + 8 * word, value)
         return True
 
+    def writeback(self, after_cycles: int) -> None:
+        """A writeback thread's body: wait ``after_cycles`` (none when negative), lock the
+        page and write it back (``write_one_page``: page_mkclean, then the I/O)."""
+        from pyrmap.filemap import write_one_page
+        from pyrmap.pagemap import lock_page
+        self.arch.env.wait_cycles(max(after_cycles, 0))
+        lock_page(self.page)
+        write_one_page(self.page)
+
+    def check_backing_if_clean(self) -> None:
+        """After the run: a page the writeback left clean has every store on its backing."""
+        from pyrmap.mm_types import PG
+        if not self.page.test(PG.dirty):
+            self.chk.shadow.check_backing(self.file, [0])
+
     def msync(self) -> None:
         """Fault a last store in, write the file back; the backing store must hold it all."""
         from pyrmap.filemap import do_writepages
@@ -293,7 +308,6 @@ def _lockless_race(rig: _Rig, delay: int):
     PTE without the lock, sees it none in the window, and skips it: the page is written back
     and marked clean while core0 still holds a writable, dirty TLB entry."""
     from pyrmap.mm_types import PG
-    from pyrmap.pagemap import lock_page
     env = rig.arch.env
     assert rig.store(), "the first store faulted"
     rig.page.set(PG.dirty)
@@ -305,13 +319,7 @@ def _lockless_race(rig: _Rig, delay: int):
             env.wait_cycles(12)
             rig.arch.set_pte_at(rig.mm, VA, rig.ptep, old)
 
-    def writeback():
-        from pyrmap.filemap import write_one_page
-        env.wait_cycles(max(delay, 0))
-        lock_page(rig.page)
-        write_one_page(rig.page)
-
-    return [("rewriter", rewriter), ("writeback", writeback)], rig.msync
+    return [("rewriter", rewriter), ("writeback", lambda: rig.writeback(delay))], rig.msync
 
 
 @race("zap_race", "MADV_DONTNEED's zap vs writeback vs a CPU writing through its TLB, swept "
@@ -335,7 +343,6 @@ def _zap_race(rig: _Rig, delay: int):
       page_remove_rmap and before its flush: page_mkclean sees an unmapped page and returns
       at once, so writeback cleans the page while core0 still writes through its entry."""
     from pyrmap.mm_types import PG
-    from pyrmap.pagemap import lock_page
     env = rig.arch.env
     assert rig.store(), "the first store faulted"
     rig.page.set(PG.dirty)
@@ -357,15 +364,9 @@ def _zap_race(rig: _Rig, delay: int):
             rig.mm.mmap_sem.up_read()
 
     def writeback():
-        from pyrmap.filemap import write_one_page
-        env.wait_cycles(max(-lead, 0))
-        lock_page(rig.page)
-        write_one_page(rig.page)
+        rig.writeback(-lead)
 
-    def after():
-        if not rig.page.test(PG.dirty):
-            rig.chk.shadow.check_backing(rig.file, [0])
-    return [("cpu0", cpu), ("writeback", writeback), ("zap", zap)], after
+    return [("cpu0", cpu), ("writeback", writeback), ("zap", zap)], rig.check_backing_if_clean
 
 
 @race("mkclean_race", "a store whose walk is in flight across page_mkclean's write-protect "
@@ -381,7 +382,6 @@ def _mkclean_race(rig: _Rig, delay: int):
     page_mkclean: caught at that store by checker (a) (the access began after the flush was
     acknowledged), and at the end of the run by the scoreboard's stale hit."""
     from pyrmap.mm_types import PG
-    from pyrmap.pagemap import lock_page
     env = rig.arch.env
     rig.page.set(PG.dirty)
 
@@ -393,15 +393,9 @@ def _mkclean_race(rig: _Rig, delay: int):
             env.wait_cycles(1)
 
     def writeback():
-        from pyrmap.filemap import write_one_page
-        env.wait_cycles(max(-delay, 0))
-        lock_page(rig.page)
-        write_one_page(rig.page)
+        rig.writeback(-delay)
 
-    def after():
-        if not rig.page.test(PG.dirty):
-            rig.chk.shadow.check_backing(rig.file, [0])
-    return [("cpu0", cpu), ("writeback", writeback)], after
+    return [("cpu0", cpu), ("writeback", writeback)], rig.check_backing_if_clean
 
 
 @race("release_race", "exit's mmu_notifier_release vs reclaim of a page the device TLB maps, "

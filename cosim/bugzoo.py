@@ -29,7 +29,11 @@ Every quirk that fails a registered co-simulation scenario on the RTL
 (:data:`cosim.scenarios.QUIRK_SCENARIOS`) also runs it, with the quirk on and off, on each
 simulator asked for (``--sim icarus|verilator|both``, default both): the last columns name the
 checker that failed the run and the simulated cycle of its violation (``tlb @ 1723``), or why
-the row is not shown (``MISSED``, ``off FAILS``).
+the row is not shown (``MISSED``, ``off FAILS``).  With ``--mmu cva6`` or ``both`` (the
+default) the same run goes to CVA6's MMU too (column ``cva6``, Verilator, its only
+simulator): a row whose run cannot be built on CVA6 says why, in the configuration's own words
+(a hardware quirk is a switch of our MMU; a symptom that needs a walker setting A/D has no
+CVA6 run, since CVA6 is Svade).
 
 The exit status is non-zero when a quirk is not detected, its scenario fails with it off, or
 its co-simulation run misses it or fails with it off on a simulator.
@@ -88,10 +92,15 @@ class Quirk:
         return f"{self.scenario.__module__.rpartition('.')[2]}:{self.scenario.__name__}"
 
 
+#: The column of the bug zoo's co-simulation runs on CVA6's MMU (on Verilator).
+CVA6_COLUMN = "cva6"
+
+
 @dataclass
 class Outcome:
-    """What one quirk's scenario did; ``rtl``: simulator -> the row of its co-simulation run
-    (:func:`cosim.scenarios.quirk_outcome`), for the simulators it ran on."""
+    """What one quirk's scenario did; ``rtl``: column -> the row of its co-simulation run
+    (:func:`cosim.scenarios.quirk_outcome`): a simulator's name for our MMU, and
+    :data:`CVA6_COLUMN` for CVA6's (on Verilator), for the runs made."""
     quirk: Quirk
     detected: bool = False
     checker: str = ""
@@ -104,6 +113,12 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.detected and self.off_passed and all(r["ok"] for r in self.rtl.values())
+
+    @property
+    def not_applicable(self) -> dict:
+        """Column -> why the co-simulation run cannot be built there."""
+        return {c: r["not_applicable"] for c, r in self.rtl.items()
+                if r.get("not_applicable")}
 
 
 QUIRKS: list[Quirk] = [
@@ -203,11 +218,14 @@ def _run_litmus(q: Quirk, out: Outcome, sims: Sequence[str], runs: Optional[int]
 
 
 def run_quirk(q: Quirk, *, sim: Union[str, Sequence[str]] = "icarus",
-              runs: Optional[int] = None, seed: int = 1, cosim: bool = False) -> Outcome:
+              runs: Optional[int] = None, seed: int = 1, cosim: bool = False,
+              mmus: Sequence[str] = ("ours",)) -> Outcome:
     """Run ``q``'s scenario with the quirk on, then off, on the simulator(s) ``sim`` (a
     litmus scenario; a scheduler one runs on SoftArch); with ``cosim``, also the quirk's
-    registered co-simulation run, on and off, on each of them (:attr:`Outcome.rtl`).  Never
-    raises for a scenario that fails (the :class:`Outcome` says so)."""
+    registered co-simulation run, on and off: on our MMU on each simulator of ``sim`` when
+    ``mmus`` has ``"ours"``, on CVA6's on Verilator when it has ``"cva6"``
+    (:attr:`Outcome.rtl`).  Never raises for a scenario that fails (the :class:`Outcome` says
+    so)."""
     from .scenarios import QUIRK_SCENARIOS, quirk_outcome
     sims = (sim,) if isinstance(sim, str) else tuple(sim)
     out = Outcome(q)
@@ -218,8 +236,11 @@ def run_quirk(q: Quirk, *, sim: Union[str, Sequence[str]] = "icarus",
         else:
             _run_scheduler(q, out)
         if cosim and q.name in QUIRK_SCENARIOS:
-            for s in sims:
-                out.rtl[s] = quirk_outcome(q.name, s)
+            if "ours" in mmus:
+                for s in sims:
+                    out.rtl[s] = quirk_outcome(q.name, s)
+            if "cva6" in mmus:
+                out.rtl[CVA6_COLUMN] = quirk_outcome(q.name, "verilator", mmu="cva6")
     except Exception as exc:  # noqa: BLE001 - a broken scenario is a row of the table
         out.detail = f"scenario broke: {type(exc).__name__}: {exc}"[:200]
     out.seconds = time.monotonic() - t0
@@ -231,6 +252,10 @@ def rtl_cell(row: Optional[dict]) -> str:
     the quirk failed, named by one of its checkers, and passed with it off; else why not."""
     if row is None:
         return "-"
+    if row.get("not_applicable"):
+        why = row["not_applicable"]
+        why = why.split(": ", 1)[-1].split(": use ")[0]
+        return f"n/a: {why}"
     if not row["detected"]:
         return f"MISSED ({row['checker'] or 'passed'})"
     if not row["off_passed"]:
@@ -270,7 +295,7 @@ def format_table(outcomes: list, mutants: list = (), control=None) -> str:
     the scenario registry, then one column per simulator its runs went to, :func:`rtl_cell`),
     then a row per engine mutation (:func:`mutation_row`)."""
     from .build import SIMULATORS
-    sims = [s for s in SIMULATORS if any(s in o.rtl for o in outcomes)]
+    sims = [s for s in (*SIMULATORS, CVA6_COLUMN) if any(s in o.rtl for o in outcomes)]
     head = ("quirk", "layer", "reference", "scenario", "detected", "by", "after", "quirk off",
             "co-simulation run", *sims)
     rows = [head]
@@ -301,6 +326,9 @@ def main(argv: Optional[list] = None, prog: str = "python -m cosim.bugzoo") -> i
     p.add_argument("--sim", choices=SIMULATORS + ("both",), default="both",
                    help="simulator of the litmus and co-simulation runs (default "
                         "%(default)s: every row on Icarus and on Verilator)")
+    p.add_argument("--mmu", choices=("ours", "cva6", "both"), default="both",
+                   help="core MMU(s) of the co-simulation runs (default %(default)s); CVA6's "
+                        "run on Verilator only, whatever --sim says")
     p.add_argument("--no-cosim", action="store_true",
                    help="skip the quirks' co-simulation runs (litmus and scheduler rows only)")
     p.add_argument("--runs", type=int_arg(1, 100_000), default=None,
@@ -322,7 +350,8 @@ def main(argv: Optional[list] = None, prog: str = "python -m cosim.bugzoo") -> i
     outcomes = []
     for q in chosen:
         sims = SIMULATORS if args.sim == "both" else (args.sim,)
-        o = run_quirk(q, sim=sims, runs=args.runs, seed=args.seed, cosim=not args.no_cosim)
+        o = run_quirk(q, sim=sims, runs=args.runs, seed=args.seed, cosim=not args.no_cosim,
+                      mmus=("ours", "cva6") if args.mmu == "both" else (args.mmu,))
         outcomes.append(o)
         print(f"  {q.name}: {'detected' if o.detected else 'NOT detected'}"
               f"{', passes with it off' if o.off_passed else ', FAILS with it off'}"
@@ -345,6 +374,12 @@ def main(argv: Optional[list] = None, prog: str = "python -m cosim.bugzoo") -> i
         print(f"no symptom in this engine: {name} ({why})")
     if missing:
         print(f"quirks with no scenario in the zoo: {', '.join(missing)}")
+    cva6 = [o.rtl[CVA6_COLUMN] for o in outcomes if CVA6_COLUMN in o.rtl]
+    if cva6:
+        runs = [r for r in cva6 if not r["not_applicable"]]
+        print(f"on CVA6's MMU: {sum(r['ok'] for r in runs)} of {len(runs)} co-simulation runs "
+              f"that apply caught, each passing with the quirk off; "
+              f"{len(cva6) - len(runs)} not applicable")
     print(f"{len(outcomes) - len(bad)} of {len(outcomes)} quirks detected, each passing with "
           f"the quirk off" if not bad else
           f"{len(bad)} of {len(outcomes)} quirks missed or failing with the quirk off: "

@@ -137,3 +137,38 @@ def test_mutation_rows_name_the_checker_and_the_steps():
     assert " NO " in lines[3] and "passes" in lines[3]
     broken = MutantOutcome("unmutated", True, "tlb", 0, 3, 3, "fuzz")
     assert "FAILS" in format_table([], [killed], broken).splitlines()[2]
+
+
+def test_rows_that_cannot_run_on_cva6_say_why():
+    """A row whose co-simulation run cannot be built on CVA6's MMU is not run there, and its
+    cell gives the configuration's reason: our hardware quirks are switches of our RTL, and
+    the lost dirty bit of ``nonatomic_ptep_get_and_clear`` needs a walker that sets D (CVA6
+    is Svade).  The same rows apply on our MMU."""
+    from cosim.scenarios import QUIRK_SCENARIOS, quirk_outcome
+    for name, why in (("nonatomic_ptep_get_and_clear", "CVA6 sets no A/D bits in hardware"),
+                      ("quirk_inval_clear_late", "switches of our MMU")):
+        assert QUIRK_SCENARIOS[name].not_applicable("ours") is None
+        row = quirk_outcome(name, "verilator", mmu="cva6")
+        assert row["ok"] and not row["detected"] and why in row["not_applicable"], row
+        assert zoo.rtl_cell(row).startswith("n/a: ") and why in zoo.rtl_cell(row)
+    assert QUIRK_SCENARIOS["zap_flush_after_pte_unlock"].not_applicable("cva6") is None
+    with pytest.raises(ValueError, match="does not apply to mmu='cva6'"):
+        from cosim.scenarios import run_quirk as run_scenario_quirk
+        run_scenario_quirk("nonatomic_ptep_get_and_clear", "verilator", mmu="cva6")
+
+
+@pytest.mark.sim
+def test_a_kernel_row_caught_on_cva6_with_its_checker_and_cycle():
+    """A kernel row of the zoo on CVA6's MMU (Verilator): ``notifier_release_unlink_first``
+    fails its co-simulation run on CVA6, named by its checker with the cycle, and the same
+    seed passes with the quirk off; the table has a ``cva6`` column."""
+    q = next(q for q in QUIRKS if q.name == "notifier_release_unlink_first")
+    o = run_quirk(q, sim="verilator", cosim=True, mmus=("cva6",))
+    assert o.ok, (o.detail, o.rtl)
+    row = o.rtl[zoo.CVA6_COLUMN]
+    assert set(o.rtl) == {zoo.CVA6_COLUMN} and row["mmu"] == "cva6", o.rtl
+    assert row["checker"] in ("tlb", "frame") and row["cycle"] > 0, row
+    assert "--config mmu=cva6,svadu=False" in row["command"], row["command"]
+    table = format_table([o]).splitlines()
+    assert table[0].split()[-1] == zoo.CVA6_COLUMN
+    assert table[2].split()[-3:] == [row["checker"], "@", str(row["cycle"])]

@@ -66,6 +66,10 @@ class QuirkScenario:
         Other checkers that catch the same quirk first with other seeds (a walker's plain
         write that resurrects a PTE is a lost write when the page is dropped unwritten, a
         freed frame when the PTE keeps mapping it).
+    needs : dict
+        ``hdl.config.MmuConfig`` parameters the quirk's symptom needs (the lost dirty bit of
+        ``nonatomic_ptep_get_and_clear`` needs ``svadu=True``, a walker that sets D by CAS);
+        a core MMU that cannot have them does not run the row (:meth:`not_applicable`).
     """
     quirk: str
     layer: str
@@ -74,16 +78,21 @@ class QuirkScenario:
     checker: str
     env: Mapping[str, Any] = field(default_factory=dict)
     also: tuple = ()
+    needs: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def checkers(self) -> tuple:
         """Every checker that legitimately reports this quirk."""
         return (self.checker,) + tuple(self.also)
 
-    def params(self, on: bool = True) -> tuple[dict, dict]:
-        """``(env, hdl)`` of the run with the quirk ``on`` or off."""
+    def params(self, on: bool = True, mmu: str = "ours") -> tuple[dict, dict]:
+        """``(env, hdl)`` of the run with the quirk ``on`` or off, on core MMU ``mmu`` (a name
+        of ``hdl.config.MMUS``): the MMU's parameters, then the scenario's, what the quirk
+        needs and the quirk itself (a combination the configuration refuses is
+        :meth:`not_applicable`)."""
+        from hdl.config import mmu_params
         env = dict(SCENARIOS[self.scenario].env, **self.env)
-        hdl = dict(SCENARIOS[self.scenario].hdl)
+        hdl = {**mmu_params(mmu), **SCENARIOS[self.scenario].hdl, **self.needs}
         if self.layer == "kernel":
             if on:
                 env["COSIM_QUIRKS"] = self.quirk
@@ -91,13 +100,25 @@ class QuirkScenario:
             hdl[self.quirk] = True
         return env, hdl
 
+    def not_applicable(self, mmu: str) -> str | None:
+        """Why the quirk's run cannot be built on core MMU ``mmu`` (the configuration's own
+        refusal: a hardware quirk is a switch of our MMU; a need such as ``svadu=True`` that
+        the MMU does not have), or None when it can."""
+        from cosim.build import make_config
+        try:
+            make_config(**self.params(True, mmu)[1])
+        except ValueError as exc:
+            return str(exc)
+        return None
+
 
 def catches(quirk: str, layer: str, *, seed: int = 1, checker: str, env=None,
-            also: tuple = ()) -> QuirkScenario:
+            also: tuple = (), needs=None) -> QuirkScenario:
     """A quirk a scenario catches (for :func:`scenario`'s ``quirks``)."""
     if layer not in ("kernel", "hdl"):
         raise ValueError(f"Quirk layer must be 'kernel' or 'hdl', not {layer!r}")
-    return QuirkScenario(quirk, layer, "", seed, checker, dict(env or {}), tuple(also))
+    return QuirkScenario(quirk, layer, "", seed, checker, dict(env or {}), tuple(also),
+                         dict(needs or {}))
 
 
 @dataclass(frozen=True)
@@ -206,18 +227,29 @@ def run_scenario(name: str, sim: str = "icarus", *, seed: int = 1, env=None, hdl
     return cb.run(config, sim, TB_MODULE, seed=seed, test_dir=test_dir, env=run_env)
 
 
-def run_quirk(quirk: str, sim: str = "icarus", seed: int | None = None):
-    """Run the scenario of ``quirk`` with the quirk on, then the same seed with it off.
+def run_quirk(quirk: str, sim: str = "icarus", seed: int | None = None, mmu: str = "ours"):
+    """Run the scenario of ``quirk`` with the quirk on, then the same seed with it off, on
+    core MMU ``mmu``.
 
     Returns ``(on, off)``, two :class:`cosim.build.RunResult`; the quirk is shown when
     ``on`` failed with :func:`violation_checker` in ``QUIRK_SCENARIOS[quirk].checkers`` (for
-    the table's seed: ``.checker``) and ``off`` passed."""
+    the table's seed: ``.checker``) and ``off`` passed.
+
+    Raises
+    ------
+    ValueError
+        Unknown quirk, or one that does not apply to ``mmu``
+        (:meth:`QuirkScenario.not_applicable`).
+    """
     if quirk not in QUIRK_SCENARIOS:
         raise ValueError(f"Unknown quirk {quirk!r}; known: {', '.join(QUIRK_SCENARIOS)}")
     q = QUIRK_SCENARIOS[quirk]
+    why = q.not_applicable(mmu)
+    if why is not None:
+        raise ValueError(f"Quirk {quirk!r} does not apply to mmu={mmu!r}: {why}")
     seed = q.seed if seed is None else seed
-    env_on, hdl_on = q.params(True)
-    env_off, hdl_off = q.params(False)
+    env_on, hdl_on = q.params(True, mmu)
+    env_off, hdl_off = q.params(False, mmu)
     on = run_scenario(q.scenario, sim, seed=seed, env=env_on, hdl=hdl_on, tag=quirk)
     off = run_scenario(q.scenario, sim, seed=seed, env=env_off, hdl=hdl_off, tag="off")
     return on, off
@@ -267,13 +299,16 @@ def violation_cycle(report: Mapping | None) -> int | None:
     return int(m.group(1) or m.group(2)) if m else None
 
 
-def quirk_outcome(quirk: str, sim: str = "icarus", seed: int | None = None) -> dict:
-    """:func:`run_quirk` summed up for a table (the bug zoo's row).
+def quirk_outcome(quirk: str, sim: str = "icarus", seed: int | None = None,
+                  mmu: str = "ours") -> dict:
+    """:func:`run_quirk` on core MMU ``mmu`` summed up for a table (the bug zoo's row).
 
     Returns
     -------
     dict
-        ``quirk``, ``layer``, ``scenario``, ``seed``, ``sim``; ``detected`` (the quirk-on run
+        ``quirk``, ``layer``, ``scenario``, ``seed``, ``sim``, ``mmu``; ``not_applicable``
+        (why the quirk cannot run on ``mmu``, else None: then nothing ran, ``detected`` is
+        False and ``ok`` True); ``detected`` (the quirk-on run
         failed, naming one of the quirk's checkers), ``checker`` (the one it named),
         ``cycle`` (of
         the violation), ``iterations`` (sweep iterations up to it, for the race scenarios),
@@ -281,11 +316,18 @@ def quirk_outcome(quirk: str, sim: str = "icarus", seed: int | None = None) -> d
         ``violation`` (the report's text) and ``command`` (reproduces the quirk-on run).
     """
     q = QUIRK_SCENARIOS.get(quirk)
-    on, off = run_quirk(quirk, sim, seed)
+    if q is None:
+        raise ValueError(f"Unknown quirk {quirk!r}; known: {', '.join(QUIRK_SCENARIOS)}")
+    row = {"quirk": quirk, "layer": q.layer, "scenario": q.scenario,
+           "seed": q.seed if seed is None else seed, "sim": sim, "mmu": mmu,
+           "not_applicable": q.not_applicable(mmu)}
+    if row["not_applicable"] is not None:
+        return dict(row, detected=False, checker=None, cycle=None, iterations=None,
+                    off_passed=False, violation=None, command=None, ok=True)
+    on, off = run_quirk(quirk, sim, seed, mmu)
     checker = violation_checker(on.report)
     out = {
-        "quirk": quirk, "layer": q.layer, "scenario": q.scenario,
-        "seed": q.seed if seed is None else seed, "sim": sim,
+        **row,
         "detected": (not on.passed) and checker in q.checkers,
         "checker": checker, "cycle": violation_cycle(on.report),
         "iterations": (on.report or {}).get("iterations"),

@@ -32,7 +32,8 @@ RACES: dict = {}
 @scenario("dirty_race", """a CPU store whose walker sets D by CAS against reclaim's
           try_to_unmap of the page, iterated over store timings (--steps iterations)""",
           env={"COSIM_STEPS": 48}, steps="iterations", quirks=(
-              catches("nonatomic_ptep_get_and_clear", "kernel", checker="shadow"),
+              catches("nonatomic_ptep_get_and_clear", "kernel", checker="shadow",
+                      needs={"svadu": True}),
               catches("quirk_plain_ad_write", "hdl", checker="shadow",
                       also=("frame", "scoreboard")),
               catches("quirk_fill_after_inval", "hdl", checker="tlb", also=("scoreboard",)),

@@ -137,6 +137,38 @@ def test_record_true_and_cross_check_with_cachegrind(valgrind, tmp_path, capsys)
     assert cachegrind_check(t, entries=12, ways=4)["verdict"] == "not exercised"
 
 
+def test_stream_is_pinned_against_signals_and_cachegrind_follows_stdio(valgrind, tmp_path):
+    """sort installs a handler only for signals not ignored, so a recording from a background
+    job (SIGINT, SIGQUIT ignored) would make another stream: every signal is reset to its
+    default first.  The kinds of stdout and stderr are kept, and cachegrind runs the program
+    with the same kinds, so its references equal the trace's exactly."""
+    import signal
+    import subprocess
+    from cosim.explore.models import cachegrind_check
+    words = tmp_path / "w.txt"
+    words.write_text("".join(f"w{(k * 7919) % 1000} x{k}\n" for k in range(300)))
+    argv = ["sort", str(words)]
+    a = tr.record(argv, stdout=subprocess.DEVNULL)
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGQUIT)}
+    try:
+        b = tr.record(argv, stdout=subprocess.DEVNULL)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    # One stack address differs from run to run (a random offset); the pages may not.
+    assert len(a) == len(b) and np.array_equal(a.va >> np.uint64(12), b.va >> np.uint64(12))
+    assert np.array_equal(a.op, b.op) and np.array_equal(a.size, b.size)
+    with open(tmp_path / "out.txt", "wb") as fh:
+        c = tr.record(argv, stdout=fh)
+    assert a.meta["stdio"][0] == "null" and c.meta["stdio"][0] == "file"
+    for t in (a, c):
+        got = cachegrind_check(t, entries=8, ways=2, cache=False)
+        assert got["verdict"] == "pass" and got["cachegrind_refs"] == len(t), got
+    old_trace = tr.Trace(a.va, a.op, a.size, a.gap, a.instructions, a.vmas,
+                         {k: v for k, v in a.meta.items() if k != "stdio"})
+    assert cachegrind_check(old_trace, entries=8, ways=2)["verdict"] == "not exercised"
+
+
 def test_record_limit_truncates(valgrind):
     t = tr.record(["true"], skip=100, limit=500)
     assert len(t) == 500 and t.meta["truncated"] and t.meta["exit_code"] is None
@@ -147,3 +179,22 @@ def test_command_line_errors(capsys):
     assert "name the program to trace after `--`" in capsys.readouterr().err
     assert tr.main(["--max-accesses", "0", "--", "true"], prog="rmap-cosim trace") == 2
     assert "--max-accesses: must be at least 1, not 0" in capsys.readouterr().err
+
+
+def test_a_trace_point_carries_cachegrind_and_fails_on_a_stream_not_the_programs(valgrind,
+                                                                                 tmp_path):
+    """The per-point check: cachegrind at the point's geometry against the recorded trace;
+    a trace whose stream is not the program's fails it."""
+    from cosim.explore.run import trace_cachegrind_check
+    t = tr.record(["true"])
+    good = tr.save(t, tmp_path / "true.npz")
+    design = {"tlb_entries": 16, "tlb_ways": 4}
+    ok = trace_cachegrind_check(good, design, {"miss_rate": 0.25})
+    assert ok["verdict"] == "pass" and ok["rtl_miss_rate"] == 0.25, ok
+    assert 0 < ok["cachegrind_miss_rate"] < 1
+    va = t.va.copy()
+    va[:: 97] += np.uint64(4096 * 64)
+    bad = tr.save(tr.Trace(va, t.op, t.size, t.gap, t.instructions,
+                           tr.derive_vmas(va, t.size, t.op, 16), t.meta), tmp_path / "bad.npz")
+    got = trace_cachegrind_check(bad, design, {"miss_rate": 0.25})
+    assert got["verdict"] == "fail" and "cachegrind saw" in got["detail"], got

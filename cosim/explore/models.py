@@ -24,6 +24,7 @@ Public API: the functions above, :func:`page_refs`, :data:`INF`.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import json
 import os
@@ -206,9 +207,15 @@ _EVENTS = re.compile(r"^events:(.*)$", re.M)
 
 
 def cachegrind_misses(argv, *, entries: int, ways: int, cwd: Optional[str] = None,
-                      env: Optional[dict] = None) -> dict:
+                      env: Optional[dict] = None, stdio=("null", "pipe")) -> dict:
     """Run ``argv`` under cachegrind with D1 as an LRU TLB of ``entries`` 4 KiB pages in
     ``ways`` ways; returns ``{"refs": data references, "misses": D1 misses}``.
+
+    The program starts as :func:`cosim.explore.trace.record` starts it (the same
+    environment, every signal at its default disposition), with its stdout and stderr of
+    the kinds ``stdio`` names (:data:`cosim.explore.trace.STDIO_KINDS`; a recorded trace's
+    ``meta["stdio"]``): programs take different paths on a regular file, a pipe or a
+    terminal.
 
     Raises
     ------
@@ -221,7 +228,7 @@ def cachegrind_misses(argv, *, entries: int, ways: int, cwd: Optional[str] = Non
         Cachegrind failed (its last lines are in the message).
     """
     from .tools import tool_path
-    from .trace import TRACE_ENV
+    from .trace import STDIO_KINDS, TRACE_ENV, launch_prefix
     if entries < 1 or ways < 1 or entries % ways:
         raise ValueError(f"a TLB of {entries} entries cannot have {ways} ways")
     sets = entries // ways
@@ -229,17 +236,22 @@ def cachegrind_misses(argv, *, entries: int, ways: int, cwd: Optional[str] = Non
         raise ValueError(f"cachegrind needs a power-of-two number of sets, not {sets} "
                          f"({entries} entries / {ways} ways)")
     vg = tool_path("valgrind")
+    bad = [k for k in stdio if k not in STDIO_KINDS]
+    if len(stdio) != 2 or bad:
+        raise ValueError(f"stdio must be two of {', '.join(STDIO_KINDS)} (stdout, stderr), "
+                         f"not {list(stdio)!r}")
     with tempfile.TemporaryDirectory(prefix="cachegrind-") as tmp:
         out = Path(tmp) / "cachegrind.out"
-        cmd = [vg, "--tool=cachegrind", "--cache-sim=yes", f"--D1={entries * 4096},{ways},4096",
-               "--I1=32768,8,64", "--LL=8388608,16,64", f"--cachegrind-out-file={out}",
-               f"--log-file={Path(tmp) / 'log'}", *argv]
-        proc = subprocess.run(cmd, env=dict(env or TRACE_ENV), cwd=cwd,
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
+        cmd = [*launch_prefix(), vg, "--tool=cachegrind", "--cache-sim=yes",
+               f"--D1={entries * 4096},{ways},4096", "--I1=32768,8,64", "--LL=8388608,16,64",
+               f"--cachegrind-out-file={out}", f"--log-file={Path(tmp) / 'log'}", *argv]
+        with _stdio(stdio, Path(tmp)) as (fout, ferr, drain):
+            proc = subprocess.Popen(cmd, env=dict(env or TRACE_ENV), cwd=cwd,
+                                    stdin=subprocess.DEVNULL, stdout=fout, stderr=ferr)
+            said = drain(proc)
         if not out.exists():
             log = (Path(tmp) / "log").read_text() if (Path(tmp) / "log").exists() else ""
-            tail = " | ".join((log + proc.stderr).strip().splitlines()[-3:])
+            tail = " | ".join((log + said).strip().splitlines()[-3:])
             raise RuntimeError(f"cachegrind failed on {' '.join(argv)!r} (exit status "
                                f"{proc.returncode}): {tail}")
         text = out.read_text()
@@ -247,6 +259,62 @@ def cachegrind_misses(argv, *, entries: int, ways: int, cwd: Optional[str] = Non
     values = [int(v) for v in _SUMMARY.search(text).group(1).split()]
     got = dict(zip(events, values))
     return {"refs": got["Dr"] + got["Dw"], "misses": got["D1mr"] + got["D1mw"]}
+
+
+@contextlib.contextmanager
+def _stdio(kinds, tmp: Path):
+    """stdout and stderr of the kinds named, and a ``drain(proc)`` that waits for the
+    process, reading what it wrote to pipes and terminals (its stderr's text is returned)."""
+    import pty
+    import threading
+    files, readers, closers = [], [], []
+    for n, kind in enumerate(kinds):
+        if kind == "null":
+            files.append(subprocess.DEVNULL)
+        elif kind == "file":
+            fh = open(tmp / f"fd{n + 1}", "wb")
+            closers.append(fh.close)
+            files.append(fh)
+        elif kind == "pipe":
+            r, w = os.pipe()
+            files.append(w)
+            closers.append(lambda w=w: os.close(w))
+            readers.append((n, r))
+        else:                                   # tty
+            master, slave = pty.openpty()
+            files.append(slave)
+            closers.append(lambda s=slave: os.close(s))
+            readers.append((n, master))
+    got = {n: bytearray() for n in range(2)}
+
+    def read(n, fd):
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:                     # a terminal's master after the last close
+                break
+            if not chunk:
+                break
+            got[n] += chunk
+        os.close(fd)
+
+    def drain(proc):
+        for close in closers:                   # the child holds its own copies
+            close()
+        closers.clear()
+        threads = [threading.Thread(target=read, args=r, daemon=True) for r in readers]
+        for t in threads:
+            t.start()
+        proc.wait()
+        for t in threads:
+            t.join()
+        return got[1].decode(errors="replace")
+
+    try:
+        yield files[0], files[1], drain
+    finally:
+        for close in closers:
+            close()
 
 
 def _cache_dir() -> Path:
@@ -268,8 +336,13 @@ def cachegrind_check(trace, *, entries: int, ways: int, cache: bool = True) -> d
     if rem or sets < 1 or sets & (sets - 1):
         return _verdict("not exercised", f"{entries} entries in {ways} ways: cachegrind needs "
                                          f"a power-of-two number of sets")
+    if not meta.get("stdio"):
+        return _verdict("not exercised", "the trace does not say what its program's stdout "
+                                         "and stderr were (recorded before they were kept): "
+                                         "record it again")
     key = json.dumps([meta["command"], meta.get("cwd"), meta.get("program_sha256"),
-                      meta.get("env"), meta.get("valgrind"), entries, ways], sort_keys=True)
+                      meta.get("env"), meta.get("valgrind"), meta["stdio"], entries, ways],
+                     sort_keys=True)
     import hashlib
     path = _cache_dir() / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".json")
     cg = None
@@ -277,7 +350,7 @@ def cachegrind_check(trace, *, entries: int, ways: int, cache: bool = True) -> d
         cg = json.loads(path.read_text())
     if cg is None:
         cg = cachegrind_misses(meta["command"], entries=entries, ways=ways,
-                               cwd=meta.get("cwd"), env=meta.get("env"))
+                               cwd=meta.get("cwd"), env=meta.get("env"), stdio=meta["stdio"])
         if cache:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}")

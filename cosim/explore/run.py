@@ -27,7 +27,7 @@ from .point import WORKLOADS, Point
 from .schema import SCHEMA_VERSION, validate_result
 from .stream import load_stream
 
-__all__ = ["run_point", "lru_bound_check", "result_path", "stream_metrics", "git_commit", "tool_versions",
+__all__ = ["run_point", "lru_bound_check", "trace_cachegrind_check", "result_path", "stream_metrics", "git_commit", "tool_versions",
            "HIST_EDGES", "memory_words_log2"]
 
 #: Walk-latency histogram bucket edges (cycles).
@@ -157,6 +157,26 @@ def lru_bound_check(stream, design: dict) -> dict:
     return {"verdict": "not exercised", "detail": per_core[0]["detail"], "cores": per_core}
 
 
+def trace_cachegrind_check(trace_path, design: dict, metrics: dict) -> dict:
+    """Cachegrind on the trace's program, with D1 as an LRU TLB of the point's geometry
+    (entries, ways, 4 KiB lines), against the LRU model on the recorded trace
+    (:func:`cosim.explore.models.cachegrind_check`): references and misses must be equal,
+    else the stream the RTL replayed is not the program's and the point fails.  The RTL's
+    own misses are judged exactly by the golden TLB on the same replayed stream; they differ
+    from cachegrind's by design (a prefix replayed per core, word-granular, the point's
+    replacement policy, the kernel's faults and shootdowns), so cachegrind's miss rate is
+    reported beside the RTL's, not compared."""
+    from .models import cachegrind_check
+    from .trace import load as load_trace
+    check = cachegrind_check(load_trace(trace_path), entries=design["tlb_entries"],
+                             ways=design["tlb_ways"])
+    if "cachegrind_refs" in check:
+        check["cachegrind_miss_rate"] = (check["cachegrind_misses"] / check["cachegrind_refs"]
+                                         if check["cachegrind_refs"] else 0.0)
+        check["rtl_miss_rate"] = metrics.get("miss_rate", 0.0)
+    return check
+
+
 def run_point(point: Point, results: Path, *, sim: str = "verilator",
               area: bool = False) -> dict:
     """Run ``point``; write and return its result (:mod:`.schema`).  Never raises for a
@@ -211,6 +231,9 @@ def run_point(point: Point, results: Path, *, sim: str = "verilator",
             result["metrics"] = _metrics(stream, rep, instructions)
             result["checks"]["golden_tlb"] = golden_tlb_check(stream, point.mmu)
             result["checks"]["stack_distance_lru"] = lru_bound_check(stream, point.mmu)
+            if w["trace"]:
+                result["checks"]["cachegrind"] = trace_cachegrind_check(
+                    w["trace"], point.mmu, result["metrics"])
             if area:
                 from .area import area as measure_area
                 result["area"] = measure_area(config)

@@ -25,9 +25,14 @@ too; the pages the program touched are what a replay needs, and they are exact.
 Every byte of every access must lie below ``2**38`` (``pyrmap.memory.TASK_SIZE``, the Sv39
 user half); under Valgrind programs stay there, and a trace that does not is rejected.
 
-The recording runs with a fixed environment (:data:`TRACE_ENV`), so the same command gives
-the same addresses from a shell, from ``make`` or from a test, and cachegrind
-(:mod:`cosim.explore.models`) can run the very same program.
+The recording runs with a fixed environment (:data:`TRACE_ENV`) and every signal at its
+default disposition (:func:`launch_prefix`: a program such as ``sort`` or ``gzip`` installs
+its handlers only for signals not ignored, so a run from a background job, which ignores
+SIGINT and SIGQUIT, makes another stream), and the kinds of its stdout and stderr are
+recorded (``meta["stdio"]``, :func:`stdio_kinds`: stdio sets its buffering from them, and
+``sort`` makes one more reference with stderr on a regular file than on a pipe).  So the
+same command gives the same addresses from a shell, from ``make`` or from a test, and
+cachegrind (:mod:`cosim.explore.models`) runs the very same program in the same state.
 
 Public API: :class:`Trace`, :class:`TraceOp`, :class:`TraceVma`, :class:`LackeyParser`,
 :func:`record`, :func:`save`, :func:`load`, :func:`derive_vmas`, :func:`main`.
@@ -58,7 +63,8 @@ from pyrmap.mmap import PROT_READ, PROT_WRITE
 from .tools import ToolMissing, tool_path, tool_version
 
 __all__ = ["Trace", "TraceOp", "TraceVma", "TraceError", "LackeyParser", "parse_lackey",
-           "record", "save", "load", "derive_vmas", "TRACE_ENV", "FORMAT_VERSION", "main"]
+           "record", "save", "load", "derive_vmas", "TRACE_ENV", "FORMAT_VERSION", "main",
+           "launch_prefix", "stdio_kinds", "STDIO_KINDS"]
 
 #: Version of the ``.npz`` layout (``meta["format"]``).
 FORMAT_VERSION = 1
@@ -67,6 +73,49 @@ DEFAULT_VMA_GAP = 16
 #: The environment of a recorded program (and of its cachegrind run).
 TRACE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LC_ALL": "C", "HOME": "/nonexistent"}
 _CHUNK = 1 << 20
+#: What a program's stdout or stderr can be, as :func:`stdio_kinds` names them (a replay of
+#: the program, such as cachegrind's, gives it the same kinds).
+STDIO_KINDS = ("null", "file", "pipe", "tty")
+
+
+def launch_prefix() -> list[str]:
+    """The command that starts Valgrind with every signal at its default disposition
+    (coreutils ``env --default-signal``): an ignored signal is inherited across exec, and
+    programs test for it."""
+    env = shutil.which("env", path=TRACE_ENV["PATH"])
+    if env is None:
+        raise ToolMissing("coreutils' env is not on PATH " + TRACE_ENV["PATH"])
+    return [env, "--default-signal"]
+
+
+def _kind(fd: int) -> str:
+    import stat
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return "null"
+    if os.isatty(fd):
+        return "tty"
+    if stat.S_ISREG(st.st_mode):
+        return "file"
+    if stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode):
+        return "pipe"
+    return "null"                        # /dev/null and other character devices
+
+
+def stdio_kinds(stdout=None) -> list[str]:
+    """The kinds (:data:`STDIO_KINDS`) of the stdout and stderr a program started with
+    ``stdout`` (``None``: inherited; ``subprocess.DEVNULL``; a file object or descriptor)
+    and this process's stderr gets."""
+    if stdout is None:
+        out = _kind(1)
+    elif stdout == subprocess.DEVNULL:
+        out = "null"
+    elif stdout == subprocess.PIPE:
+        out = "pipe"
+    else:
+        out = _kind(stdout if isinstance(stdout, int) else stdout.fileno())
+    return [out, _kind(2)]
 
 
 class TraceOp(enum.IntEnum):
@@ -115,7 +164,8 @@ class Trace:
         The address-space layout a replay maps (:func:`derive_vmas`).
     meta : dict
         ``format``, ``command``, ``valgrind``, ``skip``, ``limit``, ``truncated``,
-        ``exit_code``, ``program_sha256``, ``vma_gap``, ``env``.
+        ``exit_code``, ``program_sha256``, ``vma_gap``, ``env``, ``stdio`` (the kinds of the
+        program's stdout and stderr, :func:`stdio_kinds`).
     """
     va: np.ndarray
     op: np.ndarray
@@ -330,7 +380,7 @@ def record(argv: Sequence[str], *, skip: int = 0, limit: Optional[int] = None,
     version = tool_version("valgrind")
     cwd = os.path.abspath(cwd or os.getcwd())
     rfd, wfd = os.pipe()
-    cmd = [vg, "--tool=lackey", "--trace-mem=yes", f"--log-fd={wfd}", *argv]
+    cmd = [*launch_prefix(), vg, "--tool=lackey", "--trace-mem=yes", f"--log-fd={wfd}", *argv]
     try:
         proc = subprocess.Popen(cmd, pass_fds=(wfd,), env=dict(TRACE_ENV), cwd=cwd,
                                 stdin=subprocess.DEVNULL, stdout=stdout,
@@ -366,7 +416,7 @@ def record(argv: Sequence[str], *, skip: int = 0, limit: Optional[int] = None,
             "truncated": bool(killed or parser.truncated),
             "exit_code": None if killed else code,
             "program_sha256": _program_sha256(argv), "vma_gap": vma_gap,
-            "env": dict(TRACE_ENV)}
+            "env": dict(TRACE_ENV), "stdio": stdio_kinds(stdout)}
     return Trace(va, op, size, gap, instructions, derive_vmas(va, size, op, vma_gap), meta)
 
 

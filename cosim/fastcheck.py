@@ -16,6 +16,13 @@ in the history a record is judged with, except by its cycle):
 * **shadow memory** (checker (c), ``checkers.shadow``): in the order the memory performed them,
   stores update and loads are compared with the independent shadow of every virtual word.
 
+At quiescent points (no host thread runs: after each kernel step once no fault is being
+handled, and at the end) :meth:`LogCheckers.quiescent` runs **rmap completeness** (checker
+(e)) and **notifier pairs** (checker (d)) on the engine's copy of memory, just drained: the
+PTEs it reads are exact then (every software-port operation applied them, every walker write
+is in the drained write log but A/D updates still in flight, which neither check reads), so
+no PTE goes through the software port.
+
 The history is pruned: each PTE keeps its last :data:`HISTORY` values and each core its last
 :data:`FLUSHES` acknowledgements; a record whose window reaches past what is kept is counted
 as not checked, never as a pass.
@@ -230,6 +237,18 @@ class LogCheckers:
         self.counts["stale_violations"] += 1
         self.violations.append(msg)
         self.checkers.tlb.fail(msg, ptep)
+
+    # --- quiescent points ------------------------------------------------------------------
+
+    def quiescent(self) -> None:
+        """The quiescent checks (the caller drained every log first and no host thread is
+        inside an operation): rmap completeness, notifier pairs and accounted dirt."""
+        if not self.enabled:
+            return
+        self.counts["quiescent_points"] += 1
+        self.checkers.rmap.check()
+        self.checkers.notifier.check()
+        self.checkers.dirt.check()
 
     # --- data -------------------------------------------------------------------------------
 

@@ -21,7 +21,8 @@ Parameters come from the environment (set by :func:`cosim.fastbuild.fast_run`):
 ``FAST_ACCESSES`` (checked CPU accesses in all), ``FAST_PAGES`` (pages each core's window
 spans, a power of two), ``FAST_MODE`` (uniform, zipf, stride, chase), ``FAST_STORE``
 (per-mille of stores), ``FAST_KERNEL`` (``reclaim``: kswapd, writeback and migration; ``none``),
-``FAST_PERIOD`` (cycles between kernel steps), ``FAST_CHECKS`` (1: every checker; 0: records
+``FAST_PERIOD`` (cycles between kernel steps), ``FAST_OPS`` (the operations of a kernel
+step, :data:`KERNEL_OPS`), ``FAST_CHECKS`` (1: every checker; 0: records
 counted and applied only), ``FAST_QUIRKS`` (engine quirks, comma-separated),
 ``COSIM_PROGRESS`` (a file progress lines are appended to), ``FAST_TRACE`` (a recorded trace,
 :mod:`cosim.explore.trace`: every core replays it in a process of its own whose VMAs are the
@@ -46,7 +47,8 @@ from cocotb.triggers import ClockCycles, First, RisingEdge, Timer
 
 from pyrmap.arch import CORE_COUNTERS
 from pyrmap.checkers import InvariantViolation
-from pyrmap.mmap import MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_WRITE
+from pyrmap.mmap import (MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_EXEC, PROT_READ,
+                         PROT_WRITE)
 from pyrmap.pte import AccessType, FaultKind
 from pyrmap.scenario import System
 from simhw.traffic import Mode
@@ -57,9 +59,15 @@ from .fasthw import FastHardware, MirrorMem, decode_records
 from .host import HostEnv
 from .ports import read_counters
 
-__all__ = ["FastRun", "run_from_env", "MODES"]
+__all__ = ["FastRun", "run_from_env", "MODES", "KERNEL_OPS"]
 
 MODES = {m.name.lower(): m for m in Mode if m != Mode.TRACE}
+#: The operations of a kernel step (``FAST_OPS``, comma-separated; default all): kswapd
+#: (``try_to_free_pages``), migration of a mapped page, writeback (``msync`` of 8 pages of the
+#: shared file window), dontneed (``madvise(MADV_DONTNEED)`` of 8 pages of it: a zap inside
+#: notifier range calls, beside the writeback) and split (at the first step only, the upper
+#: half of the file window gets EXEC by ``mprotect``: ``split_vma`` gives it a VMA of its own).
+KERNEL_OPS = ("kswapd", "migration", "writeback", "dontneed", "split")
 log = logging.getLogger("cosim.fast")
 
 
@@ -93,13 +101,16 @@ class FastRun:
         ``"reclaim"`` or ``"none"``.
     period : int
         Cycles between kernel steps.
+    ops : sequence of str
+        The operations of a kernel step (:data:`KERNEL_OPS`).
     checks : bool
     quirks : list of str
     """
 
     def __init__(self, dut, seed: int, mmu: dict, fast: dict, *, accesses: int, pages: int,
                  mode: str = "uniform", store_permille: int = 250, kernel: str = "reclaim",
-                 period: int = 20_000, checks: bool = True, quirks=(), progress=None,
+                 period: int = 20_000, ops=KERNEL_OPS, checks: bool = True, quirks=(),
+                 progress=None,
                  trace: str | None = None, stream: str | None = None):
         if pages < 2 or pages & (pages - 1):
             raise ValueError(f"FAST_PAGES must be a power of two of at least 2, not {pages}")
@@ -107,6 +118,11 @@ class FastRun:
             raise ValueError(f"FAST_MODE must be one of {', '.join(MODES)}, not {mode!r}")
         if kernel not in ("reclaim", "none"):
             raise ValueError(f"FAST_KERNEL must be 'reclaim' or 'none', not {kernel!r}")
+        bad = [op for op in ops if op not in KERNEL_OPS]
+        if bad:
+            raise ValueError(f"FAST_OPS must name operations of {', '.join(KERNEL_OPS)}, not "
+                             f"{', '.join(map(repr, bad))}")
+        self.ops = tuple(ops)
         self.dut = dut
         self.seed = seed
         self.ncores = int(mmu.get("ncores", 2))
@@ -190,8 +206,9 @@ class FastRun:
     def command(self) -> str:
         workload = (f"FAST_TRACE={self.trace}" if self.trace else
                     f"FAST_PAGES={self.pages} FAST_MODE={self.mode.name.lower()}")
-        return (f"FAST_ACCESSES={self.accesses} {workload} FAST_KERNEL={self.kernel_mode} "
-                f"seed {self.seed}")
+        ops = "" if self.ops == KERNEL_OPS else f" FAST_OPS={','.join(self.ops)}"
+        return (f"FAST_ACCESSES={self.accesses} {workload} FAST_KERNEL={self.kernel_mode}"
+                f"{ops} seed {self.seed}")
 
     # --- draining ----------------------------------------------------------------------------
 
@@ -327,6 +344,7 @@ class FastRun:
 
     async def _kernel_step(self) -> None:
         s, env, rng = self.system, self.env, self.rng
+        ops = self.ops
         pages = s.mapped_user_pages()
         page = rng.choice(pages) if pages else None
 
@@ -337,15 +355,36 @@ class FastRun:
             if page is not None:
                 s.migrate(page)
 
-        threads = [env.spawn("kswapd", kswapd), env.spawn("migration", migration)]
+        threads = []
+        if "kswapd" in ops:
+            threads.append(env.spawn("kswapd", kswapd))
+        if "migration" in ops:
+            threads.append(env.spawn("migration", migration))
         if self.file_map is not None:
             child, fsh, length = self.file_map
-            start = fsh + rng.randrange(self.pages // 8 or 1) * 8 * 4096
+            blocks = self.pages // 8 or 1
+            start = fsh + rng.randrange(blocks) * 8 * 4096
+            span = min(8 * 4096, fsh + length - start)
+            zap = fsh + rng.randrange(blocks) * 8 * 4096
 
             def writeback():
-                s.msync(child, start, min(8 * 4096, fsh + length - start),
-                        check_backing=False)
-            threads.append(env.spawn("writeback", writeback))
+                s.msync(child, start, span, check_backing=False)
+
+            def dontneed():
+                # The file pages stay in the page cache: the next touch maps them again.
+                s.madvise_dontneed(child, zap, min(8 * 4096, fsh + length - zap))
+
+            def split():
+                # Once: the upper half of the file window becomes a VMA of its own (the
+                # protection gains EXEC; the engines neither fetch nor lose a permission).
+                s.mprotect(child, fsh + length // 2, length // 2,
+                           PROT_READ | PROT_WRITE | PROT_EXEC)
+            if "writeback" in ops:
+                threads.append(env.spawn("writeback", writeback))
+            if "dontneed" in ops:
+                threads.append(env.spawn("dontneed", dontneed))
+            if "split" in ops and not self.stats["kernel_steps"] and self.pages >= 2:
+                threads.append(env.spawn("split", split))
         for t in threads:
             await t.join()
         self.stats["kernel_steps"] += 1
@@ -363,6 +402,7 @@ class FastRun:
         pending: dict[int, object] = {}
         import cocotb
         kernel_task = None
+        quiescent_due = False
         while True:
             # Sleep until something needs Python: a ring half full, an engine that faulted
             # (and is not being handled), a fault handler or kernel step finishing, or the
@@ -397,6 +437,12 @@ class FastRun:
             if kernel_task is not None and kernel_task.done():
                 kernel_task.result()
                 kernel_task = None
+                quiescent_due = True
+            if quiescent_due and kernel_task is None and not pending:
+                # No host thread runs: the quiescent checks, on the drained mirror.
+                self.drain()
+                self.logs.quiescent()
+                quiescent_due = False
             now = self.hw.cycle()
             if (self.kernel_mode != "none" and kernel_task is None and now >= next_kernel
                     and not self.all_done()):
@@ -411,6 +457,7 @@ class FastRun:
         if kernel_task is not None:
             await kernel_task
         self.drain()
+        self.logs.quiescent()
         wall = time.monotonic() - t_setup
         cycles = self.hw.cycle() - c_setup
         if self.recorder is not None:
@@ -502,7 +549,10 @@ async def run_from_env(dut) -> dict:
                   pages=_env_int("FAST_PAGES", 64), mode=os.environ.get("FAST_MODE", "uniform"),
                   store_permille=_env_int("FAST_STORE", 250),
                   kernel=os.environ.get("FAST_KERNEL", "reclaim"),
-                  period=_env_int("FAST_PERIOD", 20_000), checks=bool(_env_int("FAST_CHECKS", 1)),
+                  period=_env_int("FAST_PERIOD", 20_000),
+                  ops=[op for op in os.environ.get("FAST_OPS", ",".join(KERNEL_OPS)).split(",")
+                       if op],
+                  checks=bool(_env_int("FAST_CHECKS", 1)),
                   quirks=quirks, progress=progress, trace=os.environ.get("FAST_TRACE") or None,
                   stream=os.environ.get("FAST_STREAM") or None)
     error = None
@@ -516,7 +566,8 @@ async def run_from_env(dut) -> dict:
         rep = await run.run()
     except InvariantViolation as exc:
         error = str(exc)
-        rep = {"path": "fast", "seed": seed, "error": error}
+        rep = {"path": "fast", "seed": seed, "error": error, "checker": exc.checker,
+               "cycle": run.hw.cycle(), "quirks": run.quirks}
     finally:
         if prof is not None:
             prof.disable()

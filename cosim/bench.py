@@ -18,6 +18,12 @@ One run measures, side by side on one configuration of ``hdl.top.Top``:
 ``harness``
     a Python-free Verilator C++ harness (``bench/harness/top_harness.cpp``) driving the same
     Top with a C++ memory model: the ceiling.
+``plain-cva6``, ``cosim-cva6``, ``reclaim-cva6``
+    the same three figures on the same configuration with CVA6's MMU in the cores
+    (``--mmu cva6``, :mod:`hdl.cva6`; Verilator, its only simulator), printed beside our MMU's
+    Verilator figures (``--mmu both``, the default): host speed, and the simulated cycles
+    and TLB counters of the same workload on each MMU.  CVA6 is Svade, so the plain driver's
+    image has A and D set in its leaves for it (no walker sets them).
 
 The plain driver and the harness issue the *same* access stream (one xorshift64* generator per
 core, the same handshake rules and memory timing), so over the same number of cycles they must
@@ -50,7 +56,8 @@ from . import build as cb
 from pyrmap.cliargs import ArgumentParser, UsageError, check_writable_file, int_arg
 
 __all__ = ["Workload", "xorshift_stream", "build_image", "write_ports_header",
-           "build_harness", "run_harness", "measure", "FIGURES", "main"]
+           "build_harness", "run_harness", "measure", "FIGURES", "STEP_FIGURES", "CVA6",
+           "cva6_config", "side_by_side", "main"]
 
 ROOT = cb.ROOT
 HARNESS_SRC = ROOT / "bench" / "harness" / "top_harness.cpp"
@@ -131,19 +138,21 @@ def xorshift_stream(wl: Workload, core: int):
                (FIRST_FRAME + page) * 4096 + word * 8)
 
 
-def build_image(wl: Workload):
+def build_image(wl: Workload, svadu: bool = True):
     """The memory image: Sv39 tables (root, L1, L0) mapping ``wl.npages`` user pages RW,
-    A=0 and D=0 (the walkers set them by CAS).  Returns a numpy ``uint64`` array of
-    ``wl.nframes * 512`` words."""
+    A=0 and D=0 (the walkers set them by CAS), or with A=1 and D=1 when not ``svadu`` (a
+    Svade MMU faults on a clear A or D and no kernel runs here to set them).  Returns a numpy
+    ``uint64`` array of ``wl.nframes * 512`` words."""
     from pyrmap.physmem import PhysMem
-    from pyrmap.pte import PAGE_SHARED, pfn_pte, pte_table
+    from pyrmap.pte import _PAGE_A, _PAGE_D, PAGE_SHARED, pfn_pte, pte_table
     mem = PhysMem(wl.nframes)
     vpn2, vpn1 = (VA_BASE >> 30) & 511, (VA_BASE >> 21) & 511
     mem.write(ROOT_FRAME * 4096 + vpn2 * 8, pte_table(L1_FRAME))
     mem.write(L1_FRAME * 4096 + vpn1 * 8, pte_table(L0_FRAME))
     vpn0 = (VA_BASE >> 12) & 511
     for i in range(wl.npages):
-        mem.write(L0_FRAME * 4096 + (vpn0 + i) * 8, pfn_pte(FIRST_FRAME + i, PAGE_SHARED))
+        leaf = pfn_pte(FIRST_FRAME + i, PAGE_SHARED | (0 if svadu else _PAGE_A | _PAGE_D))
+        mem.write(L0_FRAME * 4096 + (vpn0 + i) * 8, leaf)
         mem.words[(FIRST_FRAME + i) * 512:(FIRST_FRAME + i + 1) * 512] = i << 20
     return mem.words.copy()
 
@@ -283,6 +292,9 @@ class BenchParams:
     fast_accesses: int = 200_000
     #: Runs of each figure; the fastest loop counts (the machine is shared).
     repeat: int = 2
+    #: The core MMUs measured: "ours", and "cva6" (the step figures on Verilator, beside
+    #: ours).
+    mmus: tuple = ("ours", "cva6")
 
     def workload(self) -> Workload:
         return Workload(npages=self.npages, seed=self.seed)
@@ -325,7 +337,7 @@ def _figure_reclaim(config, bp: BenchParams, sim: str) -> dict:
                            f"{rep.get('violation')}\nreproduce: {r.command}")
     return {"sim": sim, "cycles": rep["cycles"], "accesses": rep["accesses"],
             "loop_seconds": rep["wall_seconds"], "host": rep.get("host"),
-            "memory": rep.get("memory"),
+            "memory": rep.get("memory"), "tlb": rep.get("tlb"),
             "scenario": "reclaim, 3 phases x 40 accesses per core, 32 frames",
             "build_seconds": round(b.seconds, 2), "run_dir": str(r.test_dir)}
 
@@ -338,6 +350,8 @@ def run_figure(name: str, config, bp: BenchParams) -> dict:
         from .fastbench import imap_figure
         return imap_figure(seed=bp.seed)
     kind, _, sim = name.rpartition("-")
+    if sim == CVA6 and kind in STEP_FIGURES:
+        config, sim = cva6_config(config), "verilator"
     if kind in _fast_figures():
         from .fastbench import fast_figure
         acc = bp.fast_accesses if sim == "verilator" else max(bp.fast_accesses // 10, 1000)
@@ -354,6 +368,16 @@ def run_figure(name: str, config, bp: BenchParams) -> dict:
 
 
 FIGURES = ("harness", "plain", "cosim", "reclaim")
+#: The figures of the step path, measured on each simulator and on CVA6's MMU.
+STEP_FIGURES = ("plain", "cosim", "reclaim")
+#: The suffix of a figure measured with CVA6's MMU in the cores (on Verilator).
+CVA6 = "cva6"
+
+
+def cva6_config(config):
+    """``config`` with CVA6's MMU in the cores (:func:`hdl.config.mmu_params`)."""
+    from hdl.config import mmu_params
+    return cb.make_config(**dict(cb.config_params(config), **mmu_params(CVA6)))
 
 
 def _fast_figures() -> tuple:
@@ -363,14 +387,17 @@ def _fast_figures() -> tuple:
 
 def figure_names(bp: BenchParams) -> list[str]:
     names = []
-    if "verilator" in bp.sims:
-        names.append("harness")
-    kinds = (("plain", "cosim", "reclaim") if "step" in bp.paths else ()) + \
-        (_fast_figures() if "fast" in bp.paths else ())
-    for kind in kinds:
-        names += [f"{kind}-{sim}" for sim in bp.sims]
-    if "fast" in bp.paths:
-        names.append("engine-imap")
+    if "ours" in bp.mmus:
+        if "verilator" in bp.sims:
+            names.append("harness")
+        kinds = (STEP_FIGURES if "step" in bp.paths else ()) + \
+            (_fast_figures() if "fast" in bp.paths else ())
+        for kind in kinds:
+            names += [f"{kind}-{sim}" for sim in bp.sims]
+        if "fast" in bp.paths:
+            names.append("engine-imap")
+    if CVA6 in bp.mmus and "step" in bp.paths:
+        names += [f"{kind}-{CVA6}" for kind in STEP_FIGURES]
     return names
 
 
@@ -430,6 +457,10 @@ def summarize(figs: dict[str, dict]) -> dict[str, Any]:
             r[f"reclaim-fast-{sim} / reclaim-{sim} (accesses/s)"] = _ratio(
                 rate(f"reclaim-fast-{sim}", "accesses_per_s"), rate(f"reclaim-{sim}",
                                                                    "accesses_per_s"))
+    for kind in STEP_FIGURES:
+        r[f"{kind}-{CVA6} / {kind}-verilator (accesses/s)"] = _ratio(
+            rate(f"{kind}-{CVA6}", "accesses_per_s"), rate(f"{kind}-verilator",
+                                                          "accesses_per_s"))
     r["verilator / icarus, plain (cycles/s)"] = _ratio(rate("plain-verilator", "cycles_per_s"),
                                                        rate("plain-icarus", "cycles_per_s"))
     r["verilator / icarus, cosim (accesses/s)"] = _ratio(
@@ -449,7 +480,8 @@ def check_same_stream(figs: dict[str, dict]) -> list[str]:
     """The plain drivers and the harness ran the same access stream: over the same cycles they
     must agree on accesses, loads, stores and checksum.  Returns the disagreements."""
     keys = ("accesses", "loads", "stores", "checksum", "mem_ops")
-    base = {n: f for n, f in figs.items() if n.startswith("plain-") and f}
+    base = {f"plain-{sim}": figs[f"plain-{sim}"] for sim in cb.SIMULATORS
+            if figs.get(f"plain-{sim}")}
     if figs.get("harness", {}).get("check"):
         base["harness (check run)"] = figs["harness"]["check"]
     problems = []
@@ -460,6 +492,47 @@ def check_same_stream(figs: dict[str, dict]) -> list[str]:
                 problems.append(f"{a} and {b} disagree on {k}: {base[a].get(k)} vs "
                                 f"{base[b].get(k)}")
     return problems
+
+
+def side_by_side(figs: dict[str, dict]) -> dict[str, dict]:
+    """Each step figure on our MMU and on CVA6's (Verilator both): figure -> MMU -> the
+    simulated cycles and accesses of the same workload, simulated cycles per access, the
+    host's accesses/s, and the TLB's hit rate and walks where the figure has them.  Only the
+    figures measured on both MMUs."""
+    out = {}
+    for kind in STEP_FIGURES:
+        pair = {"ours": figs.get(f"{kind}-verilator"), CVA6: figs.get(f"{kind}-{CVA6}")}
+        if not all(pair.values()):
+            continue
+        out[kind] = {}
+        for mmu, f in pair.items():
+            row = {"cycles": f.get("cycles"), "accesses": f.get("accesses"),
+                   "cycles_per_access": (round(f["cycles"] / f["accesses"], 2)
+                                         if f.get("accesses") else None),
+                   "accesses_per_s": f.get("accesses_per_s")}
+            tlb = f.get("tlb") or {}
+            if tlb.get("lookups"):
+                row.update(hit_rate=round(tlb["hits"] / tlb["lookups"], 3),
+                           walks=tlb.get("walks"))
+            out[kind][mmu] = row
+    return out
+
+
+def format_side_by_side(table: dict[str, dict]) -> list[str]:
+    """The printed lines of :func:`side_by_side`."""
+    if not table:
+        return []
+    lines = [f"our MMU beside CVA6's (Verilator, the same workload and seed):",
+             f"  {'figure':8s} {'MMU':5s} {'cycles':>9} {'accesses':>9} {'cycles/acc':>10} "
+             f"{'accesses/s':>11} {'hits':>6} {'walks':>6}"]
+    for kind, mmus in table.items():
+        for mmu, r in mmus.items():
+            hits = f"{100 * r['hit_rate']:5.1f}%" if "hit_rate" in r else "-"
+            lines.append(f"  {kind:8s} {mmu:5s} {r['cycles']:>9} {r['accesses']:>9} "
+                         f"{r['cycles_per_access'] or 0:>10.2f} "
+                         f"{r['accesses_per_s'] or 0:>11,.1f} {hits:>6} "
+                         f"{r.get('walks', '-')!s:>6}")
+    return lines
 
 
 def run_bench(bp: BenchParams, config, name: str, out=sys.stdout,
@@ -508,6 +581,9 @@ def run_bench(bp: BenchParams, config, name: str, out=sys.stdout,
               f"peak RSS {rss:.0f} MiB)", file=out, flush=True)
     ratios = summarize(figs)
     stream = check_same_stream(figs)
+    mmus = side_by_side(figs)
+    for line in format_side_by_side(mmus):
+        print(line, file=out)
     print("ratios:", file=out)
     for k, v in ratios.items():
         print(f"  {k:42s} {v:>10,.2f}", file=out)
@@ -520,7 +596,7 @@ def run_bench(bp: BenchParams, config, name: str, out=sys.stdout,
         "params": dataclasses.asdict(bp),
         "host": {"python": platform.python_version(), "machine": platform.machine(),
                  "cpus": os.cpu_count(), "load_avg": os.getloadavg()},
-        "figures": figs, "ratios": ratios, "errors": errors,
+        "figures": figs, "ratios": ratios, "mmus": mmus, "errors": errors,
         "stream_mismatches": stream,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -546,6 +622,9 @@ def _parser(prog: str = "python -m cosim.bench") -> argparse.ArgumentParser:
     p.add_argument("--fast-accesses", type=int_arg(1000, 10_000_000), default=200_000,
                    help="checked accesses of each fast-path figure on Verilator (Icarus: a "
                         "tenth; default 200000)")
+    p.add_argument("--mmu", choices=("ours", CVA6, "both"), default="both",
+                   help="core MMU(s): ours, cva6 (the step figures on Verilator, CVA6's only "
+                        "simulator) or both (default), side by side")
     p.add_argument("--repeat", type=int_arg(1, 100), default=2,
                    help="runs of each figure; the fastest counts (default 2)")
     p.add_argument("--name", default=None, help="results file name (default: bench-<date>)")
@@ -578,7 +657,8 @@ def main(argv: Optional[Sequence[str]] = None, out=sys.stdout,
                      plain_cycles=a.plain_cycles, cosim_accesses=a.cosim_accesses,
                      sims=tuple(a.sim or cb.SIMULATORS), repeat=a.repeat,
                      paths=("step", "fast") if a.path == "both" else (a.path,),
-                     fast_accesses=a.fast_accesses)
+                     fast_accesses=a.fast_accesses,
+                     mmus=("ours", CVA6) if a.mmu == "both" else (a.mmu,))
     config = cb.make_config(**(json.loads(a.config) if a.config else {}))
     if a.figure:
         try:

@@ -125,6 +125,35 @@ def test_plain_driver_same_stream_on_both_simulators():
     assert bench.check_same_stream(figs) == [], figs
 
 
+def test_cva6_figures_beside_ours():
+    """The step figures on CVA6's MMU (Verilator): the plain driver on a Svade image (A and D
+    set: no walker sets them) gets every translation right, the figures are named and run
+    beside ours, and the side-by-side table pairs each with our MMU's Verilator figure; the
+    same-stream check compares our MMU's simulators only."""
+    bp = bench.BenchParams(seed=3, npages=24, plain_cycles=3000, sims=("icarus",),
+                           paths=("step",))
+    assert bench.figure_names(bp)[-3:] == ["plain-cva6", "cosim-cva6", "reclaim-cva6"]
+    assert bench.figure_names(bench.BenchParams(mmus=("ours",), paths=("step",))) == [
+        "harness", "plain-verilator", "plain-icarus", "cosim-verilator", "cosim-icarus",
+        "reclaim-verilator", "reclaim-icarus"]
+    assert bench.figure_names(bench.BenchParams(mmus=("cva6",))) == [
+        "plain-cva6", "cosim-cva6", "reclaim-cva6"]
+    f = bench.run_figure("plain-cva6", cb.make_config(), bp)
+    assert f["errors"] == 0 and f["accesses"] > 100 and f["mem_ops"] > 0, f
+    assert f["sim"] == "verilator"
+    ours = dict(f, accesses=f["accesses"] + 1, cycles=f["cycles"])
+    figs = {n: bench._rates(dict(x)) for n, x in (("plain-cva6", f), ("plain-verilator", ours))}
+    assert bench.check_same_stream(figs) == []          # one of ours: nothing to compare
+    table = bench.side_by_side(figs)
+    assert set(table) == {"plain"} and table["plain"]["cva6"]["accesses"] == f["accesses"]
+    assert table["plain"]["ours"]["cycles_per_access"] == round(f["cycles"] / ours["accesses"],
+                                                                 2)
+    lines = bench.format_side_by_side(table)
+    assert lines[2].split()[:2] == ["plain", "ours"] and lines[3].split()[:2] == ["plain",
+                                                                                  "cva6"]
+    assert "plain-cva6 / plain-verilator (accesses/s)" in bench.summarize(figs)
+
+
 def test_cosim_throughput_figure_checks_every_access():
     bp = bench.BenchParams(seed=2, npages=8, cosim_accesses=40)
     f = bench.run_figure("cosim-icarus", cb.make_config(), bp)
@@ -150,13 +179,17 @@ def test_harness_agrees_with_the_plain_driver():
 def test_make_bench_small(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "RESULTS", tmp_path)
     rc = bench.main(["--name", "t", "--plain-cycles", "2000", "--harness-cycles", "50000",
-                     "--cosim-accesses", "20", "--repeat", "1"])
+                     "--cosim-accesses", "20", "--repeat", "1", "--path", "step"])
     res = json.loads((tmp_path / "t.json").read_text())
     assert rc == 0, res["errors"]
     assert "notes" not in res           # measured notes live in bench/NOTES.md
     assert set(res["figures"]) == {"harness", "plain-verilator", "plain-icarus",
                                    "cosim-verilator", "cosim-icarus", "reclaim-verilator",
-                                   "reclaim-icarus"}
+                                   "reclaim-icarus", "plain-cva6", "cosim-cva6",
+                                   "reclaim-cva6"}
+    assert set(res["mmus"]) == {"plain", "cosim", "reclaim"}
+    assert res["mmus"]["reclaim"]["cva6"]["accesses"] == \
+        res["mmus"]["reclaim"]["ours"]["accesses"]
     for f in res["figures"].values():
         assert f["wall_seconds"] > 0 and f["peak_rss_mib"] > 0
     assert res["ratios"]["harness / plain-verilator (cycles/s)"] > 1

@@ -45,7 +45,7 @@ async def test_plain_driver(dut):
     wl = Workload(npages=_num("BENCH_NPAGES", 32), seed=SEED,
                   store_ratio=_num("BENCH_STORE_RATIO", 0.3, float))
     ncycles = _num("BENCH_CYCLES", 20000)
-    words = [int(w) for w in build_image(wl)]
+    words = [int(w) for w in build_image(wl, svadu=bool(cfg.get("svadu", True)))]
     nwords = len(words)
 
     Clock(dut.clk, 10, unit="ns", impl="gpi").start()

@@ -55,19 +55,23 @@ from simhw.traffic import Mode
 
 from .fastarch import FastArch
 from .fastcheck import LogCheckers
+from .faststorm import STORM_OPS, Storm
 from .fasthw import FastHardware, MirrorMem, decode_records
 from .host import HostEnv
 from .ports import read_counters
 
-__all__ = ["FastRun", "run_from_env", "MODES", "KERNEL_OPS"]
+__all__ = ["FastRun", "run_from_env", "MODES", "KERNEL_OPS", "DEFAULT_OPS"]
 
 MODES = {m.name.lower(): m for m in Mode if m != Mode.TRACE}
-#: The operations of a kernel step (``FAST_OPS``, comma-separated; default all): kswapd
-#: (``try_to_free_pages``), migration of a mapped page, writeback (``msync`` of 8 pages of the
-#: shared file window), dontneed (``madvise(MADV_DONTNEED)`` of 8 pages of it: a zap inside
-#: notifier range calls, beside the writeback) and split (at the first step only, the upper
-#: half of the file window gets EXEC by ``mprotect``: ``split_vma`` gives it a VMA of its own).
-KERNEL_OPS = ("kswapd", "migration", "writeback", "dontneed", "split")
+#: The operations of a kernel step (``FAST_OPS``, comma-separated; default
+#: :data:`DEFAULT_OPS`): kswapd (``try_to_free_pages``), migration of a mapped page, writeback
+#: (``msync`` of 8 pages of the shared file window), dontneed (``madvise(MADV_DONTNEED)`` of 8
+#: pages of it: a zap inside notifier range calls, beside the writeback) and split (at the
+#: first step only, the upper half of the file window gets EXEC by ``mprotect``: ``split_vma``
+#: gives it a VMA of its own); and the storms of :mod:`cosim.faststorm` (fork, mprotect,
+#: munmap: fork/COW and mprotect/munmap storms).
+DEFAULT_OPS = ("kswapd", "migration", "writeback", "dontneed", "split")
+KERNEL_OPS = DEFAULT_OPS + STORM_OPS
 log = logging.getLogger("cosim.fast")
 
 
@@ -109,7 +113,7 @@ class FastRun:
 
     def __init__(self, dut, seed: int, mmu: dict, fast: dict, *, accesses: int, pages: int,
                  mode: str = "uniform", store_permille: int = 250, kernel: str = "reclaim",
-                 period: int = 20_000, ops=KERNEL_OPS, checks: bool = True, quirks=(),
+                 period: int = 20_000, ops=DEFAULT_OPS, checks: bool = True, quirks=(),
                  progress=None,
                  trace: str | None = None, stream: str | None = None):
         if pages < 2 or pages & (pages - 1):
@@ -183,6 +187,7 @@ class FastRun:
                                  swap_slots=max(256, self.ncores * self.pages),
                                  quirks=self.quirks or None, arch=lambda *a: arch,
                                  command=self.command())
+        self.storm = Storm(s, self.env, f"storm-{self.seed}", self.ops)
         arch.kernel = s.kernel
         arch.access_checker = s.checkers.tlb
         self.logs = LogCheckers(s.checkers, self.mem, svadu=self.svadu, enabled=self.checks)
@@ -206,7 +211,7 @@ class FastRun:
     def command(self) -> str:
         workload = (f"FAST_TRACE={self.trace}" if self.trace else
                     f"FAST_PAGES={self.pages} FAST_MODE={self.mode.name.lower()}")
-        ops = "" if self.ops == KERNEL_OPS else f" FAST_OPS={','.join(self.ops)}"
+        ops = "" if self.ops == DEFAULT_OPS else f" FAST_OPS={','.join(self.ops)}"
         return (f"FAST_ACCESSES={self.accesses} {workload} FAST_KERNEL={self.kernel_mode}"
                 f"{ops} seed {self.seed}")
 
@@ -277,6 +282,7 @@ class FastRun:
                               sum=0, asid=mm.asid, root=mm.pgd,
                               seed=self.rng.randrange(1, 1 << 64), limit=per_core,
                               trace_base=0, trace_len=1)
+        self.storm.attach(self.mms, [[(w, w + length)] for w in self.windows])
         self.hw.push()
         await self._start_engines()
 
@@ -305,6 +311,7 @@ class FastRun:
             self.hw.configure(i, stride=0, store_p=0, fetch_p=0, user=1, sum=0, asid=mm.asid,
                               root=mm.pgd, seed=self.rng.randrange(1, 1 << 64),
                               **rp.engine_fields(self.trace_base, per_core))
+        self.storm.attach(self.mms, [[(v.start, v.end) for v in rp.trace.vmas]] * self.ncores)
         self.hw.push()
         await self._start_engines()
 
@@ -332,8 +339,7 @@ class FastRun:
         if kind != FaultKind.PAGE:
             raise RuntimeError(f"core {core}: {op.name} at 0x{va:x} got a {kind.name} fault")
         mm = self.mms[core]
-        from pyrmap.memory import do_page_fault
-        await self.env.run(f"fault/core{core}", do_page_fault, mm, va, op)
+        await self.env.run(f"fault/core{core}", self.storm.fault, mm, va, op)
         self.stats["faults_handled"] += 1
         hw.push()
         getattr(self.dut, f"eng{core}__resume").value = 1
@@ -385,6 +391,8 @@ class FastRun:
                 threads.append(env.spawn("dontneed", dontneed))
             if "split" in ops and not self.stats["kernel_steps"] and self.pages >= 2:
                 threads.append(env.spawn("split", split))
+        if self.storm.active:
+            threads.append(env.spawn("storm", self.storm.step))
         for t in threads:
             await t.join()
         self.stats["kernel_steps"] += 1
@@ -528,6 +536,7 @@ class FastRun:
                         if k in ("flush_count", "flush_cycles_total", "inval_requests",
                                  "flush_cycles_histogram")},
             "kernel_stats": {name: int(v) for name, v in k.items()},
+            "storm": self.storm.figures(),
         }
 
 
@@ -550,7 +559,7 @@ async def run_from_env(dut) -> dict:
                   store_permille=_env_int("FAST_STORE", 250),
                   kernel=os.environ.get("FAST_KERNEL", "reclaim"),
                   period=_env_int("FAST_PERIOD", 20_000),
-                  ops=[op for op in os.environ.get("FAST_OPS", ",".join(KERNEL_OPS)).split(",")
+                  ops=[op for op in os.environ.get("FAST_OPS", ",".join(DEFAULT_OPS)).split(",")
                        if op],
                   checks=bool(_env_int("FAST_CHECKS", 1)),
                   quirks=quirks, progress=progress, trace=os.environ.get("FAST_TRACE") or None,

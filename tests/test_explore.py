@@ -214,3 +214,71 @@ def test_plots_from_results(tmp_path):
         r["area"] = None
     written, skipped = make_plots(rows, tmp_path / "b")
     assert skipped == {"area_pareto": "no point has a measured area"}
+
+
+def test_workload_kinds_name_kernel_scenarios_the_fast_path_runs():
+    """One registry of workload kinds: each names a stream and a kernel scenario, and each
+    scenario's operations are kernel-step operations of the fast path."""
+    from cosim.explore.point import KERNEL_SCENARIOS, WORKLOADS
+    from cosim.explore.run import kernel_env
+    from cosim.fastrun import DEFAULT_OPS, KERNEL_OPS
+    for name, spec in WORKLOADS.items():
+        assert spec["kernel"] in KERNEL_SCENARIOS, name
+    for kernel, ops in KERNEL_SCENARIOS.items():
+        env = kernel_env(kernel)
+        assert all(op in KERNEL_OPS for op in env.get("FAST_OPS", "").split(",") if op)
+        assert (env["FAST_KERNEL"] == "none") == (kernel == "none")
+    assert kernel_env("reclaim") == {"FAST_KERNEL": "reclaim"} and "fork" not in DEFAULT_OPS
+    assert kernel_env("fork-cow")["FAST_OPS"] == "fork"
+
+
+def test_storm_takes_ranges_and_its_segv_handler_gives_them_back():
+    """The mprotect/munmap storm on the golden model: a fault in a range it took is served
+    by giving the range back (the program's SIGSEGV handler); a fault elsewhere is a
+    segmentation fault; the fork storm keeps two children."""
+    from pyrmap.errors import SegmentationFault
+    from pyrmap.mmap import MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE
+    from pyrmap.scenario import System
+    from cosim.faststorm import LIVE_CHILDREN, Storm
+    s = System(seed=1, nframes=256, ncores=2)
+    mm = s.new_process()
+    base = s.mmap(mm, 0, 16 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
+    storm = Storm(s, None, "storm-1", ("fork", "mprotect", "munmap"))
+    storm.attach([mm], [[(base, base + 16 * 4096)]])
+    storm.step()
+    taken = list(storm.taken)
+    assert sorted(t.op for t in taken) == ["mprotect", "munmap"]
+    munmapped = next(t for t in taken if t.op == "munmap")
+    assert mm.find_vma(munmapped.lo) is None or mm.find_vma(munmapped.lo).vm_start > munmapped.lo
+    for t in taken:
+        storm.fault(mm, t.lo, AccessType.STORE)
+    assert not storm.taken and storm.figures()["segv_restores"] == 2
+    assert mm.find_vma(munmapped.lo).vm_start <= munmapped.lo
+    with pytest.raises(SegmentationFault):
+        storm.fault(mm, base + 64 * 4096, AccessType.LOAD)
+    for _ in range(3):
+        storm.step()
+    f = storm.figures()
+    assert f["forks"] == 4 and f["live_children"] == LIVE_CHILDREN and f["exits"] == 2
+    assert f["mprotects"] + f["munmaps"] >= 4
+
+
+@pytest.mark.sim
+def test_fork_and_mprotect_storm_points_on_the_rtl(tmp_path):
+    """fork/COW and mprotect/munmap storms beside the engines on the RTL: COW faults,
+    forks, ranges taken and given back, shootdowns; every checker of the run passes and the
+    golden TLB agrees with every hit and miss."""
+    from cosim.explore.cli import main
+    out = tmp_path / "res"
+    assert main(["--entries", "8", "--accesses", "1500", "--pages", "16",
+                 "--workload", "fork-cow,mprotect-munmap", "--period", "6000",
+                 "--out", str(out), "--jobs", "1", "--quiet"]) == 0
+    results = {r["workload"]["workload"]: r for r in
+               (json.loads(p.read_text()) for p in (out / "points").glob("*.json"))}
+    for r in results.values():
+        assert r["status"] == "ok" and r["checks"]["golden_tlb"]["verdict"] == "pass", r
+        assert r["metrics"]["shootdowns"] > 0
+    fork = results["fork-cow"]["metrics"]
+    assert fork["forks"] > 0 and fork["cow_faults"] > 0
+    prot = results["mprotect-munmap"]["metrics"]
+    assert prot["mprotects"] > 0 and prot["munmaps"] > 0 and prot["segv_restores"] > 0

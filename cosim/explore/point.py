@@ -16,7 +16,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-__all__ = ["Point", "DESIGN_AXES", "WORKLOAD_AXES", "WORKLOADS", "UNSUPPORTED_AXES",
+__all__ = ["Point", "DESIGN_AXES", "WORKLOAD_AXES", "WORKLOADS", "KERNEL_SCENARIOS", "UNSUPPORTED_AXES",
            "DESIGN_DEFAULTS", "WORKLOAD_DEFAULTS", "PointError"]
 
 
@@ -38,10 +38,20 @@ UNSUPPORTED_AXES = {
                       "the device TLB is not exercised",
 }
 
-#: Workloads by name: the traffic engine's address stream and the kernel beside it.
-#: ``reclaim`` is kswapd, writeback and migration every ``period`` cycles (shootdowns);
-#: ``trace`` replays a recorded trace (the ``trace`` axis: a ``.npz`` of ``rmap-cosim trace``)
-#: on every core of one process mapping its VMAs.
+#: Kernel scenarios that run beside the traffic engines, by name: the fast path's kernel-step
+#: operations (``FAST_OPS``; ``None``: its default set, kswapd, migration, writeback,
+#: dontneed and a VMA split: reclaim with shootdowns).  ``fork-cow``: a fork of a core's
+#: process every step (the parent's pages write-protected, its stores take COW faults), the
+#: oldest of two children exiting; ``mprotect-munmap``: 4 pages write-protected and 4
+#: unmapped every step, given back by the program's SIGSEGV handler when an engine touches
+#: them, else at the next step (:mod:`cosim.faststorm`).
+KERNEL_SCENARIOS = {"none": (), "reclaim": None, "fork-cow": ("fork",),
+                    "mprotect-munmap": ("mprotect", "munmap")}
+
+#: Workloads by name (the one registry of workload kinds): the traffic engine's address
+#: stream (``mode``; ``trace`` replays a recorded trace, the ``trace`` axis: a ``.npz`` of
+#: ``rmap-cosim trace``, on every core of one process mapping its VMAs) and the kernel
+#: scenario beside it (a key of :data:`KERNEL_SCENARIOS`), every ``period`` cycles.
 WORKLOADS = {
     "uniform": {"mode": "uniform", "kernel": "none"},
     "zipf": {"mode": "zipf", "kernel": "none"},
@@ -49,8 +59,12 @@ WORKLOADS = {
     "chase": {"mode": "chase", "kernel": "none"},
     "reclaim": {"mode": "uniform", "kernel": "reclaim"},
     "reclaim-zipf": {"mode": "zipf", "kernel": "reclaim"},
+    "fork-cow": {"mode": "uniform", "kernel": "fork-cow"},
+    "mprotect-munmap": {"mode": "uniform", "kernel": "mprotect-munmap"},
     "trace": {"mode": "trace", "kernel": "none"},
     "trace-reclaim": {"mode": "trace", "kernel": "reclaim"},
+    "trace-fork-cow": {"mode": "trace", "kernel": "fork-cow"},
+    "trace-mprotect-munmap": {"mode": "trace", "kernel": "mprotect-munmap"},
 }
 WORKLOAD_AXES = ("workload", "trace", "pages", "accesses", "store_permille", "period")
 WORKLOAD_DEFAULTS = {"workload": "uniform", "trace": None, "pages": 16, "accesses": 20_000,
@@ -98,7 +112,8 @@ class Point:
             raise PointError(f"workload {w!r} needs the trace axis (a .npz of rmap-cosim trace)")
         if not is_trace and workload["trace"]:
             raise PointError(f"workload {w!r} takes no trace (trace = {workload['trace']!r}); "
-                             f"use workload 'trace' or 'trace-reclaim'")
+                             f"use one of the trace workloads: "
+                             f"{', '.join(k for k, v in WORKLOADS.items() if v['mode'] == 'trace')}")
         if is_trace:
             from pathlib import Path
             if not Path(workload["trace"]).is_file():

@@ -23,7 +23,7 @@ from pyrmap.arch import CORE_COUNTERS
 from pyrmap.pte import AccessType, FaultKind
 
 from .golden import golden_tlb_check
-from .point import WORKLOADS, Point
+from .point import KERNEL_SCENARIOS, WORKLOADS, Point
 from .schema import SCHEMA_VERSION, validate_result
 from .stream import load_stream
 
@@ -55,6 +55,18 @@ def memory_words_log2(pages: int, cores: int) -> int:
     while frames < 4 * pages * cores:
         frames *= 2
     return (frames * 512).bit_length() - 1
+
+
+def kernel_env(kernel: str) -> dict:
+    """The fast path's environment for a kernel scenario (a key of
+    :data:`cosim.explore.point.KERNEL_SCENARIOS`)."""
+    ops = KERNEL_SCENARIOS[kernel]
+    if kernel == "none":
+        return {"FAST_KERNEL": "none"}
+    env = {"FAST_KERNEL": "reclaim"}          # kernel steps on; FAST_OPS says which
+    if ops is not None:
+        env["FAST_OPS"] = ",".join(ops)
+    return env
 
 
 def result_path(results: Path, point: Point) -> Path:
@@ -129,6 +141,10 @@ def _metrics(stream, rep: dict, instructions: int = 0) -> dict:
              faults=int(rep["faults"]), pages_reclaimed=int(ks.get("pages_freed", 0)),
              pages_swapped_out=int(ks.get("pswpout", 0)), cycles=int(rep["cycles"]),
              accesses_per_s=float(rep["accesses_per_s"]))
+    storm = rep["storm"]
+    m.update(cow_faults=int(ks.get("fault_cow", 0)), forks=int(storm["forks"]),
+             mprotects=int(storm["mprotects"]), munmaps=int(storm["munmaps"]),
+             segv_restores=int(storm["segv_restores"]))
     return m
 
 
@@ -213,7 +229,7 @@ def run_point(point: Point, results: Path, *, sim: str = "verilator",
         ok, rep, where = fast_run(config, params, sim, seed=point.seed, test_dir=run_dir, env={
             "FAST_ACCESSES": w["accesses"], "FAST_PAGES": w["pages"],
             "FAST_MODE": "uniform" if w["trace"] else spec["mode"], "FAST_TRACE": w["trace"] or "",
-            "FAST_KERNEL": spec["kernel"], "FAST_PERIOD": w["period"],
+            **kernel_env(spec["kernel"]), "FAST_PERIOD": w["period"],
             "FAST_STORE": w["store_permille"], "FAST_STREAM": stream_file})
         result["seconds"] = time.monotonic() - t1
         if rep is None or "error" in rep or not ok or not stream_file.exists():

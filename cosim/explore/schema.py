@@ -76,6 +76,12 @@ METRICS = (
     Metric("shootdowns", "count", "flushes that reached at least one core"),
     Metric("pages_reclaimed", "count", "pages the kernel freed by reclaim"),
     Metric("pages_swapped_out", "count", "anonymous pages written to swap"),
+    Metric("cow_faults", "count", "copy-on-write faults the kernel served"),
+    Metric("forks", "count", "forks of a core's process by the fork/COW storm"),
+    Metric("mprotects", "count", "ranges write-protected by the mprotect/munmap storm"),
+    Metric("munmaps", "count", "ranges unmapped by the mprotect/munmap storm"),
+    Metric("segv_restores", "count", "storm ranges given back by the program's SIGSEGV "
+                                     "handler when an engine touched them"),
     Metric("cycles", "cycles", "simulated cycles of the measured phase"),
     Metric("accesses_per_s", "1/s", "checked accesses per second of wall time"),
 )

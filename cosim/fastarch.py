@@ -7,9 +7,11 @@ threads of the host environment, TLB state read from the RTL), with the memory i
   store, exchange, compare-and-swap; test-and-clear-young and write-protect as a read and a
   compare-and-swap, retried until the swap succeeds), serialised with the walkers' own
   compare-and-swaps by the memory, so it is atomic with respect to them;
-* before each one, the access logs and the walkers' write log are drained (their records are
+* before each one, the access logs and the write log are drained (their records are
   judged by the log checkers, with the PTE history up to that instant) and the words the
-  engine changed are pushed into the gateware array;
+  engine changed are pushed into the gateware array; after it, the engine's copy takes the
+  memory's writes up to the response, the operation's own among them, in the memory's order
+  (:meth:`cosim.fasthw.FastHardware.sw_op`);
 * after each flush the logs are drained too (once the data accesses the memory took before
   the acknowledgement reached their logs), and each core's acknowledgement cycle is recorded
   for the log checkers (:class:`cosim.fastcheck.LogCheckers`).
@@ -71,7 +73,7 @@ class FastArch(CosimArch):
 
     async def _at_edge(self, op: str, ptep: int, a: int, b: int, thread: str) -> int:
         self._drain()
-        self.hw.push()
+        await self.hw.push()
         self.stats[f"pte_{op}"] += 1
         self._who = thread
         sw = self.hw.sw_op
@@ -103,8 +105,6 @@ class FastArch(CosimArch):
                     break
                 self.stats["pte_and_retries"] += 1
         cyc -= back
-        import numpy as np
-        self.mem.hardware_wrote(np.array([ptep >> 3]), np.array([new], dtype=np.uint64))
         if new != old or op == "store":
             if self.on_pte_change is not None:
                 self.on_pte_change(ptep, cyc, old, new)

@@ -33,7 +33,7 @@ FAST_FIGURES = ("fast", "fast-checked", "reclaim-fast")
 
 def fast_figure(kind: str, config, sim: str, *, seed: int, accesses: int) -> dict:
     """One fast-path figure (``kind`` in :data:`FAST_FIGURES`)."""
-    env = {"FAST_ACCESSES": accesses, "FAST_MODE": "uniform"}
+    env = {"FAST_ACCESSES": accesses, "FAST_MODE": "uniform", "FAST_PREFAULT": 1}
     if kind == "reclaim-fast":
         env.update(FAST_KERNEL="reclaim", FAST_PAGES=256, FAST_PERIOD=50_000, FAST_CHECKS=1)
         scenario = "reclaim on the fast path: 2 x 256-page windows, kernel step / 50k cycles"

@@ -40,7 +40,7 @@ from pyrmap.checkers import lookup_pte
 from pyrmap.pte import _PAGE_A, _PAGE_D, AccessType, FaultKind, describe
 from pyrmap.walk import sv39_walk
 
-from .fasthw import completed, decode_records
+from .fasthw import completed
 from .scoreboard import SCOREBOARD
 
 __all__ = ["LogCheckers", "HISTORY", "FLUSHES", "SCOREBOARD"]
@@ -110,13 +110,14 @@ class LogCheckers:
 
     # --- judging -------------------------------------------------------------------------
 
-    def judge(self, core: int, words: list[int], mm, asid: int, root: int) -> dict:
-        """Judge ``core``'s drained records (raw words, oldest first).  Returns the decoded
-        fields (numpy arrays) of the accesses (squashed attempts dropped: they made no data
-        access) for the caller's data pass."""
-        rec = completed(decode_records(words))
+    def judge(self, core: int, rec: dict, mm, asid: int, root: int) -> dict:
+        """Judge ``core``'s drained records (:func:`cosim.fasthw.decode_records`, oldest
+        first).  Returns the fields of the accesses (squashed attempts dropped: they made no
+        data access) for the caller's data pass."""
+        attempts = len(rec["va"])
+        rec = completed(rec)
         n = len(rec["va"])
-        self.counts["squashed_attempts"] += len(words) - n
+        self.counts["squashed_attempts"] += attempts - n
         self.counts["records"] += n
         faults = rec["fault"] != 0
         self.counts["faults"] += int(faults.sum())

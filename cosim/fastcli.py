@@ -52,6 +52,7 @@ def run_fast(a, out: TextIO) -> int:
     with progress_file(out, a.quiet, prefix="cosim-fast-") as progress:
         ok, rep, where = fast_run(config, params, a.sim, seed=a.seed, env={
             "FAST_ACCESSES": total, "FAST_PAGES": pages, "FAST_PERIOD": 50_000,
+            "FAST_PREFAULT": 1,
             "FAST_QUIRKS": ",".join(a.kernel_quirks), "COSIM_PROGRESS": progress})
     wall = time.monotonic() - t0
     if rep is None or "error" in rep:

@@ -17,30 +17,74 @@ Public API: :class:`MirrorMem`, :class:`FastHardware`, :func:`decode_records`,
 
 from __future__ import annotations
 
+import ctypes
+import os
+from pathlib import Path
+
 import numpy as np
 from cocotb.triggers import Lock as CoLock
 from cocotb.triggers import RisingEdge
 
 from pyrmap.physmem import WORDS_PER_PAGE, PhysMem
-from simhw.memory import SwOp
-from simhw.traffic import RECORD_FIELDS
+from simhw.fasttop import ring_file
+from simhw.filelog import record_bytes
+from simhw.memory import WRITE_RECORD_WIDTH, SwOp
+from simhw.traffic import RECORD_FIELDS, RECORD_WIDTH
 
-__all__ = ["MirrorMem", "FastHardware", "decode_records", "completed", "RECORD_NAMES"]
+__all__ = ["MirrorMem", "FastHardware", "decode_records", "completed", "RECORD_NAMES",
+           "RingFile", "hex_words", "field", "flush_c_streams"]
 
 RECORD_NAMES = tuple(name for name, _ in RECORD_FIELDS)
-_SHIFTS = []
+_FIELDS = []
 _pos = 0
 for _name, _w in RECORD_FIELDS:
-    _SHIFTS.append((_name, _pos, (1 << _w) - 1))
+    _FIELDS.append((_name, _pos, _w))
     _pos += _w
 
+#: Hex digit -> value; 255 for a byte that is not a lower-case hex digit (an X or Z bit).
+_HEX = np.full(256, 255, dtype=np.uint8)
+_HEX[np.frombuffer(b"0123456789", dtype=np.uint8)] = np.arange(10, dtype=np.uint8)
+_HEX[np.frombuffer(b"abcdef", dtype=np.uint8)] = np.arange(10, 16, dtype=np.uint8)
+_LIBC = ctypes.CDLL(None)
 
-def decode_records(words: list[int]) -> dict[str, np.ndarray]:
-    """Split packed access-log records into one numpy array per field (uint64)."""
-    out = {}
-    for name, shift, mask in _SHIFTS:
-        out[name] = np.fromiter(((w >> shift) & mask for w in words), dtype=np.uint64,
-                                count=len(words))
+
+def flush_c_streams() -> None:
+    """Flush every C stream of this process: the simulator's ``$fwrite`` buffers (it runs in
+    this process), so a ring file holds every record pushed so far."""
+    _LIBC.fflush(None)
+
+
+def hex_words(raw: bytes, width: int) -> np.ndarray:
+    """Records of ``width`` bits, one hex line each (:mod:`simhw.filelog`), as an
+    ``(n, ceil(width / 64))`` uint64 array, least significant word first."""
+    line = record_bytes(width)
+    digits = line - 1
+    n = len(raw) // line
+    if n * line != len(raw):
+        raise ValueError(f"ring file block of {len(raw)} bytes is not a whole number of "
+                         f"{line}-byte records")
+    nib = _HEX[np.frombuffer(raw, dtype=np.uint8).reshape(n, line)[:, :digits]]
+    if n and int(nib.max()) > 15:
+        row = int(np.flatnonzero((nib > 15).any(axis=1))[0])
+        raise ValueError(f"ring record {row} of the block is not hex: "
+                         f"{raw[row * line:(row + 1) * line - 1]!r} (X or Z bits)")
+    nwords = -(-width // 64)
+    pad = nwords * 16 - digits
+    if pad:
+        nib = np.concatenate([np.zeros((n, pad), dtype=np.uint8), nib], axis=1)
+    by = (nib[:, 0::2] << 4) | nib[:, 1::2]
+    words = np.ascontiguousarray(by).view(">u8").reshape(n, nwords).astype(np.uint64)
+    return words[:, ::-1]
+
+
+def field(words: np.ndarray, lo: int, width: int) -> np.ndarray:
+    """Bits ``[lo, lo + width)`` (width <= 64) of each record of :func:`hex_words`."""
+    q, r = divmod(lo, 64)
+    out = words[:, q] >> np.uint64(r)
+    if r and r + width > 64:
+        out = out | (words[:, q + 1] << np.uint64(64 - r))
+    if width < 64:
+        out = out & np.uint64((1 << width) - 1)
     return out
 
 
@@ -50,6 +94,44 @@ def completed(rec: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     if keep.all():
         return rec
     return {name: values[keep] for name, values in rec.items()}
+def decode_records(words: np.ndarray) -> dict[str, np.ndarray]:
+    """Split access-log records (:func:`hex_words` of :data:`RECORD_WIDTH` bits) into one
+    numpy array per field (uint64)."""
+    return {name: field(words, lo, w) for name, lo, w in _FIELDS}
+
+
+class RingFile:
+    """The records one ring wrote to its file (:mod:`simhw.filelog`), read by position.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+    width : int
+        Bits per record.
+    """
+
+    def __init__(self, path: Path, width: int):
+        self.path = path
+        self.width = width
+        self.line = record_bytes(width)
+        self.fd = os.open(path, os.O_RDONLY)
+
+    def read(self, first: int, end: int) -> np.ndarray:
+        """Records ``first .. end - 1`` (ring pointers: the ``k``-th record pushed is line
+        ``k``), as :func:`hex_words`.  Records still in the simulator's C stream buffer are
+        flushed to the file first (:func:`flush_c_streams`, only when the file is short)."""
+        n = end - first
+        raw = os.pread(self.fd, n * self.line, first * self.line)
+        if len(raw) != n * self.line:
+            flush_c_streams()
+            raw = os.pread(self.fd, n * self.line, first * self.line)
+        if len(raw) != n * self.line:
+            raise RuntimeError(f"{self.path} holds {len(raw) // self.line} of the {n} records "
+                               f"{first} .. {end - 1} the ring took")
+        return hex_words(raw, self.width)
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 class MirrorMem(PhysMem):
@@ -116,23 +198,32 @@ class FastHardware:
         Slots of each access-log ring.
     wlog_depth : int
         Slots of the write-log ring.
+    workdir : pathlib.Path, optional
+        Where the simulator writes the ring files (default: the working directory).
 
     Drives ``sw__req__*``, ``eng<i>__*`` (configuration and control), ``log<i>__rd_ptr``,
     ``wlog__rd_ptr``; samples ``sw__req__ready``, ``sw__resp__*``, ``eng<i>__*`` (status),
-    ``log<i>__wr_ptr``, ``wlog__wr_ptr``, ``cycle``, ``event``; reads and writes the arrays
-    ``memory.ram.ram.storage``, ``ring<i>.ram.ram.storage``, ``wring.ram.ram.storage``.
+    ``log<i>__wr_ptr``, ``wlog__wr_ptr``, ``cycle``, ``event``; reads and writes the array
+    ``memory.ram.ram.storage``; reads the rings' records from their files
+    (:func:`simhw.fasttop.ring_file`), a block per drain.
     """
 
     def __init__(self, dut, ncores: int, mem: MirrorMem, *, log_depth: int,
-                 wlog_depth: int = 256):
+                 wlog_depth: int = 256, workdir: Path | None = None):
         self.dut = dut
         self.ncores = ncores
         self.mem = mem
         self.log_depth = log_depth
         self.wlog_depth = wlog_depth
-        self.array = dut.memory.ram.ram.storage
-        self.ring_arrays = [getattr(dut, f"ring{i}").ram.ram.storage for i in range(ncores)]
-        self.wring_array = dut.wring.ram.ram.storage
+        where = Path(os.getcwd()) if workdir is None else Path(workdir)
+        self.ring_files = [RingFile(where / ring_file(f"log{i}"), RECORD_WIDTH)
+                           for i in range(ncores)]
+        self.wring_file = RingFile(where / ring_file("wlog"), WRITE_RECORD_WIDTH)
+        self._wr_ptrs = [getattr(dut, f"log{i}__wr_ptr") for i in range(ncores)]
+        self._rd_ptrs = [getattr(dut, f"log{i}__rd_ptr") for i in range(ncores)]
+        self.load_path = where / ring_file("memload")
+        self.pushes = 0
+        self._load_seq = 0
         self.rd = [0] * ncores
         self.wrd = 0
         self.words_pushed = 0
@@ -143,23 +234,45 @@ class FastHardware:
 
     # --- the engine's memory copy ------------------------------------------------------------
 
-    def push(self) -> int:
-        """Write every word the engine changed into the gateware array (now).  Returns the
-        number of words written."""
-        idx, vals = self.mem.pending()
-        arr = self.array
-        for i, v in zip(idx.tolist(), vals.tolist()):
-            arr[i].value = v
-        self.words_pushed += len(idx)
-        return len(idx)
+    async def push(self) -> int:
+        """Write every word the engine changed into the gateware array, in one bulk write at
+        the next clock edge (:meth:`write_words`).  Returns the number of words written.
+        Takes the software port's turn, so two host threads' pushes and operations do not
+        interleave."""
+        async with self._sw_lock:
+            idx, vals = self.mem.pending()
+            if not len(idx):
+                return 0
+            await self._load("".join(f"@{i:x}\n{v:016x}\n"
+                                     for i, v in zip(idx.tolist(), vals.tolist())))
+            self.words_pushed += len(idx)
+            return len(idx)
 
-    def push_all(self) -> None:
-        """Write the whole engine copy (at the start: the gateware array starts zeroed)."""
-        arr = self.array
-        for i in np.flatnonzero(self.mem.words).tolist():
-            arr[i].value = int(self.mem.words[i])
-        self.mem.synced[:] = self.mem.words
-        self.mem.pending()
+    async def write_words(self, first: int, values: np.ndarray) -> int:
+        """Write ``values`` into the gateware array at word indices ``first ..`` in one bulk
+        write at the next clock edge, outside the engine's copy (memory the engine does not
+        own, such as a trace's records).  Returns the number of words written."""
+        async with self._sw_lock:
+            await self._load(f"@{first:x}\n" + "".join(f"{int(v):016x}\n"
+                                                       for v in np.asarray(values).tolist()))
+            return len(values)
+
+    async def _load(self, text: str) -> None:
+        # The memory's bulk write: the words go to the file memload.hex, which the array
+        # reads ($readmemh) at the first edge after a toggle of ``load``; ``loaded`` follows
+        # ``load`` when it has.  cocotb wakes a coroutine on RisingEdge before the simulator
+        # has necessarily evaluated that edge's always blocks, so returning after one edge
+        # let the next push rewrite the file before this one was read (its words were lost:
+        # the ``load`` write is deferred to the step's ReadWrite phase, the file write is
+        # not).  Waiting for ``loaded`` makes the file this push's until it is read.
+        self._load_seq ^= 1
+        self.load_path.write_text(text)
+        self.dut.load.value = self._load_seq
+        while True:
+            await RisingEdge(self.clk)
+            if int(self.dut.loaded.value) == self._load_seq:
+                break
+        self.pushes += 1
 
     def cycle(self) -> int:
         return int(self.dut.cycle.value)
@@ -168,7 +281,9 @@ class FastHardware:
 
     async def sw_op(self, op: SwOp, addr: int, wdata: int = 0, cmp: int = 0) -> tuple[int, int]:
         """One software-port operation; returns (old value, cycle of its response).  Host
-        threads' operations take turns (the port has one request in flight)."""
+        threads' operations take turns (the port has one request in flight).  On return the
+        engine's copy holds every write the memory made up to the response, this operation's
+        included, in the memory's order (:meth:`drain_writes`)."""
         async with self._sw_lock:
             return await self._sw_op(op, addr, wdata, cmp)
 
@@ -192,42 +307,51 @@ class FastHardware:
         if int(d.sw__resp__err.value):
             from pyrmap.physmem import BusError
             raise BusError(addr)
-        return int(d.sw__resp__rdata.value), int(d.cycle.value) - 1
+        rdata, cycle = int(d.sw__resp__rdata.value), int(d.cycle.value) - 1
+        # The operation's write is in the write log, after every walker write the memory took
+        # before it: applying the log up to here leaves the engine's copy of the word equal to
+        # the gateware's (applying the operation's value alone would let an earlier walker
+        # write, drained later, overwrite it).
+        self.drain_writes()
+        return rdata, cycle
 
     # --- rings -----------------------------------------------------------------------------
 
-    def drain(self, core: int) -> list[int]:
-        """Every record of ``core``'s access log not drained yet, oldest first (raw words);
-        the ring's read pointer moves past them."""
-        d = self.dut
-        wr = int(getattr(d, f"log{core}__wr_ptr").value)
+    def backlog(self, core: int) -> int:
+        """Records in ``core``'s access log not drained yet (from the write pointer, which
+        changes only at clock edges, and this side's read pointer)."""
+        return (int(self._wr_ptrs[core].value) - self.rd[core]) & 0xFFFF_FFFF
+
+    def write_backlog(self) -> int:
+        """Records in the write log not drained yet."""
+        return (int(self.dut.wlog__wr_ptr.value) - self.wrd) & 0xFFFF_FFFF
+
+    def drain(self, core: int) -> dict[str, np.ndarray] | None:
+        """Every record of ``core``'s access log not drained yet, oldest first, decoded
+        (:func:`decode_records`), read in one block from the ring's file; the ring's read
+        pointer moves past them.  None: nothing new."""
+        n = self.backlog(core)
+        if not n:
+            return None
         rd = self.rd[core]
-        if wr == rd:
-            return []
-        arr = self.ring_arrays[core]
-        depth = self.log_depth
-        words = [int(arr[k % depth].value) for k in range(rd, wr)]
-        self.rd[core] = wr
-        getattr(d, f"log{core}__rd_ptr").value = wr & 0xFFFF_FFFF
-        self.records_drained += len(words)
-        return words
+        rec = decode_records(self.ring_files[core].read(rd, rd + n))
+        self.rd[core] = rd + n
+        self._rd_ptrs[core].value = (rd + n) & 0xFFFF_FFFF
+        self.records_drained += n
+        return rec
 
     def drain_writes(self) -> int:
-        """Apply the walkers' memory writes (write log) to the engine's copy."""
-        d = self.dut
-        wr = int(d.wlog__wr_ptr.value)
-        if wr == self.wrd:
+        """Apply the memory's writes of its MMU and software ports (write log) to the engine's
+        copy, in the order they happened.  Returns the number of records applied."""
+        n = self.write_backlog()
+        if not n:
             return 0
-        arr = self.wring_array
-        idx, vals = [], []
-        for k in range(self.wrd, wr):
-            w = int(arr[k % self.wlog_depth].value)
-            idx.append((w & ((1 << 56) - 1)) >> 3)
-            vals.append(w >> 56)
-        self.wrd = wr
-        d.wlog__rd_ptr.value = wr & 0xFFFF_FFFF
-        self.mem.hardware_wrote(np.array(idx, dtype=np.int64), np.array(vals, dtype=np.uint64))
-        return len(idx)
+        w = self.wring_file.read(self.wrd, self.wrd + n)
+        self.wrd += n
+        self.dut.wlog__rd_ptr.value = self.wrd & 0xFFFF_FFFF
+        idx = (field(w, 0, 56) >> np.uint64(3)).astype(np.int64)
+        self.mem.hardware_wrote(idx, field(w, 56, 64))
+        return n
 
     # --- engines -----------------------------------------------------------------------------
 

@@ -24,6 +24,8 @@ spans, a power of two), ``FAST_MODE`` (uniform, zipf, stride, chase), ``FAST_STO
 ``FAST_PERIOD`` (cycles between kernel steps), ``FAST_OPS`` (the operations of a kernel
 step, :data:`KERNEL_OPS`), ``FAST_CHECKS`` (1: every checker; 0: records
 counted and applied only), ``FAST_QUIRKS`` (engine quirks, comma-separated),
+``FAST_PREFAULT`` (1: every window page is touched before the engines start, so the measured
+run starts warm; 0, the default: first touches fault in the run),
 ``COSIM_PROGRESS`` (a file progress lines are appended to), ``FAST_TRACE`` (a recorded trace,
 :mod:`cosim.explore.trace`: every core replays it in a process of its own whose VMAs are the
 trace's, :class:`cosim.explore.replay.TraceReplay`; ``FAST_MODE`` and ``FAST_PAGES`` are then
@@ -109,13 +111,17 @@ class FastRun:
         The operations of a kernel step (:data:`KERNEL_OPS`).
     checks : bool
     quirks : list of str
+    prefault : bool
+        Touch every window page before the engines start (:meth:`_prefault`; the bench and
+        the demo do).  Its PTE writes apply directly, outside the software port's record.
     """
 
     def __init__(self, dut, seed: int, mmu: dict, fast: dict, *, accesses: int, pages: int,
                  mode: str = "uniform", store_permille: int = 250, kernel: str = "reclaim",
                  period: int = 20_000, ops=DEFAULT_OPS, checks: bool = True, quirks=(),
                  progress=None,
-                 trace: str | None = None, stream: str | None = None):
+                 trace: str | None = None, stream: str | None = None,
+                 prefault: bool = False):
         if pages < 2 or pages & (pages - 1):
             raise ValueError(f"FAST_PAGES must be a power of two of at least 2, not {pages}")
         if mode not in MODES:
@@ -141,6 +147,7 @@ class FastRun:
         self.period = period
         self.checks = checks
         self.quirks = list(quirks)
+        self.prefault = prefault
         self.progress = progress or (lambda text: None)
         self.rng = random.Random(seed)
         nframes = (8 << int(fast["words_log2"])) >> 12
@@ -152,7 +159,8 @@ class FastRun:
             # The records sit at the top of the gateware memory, above the engine's frames.
             nframes, self.trace_base = self.replay.memory_layout(nframes)
         self.mem = MirrorMem(nframes)
-        self.stats = {"faults_handled": 0, "kernel_steps": 0, "drains": 0, "wakes": 0}
+        self.stats = {"faults_handled": 0, "kernel_steps": 0, "drains": 0, "wakes": 0,
+                      "prefaulted": 0}
         self.error: str | None = None
         self.mmu = mmu
         self.stream_path = stream
@@ -165,6 +173,7 @@ class FastRun:
         Clock(dut.clk, 10, unit="ns", impl="gpi").start()
         dut.rst.value = 1
         dut.sw__req__valid.value = 0
+        dut.load.value = 0
         dut.wlog__rd_ptr.value = 0
         for i in range(self.ncores):
             getattr(dut, f"cpu{i}__inval__valid").value = 0
@@ -223,13 +232,13 @@ class FastRun:
         self.stats["drains"] += 1
         batches = []
         for i in range(self.ncores):
-            words = self.hw.drain(i)
-            if not words:
+            rec = self.hw.drain(i)
+            if rec is None:
                 continue
             mm = self.mms[i]
             if self.recorder is not None:
-                self.recorder.records(i, decode_records(words), mm.asid, mm.pgd)
-            rec = self.logs.judge(i, words, mm, mm.asid, mm.pgd)
+                self.recorder.records(i, rec, mm.asid, mm.pgd)
+            rec = self.logs.judge(i, rec, mm, mm.asid, mm.pgd)
             batches.append((mm, rec))
         self.hw.drain_writes()
         if not batches:
@@ -283,7 +292,9 @@ class FastRun:
                               seed=self.rng.randrange(1, 1 << 64), limit=per_core,
                               trace_base=0, trace_len=1)
         self.storm.attach(self.mms, [[(w, w + length)] for w in self.windows])
-        self.hw.push()
+        if self.prefault:
+            self._prefault()
+        await self.hw.push()
         await self._start_engines()
 
     async def _setup_trace(self) -> None:
@@ -301,7 +312,7 @@ class FastRun:
 
         procs = await self.env.run("setup", body)
         self.file_map = None
-        write_records(self.hw.array, self.trace_base, rp.records())
+        await write_records(self.hw, self.trace_base, rp.records())
         per_core = -(-self.accesses // self.ncores)
         self.mms, self.windows = [], []
         for i, mm in enumerate(procs):
@@ -312,7 +323,7 @@ class FastRun:
                               root=mm.pgd, seed=self.rng.randrange(1, 1 << 64),
                               **rp.engine_fields(self.trace_base, per_core))
         self.storm.attach(self.mms, [[(v.start, v.end) for v in rp.trace.vmas]] * self.ncores)
-        self.hw.push()
+        await self.hw.push()
         await self._start_engines()
 
     async def _start_engines(self) -> None:
@@ -323,6 +334,21 @@ class FastRun:
         for i in range(self.ncores):
             getattr(dut, f"eng{i}__load_seed").value = 0
             getattr(dut, f"eng{i}__run").value = 1
+
+    def _prefault(self) -> None:
+        """Touch every page of every window with a store before the engines start (scheduler
+        context: the PTE operations apply at once, no simulated time passes), so the
+        measured run starts warm: its faults come from the kernel's work (swap-out,
+        write-protect after writeback, migration), not from first touches."""
+        from pyrmap.memory import do_page_fault
+        seen = set()
+        for mm, base in zip(self.mms, self.windows):
+            if (id(mm), base) in seen:
+                continue
+            seen.add((id(mm), base))
+            for p in range(self.pages):
+                do_page_fault(mm, base + p * 4096, AccessType.STORE)
+                self.stats["prefaulted"] += 1
 
     def checked(self) -> int:
         return sum(self.hw.status(i, "count") for i in range(self.ncores))
@@ -341,7 +367,7 @@ class FastRun:
         mm = self.mms[core]
         await self.env.run(f"fault/core{core}", self.storm.fault, mm, va, op)
         self.stats["faults_handled"] += 1
-        hw.push()
+        await hw.push()
         getattr(self.dut, f"eng{core}__resume").value = 1
         await RisingEdge(self.dut.clk)
         getattr(self.dut, f"eng{core}__resume").value = 0
@@ -430,10 +456,8 @@ class FastRun:
                                                         and kernel_task.done()):
                 await First(*triggers)
             self.stats["wakes"] += 1
-            if any(int(getattr(dut, f"log{i}__half").value) for i in range(self.ncores)):
+            if self._rings_half():
                 self.drain()
-            if int(dut.wlog__half.value):
-                self.hw.drain_writes()
             for i in range(self.ncores):
                 t = pending.get(i)
                 if t is not None and t.done():
@@ -472,14 +496,20 @@ class FastRun:
             self.recorder.save(self.stream_path)
         return self.report(wall, cycles, time.monotonic() - t0)
 
+    def _rings_half(self) -> bool:
+        """Some ring holds at least half its depth of records not drained yet (from the
+        pointers: a ring's ``half`` output reads its old value until the next edge after a
+        drain)."""
+        half = self.hw.log_depth // 2
+        return (self.hw.write_backlog() >= self.hw.wlog_depth // 2
+                or any(self.hw.backlog(i) >= half for i in range(self.ncores)))
+
     def _work_now(self, pending) -> bool:
         """Something is waiting already (the edge that would wake us has passed)."""
         dut = self.dut
-        if int(dut.wlog__half.value):
+        if self._rings_half():
             return True
         for i in range(self.ncores):
-            if int(getattr(dut, f"log{i}__half").value):
-                return True
             t = pending.get(i)
             if (t is None and int(getattr(dut, f"eng{i}__faulted").value)) or (
                     t is not None and t.done()):
@@ -522,11 +552,14 @@ class FastRun:
             "violations": [str(v) for v in s.checkers.violations][:20] + self.logs.violations[:20],
             "squashes": sum(self.hw.status(i, "squashes") for i in range(self.ncores)),
             "words_pushed": self.hw.words_pushed,
+            "pushes": self.hw.pushes,
+            "prefaulted": self.stats["prefaulted"],
             "sw_ops": self.hw.sw_ops,
             "drains": self.stats["drains"],
             "wakes": self.stats["wakes"],
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "pages_per_core": self.pages,
+            "rtl_tlbs_readable": self.arch.reads_rtl_tlbs,
             "mode": "trace" if self.trace else self.mode.name.lower(),
             "trace": self.trace,
             "quirks": self.quirks,
@@ -563,7 +596,8 @@ async def run_from_env(dut) -> dict:
                        if op],
                   checks=bool(_env_int("FAST_CHECKS", 1)),
                   quirks=quirks, progress=progress, trace=os.environ.get("FAST_TRACE") or None,
-                  stream=os.environ.get("FAST_STREAM") or None)
+                  stream=os.environ.get("FAST_STREAM") or None,
+                  prefault=bool(_env_int("FAST_PREFAULT", 0)))
     error = None
     profile = os.environ.get("FAST_PROFILE")
     prof = None

@@ -14,7 +14,14 @@ from .memory import WRITE_RECORD_WIDTH, SimMemory, sw_signature
 from .ring import LogRing, ring_control_signature
 from .traffic import CYCLE_WIDTH, RECORD_WIDTH, TrafficEngine, control_signature
 
-__all__ = ["FastTop"]
+__all__ = ["FastTop", "ring_file"]
+
+
+def ring_file(ring: str) -> str:
+    """The file (in the simulator's working directory) a Verilog FastTop's ring ``ring``
+    (``log<i>`` or ``wlog``) writes its records to, or (``memload``) its memory's bulk writes
+    are read from."""
+    return f"{ring}.hex"
 
 
 class FastTop(wiring.Component):
@@ -33,7 +40,9 @@ class FastTop(wiring.Component):
     wlog_log2 : int
         log2 of the depth of the ring of the MMU's memory writes (walker A/D updates).
     verilog : bool
-        Storage arrays for Verilog export (see :class:`simhw.ram.Ram`).
+        Storage arrays for Verilog export (see :class:`simhw.ram.Ram`); the rings then also
+        write their records to files in the simulator's working directory
+        (:func:`ring_file`: ``log<i>.hex``, ``wlog.hex``; :class:`simhw.filelog.FileLog`).
 
     Members
     -------
@@ -48,6 +57,10 @@ class FastTop(wiring.Component):
         The MMU's memory writes (records: ``addr`` then ``data``).
     sw : In(sw_signature())
         The software port of the memory.
+    load : In(1), loaded : Out(1)
+        Verilog only: a toggle of ``load`` writes the words of the file ``memload.hex``
+        (:func:`ring_file`) into the memory at the next edge; ``loaded`` follows ``load`` once
+        they are in (:class:`simhw.ram.Ram`'s bulk write).
     cycle : Out(CYCLE_WIDTH)
         Cycles since reset.
     event : Out(1)
@@ -66,12 +79,14 @@ class FastTop(wiring.Component):
         self.top = Top(config)
         n = config.ncores
         self.memory = SimMemory(words_log2=words_log2, ndata=n, latency=latency,
-                                verilog=verilog)
+                                verilog=verilog,
+                                load_file=ring_file("memload") if verilog else None)
         self.engines = [TrafficEngine(asid_bits=config.asid_bits) for _ in range(n)]
-        self.rings = [LogRing(width=RECORD_WIDTH, depth_log2=log_log2, verilog=verilog)
-                      for _ in range(n)]
+        self.rings = [LogRing(width=RECORD_WIDTH, depth_log2=log_log2, verilog=verilog,
+                              file=ring_file(f"log{i}") if verilog else None)
+                      for i in range(n)]
         self.wring = LogRing(width=WRITE_RECORD_WIDTH, depth_log2=wlog_log2,
-                             verilog=verilog)
+                             verilog=verilog, file=ring_file("wlog") if verilog else None)
         members = {}
         for i in range(n):
             members[f"eng{i}"] = Out(control_signature(config.asid_bits))
@@ -80,6 +95,8 @@ class FastTop(wiring.Component):
             members[f"log{i}"] = Out(ring_control_signature())
         members["wlog"] = Out(ring_control_signature())
         members["sw"] = In(sw_signature())
+        members["load"] = In(1)
+        members["loaded"] = Out(1)
         members["cycle"] = Out(CYCLE_WIDTH)
         members["event"] = Out(1)
         super().__init__(members)
@@ -95,6 +112,7 @@ class FastTop(wiring.Component):
         m.d.comb += self.cycle.eq(cycle)
         wiring.connect(m, top.mem, mem.mmu)
         wiring.connect(m, wiring.flipped(self.sw), mem.sw)
+        m.d.comb += [mem.load.eq(self.load), self.loaded.eq(mem.loaded)]
         m.d.comb += [wring.push.valid.eq(mem.wlog.valid),
                      wring.push.data.eq(Cat(mem.wlog.addr, mem.wlog.data))]
         wiring.connect(m, wiring.flipped(self.wlog), wring.ctl)

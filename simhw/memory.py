@@ -58,8 +58,11 @@ class SimMemory(wiring.Component):
     outside the memory answers with ``err`` and writes nothing; ``rdata`` always holds the old
     value (READ data; CAS: success iff it equals ``cmp``).
 
-    Every write the MMU port makes (a walker's WRITE or successful CAS) is reported on
-    ``wlog`` in the cycle it happens, so the software's copy of memory can follow it.
+    Every write the MMU port and the software port make (a walker's WRITE or successful CAS;
+    a software WRITE, XCHG or successful CAS) is reported on ``wlog`` in the cycle it happens,
+    so the software's copy of memory can follow them in the order they happened: a walker's
+    write taken before a software operation is applied before the operation's own, never
+    after it.
 
     Parameters
     ----------
@@ -71,6 +74,8 @@ class SimMemory(wiring.Component):
         Cycles between the access and the response pulse (0 ... 255).
     verilog : bool
         Storage for Verilog export (see :class:`simhw.ram.Ram`).
+    load_file : str, optional
+        Verilog only: the file ``load`` writes into the array (:class:`simhw.ram.Ram`).
 
     Members
     -------
@@ -81,13 +86,16 @@ class SimMemory(wiring.Component):
     data : In(data_signature()) array of ``ndata``
         The traffic engines' data accesses (READ, WRITE).
     wlog : Out
-        ``valid`` pulse with ``addr`` and ``data`` of each MMU-port write.
+        ``valid`` pulse with ``addr`` and ``data`` of each MMU-port or software-port write.
     busy : Out(1)
         An operation is in progress.
+    load : In(1), loaded : Out(1)
+        Software's bulk write of ``load_file``: a toggle of ``load`` requests one, ``loaded``
+        follows ``load`` once it is done (:class:`simhw.ram.Ram`; ignored without a file).
     """
 
     def __init__(self, *, words_log2: int, ndata: int = 0, latency: int = 0,
-                 verilog: bool = False):
+                 verilog: bool = False, load_file: str | None = None):
         _check_int("Words log2", words_log2, 1)
         if words_log2 > MAX_WORDS_LOG2:
             raise ValueError(f"Words log2 is {words_log2}, which is more than "
@@ -101,13 +109,15 @@ class SimMemory(wiring.Component):
         self.latency = latency
         self.verilog = bool(verilog)
         #: The storage array (:class:`simhw.ram.Ram`).
-        self.ram = Ram(width=64, abits=words_log2, verilog=verilog)
+        self.ram = Ram(width=64, abits=words_log2, verilog=verilog, load_file=load_file)
         members = {
             "mmu": In(mem_signature(src=True)),
             "sw": In(sw_signature()),
             "wlog": Out(wiring.Signature({"valid": Out(1), "addr": Out(PA_WIDTH),
                                           "data": Out(64)})),
             "busy": Out(1),
+            "load": In(1),
+            "loaded": Out(1),
         }
         if ndata:
             members["data"] = In(data_signature()).array(ndata)
@@ -121,6 +131,7 @@ class SimMemory(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.ram = ram = self.ram
+        m.d.comb += [ram.load.eq(self.load), self.loaded.eq(ram.loaded)]
 
         ports = [self.sw, self.mmu] + [self.data[i] for i in range(self.ndata)]
         nports = len(ports)
@@ -200,7 +211,7 @@ class SimMemory(wiring.Component):
                 m.d.comb += good.eq(ok & ~bad)
                 writes = good & ((data_op == SwOp.WRITE) | (data_op == SwOp.XCHG)
                                  | ((data_op == SwOp.CAS) & (ram.rdata == cmp)))
-                m.d.comb += [ram.we.eq(writes), self.wlog.valid.eq(writes & (cur == MMU))]
+                m.d.comb += [ram.we.eq(writes), self.wlog.valid.eq(writes & (cur <= MMU))]
                 if self.latency == 0:
                     m.d.comb += [resp_data.eq(Mux(good, ram.rdata, 0)), resp_err.eq(~good)]
                     respond(m)

@@ -6,6 +6,7 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from .filelog import FileLog
 from .ram import Ram
 
 __all__ = ["LogRing", "ring_control_signature", "PTR_WIDTH", "MAX_DEPTH_LOG2"]
@@ -32,7 +33,8 @@ class LogRing(wiring.Component):
     ``k mod depth``.  The ring holds ``wr_ptr - rd_ptr`` records; it never overwrites one that
     software has not drained: ``push.ready`` is low while it is full, and the producer waits.
     Software reads slots ``rd_ptr .. wr_ptr - 1`` straight from the storage array
-    (``ram.storage``) and then advances ``rd_ptr`` (an input it holds).
+    (``ram.storage``) and then advances ``rd_ptr`` (an input it holds; the ring sees it at the
+    next clock edge).
 
     Parameters
     ----------
@@ -42,6 +44,10 @@ class LogRing(wiring.Component):
         log2 of the number of slots (1 ... ``MAX_DEPTH_LOG2``).
     verilog : bool
         Storage for Verilog export (see :class:`simhw.ram.Ram`).
+    file : str, optional
+        Verilog only: every record taken is also written to this file
+        (:class:`simhw.filelog.FileLog`), so software drains a block of records by reading
+        the file instead of the array.
 
     Members
     -------
@@ -51,7 +57,8 @@ class LogRing(wiring.Component):
         ``rd_ptr`` (in), ``wr_ptr``, ``half`` (at least half full), ``full``.
     """
 
-    def __init__(self, *, width: int, depth_log2: int, verilog: bool = False):
+    def __init__(self, *, width: int, depth_log2: int, verilog: bool = False,
+                 file: str | None = None):
         for name, value, lo, hi in (("Record width", width, 1, 1024),
                                     ("Depth log2", depth_log2, 1, MAX_DEPTH_LOG2)):
             if not isinstance(value, int) or isinstance(value, bool):
@@ -61,6 +68,9 @@ class LogRing(wiring.Component):
         self.width = width
         self.depth_log2 = depth_log2
         self.verilog = bool(verilog)
+        if file is not None and not self.verilog:
+            raise ValueError(f"Ring file {file!r} needs verilog=True (the tap is Verilog)")
+        self.file = file
         #: The storage array (:class:`simhw.ram.Ram`).
         self.ram = Ram(width=width, abits=depth_log2, verilog=verilog)
         super().__init__({
@@ -77,9 +87,13 @@ class LogRing(wiring.Component):
         m = Module()
         m.submodules.ram = ram = self.ram
         wptr = Signal(PTR_WIDTH)
+        # The read pointer takes effect at the next edge: nothing depends combinationally on
+        # the input (a simulator re-evaluates such logic whenever software drives it).
+        rptr = Signal(PTR_WIDTH)
+        m.d.sync += rptr.eq(self.ctl.rd_ptr)
         count = Signal(PTR_WIDTH)
         m.d.comb += [
-            count.eq(wptr - self.ctl.rd_ptr),
+            count.eq(wptr - rptr),
             self.ctl.wr_ptr.eq(wptr),
             self.ctl.full.eq(count >= self.depth),
             self.ctl.half.eq(count >= self.depth // 2),
@@ -87,6 +101,10 @@ class LogRing(wiring.Component):
             ram.waddr.eq(wptr[:self.depth_log2]),
             ram.wdata.eq(self.push.data),
         ]
+        if self.file is not None:
+            m.submodules.tap = tap = FileLog(width=self.width, path=self.file)
+            m.d.comb += [tap.valid.eq(self.push.valid & self.push.ready),
+                         tap.data.eq(self.push.data)]
         with m.If(self.push.valid & self.push.ready):
             m.d.comb += ram.we.eq(1)
             m.d.sync += wptr.eq(wptr + 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from types import SimpleNamespace
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import wiring
@@ -97,7 +98,9 @@ class TrafficEngine(wiring.Component):
 
     The engine runs while ``ctl.run`` is high, until ``ctl.count`` reaches ``ctl.limit``
     (``limit`` 0: no limit), then raises ``ctl.done``.  ``ctl.load_seed`` loads the generator,
-    the stream position and the counters.
+    the stream position and the counters, and latches the configuration (``mode`` ...
+    ``limit``): the engine runs on the latched copy, so no logic depends combinationally on
+    the configuration inputs (a simulator re-evaluates such logic whenever it is driven).
 
     Parameters
     ----------
@@ -134,12 +137,22 @@ class TrafficEngine(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        c = self.ctl
+        ctl = self.ctl
+        latched = {}
+        for name in ("mode", "base", "span_log2", "stride", "store_p", "fetch_p", "user", "sum",
+                     "asid", "root", "trace_base", "trace_len", "limit"):
+            port = getattr(ctl, name)
+            reg = Signal.like(port, name=f"cfg_{name}")
+            latched[name] = reg
+            with m.If(ctl.load_seed):
+                m.d.sync += reg.eq(port)
+        cfg = SimpleNamespace(**latched)
+        c = ctl
         rng = Signal(64, init=1)
         nxt = Signal(64)
         m.d.comb += nxt.eq(xorshift64(rng))
         mask = Signal(64)
-        m.d.comb += mask.eq(((Const(1, 65) << c.span_log2) - 1)[:64] & ~Const(7, 64))
+        m.d.comb += mask.eq(((Const(1, 65) << cfg.span_log2) - 1)[:64] & ~Const(7, 64))
 
         off = Signal(64)          # offset of the current access in the window
         op = Signal(2)
@@ -157,35 +170,35 @@ class TrafficEngine(wiring.Component):
         squashes = Signal(32)
         tidx = Signal(32)         # trace position
         m.d.comb += [c.count.eq(count), c.squashes.eq(squashes),
-                     c.done.eq((c.limit != 0) & (count >= c.limit))]
-        m.d.comb += va.eq(c.base + off)
+                     c.done.eq((cfg.limit != 0) & (count >= cfg.limit))]
+        m.d.comb += va.eq(cfg.base + off)
 
         # The next access (non-trace modes), from the generator's current value.
         r = rng
         shift = Signal(6)
-        m.d.comb += shift.eq((r[58:64] * c.span_log2)[6:12])
+        m.d.comb += shift.eq((r[58:64] * cfg.span_log2)[6:12])
         next_off = Signal(64)
-        with m.Switch(c.mode):
+        with m.Switch(cfg.mode):
             with m.Case(Mode.ZIPF):
                 m.d.comb += next_off.eq(r & (mask >> shift) & ~Const(7, 64))
             with m.Case(Mode.STRIDE):
-                m.d.comb += next_off.eq((off + c.stride) & mask)
+                m.d.comb += next_off.eq((off + cfg.stride) & mask)
             with m.Case(Mode.CHASE):
                 m.d.comb += next_off.eq((off + last_load + 8) & mask)
             with m.Default():
                 m.d.comb += next_off.eq(r & mask)
         r8 = r[48:56]
         next_op = Signal(2)
-        with m.If(r8 < c.store_p):
+        with m.If(r8 < cfg.store_p):
             m.d.comb += next_op.eq(AccessType.STORE)
-        with m.Elif(r8 < c.store_p + c.fetch_p):
+        with m.Elif(r8 < cfg.store_p + cfg.fetch_p):
             m.d.comb += next_op.eq(AccessType.FETCH)
         with m.Else():
             m.d.comb += next_op.eq(AccessType.LOAD)
 
         m.d.comb += [
-            self.cpu.vaddr.eq(va), self.cpu.op.eq(op), self.cpu.user.eq(c.user),
-            self.cpu.sum.eq(c.sum), self.cpu.asid.eq(c.asid), self.cpu.root.eq(c.root),
+            self.cpu.vaddr.eq(va), self.cpu.op.eq(op), self.cpu.user.eq(cfg.user),
+            self.cpu.sum.eq(cfg.sum), self.cpu.asid.eq(cfg.asid), self.cpu.root.eq(cfg.root),
             c.fault_va.eq(va), c.fault_op.eq(op), c.fault_kind.eq(fault),
         ]
         fields = {"start": start, "done": done_c, "va": va[:48], "pa": pa, "data": value,
@@ -201,7 +214,7 @@ class TrafficEngine(wiring.Component):
                     m.next = "NEXT"
             with m.State("NEXT"):
                 # Draw the access (trace mode: fetch its record first).
-                with m.If(c.mode == Mode.TRACE):
+                with m.If(cfg.mode == Mode.TRACE):
                     m.next = "TRACE"
                 with m.Else():
                     m.d.sync += [off.eq(next_off), op.eq(next_op), value.eq(nxt),
@@ -209,7 +222,7 @@ class TrafficEngine(wiring.Component):
                     m.next = "REQ"
             with m.State("TRACE"):
                 m.d.comb += [self.data.req.valid.eq(1), self.data.req.op.eq(SwOp.READ),
-                             self.data.req.addr.eq(c.trace_base + (tidx << 3))]
+                             self.data.req.addr.eq(cfg.trace_base + (tidx << 3))]
                 with m.If(self.data.req.ready):
                     m.next = "TRACE_WAIT"
             with m.State("TRACE_WAIT"):
@@ -217,7 +230,7 @@ class TrafficEngine(wiring.Component):
                     rec = self.data.resp.rdata
                     m.d.sync += [off.eq(rec & mask), op.eq(Mux(rec[:2] == 3, 0, rec[:2])),
                                  value.eq(nxt), rng.eq(nxt),
-                                 tidx.eq(Mux(tidx + 1 >= c.trace_len, 0, tidx + 1))]
+                                 tidx.eq(Mux(tidx + 1 >= cfg.trace_len, 0, tidx + 1))]
                     m.next = "REQ"
             with m.State("REQ"):
                 m.d.comb += self.cpu.valid.eq(1)
@@ -267,7 +280,7 @@ class TrafficEngine(wiring.Component):
                         m.next = "FAULT"
                     with m.Else():
                         m.d.sync += count.eq(count + 1)
-                        with m.If(c.run & ~((c.limit != 0) & (count + 1 >= c.limit))):
+                        with m.If(c.run & ~((cfg.limit != 0) & (count + 1 >= cfg.limit))):
                             m.next = "NEXT"
                         with m.Else():
                             m.next = "IDLE"
@@ -277,3 +290,4 @@ class TrafficEngine(wiring.Component):
                     m.d.sync += fault.eq(0)
                     m.next = "REQ"
         return m
+

@@ -109,3 +109,25 @@ def test_fast_path_replays_a_recorded_trace(valgrind, tmp_path):
     check = stack_distance_check([pages, pages], [misses // 2, misses - misses // 2], entries=8,
                                  ways=8, squashes=rep["squashes"])
     assert check["verdict"] == "pass", check
+
+
+def test_bulk_push_and_software_port():
+    """The engine's changed words reach the gateware memory in one bulk write and the
+    software port reads and writes them (cosim.tb.tb_fast.test_gateware_memory_access)."""
+    passed, _, where = fast_run(MmuConfig(), SMALL, "verilator", seed=1,
+                                env={"FAST_SELFTEST": 1},
+                                testcase="test_gateware_memory_access")
+    assert passed, f"see {where}/sim.log"
+
+
+@pytest.mark.slow
+def test_fast_path_tiny_windows_long_run():
+    """The tiny-window run at 6,000 accesses: a walker's A-bit update the memory took just
+    before a kernel operation on the same PTE must reach the engine's copy before the
+    operation's value does (applied after it, the copy kept a cleared PTE mapped and the frame
+    checker failed at free, ~495 k cycles in)."""
+    passed, rep, where = _run(accesses=6000, pages=4, FAST_PERIOD=800, FAST_STORE=500)
+    assert rep is not None, f"no report in {where}"
+    assert passed, rep.get("violations") or rep.get("error")
+    assert rep["verdicts"]["shadow"] == "PASS" and rep["verdicts"]["frame"] == "PASS"
+    assert rep["kernel_steps"] > 300

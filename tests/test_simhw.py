@@ -103,6 +103,41 @@ def test_memory_mmu_writes_are_logged_and_xchg_is_refused():
     assert seen == [(0x10, 0xAB), (0x10, 0xCD)]
 
 
+def test_memory_logs_both_ports_writes_in_the_order_they_happen():
+    """A walker's CAS taken just before a software exchange of the same word is logged before
+    the exchange's write (software that applied the exchange's value and then the walker's
+    record would hold the walker's value: a PTE the kernel cleared still mapping its frame);
+    reads and failed compare-and-swaps write nothing and log nothing."""
+    dut = SimMemory(words_log2=6, latency=1)
+    seen = []
+
+    async def mmu(ctx):
+        ctx.set(dut.ram.storage.data[2], 0x100)
+        assert (await mem_op(ctx, dut.mmu, MemOp.CAS, 0x10, 0x140, cmp=0x100))[0] == 0x100
+
+    async def sw(ctx):
+        await ctx.tick()
+        await ctx.tick()          # the walker's CAS is taken first; the exchange waits for it
+        assert (await mem_op(ctx, dut.sw, SwOp.XCHG, 0x10, 0x0))[0] == 0x140
+        await mem_op(ctx, dut.sw, SwOp.READ, 0x10)
+        await mem_op(ctx, dut.sw, SwOp.CAS, 0x10, 0x7, cmp=0x1)                 # fails
+        await mem_op(ctx, dut.sw, SwOp.WRITE, 0x18, 0x9)
+
+    async def watch(ctx):
+        async for _, _, v, addr, data in ctx.tick().sample(dut.wlog.valid, dut.wlog.addr,
+                                                            dut.wlog.data):
+            if v:
+                seen.append((addr, data))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(mmu)
+    sim.add_testbench(sw)
+    sim.add_process(watch)
+    sim.run_until(1e-4)
+    assert seen == [(0x10, 0x140), (0x10, 0x0), (0x18, 0x9)]
+
+
 def test_memory_software_cas_is_atomic_with_the_mmu_cas():
     """Both ports compare-and-swap the same word in the same cycle: exactly one wins."""
     dut = SimMemory(words_log2=6, latency=1)

@@ -152,11 +152,8 @@ class TraceReplay:
                 "trace_len": len(self.trace), "limit": limit}
 
 
-def write_records(array, trace_base: int, records: np.ndarray) -> int:
-    """Write ``records`` into a gateware memory array (a simulator handle whose items take
-    ``.value``, as ``FastHardware.array``) from ``trace_base`` on.  Returns the words
-    written."""
-    first = trace_base >> 3
-    for k, word in enumerate(records.tolist()):
-        array[first + k].value = word
-    return len(records)
+async def write_records(hw, trace_base: int, records: np.ndarray) -> int:
+    """Write ``records`` into the gateware memory of ``hw`` (a
+    :class:`cosim.fasthw.FastHardware`) from ``trace_base`` on, in one bulk write.  Returns
+    the words written."""
+    return await hw.write_words(trace_base >> 3, records)

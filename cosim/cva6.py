@@ -14,7 +14,18 @@ from pyrmap.arch import TlbEntry
 
 from .arch import TlbReader
 
-__all__ = ["Cva6TlbReader", "decode_entry"]
+__all__ = ["Cva6TlbReader", "decode_entry", "PTW_STATES", "ptw_state"]
+
+#: The states of CVA6's page-table walker, in the order of ``state_q``'s enum in
+#: ``core/mmu_sv39/ptw.sv`` of the pinned wheel (tests/test_cva6.py reads them from it).
+PTW_STATES = ("IDLE", "WAIT_GRANT", "PTE_LOOKUP", "WAIT_RVALID", "PROPAGATE_ERROR",
+              "PROPAGATE_ACCESS_ERROR")
+
+
+def ptw_state(dut, core: int):
+    """The simulator handle of core ``core``'s walker state (an index of
+    :data:`PTW_STATES`)."""
+    return getattr(dut, f"core{core}").mmu.i_mmu.i_ptw.state_q
 
 _TAG_LOW_BITS = 3 + 3 * 9          # valid, is_1G, is_2M, vpn0, vpn1, vpn2
 

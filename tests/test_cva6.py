@@ -111,3 +111,61 @@ def test_litmus_cva6_on_icarus_is_a_usage_error(capsys):
         main(["litmus/mprotect.litmus", "--mmu", "cva6", "--sim", "icarus"])
     assert exc.value.code == 2
     assert "Verilator only" in capsys.readouterr().err
+
+
+def test_ptw_state_names_match_the_pinned_sources():
+    """cosim.cva6.PTW_STATES (the names tb_inval gives CVA6's walker states) are the enum of
+    ``state_q`` in the pinned wheel's ptw.sv, in order."""
+    import re
+
+    from cosim.cva6 import PTW_STATES
+    from hdl.cva6 import sources
+    ptw = next(f for f in sources() if f.name == "ptw.sv").read_text()
+    m = re.search(r"enum\s+logic\s*\[2:0\]\s*\{([^}]*)\}\s*state_q", ptw)
+    assert m, "ptw.sv has no state_q enum"
+    names = tuple(re.sub(r"//[^\n]*", "", m.group(1)).replace(",", " ").split())
+    assert names == PTW_STATES, names
+
+
+#: What each MMU answers in cosim.tb.tb_cva6.test_mxr_canonical, as (fault, hit, walker
+#: reads, the scoreboard's violation kinds); docs/cva6.md tabulates it beside the spec.
+MXR_CANONICAL = {
+    "ours": {
+        "x_only_load_mxr1_walk": ("NONE", False, 3, []),
+        "x_only_load_mxr0_hit": ("PAGE", False, 3, []),
+        "x_only_load_mxr0_walk": ("PAGE", False, 3, []),
+        "canonical_load_walk": ("NONE", False, 3, []),
+        "non_canonical_load_hit": ("PAGE", False, 0, []),
+        "non_canonical_load_walk": ("PAGE", False, 0, []),
+        "non_canonical_fetch_walk": ("PAGE", False, 0, []),
+    },
+    "cva6": {
+        "x_only_load_mxr1_walk": ("NONE", False, 3, []),
+        "x_only_load_mxr0_hit": ("NONE", True, 0, ["stale_hit"]),
+        "x_only_load_mxr0_walk": ("PAGE", False, 3, []),
+        "canonical_load_walk": ("NONE", False, 3, []),
+        "non_canonical_load_hit": ("NONE", True, 0, ["stale_hit"]),
+        "non_canonical_load_walk": ("NONE", False, 3, ["walk_mismatch"]),
+        "non_canonical_fetch_walk": ("ACCESS", False, 3, ["walk_mismatch"]),
+    },
+}
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("mmu", ["ours", "cva6"])
+def test_mxr_and_non_canonical(mmu, rtl_opts):
+    """Loads of an execute-only page with MXR set then clear, and accesses at non-canonical
+    addresses, on each MMU (Verilator, Svade): each answers as docs/cva6.md says, and the
+    golden-walk scoreboard reports exactly CVA6's departures from the spec (a load served
+    from an X-only entry with MXR clear; a non-canonical load translated by its low 39 bits,
+    from a hit or a walk; a non-canonical fetch that walks and answers ACCESS)."""
+    from cosim.build import make_config, run
+    from hdl.config import mmu_params
+    r = run(make_config(**{"svadu": False, **mmu_params(mmu)}), "verilator", "cosim.tb.tb_cva6",
+            seed=1 + rtl_opts["seed"], testcase="test_mxr_canonical", waves=rtl_opts["waves"])
+    assert r.passed, _explain(r)
+    rep = r.report["mxr_canonical"]
+    assert rep["mmu"] == mmu
+    got = {name: (c["fault"], c["hit"], c["walker_reads"], c["scoreboard"])
+           for name, c in rep["cases"].items()}
+    assert got == MXR_CANONICAL[mmu], rep["cases"]

@@ -88,3 +88,34 @@ def test_inval_timing_kills_quirk(quirk, kinds, sim, rtl_opts):
 def test_inval_timing_full(sim, rtl_opts):
     """Six latencies x every change x every invalidation kind x every offset."""
     _check_passed(_run(sim, rtl_opts, env={"COSIM_INVAL_SWEEP": "full"}))
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("mmu", ["ours", "cva6"])
+def test_inval_timing_svade(mmu, rtl_opts):
+    """The quick sweep on a Svade configuration, ours and CVA6's MMU (Verilator): every
+    response from the ack cycle on equals the Svade golden walk of the changed PTEs, the
+    scoreboard judging each MMU by its own choices.  An invalidation lands in every walker
+    state but those a correct Svade sweep cannot reach (ours: the quirks' and the CAS states;
+    CVA6's ptw.sv: the access-error state and WAIT_RVALID, which only a flush enters), on
+    walks (every level), hits and idle; none on a CAS (none is made)."""
+    from hdl.config import mmu_params
+    params = {"svadu": False, **mmu_params(mmu)}
+    r = _run("verilator", rtl_opts, **params)
+    assert r.passed, _explain(r)
+    part = _part(r)
+    assert (part["mmu"], part["svadu"]) == (mmu, False), part
+    assert part["where_missing"] == [] and "cas" not in part["where"], part["where"]
+    assert {"read L2", "read L1", "read L0", "hit", "idle"} <= set(part["where"]), part["where"]
+    walker = part["walker_states"]
+    assert part["walker_states_missing"] == [], walker
+    if mmu == "cva6":
+        assert {"IDLE", "WAIT_GRANT", "PTE_LOOKUP", "PROPAGATE_ERROR"} <= set(walker), walker
+        assert part["core_states"] == {}, part["core_states"]
+    else:
+        assert not {"CAS", "CAS_WAIT"} & set(walker), walker
+        assert set(part["core_states"]) == {"IDLE", "WALK_START", "WALK"}
+    stats = part["stats"]
+    assert stats["cpu_scenarios"] == part["scenarios"], stats
+    assert stats["judged_after_ack"] >= 3 * part["scenarios"], stats
+    assert stats["dev_judged_after_ack"] > 0, stats

@@ -23,7 +23,8 @@ One run measures, side by side on one configuration of ``hdl.top.Top``:
     (``--mmu cva6``, :mod:`hdl.cva6`; Verilator, its only simulator), printed beside our MMU's
     Verilator figures (``--mmu both``, the default): host speed, and the simulated cycles
     and TLB counters of the same workload on each MMU.  CVA6 is Svade, so the plain driver's
-    image has A and D set in its leaves for it (no walker sets them).
+    image has A and D set in its leaves for it (no walker sets them).  Every core MMU of
+    ``hdl.config.MMUS`` besides ours gets such figures, named after it.
 
 The plain driver and the harness issue the *same* access stream (one xorshift64* generator per
 core, the same handshake rules and memory timing), so over the same number of cycles they must
@@ -52,12 +53,14 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from hdl.config import MMUS
+
 from . import build as cb
 from pyrmap.cliargs import ArgumentParser, UsageError, check_writable_file, int_arg
 
 __all__ = ["Workload", "xorshift_stream", "build_image", "write_ports_header",
-           "build_harness", "run_harness", "measure", "FIGURES", "STEP_FIGURES", "CVA6",
-           "cva6_config", "side_by_side", "main"]
+           "build_harness", "run_harness", "measure", "FIGURES", "STEP_FIGURES",
+           "other_mmus", "side_by_side", "main"]
 
 ROOT = cb.ROOT
 HARNESS_SRC = ROOT / "bench" / "harness" / "top_harness.cpp"
@@ -292,9 +295,9 @@ class BenchParams:
     fast_accesses: int = 200_000
     #: Runs of each figure; the fastest loop counts (the machine is shared).
     repeat: int = 2
-    #: The core MMUs measured: "ours", and "cva6" (the step figures on Verilator, beside
-    #: ours).
-    mmus: tuple = ("ours", "cva6")
+    #: The core MMUs measured (``hdl.config.MMUS``): "ours", and the others (the step
+    #: figures on Verilator, beside ours).
+    mmus: tuple = MMUS
 
     def workload(self) -> Workload:
         return Workload(npages=self.npages, seed=self.seed)
@@ -350,8 +353,10 @@ def run_figure(name: str, config, bp: BenchParams) -> dict:
         from .fastbench import imap_figure
         return imap_figure(seed=bp.seed)
     kind, _, sim = name.rpartition("-")
-    if sim == CVA6 and kind in STEP_FIGURES:
-        config, sim = cva6_config(config), "verilator"
+    if sim in other_mmus() and kind in STEP_FIGURES:
+        from hdl.config import mmu_params
+        config = cb.make_config(**dict(cb.config_params(config), **mmu_params(sim)))
+        sim = "verilator"
     if kind in _fast_figures():
         from .fastbench import fast_figure
         acc = bp.fast_accesses if sim == "verilator" else max(bp.fast_accesses // 10, 1000)
@@ -368,16 +373,14 @@ def run_figure(name: str, config, bp: BenchParams) -> dict:
 
 
 FIGURES = ("harness", "plain", "cosim", "reclaim")
-#: The figures of the step path, measured on each simulator and on CVA6's MMU.
+#: The figures of the step path, measured on each simulator and on each other core MMU.
 STEP_FIGURES = ("plain", "cosim", "reclaim")
-#: The suffix of a figure measured with CVA6's MMU in the cores (on Verilator).
-CVA6 = "cva6"
 
 
-def cva6_config(config):
-    """``config`` with CVA6's MMU in the cores (:func:`hdl.config.mmu_params`)."""
-    from hdl.config import mmu_params
-    return cb.make_config(**dict(cb.config_params(config), **mmu_params(CVA6)))
+def other_mmus() -> tuple:
+    """The core MMUs besides ours (``hdl.config.MMUS``); a figure measured with one in the
+    cores (on Verilator) is named ``<kind>-<mmu>``."""
+    return tuple(m for m in MMUS if m != "ours")
 
 
 def _fast_figures() -> tuple:
@@ -396,8 +399,9 @@ def figure_names(bp: BenchParams) -> list[str]:
             names += [f"{kind}-{sim}" for sim in bp.sims]
         if "fast" in bp.paths:
             names.append("engine-imap")
-    if CVA6 in bp.mmus and "step" in bp.paths:
-        names += [f"{kind}-{CVA6}" for kind in STEP_FIGURES]
+    for mmu in other_mmus():
+        if mmu in bp.mmus and "step" in bp.paths:
+            names += [f"{kind}-{mmu}" for kind in STEP_FIGURES]
     return names
 
 
@@ -458,9 +462,10 @@ def summarize(figs: dict[str, dict]) -> dict[str, Any]:
                 rate(f"reclaim-fast-{sim}", "accesses_per_s"), rate(f"reclaim-{sim}",
                                                                    "accesses_per_s"))
     for kind in STEP_FIGURES:
-        r[f"{kind}-{CVA6} / {kind}-verilator (accesses/s)"] = _ratio(
-            rate(f"{kind}-{CVA6}", "accesses_per_s"), rate(f"{kind}-verilator",
-                                                          "accesses_per_s"))
+        for mmu in other_mmus():
+            r[f"{kind}-{mmu} / {kind}-verilator (accesses/s)"] = _ratio(
+                rate(f"{kind}-{mmu}", "accesses_per_s"), rate(f"{kind}-verilator",
+                                                             "accesses_per_s"))
     r["verilator / icarus, plain (cycles/s)"] = _ratio(rate("plain-verilator", "cycles_per_s"),
                                                        rate("plain-icarus", "cycles_per_s"))
     r["verilator / icarus, cosim (accesses/s)"] = _ratio(
@@ -495,14 +500,16 @@ def check_same_stream(figs: dict[str, dict]) -> list[str]:
 
 
 def side_by_side(figs: dict[str, dict]) -> dict[str, dict]:
-    """Each step figure on our MMU and on CVA6's (Verilator both): figure -> MMU -> the
+    """Each step figure on our MMU and on the others (Verilator all): figure -> MMU -> the
     simulated cycles and accesses of the same workload, simulated cycles per access, the
     host's accesses/s, and the TLB's hit rate and walks where the figure has them.  Only the
-    figures measured on both MMUs."""
+    figures measured on ours and on at least one other MMU."""
     out = {}
     for kind in STEP_FIGURES:
-        pair = {"ours": figs.get(f"{kind}-verilator"), CVA6: figs.get(f"{kind}-{CVA6}")}
-        if not all(pair.values()):
+        pair = {"ours": figs.get(f"{kind}-verilator"),
+                **{m: figs.get(f"{kind}-{m}") for m in other_mmus()}}
+        pair = {m: f for m, f in pair.items() if f}
+        if "ours" not in pair or len(pair) < 2:
             continue
         out[kind] = {}
         for mmu, f in pair.items():
@@ -522,7 +529,7 @@ def format_side_by_side(table: dict[str, dict]) -> list[str]:
     """The printed lines of :func:`side_by_side`."""
     if not table:
         return []
-    lines = [f"our MMU beside CVA6's (Verilator, the same workload and seed):",
+    lines = ["our MMU beside the others (Verilator, the same workload and seed):",
              f"  {'figure':8s} {'MMU':5s} {'cycles':>9} {'accesses':>9} {'cycles/acc':>10} "
              f"{'accesses/s':>11} {'hits':>6} {'walks':>6}"]
     for kind, mmus in table.items():
@@ -622,9 +629,9 @@ def _parser(prog: str = "python -m cosim.bench") -> argparse.ArgumentParser:
     p.add_argument("--fast-accesses", type=int_arg(1000, 10_000_000), default=200_000,
                    help="checked accesses of each fast-path figure on Verilator (Icarus: a "
                         "tenth; default 200000)")
-    p.add_argument("--mmu", choices=("ours", CVA6, "both"), default="both",
+    p.add_argument("--mmu", choices=(*MMUS, "both"), default="both",
                    help="core MMU(s): ours, cva6 (the step figures on Verilator, CVA6's only "
-                        "simulator) or both (default), side by side")
+                        "simulator) or both (default: every one), side by side")
     p.add_argument("--repeat", type=int_arg(1, 100), default=2,
                    help="runs of each figure; the fastest counts (default 2)")
     p.add_argument("--name", default=None, help="results file name (default: bench-<date>)")
@@ -658,7 +665,7 @@ def main(argv: Optional[Sequence[str]] = None, out=sys.stdout,
                      sims=tuple(a.sim or cb.SIMULATORS), repeat=a.repeat,
                      paths=("step", "fast") if a.path == "both" else (a.path,),
                      fast_accesses=a.fast_accesses,
-                     mmus=("ours", CVA6) if a.mmu == "both" else (a.mmu,))
+                     mmus=MMUS if a.mmu == "both" else (a.mmu,))
     config = cb.make_config(**(json.loads(a.config) if a.config else {}))
     if a.figure:
         try:

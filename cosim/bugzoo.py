@@ -30,10 +30,10 @@ Every quirk that fails a registered co-simulation scenario on the RTL
 simulator asked for (``--sim icarus|verilator|both``, default both): the last columns name the
 checker that failed the run and the simulated cycle of its violation (``tlb @ 1723``), or why
 the row is not shown (``MISSED``, ``off FAILS``).  With ``--mmu cva6`` or ``both`` (the
-default) the same run goes to CVA6's MMU too (column ``cva6``, Verilator, its only
-simulator): a row whose run cannot be built on CVA6 says why, in the configuration's own words
-(a hardware quirk is a switch of our MMU; a symptom that needs a walker setting A/D has no
-CVA6 run, since CVA6 is Svade).
+default) the same run goes to every other core MMU of ``hdl.config.MMUS`` too (a column named
+after it, on Verilator: CVA6's only simulator): a row whose run cannot be built there says
+why, in the configuration's own words (a hardware quirk is a switch of our MMU; a symptom
+that needs a walker setting A/D has no CVA6 run, since CVA6 is Svade).
 
 The exit status is non-zero when a quirk is not detected, its scenario fails with it off, or
 its co-simulation run misses it or fails with it off on a simulator.
@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
+from hdl.config import MMUS
 from pyrmap import quirk_races
 
 __all__ = ["Quirk", "Outcome", "QUIRKS", "run_quirk", "rtl_cell", "format_table", "main"]
@@ -92,15 +93,17 @@ class Quirk:
         return f"{self.scenario.__module__.rpartition('.')[2]}:{self.scenario.__name__}"
 
 
-#: The column of the bug zoo's co-simulation runs on CVA6's MMU (on Verilator).
-CVA6_COLUMN = "cva6"
+def other_mmus() -> tuple:
+    """The core MMUs besides ours (``hdl.config.MMUS``): each has a column of co-simulation
+    runs, on Verilator."""
+    return tuple(m for m in MMUS if m != "ours")
 
 
 @dataclass
 class Outcome:
     """What one quirk's scenario did; ``rtl``: column -> the row of its co-simulation run
-    (:func:`cosim.scenarios.quirk_outcome`): a simulator's name for our MMU, and
-    :data:`CVA6_COLUMN` for CVA6's (on Verilator), for the runs made."""
+    (:func:`cosim.scenarios.quirk_outcome`): a simulator's name for our MMU, another MMU's
+    name (:func:`other_mmus`) for its run on Verilator, for the runs made."""
     quirk: Quirk
     detected: bool = False
     checker: str = ""
@@ -223,7 +226,7 @@ def run_quirk(q: Quirk, *, sim: Union[str, Sequence[str]] = "icarus",
     """Run ``q``'s scenario with the quirk on, then off, on the simulator(s) ``sim`` (a
     litmus scenario; a scheduler one runs on SoftArch); with ``cosim``, also the quirk's
     registered co-simulation run, on and off: on our MMU on each simulator of ``sim`` when
-    ``mmus`` has ``"ours"``, on CVA6's on Verilator when it has ``"cva6"``
+    ``mmus`` has ``"ours"``, on each other MMU of ``mmus`` on Verilator
     (:attr:`Outcome.rtl`).  Never raises for a scenario that fails (the :class:`Outcome` says
     so)."""
     from .scenarios import QUIRK_SCENARIOS, quirk_outcome
@@ -239,8 +242,9 @@ def run_quirk(q: Quirk, *, sim: Union[str, Sequence[str]] = "icarus",
             if "ours" in mmus:
                 for s in sims:
                     out.rtl[s] = quirk_outcome(q.name, s)
-            if "cva6" in mmus:
-                out.rtl[CVA6_COLUMN] = quirk_outcome(q.name, "verilator", mmu="cva6")
+            for mmu in other_mmus():
+                if mmu in mmus:
+                    out.rtl[mmu] = quirk_outcome(q.name, "verilator", mmu=mmu)
     except Exception as exc:  # noqa: BLE001 - a broken scenario is a row of the table
         out.detail = f"scenario broke: {type(exc).__name__}: {exc}"[:200]
     out.seconds = time.monotonic() - t0
@@ -295,7 +299,7 @@ def format_table(outcomes: list, mutants: list = (), control=None) -> str:
     the scenario registry, then one column per simulator its runs went to, :func:`rtl_cell`),
     then a row per engine mutation (:func:`mutation_row`)."""
     from .build import SIMULATORS
-    sims = [s for s in (*SIMULATORS, CVA6_COLUMN) if any(s in o.rtl for o in outcomes)]
+    sims = [s for s in (*SIMULATORS, *other_mmus()) if any(s in o.rtl for o in outcomes)]
     head = ("quirk", "layer", "reference", "scenario", "detected", "by", "after", "quirk off",
             "co-simulation run", *sims)
     rows = [head]
@@ -326,8 +330,9 @@ def main(argv: Optional[list] = None, prog: str = "python -m cosim.bugzoo") -> i
     p.add_argument("--sim", choices=SIMULATORS + ("both",), default="both",
                    help="simulator of the litmus and co-simulation runs (default "
                         "%(default)s: every row on Icarus and on Verilator)")
-    p.add_argument("--mmu", choices=("ours", "cva6", "both"), default="both",
-                   help="core MMU(s) of the co-simulation runs (default %(default)s); CVA6's "
+    p.add_argument("--mmu", choices=(*MMUS, "both"), default="both",
+                   help="core MMU(s) of the co-simulation runs (default %(default)s: every "
+                        "one); CVA6's "
                         "run on Verilator only, whatever --sim says")
     p.add_argument("--no-cosim", action="store_true",
                    help="skip the quirks' co-simulation runs (litmus and scheduler rows only)")
@@ -351,7 +356,7 @@ def main(argv: Optional[list] = None, prog: str = "python -m cosim.bugzoo") -> i
     for q in chosen:
         sims = SIMULATORS if args.sim == "both" else (args.sim,)
         o = run_quirk(q, sim=sims, runs=args.runs, seed=args.seed, cosim=not args.no_cosim,
-                      mmus=("ours", "cva6") if args.mmu == "both" else (args.mmu,))
+                      mmus=MMUS if args.mmu == "both" else (args.mmu,))
         outcomes.append(o)
         print(f"  {q.name}: {'detected' if o.detected else 'NOT detected'}"
               f"{', passes with it off' if o.off_passed else ', FAILS with it off'}"
@@ -374,12 +379,13 @@ def main(argv: Optional[list] = None, prog: str = "python -m cosim.bugzoo") -> i
         print(f"no symptom in this engine: {name} ({why})")
     if missing:
         print(f"quirks with no scenario in the zoo: {', '.join(missing)}")
-    cva6 = [o.rtl[CVA6_COLUMN] for o in outcomes if CVA6_COLUMN in o.rtl]
-    if cva6:
-        runs = [r for r in cva6 if not r["not_applicable"]]
-        print(f"on CVA6's MMU: {sum(r['ok'] for r in runs)} of {len(runs)} co-simulation runs "
-              f"that apply caught, each passing with the quirk off; "
-              f"{len(cva6) - len(runs)} not applicable")
+    for mmu in other_mmus():
+        rows = [o.rtl[mmu] for o in outcomes if mmu in o.rtl]
+        runs = [r for r in rows if not r["not_applicable"]]
+        if rows:
+            print(f"on MMU {mmu}: {sum(r['ok'] for r in runs)} of {len(runs)} co-simulation "
+                  f"runs that apply caught, each passing with the quirk off; "
+                  f"{len(rows) - len(runs)} not applicable")
     print(f"{len(outcomes) - len(bad)} of {len(outcomes)} quirks detected, each passing with "
           f"the quirk off" if not bad else
           f"{len(bad)} of {len(outcomes)} quirks missed or failing with the quirk off: "

@@ -165,10 +165,10 @@ def test_a_kernel_row_caught_on_cva6_with_its_checker_and_cycle():
     q = next(q for q in QUIRKS if q.name == "notifier_release_unlink_first")
     o = run_quirk(q, sim="verilator", cosim=True, mmus=("cva6",))
     assert o.ok, (o.detail, o.rtl)
-    row = o.rtl[zoo.CVA6_COLUMN]
-    assert set(o.rtl) == {zoo.CVA6_COLUMN} and row["mmu"] == "cva6", o.rtl
+    row = o.rtl["cva6"]
+    assert set(o.rtl) == {"cva6"} and row["mmu"] == "cva6", o.rtl
     assert row["checker"] in ("tlb", "frame") and row["cycle"] > 0, row
     assert "--config mmu=cva6,svadu=False" in row["command"], row["command"]
     table = format_table([o]).splitlines()
-    assert table[0].split()[-1] == zoo.CVA6_COLUMN
+    assert table[0].split()[-1] == "cva6"
     assert table[2].split()[-3:] == [row["checker"], "@", str(row["cycle"])]

@@ -40,8 +40,9 @@ def test_points_run_round_robin_over_designs():
 
 
 def test_spec_and_point_errors_name_the_axis_and_the_rule(tmp_path):
-    with pytest.raises(SpecError, match="'dev_entries' is not supported: the fast path drives"):
-        grid({"design": {"dev_entries": [8]}})
+    with pytest.raises(SpecError, match="'device_entries' is not supported: the device TLB's "
+                                        "axis is named dev_entries"):
+        grid({"design": {"device_entries": [8]}})
     with pytest.raises(SpecError, match="unknown design axis 'colour'"):
         grid({"design": {"colour": 1}})
     with pytest.raises(SpecError, match="workload must be one of"):
@@ -282,3 +283,54 @@ def test_fork_and_mprotect_storm_points_on_the_rtl(tmp_path):
     assert fork["forks"] > 0 and fork["cow_faults"] > 0
     prot = results["mprotect-munmap"]["metrics"]
     assert prot["mprotects"] > 0 and prot["munmaps"] > 0 and prot["segv_restores"] > 0
+
+
+def _device_report(**perf_changes):
+    perf = {"lookups": 38, "hits": 27, "misses": 11, "fills": 14, "invals": 53,
+            "young_clears": 11}
+    perf.update(perf_changes)
+    return {"device": {"perf": perf, "driver": {"accesses": 38, "fills": 14, "invals": 53,
+                                                "young_set": 11}},
+            "device_figures": {"misses": 11, "faults": 14},
+            "checkers": [{"name": "tlb", "verdict": "PASS"},
+                         {"name": "scoreboard", "verdict": "PASS"}],
+            "scoreboard": {"translations": 318}, "passed": True}
+
+
+def test_device_counters_check_compares_the_rtl_with_the_driver():
+    from cosim.explore.devpoint import device_counters_check, scoreboard_check
+    assert device_counters_check(_device_report())["verdict"] == "pass"
+    bad = device_counters_check(_device_report(misses=12, hits=26))
+    assert bad["verdict"] == "fail" and "misses 12 vs requester misses 11" in bad["detail"]
+    bad = device_counters_check(_device_report(invals=52))
+    assert bad["verdict"] == "fail" and "invals 52 vs driver invals 53" in bad["detail"]
+    assert device_counters_check({"device": None})["verdict"] == "not exercised"
+    assert scoreboard_check(_device_report())["verdict"] == "pass"
+    rep = _device_report()
+    rep["checkers"][0]["verdict"] = "FAIL"
+    assert scoreboard_check(rep)["verdict"] == "fail"
+
+
+def test_dev_entries_is_a_design_axis():
+    p = Point({"dev_entries": 2}, {"workload": "device-reclaim"})
+    assert p.mmu["dev_entries"] == 2 and "/dev2/" in p.label()
+    assert Point({}, {"workload": "device-reclaim"}).point_id != p.point_id
+    with pytest.raises(PointError, match="named dev_entries"):
+        Point({"device_entries": 2}, {})
+
+
+@pytest.mark.sim
+def test_device_point_on_the_step_path(tmp_path):
+    """The device TLB axis: a device-reclaim point runs the reclaim scenario with its device
+    on the RTL; the device's counters match the host driver's and every checker passes."""
+    from cosim.explore.point import Point as P
+    from cosim.explore.run import run_point
+    r = run_point(P({"dev_entries": 2}, {"workload": "device-reclaim", "accesses": 120}),
+                  tmp_path)
+    assert r["status"] == "ok", r["error"]
+    m = r["metrics"]
+    assert m["dev_accesses"] == m["dev_hits"] + m["dev_misses"] > 0 and m["dev_invals"] > 0
+    assert m["accesses"] > 0 and m["shootdowns"] > 0
+    assert r["checks"]["device_counters"]["verdict"] == "pass"
+    assert r["checks"]["scoreboard"]["verdict"] == "pass"
+    assert r["workload"]["kind"] == "scenario"

@@ -109,7 +109,7 @@ def area_plot(rows, out: Path):
 
 
 def latency_cdf_plot(rows, out: Path, limit: int = 12):
-    rows = [r for r in _ok(rows) if sum(r["metrics"]["walk_latency_hist"][1])]
+    rows = [r for r in _ok(rows) if sum(r["metrics"].get("walk_latency_hist", [[], [0]])[1])]
     if not rows:
         return None
     plt = _plt()

@@ -306,9 +306,10 @@ class FastHardware:
 
     async def sw_op(self, op: SwOp, addr: int, wdata: int = 0, cmp: int = 0) -> tuple[int, int]:
         """One software-port operation; returns (old value, cycle of its response).  Host
-        threads' operations take turns (the port has one request in flight).  On return the
-        engine's copy holds every write the memory made up to the response, this operation's
-        included, in the memory's order (:meth:`drain_writes`)."""
+        threads' operations take turns (the port has one request in flight).  On return from
+        an operation that wrote (WRITE, XCHG, a CAS that matched), the engine's copy holds every
+        write the memory made up to the response, this operation's included, in the memory's
+        order (:meth:`drain_writes`)."""
         async with self._sw_lock:
             return await self._sw_op(op, addr, wdata, cmp)
 
@@ -330,11 +331,13 @@ class FastHardware:
             from pyrmap.physmem import BusError
             raise BusError(addr)
         rdata, cycle = int(d.sw__resp__rdata.value), int(d.cycle.value) - 1
-        # The operation's write is in the write log, after every walker write the memory took
-        # before it: applying the log up to here leaves the engine's copy of the word equal to
-        # the gateware's (applying the operation's value alone would let an earlier walker
-        # write, drained later, overwrite it).
-        self.drain_writes()
+        if op != SwOp.READ and (op != SwOp.CAS or rdata == cmp):
+            # The operation's write is in the write log, after every walker write the memory
+            # took before it: applying the log up to here leaves the engine's copy of the word
+            # equal to the gateware's (applying the operation's value alone would let an
+            # earlier walker write, drained later, overwrite it).  An operation that wrote
+            # nothing leaves the log for the next drain.
+            self.drain_writes()
         return rdata, cycle
 
     # --- rings -----------------------------------------------------------------------------

@@ -562,6 +562,8 @@ class FastRun:
             "pushes": self.hw.pushes,
             "prefaulted": self.stats["prefaulted"],
             "sw_ops": self.hw.sw_ops,
+            "pte_ops": {k: int(v) for k, v in sorted(self.arch.stats.items())
+                        if k.startswith("pte_")},
             "drains": self.stats["drains"],
             "wakes": self.stats["wakes"],
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

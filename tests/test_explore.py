@@ -334,3 +334,18 @@ def test_device_point_on_the_step_path(tmp_path):
     assert r["checks"]["device_counters"]["verdict"] == "pass"
     assert r["checks"]["scoreboard"]["verdict"] == "pass"
     assert r["workload"]["kind"] == "scenario"
+
+
+def test_lru_bound_counts_squashed_attempts_as_lookups():
+    """A squashed attempt missed and its restarted walk filled the entry its re-issue hits:
+    the bound sees both lookups, so one miss on one page passes (OPT 1); a stream whose only
+    miss is gone fails."""
+    from cosim.explore.run import lru_bound_check
+    arrays = {"core": np.zeros(3, np.int64), "start": np.array([1, 5, 9]),
+              "va": np.array([0x4000, 0x4008, 0x4010], dtype=np.uint64),
+              "fault": np.zeros(3, np.int64), "hit": np.array([0, 1, 1]),
+              "squashed": np.array([1, 0, 0])}
+    design = {"tlb_entries": 8, "tlb_ways": 8}
+    assert lru_bound_check(Stream(arrays), design)["verdict"] == "pass"
+    assert lru_bound_check(Stream(dict(arrays, hit=np.array([1, 1, 1]))),
+                           design)["verdict"] == "fail"

@@ -150,10 +150,12 @@ def _metrics(stream, rep: dict, instructions: int = 0) -> dict:
 
 def lru_bound_check(stream, design: dict) -> dict:
     """The models' bound (:func:`cosim.explore.models.stack_distance_check`) on each core's
-    page stream (its translated accesses, in order) against that core's RTL misses; the
-    point's verdict is the worst of its cores'."""
+    page stream (its TLB lookups in order: every record but a faulting one, squashed
+    attempts included, since a squashed attempt looked the TLB up and its restarted walk
+    fills the entry its re-issue then hits) against that core's RTL misses on the same
+    lookups; the point's verdict is the worst of its cores'."""
     from .models import stack_distance_check
-    ok = (stream["fault"] == FaultKind.NONE) & (stream["squashed"] == 0)
+    ok = stream["fault"] == FaultKind.NONE
     order = np.argsort(stream["start"], kind="stable")
     per_core = []
     for c in np.unique(stream["core"]).tolist():

@@ -207,14 +207,19 @@ def test_plots_from_results(tmp_path):
                      "metrics": {"miss_rate": 0.5 / (k + 1), "shootdowns": 10,
                                  "inval_cycles": 20 * cores,
                                  "walk_latency_hist": [list(HIST_EDGES), hist]}})
+    rows[0]["design"]["dev_entries"] = 8
+    rows[0]["metrics"].update(dev_accesses=40, dev_hit_rate=0.7)
     written, skipped = make_plots(rows, tmp_path)
-    assert sorted(p.name for p in written) == ["area_pareto.png", "miss_rate.png",
-                                                "shootdown_cost.png", "walk_latency_cdf.png"]
+    assert sorted(p.name for p in written) == ["area_pareto.png", "device_tlb.png",
+                                                "miss_rate.png", "shootdown_cost.png",
+                                                "walk_latency_cdf.png"]
     assert not skipped and all(p.stat().st_size > 1000 for p in written)
     for r in rows:
         r["area"] = None
+    rows[0]["metrics"]["dev_accesses"] = 0
     written, skipped = make_plots(rows, tmp_path / "b")
-    assert skipped == {"area_pareto": "no point has a measured area"}
+    assert skipped == {"area_pareto": "no point has a measured area",
+                       "device_tlb": "no point drove the device TLB"}
 
 
 def test_workload_kinds_name_kernel_scenarios_the_fast_path_runs():

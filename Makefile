@@ -11,7 +11,7 @@ export AMARANTH_USE_YOSYS ?= builtin
 ARGS ?=
 SEED ?= 1
 
-.PHONY: all test demo demo-py verilog waves bench stress bugzoo mutate venv sims valgrind yosys traces clean explore explore-traces
+.PHONY: all test demo demo-py verilog waves bench stress bugzoo mutate venv sims valgrind yosys traces clean explore
 
 all: test
 
@@ -77,14 +77,6 @@ EXPLORE_OUT ?= explore-results
 explore: $(STAMP) sims
 	rmap-cosim sweep examples/explore-small.toml --out $(EXPLORE_OUT) $(ARGS)
 
-# The 4 x 3 x 2 design sweep over the two recorded traces (48 points, each cross-checked);
-# not part of the default suite.  ACCESSES: the replayed prefix of each trace (the target is
-# 1000000, the whole trace); bench/NOTES.md has the measured time and the projection.
-ACCESSES ?= 20000
-explore-traces: $(STAMP) sims traces
-	rmap-cosim sweep examples/explore-traces.toml --accesses $(ACCESSES) \
-		--out $(EXPLORE_OUT)-traces $(ARGS)
-
 # Every quirk against its scenario (litmus on the RTL, or the seeded scheduler): a table.
 bugzoo: $(STAMP) sims
 	rmap-cosim bugzoo $(ARGS)
@@ -93,8 +85,12 @@ bugzoo: $(STAMP) sims
 mutate: $(STAMP)
 	$(VPY) -m cosim.mutate $(ARGS)
 
+# The fast path at scale (cosim.stress: every checker on, Verilator 20 seeds x 10^6 checked
+# accesses, Icarus 10^5 per seed; progress as it runs, a JSON summary in bench/results; e.g.
+# STRESS="--sim verilator --seeds 1"), then every other long run marked slow.
 stress: $(STAMP) sims
-	$(VPY) -m pytest -n 2 -m slow --timeout 14400 $(ARGS)
+	$(VPY) -m cosim.stress $(STRESS)
+	$(VPY) -m pytest -n 2 -m slow --timeout 14400 --deselect tests/test_fast.py::test_stress_full $(ARGS)
 
 # Real programs' address streams (rmap-cosim trace), recorded from programs every machine has
 # (sort, gzip) on a generated input: about 10^6 data accesses each, whole runs (so cachegrind

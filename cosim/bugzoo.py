@@ -50,6 +50,8 @@ from typing import Callable, Optional, Sequence, Union
 from hdl.config import MMUS
 from pyrmap import quirk_races
 
+from .fastquirks import FastCatch, NotOnFastPath
+
 __all__ = ["Quirk", "Outcome", "QUIRKS", "run_quirk", "rtl_cell", "format_table", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,12 +76,15 @@ class Quirk:
         (``race(seed, on, *, observe)``).
     runs : int
         Litmus runs per setting.
+    fast : FastCatch or NotOnFastPath
+        How the fast path catches the quirk (:mod:`cosim.fastquirks`), or why it cannot.
     """
     name: str
     layer: str
     reference: str
     scenario: Union[str, Callable]
     runs: int = 10
+    fast: Union[FastCatch, NotOnFastPath, None] = None
 
     @property
     def kind(self) -> str:
@@ -97,6 +102,16 @@ def other_mmus() -> tuple:
     """The core MMUs besides ours (``hdl.config.MMUS``): each has a column of co-simulation
     runs, on Verilator."""
     return tuple(m for m in MMUS if m != "ours")
+
+
+#: The column of the quirks' fast-path runs (:mod:`cosim.fastquirks`, on Verilator).
+FAST_COLUMN = "fast path"
+
+_TIMED = ("{what}, a window of a few cycles the fast path's kernel steps were not seen to "
+          "reach (1,500-access runs, bench/NOTES.md), the litmus test and the step path's race "
+          "scenario time it")
+_NO_DEVICE = NotOnFastPath("a device-driver quirk and FastTop drives only the cores' ports "
+                           "(no device TLB, no secondary-MMU driver)")
 
 
 @dataclass
@@ -126,34 +141,57 @@ class Outcome:
 
 QUIRKS: list[Quirk] = [
     Quirk("quirk_plain_ad_write", "hdl",
-          "Svadu: A/D update must be atomic (herd LDRx+SWPptex+af)", "ad_cas_unmap.litmus"),
+          "Svadu: A/D update must be atomic (herd LDRx+SWPptex+af)", "ad_cas_unmap.litmus",
+          fast=FastCatch("frame", also=("tlb",))),
     Quirk("quirk_ad_on_nonpresent", "hdl",
-          "Intel KNL erratum KNL4 (Linux X86_BUG_PTE_LEAK)", "ad_cas_unmap.litmus"),
+          "Intel KNL erratum KNL4 (Linux X86_BUG_PTE_LEAK)", "ad_cas_unmap.litmus",
+          fast=FastCatch("frame", also=("tlb",))),
     Quirk("quirk_fill_after_inval", "hdl",
-          "RISC-V SFENCE.VMA: no walk begun before it fills after it", "walk_inflight.litmus"),
+          "RISC-V SFENCE.VMA: no walk begun before it fills after it", "walk_inflight.litmus",
+          fast=NotOnFastPath(_TIMED.format(what="a walk in flight across an unmapping flush "
+                                                "must fill after the acknowledgement"))),
     Quirk("quirk_walk_answer_after_inval", "hdl",
-          "RISC-V SFENCE.VMA: no walk begun before it answers after it", "walk_answer.litmus"),
+          "RISC-V SFENCE.VMA: no walk begun before it answers after it", "walk_answer.litmus",
+          fast=NotOnFastPath(_TIMED.format(what="a walk in flight across an unmapping flush "
+                                                "must answer after the acknowledgement"))),
     Quirk("quirk_inval_clear_late", "hdl",
           "RISC-V SFENCE.VMA: no hit on an entry it removed", "inval_clear_late.litmus",
-          runs=20),
+          runs=20,
+          fast=NotOnFastPath(_TIMED.format(what="an access must hit the entry an unmapping "
+                                                "flush is removing in the cycles it lingers"))),
     Quirk("nonatomic_ptep_get_and_clear", "kernel",
           "x86 ptep_get_and_clear is xchg (herd STRx+LDR-STRptex+db)",
-          "clear_flush_kernel.litmus", runs=40),
+          "clear_flush_kernel.litmus", runs=40,
+          fast=NotOnFastPath("a walker's D update must land between the kernel's read and its "
+                             "write of the pte, two software-port operations a few cycles "
+                             "apart; caught once (seed 1, by frame) before the fast path's "
+                             "speed-ups and missed after on seeds 1-3 x 1,500 accesses, the "
+                             "litmus test times it")),
     Quirk("page_check_address_lockless", "kernel", "479db0bf408e",
-          quirk_races.lockless_race),
-    Quirk("zap_flush_after_pte_unlock", "kernel", "1cf35d47712d", quirk_races.zap_race),
-    Quirk("zap_rmap_before_flush", "kernel", "5df397dec7c4", quirk_races.zap_rmap_race),
+          quirk_races.lockless_race, fast=FastCatch("tlb")),
+    Quirk("zap_flush_after_pte_unlock", "kernel", "1cf35d47712d", quirk_races.zap_race,
+          fast=FastCatch("tlb")),
+    Quirk("zap_rmap_before_flush", "kernel", "5df397dec7c4", quirk_races.zap_rmap_race,
+          fast=NotOnFastPath("page_mkclean of a dirty page must find it unmapped between the "
+                             "zap's page_remove_rmap and its flush (under the pte lock), with "
+                             "a store in flight; not reached by the fast path's DONTNEED beside "
+                             "writeback (seeds 1-3 x 1,500 accesses; seed 1 with a kernel step "
+                             "every 300 cycles), the step path's zap_rmap_race places it")),
     Quirk("notifier_release_unlink_first", "kernel", "3ad3d901bbcf",
-          quirk_races.release_race),
+          quirk_races.release_race,
+          fast=NotOnFastPath("the race is exit's notifier release against a secondary MMU's "
+                             "invalidation and the fast path has no secondary MMU")),
     Quirk("split_vma_keeps_pgoff", "kernel",
           "mm/mmap.c split_vma: the upper half's vm_pgoff += pages below the split",
-          quirk_races.split_race),
+          quirk_races.split_race,
+          fast=FastCatch("rmap", env={"FAST_PAGES": 16, "FAST_PERIOD": 6000, "FAST_OPS": "split"},
+                         also=("shadow", "dirt"))),
     Quirk("no_seq_retry", "devdriver", "e930bffe95e1 (KVM mmu_notifier_seq)",
-          quirk_races.seq_race),
+          quirk_races.seq_race, fast=_NO_DEVICE),
     Quirk("defer_inval_to_range_end", "devdriver", "CVE-2018-18281 (device twin)",
-          quirk_races.defer_migrate),
+          quirk_races.defer_migrate, fast=_NO_DEVICE),
     Quirk("no_count_check", "devdriver", "e930bffe95e1 (KVM mmu_notifier_count)",
-          quirk_races.count_race),
+          quirk_races.count_race, fast=_NO_DEVICE),
 ]
 
 
@@ -222,13 +260,14 @@ def _run_litmus(q: Quirk, out: Outcome, sims: Sequence[str], runs: Optional[int]
 
 def run_quirk(q: Quirk, *, sim: Union[str, Sequence[str]] = "icarus",
               runs: Optional[int] = None, seed: int = 1, cosim: bool = False,
-              mmus: Sequence[str] = ("ours",)) -> Outcome:
+              mmus: Sequence[str] = ("ours",), fast: bool = False) -> Outcome:
     """Run ``q``'s scenario with the quirk on, then off, on the simulator(s) ``sim`` (a
     litmus scenario; a scheduler one runs on SoftArch); with ``cosim``, also the quirk's
     registered co-simulation run, on and off: on our MMU on each simulator of ``sim`` when
     ``mmus`` has ``"ours"``, on each other MMU of ``mmus`` on Verilator
-    (:attr:`Outcome.rtl`).  Never raises for a scenario that fails (the :class:`Outcome` says
-    so)."""
+    (:attr:`Outcome.rtl`); with ``fast``, also its fast-path run on Verilator (column
+    :data:`FAST_COLUMN`, :func:`fast_row`).  Never raises for a scenario that fails (the
+    :class:`Outcome` says so)."""
     from .scenarios import QUIRK_SCENARIOS, quirk_outcome
     sims = (sim,) if isinstance(sim, str) else tuple(sim)
     out = Outcome(q)
@@ -245,10 +284,22 @@ def run_quirk(q: Quirk, *, sim: Union[str, Sequence[str]] = "icarus",
             for mmu in other_mmus():
                 if mmu in mmus:
                     out.rtl[mmu] = quirk_outcome(q.name, "verilator", mmu=mmu)
+        if fast:
+            out.rtl[FAST_COLUMN] = fast_row(q)
     except Exception as exc:  # noqa: BLE001 - a broken scenario is a row of the table
         out.detail = f"scenario broke: {type(exc).__name__}: {exc}"[:200]
     out.seconds = time.monotonic() - t0
     return out
+
+
+def fast_row(q: Quirk) -> dict:
+    """Quirk ``q`` on the fast path (:func:`cosim.fastquirks.fast_quirk_outcome`, on
+    Verilator), or a row saying why it cannot apply there (``not_applicable``)."""
+    if isinstance(q.fast, NotOnFastPath):
+        return {"quirk": q.name, "not_applicable": q.fast.reason, "ok": True,
+                "detected": False, "off_passed": True, "checker": None, "cycle": None}
+    from .fastquirks import fast_quirk_outcome
+    return fast_quirk_outcome(q)
 
 
 def rtl_cell(row: Optional[dict]) -> str:
@@ -299,7 +350,8 @@ def format_table(outcomes: list, mutants: list = (), control=None) -> str:
     the scenario registry, then one column per simulator its runs went to, :func:`rtl_cell`),
     then a row per engine mutation (:func:`mutation_row`)."""
     from .build import SIMULATORS
-    sims = [s for s in (*SIMULATORS, *other_mmus()) if any(s in o.rtl for o in outcomes)]
+    sims = [s for s in (*SIMULATORS, *other_mmus(), FAST_COLUMN)
+            if any(s in o.rtl for o in outcomes)]
     head = ("quirk", "layer", "reference", "scenario", "detected", "by", "after", "quirk off",
             "co-simulation run", *sims)
     rows = [head]
@@ -334,6 +386,8 @@ def main(argv: Optional[list] = None, prog: str = "python -m cosim.bugzoo") -> i
                    help="core MMU(s) of the co-simulation runs (default %(default)s: every "
                         "one); CVA6's "
                         "run on Verilator only, whatever --sim says")
+    p.add_argument("--fast", action="store_true",
+                   help="also run each quirk on the fast path (Verilator; column 'fast path')")
     p.add_argument("--no-cosim", action="store_true",
                    help="skip the quirks' co-simulation runs (litmus and scheduler rows only)")
     p.add_argument("--runs", type=int_arg(1, 100_000), default=None,
@@ -356,7 +410,7 @@ def main(argv: Optional[list] = None, prog: str = "python -m cosim.bugzoo") -> i
     for q in chosen:
         sims = SIMULATORS if args.sim == "both" else (args.sim,)
         o = run_quirk(q, sim=sims, runs=args.runs, seed=args.seed, cosim=not args.no_cosim,
-                      mmus=MMUS if args.mmu == "both" else (args.mmu,))
+                      mmus=MMUS if args.mmu == "both" else (args.mmu,), fast=args.fast)
         outcomes.append(o)
         print(f"  {q.name}: {'detected' if o.detected else 'NOT detected'}"
               f"{', passes with it off' if o.off_passed else ', FAILS with it off'}"

@@ -1,0 +1,133 @@
+"""The bug zoo's fast-path column: each quirk of :data:`cosim.bugzoo.QUIRKS` on the fast path.
+
+Every row of the bug zoo says how the fast path (:mod:`cosim.fastrun`: the traffic engines in
+gateware, every drained record judged, the quiescent checks after each kernel step) catches
+its quirk -- :class:`FastCatch`: the checker that names the violation with a seed, and the
+run's knobs -- or why it cannot apply there (:class:`NotOnFastPath`).
+
+:func:`fast_quirk_outcome` runs one row: the reclaim workload with the quirk on (a hardware
+quirk in the MMU's configuration, a kernel quirk in ``FAST_QUIRKS``) must fail with one of the
+row's checkers, and the same seed and knobs with the quirk off must pass.  The runs are small
+and hostile (:data:`QUIRK_ENV`: 128 frames, 4-page windows, a kernel step every 800 cycles,
+half the accesses stores), so frames are freed and reused within a few hundred cycles and
+every kernel operation meets the engines' accesses.
+
+Example
+-------
+>>> from cosim.bugzoo import QUIRKS                                   # doctest: +SKIP
+>>> zap = next(q for q in QUIRKS if q.name == "zap_flush_after_pte_unlock")  # doctest: +SKIP
+>>> row = fast_quirk_outcome(zap)                                     # doctest: +SKIP
+>>> row["detected"], row["checker"], row["off_passed"]               # doctest: +SKIP
+(True, 'tlb', True)
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Mapping, Optional
+
+from .fastbuild import FastParams, fast_run
+
+__all__ = ["FastCatch", "NotOnFastPath", "QUIRK_ENV", "QUIRK_PARAMS", "fast_quirk_outcome"]
+
+#: The knobs of a fast-path quirk run (each row's ``env`` goes over them).
+QUIRK_ENV: Mapping[str, int] = {"FAST_ACCESSES": 1500, "FAST_PAGES": 4, "FAST_PERIOD": 800,
+                                "FAST_STORE": 500}
+
+
+@dataclass(frozen=True)
+class FastCatch:
+    """How the fast path catches a quirk.
+
+    Attributes
+    ----------
+    checker : str
+        The checker that names the violation with ``seed`` (a name of
+        :data:`pyrmap.checker_registry.CHECKERS`, or ``"scoreboard"``).
+    seed : int
+        A seed whose run fails with the quirk on (runs are deterministic per seed).
+    env : dict
+        Knobs over :data:`QUIRK_ENV` (``FAST_*``).
+    also : tuple of str
+        Other checkers that catch the same quirk first with other seeds or knobs.
+    """
+    checker: str
+    seed: int = 1
+    env: Mapping = field(default_factory=dict)
+    also: tuple = ()
+
+    @property
+    def checkers(self) -> tuple:
+        return (self.checker,) + tuple(self.also)
+
+
+@dataclass(frozen=True)
+class NotOnFastPath:
+    """A quirk the fast path does not catch, and why (printed in the zoo's column): what it
+    needs that the fast path lacks, or, for a race its seeded workload has not been seen to
+    reach, what was tried (the step path's scenario places that race on purpose)."""
+    reason: str
+
+
+#: The gateware of a quirk run: 128 frames, memory latency 1, 4096-record rings.
+QUIRK_PARAMS = FastParams(words_log2=16, latency=1, log_log2=12)
+
+
+def _run(layer: str, name: Optional[str], sim: str, seed: int, env_items: tuple):
+    from hdl.config import MmuConfig
+    env = dict(env_items)
+    hdl = {}
+    if name is not None and layer == "hdl":
+        hdl[name] = True
+    elif name is not None:
+        env["FAST_QUIRKS"] = name
+    ok, rep, where = fast_run(MmuConfig(**hdl), QUIRK_PARAMS, sim, seed=seed, env=env)
+    return ok, rep or {}, where
+
+
+_off_run = functools.lru_cache(maxsize=None)(
+    lambda sim, seed, env_items: _run("kernel", None, sim, seed, env_items))
+
+
+def fast_quirk_outcome(q, sim: str = "verilator", seed: Optional[int] = None) -> dict:
+    """Run bug-zoo row ``q`` (a :class:`cosim.bugzoo.Quirk` whose ``fast`` is a
+    :class:`FastCatch`) on the fast path, quirk on then off.
+
+    Returns
+    -------
+    dict
+        ``quirk``, ``sim``, ``seed``, ``detected`` (the quirk-on run failed, naming one of the
+        row's checkers), ``checker`` (the one it named), ``cycle`` (of the violation),
+        ``off_passed`` (the quirk-off run passed with
+        every checker exercised), ``ok`` (both), ``violation`` (its first line) and
+        ``command`` (the environment that reproduces the quirk-on run).
+
+    Raises
+    ------
+    ValueError
+        ``q.fast`` is not a :class:`FastCatch` (the row says the fast path cannot show it).
+    """
+    catch = q.fast
+    if not isinstance(catch, FastCatch):
+        raise ValueError(f"Quirk {q.name!r} has no fast-path run: {catch!r}")
+    seed = catch.seed if seed is None else seed
+    env = dict(QUIRK_ENV)
+    env.update(catch.env)
+    items = tuple(sorted((k, str(v)) for k, v in env.items()))
+    ok_on, on, where = _run(q.layer, q.name, sim, seed, items)
+    ok_off, off, _ = _off_run(sim, seed, items)
+    checker = on.get("checker")
+    off_verdicts = off.get("verdicts") or {}
+    detected = not ok_on and checker in catch.checkers
+    off_passed = bool(ok_off and not off.get("violations") and off_verdicts
+                      and all(v == "PASS" for v in off_verdicts.values()))
+    quirk_env = (f"FAST_QUIRKS={q.name} " if q.layer != "hdl" else f"(MmuConfig {q.name}=True) ")
+    return {
+        "quirk": q.name, "sim": sim, "seed": seed,
+        "detected": detected, "checker": checker, "cycle": on.get("cycle"),
+        "off_passed": off_passed, "ok": detected and off_passed,
+        "violation": (on.get("error") or "").split("\n", 1)[0][:200],
+        "command": quirk_env + " ".join(f"{k}={v}" for k, v in items) + f" seed {seed}",
+        "run_dir": str(where),
+    }

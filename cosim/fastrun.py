@@ -557,6 +557,7 @@ class FastRun:
             "sw_ops": self.hw.sw_ops,
             "drains": self.stats["drains"],
             "wakes": self.stats["wakes"],
+            "host": {key: self.env.stats[key] for key in ("threads", "resumes", "lock_waits")},
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "pages_per_core": self.pages,
             "rtl_tlbs_readable": self.arch.reads_rtl_tlbs,

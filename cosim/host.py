@@ -1,26 +1,32 @@
 """Host threads: the engine's synchronous code run inside a cocotb simulation.
 
 The engine (rmap, the notifier core, the mm around them) is ordinary blocking Python.  Under
-co-simulation each engine thread (a fault handler, the reclaim thread, a syscall) runs in an
-OS thread of its own; whenever it must let simulated time pass -- a PTE operation performed by
-the memory model, a TLB flush waiting for its acknowledgements, a contended lock, a yield
-point -- it hands one coroutine to the cocotb scheduler and sleeps until it finished (one
-round trip per operation, never one per cycle): the pattern of ``cocotb.task.bridge`` /
-``cocotb.task.resume``, with a strict hand-off.
+co-simulation each engine thread (a fault handler, the reclaim thread, a syscall) runs as a
+host thread: a greenlet (:mod:`pyrmap.fibers`) whose parent is the cocotb task that started it.
+Whenever the thread must let simulated time pass -- a PTE operation performed by the memory
+model, a TLB flush waiting for its acknowledgements, a contended lock, a yield point -- it
+switches to that task with one coroutine to run; the task awaits the coroutine and switches
+back with its result (one round trip per operation, never one per cycle).
 
-Exactly one piece of Python runs at a time (the scheduler or one host thread).  cocotb 2.1's
-``resume`` does not guarantee that: two bridge threads whose coroutines finish in the same
-pass of its event loop are both released and run in parallel (with each other and with the
-scheduler), and a seeded run then interleaves differently from one try to the next.  Here the
-scheduler blocks while a host thread runs, so the lock state below needs no OS-level locking
-and, with every random choice drawn from the environment's seeded generator, an interleaving
-is reproducible from its seed.
+Guarantees
+----------
+* One piece of Python runs at a time: the scheduler or one host thread, all in the
+  simulator's own OS thread.  A host thread runs only between two switches and cannot be
+  preempted, so the engine's lock state needs no OS-level locking.
+* Determinism: host threads are resumed in the order in which the cocotb scheduler finishes
+  their coroutines, and every random choice is drawn from the environment's seeded
+  generator, so the same seed (and design) gives the same interleaving, the same simulated
+  cycles and the same results.
+* A host thread whose task is killed (the test ends, or :meth:`HostEnv.stop`) raises
+  :class:`ThreadKilled` from its pending round trip and unwinds (its ``finally`` blocks run)
+  before the scheduler goes on.
 
 Public API
 ----------
 :class:`HostEnv`
-    ``spawn`` / ``run`` a function as a host thread, ``wait_cycles``, ``call`` (one resume),
-    ``yield_point``, ``new_lock`` / ``new_rwsem``, ``current`` (the running :class:`HostThread`).
+    ``spawn`` / ``run`` a function as a host thread, ``wait_cycles``, ``call`` (one round
+    trip), ``yield_point``, ``new_lock`` / ``new_rwsem``, ``current`` (the running
+    :class:`HostThread`), ``stop``.
 :class:`HostThread`
     Name, pending-signal flag, statistics of one engine thread.
 Locks are :mod:`pyrmap.locking`'s ``SoftLock`` / ``SoftRwSem`` (the same primitives as
@@ -33,13 +39,14 @@ from __future__ import annotations
 import collections
 import logging
 import random
-import threading
 from typing import Any, Callable, Optional
 
 import cocotb
+import greenlet
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import ClockCycles, Event, First
 
+from pyrmap.fibers import Fibers
 from pyrmap.locking import Deadlock, LockDep, LockError, SoftLock, SoftRwSem, lock_class
 
 __all__ = ["HostEnv", "HostThread", "SCHEDULER", "LockError", "Deadlock", "ThreadKilled"]
@@ -72,9 +79,8 @@ class HostThread:
         raised (see :meth:`join`).
     """
 
-    def __init__(self, name: str, ident: int | None = None):
+    def __init__(self, name: str):
         self.name = name
-        self.ident = ident
         self.signal_pending = False
         self.resumes = 0
         self.lock_waits = 0
@@ -137,7 +143,7 @@ class HostEnv:
         #: Set by :meth:`stop`: every host thread's next round trip raises ThreadKilled.
         self.stopping: Optional[str] = None
         self._spared: set = set()
-        self._tls = threading.local()
+        self._fibers = Fibers()
         self.threads: list[HostThread] = []
         self.stats: collections.Counter[str] = collections.Counter()
         self.log = logging.getLogger("cosim.host")
@@ -148,7 +154,7 @@ class HostEnv:
 
     def current(self) -> HostThread:
         """The running host thread, or :data:`SCHEDULER` in coroutine context."""
-        return getattr(self._tls, "thread", None) or SCHEDULER
+        return self._fibers.current(SCHEDULER)
 
     def now_steps(self) -> int:
         """Simulated time in simulator steps.  Host threads get the time at which they were
@@ -161,7 +167,7 @@ class HostEnv:
         return get_sim_steps_to_ns(self.now_steps())
 
     def in_host_thread(self) -> bool:
-        return getattr(self._tls, "thread", None) is not None
+        return self._fibers.current() is not None
 
     async def run(self, name: str, fn: Callable[..., Any], *args, **kwargs) -> Any:
         """Run ``fn(*args, **kwargs)`` as host thread ``name``; await its return value.
@@ -178,65 +184,43 @@ class HostEnv:
     async def _run(self, thread: HostThread, fn, *args, **kwargs) -> Any:
         """The scheduler side of one host thread: start it, then serve its requests.
 
-        Exactly one of {the scheduler, one host thread} runs at any moment: while the thread
-        runs, this coroutine blocks the scheduler thread synchronously on a semaphore until
-        the thread either posts a coroutine to run (:meth:`call`) or finishes.  (cocotb's
-        own ``bridge``/``resume`` can release several bridge threads in one pass of its
-        event loop, which then run in parallel with each other and with the scheduler; the
-        interleaving, and the engine's lock state, would then depend on the OS.)
+        The thread is a greenlet whose parent is the greenlet running this coroutine: it runs
+        until it switches back with a request (:meth:`call`) or finishes; this coroutine then
+        awaits the request's coroutine (other tasks and threads run meanwhile) and switches
+        to the thread again with the reply.
         """
         self.threads.append(thread)
         self.stats["threads"] += 1
-        thread._to_sched = threading.Semaphore(0)
-        thread._to_host = threading.Semaphore(0)
 
-        def body():
-            thread.ident = threading.get_ident()
-            self._tls.thread = thread
-            try:
-                thread._request = ("done", True, fn(*args, **kwargs))
-            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
-                thread._request = ("done", False, exc)
-            finally:
-                thread.done = True
-                self._tls.thread = None
-                thread._to_sched.release()
-
-        os_thread = threading.Thread(target=body, name=f"host:{thread.name}", daemon=True)
+        g = self._fibers.start(thread, fn, args, kwargs)
         self._now = get_sim_time("step")
-        os_thread.start()
-        while True:
-            thread._to_sched.acquire()          # the host thread runs until it posts
-            kind, a, b = thread._request
-            if kind == "done":
-                os_thread.join()
-                if a:
-                    return b
-                raise b
+        request = g.switch()                    # the host thread runs until it posts
+        while not g.dead:
+            coro_fn, args_, kwargs_ = request
             try:
-                reply = (True, await a(*b[0], **b[1]))
+                reply = (True, await coro_fn(*args_, **kwargs_))
             except Exception as exc:  # noqa: BLE001 - raised in the host thread
                 reply = (False, exc)
             except BaseException:
                 # This task is being killed (the test ends, or the task was cancelled): the
                 # host thread must unwind before the scheduler goes on, never next to it.
-                self._kill(thread, os_thread)
+                self._kill(thread, g)
                 raise
-            thread._reply = reply
             self._now = get_sim_time("step")
-            thread._to_host.release()           # and we block again at the loop's top
+            request = g.switch(reply)
+        thread.done = True
+        ok, value = request
+        if ok:
+            return value
+        raise value
 
     @staticmethod
-    def _kill(thread: HostThread, os_thread: threading.Thread) -> None:
-        """Make ``thread`` raise :class:`ThreadKilled` from its pending call and wait (the
-        scheduler blocked) until it has finished; calls it makes while unwinding fail too."""
-        while True:
-            thread._reply = (False, ThreadKilled(f"host thread {thread.name!r} killed"))
-            thread._to_host.release()
-            thread._to_sched.acquire()
-            if thread._request[0] == "done":
-                os_thread.join()
-                return
+    def _kill(thread: HostThread, g: greenlet.greenlet) -> None:
+        """Raise :class:`ThreadKilled` in ``thread`` from its pending call and run it until it
+        has finished; calls it makes while unwinding raise it too."""
+        while not g.dead:
+            g.throw(ThreadKilled(f"host thread {thread.name!r} killed"))
+        thread.done = True
 
     def spawn(self, name: str, fn: Callable[..., Any], *args, **kwargs) -> HostThread:
         """Start ``fn`` as a host thread in the background; returns its :class:`HostThread`
@@ -272,8 +256,8 @@ class HostEnv:
         """From a host thread: run ``await coro_fn(*args, **kwargs)`` in the scheduler (one
         round trip) and return its result (or raise its exception).  From coroutine context
         this is an error: await the coroutine instead."""
-        thread = self.current()
-        if thread is SCHEDULER:
+        thread = self._fibers.current()
+        if thread is None:
             raise RuntimeError(
                 f"{getattr(coro_fn, '__qualname__', coro_fn)} needs simulated time but was "
                 f"called from a coroutine, not from a host thread (run it with HostEnv.run)")
@@ -281,11 +265,7 @@ class HostEnv:
             raise ThreadKilled(f"host thread {thread.name!r} stopped: {self.stopping}")
         thread.resumes += 1
         self.stats["resumes"] += 1
-        thread._request = ("call", coro_fn, (args, kwargs))
-        thread._to_sched.release()
-        thread._to_host.acquire()
-        ok, value = thread._reply
-        thread._reply = None
+        ok, value = greenlet.getcurrent().parent.switch((coro_fn, args, kwargs))
         if ok:
             return value
         raise value

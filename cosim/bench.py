@@ -15,6 +15,11 @@ One run measures, side by side on one configuration of ``hdl.top.Top``:
     the reclaim scenario (:mod:`cosim.scenarios.reclaim`, what ``make demo`` runs, at its default
     size): checked accesses per second of a whole run with the kernel working next to the
     cores;
+``explore-verilator``
+    one design-exploration sweep point measured whole (:mod:`cosim.explore.benchfig`: the
+    run with every checker on, its metrics, the golden TLB's replay and the stack-distance
+    bound; the build cached), on the same Top and a uniform stream over ``npages`` pages a
+    core: exploration throughput per point beside the harness's;
 ``harness``
     a Python-free Verilator C++ harness (``bench/harness/top_harness.cpp``) driving the same
     Top with a C++ memory model: the ceiling.
@@ -352,6 +357,11 @@ def run_figure(name: str, config, bp: BenchParams) -> dict:
     if name == "engine-imap":
         from .fastbench import imap_figure
         return imap_figure(seed=bp.seed)
+    if name == EXPLORE:
+        from .explore.benchfig import explore_figure
+        return explore_figure(config, "verilator", seed=bp.seed,
+                              accesses=max(bp.fast_accesses // 10, 1000),
+                              pages=1 << (max(bp.npages, 2).bit_length() - 1))
     kind, _, sim = name.rpartition("-")
     if sim in other_mmus() and kind in STEP_FIGURES:
         from hdl.config import mmu_params
@@ -375,6 +385,8 @@ def run_figure(name: str, config, bp: BenchParams) -> dict:
 FIGURES = ("harness", "plain", "cosim", "reclaim")
 #: The figures of the step path, measured on each simulator and on each other core MMU.
 STEP_FIGURES = ("plain", "cosim", "reclaim")
+#: One sweep point measured whole (:mod:`cosim.explore.benchfig`), on Verilator.
+EXPLORE = "explore-verilator"
 
 
 def other_mmus() -> tuple:
@@ -399,6 +411,8 @@ def figure_names(bp: BenchParams) -> list[str]:
             names += [f"{kind}-{sim}" for sim in bp.sims]
         if "fast" in bp.paths:
             names.append("engine-imap")
+            if "verilator" in bp.sims:
+                names.append(EXPLORE)
     for mmu in other_mmus():
         if mmu in bp.mmus and "step" in bp.paths:
             names += [f"{kind}-{mmu}" for kind in STEP_FIGURES]
@@ -466,6 +480,11 @@ def summarize(figs: dict[str, dict]) -> dict[str, Any]:
             r[f"{kind}-{mmu} / {kind}-verilator (accesses/s)"] = _ratio(
                 rate(f"{kind}-{mmu}", "accesses_per_s"), rate(f"{kind}-verilator",
                                                              "accesses_per_s"))
+    ea = rate(EXPLORE, "accesses_per_s")
+    if ea and ha:
+        r[f"{EXPLORE} / harness (accesses/s)"] = round(ea / ha, 4)
+        r[f"{EXPLORE} / fast-checked-verilator (accesses/s)"] = _ratio(
+            ea, rate("fast-checked-verilator", "accesses_per_s"))
     r["verilator / icarus, plain (cycles/s)"] = _ratio(rate("plain-verilator", "cycles_per_s"),
                                                        rate("plain-icarus", "cycles_per_s"))
     r["verilator / icarus, cosim (accesses/s)"] = _ratio(

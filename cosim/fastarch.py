@@ -7,14 +7,17 @@ threads of the host environment, TLB state read from the RTL), with the memory i
   store, exchange, compare-and-swap; test-and-clear-young and write-protect as a read and a
   compare-and-swap, retried until the swap succeeds), serialised with the walkers' own
   compare-and-swaps by the memory, so it is atomic with respect to them;
-* before each one, the access logs and the write log are drained (their records are
-  judged by the log checkers, with the PTE history up to that instant) and the words the
-  engine changed are pushed into the gateware array; after it, the engine's copy takes the
-  memory's writes up to the response, the operation's own among them, in the memory's order
-  (:meth:`cosim.fasthw.FastHardware.sw_op`);
+* before each one that changes a PTE, the access logs and the write log are drained (their
+  records are judged by the log checkers, with the PTE history up to that instant); before
+  each one, the words the engine changed are pushed into the gateware array; after it, the
+  engine's copy takes the memory's writes up to the response, the operation's own among
+  them, in the memory's order (:meth:`cosim.fasthw.FastHardware.sw_op`);
 * after each flush the logs are drained too (once the data accesses the memory took before
   the acknowledgement reached their logs), and each core's acknowledgement cycle is recorded
   for the log checkers (:class:`cosim.fastcheck.LogCheckers`).
+
+A load of a table pointer (a present non-leaf entry: no walker writes one) is answered from
+the engine's copy without the port.
 
 ``cpu_access`` is not offered: on the fast path the traffic engines issue the CPU accesses.
 """
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-from pyrmap.pte import _PAGE_A, _PAGE_W
+from pyrmap.pte import _PAGE_A, _PAGE_W, pte_leaf, pte_present
 from simhw.memory import SwOp
 from cocotb.triggers import ClockCycles
 
@@ -59,8 +62,8 @@ class FastArch(CosimArch):
         self.hw = hw
         self.latency = latency
         self.tlb_reader = TlbReader(dut.top, ncores, asid_bits, tlb_entries, sp_entries, 0)
-        #: Called in the scheduler before every software-port operation and after every
-        #: flush: drain the logs and judge their records (set by the run).
+        #: Called in the scheduler before every software-port operation that changes a PTE
+        #: and after every flush: drain the logs and judge their records (set by the run).
         self.on_drain: Optional[Callable[[], None]] = None
         #: Called with (ptep, cycle, old, new) for every PTE the software port changed.
         self.on_pte_change: Optional[Callable[[int, int, int, int], None]] = None
@@ -71,8 +74,23 @@ class FastArch(CosimArch):
         if self.on_drain is not None:
             self.on_drain()
 
+    def pte_load(self, ptep: int) -> int:
+        # A table pointer (a present non-leaf entry) is never written by a walker (walkers
+        # write only the leaf they read, and the engine maps no superpages), so the engine's
+        # copy holds the gateware's value: no software-port round trip.  A leaf, or an empty
+        # or swap entry, is read through the port (the walkers, or a quirk's plain write, may
+        # have changed it since the last drain).
+        val = self.mem.read(ptep)
+        if pte_present(val) and not pte_leaf(val):
+            self.stats["pte_load_table"] += 1
+            return val
+        return super().pte_load(ptep)
+
     async def _at_edge(self, op: str, ptep: int, a: int, b: int, thread: str) -> int:
-        self._drain()
+        # The logs are drained before every change the port makes (so no record is judged
+        # with a later change in the PTE history except by its cycle), not before a read.
+        if op in ("store", "xchg", "cmpxchg"):
+            self._drain()
         await self.hw.push()
         self.stats[f"pte_{op}"] += 1
         self._who = thread
@@ -100,6 +118,7 @@ class FastArch(CosimArch):
                 new = old & ~bit
                 if new == old:
                     break
+                self._drain()
                 found, cyc = await sw(SwOp.CAS, ptep, new, old)
                 if found == old:
                     break

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from cocotb.triggers import Lock as CoLock
-from cocotb.triggers import RisingEdge
+from cocotb.triggers import RisingEdge, ValueChange
 
 from pyrmap.physmem import WORDS_PER_PAGE, PhysMem
 from simhw.fasttop import ring_file
@@ -32,7 +32,7 @@ from simhw.memory import WRITE_RECORD_WIDTH, SwOp
 from simhw.traffic import RECORD_FIELDS, RECORD_WIDTH
 
 __all__ = ["MirrorMem", "FastHardware", "decode_records", "completed", "RECORD_NAMES",
-           "RingFile", "hex_words", "field", "flush_c_streams"]
+           "RingFile", "hex_words", "field", "flush_c_streams", "memload_text"]
 
 RECORD_NAMES = tuple(name for name, _ in RECORD_FIELDS)
 _FIELDS = []
@@ -100,6 +100,26 @@ def decode_records(words: np.ndarray) -> dict[str, np.ndarray]:
     return {name: field(words, lo, w) for name, lo, w in _FIELDS}
 
 
+def memload_text(idx: np.ndarray, vals: np.ndarray) -> bytes:
+    """The ``$readmemh`` text writing ``vals`` at word indices ``idx`` (ascending): an
+    ``@<index>`` line before each run of consecutive indices, then one 16-digit hex line per
+    word (built with numpy: a pushed page is one run)."""
+    idx = np.asarray(idx, dtype=np.int64)
+    n = len(idx)
+    if not n:
+        return b""
+    lines = np.empty((n, 17), dtype=np.uint8)
+    lines[:, :16] = np.frombuffer(np.asarray(vals, dtype=">u8").tobytes().hex().encode(),
+                                  dtype=np.uint8).reshape(n, 16)
+    lines[:, 16] = ord("\n")
+    starts = np.concatenate(([0], np.flatnonzero(np.diff(idx) != 1) + 1, [n])).tolist()
+    parts = []
+    for lo, hi in zip(starts, starts[1:]):
+        parts.append(b"@%x\n" % int(idx[lo]))
+        parts.append(lines[lo:hi].tobytes())
+    return b"".join(parts)
+
+
 class RingFile:
     """The records one ring wrote to its file (:mod:`simhw.filelog`), read by position.
 
@@ -155,6 +175,10 @@ class MirrorMem(PhysMem):
         # A view the caller may write through: compare the frame at the next push.
         self._dirty.add(pfn)
         return super().frame(pfn)
+
+    def has_pending(self) -> bool:
+        """The engine may have changed words since the last :meth:`pending`."""
+        return bool(self._dirty)
 
     def pending(self) -> tuple[np.ndarray, np.ndarray]:
         """(word indices, values) the engine changed since the last call, now marked pushed."""
@@ -231,6 +255,8 @@ class FastHardware:
         self.sw_ops = 0
         self.clk = dut.clk
         self._sw_lock = CoLock()
+        self._resp_rise = RisingEdge(dut.sw__resp__valid)
+        self._loaded_change = ValueChange(dut.loaded)
 
     # --- the engine's memory copy ------------------------------------------------------------
 
@@ -239,12 +265,13 @@ class FastHardware:
         the next clock edge (:meth:`write_words`).  Returns the number of words written.
         Takes the software port's turn, so two host threads' pushes and operations do not
         interleave."""
+        if not self.mem.has_pending():
+            return 0
         async with self._sw_lock:
             idx, vals = self.mem.pending()
             if not len(idx):
                 return 0
-            await self._load("".join(f"@{i:x}\n{v:016x}\n"
-                                     for i, v in zip(idx.tolist(), vals.tolist())))
+            await self._load(memload_text(idx, vals))
             self.words_pushed += len(idx)
             return len(idx)
 
@@ -252,12 +279,12 @@ class FastHardware:
         """Write ``values`` into the gateware array at word indices ``first ..`` in one bulk
         write at the next clock edge, outside the engine's copy (memory the engine does not
         own, such as a trace's records).  Returns the number of words written."""
+        values = np.asarray(values, dtype=np.uint64)
         async with self._sw_lock:
-            await self._load(f"@{first:x}\n" + "".join(f"{int(v):016x}\n"
-                                                       for v in np.asarray(values).tolist()))
+            await self._load(memload_text(first + np.arange(len(values)), values))
             return len(values)
 
-    async def _load(self, text: str) -> None:
+    async def _load(self, text: bytes) -> None:
         # The memory's bulk write: the words go to the file memload.hex, which the array
         # reads ($readmemh) at the first edge after a toggle of ``load``; ``loaded`` follows
         # ``load`` when it has.  cocotb wakes a coroutine on RisingEdge before the simulator
@@ -266,12 +293,10 @@ class FastHardware:
         # the ``load`` write is deferred to the step's ReadWrite phase, the file write is
         # not).  Waiting for ``loaded`` makes the file this push's until it is read.
         self._load_seq ^= 1
-        self.load_path.write_text(text)
+        self.load_path.write_bytes(text)
         self.dut.load.value = self._load_seq
-        while True:
-            await RisingEdge(self.clk)
-            if int(self.dut.loaded.value) == self._load_seq:
-                break
+        while int(self.dut.loaded.value) != self._load_seq:
+            await self._loaded_change
         self.pushes += 1
 
     def cycle(self) -> int:
@@ -281,9 +306,10 @@ class FastHardware:
 
     async def sw_op(self, op: SwOp, addr: int, wdata: int = 0, cmp: int = 0) -> tuple[int, int]:
         """One software-port operation; returns (old value, cycle of its response).  Host
-        threads' operations take turns (the port has one request in flight).  On return the
-        engine's copy holds every write the memory made up to the response, this operation's
-        included, in the memory's order (:meth:`drain_writes`)."""
+        threads' operations take turns (the port has one request in flight).  On return from
+        an operation that wrote (WRITE, XCHG, a CAS that matched), the engine's copy holds every
+        write the memory made up to the response, this operation's included, in the memory's
+        order (:meth:`drain_writes`)."""
         async with self._sw_lock:
             return await self._sw_op(op, addr, wdata, cmp)
 
@@ -294,25 +320,24 @@ class FastHardware:
         d.sw__req__wdata.value = wdata
         d.sw__req__cmp.value = cmp
         d.sw__req__valid.value = 1
-        while True:
-            await RisingEdge(self.clk)
-            if int(d.sw__req__ready.value):
-                break
+        # One wake per operation: the request stays valid until the response shows (the memory
+        # takes a request only when idle, and it is not idle again before the edge after the
+        # response, by which time ``valid`` is low), and the coroutine wakes on the response
+        # itself, in the time step of the edge that raised it (its values are that edge's).
+        await self._resp_rise
         d.sw__req__valid.value = 0
-        while True:
-            await RisingEdge(self.clk)
-            if int(d.sw__resp__valid.value):
-                break
         self.sw_ops += 1
         if int(d.sw__resp__err.value):
             from pyrmap.physmem import BusError
             raise BusError(addr)
         rdata, cycle = int(d.sw__resp__rdata.value), int(d.cycle.value) - 1
-        # The operation's write is in the write log, after every walker write the memory took
-        # before it: applying the log up to here leaves the engine's copy of the word equal to
-        # the gateware's (applying the operation's value alone would let an earlier walker
-        # write, drained later, overwrite it).
-        self.drain_writes()
+        if op != SwOp.READ and (op != SwOp.CAS or rdata == cmp):
+            # The operation's write is in the write log, after every walker write the memory
+            # took before it: applying the log up to here leaves the engine's copy of the word
+            # equal to the gateware's (applying the operation's value alone would let an
+            # earlier walker write, drained later, overwrite it).  An operation that wrote
+            # nothing leaves the log for the next drain.
+            self.drain_writes()
         return rdata, cycle
 
     # --- rings -----------------------------------------------------------------------------

@@ -429,6 +429,7 @@ class FastRun:
         c0 = self.hw.cycle()
         await self.setup()
         t_setup = time.monotonic()
+        cpu_setup = time.process_time()
         c_setup = self.hw.cycle()
         dut = self.dut
         next_kernel = c_setup + self.period
@@ -439,11 +440,14 @@ class FastRun:
         quiescent_due = False
         while True:
             # Sleep until something needs Python: a ring half full, an engine that faulted
-            # (and is not being handled), a fault handler or kernel step finishing, or the
-            # next kernel step.  Each is an edge or a timer: no per-cycle Python.
+            # (and is not being handled) or finished, a fault handler or kernel step
+            # finishing, or the next kernel step.  Each is an edge or a timer: no per-cycle Python.
             triggers = [RisingEdge(dut.wlog__half)]
             for i in range(self.ncores):
                 triggers.append(RisingEdge(getattr(dut, f"log{i}__half")))
+                if not self.hw.status(i, "done"):
+                    # The run ends when the last engine is done, not at the next timer.
+                    triggers.append(RisingEdge(getattr(dut, f"eng{i}__done")))
                 if i not in pending:
                     triggers.append(RisingEdge(getattr(dut, f"eng{i}__faulted")))
             triggers += [t.complete for t in pending.values()]
@@ -491,6 +495,7 @@ class FastRun:
         self.drain()
         self.logs.quiescent()
         wall = time.monotonic() - t_setup
+        self.cpu_seconds = time.process_time() - cpu_setup
         cycles = self.hw.cycle() - c_setup
         if self.recorder is not None:
             self.recorder.save(self.stream_path)
@@ -539,6 +544,8 @@ class FastRun:
             "fault_rate": self.stats["faults_handled"] / max(n, 1),
             "cycles": cycles,
             "seconds": wall,
+            "cpu_seconds": self.cpu_seconds,
+            "accesses_per_cpu_s": n / self.cpu_seconds if self.cpu_seconds else 0.0,
             "seconds_total": total,
             "accesses_per_s": n / wall if wall else 0.0,
             "cycles_per_s": cycles / wall if wall else 0.0,
@@ -555,6 +562,8 @@ class FastRun:
             "pushes": self.hw.pushes,
             "prefaulted": self.stats["prefaulted"],
             "sw_ops": self.hw.sw_ops,
+            "pte_ops": {k: int(v) for k, v in sorted(self.arch.stats.items())
+                        if k.startswith("pte_")},
             "drains": self.stats["drains"],
             "wakes": self.stats["wakes"],
             "host": {key: self.env.stats[key] for key in ("threads", "resumes", "lock_waits")},

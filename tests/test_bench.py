@@ -193,3 +193,19 @@ def test_make_bench_small(tmp_path, monkeypatch):
     for f in res["figures"].values():
         assert f["wall_seconds"] > 0 and f["peak_rss_mib"] > 0
     assert res["ratios"]["harness / plain-verilator (cycles/s)"] > 1
+
+
+@pytest.mark.sim
+def test_explore_figure_is_one_checked_sweep_point():
+    """The exploration figure: one sweep point on the bench's design, timed whole, with its
+    cross-checks passing; named among the fast path's figures and compared with the harness."""
+    bp = bench.BenchParams(seed=1, npages=16, fast_accesses=20_000)
+    assert bench.EXPLORE in bench.figure_names(bench.BenchParams(paths=("fast",)))
+    assert bench.EXPLORE not in bench.figure_names(bench.BenchParams(sims=("icarus",)))
+    f = bench.run_figure(bench.EXPLORE, cb.make_config(), bp)
+    assert f["accesses"] >= 2000 and f["checks"]["golden_tlb"] == "pass", f
+    assert f["loop_seconds"] >= f["run_seconds"] > 0
+    figs = {n: bench._rates(dict(x)) for n, x in (
+        (bench.EXPLORE, f), ("harness", {"cycles": 10 ** 6, "accesses": 10 ** 6,
+                                         "loop_seconds": 1.0}))}
+    assert bench.summarize(figs)[f"{bench.EXPLORE} / harness (accesses/s)"] > 0

@@ -40,8 +40,9 @@ def test_points_run_round_robin_over_designs():
 
 
 def test_spec_and_point_errors_name_the_axis_and_the_rule(tmp_path):
-    with pytest.raises(SpecError, match="'dev_entries' is not supported: the fast path drives"):
-        grid({"design": {"dev_entries": [8]}})
+    with pytest.raises(SpecError, match="'device_entries' is not supported: the device TLB's "
+                                        "axis is named dev_entries"):
+        grid({"design": {"device_entries": [8]}})
     with pytest.raises(SpecError, match="unknown design axis 'colour'"):
         grid({"design": {"colour": 1}})
     with pytest.raises(SpecError, match="workload must be one of"):
@@ -206,14 +207,19 @@ def test_plots_from_results(tmp_path):
                      "metrics": {"miss_rate": 0.5 / (k + 1), "shootdowns": 10,
                                  "inval_cycles": 20 * cores,
                                  "walk_latency_hist": [list(HIST_EDGES), hist]}})
+    rows[0]["design"]["dev_entries"] = 8
+    rows[0]["metrics"].update(dev_accesses=40, dev_hit_rate=0.7)
     written, skipped = make_plots(rows, tmp_path)
-    assert sorted(p.name for p in written) == ["area_pareto.png", "miss_rate.png",
-                                                "shootdown_cost.png", "walk_latency_cdf.png"]
+    assert sorted(p.name for p in written) == ["area_pareto.png", "device_tlb.png",
+                                                "miss_rate.png", "shootdown_cost.png",
+                                                "walk_latency_cdf.png"]
     assert not skipped and all(p.stat().st_size > 1000 for p in written)
     for r in rows:
         r["area"] = None
+    rows[0]["metrics"]["dev_accesses"] = 0
     written, skipped = make_plots(rows, tmp_path / "b")
-    assert skipped == {"area_pareto": "no point has a measured area"}
+    assert skipped == {"area_pareto": "no point has a measured area",
+                       "device_tlb": "no point drove the device TLB"}
 
 
 def test_workload_kinds_name_kernel_scenarios_the_fast_path_runs():
@@ -282,3 +288,69 @@ def test_fork_and_mprotect_storm_points_on_the_rtl(tmp_path):
     assert fork["forks"] > 0 and fork["cow_faults"] > 0
     prot = results["mprotect-munmap"]["metrics"]
     assert prot["mprotects"] > 0 and prot["munmaps"] > 0 and prot["segv_restores"] > 0
+
+
+def _device_report(**perf_changes):
+    perf = {"lookups": 38, "hits": 27, "misses": 11, "fills": 14, "invals": 53,
+            "young_clears": 11}
+    perf.update(perf_changes)
+    return {"device": {"perf": perf, "driver": {"accesses": 38, "fills": 14, "invals": 53,
+                                                "young_set": 11}},
+            "device_figures": {"misses": 11, "faults": 14},
+            "checkers": [{"name": "tlb", "verdict": "PASS"},
+                         {"name": "scoreboard", "verdict": "PASS"}],
+            "scoreboard": {"translations": 318}, "passed": True}
+
+
+def test_device_counters_check_compares_the_rtl_with_the_driver():
+    from cosim.explore.devpoint import device_counters_check, scoreboard_check
+    assert device_counters_check(_device_report())["verdict"] == "pass"
+    bad = device_counters_check(_device_report(misses=12, hits=26))
+    assert bad["verdict"] == "fail" and "misses 12 vs requester misses 11" in bad["detail"]
+    bad = device_counters_check(_device_report(invals=52))
+    assert bad["verdict"] == "fail" and "invals 52 vs driver invals 53" in bad["detail"]
+    assert device_counters_check({"device": None})["verdict"] == "not exercised"
+    assert scoreboard_check(_device_report())["verdict"] == "pass"
+    rep = _device_report()
+    rep["checkers"][0]["verdict"] = "FAIL"
+    assert scoreboard_check(rep)["verdict"] == "fail"
+
+
+def test_dev_entries_is_a_design_axis():
+    p = Point({"dev_entries": 2}, {"workload": "device-reclaim"})
+    assert p.mmu["dev_entries"] == 2 and "/dev2/" in p.label()
+    assert Point({}, {"workload": "device-reclaim"}).point_id != p.point_id
+    with pytest.raises(PointError, match="named dev_entries"):
+        Point({"device_entries": 2}, {})
+
+
+@pytest.mark.sim
+def test_device_point_on_the_step_path(tmp_path):
+    """The device TLB axis: a device-reclaim point runs the reclaim scenario with its device
+    on the RTL; the device's counters match the host driver's and every checker passes."""
+    from cosim.explore.point import Point as P
+    from cosim.explore.run import run_point
+    r = run_point(P({"dev_entries": 2}, {"workload": "device-reclaim", "accesses": 120}),
+                  tmp_path)
+    assert r["status"] == "ok", r["error"]
+    m = r["metrics"]
+    assert m["dev_accesses"] == m["dev_hits"] + m["dev_misses"] > 0 and m["dev_invals"] > 0
+    assert m["accesses"] > 0 and m["shootdowns"] > 0
+    assert r["checks"]["device_counters"]["verdict"] == "pass"
+    assert r["checks"]["scoreboard"]["verdict"] == "pass"
+    assert r["workload"]["kind"] == "scenario"
+
+
+def test_lru_bound_counts_squashed_attempts_as_lookups():
+    """A squashed attempt missed and its restarted walk filled the entry its re-issue hits:
+    the bound sees both lookups, so one miss on one page passes (OPT 1); a stream whose only
+    miss is gone fails."""
+    from cosim.explore.run import lru_bound_check
+    arrays = {"core": np.zeros(3, np.int64), "start": np.array([1, 5, 9]),
+              "va": np.array([0x4000, 0x4008, 0x4010], dtype=np.uint64),
+              "fault": np.zeros(3, np.int64), "hit": np.array([0, 1, 1]),
+              "squashed": np.array([1, 0, 0])}
+    design = {"tlb_entries": 8, "tlb_ways": 8}
+    assert lru_bound_check(Stream(arrays), design)["verdict"] == "pass"
+    assert lru_bound_check(Stream(dict(arrays, hit=np.array([1, 1, 1]))),
+                           design)["verdict"] == "fail"

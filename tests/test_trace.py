@@ -165,7 +165,7 @@ def test_stream_is_pinned_against_signals_and_cachegrind_follows_stdio(valgrind,
         got = cachegrind_check(t, entries=8, ways=2, cache=False)
         assert got["verdict"] == "pass" and got["cachegrind_refs"] == len(t), got
     old_trace = tr.Trace(a.va, a.op, a.size, a.gap, a.instructions, a.vmas,
-                         {k: v for k, v in a.meta.items() if k != "stdio"})
+                         {k: v for k, v in a.meta.items() if k != "state"})
     assert cachegrind_check(old_trace, entries=8, ways=2)["verdict"] == "not exercised"
 
 

@@ -336,12 +336,15 @@ def cachegrind_check(trace, *, entries: int, ways: int, cache: bool = True) -> d
     if rem or sets < 1 or sets & (sets - 1):
         return _verdict("not exercised", f"{entries} entries in {ways} ways: cachegrind needs "
                                          f"a power-of-two number of sets")
-    if not meta.get("stdio"):
-        return _verdict("not exercised", "the trace does not say what its program's stdout "
-                                         "and stderr were (recorded before they were kept): "
-                                         "record it again")
+    from .trace import PROGRAM_STATE
+    if not meta.get("stdio") or meta.get("state") != PROGRAM_STATE:
+        return _verdict("not exercised", "the trace was recorded in another program state "
+                                         "than cachegrind's run would have (its stdio kinds or "
+                                         "its signals and limits are not kept): record it "
+                                         "again")
     key = json.dumps([meta["command"], meta.get("cwd"), meta.get("program_sha256"),
-                      meta.get("env"), meta.get("valgrind"), meta["stdio"], entries, ways],
+                      meta.get("env"), meta.get("valgrind"), meta["stdio"], meta["state"],
+                      entries, ways],
                      sort_keys=True)
     import hashlib
     path = _cache_dir() / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".json")

@@ -109,7 +109,7 @@ def area_plot(rows, out: Path):
 
 
 def latency_cdf_plot(rows, out: Path, limit: int = 12):
-    rows = [r for r in _ok(rows) if sum(r["metrics"]["walk_latency_hist"][1])]
+    rows = [r for r in _ok(rows) if sum(r["metrics"].get("walk_latency_hist", [[], [0]])[1])]
     if not rows:
         return None
     plt = _plt()
@@ -152,6 +152,28 @@ def shootdown_plot(rows, out: Path):
     return _save(plt, fig, out / "shootdown_cost.png")
 
 
+def device_tlb_plot(rows, out: Path):
+    """Device-TLB hit rate against its entries (points with device traffic)."""
+    rows = [r for r in _ok(rows) if r["metrics"].get("dev_accesses")]
+    if not rows:
+        return None
+    plt = _plt()
+    lines = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        lines[r["workload"]["workload"]][r["design"]["dev_entries"]].append(
+            r["metrics"]["dev_hit_rate"])
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for w, by_entries in sorted(lines.items()):
+        xs = sorted(by_entries)
+        ax.plot(xs, [float(np.mean(by_entries[x])) for x in xs], marker="o", label=w)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("device TLB entries")
+    ax.set_ylabel("device TLB hit rate")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    return _save(plt, fig, out / "device_tlb.png")
+
+
 def make_plots(rows: list[dict], out: Path) -> tuple[list[Path], dict[str, str]]:
     """Every figure that ``rows`` (point results) can give; returns (written, skipped)."""
     out = Path(out)
@@ -161,7 +183,8 @@ def make_plots(rows: list[dict], out: Path) -> tuple[list[Path], dict[str, str]]
             ("miss_rate", miss_rate_plot, "no point succeeded"),
             ("area_pareto", area_plot, "no point has a measured area"),
             ("walk_latency_cdf", latency_cdf_plot, "no point had a TLB miss"),
-            ("shootdown_cost", shootdown_plot, "no point ran a kernel that shoots down")):
+            ("shootdown_cost", shootdown_plot, "no point ran a kernel that shoots down"),
+            ("device_tlb", device_tlb_plot, "no point drove the device TLB")):
         path = fn(rows, out)
         if path is None:
             skipped[name] = why

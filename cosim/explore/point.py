@@ -3,7 +3,8 @@
 Design axes (the sweep's names, then :class:`hdl.config.MmuConfig`'s): ``entries``
 (``tlb_entries``), ``ways`` (``tlb_ways``), ``replacement``, ``superpage_entries``,
 ``asid_bits``, ``svadu`` (True: hardware A/D; False: Svade faults), ``cores`` (``ncores``),
-``latency`` (memory latency in cycles, :class:`cosim.fastbuild.FastParams`).
+``dev_entries`` (the device TLB's entries, ``DeviceMmu``), ``latency`` (memory latency in
+cycles, :class:`cosim.fastbuild.FastParams`).
 
 Workload axes: ``workload`` (a key of :data:`WORKLOADS`), ``pages`` (each core's window, a
 power of two), ``accesses`` (in all, split over the cores), ``store_permille``, ``period``
@@ -27,15 +28,13 @@ class PointError(ValueError):
 #: Sweep axis name -> MmuConfig parameter (``latency`` is the fast path's memory latency).
 DESIGN_AXES = {"entries": "tlb_entries", "ways": "tlb_ways", "replacement": "replacement",
                "superpage_entries": "superpage_entries", "asid_bits": "asid_bits",
-               "svadu": "svadu", "cores": "ncores", "latency": "latency"}
+               "svadu": "svadu", "cores": "ncores", "dev_entries": "dev_entries",
+               "latency": "latency"}
 DESIGN_DEFAULTS = {"entries": 8, "ways": None, "replacement": "plru", "superpage_entries": 4,
-                   "asid_bits": 9, "svadu": True, "cores": 2, "latency": 1}
-#: Axes the MMU has but the fast path cannot measure, with the reason.
+                   "asid_bits": 9, "svadu": True, "cores": 2, "dev_entries": 8, "latency": 1}
+#: Names a user may try that are not axes, with the rule.
 UNSUPPORTED_AXES = {
-    "dev_entries": "the fast path drives no device traffic (its engines are CPU ports); "
-                   "the device TLB is not exercised",
-    "device_entries": "the fast path drives no device traffic (its engines are CPU ports); "
-                      "the device TLB is not exercised",
+    "device_entries": "the device TLB's axis is named dev_entries",
 }
 
 #: Kernel scenarios that run beside the traffic engines, by name: the fast path's kernel-step
@@ -52,6 +51,12 @@ KERNEL_SCENARIOS = {"none": (), "reclaim": None, "fork-cow": ("fork",),
 #: stream (``mode``; ``trace`` replays a recorded trace, the ``trace`` axis: a ``.npz`` of
 #: ``rmap-cosim trace``, on every core of one process mapping its VMAs) and the kernel
 #: scenario beside it (a key of :data:`KERNEL_SCENARIOS`), every ``period`` cycles.
+#: ``device-reclaim`` (mode ``device``) is the one workload with device traffic: the
+#: registered ``reclaim`` scenario on the step path (the fast path's engines are CPU ports
+#: only): every core's workload, kswapd, writeback and migration, and a device (the
+#: ``DeviceMmu``, a secondary MMU kept coherent by mmu notifiers) on the parent's memory;
+#: ``accesses`` is split over 3 phases and the cores, ``pages``, ``period`` and
+#: ``store_permille`` are the scenario's own.
 WORKLOADS = {
     "uniform": {"mode": "uniform", "kernel": "none"},
     "zipf": {"mode": "zipf", "kernel": "none"},
@@ -65,6 +70,7 @@ WORKLOADS = {
     "trace-reclaim": {"mode": "trace", "kernel": "reclaim"},
     "trace-fork-cow": {"mode": "trace", "kernel": "fork-cow"},
     "trace-mprotect-munmap": {"mode": "trace", "kernel": "mprotect-munmap"},
+    "device-reclaim": {"mode": "device", "kernel": "reclaim"},
 }
 WORKLOAD_AXES = ("workload", "trace", "pages", "accesses", "store_permille", "period")
 WORKLOAD_DEFAULTS = {"workload": "uniform", "trace": None, "pages": 16, "accesses": 20_000,
@@ -155,8 +161,10 @@ class Point:
         if self.workload.get("trace"):
             from pathlib import Path
             w += f":{Path(self.workload['trace']).stem}"
+        dev = "" if d["dev_entries"] == DESIGN_DEFAULTS["dev_entries"] else \
+            f"/dev{d['dev_entries']}"
         return (f"{d['entries']}e/{ways}w/{d['replacement']}/{d['cores']}c"
-                f"/lat{d['latency']}/{w}")
+                f"/lat{d['latency']}{dev}/{w}")
 
     def command(self, out: str = "explore-results") -> str:
         """The ``rmap-cosim sweep`` command line that runs this point alone."""

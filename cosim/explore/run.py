@@ -150,10 +150,12 @@ def _metrics(stream, rep: dict, instructions: int = 0) -> dict:
 
 def lru_bound_check(stream, design: dict) -> dict:
     """The models' bound (:func:`cosim.explore.models.stack_distance_check`) on each core's
-    page stream (its translated accesses, in order) against that core's RTL misses; the
-    point's verdict is the worst of its cores'."""
+    page stream (its TLB lookups in order: every record but a faulting one, squashed
+    attempts included, since a squashed attempt looked the TLB up and its restarted walk
+    fills the entry its re-issue then hits) against that core's RTL misses on the same
+    lookups; the point's verdict is the worst of its cores'."""
     from .models import stack_distance_check
-    ok = (stream["fault"] == FaultKind.NONE) & (stream["squashed"] == 0)
+    ok = stream["fault"] == FaultKind.NONE
     order = np.argsort(stream["start"], kind="stable")
     per_core = []
     for c in np.unique(stream["core"]).tolist():
@@ -200,12 +202,11 @@ def run_point(point: Point, results: Path, *, sim: str = "verilator",
     ``area``, the design's Yosys area and logic depth (:func:`cosim.explore.area.area`,
     cached per configuration) go in ``area``."""
     from cosim.build import make_config
-    from cosim.fastbuild import FastParams, fast_build, fast_run
+    from cosim.fastbuild import FastParams
     results = Path(results)
     pid = point.point_id
     run_dir = results / "runs" / pid
     run_dir.mkdir(parents=True, exist_ok=True)
-    stream_file = run_dir / "stream.npz"
     config = make_config(**point.mmu)
     w = point.workload
     spec = WORKLOADS[w["workload"]]
@@ -216,49 +217,19 @@ def run_point(point: Point, results: Path, *, sim: str = "verilator",
     params = FastParams(words_log2=words_log2, latency=point.design["latency"], log_log2=12)
     result = {"schema": SCHEMA_VERSION, "point_id": pid, "git_commit": git_commit(),
               "tools": tool_versions(), "design": dict(point.design, mmu=point.mmu),
-              "workload": dict(w, kind="trace" if w["trace"] else "synthetic", **spec), "seed": point.seed,
+              "workload": dict(w, kind=("trace" if w["trace"] else "scenario"
+                                        if spec["mode"] == "device" else "synthetic"), **spec),
+              "seed": point.seed,
               "metrics": {}, "area": None, "checks": {}, "status": "failed", "error": None,
               "build_key": None, "seconds": 0.0, "build_seconds": 0.0,
               "command": point.command(str(results))}
     t0 = time.monotonic()
     try:
-        b = fast_build(config, params, sim)
-        result["build_key"] = b.key
-        result["build_seconds"] = b.seconds
-        t1 = time.monotonic()
-        ok, rep, where = fast_run(config, params, sim, seed=point.seed, test_dir=run_dir, env={
-            "FAST_ACCESSES": w["accesses"], "FAST_PAGES": w["pages"],
-            "FAST_MODE": "uniform" if w["trace"] else spec["mode"], "FAST_TRACE": w["trace"] or "",
-            **kernel_env(spec["kernel"]), "FAST_PERIOD": w["period"],
-            "FAST_STORE": w["store_permille"], "FAST_STREAM": stream_file})
-        result["seconds"] = time.monotonic() - t1
-        if rep is None or "error" in rep or not ok or not stream_file.exists():
-            err = (rep or {}).get("error") or (rep or {}).get("violations") or \
-                f"the run failed (see {where}/sim.log)"
-            result["error"] = str(err).splitlines()[0][:500]
+        if spec["mode"] == "device":
+            _device_point(point, config, run_dir, sim, result)
+            _conclude(result, config, area)
         else:
-            stream = load_stream(stream_file)
-            instructions = 0
-            if w["trace"]:
-                from .replay import TraceReplay
-                per_core = -(-w["accesses"] // point.design["cores"])
-                instructions = (TraceReplay.load(w["trace"]).instructions(per_core)
-                                * point.design["cores"])
-            result["metrics"] = _metrics(stream, rep, instructions)
-            result["checks"]["golden_tlb"] = golden_tlb_check(stream, point.mmu)
-            result["checks"]["stack_distance_lru"] = lru_bound_check(stream, point.mmu)
-            if w["trace"]:
-                result["checks"]["cachegrind"] = trace_cachegrind_check(
-                    w["trace"], point.mmu, result["metrics"])
-            if area:
-                from .area import area as measure_area
-                result["area"] = measure_area(config)
-            failed = [n for n, c in result["checks"].items() if c["verdict"] == "fail"]
-            if failed:
-                result["error"] = f"cross-check {failed[0]} disagrees: " \
-                                  f"{result['checks'][failed[0]]['detail']}"[:500]
-            else:
-                result["status"] = "ok"
+            _fast_point(point, config, params, run_dir, sim, result, area)
     except Exception as exc:  # noqa: BLE001 - a point reports its failure, the sweep goes on
         result["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
     result["wall_seconds"] = time.monotonic() - t0
@@ -269,3 +240,67 @@ def run_point(point: Point, results: Path, *, sim: str = "verilator",
     tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
     tmp.replace(path)
     return result
+
+
+def _conclude(result: dict, config, area: bool) -> None:
+    """Area when asked; the point fails on its first failed cross-check."""
+    if area:
+        from .area import area as measure_area
+        result["area"] = measure_area(config)
+    failed = [n for n, c in result["checks"].items() if c["verdict"] == "fail"]
+    if failed:
+        result["error"] = f"cross-check {failed[0]} disagrees: " \
+                          f"{result['checks'][failed[0]]['detail']}"[:500]
+    else:
+        result["status"] = "ok"
+
+
+def _device_point(point, config, run_dir: Path, sim: str, result: dict) -> None:
+    from .devpoint import (device_counters_check, device_metrics, run_device_point,
+                           scoreboard_check)
+    rep, secs, build_secs, command = run_device_point(point, config, run_dir, sim)
+    result["seconds"], result["build_seconds"] = secs, build_secs
+    from cosim.build import config_hash
+    result["build_key"] = config_hash(config)
+    if rep is None:
+        raise RuntimeError(f"the step-path run wrote no report (reproduce: {command})")
+    result["metrics"] = device_metrics(rep)
+    result["checks"]["scoreboard"] = scoreboard_check(rep)
+    result["checks"]["device_counters"] = device_counters_check(rep)
+
+
+def _fast_point(point, config, params, run_dir: Path, sim: str, result: dict,
+                area: bool) -> None:
+    from cosim.fastbuild import fast_build, fast_run
+    w = point.workload
+    spec = WORKLOADS[w["workload"]]
+    stream_file = run_dir / "stream.npz"
+    b = fast_build(config, params, sim)
+    result["build_key"] = b.key
+    result["build_seconds"] = b.seconds
+    t1 = time.monotonic()
+    ok, rep, where = fast_run(config, params, sim, seed=point.seed, test_dir=run_dir, env={
+        "FAST_ACCESSES": w["accesses"], "FAST_PAGES": w["pages"],
+        "FAST_MODE": "uniform" if w["trace"] else spec["mode"], "FAST_TRACE": w["trace"] or "",
+        **kernel_env(spec["kernel"]), "FAST_PERIOD": w["period"],
+        "FAST_STORE": w["store_permille"], "FAST_STREAM": stream_file})
+    result["seconds"] = time.monotonic() - t1
+    if rep is None or "error" in rep or not ok or not stream_file.exists():
+        err = (rep or {}).get("error") or (rep or {}).get("violations") or \
+            f"the run failed (see {where}/sim.log)"
+        result["error"] = str(err).splitlines()[0][:500]
+    else:
+        stream = load_stream(stream_file)
+        instructions = 0
+        if w["trace"]:
+            from .replay import TraceReplay
+            per_core = -(-w["accesses"] // point.design["cores"])
+            instructions = (TraceReplay.load(w["trace"]).instructions(per_core)
+                            * point.design["cores"])
+        result["metrics"] = _metrics(stream, rep, instructions)
+        result["checks"]["golden_tlb"] = golden_tlb_check(stream, point.mmu)
+        result["checks"]["stack_distance_lru"] = lru_bound_check(stream, point.mmu)
+        if w["trace"]:
+            result["checks"]["cachegrind"] = trace_cachegrind_check(
+                w["trace"], point.mmu, result["metrics"])
+        _conclude(result, config, area)

@@ -82,14 +82,25 @@ METRICS = (
     Metric("munmaps", "count", "ranges unmapped by the mprotect/munmap storm"),
     Metric("segv_restores", "count", "storm ranges given back by the program's SIGSEGV "
                                      "handler when an engine touched them"),
+    Metric("dev_accesses", "count", "device TLB lookups (DeviceMmu counter; device-reclaim)"),
+    Metric("dev_hits", "count", "device accesses served from the device TLB"),
+    Metric("dev_misses", "count", "device accesses that missed (a fault to the host driver)"),
+    Metric("dev_hit_rate", "fraction", "dev_hits / dev_accesses"),
+    Metric("dev_fills", "count", "device TLB entries the host driver filled"),
+    Metric("dev_faults", "count", "device faults the host driver resolved"),
+    Metric("dev_invals", "count", "invalidations the device TLB received (mmu notifiers)"),
+    Metric("dev_young_clears", "count", "young bits cleared by clear_flush_young"),
     Metric("cycles", "cycles", "simulated cycles of the measured phase"),
     Metric("accesses_per_s", "1/s", "checked accesses per second of wall time"),
 )
 METRIC_NAMES = tuple(m.name for m in METRICS)
 
 #: Cross-checks a point can carry, by name: the golden model's TLB (exact counts on the same
-#: stream), a stack-distance LRU bound (fully associative LRU points), cachegrind (traces).
-CHECKS = ("golden_tlb", "stack_distance_lru", "cachegrind")
+#: stream), a stack-distance LRU bound (fully associative LRU points), cachegrind (traces);
+#: on the step path (device-reclaim): the run's checkers with the golden-walk scoreboard
+#: (every translation replayed), and the device TLB's counters against the host driver's
+#: own counts.
+CHECKS = ("golden_tlb", "stack_distance_lru", "cachegrind", "scoreboard", "device_counters")
 VERDICTS = ("pass", "fail", "not exercised")
 STATUSES = ("ok", "failed")
 

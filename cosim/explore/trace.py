@@ -25,10 +25,12 @@ too; the pages the program touched are what a replay needs, and they are exact.
 Every byte of every access must lie below ``2**38`` (``pyrmap.memory.TASK_SIZE``, the Sv39
 user half); under Valgrind programs stay there, and a trace that does not is rejected.
 
-The recording runs with a fixed environment (:data:`TRACE_ENV`) and every signal at its
+The recording runs with a fixed environment (:data:`TRACE_ENV`), every signal at its
 default disposition (:func:`launch_prefix`: a program such as ``sort`` or ``gzip`` installs
 its handlers only for signals not ignored, so a run from a background job, which ignores
-SIGINT and SIGQUIT, makes another stream), and the kinds of its stdout and stderr are
+SIGINT and SIGQUIT, makes another stream) and a fixed resident-set limit
+(:data:`PROGRAM_STATE`: ``sort`` sizes its buffer from the machine's available memory
+otherwise), and the kinds of its stdout and stderr are
 recorded (``meta["stdio"]``, :func:`stdio_kinds`: stdio sets its buffering from them, and
 ``sort`` makes one more reference with stderr on a regular file than on a pipe).  So the
 same command gives the same addresses from a shell, from ``make`` or from a test, and
@@ -64,7 +66,7 @@ from .tools import ToolMissing, tool_path, tool_version
 
 __all__ = ["Trace", "TraceOp", "TraceVma", "TraceError", "LackeyParser", "parse_lackey",
            "record", "save", "load", "derive_vmas", "TRACE_ENV", "FORMAT_VERSION", "main",
-           "launch_prefix", "stdio_kinds", "STDIO_KINDS"]
+           "launch_prefix", "stdio_kinds", "STDIO_KINDS", "PROGRAM_STATE"]
 
 #: Version of the ``.npz`` layout (``meta["format"]``).
 FORMAT_VERSION = 1
@@ -78,14 +80,24 @@ _CHUNK = 1 << 20
 STDIO_KINDS = ("null", "file", "pipe", "tty")
 
 
+#: The state a recorded program starts in, beyond :data:`TRACE_ENV` (``meta["state"]``; a
+#: cachegrind run of the program starts in the same): every signal at its default
+#: disposition, and a resident-set limit, which Linux does not enforce but programs read
+#: (``sort`` sizes its buffer from the smaller of it and the machine's available memory, so
+#: without it the stream changes with the machine's load).
+PROGRAM_STATE = {"signals": "default", "rlimit_rss": 256 << 20}
+
+
 def launch_prefix() -> list[str]:
-    """The command that starts Valgrind with every signal at its default disposition
-    (coreutils ``env --default-signal``): an ignored signal is inherited across exec, and
-    programs test for it."""
+    """The command that starts Valgrind in :data:`PROGRAM_STATE`: coreutils ``env
+    --default-signal`` (an ignored signal is inherited across exec, and programs test for
+    it) and util-linux ``prlimit --rss``."""
     env = shutil.which("env", path=TRACE_ENV["PATH"])
-    if env is None:
-        raise ToolMissing("coreutils' env is not on PATH " + TRACE_ENV["PATH"])
-    return [env, "--default-signal"]
+    prlimit = shutil.which("prlimit", path=TRACE_ENV["PATH"] + ":/usr/sbin:/sbin")
+    if env is None or prlimit is None:
+        raise ToolMissing(f"coreutils' env and util-linux' prlimit must be on PATH "
+                          f"{TRACE_ENV['PATH']}")
+    return [env, "--default-signal", prlimit, f"--rss={PROGRAM_STATE['rlimit_rss']}"]
 
 
 def _kind(fd: int) -> str:
@@ -165,7 +177,8 @@ class Trace:
     meta : dict
         ``format``, ``command``, ``valgrind``, ``skip``, ``limit``, ``truncated``,
         ``exit_code``, ``program_sha256``, ``vma_gap``, ``env``, ``stdio`` (the kinds of the
-        program's stdout and stderr, :func:`stdio_kinds`).
+        program's stdout and stderr, :func:`stdio_kinds`), ``state``
+        (:data:`PROGRAM_STATE`).
     """
     va: np.ndarray
     op: np.ndarray
@@ -416,7 +429,8 @@ def record(argv: Sequence[str], *, skip: int = 0, limit: Optional[int] = None,
             "truncated": bool(killed or parser.truncated),
             "exit_code": None if killed else code,
             "program_sha256": _program_sha256(argv), "vma_gap": vma_gap,
-            "env": dict(TRACE_ENV), "stdio": stdio_kinds(stdout)}
+            "env": dict(TRACE_ENV), "stdio": stdio_kinds(stdout),
+            "state": dict(PROGRAM_STATE)}
     return Trace(va, op, size, gap, instructions, derive_vmas(va, size, op, vma_gap), meta)
 
 

@@ -1,0 +1,59 @@
+"""The fast path's host-side codecs (cosim.fasthw): the ring files' hex records decode to the
+records' fields, and the bulk push's ``$readmemh`` text lists every word at its index."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from cosim.fasthw import decode_records, hex_words, memload_text
+from simhw.filelog import record_bytes
+from simhw.traffic import RECORD_FIELDS, RECORD_WIDTH
+
+
+def _readmemh(text: bytes, size: int) -> np.ndarray:
+    """What ``$readmemh`` writes: ``@<hex index>`` moves the address, a value fills it."""
+    out = np.zeros(size, dtype=np.uint64)
+    addr = 0
+    for line in text.decode().split():
+        if line.startswith("@"):
+            addr = int(line[1:], 16)
+        else:
+            out[addr] = int(line, 16)
+            addr += 1
+    return out
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_memload_text_writes_every_word_at_its_index(seed):
+    rng = random.Random(seed)
+    idx = np.array(sorted(rng.sample(range(4096), 300) + list(range(600, 700))), dtype=np.int64)
+    idx = np.unique(idx)
+    vals = np.array([rng.getrandbits(64) for _ in idx], dtype=np.uint64)
+    want = np.zeros(4096, dtype=np.uint64)
+    want[idx] = vals
+    text = memload_text(idx, vals)
+    assert np.array_equal(_readmemh(text, 4096), want)
+    # one address line per run of consecutive indices
+    runs = 1 + int((np.diff(idx) != 1).sum())
+    assert text.count(b"@") == runs
+    assert memload_text(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint64)) == b""
+
+
+def test_hex_records_decode_to_their_fields():
+    rng = random.Random(7)
+    recs = [{name: rng.getrandbits(w) for name, w in RECORD_FIELDS} for _ in range(50)]
+    lines = []
+    for r in recs:
+        word, pos = 0, 0
+        for name, w in RECORD_FIELDS:
+            word |= r[name] << pos
+            pos += w
+        lines.append(f"{word:0{record_bytes(RECORD_WIDTH) - 1}x}\n")
+    fields = decode_records(hex_words("".join(lines).encode(), RECORD_WIDTH))
+    for name, _ in RECORD_FIELDS:
+        assert fields[name].tolist() == [r[name] for r in recs], name
+    with pytest.raises(ValueError, match="not hex"):
+        hex_words(lines[0].replace(lines[0][3], "x").encode(), RECORD_WIDTH)

@@ -78,16 +78,9 @@ def test_memory_software_port_ops(latency):
                                           (0x5, 0), (0, 1)]
 
 
-def test_memory_mmu_writes_are_logged_and_xchg_is_refused():
-    dut = SimMemory(words_log2=6)
+def write_log(dut, *benches, until=1e-4):
+    """Run ``benches`` on SimMemory ``dut``; the (addr, data) of each ``wlog`` pulse."""
     seen = []
-
-    async def bench(ctx):
-        await mem_op(ctx, dut.mmu, MemOp.WRITE, 0x10, 0xAB)
-        await mem_op(ctx, dut.mmu, MemOp.CAS, 0x10, 0xCD, cmp=0xAB)
-        await mem_op(ctx, dut.mmu, MemOp.CAS, 0x10, 0xEF, cmp=0xAB)       # fails: no log
-        assert (await mem_op(ctx, dut.mmu, SwOp.XCHG, 0x10, 0x1))[1] == 1
-        assert (await mem_op(ctx, dut.mmu, MemOp.READ, 0x10))[0] == 0xCD
 
     async def watch(ctx):
         async for _, _, v, addr, data in ctx.tick().sample(dut.wlog.valid, dut.wlog.addr,
@@ -97,10 +90,24 @@ def test_memory_mmu_writes_are_logged_and_xchg_is_refused():
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
-    sim.add_testbench(bench)
+    for b in benches:
+        sim.add_testbench(b)
     sim.add_process(watch)
-    sim.run_until(1e-3)
-    assert seen == [(0x10, 0xAB), (0x10, 0xCD)]
+    sim.run_until(until)
+    return seen
+
+
+def test_memory_mmu_writes_are_logged_and_xchg_is_refused():
+    dut = SimMemory(words_log2=6)
+
+    async def bench(ctx):
+        await mem_op(ctx, dut.mmu, MemOp.WRITE, 0x10, 0xAB)
+        await mem_op(ctx, dut.mmu, MemOp.CAS, 0x10, 0xCD, cmp=0xAB)
+        await mem_op(ctx, dut.mmu, MemOp.CAS, 0x10, 0xEF, cmp=0xAB)       # fails: no log
+        assert (await mem_op(ctx, dut.mmu, SwOp.XCHG, 0x10, 0x1))[1] == 1
+        assert (await mem_op(ctx, dut.mmu, MemOp.READ, 0x10))[0] == 0xCD
+
+    assert write_log(dut, bench) == [(0x10, 0xAB), (0x10, 0xCD)]
 
 
 def test_memory_logs_both_ports_writes_in_the_order_they_happen():
@@ -109,7 +116,6 @@ def test_memory_logs_both_ports_writes_in_the_order_they_happen():
     record would hold the walker's value: a PTE the kernel cleared still mapping its frame);
     reads and failed compare-and-swaps write nothing and log nothing."""
     dut = SimMemory(words_log2=6, latency=1)
-    seen = []
 
     async def mmu(ctx):
         ctx.set(dut.ram.storage.data[2], 0x100)
@@ -123,19 +129,7 @@ def test_memory_logs_both_ports_writes_in_the_order_they_happen():
         await mem_op(ctx, dut.sw, SwOp.CAS, 0x10, 0x7, cmp=0x1)                 # fails
         await mem_op(ctx, dut.sw, SwOp.WRITE, 0x18, 0x9)
 
-    async def watch(ctx):
-        async for _, _, v, addr, data in ctx.tick().sample(dut.wlog.valid, dut.wlog.addr,
-                                                            dut.wlog.data):
-            if v:
-                seen.append((addr, data))
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(mmu)
-    sim.add_testbench(sw)
-    sim.add_process(watch)
-    sim.run_until(1e-4)
-    assert seen == [(0x10, 0x140), (0x10, 0x0), (0x18, 0x9)]
+    assert write_log(dut, mmu, sw) == [(0x10, 0x140), (0x10, 0x0), (0x18, 0x9)]
 
 
 def test_memory_software_cas_is_atomic_with_the_mmu_cas():

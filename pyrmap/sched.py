@@ -1,13 +1,14 @@
 """A deterministic scheduler for engine threads.
 
 Engine code (rmap, fault handlers, syscalls, CPU workloads) is ordinary synchronous Python.
-The scheduler runs each piece as a real :class:`threading.Thread`, but passes a baton so that
-exactly one of them runs at any time.  A thread gives the baton away only at a yield point
-(:meth:`Scheduler.yield_point`, called by every SoftArch PTE operation, flush, CPU access and
-lock operation) or when it blocks on a lock.  At a yield point a ``random.Random`` seeded with
-``seed`` decides whether to switch (probability ``switch_prob``, itself drawn from the seed
-unless given) and to which of the other runnable threads.  The same seed and the same program therefore
-give the same interleaving, recorded in :attr:`Scheduler.trace`.
+The scheduler runs each piece as a greenlet (:mod:`pyrmap.fibers`) and passes a baton (a
+switch to the next thread's greenlet), so that exactly one of them runs at any time.  A thread
+gives the baton away only at a yield point (:meth:`Scheduler.yield_point`, called by every
+SoftArch PTE operation, flush, CPU access and lock operation) or when it blocks on a lock.  At
+a yield point a ``random.Random`` seeded with ``seed`` decides whether to switch (probability
+``switch_prob``, itself drawn from the seed unless given) and to which of the other runnable
+threads.  The same seed and the same program therefore give the same interleaving, recorded
+in :attr:`Scheduler.trace`.
 
 With ``strategy="pct"`` the choice is PCT's (probabilistic concurrency testing, Burckhardt
 et al., ASPLOS 2010) instead: every thread gets a random priority, the highest-priority runnable
@@ -39,9 +40,11 @@ from __future__ import annotations
 
 import collections
 import random
-import threading
 from typing import Any, Callable, Optional
 
+import greenlet
+
+from .fibers import Fibers
 from .locking import Deadlock, SoftLock, SoftRwSem
 
 __all__ = ["Scheduler", "Task", "Deadlock", "Livelock", "STRATEGIES", "pct_bound"]
@@ -95,7 +98,7 @@ class Task:
         self.waiting: Optional[tuple[Any, str]] = None
         self.result = None
         self.exc: Optional[BaseException] = None
-        self.thread: Optional[threading.Thread] = None
+        self.fiber: Optional[greenlet.greenlet] = None
 
     def __repr__(self) -> str:
         return f"<Task {self.name!r} {self.state}>"
@@ -155,9 +158,9 @@ class Scheduler:
                             f"{trace_len!r}")
         self.trace: collections.deque[tuple[str, str]] = collections.deque(maxlen=trace_len)
         self.steps = 0
-        self._cv = threading.Condition()
+        self._fibers = Fibers()
         self._turn: Optional[Task] = None       # the task holding the baton (None: the caller)
-        self._by_ident: dict[int, Task] = {}
+        self._home: Optional[greenlet.greenlet] = None      # the greenlet running run()
         self._running = False
         self._aborting = False
         self._error: Optional[BaseException] = None
@@ -207,8 +210,8 @@ class Scheduler:
         task.signal_pending = True
 
     def current(self) -> Optional[Task]:
-        """The task of the calling OS thread, or None outside the scheduler's threads."""
-        return self._by_ident.get(threading.get_ident())
+        """The running task, or None outside the scheduler's threads."""
+        return self._fibers.current()
 
     @property
     def running(self) -> bool:
@@ -238,22 +241,17 @@ class Scheduler:
         self._error = None
         if self.strategy == "pct":
             self._pct_begin()
+        self._home = greenlet.getcurrent()
         try:
-            with self._cv:
-                for task in self.tasks:
-                    if task.state != "done" and task.thread is None:
-                        self._start(task)
-                nxt = self._pick()
-                if nxt is not None:
-                    self._turn = nxt
-                    self._cv.notify_all()
-                    while self._turn is not None:
-                        self._cv.wait()
             for task in self.tasks:
-                if task.thread is not None:
-                    task.thread.join()
+                if task.state != "done" and task.fiber is None:
+                    self._start(task)
+            self._turn = self._pick()
+            while self._turn is not None:       # back here each time a thread finishes
+                self._turn.fiber.switch()
         finally:
             self._running = False
+            self._home = None
             if self.strategy == "pct":
                 self._pct_end()
         if self._error is not None:
@@ -267,16 +265,11 @@ class Scheduler:
             raise err
 
     def _start(self, task: Task) -> None:
-        th = threading.Thread(target=self._body, args=(task,), name=f"engine-{task.name}",
-                              daemon=True)
-        task.thread = th
-        th.start()
+        """Make ``task`` a greenlet; it runs when the baton first comes to it, and when it
+        finishes it returns to :meth:`run`, which hands the baton on."""
+        task.fiber = self._fibers.start(task, self._body, (task,), parent=self._home)
 
     def _body(self, task: Task) -> None:
-        self._by_ident[threading.get_ident()] = task
-        with self._cv:
-            while self._turn is not task:
-                self._cv.wait()
         try:
             if self._aborting:
                 raise _Abort()
@@ -291,11 +284,7 @@ class Scheduler:
         finally:
             task.state = "done"
             task.waiting = None
-            self._by_ident.pop(threading.get_ident(), None)     # idents are reused
-            with self._cv:
-                nxt = self._next_after_exit()
-                self._turn = nxt
-                self._cv.notify_all()
+            self._turn = self._next_after_exit()
 
     def _next_after_exit(self) -> Optional[Task]:
         if self._aborting:
@@ -400,11 +389,8 @@ class Scheduler:
 
     def _switch(self, me: Task, nxt: Task) -> None:
         """Give the baton to ``nxt`` and wait until it comes back to ``me``."""
-        with self._cv:
-            self._turn = nxt
-            self._cv.notify_all()
-            while self._turn is not me:
-                self._cv.wait()
+        self._turn = nxt
+        nxt.fiber.switch()
         if self._aborting:
             raise _Abort()
 

@@ -169,3 +169,15 @@ def test_mxr_and_non_canonical(mmu, rtl_opts):
     got = {name: (c["fault"], c["hit"], c["walker_reads"], c["scoreboard"])
            for name, c in rep["cases"].items()}
     assert got == MXR_CANONICAL[mmu], rep["cases"]
+
+
+@pytest.mark.sim
+def test_litmus_scoreboard_judges_cva6_by_its_choices():
+    """The litmus runs' golden-walk scoreboard takes the run's MMU: on CVA6 a walk stopped by
+    a shootdown and walked again from the root (``aborts_walks``) is CVA6's choice, not a
+    walk mismatch (ad_cas_remap, seed 4: a load's walk cut after its second read)."""
+    from cosim.litmus.runner import MMU_CONFIG, format_result, run_files
+    r = run_files(["litmus/ad_cas_remap.litmus"], runs=1, seed=4, sim="verilator",
+                  arbitration="round_robin", config=MMU_CONFIG["cva6"])[0]
+    assert r.passed, format_result(r)
+    assert r.config["mmu"] == "cva6"

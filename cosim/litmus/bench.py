@@ -209,7 +209,8 @@ class Run:
         self.scoreboard = MmuScoreboard(bench.ncores, svadu=bool(bench.cfg.get("svadu", True)),
                                         mem_log=bench.responder.log,
                                         by_src=bench.responder.by_src,
-                                        asid_bits=bench.asid_bits)
+                                        asid_bits=bench.asid_bits,
+                                        mmu=bench.cfg.get("mmu", "ours"))
 
     # --- hardware ports ----------------------------------------------------------------------
 

@@ -17,9 +17,9 @@ from cosim.bugzoo import FAST_COLUMN, QUIRKS, Outcome, fast_row, format_table
 from cosim.fastquirks import FastCatch, NotOnFastPath, fast_quirk_outcome
 
 FAST = [q for q in QUIRKS if isinstance(q.fast, FastCatch)]
-#: In the default suite: a hardware quirk caught by the stale-translation log check, a kernel
-#: race caught by checker (a) at page_mkclean's return, and the rmap row (checker (e)).
-DEFAULT = ("quirk_plain_ad_write", "zap_flush_after_pte_unlock", "split_vma_keeps_pgoff")
+#: In the default suite: a hardware quirk (a walker's plain A/D write resurrecting a PTE), a
+#: kernel race caught by checker (a) at page_mkclean's return, and the rmap row (checker (e)).
+DEFAULT = ("quirk_plain_ad_write", "page_check_address_lockless", "split_vma_keeps_pgoff")
 
 
 def test_every_zoo_row_says_how_the_fast_path_catches_it_or_why_not():

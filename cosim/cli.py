@@ -161,7 +161,7 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--path", choices=("fast", "step"), default="step",
                         help="fast: traffic engines, memory and access logs in gateware, "
                              "Python wakes per event (reclaim only; sized for 10^6 accesses, "
-                             "which takes hours at today's speed: see bench/NOTES.md); step: "
+                             "about 6 minutes of simulator CPU: see bench/NOTES.md); step: "
                              "every access from Python (default %(default)s)")
 
     run = sub.add_parser("run", help="run a scenario")

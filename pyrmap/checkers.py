@@ -938,8 +938,9 @@ class DirtChecker(Checker):
 
     * A page-cache page (of every live file, shmem included) whose frame differs from its
       file's backing copy, and a swap-cache page whose frame differs from its swap slot, must
-      be *dirty somewhere*: ``PG_dirty``, a present PTE with D of a live mm that maps it, or a
-      device TLB entry with D.  Otherwise reclaim would drop the page (or migration would
+      be *dirty somewhere*: ``PG_dirty``, a present PTE with D of a live mm that maps it, a
+      device TLB entry with D, or a writable spte of a secondary-MMU driver (the driver marks
+      the page dirty when it drops the spte, whether or not the device TLB still holds it).  Otherwise reclaim would drop the page (or migration would
       copy it clean) and the write would be gone without anything noticing.
     * A file page the program wrote (the shadow knows it) that is no longer in memory must
       have a backing copy equal to what the program wrote last -- judged only while the
@@ -951,7 +952,8 @@ class DirtChecker(Checker):
     name = "dirt"
     title = "(f) no unaccounted dirt"
     guarantee = ("at every quiescent point a page whose data differs from its file or swap "
-                 "copy is dirty somewhere (PG_dirty, a PTE with D, a device entry with D), "
+                 "copy is dirty somewhere (PG_dirty, a PTE with D, a device entry with D, a "
+                 "writable spte), "
                  "and a written file page no longer in memory has its last write on disk")
 
     def _dirty_pfns(self) -> set[int]:
@@ -964,6 +966,8 @@ class DirtChecker(Checker):
         for _src, entry in self.owner.device_entries():
             if entry.d:
                 out.update(range(*_entry_span(entry)))
+        for sec in self.owner.secondaries:
+            out.update(sec.writable_pfns())
         return out
 
     def check(self) -> None:
@@ -987,8 +991,8 @@ class DirtChecker(Checker):
             i = int(np.nonzero(frame(page.pfn) != disk)[0][0])
             self.fail(f"lost dirt: {page!r} holds word {i} = {int(frame(page.pfn)[i]):#x}, "
                       f"{where} has {int(disk[i]):#x}, and nothing says the page is dirty "
-                      f"(PG_dirty clear, no PTE or device entry with D): reclaim would drop "
-                      f"the write")
+                      f"(PG_dirty clear, no PTE or device entry with D, no writable spte): "
+                      f"reclaim would drop the write")
             return True
 
         zero = np.zeros(WORDS, dtype=np.uint64)

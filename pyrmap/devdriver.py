@@ -573,6 +573,13 @@ class DeviceMmuDriver(MmuNotifier):
                 return vpn << PAGE_SHIFT
         return None
 
+    def writable_pfns(self) -> set[int]:
+        """The frames of the writable sptes no invalidation dropped yet: the device may have
+        written them (its TLB entry may be gone already: an entry evicted for capacity leaves
+        its spte), and each is marked dirty when its spte is dropped (:meth:`_forget`), before
+        reclaim, writeback's page_mkclean or migration can judge the page."""
+        return {pfn for pfn, writable in self.sptes.values() if writable}
+
     def device_entries(self) -> list:
         """The device TLB entries of this mm's ASID."""
         return [e for e in self.dev.dev_entries() if e.asid == self.mm.asid]

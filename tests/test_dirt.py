@@ -106,3 +106,35 @@ def test_lost_write_is_not_judged_once_a_writer_bypasses_the_shadow():
     ds2 = DevSys(0, nframes=30)
     ds2.spawn_device(1, store_ratio=0.0, shadow=False)
     assert ds2.s.shadow.complete
+
+
+def test_a_writable_spte_accounts_for_device_stores_after_its_entry_is_gone():
+    """A device store through a writable entry filled on a load fault leaves PG_dirty and
+    the PTE's D clear: the dirt is the driver's (its writable spte, marked dirty when
+    dropped), even after the device TLB lost the entry for capacity.  A driver that forgot
+    the spte without marking the page dirty would lose the store: (f) fails."""
+    from pyrmap.arch import InvalKind
+    from pyrmap.pte import AccessType
+    from pyrmap.quirk_races import DevSys
+    ds = DevSys(1)
+    s = ds.s
+    a = s.mmap(ds.p, 0, 4096, RW, MAP_SHARED | MAP_ANONYMOUS)
+    ds.drv.access(a, AccessType.LOAD)
+    ds.drv.access(a, AccessType.STORE, 0x77)
+    ptep, pte, _ = lookup_pte(s.kernel.mem, ds.p.pgd, a)
+    page = s.kernel.pages[pte_pfn(pte)]
+    assert not pte & _PAGE_D and not page.test(PG.dirty)
+    assert s.arch.dev_inval(InvalKind.VA_ASID, a, ds.p.asid) == 1   # evicted, driver unaware
+    s.checkers.dirt.check()
+    assert s.checkers.dirt.violations == 0
+    ds.drv.sptes.clear()
+    with pytest.raises(InvariantViolation, match=r"\[dirt\] lost dirt: .* = 0x77"):
+        s.checkers.dirt.check()
+
+
+def test_the_seed_one_program_with_a_device_passes():
+    """Seed 1's program lets a device write a shmem page through an entry the device TLB
+    then evicts; the store is the driver's to account for (it was reported as lost)."""
+    from pyrmap.scenario import run_program
+    s = run_program(1, 150)
+    assert s.checkers.dirt.checks > 0 and s.checkers.dirt.verdict == "PASS"

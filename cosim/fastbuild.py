@@ -170,6 +170,20 @@ def fast_build(config, params: FastParams, sim: str) -> FastBuild:
         return FastBuild(sim, key, out, bd, seconds)
 
 
+def fully_passed(ok: bool, rep: dict | None) -> tuple[bool, list[str], list[str]]:
+    """Judge a fast run (``fast_run``'s ``passed`` and report): it passed only if the test
+    passed, nothing was reported as a violation or an error, checks were made, and every
+    checker's verdict is PASS -- a checker that made no checks is *not exercised*, which
+    fails the run.  Returns ``(passed, failing checkers, checkers not exercised)``."""
+    rep = rep or {}
+    verdicts = rep.get("verdicts") or {}
+    failing = sorted(n for n, v in verdicts.items() if v == "FAIL")
+    idle = sorted(n for n, v in verdicts.items() if v not in ("PASS", "FAIL"))
+    passed = bool(ok and not rep.get("violations") and "error" not in rep
+                  and rep.get("checks") and verdicts and not failing and not idle)
+    return passed, failing, idle
+
+
 def fast_run(config, params: FastParams, sim: str, *, seed: int, env: Mapping[str, Any],
              test_module: str = "cosim.tb.tb_fast", testcase: str | None = None,
              test_dir: Path | None = None) -> tuple[bool, dict | None, Path]:

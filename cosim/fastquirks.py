@@ -27,7 +27,7 @@ import functools
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
-from .fastbuild import FastParams, fast_run
+from .fastbuild import FastParams, fast_run, fully_passed
 
 __all__ = ["FastCatch", "NotOnFastPath", "QUIRK_ENV", "QUIRK_PARAMS", "fast_quirk_outcome"]
 
@@ -118,10 +118,8 @@ def fast_quirk_outcome(q, sim: str = "verilator", seed: Optional[int] = None) ->
     ok_on, on, where = _run(q.layer, q.name, sim, seed, items)
     ok_off, off, _ = _off_run(sim, seed, items)
     checker = on.get("checker")
-    off_verdicts = off.get("verdicts") or {}
     detected = not ok_on and checker in catch.checkers
-    off_passed = bool(ok_off and not off.get("violations") and off_verdicts
-                      and all(v == "PASS" for v in off_verdicts.values()))
+    off_passed = fully_passed(ok_off, off)[0]
     quirk_env = (f"FAST_QUIRKS={q.name} " if q.layer != "hdl" else f"(MmuConfig {q.name}=True) ")
     return {
         "quirk": q.name, "sim": sim, "seed": seed,

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .build import ROOT, SIMULATORS
-from .fastbuild import FastParams, fast_run
+from .fastbuild import FastParams, fast_run, fully_passed
 from .fastcli import fast_sizes
 
 __all__ = ["stress", "main"]
@@ -62,11 +62,8 @@ def stress(sim: str, seeds: Sequence[int], accesses: int, *, nframes: int = 1024
                 "COSIM_PROGRESS": progress})
         rep = rep or {}
         verdicts = rep.get("verdicts", {})
-        failing = sorted(n for n, v in verdicts.items() if v == "FAIL")
-        idle = sorted(n for n, v in verdicts.items() if v not in ("PASS", "FAIL"))
-        entry = {"seed": seed, "passed": bool(ok and not rep.get("violations")
-                                               and "error" not in rep and rep.get("checks")
-                                               and verdicts and not failing and not idle),
+        passed, failing, idle = fully_passed(ok, rep)
+        entry = {"seed": seed, "passed": passed,
                  "accesses": rep.get("accesses", 0), "faults": rep.get("faults", 0),
                  "fault_rate": rep.get("fault_rate"), "log_checks": rep.get("log_checks", {}),
                  "verdicts": verdicts, "not_exercised": idle,

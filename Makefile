@@ -11,7 +11,7 @@ export AMARANTH_USE_YOSYS ?= builtin
 ARGS ?=
 SEED ?= 1
 
-.PHONY: all test demo demo-py verilog waves bench stress bugzoo mutate venv sims valgrind yosys traces clean explore explore-traces
+.PHONY: all test demo demo-py verilog waves bench stress slow bugzoo mutate venv sims valgrind yosys traces clean explore explore-traces
 
 all: test
 
@@ -94,11 +94,15 @@ mutate: $(STAMP)
 	$(VPY) -m cosim.mutate $(ARGS)
 
 # The fast path at scale (cosim.stress: every checker on, Verilator 20 seeds x 10^6 checked
-# accesses, Icarus 10^5 per seed; progress as it runs, a JSON summary in bench/results; e.g.
-# STRESS="--sim verilator --seeds 1"), then every other long run marked slow.
+# accesses, Icarus 20 x 10^5; seeds in parallel over the cores, progress and an ETA as it
+# runs, bench/results/stress.json; an interrupted stress resumes where it stopped, e.g.
+# STRESS="--sim verilator --seeds 1", STRESS=--fresh starts over).
 stress: $(STAMP) sims
 	$(VPY) -m cosim.stress $(STRESS)
-	$(VPY) -m pytest -n 2 -m slow --timeout 14400 --deselect tests/test_fast.py::test_stress_full $(ARGS)
+
+# Every other long run marked slow (hours).
+slow: $(STAMP) sims
+	$(VPY) -m pytest -n 2 -m slow --timeout 14400 --deselect tests/test_stress.py::test_stress_full $(ARGS)
 
 # Real programs' address streams (rmap-cosim trace), recorded from programs every machine has
 # (sort, gzip) on a generated input: about 10^6 data accesses each, whole runs (so cachegrind

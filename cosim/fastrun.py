@@ -556,6 +556,8 @@ class FastRun:
                                                        "migrate_success", "pages_freed")},
             "log_checks": counts,
             "verdicts": verdicts if self.checks else {},
+            "checker_checks": ({c.name: c.checks for c in s.checkers.all} if self.checks
+                               else {}),
             "violations": [str(v) for v in s.checkers.violations][:20] + self.logs.violations[:20],
             "squashes": sum(self.hw.status(i, "squashes") for i in range(self.ncores)),
             "words_pushed": self.hw.words_pushed,

@@ -343,7 +343,7 @@ def test_quirks_fail_dirty_race_at_cycle_level_and_pass_without():
     assert "--quirk quirk_fill_after_inval" in v, v
 
 
-# --- stress (make stress) ---------------------------------------------------------------------
+# --- stress (make slow) ----------------------------------------------------------------------
 
 @pytest.mark.slow
 @pytest.mark.sim

@@ -127,7 +127,7 @@ def test_devarch_and_device_driver_constructor_errors():
 @pytest.mark.parametrize("sim", ["icarus", "verilator"])
 @pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 11, 13])
 def test_device_scenarios_more_seeds(sim, seed, rtl_opts):
-    """Every scenario and quirk test on more seeds (make stress)."""
+    """Every scenario and quirk test on more seeds (make slow)."""
     r, fig = _run(sim, seed, rtl_opts=rtl_opts)
     assert r.passed, f"{r.failures}\n{r.log_tail(6000)}\nreproduce: {r.command}"
     for name in ("no_seq_retry_on", "defer_on", "release_unlink_first_on", "seq_sweep_on"):

@@ -1,11 +1,9 @@
 """The fast path on the RTL (Verilator): the traffic engines issue the CPU accesses in
 gateware while kswapd, writeback and migration run; every record of the access logs is judged
-(golden-walk scoreboard, stale translation, shadow data) and zero violations are found;
-``make stress`` in a short form."""
+(golden-walk scoreboard, stale translation, shadow data) and zero violations are found
+(``make stress``'s short form is tests/test_stress.py)."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 
@@ -58,29 +56,6 @@ def test_fast_path_checks_off_counts_but_judges_nothing():
     passed, rep, _ = _run(accesses=3000, FAST_CHECKS=0, FAST_KERNEL="none")
     assert passed and rep["accesses"] >= 3000
     assert "scoreboard_checks" not in rep["log_checks"]
-
-
-def test_stress_short_form(tmp_path):
-    from cosim.stress import main
-    out = tmp_path / "stress.json"
-    assert main(["--sim", "verilator", "--seeds", "2", "--accesses", "1500", "--nframes",
-                 "128", "--json", str(out)]) == 0
-    summary = json.loads(out.read_text())
-    assert summary["passed"] and summary["runs"][0]["total_violations"] == 0
-    assert [r["seed"] for r in summary["runs"][0]["runs"]] == [1, 2]
-    assert all(r["accesses"] >= 1500 for r in summary["runs"][0]["runs"])
-    # every checker on: their verdicts are reported, those that judge the drained records
-    # passed, and one that made no check is listed as such (never counted as a pass)
-    for r in summary["runs"][0]["runs"]:
-        assert {"tlb", "frame", "shadow"} <= {n for n, v in r["verdicts"].items() if v == "PASS"}
-        assert set(r["not_exercised"]) == {n for n, v in r["verdicts"].items() if v != "PASS"}
-
-
-@pytest.mark.slow
-def test_stress_full():
-    """make stress: Verilator 10**6 checked accesses x 20 seeds, Icarus 10**5 x 20."""
-    from cosim.stress import main
-    assert main([]) == 0
 
 
 def test_fast_path_replays_a_recorded_trace(valgrind, tmp_path):

@@ -96,7 +96,7 @@ def test_random_mmu(sim, seed, rtl_opts):
 @pytest.mark.parametrize("seed", range(100, 110))
 @pytest.mark.parametrize("sim", SIMS)
 def test_random_mmu_stress(sim, seed, rtl_opts):
-    """Ten more seeds with 1500 requests per core (make stress)."""
+    """Ten more seeds with 1500 requests per core (make slow)."""
     r = _run(sim, "test_random_mmu", seed, rtl_opts, env={"COSIM_NREQ": "1500"})
     assert r.passed, _explain(r)
 

@@ -11,7 +11,7 @@ export AMARANTH_USE_YOSYS ?= builtin
 ARGS ?=
 SEED ?= 1
 
-.PHONY: all test demo demo-py verilog waves bench stress slow bugzoo mutate venv sims valgrind yosys traces clean explore explore-traces
+.PHONY: all test demo demo-py verilog waves bench stress slow bugzoo mutate venv sims valgrind yosys traces clean explore explore-traces explore-full
 
 all: test
 
@@ -85,6 +85,14 @@ explore-traces: $(STAMP) sims traces
 	rmap-cosim sweep examples/explore-traces.toml --accesses $(ACCESSES) \
 		--out $(EXPLORE_OUT)-traces $(ARGS)
 
+# The 4 x 3 x 2 sweep: 4 TLB sizes x 3 associativities x the two recorded traces, 10^6
+# accesses a point (24 points, each cross-checked); prints its wall and CPU seconds.  Runs
+# every point again (EXPLORE_FULL_FLAGS=) unless told to resume; builds stay cached.
+EXPLORE_FULL_FLAGS ?= --no-resume
+explore-full: $(STAMP) sims traces
+	rmap-cosim sweep examples/explore-full.toml --out $(EXPLORE_OUT)-full \
+		$(EXPLORE_FULL_FLAGS) $(ARGS)
+
 # Every quirk against its scenario (litmus on the RTL, or the seeded scheduler): a table.
 bugzoo: $(STAMP) sims
 	rmap-cosim bugzoo $(ARGS)
@@ -125,4 +133,4 @@ $(TRACES)/gzip.npz: $(TRACES)/words16k.txt | $(STAMP) valgrind
 	rmap-cosim trace --out $@ -- gzip -6 -c $< > /dev/null
 
 clean:
-	rm -rf sim_build .pytest_cache explore-results
+	rm -rf sim_build .pytest_cache explore-results explore-results-*

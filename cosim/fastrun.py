@@ -426,10 +426,12 @@ class FastRun:
     async def run(self) -> dict:
         await self.start()
         t0 = time.monotonic()
+        cpu0 = time.process_time()
         c0 = self.hw.cycle()
         await self.setup()
         t_setup = time.monotonic()
         cpu_setup = time.process_time()
+        self.setup_seconds, self.setup_cpu_seconds = t_setup - t0, cpu_setup - cpu0
         c_setup = self.hw.cycle()
         dut = self.dut
         next_kernel = c_setup + self.period
@@ -497,8 +499,11 @@ class FastRun:
         wall = time.monotonic() - t_setup
         self.cpu_seconds = time.process_time() - cpu_setup
         cycles = self.hw.cycle() - c_setup
+        t_save, cpu_save = time.monotonic(), time.process_time()
         if self.recorder is not None:
             self.recorder.save(self.stream_path)
+        self.save_seconds = time.monotonic() - t_save
+        self.save_cpu_seconds = time.process_time() - cpu_save
         return self.report(wall, cycles, time.monotonic() - t0)
 
     def _rings_half(self) -> bool:
@@ -545,6 +550,10 @@ class FastRun:
             "cycles": cycles,
             "seconds": wall,
             "cpu_seconds": self.cpu_seconds,
+            "setup_seconds": self.setup_seconds,
+            "setup_cpu_seconds": self.setup_cpu_seconds,
+            "save_seconds": self.save_seconds,
+            "save_cpu_seconds": self.save_cpu_seconds,
             "accesses_per_cpu_s": n / self.cpu_seconds if self.cpu_seconds else 0.0,
             "seconds_total": total,
             "accesses_per_s": n / wall if wall else 0.0,

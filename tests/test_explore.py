@@ -163,6 +163,7 @@ def test_tiny_sweep_on_local_ray_with_resume(tmp_path):
     both results."""
     import ray
     from cosim.explore.cli import main
+    from cosim.explore.timeline import FAST_PHASES
     out = tmp_path / "res"
     argv = ["--entries", "8", "--accesses", "1500", "--pages", "16",
             "--workload", "zipf,reclaim", "--period", "6000",
@@ -181,6 +182,10 @@ def test_tiny_sweep_on_local_ray_with_resume(tmp_path):
             assert m["shootdowns"] > 0          # the fault handler's flushes, reclaim's
             assert (m["pages_reclaimed"] > 0) == (r["workload"]["workload"] == "reclaim")
             assert r["checks"]["golden_tlb"]["hits"] == m["hits"]
+            phases = [ph["phase"] for ph in r["timeline"]]
+            assert phases == [ph for ph in FAST_PHASES if ph in phases], phases
+            assert {"compile", "sim_loop", "golden_tlb"} <= set(phases)
+            assert r["cpu_seconds"] >= r["timeline"][phases.index("sim_loop")]["cpu"] > 0
         assert (out / "sweep.csv").read_text().count("\n") == 3
         assert (out / "miss_rate.png").stat().st_size > 0
         before = {p: p.stat().st_mtime for p in (out / "points").glob("*.json")}
@@ -354,3 +359,48 @@ def test_lru_bound_counts_squashed_attempts_as_lookups():
     assert lru_bound_check(Stream(arrays), design)["verdict"] == "pass"
     assert lru_bound_check(Stream(dict(arrays, hit=np.array([1, 1, 1]))),
                            design)["verdict"] == "fail"
+
+
+def test_stream_recorder_finds_each_records_leaf_and_saves_what_it_loads(tmp_path):
+    """Leaf PTE addresses are looked up once per page of a drained batch and given to every
+    record of that page (-1 where no table maps it); a saved stream loads back equal, with
+    every per-record array as int64 (or uint64 for the VA)."""
+    from cosim.explore.stream import RECORD_KEYS, StreamRecorder, load_stream
+    from pyrmap.physmem import PhysMem
+    mem = PhysMem(8)
+    root, l1, l0 = 1, 2, 3
+    mem.write((root << 12) + 0 * 8, (l1 << 10) | _PAGE_V)
+    mem.write((l1 << 12) + 0 * 8, (l0 << 10) | _PAGE_V)
+    mem.write((l0 << 12) + 5 * 8, (7 << 10) | _PAGE_V | _PAGE_R | _PAGE_W)
+    rec = StreamRecorder(mem)
+    va = np.array([0x5008, 0x6000, 0x5010, 1 << 30], dtype=np.uint64)
+    fields = {"va": va, "start": np.arange(4), "done": np.arange(4) + 3,
+              "pa": np.array([0x7008, 0, 0x7010, 0]), "op": np.array([L, L, S, L]),
+              "fault": np.array([0, 1, 0, 1]), "hit": np.array([0, 0, 1, 0]),
+              "squashed": np.array([0, 0, 0, 1])}
+    rec.records(1, fields, asid=3, root=root)
+    rec.pte_write((l0 << 12) + 5 * 8, 2, 0, 1)
+    rec.acked(1, 4, 3, 0x5000, 3)
+    path = tmp_path / "s.npz"
+    rec.save(path)
+    s = load_stream(path)
+    assert s["ptep"].tolist() == [(l0 << 12) + 40, (l0 << 12) + 48, (l0 << 12) + 40, -1]
+    assert s["core"].tolist() == [1] * 4 and len(s) == 4
+    for key in RECORD_KEYS:
+        assert s[key].dtype == (np.uint64 if key == "va" else np.int64), key
+    for key, value in fields.items():
+        assert s[key].tolist() == np.asarray(value).tolist(), key
+    assert s["inval_va"].tolist() == [0x5000] and s["pte_cycle"].tolist() == [2]
+
+
+def test_timeline_records_each_phase_with_wall_and_cpu():
+    from cosim.explore.timeline import Timeline
+    t = Timeline()
+    with t.phase("golden_tlb"):
+        sum(range(200_000))
+    with pytest.raises(ValueError), t.phase("metrics"):
+        raise ValueError("a failing phase is timed too")
+    t.add("sim_loop", 2.0, 1.5)
+    assert [p["phase"] for p in t.as_list()] == ["golden_tlb", "metrics", "sim_loop"]
+    assert t.seconds("golden_tlb")[1] > 0 and t.seconds("sim_loop") == (2.0, 1.5)
+    assert t.total_cpu() >= 1.5

@@ -100,7 +100,11 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "rmap-cosim sweep",
                             on_result=progress.update)
     written, not_drawn = make_plots(summary["results"], results)
     print(f"{summary['points']} points: {summary['ran']} ran, {summary['reused']} reused, "
-          f"{summary['failed']} failed, in {summary['seconds']:.0f} s", file=out)
+          f"{summary['failed']} failed, in {summary['seconds']:.0f} s wall, "
+          f"{summary['cpu_seconds']:.0f} s CPU", file=out)
+    if summary["phase_cpu"]:
+        print("CPU by phase: " + ", ".join(f"{name} {sec:.0f} s" for name, sec
+                                             in summary["phase_cpu"].items()), file=out)
     for r in summary["results"]:
         if r["status"] != "ok":
             print(f"FAILED {r['point_id']} ({r['command']}): {r['error']}", file=out)

@@ -78,67 +78,98 @@ def golden_tlb_check(stream, design: dict, *, limit: int = 5) -> dict:
                     np.arange(len(stream["inval_cycle"]))], axis=1)]
     ev = np.concatenate(ev)
     ev = ev[np.lexsort((ev[:, 2], ev[:, 1], ev[:, 0]))]
-    va, pa = stream["va"].astype(np.int64), stream["pa"]
-    op, fault, hit, ptep = stream["op"], stream["fault"], stream["hit"], stream["ptep"]
-    pte_ptep, pte_value = stream["pte_ptep"], stream["pte_value"]
-    iv = (stream["inval_core"], stream["inval_kind"], stream["inval_va"], stream["inval_asid"])
+    hit = stream["hit"]
+    # Python lists: one conversion, then plain indexing in the loop.
+    va_l = stream["va"].astype(np.int64).tolist()
+    pa_l = stream["pa"].tolist()
+    op_l = stream["op"].tolist()
+    core_l = core.tolist()
+    fault_l = stream["fault"].tolist()
+    hit_l = hit.tolist()
+    ptep_l = stream["ptep"].tolist()
+    pte_ptep, pte_value = stream["pte_ptep"].tolist(), stream["pte_value"].tolist()
+    iv = [a.tolist() for a in (stream["inval_core"], stream["inval_kind"], stream["inval_va"],
+                               stream["inval_asid"])]
+    asid_l = [int(a) for a in asids]
+    ops = {int(a): a for a in AccessType}
+    store, no_fault = int(AccessType.STORE), int(FaultKind.NONE)
     pte_val: dict[int, int] = {}
     hw_dirty: dict[int, bool] = {}
-    model_hit = np.zeros(n, dtype=bool)
+    model_hit = [False] * n
     bad: list[str] = []
     unknown = 0
+    perm_ok: dict[tuple[int, int], bool] = {}
+    # The last lookup of each core: (vpn, what Tlb.lookup returned).  A lookup of the same
+    # page with nothing changed in that core's TLB since finds the same entry, and its touch
+    # leaves the replacement state as the last one did (plru and fifo: touching one way twice
+    # is touching it once), so it is not repeated.  Any fill, removal or invalidation on the
+    # core forgets it.
+    last: list = [None] * ncores
 
     def lookup(i: int) -> bool:
         """The golden TLB's decision for record ``i``'s access (an entry that cannot serve it
         is dropped)."""
-        c, o = int(core[i]), AccessType(int(op[i]))
-        found = tlbs[c].lookup(int(va[i]), int(asids[c]))
+        c, o, v = core_l[i], op_l[i], va_l[i]
+        vpn = v >> 12
+        memo = last[c]
+        if memo is not None and memo[0] == vpn:
+            found = memo[1]
+        else:
+            found = tlbs[c].lookup(v, asid_l[c])
+            last[c] = (vpn, found)
         if found is None:
             return False
         arr, s, way, e = found
-        served = (e.a and check_perm(e.perm, o, user=True, sum=False)
-                  and (o != AccessType.STORE or e.d))
+        key = (e.perm, o)
+        ok = perm_ok.get(key)
+        if ok is None:
+            ok = perm_ok[key] = check_perm(e.perm, ops[o], user=True, sum=False)
+        served = e.a and ok and (o != store or e.d)
         if not served:
             arr.remove(s, way)
+            last[c] = None
         return served
 
-    def fill(i: int, walked_ok: bool) -> None:
+    def fill(i: int) -> None:
         nonlocal unknown
-        p = int(ptep[i])
-        if not walked_ok:
-            return
+        p = ptep_l[i]
         if p < 0 or p not in pte_val:
             unknown += 1
             return
-        c, v, o = int(core[i]), int(va[i]), AccessType(int(op[i]))
+        c, v, o = core_l[i], va_l[i], op_l[i]
         pte = pte_val[p]
-        d = o == AccessType.STORE or bool(pte & _PAGE_D) or hw_dirty.get(p, False)
-        tlbs[c].fill(TlbEntry(vpn=v >> 12, asid=int(asids[c]) & mask,
-                              ppn=int(pa[i]) >> 12, level=0, perm=pte & PERM_MASK,
+        d = o == store or bool(pte & _PAGE_D) or hw_dirty.get(p, False)
+        tlbs[c].fill(TlbEntry(vpn=v >> 12, asid=asid_l[c] & mask,
+                              ppn=pa_l[i] >> 12, level=0, perm=pte & PERM_MASK,
                               g=bool(pte & _PAGE_G), a=True, d=d))
-        if o == AccessType.STORE:
+        last[c] = None
+        if o == store:
             hw_dirty[p] = True
 
     for cycle, kind, i in ev.tolist():
-        if kind == _PTE:
-            p = int(pte_ptep[i])
-            pte_val[p] = int(pte_value[i])
-            hw_dirty[p] = False
-        elif kind == _INVAL:
-            c = int(iv[0][i])
-            if c < ncores:
-                tlbs[c].inval(InvalKind(int(iv[1][i])), int(iv[2][i]), int(iv[3][i]))
-        elif kind == _LOOKUP:
+        if kind == _LOOKUP:
             served = model_hit[i] = lookup(i)
-            if served != bool(hit[i]) and len(bad) < limit:
-                bad.append(f"core {int(core[i])} record {i}: {AccessType(int(op[i])).name} of "
-                           f"0x{int(va[i]):x} at cycle {cycle}: golden TLB "
-                           f"{'hit' if served else 'miss'}, RTL {'hit' if hit[i] else 'miss'}")
-        else:  # _FILL
+            if served != bool(hit_l[i]) and len(bad) < limit:
+                bad.append(f"core {core_l[i]} record {i}: {ops[op_l[i]].name} of "
+                           f"0x{va_l[i]:x} at cycle {cycle}: golden TLB "
+                           f"{'hit' if served else 'miss'}, RTL {'hit' if hit_l[i] else 'miss'}")
+        elif kind == _FILL:
             if not model_hit[i]:
-                fill(i, fault[i] == FaultKind.NONE)
-            elif op[i] == AccessType.STORE and ptep[i] >= 0:
-                hw_dirty[int(ptep[i])] = True
+                if fault_l[i] == no_fault:
+                    fill(i)
+            elif op_l[i] == store and ptep_l[i] >= 0:
+                hw_dirty[ptep_l[i]] = True
+        elif kind == _PTE:
+            p = pte_ptep[i]
+            pte_val[p] = pte_value[i]
+            hw_dirty[p] = False
+        else:  # _INVAL
+            c = iv[0][i]
+            if c < ncores:
+                tlbs[c].inval(InvalKind(iv[1][i]), iv[2][i], iv[3][i])
+                last[c] = None
+    model_hit = np.array(model_hit, dtype=bool)
+    fault = stream["fault"]
     disagreements = int((model_hit != hit.astype(bool)).sum())
     acc = (stream["squashed"] == 0) & (fault == FaultKind.NONE)
     out = {"checked": n, "squashed_attempts": int(stream["squashed"].sum()),

@@ -26,6 +26,7 @@ from .golden import golden_tlb_check
 from .point import KERNEL_SCENARIOS, WORKLOADS, Point
 from .schema import SCHEMA_VERSION, validate_result
 from .stream import load_stream
+from .timeline import Timeline, cpu_now
 
 __all__ = ["run_point", "lru_bound_check", "trace_cachegrind_check", "result_path", "stream_metrics", "git_commit", "tool_versions",
            "HIST_EDGES", "memory_words_log2"]
@@ -205,34 +206,40 @@ def run_point(point: Point, results: Path, *, sim: str = "verilator",
     from cosim.fastbuild import FastParams
     results = Path(results)
     pid = point.point_id
-    run_dir = results / "runs" / pid
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config = make_config(**point.mmu)
-    w = point.workload
-    spec = WORKLOADS[w["workload"]]
-    if w["trace"]:
-        words_log2 = trace_words_log2(w["trace"])
-    else:
-        words_log2 = memory_words_log2(w["pages"], point.design["cores"])
-    params = FastParams(words_log2=words_log2, latency=point.design["latency"], log_log2=12)
-    result = {"schema": SCHEMA_VERSION, "point_id": pid, "git_commit": git_commit(),
-              "tools": tool_versions(), "design": dict(point.design, mmu=point.mmu),
-              "workload": dict(w, kind=("trace" if w["trace"] else "scenario"
-                                        if spec["mode"] == "device" else "synthetic"), **spec),
-              "seed": point.seed,
-              "metrics": {}, "area": None, "checks": {}, "status": "failed", "error": None,
-              "build_key": None, "seconds": 0.0, "build_seconds": 0.0,
-              "command": point.command(str(results))}
     t0 = time.monotonic()
+    timeline = Timeline()
+    with timeline.phase("prepare"):
+        run_dir = results / "runs" / pid
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config = make_config(**point.mmu)
+        w = point.workload
+        spec = WORKLOADS[w["workload"]]
+        if w["trace"]:
+            words_log2 = trace_words_log2(w["trace"])
+        else:
+            words_log2 = memory_words_log2(w["pages"], point.design["cores"])
+        params = FastParams(words_log2=words_log2, latency=point.design["latency"], log_log2=12)
+        result = {"schema": SCHEMA_VERSION, "point_id": pid, "git_commit": git_commit(),
+                  "tools": tool_versions(), "design": dict(point.design, mmu=point.mmu),
+                  "workload": dict(w, kind=("trace" if w["trace"] else "scenario"
+                                            if spec["mode"] == "device" else "synthetic"),
+                                   **spec),
+                  "seed": point.seed,
+                  "metrics": {}, "area": None, "checks": {}, "status": "failed", "error": None,
+                  "build_key": None, "seconds": 0.0, "build_seconds": 0.0,
+                  "command": point.command(str(results))}
     try:
         if spec["mode"] == "device":
-            _device_point(point, config, run_dir, sim, result)
-            _conclude(result, config, area)
+            with timeline.phase("step_run"):
+                _device_point(point, config, run_dir, sim, result)
+            _conclude(result, config, area, timeline)
         else:
-            _fast_point(point, config, params, run_dir, sim, result, area)
+            _fast_point(point, config, params, run_dir, sim, result, area, timeline)
     except Exception as exc:  # noqa: BLE001 - a point reports its failure, the sweep goes on
         result["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
     result["wall_seconds"] = time.monotonic() - t0
+    result["timeline"] = timeline.as_list()
+    result["cpu_seconds"] = round(timeline.total_cpu(), 3)
     validate_result(result)
     path = result_path(results, point)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -242,11 +249,12 @@ def run_point(point: Point, results: Path, *, sim: str = "verilator",
     return result
 
 
-def _conclude(result: dict, config, area: bool) -> None:
+def _conclude(result: dict, config, area: bool, timeline: Timeline) -> None:
     """Area when asked; the point fails on its first failed cross-check."""
     if area:
         from .area import area as measure_area
-        result["area"] = measure_area(config)
+        with timeline.phase("area"):
+            result["area"] = measure_area(config)
     failed = [n for n, c in result["checks"].items() if c["verdict"] == "fail"]
     if failed:
         result["error"] = f"cross-check {failed[0]} disagrees: " \
@@ -270,27 +278,33 @@ def _device_point(point, config, run_dir: Path, sim: str, result: dict) -> None:
 
 
 def _fast_point(point, config, params, run_dir: Path, sim: str, result: dict,
-                area: bool) -> None:
-    from cosim.fastbuild import fast_build, fast_run
+                area: bool, timeline: Timeline) -> None:
+    from cosim.fastbuild import fast_build, fast_run, fast_verilog
     w = point.workload
     spec = WORKLOADS[w["workload"]]
     stream_file = run_dir / "stream.npz"
-    b = fast_build(config, params, sim)
+    with timeline.phase("elaborate"):
+        fast_verilog(config, params)
+    with timeline.phase("compile"):
+        b = fast_build(config, params, sim)
     result["build_key"] = b.key
     result["build_seconds"] = b.seconds
-    t1 = time.monotonic()
+    t1, c1 = time.monotonic(), cpu_now()
     ok, rep, where = fast_run(config, params, sim, seed=point.seed, test_dir=run_dir, env={
         "FAST_ACCESSES": w["accesses"], "FAST_PAGES": w["pages"],
         "FAST_MODE": "uniform" if w["trace"] else spec["mode"], "FAST_TRACE": w["trace"] or "",
         **kernel_env(spec["kernel"]), "FAST_PERIOD": w["period"],
         "FAST_STORE": w["store_permille"], "FAST_STREAM": stream_file})
     result["seconds"] = time.monotonic() - t1
+    _simulator_phases(timeline, result["seconds"], cpu_now() - c1, rep)
     if rep is None or "error" in rep or not ok or not stream_file.exists():
         err = (rep or {}).get("error") or (rep or {}).get("violations") or \
             f"the run failed (see {where}/sim.log)"
         result["error"] = str(err).splitlines()[0][:500]
-    else:
+        return
+    with timeline.phase("stream_load"):
         stream = load_stream(stream_file)
+    with timeline.phase("metrics"):
         instructions = 0
         if w["trace"]:
             from .replay import TraceReplay
@@ -298,9 +312,26 @@ def _fast_point(point, config, params, run_dir: Path, sim: str, result: dict,
             instructions = (TraceReplay.load(w["trace"]).instructions(per_core)
                             * point.design["cores"])
         result["metrics"] = _metrics(stream, rep, instructions)
+    with timeline.phase("golden_tlb"):
         result["checks"]["golden_tlb"] = golden_tlb_check(stream, point.mmu)
+    with timeline.phase("stack_distance_lru"):
         result["checks"]["stack_distance_lru"] = lru_bound_check(stream, point.mmu)
-        if w["trace"]:
+    if w["trace"]:
+        with timeline.phase("cachegrind"):
             result["checks"]["cachegrind"] = trace_cachegrind_check(
                 w["trace"], point.mmu, result["metrics"])
-        _conclude(result, config, area)
+    _conclude(result, config, area, timeline)
+
+
+def _simulator_phases(timeline: Timeline, wall: float, cpu: float, rep: dict | None) -> None:
+    """The simulator's process split into its start (and exit), its set-up and its loop,
+    from the report's own clocks; the whole when it wrote no report."""
+    if not rep or "setup_seconds" not in rep:
+        timeline.add("sim_start", wall, cpu)
+        return
+    inner_wall = rep["setup_seconds"] + rep["seconds"] + rep["save_seconds"]
+    inner_cpu = rep["setup_cpu_seconds"] + rep["cpu_seconds"] + rep["save_cpu_seconds"]
+    timeline.add("sim_start", wall - inner_wall, cpu - inner_cpu)
+    timeline.add("sim_setup", rep["setup_seconds"], rep["setup_cpu_seconds"])
+    timeline.add("sim_loop", rep["seconds"], rep["cpu_seconds"])
+    timeline.add("stream_save", rep["save_seconds"], rep["save_cpu_seconds"])

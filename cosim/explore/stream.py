@@ -19,6 +19,8 @@ __all__ = ["StreamRecorder", "Stream", "load_stream", "RECORD_KEYS"]
 
 #: The per-record arrays of a stream (one entry per access-log record).
 RECORD_KEYS = ("core", "start", "done", "va", "pa", "op", "fault", "hit", "squashed", "ptep")
+#: Per-record arrays of small values, stored as bytes and read back as int64.
+SMALL_KEYS = ("core", "op", "fault", "hit", "squashed")
 
 
 class StreamRecorder:
@@ -45,19 +47,23 @@ class StreamRecorder:
         n = len(rec["va"])
         if not n:
             return
-        pteps = np.empty(n, dtype=np.int64)
-        for k, va in enumerate(rec["va"].tolist()):
-            key = (root, va >> 12)
+        va = np.asarray(rec["va"]).astype(np.uint64)
+        # One page-table lookup per page of the batch, not per record.
+        vpns, inverse = np.unique(va >> np.uint64(12), return_inverse=True)
+        table = np.empty(len(vpns), dtype=np.int64)
+        for k, vpn in enumerate(vpns.tolist()):
+            key = (root, vpn)
             ptep = self._leaf.get(key)
             if ptep is None:
-                found, _, level = lookup_pte(self.mem, root, va)
+                found, _, level = lookup_pte(self.mem, root, vpn << 12)
                 ptep = -1 if found is None or level != 0 else found
                 if ptep >= 0:
                     self._leaf[key] = ptep
-            pteps[k] = ptep
+            table[k] = ptep
+        pteps = table[inverse.reshape(-1)]
         part = {key: np.asarray(rec[key]).astype(np.int64) for key in
                 ("start", "done", "pa", "op", "fault", "hit", "squashed")}
-        part["va"] = np.asarray(rec["va"]).astype(np.uint64)
+        part["va"] = va
         part["core"] = np.full(n, core, dtype=np.int64)
         part["ptep"] = pteps
         self.parts.append(part)
@@ -95,7 +101,11 @@ class StreamRecorder:
         cores = sorted(self.cores)
         out["core_asid"] = np.array([self.cores[c][0] for c in cores], dtype=np.int64)
         out["core_root"] = np.array([self.cores[c][1] for c in cores], dtype=np.int64)
-        np.savez_compressed(path, **out)
+        for key in SMALL_KEYS:
+            out[key] = out[key].astype(np.uint8)
+        # Uncompressed: deflating a 10^6-record stream costs seconds of CPU, and the
+        # cross-checks read it back at once.
+        np.savez(path, **out)
 
 
 @dataclass
@@ -112,4 +122,5 @@ class Stream:
 
 def load_stream(path) -> Stream:
     with np.load(path) as z:
-        return Stream({k: z[k] for k in z.files})
+        return Stream({k: z[k].astype(np.int64) if k in SMALL_KEYS else z[k]
+                       for k in z.files})

@@ -21,12 +21,17 @@ from typing import Callable, Iterable
 from .point import DESIGN_AXES, WORKLOAD_AXES, Point
 from .run import result_path, run_point
 from .schema import CHECKS, METRICS
+from .timeline import cpu_now
 
 __all__ = ["run_sweep", "interleave_designs", "write_csv", "load_results", "SweepSummary"]
 
 
 class SweepSummary(dict):
-    """``{"points", "ran", "reused", "failed", "seconds", "csv", "results"}``."""
+    """``{"points", "ran", "reused", "failed", "seconds", "cpu_seconds", "phase_cpu",
+    "csv", "results"}``: ``seconds`` of wall time, ``cpu_seconds`` of this process and the
+    workers it waited for (their simulators and compilers included; Ray's workers are not
+    counted), ``phase_cpu`` the CPU seconds of the points that ran, by phase
+    (:mod:`cosim.explore.timeline`), largest first."""
 
 
 def _run_one(point_dict: dict, results: str, sim: str, area: bool = False) -> dict:
@@ -110,14 +115,17 @@ def run_sweep(points: list[Point], results: Path, *, jobs: int = 2, sim: str = "
     todo = interleave_designs([p for p in points
                                if not (resume and result_path(results, p).exists())])
     reused = len(points) - len(todo)
-    t0 = time.monotonic()
+    t0, c0 = time.monotonic(), cpu_now()
     done = reused
     failed = 0
+    phase_cpu: dict[str, float] = {}
 
     def finished(res: dict) -> None:
         nonlocal done, failed
         done += 1
         failed += res["status"] != "ok"
+        for ph in res.get("timeline", ()):
+            phase_cpu[ph["phase"]] = phase_cpu.get(ph["phase"], 0.0) + ph["cpu"]
         path = results / "points" / f"{res['point_id']}.json"
         path.write_text(json.dumps(res, indent=2, default=str) + "\n")
         if on_result is not None:
@@ -138,7 +146,9 @@ def run_sweep(points: list[Point], results: Path, *, jobs: int = 2, sim: str = "
     csv_path = write_csv(results, rows)
     return SweepSummary(points=len(points), ran=len(todo), reused=reused,
                         failed=sum(r["status"] != "ok" for r in rows),
-                        seconds=time.monotonic() - t0, csv=str(csv_path), results=rows)
+                        seconds=time.monotonic() - t0, cpu_seconds=cpu_now() - c0,
+                        phase_cpu=dict(sorted(phase_cpu.items(), key=lambda kv: -kv[1])),
+                        csv=str(csv_path), results=rows)
 
 
 def _run_ray(points: list[Point], results: Path, sim: str, address: str, finished,

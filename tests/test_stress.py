@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import pytest
 
@@ -33,6 +34,9 @@ def test_stress_short_form(tmp_path):
         assert all(v == "PASS" for v in r["verdicts"].values()), r["verdicts"]
         assert all(n > 0 for n in r["checks"].values()), r["checks"]
         assert r["not_exercised"] == []
+        # a passed seed keeps its report and log, not its rings' record files
+        assert not list(Path(r["run_dir"]).glob("*.hex"))
+        assert (Path(r["run_dir"]) / "report.json").exists()
         # written as the seed ended, beside its log
         assert json.loads((tmp_path / "stress-seeds" / f"verilator-seed{r['seed']}.json")
                           .read_text())["passed"]

@@ -360,7 +360,7 @@ def run_figure(name: str, config, bp: BenchParams) -> dict:
     if name == EXPLORE:
         from .explore.benchfig import explore_figure
         return explore_figure(config, "verilator", seed=bp.seed,
-                              accesses=max(bp.fast_accesses // 10, 1000),
+                              accesses=bp.fast_accesses,
                               pages=1 << (max(bp.npages, 2).bit_length() - 1))
     kind, _, sim = name.rpartition("-")
     if sim in other_mmus() and kind in STEP_FIGURES:

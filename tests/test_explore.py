@@ -36,7 +36,18 @@ def test_points_run_round_robin_over_designs():
     points, _ = grid({"design": {"entries": [4, 8, 16]},
                       "workload": {"workload": ["uniform", "zipf"]}})
     order = [p.design["entries"] for p in interleave_designs(points)]
-    assert order == [4, 8, 16, 4, 8, 16]
+    assert order == [16, 8, 4, 16, 8, 4]          # the larger design first
+
+
+def test_points_run_longest_first():
+    """The design with the most work starts first, and each design's longest point first."""
+    from cosim.explore.sweep import interleave_designs
+    points, _ = grid({"design": {"entries": [8, 16]},
+                      "workload": {"accesses": [1000, 50_000, 3000]}})
+    points += grid({"design": {"entries": 4}, "workload": {"accesses": 200_000}})[0]
+    order = [(p.design["entries"], p.workload["accesses"]) for p in interleave_designs(points)]
+    assert order == [(4, 200_000), (16, 50_000), (8, 50_000), (16, 3000), (8, 3000),
+                     (16, 1000), (8, 1000)]
 
 
 def test_spec_and_point_errors_name_the_axis_and_the_rule(tmp_path):
@@ -404,3 +415,17 @@ def test_timeline_records_each_phase_with_wall_and_cpu():
     assert [p["phase"] for p in t.as_list()] == ["golden_tlb", "metrics", "sim_loop"]
     assert t.seconds("golden_tlb")[1] > 0 and t.seconds("sim_loop") == (2.0, 1.5)
     assert t.total_cpu() >= 1.5
+
+
+def test_golden_tlb_repeats_the_replacement_touch_of_a_page_looked_up_again():
+    """Pages 1, 2, 1, 2, 1, 3, 2 in 2 PLRU entries: the fifth lookup (page 1, looked up
+    before with no fill since) must touch page 1's way again, so page 3 evicts page 2 and the
+    last access misses; a stream in which it hits fails."""
+    def stream(last_hit):
+        recs = [(0, 10 * k, 10 * k + 5, (vpn << 12) | 8, L, 0, h)
+                for k, (vpn, h) in enumerate(zip((1, 2, 1, 2, 1, 3, 2),
+                                                 (0, 0, 1, 1, 1, 0, last_hit)))]
+        return _stream(recs, [((vpn << 12) >> 12 << 3, 0, PTE) for vpn in (1, 2, 3)])
+    assert golden_tlb_check(stream(0), DESIGN)["verdict"] == "pass"
+    out = golden_tlb_check(stream(1), DESIGN)
+    assert out["verdict"] == "fail" and "record 6" in out["detail"]

@@ -7,7 +7,9 @@ The point is :func:`cosim.explore.run.run_point` on the bench's MMU configuratio
 kernel work; its cost is everything a sweep pays for a point once its build is cached: the
 run with every checker on, the stream saved, the metrics, the golden TLB's replay and the
 stack-distance/OPT bound.  ``accesses / loop_seconds`` is the exploration throughput per
-point that :func:`cosim.bench.summarize` puts beside the harness's.
+point that :func:`cosim.bench.summarize` puts beside the harness's.  The bench runs the point
+at the fast figures' size (``--fast-accesses``), so it compares with ``fast-checked``
+access for access; ``timeline`` is the point's phases (:mod:`cosim.explore.timeline`).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ def explore_figure(config, sim: str, *, seed: int, accesses: int, pages: int = 3
             "loop_seconds": loop, "run_seconds": res["seconds"],
             "checks": {k: c["verdict"] for k, c in res["checks"].items()},
             "misses": m["misses"], "build_seconds": round(b.seconds, 2),
+            "cpu_seconds": res["cpu_seconds"], "timeline": res["timeline"],
             "scenario": f"sweep point {point.label()}: uniform stream over "
                         f"{point.workload['pages']} pages per core, 30 % stores, checked and "
                         f"cross-checked (golden TLB, stack-distance bound)",

@@ -69,15 +69,15 @@ def golden_tlb_check(stream, design: dict, *, limit: int = 5) -> dict:
                 design["asid_bits"], design["superpage_entries"], random.Random(0))
             for _ in range(ncores)]
     mask = (1 << design["asid_bits"]) - 1
-    # (cycle, kind, index) for every event.
-    ev = [np.stack([stream["start"], np.full(n, _LOOKUP), np.arange(n)], axis=1),
-          np.stack([stream["done"], np.full(n, _FILL), np.arange(n)], axis=1),
-          np.stack([stream["pte_cycle"], np.full(len(stream["pte_cycle"]), _PTE),
-                    np.arange(len(stream["pte_cycle"]))], axis=1),
-          np.stack([stream["inval_cycle"], np.full(len(stream["inval_cycle"]), _INVAL),
-                    np.arange(len(stream["inval_cycle"]))], axis=1)]
-    ev = np.concatenate(ev)
-    ev = ev[np.lexsort((ev[:, 2], ev[:, 1], ev[:, 0]))]
+    # Every event as one integer, index << 2 | kind, in the order (cycle, kind, index): a
+    # stable sort on cycle << 2 | kind of the events listed kind by kind, each in index order.
+    cycles = [stream["start"], stream["done"], stream["pte_cycle"], stream["inval_cycle"]]
+    kinds = (_LOOKUP, _FILL, _PTE, _INVAL)
+    key = np.concatenate([(np.asarray(c, dtype=np.int64) << 2) | k
+                          for c, k in zip(cycles, kinds)])
+    code = np.concatenate([(np.arange(len(c), dtype=np.int64) << 2) | k
+                           for c, k in zip(cycles, kinds)])
+    events = code[np.argsort(key, kind="stable")].tolist()
     hit = stream["hit"]
     # Python lists: one conversion, then plain indexing in the loop.
     va_l = stream["va"].astype(np.int64).tolist()
@@ -99,24 +99,25 @@ def golden_tlb_check(stream, design: dict, *, limit: int = 5) -> dict:
     bad: list[str] = []
     unknown = 0
     perm_ok: dict[tuple[int, int], bool] = {}
-    # The last lookup of each core: (vpn, what Tlb.lookup returned).  A lookup of the same
-    # page with nothing changed in that core's TLB since finds the same entry, and its touch
-    # leaves the replacement state as the last one did (plru and fifo: touching one way twice
-    # is touching it once), so it is not repeated.  Any fill, removal or invalidation on the
-    # core forgets it.
-    last: list = [None] * ncores
+    # What Tlb.lookup returned for each page a core looked up since its TLB last changed:
+    # with no fill, removal or invalidation on the core in between, a lookup of the same page
+    # finds the same entry (the first that matches), so only its touch of the replacement
+    # state is repeated.  Any fill, removal or invalidation on the core forgets them all.
+    found_at: list[dict] = [{} for _ in range(ncores)]
+    start_l = stream["start"].tolist()
 
     def lookup(i: int) -> bool:
         """The golden TLB's decision for record ``i``'s access (an entry that cannot serve it
         is dropped)."""
         c, o, v = core_l[i], op_l[i], va_l[i]
         vpn = v >> 12
-        memo = last[c]
-        if memo is not None and memo[0] == vpn:
-            found = memo[1]
+        known = found_at[c]
+        if vpn in known:
+            found = known[vpn]
+            if found is not None:
+                found[0].touch(found[1], found[2])
         else:
-            found = tlbs[c].lookup(v, asid_l[c])
-            last[c] = (vpn, found)
+            found = known[vpn] = tlbs[c].lookup(v, asid_l[c])
         if found is None:
             return False
         arr, s, way, e = found
@@ -127,7 +128,7 @@ def golden_tlb_check(stream, design: dict, *, limit: int = 5) -> dict:
         served = e.a and ok and (o != store or e.d)
         if not served:
             arr.remove(s, way)
-            last[c] = None
+            known.clear()
         return served
 
     def fill(i: int) -> None:
@@ -142,16 +143,17 @@ def golden_tlb_check(stream, design: dict, *, limit: int = 5) -> dict:
         tlbs[c].fill(TlbEntry(vpn=v >> 12, asid=asid_l[c] & mask,
                               ppn=pa_l[i] >> 12, level=0, perm=pte & PERM_MASK,
                               g=bool(pte & _PAGE_G), a=True, d=d))
-        last[c] = None
+        found_at[c].clear()
         if o == store:
             hw_dirty[p] = True
 
-    for cycle, kind, i in ev.tolist():
+    for ev in events:
+        kind, i = ev & 3, ev >> 2
         if kind == _LOOKUP:
             served = model_hit[i] = lookup(i)
             if served != bool(hit_l[i]) and len(bad) < limit:
                 bad.append(f"core {core_l[i]} record {i}: {ops[op_l[i]].name} of "
-                           f"0x{va_l[i]:x} at cycle {cycle}: golden TLB "
+                           f"0x{va_l[i]:x} at cycle {start_l[i]}: golden TLB "
                            f"{'hit' if served else 'miss'}, RTL {'hit' if hit_l[i] else 'miss'}")
         elif kind == _FILL:
             if not model_hit[i]:
@@ -167,7 +169,7 @@ def golden_tlb_check(stream, design: dict, *, limit: int = 5) -> dict:
             c = iv[0][i]
             if c < ncores:
                 tlbs[c].inval(InvalKind(iv[1][i]), iv[2][i], iv[3][i])
-                last[c] = None
+                found_at[c].clear()
     model_hit = np.array(model_hit, dtype=bool)
     fault = stream["fault"]
     disagreements = int((model_hit != hit.astype(bool)).sum())

@@ -23,7 +23,7 @@ from .run import result_path, run_point
 from .schema import CHECKS, METRICS
 from .timeline import cpu_now
 
-__all__ = ["run_sweep", "interleave_designs", "write_csv", "load_results", "SweepSummary"]
+__all__ = ["run_sweep", "interleave_designs", "point_cost", "write_csv", "load_results", "SweepSummary"]
 
 
 class SweepSummary(dict):
@@ -38,14 +38,28 @@ def _run_one(point_dict: dict, results: str, sim: str, area: bool = False) -> di
     return run_point(Point.from_dict(point_dict), Path(results), sim=sim, area=area)
 
 
+def point_cost(point: Point) -> tuple:
+    """A point's expected cost, for ordering (larger runs longer): its accesses, then its
+    TLB's entries and its cores (a larger design takes longer to build and to simulate)."""
+    return (point.workload["accesses"], point.design["entries"] * point.design["cores"])
+
+
 def interleave_designs(points: list[Point]) -> list[Point]:
-    """``points`` reordered round-robin over their designs, so points that run at the same
-    time build different configurations instead of waiting for one build's lock."""
+    """``points`` longest first (:func:`point_cost`), round-robin over their designs: the
+    designs by their points' total cost, largest first, then each design's first point, each
+    design's second point, and so on.  Points that run at the same time build different
+    configurations instead of waiting for one build's lock, and the longest points start
+    first, so the sweep does not end waiting on one long point with a core idle."""
     groups: dict[str, list[Point]] = {}
     for p in points:
         groups.setdefault(json.dumps(p.design, sort_keys=True), []).append(p)
+    queues = [sorted(g, key=point_cost, reverse=True) for g in groups.values()]
+
+    def total(q):
+        costs = [point_cost(p) for p in q]
+        return tuple(sum(c[k] for c in costs) for k in range(len(costs[0])))
+    queues.sort(key=total, reverse=True)
     out = []
-    queues = list(groups.values())
     while queues:
         out += [q.pop(0) for q in queues]
         queues = [q for q in queues if q]

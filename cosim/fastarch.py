@@ -16,8 +16,15 @@ threads of the host environment, TLB state read from the RTL), with the memory i
   the acknowledgement reached their logs), and each core's acknowledgement cycle is recorded
   for the log checkers (:class:`cosim.fastcheck.LogCheckers`).
 
-A load of a table pointer (a present non-leaf entry: no walker writes one) is answered from
-the engine's copy without the port.
+A PTE load, and the read half of test-and-clear-young and write-protect, are answered from
+the engine's copy without the port, once the write log is drained
+(:meth:`cosim.fasthw.FastHardware.drain_writes`): the memory reports every write of its MMU
+and software ports in that log in the cycle it makes it, so the drained copy holds the value
+the gateware held at the last clock edge, and the load is that edge's read.  The change of
+test-and-clear-young or write-protect is a compare-and-swap through the port against that
+value; a walker's A/D update since then makes it fail, and it is retried with the value the
+memory answered, so the change stays atomic with respect to the walkers.  When the bit is
+already clear in the drained copy nothing changes and no port operation is made.
 
 ``cpu_access`` is not offered: on the fast path the traffic engines issue the CPU accesses.
 """
@@ -26,7 +33,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-from pyrmap.pte import _PAGE_A, _PAGE_W, pte_leaf, pte_present
+from pyrmap.pte import _PAGE_A, _PAGE_W
 from simhw.memory import SwOp
 from cocotb.triggers import ClockCycles
 
@@ -35,6 +42,8 @@ from .arch import CosimArch, TlbReader
 __all__ = ["FastArch"]
 
 MASK64 = (1 << 64) - 1
+#: The bit test-and-clear-young and write-protect clear.
+_AND_BITS = {"mkold": _PAGE_A, "wrprotect": _PAGE_W}
 
 
 class FastArch(CosimArch):
@@ -75,16 +84,20 @@ class FastArch(CosimArch):
             self.on_drain()
 
     def pte_load(self, ptep: int) -> int:
-        # A table pointer (a present non-leaf entry) is never written by a walker (walkers
-        # write only the leaf they read, and the engine maps no superpages), so the engine's
-        # copy holds the gateware's value: no software-port round trip.  A leaf, or an empty
-        # or swap entry, is read through the port (the walkers, or a quirk's plain write, may
-        # have changed it since the last drain).
-        val = self.mem.read(ptep)
-        if pte_present(val) and not pte_leaf(val):
-            self.stats["pte_load_table"] += 1
-            return val
-        return super().pte_load(ptep)
+        self.hw.drain_writes()
+        self.stats["pte_load_copy"] += 1
+        return self.mem.read(ptep)
+
+    def _pte_op(self, op: str, ptep: int, a: int = 0, b: int = 0) -> int:
+        if op in _AND_BITS and self.env.in_host_thread():
+            # The read half from the drained copy (see the module's docstring); the
+            # compare-and-swap in _at_edge starts from it.
+            self.hw.drain_writes()
+            a = self.mem.read(ptep)
+            if not a & _AND_BITS[op]:
+                self.stats[f"pte_{op}_copy"] += 1
+                return a
+        return super()._pte_op(op, ptep, a, b)
 
     async def _at_edge(self, op: str, ptep: int, a: int, b: int, thread: str) -> int:
         # The logs are drained before every change the port makes (so no record is judged
@@ -111,10 +124,11 @@ class FastArch(CosimArch):
                 self.stats["pte_cmpxchg_failed"] += 1
             new = b & MASK64 if old == a else old
         else:
-            # Atomic AND: read, then compare-and-swap the cleared value; retry on a race.
-            bit = _PAGE_A if op == "mkold" else _PAGE_W
+            # Atomic AND: compare-and-swap the cleared value against ``a`` (the drained
+            # copy's value, _pte_op); on a race, again against the value the memory answered.
+            bit = _AND_BITS[op]
+            old, cyc = a, self.hw.cycle() + back
             while True:
-                old, cyc = await sw(SwOp.READ, ptep)
                 new = old & ~bit
                 if new == old:
                     break
@@ -122,6 +136,7 @@ class FastArch(CosimArch):
                 found, cyc = await sw(SwOp.CAS, ptep, new, old)
                 if found == old:
                     break
+                old = found
                 self.stats["pte_and_retries"] += 1
         cyc -= back
         if new != old or op == "store":

@@ -37,6 +37,11 @@ def test_fast_path_reclaim_checks_every_record():
     assert k["pswpout"] > 0 and k["pages_written"] > 0
     assert 0 < rep["faults"] < rep["accesses"]
     assert not rep["violations"]
+    # PTE loads are answered from the drained copy; test-and-clear-young is one
+    # compare-and-swap through the port, none when A is already clear.
+    ops = rep["pte_ops"]
+    assert ops["pte_load_copy"] > 0 and "pte_load" not in ops
+    assert ops["pte_mkold"] > 0
 
 
 def test_fast_path_tiny_windows_lose_no_write():

@@ -142,7 +142,7 @@ class Outcome:
 QUIRKS: list[Quirk] = [
     Quirk("quirk_plain_ad_write", "hdl",
           "Svadu: A/D update must be atomic (herd LDRx+SWPptex+af)", "ad_cas_unmap.litmus",
-          fast=FastCatch("frame", also=("tlb",))),
+          fast=FastCatch("frame", also=("tlb", "rmap"))),
     Quirk("quirk_ad_on_nonpresent", "hdl",
           "Intel KNL erratum KNL4 (Linux X86_BUG_PTE_LEAK)", "ad_cas_unmap.litmus",
           fast=FastCatch("frame", also=("tlb",))),

@@ -101,7 +101,10 @@ class FastArch(CosimArch):
 
     async def _at_edge(self, op: str, ptep: int, a: int, b: int, thread: str) -> int:
         # The logs are drained before every change the port makes (so no record is judged
-        # with a later change in the PTE history except by its cycle), not before a read.
+        # with a later change in the PTE history except by its cycle), not before a read,
+        # nor before clearing A: no check reads A (the scoreboard compares neither A nor D,
+        # the stale-translation check reads acknowledgements and frames, the shadow data),
+        # and the change's entry in the history carries its cycle.
         if op in ("store", "xchg", "cmpxchg"):
             self._drain()
         await self.hw.push()
@@ -132,7 +135,8 @@ class FastArch(CosimArch):
                 new = old & ~bit
                 if new == old:
                     break
-                self._drain()
+                if op != "mkold":
+                    self._drain()
                 found, cyc = await sw(SwOp.CAS, ptep, new, old)
                 if found == old:
                     break

@@ -48,6 +48,7 @@ __all__ = ["LogCheckers", "HISTORY", "FLUSHES", "SCOREBOARD"]
 HISTORY = 32
 FLUSHES = 4096
 _AD = _PAGE_A | _PAGE_D
+_STORE = int(AccessType.STORE)
 
 
 class LogCheckers:
@@ -125,10 +126,11 @@ class LogCheckers:
         if not self.enabled or n == 0:
             return rec
         acks = self.acks[core] if core < len(self.acks) else ()
-        for k in range(n):
-            self._judge_one(core, mm, asid, root, int(rec["start"][k]), int(rec["done"][k]),
-                            int(rec["va"][k]), int(rec["pa"][k]), int(rec["op"][k]),
-                            int(rec["fault"][k]), acks)
+        judge = self._judge_one
+        for start, done, va, pa, op, fault in zip(
+                rec["start"].tolist(), rec["done"].tolist(), rec["va"].tolist(),
+                rec["pa"].tolist(), rec["op"].tolist(), rec["fault"].tolist()):
+            judge(core, mm, asid, root, start, done, va, pa, op, fault, acks)
         return rec
 
     def _cut(self, acks, asid: int, va: int, start: int, done: int, core: int):
@@ -215,7 +217,7 @@ class LogCheckers:
         ok = any(self._golden(root, va, op, ptep, v) == got for v in values)
         self.counts["scoreboard_checks"] += 1
         sb = self.checkers
-        if cut is not None and fault == FaultKind.NONE:
+        if cut is not None and not fault:                # FaultKind.NONE
             sb.tlb.checks += 1
             self.counts["stale_checks"] += 1
         if ok:
@@ -267,13 +269,14 @@ class LogCheckers:
         index = np.concatenate([np.arange(len(rec["done"])) for _, rec in parts])
         order = np.lexsort((which, dones))
         shadow = self.checkers.shadow
-        for j in order.tolist():
-            mm, rec = parts[which[j]]
-            k = index[j]
-            if rec["fault"][k]:
+        store, load = shadow.store, shadow.load
+        cols = [tuple(rec[f].tolist() for f in ("fault", "va", "data", "op", "pa"))
+                for _, rec in parts]
+        for j, k in zip(which[order].tolist(), index[order].tolist()):
+            fault, va, data, op, pa = cols[j]
+            if fault[k]:
                 continue
-            va, val = int(rec["va"][k]), int(rec["data"][k])
-            if rec["op"][k] == AccessType.STORE:
-                shadow.store(mm, va, val)
+            if op[k] == _STORE:
+                store(parts[j][0], va[k], data[k])
             else:
-                shadow.load(mm, va, val, int(rec["pa"][k]))
+                load(parts[j][0], va[k], data[k], pa[k])

@@ -368,11 +368,18 @@ class FastRun:
         await self.env.run(f"fault/core{core}", self.storm.fault, mm, va, op)
         self.stats["faults_handled"] += 1
         await hw.push()
+        faulted = getattr(self.dut, f"eng{core}__faulted")
         getattr(self.dut, f"eng{core}__resume").value = 1
         await RisingEdge(self.dut.clk)
         getattr(self.dut, f"eng{core}__resume").value = 0
+        resumed = self.hw.cycle()
+        # The edge that took ``resume`` may not be evaluated yet when this coroutine wakes
+        # (``faulted`` still reads high): return only once it has, or the run loop would
+        # take the same stop for a new fault and run the handler again (a spurious fault).
+        while int(faulted.value):
+            await RisingEdge(self.dut.clk)
         if self.recorder is not None:
-            self.recorder.resumed(core, self.hw.cycle())
+            self.recorder.resumed(core, resumed)
 
     async def _kernel_step(self) -> None:
         s, env, rng = self.system, self.env, self.rng

@@ -64,7 +64,7 @@ FULL_SIZE = {"verilator": {"accesses": 1_000_000, "seeds": 20},
 #: Checked accesses per second of one seed on one core, before this run has measured its own
 #: (the ETA's first guess): the per-seed CPU cost measured at the full size (bench/NOTES.md,
 #: "make stress at full size").
-PRIOR_RATE = {"verilator": 2_400, "icarus": 430}
+PRIOR_RATE = {"verilator": 2_950, "icarus": 330}
 #: Cycles between two kernel steps (kswapd, migration, writeback, dontneed).
 PERIOD = 50_000
 #: A seed's fixed cost in the ETA: the worker's and the simulator's start and the setup.
@@ -251,12 +251,19 @@ class _Worker:
         return entry
 
 
-def _eta(queued: list[SeedRun], running: list[_Worker], rates: dict, jobs: int) -> float:
+def _eta(queued: list[SeedRun], running: list[_Worker], rates: dict, jobs: int,
+         settled: frozenset = frozenset()) -> float:
     """Seconds until the last seed ends: the running seeds' remaining times and the queued
-    seeds, each given to the first worker free (as the scheduler does)."""
+    seeds, each given to the first worker free (as the scheduler does).  A simulator's rate
+    is ``rates``' when it is ``settled`` (measured on seeds that ended), else the running
+    seeds' own so far when they have reported progress, else ``rates``' first guess."""
+    rates = dict(rates)
+    progress = [(w.task.sim, *w.last_progress(), w.elapsed()) for w in running]
+    for sim in {p[0] for p in progress if p[1]} - set(settled):
+        n, t = (sum(x) for x in zip(*[(p[1], p[3]) for p in progress if p[0] == sim and p[1]]))
+        rates[sim] = n / max(t, 1e-9)
     free = []
-    for w in running:
-        n, _ = w.last_progress()
+    for w, (_, n, _, _) in zip(running, progress):
         rate = rates[w.task.sim]
         left = ((w.task.accesses - n) / rate if n else
                 max(w.task.estimate(rate) - w.elapsed(), 0.0))
@@ -318,11 +325,15 @@ def stress(tasks: Sequence[SeedRun], summary_path: Path, *, jobs: int,
     running: list[_Worker] = []
     save()
     eta = _eta(queued, running, rates, jobs)
-    print(f"stress: {len(queued)} seeds to run over {jobs} worker(s), longest first; "
-          f"ETA {_minutes(eta)} (estimated from {', '.join(f'{s} {r:,}/s' for s, r in rates.items())}"
-          f" per seed); summary in {summary_path}", file=out, flush=True)
+    guess = ", ".join(f"{s} {r:,} accesses/s" for s, r in rates.items())
+    print(f"stress: {len(queued)} seeds to run over {jobs} worker(s), longest first; ETA "
+          f"{_minutes(eta)} (first guess: {guess} per seed on a free core); summary in "
+          f"{summary_path}", file=out, flush=True)
     next_status = time.monotonic() + min(status_every, 1.0)
     interrupted = False
+    # The workers run in sessions of their own (a timeout kills one whole), so a terminal's
+    # hang-up or a kill of this process must stop them here, as Ctrl-C does.
+    handlers = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         while queued or running:
             while queued and len(running) < jobs:
@@ -351,8 +362,8 @@ def stress(tasks: Sequence[SeedRun], summary_path: Path, *, jobs: int,
                 print(_seed_line(entry), file=out, flush=True)
             now = time.monotonic()
             if not quiet and running and now >= next_status:
-                print(_status_line(tasks, done, running, queued, rates, jobs, t_start), file=out,
-                      flush=True)
+                print(_status_line(tasks, done, running, queued, rates, jobs, t_start,
+                                   measured), file=out, flush=True)
                 next_status = now + status_every
             time.sleep(0.25)
     except KeyboardInterrupt:
@@ -361,10 +372,17 @@ def stress(tasks: Sequence[SeedRun], summary_path: Path, *, jobs: int,
             w.kill()
         print("\nstress: interrupted; the seeds that ended are kept: rerun the same command to "
               "resume", file=out, flush=True)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     save()
     summary["interrupted"] = interrupted
     _write_json(summary_path, summary)
     return summary
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def _seed_line(e: dict) -> str:
@@ -377,7 +395,7 @@ def _seed_line(e: dict) -> str:
             f"{e['peak_rss_mb'] or 0:.0f} MiB")
 
 
-def _status_line(tasks, done, running, queued, rates, jobs, t_start) -> str:
+def _status_line(tasks, done, running, queued, rates, jobs, t_start, settled) -> str:
     now = time.monotonic() - t_start
     per_sim = []
     for sim in SIMULATORS:
@@ -389,7 +407,7 @@ def _status_line(tasks, done, running, queued, rates, jobs, t_start) -> str:
         n, _ = w.last_progress()
         runs.append(f"{w.task.name} {n:,}/{w.task.accesses:,}" if n else
                     f"{w.task.name} starting ({w.elapsed():.0f} s)")
-    eta = _eta(queued, running, rates, jobs)
+    eta = _eta(queued, running, rates, jobs, frozenset(settled))
     end = _dt.datetime.now() + _dt.timedelta(seconds=eta)
     return (f"[{now:6.0f} s] done {', '.join(per_sim)}; running {'; '.join(runs)}; ETA "
             f"{_minutes(eta)} ({end:%H:%M})")

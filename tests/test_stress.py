@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import io
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -101,8 +105,46 @@ def test_eta_gives_the_queued_seeds_to_the_first_free_worker():
     assert st._eta(queued, [], rates, jobs=3) == pytest.approx(100.0)
     assert st._eta([], [], rates, jobs=2) == 0.0
 
+    class Running:                   # a worker 50 s into a seed, half of it checked
+        task = st.SeedRun("verilator", 9, 100_000, 1024)
+
+        def last_progress(self):
+            return 50_000, "50,000 accesses checked"
+
+        def elapsed(self):
+            return 50.0
+
+    # before any seed ended, the running seed's own rate (1,000/s) is the estimate ...
+    assert st._eta([], [Running()], {"verilator": 10.0}, jobs=2) == pytest.approx(50.0)
+    # ... and after, the rate measured on the seeds that ended
+    assert st._eta([], [Running()], {"verilator": 500.0}, jobs=2,
+                   settled=frozenset({"verilator"})) == pytest.approx(100.0)
+
 
 @pytest.mark.slow
 def test_stress_full():
     """make stress: Verilator 10**6 checked accesses x 20 seeds, Icarus 10**5 x 20."""
     assert st.main([]) == 0
+
+
+def test_stress_stopped_by_a_signal_stops_its_workers_and_can_resume(tmp_path):
+    out = tmp_path / "stress.json"
+    p = subprocess.Popen([sys.executable, "-m", "cosim.stress", *SHORT, "--accesses", "10000000",
+                          "--seeds", "2", "--jobs", "2", "--json", str(out)], cwd=st.ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    started = 0
+    for line in p.stdout:
+        started += ": started (" in line
+        if started == 2:
+            break
+    time.sleep(2)
+    p.send_signal(signal.SIGTERM)
+    rest = p.communicate(timeout=120)[0]
+    assert p.returncode == 130, rest
+    assert "rerun the same command to resume" in rest
+    # no worker is left running
+    left = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True)
+    assert left.stdout.strip() == "", left.stdout
+    summary = json.loads(out.read_text())
+    assert summary["interrupted"] and not summary["passed"]
+    assert summary["verdict"].startswith("NOT FINISHED")

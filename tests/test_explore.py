@@ -199,6 +199,9 @@ def test_tiny_sweep_on_local_ray_with_resume(tmp_path):
             assert r["cpu_seconds"] >= r["timeline"][phases.index("sim_loop")]["cpu"] > 0
         assert (out / "sweep.csv").read_text().count("\n") == 3
         assert (out / "miss_rate.png").stat().st_size > 0
+        # A passed point keeps its stream and report, not the simulator's scratch files.
+        assert len(list(out.glob("runs/*/stream.npz"))) == 2
+        assert not list(out.glob("runs/*/*.hex"))
         before = {p: p.stat().st_mtime for p in (out / "points").glob("*.json")}
         assert main(argv) == 0
         assert {p: p.stat().st_mtime for p in (out / "points").glob("*.json")} == before

@@ -145,7 +145,7 @@ QUIRKS: list[Quirk] = [
           fast=FastCatch("frame", also=("tlb", "rmap"))),
     Quirk("quirk_ad_on_nonpresent", "hdl",
           "Intel KNL erratum KNL4 (Linux X86_BUG_PTE_LEAK)", "ad_cas_unmap.litmus",
-          fast=FastCatch("frame", also=("tlb",))),
+          fast=FastCatch("frame", also=("tlb", "rmap"))),
     Quirk("quirk_fill_after_inval", "hdl",
           "RISC-V SFENCE.VMA: no walk begun before it fills after it", "walk_inflight.litmus",
           fast=NotOnFastPath(_TIMED.format(what="a walk in flight across an unmapping flush "

@@ -14,7 +14,9 @@ threads of the host environment, TLB state read from the RTL), with the memory i
   them, in the memory's order (:meth:`cosim.fasthw.FastHardware.sw_op`);
 * after each flush the logs are drained too (once the data accesses the memory took before
   the acknowledgement reached their logs), and each core's acknowledgement cycle is recorded
-  for the log checkers (:class:`cosim.fastcheck.LogCheckers`).
+  for the log checkers (:class:`cosim.fastcheck.LogCheckers`); the flush of
+  ``ptep_clear_flush_young`` (A cleared, the same frame still mapped) records its
+  acknowledgements but is not drained: it cuts off no frame the engine could read next.
 
 A PTE load, and the read half of test-and-clear-young and write-protect, are answered from
 the engine's copy without the port, once the write log is drained
@@ -78,6 +80,11 @@ class FastArch(CosimArch):
         self.on_pte_change: Optional[Callable[[int, int, int, int], None]] = None
         #: Called with (core, ack cycle, [(kind, va, asid), ...]) per core and flush.
         self.on_flush: Optional[Callable] = None
+        #: (thread, vpn, asid) of the last test-and-clear-young that found the page young,
+        #: until the next PTE operation or page flush; and whether the flush under way follows
+        #: it (:meth:`flush_tlb_page`).
+        self._aging: Optional[tuple] = None
+        self._flush_cuts_nothing = False
 
     def _drain(self) -> None:
         if self.on_drain is not None:
@@ -88,7 +95,25 @@ class FastArch(CosimArch):
         self.stats["pte_load_copy"] += 1
         return self.mem.read(ptep)
 
+    def ptep_test_and_clear_young(self, vma, addr: int, ptep: int) -> int:
+        young = super().ptep_test_and_clear_young(vma, addr, ptep)
+        # ptep_clear_flush_young flushes the page next, with nothing between: that flush cuts
+        # off no frame (the PTE maps the same one), so it needs no drain (_flush).
+        self._aging = ((self.env.current_thread(), addr >> 12, vma.vm_mm.asid) if young
+                       else None)
+        return young
+
+    def flush_tlb_page(self, vma, addr: int) -> None:
+        aging, self._aging = self._aging, None
+        self._flush_cuts_nothing = aging == (self.env.current_thread(), addr >> 12,
+                                             vma.vm_mm.asid)
+        try:
+            super().flush_tlb_page(vma, addr)
+        finally:
+            self._flush_cuts_nothing = False
+
     def _pte_op(self, op: str, ptep: int, a: int = 0, b: int = 0) -> int:
+        self._aging = None
         if op in _AND_BITS and self.env.in_host_thread():
             # The read half from the drained copy (see the module's docstring); the
             # compare-and-swap in _at_edge starts from it.
@@ -157,7 +182,12 @@ class FastArch(CosimArch):
             self.on_flush(core, self.hw.cycle(), list(reqs))
 
     async def _flush(self, cores, reqs) -> dict:
+        # Read before the first await: the host thread that set it is the one waiting here.
+        cuts_nothing = self._flush_cuts_nothing
         result = await super()._flush(cores, reqs)
+        if cuts_nothing:
+            self.stats["flush_aging_undrained"] += 1
+            return result
         # A data access the memory took before the acknowledgement reaches its log a few
         # cycles later: let it land, then drain, so the engine's copy of every frame the
         # flush cut off is complete before the engine reads it (swap-out, migration copy).

@@ -595,7 +595,7 @@ class FastRun:
                      for i in range(self.ncores)],
             "flushes": {k: v for k, v in self.arch.figures().items()
                         if k in ("flush_count", "flush_cycles_total", "inval_requests",
-                                 "flush_cycles_histogram")},
+                                 "flush_cycles_histogram", "flushes")},
             "kernel_stats": {name: int(v) for name, v in k.items()},
             "storm": self.storm.figures(),
         }

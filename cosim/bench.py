@@ -20,9 +20,15 @@ One run measures, side by side on one configuration of ``hdl.top.Top``:
     run with every checker on, its metrics, the golden TLB's replay and the stack-distance
     bound; the build cached), on the same Top and a uniform stream over ``npages`` pages a
     core: exploration throughput per point beside the harness's;
-``harness``
+``harness-top``
     a Python-free Verilator C++ harness (``bench/harness/top_harness.cpp``) driving the same
-    Top with a C++ memory model: the ceiling.
+    Top with a C++ memory model and the plain driver's stream: the step path's ceiling (named
+    ``harness`` before the fast path had a harness of its own);
+``harness-fast``
+    the Python-free harness of the fast path (:mod:`cosim.fastharness`): the fast path's own
+    design (FastTop) under a plain C++ main, from a fast-path run's own start state, so it
+    executes the same accesses in the same cycles as ``fast-verilator`` (checked: the ring
+    files and the counts are equal); the fast figures' ceiling.
 ``plain-cva6``, ``cosim-cva6``, ``reclaim-cva6``
     the same three figures on the same configuration with CVA6's MMU in the cores
     (``--mmu cva6``, :mod:`hdl.cva6`; Verilator, its only simulator), printed beside our MMU's
@@ -31,7 +37,7 @@ One run measures, side by side on one configuration of ``hdl.top.Top``:
     image has A and D set in its leaves for it (no walker sets them).  Every core MMU of
     ``hdl.config.MMUS`` besides ours gets such figures, named after it.
 
-The plain driver and the harness issue the *same* access stream (one xorshift64* generator per
+The plain driver and ``harness-top`` issue the *same* access stream (one xorshift64* generator per
 core, the same handshake rules and memory timing), so over the same number of cycles they must
 complete the same accesses with the same checksum; the bench checks that and fails otherwise.
 
@@ -308,7 +314,7 @@ class BenchParams:
         return Workload(npages=self.npages, seed=self.seed)
 
 
-def _figure_harness(config, bp: BenchParams) -> dict:
+def _figure_harness_top(config, bp: BenchParams) -> dict:
     exe, secs = build_harness(config)
     workdir = cb.SIM_BUILD / cb.config_hash(config) / "harness" / "run"
     # A run as long as the plain drivers' for the same-stream check, then the measured one.
@@ -352,8 +358,11 @@ def _figure_reclaim(config, bp: BenchParams, sim: str) -> dict:
 
 def run_figure(name: str, config, bp: BenchParams) -> dict:
     """Compute one figure in this process (what a ``--figure`` child does)."""
-    if name == "harness":
-        return _figure_harness(config, bp)
+    if name == HARNESS_TOP:
+        return _figure_harness_top(config, bp)
+    if name == HARNESS_FAST:
+        from .fastbench import harness_fast_figure
+        return harness_fast_figure(config, seed=bp.seed, accesses=bp.fast_accesses)
     if name == "engine-imap":
         from .fastbench import imap_figure
         return imap_figure(seed=bp.seed)
@@ -382,7 +391,11 @@ def run_figure(name: str, config, bp: BenchParams) -> dict:
     raise ValueError(f"Unknown figure {name!r}; known: {', '.join(figure_names(bp))}")
 
 
-FIGURES = ("harness", "plain", "cosim", "reclaim")
+#: The Python-free harnesses: hdl's Top under the plain driver's stream (the step figures'
+#: ceiling), and the fast path's own design and stream (the fast figures' ceiling).
+HARNESS_TOP = "harness-top"
+HARNESS_FAST = "harness-fast"
+FIGURES = (HARNESS_TOP, "plain", "cosim", "reclaim")
 #: The figures of the step path, measured on each simulator and on each other core MMU.
 STEP_FIGURES = ("plain", "cosim", "reclaim")
 #: One sweep point measured whole (:mod:`cosim.explore.benchfig`), on Verilator.
@@ -404,7 +417,9 @@ def figure_names(bp: BenchParams) -> list[str]:
     names = []
     if "ours" in bp.mmus:
         if "verilator" in bp.sims:
-            names.append("harness")
+            names.append(HARNESS_TOP)
+            if "fast" in bp.paths:
+                names.append(HARNESS_FAST)
         kinds = (STEP_FIGURES if "step" in bp.paths else ()) + \
             (_fast_figures() if "fast" in bp.paths else ())
         for kind in kinds:
@@ -456,21 +471,28 @@ def summarize(figs: dict[str, dict]) -> dict[str, Any]:
         f = figs.get(name) or {}
         return f.get(key)
     r = {}
-    hc, ha = rate("harness", "cycles_per_s"), rate("harness", "accesses_per_s")
+    hc, ha = rate(HARNESS_TOP, "cycles_per_s"), rate(HARNESS_TOP, "accesses_per_s")
+    fa_h = rate(HARNESS_FAST, "accesses_per_s")
     for sim in cb.SIMULATORS:
         pc, pa = rate(f"plain-{sim}", "cycles_per_s"), rate(f"plain-{sim}", "accesses_per_s")
         ca = rate(f"cosim-{sim}", "accesses_per_s")
         ra = rate(f"reclaim-{sim}", "accesses_per_s")
-        r[f"harness / plain-{sim} (cycles/s)"] = _ratio(hc, pc)
-        r[f"harness / reclaim-{sim} (accesses/s)"] = _ratio(ha, ra)
+        r[f"{HARNESS_TOP} / plain-{sim} (cycles/s)"] = _ratio(hc, pc)
+        r[f"{HARNESS_TOP} / reclaim-{sim} (accesses/s)"] = _ratio(ha, ra)
         r[f"cosim-{sim} / reclaim-{sim} (accesses/s)"] = _ratio(ca, ra)
-        r[f"harness / cosim-{sim} (accesses/s)"] = _ratio(ha, ca)
+        r[f"{HARNESS_TOP} / cosim-{sim} (accesses/s)"] = _ratio(ha, ca)
         r[f"plain-{sim} / cosim-{sim} (accesses/s)"] = _ratio(pa, ca)
     for sim in cb.SIMULATORS:
         for kind in _fast_figures():
             fa = rate(f"{kind}-{sim}", "accesses_per_s")
+            if fa and fa_h:
+                r[f"{kind}-{sim} / {HARNESS_FAST} (accesses/s)"] = round(fa / fa_h, 4)
+            fc, fc_h = (rate(f"{kind}-{sim}", "accesses_per_cpu_s"),
+                        rate(HARNESS_FAST, "accesses_per_cpu_s"))
+            if fc and fc_h:
+                r[f"{kind}-{sim} / {HARNESS_FAST} (accesses per CPU s)"] = round(fc / fc_h, 4)
             if fa and ha:
-                r[f"{kind}-{sim} / harness (accesses/s)"] = round(fa / ha, 4)
+                r[f"{kind}-{sim} / {HARNESS_TOP} (accesses/s)"] = round(fa / ha, 4)
         if rate(f"reclaim-fast-{sim}", "accesses_per_s"):
             r[f"reclaim-fast-{sim} / reclaim-{sim} (accesses/s)"] = _ratio(
                 rate(f"reclaim-fast-{sim}", "accesses_per_s"), rate(f"reclaim-{sim}",
@@ -481,8 +503,9 @@ def summarize(figs: dict[str, dict]) -> dict[str, Any]:
                 rate(f"{kind}-{mmu}", "accesses_per_s"), rate(f"{kind}-verilator",
                                                              "accesses_per_s"))
     ea = rate(EXPLORE, "accesses_per_s")
-    if ea and ha:
-        r[f"{EXPLORE} / harness (accesses/s)"] = round(ea / ha, 4)
+    if ea and fa_h:
+        r[f"{EXPLORE} / {HARNESS_FAST} (accesses/s)"] = round(ea / fa_h, 4)
+    if ea:
         r[f"{EXPLORE} / fast-checked-verilator (accesses/s)"] = _ratio(
             ea, rate("fast-checked-verilator", "accesses_per_s"))
     r["verilator / icarus, plain (cycles/s)"] = _ratio(rate("plain-verilator", "cycles_per_s"),
@@ -501,13 +524,15 @@ def _rates(fig: dict) -> dict:
 
 
 def check_same_stream(figs: dict[str, dict]) -> list[str]:
-    """The plain drivers and the harness ran the same access stream: over the same cycles they
-    must agree on accesses, loads, stores and checksum.  Returns the disagreements."""
+    """The plain drivers and ``harness-top`` ran the same access stream: over the same cycles
+    they must agree on accesses, loads, stores and checksum; the fast path's Verilator runs
+    and ``harness-fast`` ran the same accesses: they agree on cycles and accesses.  Returns
+    the disagreements."""
     keys = ("accesses", "loads", "stores", "checksum", "mem_ops")
     base = {f"plain-{sim}": figs[f"plain-{sim}"] for sim in cb.SIMULATORS
             if figs.get(f"plain-{sim}")}
-    if figs.get("harness", {}).get("check"):
-        base["harness (check run)"] = figs["harness"]["check"]
+    if figs.get(HARNESS_TOP, {}).get("check"):
+        base[f"{HARNESS_TOP} (check run)"] = figs[HARNESS_TOP]["check"]
     problems = []
     names = sorted(base)
     for a, b in zip(names, names[1:]):
@@ -515,6 +540,15 @@ def check_same_stream(figs: dict[str, dict]) -> list[str]:
             if base[a].get(k) != base[b].get(k):
                 problems.append(f"{a} and {b} disagree on {k}: {base[a].get(k)} vs "
                                 f"{base[b].get(k)}")
+    # The fast path's runs on Verilator and its harness: one design, one start state, one
+    # stream (the harness checked its ring files against its own reference run).
+    fast = figs.get(HARNESS_FAST)
+    for name in ("fast-verilator", "fast-checked-verilator"):
+        if fast and figs.get(name):
+            for k in ("cycles", "accesses"):
+                if figs[name].get(k) != fast.get(k):
+                    problems.append(f"{name} and {HARNESS_FAST} disagree on {k}: "
+                                    f"{figs[name].get(k)} vs {fast.get(k)}")
     return problems
 
 

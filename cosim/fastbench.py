@@ -14,6 +14,9 @@
 ``engine-imap``
     the engine's cost per i_mmap operation (insert + stab + remove) at 1 k, 4 k and 16 k VMAs.
 
+``harness-fast`` (:func:`harness_fast_figure`)
+    the Python-free harness on the fast path's design, running the ``fast`` figure's stream.
+
 Every figure reports ``cycles``, ``accesses`` and ``loop_seconds`` (the run after setup), so
 :func:`cosim.bench.summarize` compares it with the harness on the same design, and
 ``cpu_seconds`` (the simulator process's CPU time over the same run) with
@@ -28,7 +31,7 @@ import time
 from .fastbuild import FastParams, fast_run
 
 __all__ = ["FAST_FIGURES", "fast_figure", "imap_figure", "BENCH_FAST", "reclaim_env",
-           "reclaim_sized"]
+           "reclaim_sized", "figure_env", "harness_fast_figure"]
 
 #: The fast path's memory and rings in the bench: 4 MiB (1024 frames), 4096-record logs.
 BENCH_FAST = FastParams(words_log2=19, latency=1, log_log2=12)
@@ -73,17 +76,30 @@ def reclaim_sized(rep: dict) -> list[str]:
     return bad
 
 
-def fast_figure(kind: str, config, sim: str, *, seed: int, accesses: int) -> dict:
-    """One fast-path figure (``kind`` in :data:`FAST_FIGURES`)."""
+def figure_env(kind: str, accesses: int) -> tuple[dict, str]:
+    """The fast-path run of figure ``kind`` (:data:`FAST_FIGURES`): its environment and a
+    description of its scenario."""
     env = {"FAST_ACCESSES": accesses, "FAST_MODE": "uniform", "FAST_PREFAULT": 1}
     if kind == "reclaim-fast":
         env.update(reclaim_env(accesses))
-        scenario = (f"reclaim on the fast path: 2 x {RECLAIM_PAGES}-page windows, "
-                    f"{RECLAIM_MODE} stream, a kernel step every {env['FAST_PERIOD']:,} cycles")
-    else:
-        env.update(FAST_KERNEL="none", FAST_PAGES=32,
-                   FAST_CHECKS=1 if kind == "fast-checked" else 0)
-        scenario = "uniform stream over 32 pages per core, no kernel work"
+        return env, (f"reclaim on the fast path: 2 x {RECLAIM_PAGES}-page windows, "
+                     f"{RECLAIM_MODE} stream, a kernel step every {env['FAST_PERIOD']:,} cycles")
+    env.update(FAST_KERNEL="none", FAST_PAGES=32, FAST_CHECKS=1 if kind == "fast-checked" else 0)
+    return env, "uniform stream over 32 pages per core, no kernel work"
+
+
+def harness_fast_figure(config, *, seed: int, accesses: int) -> dict:
+    """The Python-free harness on the fast path's design and the stream of ``fast-verilator``
+    (:func:`cosim.fastharness.harness_figure`): the same accesses in the same cycles."""
+    from .fastharness import harness_figure
+    env, scenario = figure_env("fast", accesses)
+    out = harness_figure(config, BENCH_FAST, seed=seed, env=env)
+    return dict(out, scenario=scenario + " (the fast-verilator run's stream)")
+
+
+def fast_figure(kind: str, config, sim: str, *, seed: int, accesses: int) -> dict:
+    """One fast-path figure (``kind`` in :data:`FAST_FIGURES`)."""
+    env, scenario = figure_env(kind, accesses)
     ok, rep, where = fast_run(config, BENCH_FAST, sim, seed=seed, env=env)
     if not ok or rep is None or "error" in rep:
         raise RuntimeError(f"{kind} on {sim} failed ({where}): "

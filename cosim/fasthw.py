@@ -253,6 +253,8 @@ class FastHardware:
         self.words_pushed = 0
         self.records_drained = 0
         self.sw_ops = 0
+        #: Every engine configuration input driven so far, port name -> value.
+        self.configured: dict[str, int] = {}
         self.clk = dut.clk
         self._sw_lock = CoLock()
         self._resp_rise = RisingEdge(dut.sw__resp__valid)
@@ -381,8 +383,12 @@ class FastHardware:
     # --- engines -----------------------------------------------------------------------------
 
     def configure(self, core: int, **fields) -> None:
+        """Drive engine ``core``'s configuration inputs (``eng<core>__<name>``); the values
+        are kept in :attr:`configured` (port name -> value)."""
         for name, value in fields.items():
-            getattr(self.dut, f"eng{core}__{name}").value = int(value)
+            port = f"eng{core}__{name}"
+            getattr(self.dut, port).value = int(value)
+            self.configured[port] = int(value)
 
     def status(self, core: int, name: str) -> int:
         return int(getattr(self.dut, f"eng{core}__{name}").value)

@@ -14,8 +14,9 @@ only for
   operation and after every flush, so every record is judged (:class:`cosim.fastcheck.
   LogCheckers`) before the PTE change that follows it.
 
-The clock is cocotb's GPI clock (it runs in the simulator, not in Python) and the coroutines
-wait on the ``event`` output and on timers, so the simulator runs free between events.
+The clock runs inside the design (:func:`cosim.fastbuild.clocked_verilog`: no callback per
+half period) and the coroutines wait on the ``event`` output and on timers, so the simulator
+runs free between events.
 
 Parameters come from the environment (set by :func:`cosim.fastbuild.fast_run`):
 ``FAST_ACCESSES`` (checked CPU accesses in all), ``FAST_PAGES`` (pages each core's window
@@ -30,7 +31,8 @@ run starts warm; 0, the default: first touches fault in the run),
 :mod:`cosim.explore.trace`: every core replays it in a process of its own whose VMAs are the
 trace's, :class:`cosim.explore.replay.TraceReplay`; ``FAST_MODE`` and ``FAST_PAGES`` are then
 unused), ``FAST_STREAM`` (a ``.npz`` the run's stream is saved to for the golden
-model's replay, :mod:`cosim.explore.stream`).
+model's replay, :mod:`cosim.explore.stream`), ``FAST_SNAPSHOT`` (a directory the state at the
+engines' start is written to, for the Python-free harness, :mod:`cosim.fastharness`).
 """
 
 from __future__ import annotations
@@ -44,7 +46,6 @@ import sys
 import time
 
 import numpy as np
-from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, First, RisingEdge, Timer
 
 from pyrmap.arch import CORE_COUNTERS
@@ -56,9 +57,10 @@ from pyrmap.scenario import System
 from simhw.traffic import Mode
 
 from .fastarch import FastArch
+from .fastbuild import CLOCK_PERIOD_NS
 from .fastcheck import LogCheckers
 from .faststorm import STORM_OPS, Storm
-from .fasthw import FastHardware, MirrorMem, decode_records
+from .fasthw import FastHardware, MirrorMem, decode_records, memload_text
 from .host import HostEnv
 from .ports import read_counters
 
@@ -121,7 +123,7 @@ class FastRun:
                  period: int = 20_000, ops=DEFAULT_OPS, checks: bool = True, quirks=(),
                  progress=None,
                  trace: str | None = None, stream: str | None = None,
-                 prefault: bool = False):
+                 prefault: bool = False, snapshot: str | None = None):
         if pages < 2 or pages & (pages - 1):
             raise ValueError(f"FAST_PAGES must be a power of two of at least 2, not {pages}")
         if mode not in MODES:
@@ -148,6 +150,10 @@ class FastRun:
         self.checks = checks
         self.quirks = list(quirks)
         self.prefault = prefault
+        if snapshot and trace:
+            raise ValueError("FAST_SNAPSHOT needs a synthetic stream, not FAST_TRACE (the "
+                             "trace's records are not in the engine's memory copy)")
+        self.snapshot = snapshot
         self.progress = progress or (lambda text: None)
         self.rng = random.Random(seed)
         nframes = (8 << int(fast["words_log2"])) >> 12
@@ -170,7 +176,6 @@ class FastRun:
 
     async def start(self) -> None:
         dut = self.dut
-        Clock(dut.clk, 10, unit="ns", impl="gpi").start()
         dut.rst.value = 1
         dut.sw__req__valid.value = 0
         dut.load.value = 0
@@ -328,12 +333,28 @@ class FastRun:
 
     async def _start_engines(self) -> None:
         dut = self.dut
+        if self.snapshot:
+            self._write_snapshot(self.snapshot)
         for i in range(self.ncores):
             getattr(dut, f"eng{i}__load_seed").value = 1
         await RisingEdge(dut.clk)
         for i in range(self.ncores):
             getattr(dut, f"eng{i}__load_seed").value = 0
             getattr(dut, f"eng{i}__run").value = 1
+
+    def _write_snapshot(self, directory: str) -> None:
+        """Write what the Python-free harness (:mod:`cosim.fastharness`) needs to run the same
+        accesses from the same state: ``memload.hex`` (every non-zero word of the memory, which
+        the engine's copy equals after the last push) and ``harness.txt`` (the cycle at which
+        the engines load their seeds, and their configuration inputs)."""
+        from pathlib import Path
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        idx = np.flatnonzero(self.mem.words)
+        (out / "memload.hex").write_bytes(memload_text(idx, self.mem.words[idx]))
+        lines = [f"start_cycle {self.hw.cycle()}"]
+        lines += [f"set {port} {value}" for port, value in self.hw.configured.items()]
+        (out / "harness.txt").write_text("\n".join(lines) + "\n")
 
     def _prefault(self) -> None:
         """Touch every page of every window with a store before the engines start (scheduler
@@ -464,7 +485,7 @@ class FastRun:
                 triggers.append(kernel_task.complete)
             wait = (max(1, next_kernel - self.hw.cycle()) if self.kernel_mode != "none"
                     else 1 << 16)
-            triggers.append(Timer(wait * 10, "ns"))
+            triggers.append(Timer(wait * CLOCK_PERIOD_NS, "ns"))
             if not self._work_now(pending) and not (kernel_task is not None
                                                         and kernel_task.done()):
                 await First(*triggers)
@@ -625,7 +646,8 @@ async def run_from_env(dut) -> dict:
                   checks=bool(_env_int("FAST_CHECKS", 1)),
                   quirks=quirks, progress=progress, trace=os.environ.get("FAST_TRACE") or None,
                   stream=os.environ.get("FAST_STREAM") or None,
-                  prefault=bool(_env_int("FAST_PREFAULT", 0)))
+                  prefault=bool(_env_int("FAST_PREFAULT", 0)),
+                  snapshot=os.environ.get("FAST_SNAPSHOT") or None)
     error = None
     profile = os.environ.get("FAST_PROFILE")
     prof = None

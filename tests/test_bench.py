@@ -69,15 +69,15 @@ def test_ports_header(tmp_path):
 
 def test_summary_ratios_and_rates():
     figs = {n: bench._rates(f) for n, f in {
-        "harness": {"cycles": 1_000_000, "accesses": 100_000, "loop_seconds": 1.0},
+        "harness-top": {"cycles": 1_000_000, "accesses": 100_000, "loop_seconds": 1.0},
         "plain-verilator": {"cycles": 10_000, "accesses": 1_000, "loop_seconds": 1.0},
         "plain-icarus": {"cycles": 10_000, "accesses": 1_000, "loop_seconds": 2.0},
         "cosim-verilator": {"cycles": 800, "accesses": 100, "loop_seconds": 0.5},
     }.items()}
     assert figs["plain-icarus"]["cycles_per_s"] == 5000.0
     r = bench.summarize(figs)
-    assert r["harness / plain-verilator (cycles/s)"] == 100.0
-    assert r["harness / cosim-verilator (accesses/s)"] == 500.0
+    assert r["harness-top / plain-verilator (cycles/s)"] == 100.0
+    assert r["harness-top / cosim-verilator (accesses/s)"] == 500.0
     assert r["plain-verilator / cosim-verilator (accesses/s)"] == 5.0
     assert r["verilator / icarus, plain (cycles/s)"] == 2.0
     assert "verilator / icarus, cosim (accesses/s)" not in r     # cosim-icarus missing
@@ -86,9 +86,9 @@ def test_summary_ratios_and_rates():
 def test_same_stream_check_catches_a_disagreement():
     same = {"accesses": 10, "loads": 7, "stores": 3, "checksum": 99, "mem_ops": 30}
     figs = {"plain-icarus": dict(same), "plain-verilator": dict(same),
-            "harness": {"check": dict(same)}}
+            "harness-top": {"check": dict(same)}}
     assert bench.check_same_stream(figs) == []
-    figs["harness"]["check"] = dict(same, checksum=98)
+    figs["harness-top"]["check"] = dict(same, checksum=98)
     problems = bench.check_same_stream(figs)
     assert problems and "disagree on checksum" in problems[0]
 
@@ -134,7 +134,7 @@ def test_cva6_figures_beside_ours():
                            paths=("step",))
     assert bench.figure_names(bp)[-3:] == ["plain-cva6", "cosim-cva6", "reclaim-cva6"]
     assert bench.figure_names(bench.BenchParams(mmus=("ours",), paths=("step",))) == [
-        "harness", "plain-verilator", "plain-icarus", "cosim-verilator", "cosim-icarus",
+        "harness-top", "plain-verilator", "plain-icarus", "cosim-verilator", "cosim-icarus",
         "reclaim-verilator", "reclaim-icarus"]
     assert bench.figure_names(bench.BenchParams(mmus=("cva6",))) == [
         "plain-cva6", "cosim-cva6", "reclaim-cva6"]
@@ -169,9 +169,9 @@ def test_harness_agrees_with_the_plain_driver():
     stream: over the same cycles it completes the same accesses as the plain driver."""
     bp = bench.BenchParams(seed=5, npages=20, plain_cycles=4000, harness_cycles=100_000)
     config = cb.make_config()
-    figs = {"harness": bench.run_figure("harness", config, bp),
+    figs = {"harness-top": bench.run_figure("harness-top", config, bp),
             "plain-verilator": bench.run_figure("plain-verilator", config, bp)}
-    assert figs["harness"]["errors"] == 0 and figs["harness"]["accesses"] > 1000
+    assert figs["harness-top"]["errors"] == 0 and figs["harness-top"]["accesses"] > 1000
     assert bench.check_same_stream(figs) == [], json.dumps(figs, default=str)
 
 
@@ -183,7 +183,7 @@ def test_make_bench_small(tmp_path, monkeypatch):
     res = json.loads((tmp_path / "t.json").read_text())
     assert rc == 0, res["errors"]
     assert "notes" not in res           # measured notes live in bench/NOTES.md
-    assert set(res["figures"]) == {"harness", "plain-verilator", "plain-icarus",
+    assert set(res["figures"]) == {"harness-top", "plain-verilator", "plain-icarus",
                                    "cosim-verilator", "cosim-icarus", "reclaim-verilator",
                                    "reclaim-icarus", "plain-cva6", "cosim-cva6",
                                    "reclaim-cva6"}
@@ -192,7 +192,7 @@ def test_make_bench_small(tmp_path, monkeypatch):
         res["mmus"]["reclaim"]["ours"]["accesses"]
     for f in res["figures"].values():
         assert f["wall_seconds"] > 0 and f["peak_rss_mib"] > 0
-    assert res["ratios"]["harness / plain-verilator (cycles/s)"] > 1
+    assert res["ratios"]["harness-top / plain-verilator (cycles/s)"] > 1
 
 
 @pytest.mark.sim
@@ -206,6 +206,6 @@ def test_explore_figure_is_one_checked_sweep_point():
     assert f["accesses"] >= 2000 and f["checks"]["golden_tlb"] == "pass", f
     assert f["loop_seconds"] >= f["run_seconds"] > 0
     figs = {n: bench._rates(dict(x)) for n, x in (
-        (bench.EXPLORE, f), ("harness", {"cycles": 10 ** 6, "accesses": 10 ** 6,
-                                         "loop_seconds": 1.0}))}
-    assert bench.summarize(figs)[f"{bench.EXPLORE} / harness (accesses/s)"] > 0
+        (bench.EXPLORE, f), ("harness-fast", {"cycles": 10 ** 6, "accesses": 10 ** 6,
+                                              "loop_seconds": 1.0}))}
+    assert bench.summarize(figs)[f"{bench.EXPLORE} / harness-fast (accesses/s)"] > 0

@@ -19,13 +19,11 @@ async def test_gateware_memory_access(dut):
     are what the software port reads; what the software port writes is what it reads back;
     a push right after a port write keeps the write."""
     import os
-    from cocotb.clock import Clock
     from cocotb.triggers import ClockCycles
     from cosim.fasthw import FastHardware, MirrorMem
     from simhw.memory import SwOp
     if not os.environ.get("FAST_SELFTEST"):
         return
-    Clock(dut.clk, 10, unit="ns", impl="gpi").start()
     dut.rst.value = 1
     dut.sw__req__valid.value = 0
     dut.load.value = 0

@@ -46,7 +46,7 @@ import sys
 import time
 
 import numpy as np
-from cocotb.triggers import ClockCycles, First, RisingEdge, Timer
+from cocotb.triggers import ClockCycles, First, RisingEdge, Timer, ValueChange
 
 from pyrmap.arch import CORE_COUNTERS
 from pyrmap.checkers import InvariantViolation
@@ -468,18 +468,14 @@ class FastRun:
         import cocotb
         kernel_task = None
         quiescent_due = False
+        wake = ValueChange(dut.wake)
         while True:
             # Sleep until something needs Python: a ring half full, an engine that faulted
-            # (and is not being handled) or finished, a fault handler or kernel step
-            # finishing, or the next kernel step.  Each is an edge or a timer: no per-cycle Python.
-            triggers = [RisingEdge(dut.wlog__half)]
-            for i in range(self.ncores):
-                triggers.append(RisingEdge(getattr(dut, f"log{i}__half")))
-                if not self.hw.status(i, "done"):
-                    # The run ends when the last engine is done, not at the next timer.
-                    triggers.append(RisingEdge(getattr(dut, f"eng{i}__done")))
-                if i not in pending:
-                    triggers.append(RisingEdge(getattr(dut, f"eng{i}__faulted")))
+            # or finished (the run ends when the last engine is done, not at the next timer):
+            # FastTop's ``wake`` changes when any of these rises, one simulator callback for
+            # all of them; a fault handler or kernel step finishing, or the next kernel step.
+            # Each is an edge or a timer: no per-cycle Python.
+            triggers = [wake]
             triggers += [t.complete for t in pending.values()]
             if kernel_task is not None:
                 triggers.append(kernel_task.complete)

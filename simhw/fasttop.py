@@ -65,6 +65,11 @@ class FastTop(wiring.Component):
         Cycles since reset.
     event : Out(1)
         Some engine faulted, or some ring is half full: software has work.
+    wake : Out(1)
+        Toggles in every cycle where some engine's ``faulted`` or ``done``, or some ring's
+        ``half``, rises (in the cycle it rises: its value differs from the value it had
+        at the previous edge).  Software that waits on a change of ``wake`` waits on those
+        rising edges with one simulator callback instead of one per signal.
 
     The submodules are ``top`` (the MMU: ``top.core<i>.tlb.e<j>`` …), ``memory`` (its array:
     ``memory.storage``), ``engine<i>``, ``ring<i>`` (array ``ring<i>.ram.ram.storage``) and
@@ -99,6 +104,7 @@ class FastTop(wiring.Component):
         members["loaded"] = Out(1)
         members["cycle"] = Out(CYCLE_WIDTH)
         members["event"] = Out(1)
+        members["wake"] = Out(1)
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -117,6 +123,7 @@ class FastTop(wiring.Component):
                      wring.push.data.eq(Cat(mem.wlog.addr, mem.wlog.data))]
         wiring.connect(m, wiring.flipped(self.wlog), wring.ctl)
         events = [wring.ctl.half]
+        rising = [wring.ctl.half]
         for i in range(n):
             eng, ring = self.engines[i], self.rings[i]
             m.submodules[f"engine{i}"] = eng
@@ -133,5 +140,12 @@ class FastTop(wiring.Component):
             m.d.comb += eng.cycle.eq(cycle)
             ctl = getattr(self, f"eng{i}")
             events += [ctl.faulted, ring.ctl.half]
+            rising += [ctl.faulted, ctl.done, ring.ctl.half]
         m.d.comb += self.event.eq(Cat(*events).any())
+        # wake = wake_q ^ (some watched signal is 1 now and was 0 at the previous edge).
+        watched = Cat(*rising)
+        before = Signal(len(watched))
+        wake_q = Signal()
+        m.d.sync += [before.eq(watched), wake_q.eq(self.wake)]
+        m.d.comb += self.wake.eq(wake_q ^ (watched & ~before).any())
         return m

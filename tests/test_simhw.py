@@ -277,8 +277,17 @@ def test_engines_translate_and_access_memory(mode):
             ctx.set(getattr(ft, f"eng{i}").load_seed, 0)
             ctx.set(getattr(ft, f"eng{i}").run, 1)
         rd = [0, 0]
+        watched = [ft.log0.half, ft.log1.half, ft.wlog.half, ft.eng0.done, ft.eng1.done,
+                   ft.eng0.faulted, ft.eng1.faulted]
+        prev, wake = [0] * len(watched), ctx.get(ft.wake)
         for _ in range(20000):
             await ctx.tick()
+            now = [ctx.get(s) for s in watched]
+            rose = any(a and not b for a, b in zip(now, prev))
+            # wake toggles exactly in the cycles where a watched signal rises
+            assert ctx.get(ft.wake) == wake ^ rose
+            wake, prev = ctx.get(ft.wake), now
+            records["rises"] = records.get("rises", 0) + rose
             for i in range(2):
                 if ctx.get(getattr(ft, f"log{i}").half):
                     recs, rd[i] = await drain(ctx, ft, i, rd[i])
@@ -291,6 +300,7 @@ def test_engines_translate_and_access_memory(mode):
         records["mem"] = {a: t.read(a) for a in range(DATA << 12, (DATA + 2) << 12, 8)}
 
     run(ft, bench)
+    assert records.pop("rises") >= 4          # each ring half full at least once, each done
     shadow = {}
     events = sorted(((r["done"], i, r) for i in (0, 1) for r in records[i]),
                     key=lambda e: e[0])

@@ -390,15 +390,17 @@ class FastRun:
         self.stats["faults_handled"] += 1
         await hw.push()
         faulted = getattr(self.dut, f"eng{core}__faulted")
-        getattr(self.dut, f"eng{core}__resume").value = 1
-        await RisingEdge(self.dut.clk)
-        getattr(self.dut, f"eng{core}__resume").value = 0
-        resumed = self.hw.cycle()
-        # The edge that took ``resume`` may not be evaluated yet when this coroutine wakes
-        # (``faulted`` still reads high): return only once it has, or the run loop would
-        # take the same stop for a new fault and run the handler again (a spurious fault).
+        resume = getattr(self.dut, f"eng{core}__resume")
+        # ``resume`` stays high until the engine has left its stop (``faulted`` low), and
+        # only then does this return (or the run loop would take the same stop for a new
+        # fault).  A rising edge awaited while the clock's rising-edge trigger is firing
+        # (this coroutine woke from a host thread that woke on it) fires at once, in that
+        # same time step, before any edge took ``resume``: a one-edge pulse was lost so.
+        resume.value = 1
         while int(faulted.value):
             await RisingEdge(self.dut.clk)
+        resume.value = 0
+        resumed = self.hw.cycle()
         if self.recorder is not None:
             self.recorder.resumed(core, resumed)
 

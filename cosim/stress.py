@@ -63,9 +63,9 @@ FULL_SIZE = {"verilator": {"accesses": 1_000_000, "seeds": 20},
              "icarus": {"accesses": 100_000, "seeds": 20}}
 #: Checked accesses per second of one seed on one core, before this run has measured its own
 #: (the ETA's first guess): the per-seed CPU cost measured at the full size (bench/NOTES.md,
-#: "make stress at full size": a Verilator seed of 10**6 in 285 s, an Icarus seed of 10**5 in
-#: 310-330 s).
-PRIOR_RATE = {"verilator": 3_500, "icarus": 320}
+#: "make stress at full size": a Verilator seed of 10**6 in 174 s, an Icarus seed of 10**5 in
+#: 274 s).
+PRIOR_RATE = {"verilator": 5_700, "icarus": 360}
 #: Cycles between two kernel steps (kswapd, migration, writeback, dontneed).
 PERIOD = 50_000
 #: A seed's fixed cost in the ETA: the worker's and the simulator's start and the setup.

@@ -14,8 +14,10 @@
 ``engine-imap``
     the engine's cost per i_mmap operation (insert + stab + remove) at 1 k, 4 k and 16 k VMAs.
 
-``harness-fast`` (:func:`harness_fast_figure`)
-    the Python-free harness on the fast path's design, running the ``fast`` figure's stream.
+``harness-fast`` and ``harness-fast-reclaim`` (:func:`harness_fast_figure`)
+    the Python-free harness on the fast path's design, running the ``fast`` figure's stream,
+    and the reclaim figure's (the same engines, seeds and window, every page resident, no
+    kernel work: the harness runs no kernel, so this is the reclaim figure's ceiling).
 
 Every figure reports ``cycles``, ``accesses`` and ``loop_seconds`` (the run after setup), so
 :func:`cosim.bench.summarize` compares it with the harness on the same design, and
@@ -88,13 +90,20 @@ def figure_env(kind: str, accesses: int) -> tuple[dict, str]:
     return env, "uniform stream over 32 pages per core, no kernel work"
 
 
-def harness_fast_figure(config, *, seed: int, accesses: int) -> dict:
-    """The Python-free harness on the fast path's design and the stream of ``fast-verilator``
-    (:func:`cosim.fastharness.harness_figure`): the same accesses in the same cycles."""
+def harness_fast_figure(config, *, seed: int, accesses: int, kind: str = "fast") -> dict:
+    """The Python-free harness on the fast path's design and the stream of figure ``kind``
+    on Verilator (:func:`cosim.fastharness.harness_figure`).  For ``fast`` it runs the same
+    accesses in the same cycles as ``fast-verilator``.  For ``reclaim-fast`` it runs that
+    figure's engines, seeds and windows with every page resident and no kernel work (no
+    faults, no kernel steps): the same access stream, without what only the co-simulation
+    can run."""
     from .fastharness import harness_figure
-    env, scenario = figure_env("fast", accesses)
+    env, scenario = figure_env(kind, accesses)
+    if kind == "reclaim-fast":
+        env.update(FAST_KERNEL="none", FAST_CHECKS=0)
+        scenario += "; every page resident, no kernel work"
     out = harness_figure(config, BENCH_FAST, seed=seed, env=env)
-    return dict(out, scenario=scenario + " (the fast-verilator run's stream)")
+    return dict(out, scenario=scenario + f" (the {kind}-verilator run's stream)")
 
 
 def fast_figure(kind: str, config, sim: str, *, seed: int, accesses: int) -> dict:

@@ -87,8 +87,21 @@ def test_bench_compares_the_fast_path_with_its_own_harness():
     assert problems == ["fast-checked-verilator and harness-fast disagree on cycles: 1001 vs "
                         "1000"]
     names = bench.figure_names(bench.BenchParams(paths=("fast",), mmus=("ours",)))
-    assert names[:2] == ["harness-top", "harness-fast"]
+    assert names[:3] == ["harness-top", "harness-fast", "harness-fast-reclaim"]
     assert "harness-fast" not in bench.figure_names(bench.BenchParams(paths=("step",)))
+
+
+def test_the_reclaim_figure_is_judged_against_the_harness_on_its_own_stream():
+    figs = {n: bench._rates(dict(f)) for n, f in {
+        "harness-fast": {"cycles": 1000, "accesses": 100, "loop_seconds": 1.0},
+        "harness-fast-reclaim": {"cycles": 800, "accesses": 200, "loop_seconds": 1.0,
+                                 "accesses_per_cpu_s": 250.0},
+        "reclaim-fast-verilator": {"cycles": 900, "accesses": 200, "loop_seconds": 4.0,
+                                   "accesses_per_cpu_s": 100.0}}.items()}
+    r = bench.summarize(figs)
+    assert r["reclaim-fast-verilator / harness-fast-reclaim (accesses/s)"] == 0.25
+    assert r["reclaim-fast-verilator / harness-fast-reclaim (accesses per CPU s)"] == 0.4
+    assert not any(k.startswith("reclaim-fast-verilator / harness-fast ") for k in r)
 
 
 @pytest.mark.sim

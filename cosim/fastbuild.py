@@ -19,12 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+import simhw
+
 from .build import (ICARUS_ARGS, ROOT, SIM_BUILD, SIMULATORS, VERILATOR_ARGS, BuildError,
                     _locked, compile_sources, config_hash, config_params, hdl_sources_digest, patch_verilog,
                     sim_env)
 
 __all__ = ["FastParams", "FastBuild", "fast_build", "fast_run", "FAST_TOPLEVEL",
            "CLOCK_PERIOD_NS", "clocked_verilog", "fast_sources", "FAST_VERILATOR_ARGS"]
+
+_THIS_SOURCE = Path(__file__).read_bytes()
 
 FAST_TOPLEVEL = "fasttop"
 _RECIPE = 3
@@ -124,8 +128,9 @@ def _digest(config, params: FastParams) -> str:
     h = hashlib.sha256(config_hash(config).encode())
     h.update(json.dumps(dataclasses.asdict(params), sort_keys=True).encode())
     h.update(hdl_sources_digest().encode())
-    for path in sorted((ROOT / "simhw").glob("*.py")) + [Path(__file__)]:
-        h.update(path.read_bytes())
+    # The sources this process elaborates with, not the files on disk now.
+    h.update(simhw.SOURCES_DIGEST.encode())
+    h.update(_THIS_SOURCE)
     return h.hexdigest()[:16]
 
 

@@ -13,3 +13,21 @@ so that Python wakes only for faults, kernel work and block drains of the logs:
   through the core's MMU port and does the data access in the memory; stops on a fault.
 * :class:`simhw.fasttop.FastTop`: ``hdl.top.Top`` with the above around it.
 """
+
+import hashlib as _hashlib
+from pathlib import Path as _Path
+
+
+def _sources_digest() -> str:
+    here = _Path(__file__).resolve().parent
+    h = _hashlib.sha256()
+    for path in sorted(here.glob("*.py")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+#: A hash of this package's sources as they were when this process imported it: what its
+#: elaborations are made of, even when the files change on disk later (a checkout under a
+#: long-running sweep worker), as :data:`hdl.SOURCES_DIGEST` is for the MMU.
+SOURCES_DIGEST = _sources_digest()

@@ -124,3 +124,17 @@ def test_sources_digest_is_the_imported_code(monkeypatch):
     before = hdl_sources_digest()
     monkeypatch.setattr(hdl, "SOURCES_DIGEST", "0" * 16)
     assert hdl_sources_digest() != before
+
+
+def test_fast_build_key_is_the_imported_simulation_gateware(monkeypatch):
+    """The fast path's build key follows ``simhw.SOURCES_DIGEST`` (taken at import), not the
+    files as they are now: a sweep worker started before a checkout elaborates the old FastTop
+    and must not store it under the new sources' key."""
+    import simhw
+    from cosim import fastbuild
+    from cosim.build import make_config
+    assert simhw.SOURCES_DIGEST == simhw._sources_digest()  # nothing changed since import
+    config, params = make_config(), fastbuild.FastParams(words_log2=16)
+    before = fastbuild._digest(config, params)
+    monkeypatch.setattr(simhw, "SOURCES_DIGEST", "0" * 16)
+    assert fastbuild._digest(config, params) != before

@@ -11,7 +11,7 @@ export AMARANTH_USE_YOSYS ?= builtin
 ARGS ?=
 SEED ?= 1
 
-.PHONY: all test demo demo-py verilog waves bench stress slow bugzoo mutate venv sims valgrind yosys traces clean explore explore-traces explore-full
+.PHONY: all test demo demo-fast demo-py verilog waves bench stress slow bugzoo mutate venv sims valgrind yosys traces clean explore explore-traces explore-full
 
 all: test
 
@@ -58,6 +58,10 @@ SIM ?= verilator
 MMU ?= ours
 demo: $(STAMP) sims
 	rmap-cosim demo --sim $(SIM) --seed $(SEED) --mmu $(MMU)
+
+# `make demo-fast`: the reclaim demo on the fast path, at scale (10^6 checked accesses).
+demo-fast: $(STAMP) sims
+	rmap-cosim demo --path fast --sim verilator --seed $(SEED)
 
 demo-py: $(STAMP)
 	$(VPY) -m pyrmap demo --seed $(SEED)

@@ -25,14 +25,16 @@ spans, a power of two), ``FAST_MODE`` (uniform, zipf, stride, chase), ``FAST_STO
 ``FAST_PERIOD`` (cycles between kernel steps), ``FAST_OPS`` (the operations of a kernel
 step, :data:`KERNEL_OPS`), ``FAST_CHECKS`` (1: every checker; 0: records
 counted and applied only), ``FAST_QUIRKS`` (engine quirks, comma-separated),
-``FAST_PREFAULT`` (1: every window page is touched before the engines start, so the measured
-run starts warm; 0, the default: first touches fault in the run),
+``FAST_PREFAULT`` (1: every window page, or every page of a trace's replayed prefix, is
+touched before the engines start, so the measured run starts warm; 0, the default: first
+touches fault in the run),
 ``COSIM_PROGRESS`` (a file progress lines are appended to), ``FAST_TRACE`` (a recorded trace,
 :mod:`cosim.explore.trace`: every core replays it in a process of its own whose VMAs are the
 trace's, :class:`cosim.explore.replay.TraceReplay`; ``FAST_MODE`` and ``FAST_PAGES`` are then
 unused), ``FAST_STREAM`` (a ``.npz`` the run's stream is saved to for the golden
 model's replay, :mod:`cosim.explore.stream`), ``FAST_SNAPSHOT`` (a directory the state at the
-engines' start is written to, for the Python-free harness, :mod:`cosim.fastharness`).
+engines' start is written to, for the Python-free harness, :mod:`cosim.fastharness`;
+it needs ``FAST_PREFAULT=1``, and a trace's records go in it too).
 """
 
 from __future__ import annotations
@@ -150,9 +152,10 @@ class FastRun:
         self.checks = checks
         self.quirks = list(quirks)
         self.prefault = prefault
-        if snapshot and trace:
-            raise ValueError("FAST_SNAPSHOT needs a synthetic stream, not FAST_TRACE (the "
-                             "trace's records are not in the engine's memory copy)")
+        if snapshot and not prefault:
+            raise ValueError("FAST_SNAPSHOT needs FAST_PREFAULT=1: the Python-free harness "
+                             "serves no page fault, so every page the engines touch must be "
+                             "resident when they start")
         self.snapshot = snapshot
         self.progress = progress or (lambda text: None)
         self.rng = random.Random(seed)
@@ -328,6 +331,8 @@ class FastRun:
                               root=mm.pgd, seed=self.rng.randrange(1, 1 << 64),
                               **rp.engine_fields(self.trace_base, per_core))
         self.storm.attach(self.mms, [[(v.start, v.end) for v in rp.trace.vmas]] * self.ncores)
+        if self.prefault:
+            self._prefault()
         await self.hw.push()
         await self._start_engines()
 
@@ -351,25 +356,48 @@ class FastRun:
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         idx = np.flatnonzero(self.mem.words)
-        (out / "memload.hex").write_bytes(memload_text(idx, self.mem.words[idx]))
+        vals = self.mem.words[idx]
+        if self.replay is not None:
+            # The trace's records, above the engine's frames (outside its copy).
+            records = self.replay.records()
+            idx = np.concatenate([idx, (self.trace_base >> 3) + np.arange(len(records))])
+            vals = np.concatenate([vals, records])
+        (out / "memload.hex").write_bytes(memload_text(idx, vals))
         lines = [f"start_cycle {self.hw.cycle()}"]
         lines += [f"set {port} {value}" for port, value in self.hw.configured.items()]
         (out / "harness.txt").write_text("\n".join(lines) + "\n")
 
     def _prefault(self) -> None:
-        """Touch every page of every window with a store before the engines start (scheduler
-        context: the PTE operations apply at once, no simulated time passes), so the
-        measured run starts warm: its faults come from the kernel's work (swap-out,
-        write-protect after writeback, migration), not from first touches."""
+        """Touch every page the engines will touch before they start (scheduler context: the
+        PTE operations apply at once, no simulated time passes), so the measured run starts
+        warm: its faults come from the kernel's work (swap-out, write-protect after
+        writeback, migration), not from first touches.  A window's pages are touched with a
+        store; a trace's, the pages of each core's replayed prefix, with a store in a
+        writable VMA and a load in a read-only one."""
         from pyrmap.memory import do_page_fault
-        seen = set()
-        for mm, base in zip(self.mms, self.windows):
-            if (id(mm), base) in seen:
-                continue
-            seen.add((id(mm), base))
-            for p in range(self.pages):
-                do_page_fault(mm, base + p * 4096, AccessType.STORE)
-                self.stats["prefaulted"] += 1
+        from pyrmap.mmap import PROT_WRITE
+        touches = []
+        if self.replay is not None:
+            per_core = -(-self.accesses // self.ncores)
+            pages = np.unique(self.replay.pages(per_core)).tolist()
+            vmas = self.replay.trace.vmas
+            starts = [v.start for v in vmas]
+            ops = []
+            for p in pages:
+                v = vmas[int(np.searchsorted(starts, p << 12, side="right")) - 1]
+                ops.append(AccessType.STORE if v.prot & PROT_WRITE else AccessType.LOAD)
+            for mm in self.mms:
+                touches += [(mm, p << 12, op) for p, op in zip(pages, ops)]
+        else:
+            seen = set()
+            for mm, base in zip(self.mms, self.windows):
+                if (id(mm), base) in seen:
+                    continue
+                seen.add((id(mm), base))
+                touches += [(mm, base + p * 4096, AccessType.STORE) for p in range(self.pages)]
+        for mm, va, op in touches:
+            do_page_fault(mm, va, op)
+            self.stats["prefaulted"] += 1
 
     def checked(self) -> int:
         return sum(self.hw.status(i, "count") for i in range(self.ncores))

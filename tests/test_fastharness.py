@@ -115,3 +115,43 @@ def test_harness_runs_the_fast_paths_accesses_in_the_same_cycles():
     assert f["same_stream"] and f["accesses"] == 10_000 == f["reference"]["accesses"]
     assert f["cycles"] == f["reference"]["cycles"] > 10_000
     assert f["drains"] >= 4 and f["cpu_seconds"] > 0
+
+
+def _small_trace(path):
+    """A trace of 1,500 accesses over 12 pages in three VMAs (one read-only), seeded."""
+    import numpy as np
+
+    from cosim.explore import trace as tr
+    rng = np.random.default_rng(7)
+    pages = np.array([0x10000, 0x11000, 0x12000, 0x40000, 0x41000, 0x42000, 0x43000, 0x44000,
+                      0x7f000, 0x80000, 0x81000, 0x82000], dtype=np.uint64)
+    va = pages[rng.integers(0, len(pages), 1500)] + rng.integers(0, 512, 1500).astype(
+        np.uint64) * np.uint64(8)
+    op = rng.choice([0, 1, 3], 1500, p=[0.6, 0.3, 0.1]).astype(np.uint8)
+    op[va < np.uint64(0x13000)] = tr.TraceOp.LOAD          # a read-only VMA
+    size = np.full(1500, 8, dtype=np.uint16)
+    gap = rng.integers(1, 5, 1500).astype(np.uint32)
+    t = tr.Trace(va, op, size, gap, int(gap.sum()), tr.derive_vmas(va, size, op, 0),
+                 {"format": tr.FORMAT_VERSION, "command": ["synthetic"]})
+    assert any(not v.prot & 2 for v in t.vmas) and len(t.vmas) == 3
+    return tr.save(t, path)
+
+
+@pytest.mark.sim
+def test_harness_replays_a_recorded_trace_byte_for_byte(tmp_path):
+    """A trace point's snapshot (the trace's records in the image, each core's replayed pages
+    prefaulted): the harness runs the same accesses in the same cycles as the fast-path run,
+    wrapping the trace, draining the rings on the way."""
+    trace = _small_trace(tmp_path / "t.npz")
+    env = {"FAST_ACCESSES": 10_000, "FAST_TRACE": trace, "FAST_PREFAULT": 1,
+           "FAST_KERNEL": "none", "FAST_CHECKS": 1}
+    f = harness_figure(cb.make_config(), SMALL, seed=2, env=env)
+    assert f["same_stream"] and f["accesses"] == 10_000 == f["reference"]["accesses"]
+    assert f["cycles"] == f["reference"]["cycles"] > 10_000
+    assert f["drains"] >= 4
+
+
+def test_a_snapshot_needs_every_page_resident():
+    from cosim.fastrun import FastRun
+    with pytest.raises(ValueError, match="FAST_SNAPSHOT needs FAST_PREFAULT=1"):
+        FastRun(None, 1, {}, {"words_log2": 16}, accesses=10, pages=16, snapshot="x")

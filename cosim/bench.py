@@ -20,6 +20,11 @@ One run measures, side by side on one configuration of ``hdl.top.Top``:
     run with every checker on, its metrics, the golden TLB's replay and the stack-distance
     bound; the build cached), on the same Top and a uniform stream over ``npages`` pages a
     core: exploration throughput per point beside the harness's;
+``explore-trace-verilator``
+    the same on a recorded trace (``--trace``, default ``make traces``' sort), at the size a
+    sweep runs (``--trace-accesses``, 10^6), first touches faulting as in the sweep: the
+    exploration throughput per point on a real workload, beside its own harness
+    (``harness-fast-trace``); left out, with a line saying so, when the trace is missing;
 ``harness-top``
     a Python-free Verilator C++ harness (``bench/harness/top_harness.cpp``) driving the same
     Top with a C++ memory model and the plain driver's stream: the step path's ceiling (named
@@ -33,6 +38,10 @@ One run measures, side by side on one configuration of ``hdl.top.Top``:
     the same harness on the reclaim figure's stream (its engines, seeds and windows, every
     page resident, no kernel work, which no Python-free harness can run): the ceiling of
     ``reclaim-fast-<sim>``.
+``harness-fast-trace``
+    the same harness replaying the trace point's stream (the same accesses of the same trace
+    on the same FastTop, each core's replayed pages resident), checked byte for byte against
+    a fast-path run from the same snapshot: the ceiling of ``explore-trace-verilator``.
 ``plain-cva6``, ``cosim-cva6``, ``reclaim-cva6``
     the same three figures on the same configuration with CVA6's MMU in the cores
     (``--mmu cva6``, :mod:`hdl.cva6`; Verilator, its only simulator), printed beside our MMU's
@@ -311,6 +320,10 @@ def run_harness(exe: Path, wl: Workload, cycles: int, workdir: Path) -> dict:
 # Figures: each runs in a child process (``--figure``) so its wall time and RSS are its own.
 
 
+#: The trace of the trace figures: ``make traces``' sort (about 1.1 * 10^6 accesses).
+BENCH_TRACE = cb.SIM_BUILD / "traces" / "sort.npz"
+
+
 @dataclasses.dataclass
 class BenchParams:
     seed: int = 1
@@ -329,6 +342,10 @@ class BenchParams:
     #: The core MMUs measured (``hdl.config.MMUS``): "ours", and the others (the step
     #: figures on Verilator, beside ours).
     mmus: tuple = MMUS
+    #: The recorded trace of ``explore-trace-verilator`` and ``harness-fast-trace``, and the
+    #: accesses replayed (split over the cores; a sweep's trace point runs 10^6).
+    trace: str = str(BENCH_TRACE)
+    trace_accesses: int = 1_000_000
 
     def workload(self) -> Workload:
         return Workload(npages=self.npages, seed=self.seed)
@@ -392,6 +409,14 @@ def run_figure(name: str, config, bp: BenchParams) -> dict:
         return explore_figure(config, "verilator", seed=bp.seed,
                               accesses=bp.fast_accesses,
                               pages=1 << (max(bp.npages, 2).bit_length() - 1))
+    if name == EXPLORE_TRACE:
+        from .explore.benchfig import explore_figure
+        return explore_figure(config, "verilator", seed=bp.seed, accesses=bp.trace_accesses,
+                              trace=bp.trace)
+    if name == HARNESS_FAST_TRACE:
+        from .explore.benchfig import trace_harness_figure
+        return trace_harness_figure(config, seed=bp.seed, accesses=bp.trace_accesses,
+                                    trace=bp.trace)
     kind, _, sim = name.rpartition("-")
     if sim in other_mmus() and kind in STEP_FIGURES:
         from hdl.config import mmu_params
@@ -424,6 +449,12 @@ FIGURES = (HARNESS_TOP, "plain", "cosim", "reclaim")
 STEP_FIGURES = ("plain", "cosim", "reclaim")
 #: One sweep point measured whole (:mod:`cosim.explore.benchfig`), on Verilator.
 EXPLORE = "explore-verilator"
+#: One sweep point on a recorded trace, measured whole, and its ceiling: the harness on the
+#: same design and the same trace.
+EXPLORE_TRACE = "explore-trace-verilator"
+HARNESS_FAST_TRACE = "harness-fast-trace"
+#: Each exploration figure's ceiling.
+EXPLORE_CEILING = {EXPLORE: HARNESS_FAST, EXPLORE_TRACE: HARNESS_FAST_TRACE}
 
 
 def other_mmus() -> tuple:
@@ -452,6 +483,8 @@ def figure_names(bp: BenchParams) -> list[str]:
             names.append("engine-imap")
             if "verilator" in bp.sims:
                 names.append(EXPLORE)
+                if Path(bp.trace).is_file():
+                    names += [HARNESS_FAST_TRACE, EXPLORE_TRACE]
     for mmu in other_mmus():
         if mmu in bp.mmus and "step" in bp.paths:
             names += [f"{kind}-{mmu}" for kind in STEP_FIGURES]
@@ -527,9 +560,13 @@ def summarize(figs: dict[str, dict]) -> dict[str, Any]:
             r[f"{kind}-{mmu} / {kind}-verilator (accesses/s)"] = _ratio(
                 rate(f"{kind}-{mmu}", "accesses_per_s"), rate(f"{kind}-verilator",
                                                              "accesses_per_s"))
+    for explore, ceiling in EXPLORE_CEILING.items():
+        for key, unit in (("accesses_per_s", "accesses/s"),
+                          ("accesses_per_cpu_s", "accesses per CPU s")):
+            e, h = rate(explore, key), rate(ceiling, key)
+            if e and h:
+                r[f"{explore} / {ceiling} ({unit})"] = round(e / h, 4)
     ea = rate(EXPLORE, "accesses_per_s")
-    if ea and fa_h:
-        r[f"{EXPLORE} / {HARNESS_FAST} (accesses/s)"] = round(ea / fa_h, 4)
     if ea:
         r[f"{EXPLORE} / fast-checked-verilator (accesses/s)"] = _ratio(
             ea, rate("fast-checked-verilator", "accesses_per_s"))
@@ -574,6 +611,12 @@ def check_same_stream(figs: dict[str, dict]) -> list[str]:
                 if figs[name].get(k) != fast.get(k):
                     problems.append(f"{name} and {HARNESS_FAST} disagree on {k}: "
                                     f"{figs[name].get(k)} vs {fast.get(k)}")
+    # A trace point and its harness replay the same accesses (the point's first touches
+    # fault, the harness's pages are resident: their cycles differ by the faults' stalls).
+    point, ceiling = figs.get(EXPLORE_TRACE), figs.get(HARNESS_FAST_TRACE)
+    if point and ceiling and point.get("accesses") != ceiling.get("accesses"):
+        problems.append(f"{EXPLORE_TRACE} and {HARNESS_FAST_TRACE} disagree on accesses: "
+                        f"{point.get('accesses')} vs {ceiling.get('accesses')}")
     return problems
 
 
@@ -630,11 +673,15 @@ def run_bench(bp: BenchParams, config, name: str, out=sys.stdout,
     print(f"rmap-cosim bench: Top {cb.config_hash(config)} ({params['ncores']} cores, TLB "
           f"{params['tlb_entries']}/{params['tlb_ways']}), seed {bp.seed}, {bp.npages} pages",
           file=out, flush=True)
+    if "fast" in bp.paths and "verilator" in bp.sims and not Path(bp.trace).is_file():
+        print(f"  {EXPLORE_TRACE} and {HARNESS_FAST_TRACE}: not measured, no trace at "
+              f"{bp.trace} (record it with make traces)", file=out, flush=True)
     for fig in figure_names(bp):
         cmd = [sys.executable, "-m", "cosim.bench", "--figure", fig, "--seed", str(bp.seed),
                "--npages", str(bp.npages), "--harness-cycles", str(bp.harness_cycles),
                "--plain-cycles", str(bp.plain_cycles), "--cosim-accesses",
                str(bp.cosim_accesses), "--fast-accesses", str(bp.fast_accesses),
+               "--trace", bp.trace, "--trace-accesses", str(bp.trace_accesses),
                "--config", json.dumps(params)]
         best = None
         samples = []
@@ -707,6 +754,12 @@ def _parser(prog: str = "python -m cosim.bench") -> argparse.ArgumentParser:
     p.add_argument("--fast-accesses", type=int_arg(1000, 10_000_000), default=200_000,
                    help="checked accesses of each fast-path figure on Verilator (Icarus: a "
                         "tenth; default 200000)")
+    p.add_argument("--trace", default=str(BENCH_TRACE),
+                   help="the recorded trace of explore-trace-verilator and harness-fast-trace "
+                        "(default: make traces' sort, %(default)s)")
+    p.add_argument("--trace-accesses", type=int_arg(1000, 10_000_000), default=1_000_000,
+                   help="accesses of the trace figures, split over the cores (default "
+                        "1000000, a sweep's trace point)")
     p.add_argument("--mmu", choices=(*MMUS, "both"), default="both",
                    help="core MMU(s): ours, cva6 (the step figures on Verilator, CVA6's only "
                         "simulator) or both (default: every one), side by side")
@@ -742,7 +795,8 @@ def main(argv: Optional[Sequence[str]] = None, out=sys.stdout,
                      plain_cycles=a.plain_cycles, cosim_accesses=a.cosim_accesses,
                      sims=tuple(a.sim or cb.SIMULATORS), repeat=a.repeat,
                      paths=("step", "fast") if a.path == "both" else (a.path,),
-                     fast_accesses=a.fast_accesses,
+                     fast_accesses=a.fast_accesses, trace=a.trace,
+                     trace_accesses=a.trace_accesses,
                      mmus=MMUS if a.mmu == "both" else (a.mmu,))
     config = cb.make_config(**(json.loads(a.config) if a.config else {}))
     if a.figure:

@@ -155,3 +155,24 @@ def test_a_snapshot_needs_every_page_resident():
     from cosim.fastrun import FastRun
     with pytest.raises(ValueError, match="FAST_SNAPSHOT needs FAST_PREFAULT=1"):
         FastRun(None, 1, {}, {"words_log2": 16}, accesses=10, pages=16, snapshot="x")
+
+
+def test_the_trace_point_is_judged_against_the_harness_on_the_same_trace(tmp_path):
+    figs = {n: bench._rates(dict(f)) for n, f in {
+        "harness-fast": {"cycles": 1000, "accesses": 100, "loop_seconds": 1.0},
+        "harness-fast-trace": {"cycles": 900, "accesses": 400, "loop_seconds": 1.0,
+                               "accesses_per_cpu_s": 500.0},
+        "explore-trace-verilator": {"cycles": 950, "accesses": 400, "loop_seconds": 4.0,
+                                    "accesses_per_cpu_s": 200.0}}.items()}
+    r = bench.summarize(figs)
+    assert r["explore-trace-verilator / harness-fast-trace (accesses/s)"] == 0.25
+    assert r["explore-trace-verilator / harness-fast-trace (accesses per CPU s)"] == 0.4
+    assert bench.check_same_stream(figs) == []
+    figs["harness-fast-trace"]["accesses"] = 399
+    assert bench.check_same_stream(figs) == [
+        "explore-trace-verilator and harness-fast-trace disagree on accesses: 400 vs 399"]
+    bp = bench.BenchParams(paths=("fast",), mmus=("ours",), trace=str(tmp_path / "none.npz"))
+    assert "explore-trace-verilator" not in bench.figure_names(bp)
+    (tmp_path / "t.npz").write_bytes(b"")
+    bp.trace = str(tmp_path / "t.npz")
+    assert bench.figure_names(bp)[-2:] == ["harness-fast-trace", "explore-trace-verilator"]

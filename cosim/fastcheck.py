@@ -126,12 +126,56 @@ class LogCheckers:
         if not self.enabled or n == 0:
             return rec
         acks = self.acks[core] if core < len(self.acks) else ()
+        rest = np.flatnonzero(~self._judge_settled(rec, acks, root))
         judge = self._judge_one
         for start, done, va, pa, op, fault in zip(
-                rec["start"].tolist(), rec["done"].tolist(), rec["va"].tolist(),
-                rec["pa"].tolist(), rec["op"].tolist(), rec["fault"].tolist()):
+                *(rec[f][rest].tolist() for f in ("start", "done", "va", "pa", "op", "fault"))):
             judge(core, mm, asid, root, start, done, va, pa, op, fault, acks)
         return rec
+
+    def _judge_settled(self, rec: dict, acks, root: int) -> np.ndarray:
+        """Judge at once the records whose leaf PTE was settled over their whole window: no
+        invalidation of their page (or of the whole TLB or the ASID) acknowledged on this
+        core is kept, and the PTE's recorded changes all precede their data access.  Each
+        such record's window is then the PTE's whole history (or its value now), the same for
+        every record of one (page, op, fault, frame): one walk judges them all, with the
+        same counts as judging them one by one.  Returns which records were judged; the
+        others (and any of a group that fails, so its report is the one-by-one report) are
+        left to :meth:`_judge_one`."""
+        n = len(rec["va"])
+        settled = np.zeros(n, dtype=bool)
+        by_page, wide = acks if acks else ({}, ())
+        if wide:
+            return settled
+        key = np.stack([rec["va"] >> np.uint64(12), rec["op"].astype(np.uint64),
+                        rec["fault"].astype(np.uint64), rec["pa"] >> np.uint64(12)], axis=1)
+        groups, inverse = np.unique(key, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.searchsorted(inverse[order], np.arange(len(groups) + 1))
+        done = rec["done"]
+        for g, (vpn, op, fault, frame) in enumerate(groups.tolist()):
+            if vpn in by_page:
+                continue
+            members = order[bounds[g]:bounds[g + 1]]
+            va = vpn << 12
+            ptep, level = self._leaf(root, va)
+            if ptep is None or level != 0:
+                self.counts["not_checked"] += len(members)
+                settled[members] = True
+                continue
+            hist = self.history.get(ptep)
+            if hist is None:
+                values = [self.mem.read(ptep)]
+            else:
+                first = int(done[members].min())
+                if any(cyc > first for cyc, _ in hist):
+                    continue
+                values = [val for _, val in hist]
+            if any(self._golden(root, va, op, ptep, v) == (fault, frame) for v in values):
+                self.counts["scoreboard_checks"] += len(members)
+                settled[members] = True
+        return settled
 
     def _cut(self, acks, asid: int, va: int, start: int, done: int, core: int):
         """The last acknowledgement on ``core`` covering (asid, va) at or before ``start``
@@ -266,17 +310,9 @@ class LogCheckers:
         dones = np.concatenate([rec["done"] for _, rec in parts])
         which = np.concatenate([np.full(len(rec["done"]), i) for i, (_, rec) in
                                 enumerate(parts)])
-        index = np.concatenate([np.arange(len(rec["done"])) for _, rec in parts])
         order = np.lexsort((which, dones))
-        shadow = self.checkers.shadow
-        store, load = shadow.store, shadow.load
-        cols = [tuple(rec[f].tolist() for f in ("fault", "va", "data", "op", "pa"))
-                for _, rec in parts]
-        for j, k in zip(which[order].tolist(), index[order].tolist()):
-            fault, va, data, op, pa = cols[j]
-            if fault[k]:
-                continue
-            if op[k] == _STORE:
-                store(parts[j][0], va[k], data[k])
-            else:
-                load(parts[j][0], va[k], data[k], pa[k])
+        cols = {f: np.concatenate([rec[f] for _, rec in parts])[order]
+                for f in ("fault", "va", "data", "op", "pa")}
+        ok = cols["fault"] == 0
+        self.checkers.shadow.replay([mm for mm, _ in parts], which[order][ok], cols["va"][ok],
+                                    cols["data"][ok], cols["op"][ok] == _STORE, cols["pa"][ok])

@@ -873,6 +873,80 @@ class ShadowMemory(Checker):
             self.fail(f"lost write: load from 0x{va:x} of {mm!r}{where} returned {int(value):#x}, "
                       f"the last write there was {want:#x}", ptep)
 
+    def replay(self, mms, which: np.ndarray, va: np.ndarray, value: np.ndarray,
+               store: np.ndarray, paddr: np.ndarray) -> bool:
+        """Completed stores and loads, in the order the memory performed them: access ``i``
+        is a store (``store[i]``) or a load of ``value[i]`` at ``va[i]`` by ``mms[which[i]]``,
+        at physical address ``paddr[i]``.  The same verdicts, reports and counts as calling
+        :meth:`store` and :meth:`load` one access at a time, which it does when a page is not
+        settled (outside every mapping, or a private file page this mm has not written yet:
+        its first store copies the file page as it is then) or a load disagrees (so the
+        report is the one-by-one report); otherwise it compares every word's loads with the
+        word's last store before them (or its value before the batch) at once.  Returns
+        whether it did so."""
+        n = len(va)
+        if n == 0:
+            return True
+        va = va.astype(np.uint64)
+        vpn = va >> np.uint64(PAGE_SHIFT)
+        keys, inverse = np.unique((which.astype(np.uint64) << np.uint64(40)) | vpn,
+                                  return_inverse=True)
+        inverse = inverse.reshape(-1)
+        stored = np.zeros(len(keys), dtype=bool)
+        stored[inverse[store]] = True
+        slots: dict[int, int] = {}
+        pages: list[np.ndarray] = []
+        slot_of_key = []
+        for k, (key, wrote) in enumerate(zip(keys.tolist(), stored.tolist())):
+            v = key & ((1 << 40) - 1)
+            s = self._mm(mms[key >> 40])
+            r = s.find(v << PAGE_SHIFT)
+            if r is None or not (r.shared or r.obj is None or v in s.private):
+                return self._replay_each(mms, which, va, value, store, paddr)
+            # An anonymous private page is kept from its first access on (zero, as a page
+            # not kept reads), so two cores of one mm resolve it to one array.
+            page = self._page_for(s, v << PAGE_SHIFT, wrote or r.obj is None)
+            if id(page) not in slots:
+                slots[id(page)] = len(pages)
+                pages.append(page)
+            slot_of_key.append(slots[id(page)])
+        word = (np.asarray(slot_of_key, dtype=np.int64)[inverse] * WORDS
+                + ((va & np.uint64(PAGE_SIZE - 1)) >> np.uint64(3)).astype(np.int64))
+        order = np.argsort(word, kind="stable")         # by word, memory order within one
+        w, st, val = word[order], store[order], value.astype(np.uint64)[order]
+        before = np.concatenate(pages)[w]
+        pos = np.arange(n)
+        first = np.maximum.accumulate(np.where(np.r_[True, w[1:] != w[:-1]], pos, 0))
+        last_store = np.maximum.accumulate(np.where(st, pos, -1))
+        has = last_store >= first
+        want = np.where(has, val[np.maximum(last_store, 0)], before)
+        if (~st & (val != want)).any():
+            return self._replay_each(mms, which, va, value, store, paddr)
+        nstores = int(st.sum())
+        self.stores += nstores
+        self.loads += n - nstores
+        self.checks += n - nstores
+        for key, wrote in zip(keys.tolist(), stored.tolist()):
+            if wrote:
+                s = self._mm(mms[key >> 40])
+                v = key & ((1 << 40) - 1)
+                if not s.find(v << PAGE_SHIFT).shared:
+                    s.written.add(v)
+        end = np.r_[w[1:] != w[:-1], True] & has
+        for i, page in enumerate(pages):
+            sel = end & (w // WORDS == i)
+            page[w[sel] % WORDS] = val[last_store[sel]]
+        return True
+
+    def _replay_each(self, mms, which, va, value, store, paddr) -> bool:
+        for j, a, x, st, pa in zip(which.tolist(), va.tolist(), value.tolist(), store.tolist(),
+                                   paddr.tolist()):
+            if st:
+                self.store(mms[j], a, x)
+            else:
+                self.load(mms[j], a, x, pa)
+        return False
+
     def check_backing(self, mapping, pgoffs: Iterable[int]) -> None:
         """After msync: the file's backing store equals the shadow for each pgoff given."""
         for pgoff in pgoffs:

@@ -104,6 +104,11 @@ def golden_tlb_check(stream, design: dict, *, limit: int = 5) -> dict:
     # finds the same entry (the first that matches), so only its touch of the replacement
     # state is repeated.  Any fill, removal or invalidation on the core forgets them all.
     found_at: list[dict] = [{} for _ in range(ncores)]
+    # The lookup result each core's TLB touched last: touching the same way again, with no
+    # other touch of that TLB in between, leaves the replacement state as it is (a touch
+    # makes its way the most recent, EXACT_REPLACEMENTS' models included), so a run of
+    # lookups of one page touches once.
+    touched: list = [None] * ncores
     start_l = stream["start"].tolist()
 
     def lookup(i: int) -> bool:
@@ -114,12 +119,13 @@ def golden_tlb_check(stream, design: dict, *, limit: int = 5) -> dict:
         known = found_at[c]
         if vpn in known:
             found = known[vpn]
-            if found is not None:
+            if found is not None and found is not touched[c]:
                 found[0].touch(found[1], found[2])
         else:
             found = known[vpn] = tlbs[c].lookup(v, asid_l[c])
         if found is None:
             return False
+        touched[c] = found
         arr, s, way, e = found
         key = (e.perm, o)
         ok = perm_ok.get(key)

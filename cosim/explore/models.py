@@ -80,6 +80,21 @@ def stack_distances(pages: np.ndarray, sets: int = 1, max_depth: int = 1 << 14) 
     if max_depth < 1:
         raise ValueError(f"max_depth must be at least 1, not {max_depth}")
     pages = np.asarray(pages, dtype=np.int64)
+    # A reference to the page just referenced is at distance 0 and leaves every stack as it
+    # is: only the first of a run of them walks the stacks.
+    first = _run_starts(pages)
+    out = np.zeros(len(pages), dtype=np.int64)
+    out[first] = _distances(pages[first], sets, max_depth)
+    return out
+
+
+def _run_starts(pages: np.ndarray) -> np.ndarray:
+    """Where each run of equal consecutive pages starts (a bool mask)."""
+    return np.concatenate([[True], pages[1:] != pages[:-1]]) if len(pages) else \
+        np.zeros(0, dtype=bool)
+
+
+def _distances(pages: np.ndarray, sets: int, max_depth: int) -> np.ndarray:
     out = np.empty(len(pages), dtype=np.int64)
     stacks: list[list[int]] = [[] for _ in range(sets)]
     mask = sets - 1
@@ -119,6 +134,9 @@ def opt_misses(pages: np.ndarray, entries: int) -> int:
     if entries < 1:
         raise ValueError(f"entries must be at least 1, not {entries}")
     pages = np.asarray(pages, dtype=np.int64)
+    # A reference to the page just referenced hits, and the next uses keep their order
+    # without it: only the first of a run of them counts.
+    pages = pages[_run_starts(pages)]
     n = len(pages)
     # next use of each reference's page (n: never again)
     order = np.lexsort((np.arange(n), pages))

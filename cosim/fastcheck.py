@@ -126,55 +126,77 @@ class LogCheckers:
         if not self.enabled or n == 0:
             return rec
         acks = self.acks[core] if core < len(self.acks) else ()
-        rest = np.flatnonzero(~self._judge_settled(rec, acks, root))
+        rest = np.flatnonzero(~self._judge_settled(rec, acks, root, asid))
         judge = self._judge_one
         for start, done, va, pa, op, fault in zip(
                 *(rec[f][rest].tolist() for f in ("start", "done", "va", "pa", "op", "fault"))):
             judge(core, mm, asid, root, start, done, va, pa, op, fault, acks)
         return rec
 
-    def _judge_settled(self, rec: dict, acks, root: int) -> np.ndarray:
-        """Judge at once the records whose leaf PTE was settled over their whole window: no
-        invalidation of their page (or of the whole TLB or the ASID) acknowledged on this
-        core is kept, and the PTE's recorded changes all precede their data access.  Each
-        such record's window is then the PTE's whole history (or its value now), the same for
-        every record of one (page, op, fault, frame): one walk judges them all, with the
-        same counts as judging them one by one.  Returns which records were judged; the
+    def _judge_settled(self, rec: dict, acks, root: int, asid: int) -> np.ndarray:
+        """Judge at once the records whose window was settled: every invalidation of their
+        page (or of the whole TLB or their ASID) acknowledged on this core and kept came
+        before each of them began, and their leaf PTE's recorded changes all precede their
+        data access.  Each such record then has the same cut (the last of those
+        acknowledgements) and the same window of PTE values as every other record of its
+        (page, op, fault, frame): one walk judges them all, with the same counts as judging
+        them one by one (``settled`` counts them).  Returns which records were judged; the
         others (and any of a group that fails, so its report is the one-by-one report) are
         left to :meth:`_judge_one`."""
         n = len(rec["va"])
         settled = np.zeros(n, dtype=bool)
-        by_page, wide = acks if acks else ({}, ())
-        if wide:
-            return settled
         key = np.stack([rec["va"] >> np.uint64(12), rec["op"].astype(np.uint64),
                         rec["fault"].astype(np.uint64), rec["pa"] >> np.uint64(12)], axis=1)
         groups, inverse = np.unique(key, axis=0, return_inverse=True)
         inverse = inverse.reshape(-1)
         order = np.argsort(inverse, kind="stable")
         bounds = np.searchsorted(inverse[order], np.arange(len(groups) + 1))
-        done = rec["done"]
+        by_page, wide = acks if acks else ({}, ())
         for g, (vpn, op, fault, frame) in enumerate(groups.tolist()):
-            if vpn in by_page:
-                continue
             members = order[bounds[g]:bounds[g + 1]]
+            first_start = int(rec["start"][members].min())
+            cut, late = None, False
+            for hist in (by_page.get(vpn, ()), wide):
+                for cyc, fasid, _ in reversed(hist):
+                    if fasid is not None and fasid != asid:
+                        continue
+                    late = late or cyc > first_start
+                    cut = cyc if cut is None or cyc > cut else cut
+                    break
+            if late:
+                continue
             va = vpn << 12
             ptep, level = self._leaf(root, va)
+            m = len(members)
             if ptep is None or level != 0:
-                self.counts["not_checked"] += len(members)
+                self.counts["not_checked"] += m
+                self.counts["settled"] += m
                 settled[members] = True
                 continue
             hist = self.history.get(ptep)
             if hist is None:
                 values = [self.mem.read(ptep)]
             else:
-                first = int(done[members].min())
-                if any(cyc > first for cyc, _ in hist):
+                if any(cyc > int(rec["done"][members].min()) for cyc, _ in hist):
                     continue
-                values = [val for _, val in hist]
-            if any(self._golden(root, va, op, ptep, v) == (fault, frame) for v in values):
-                self.counts["scoreboard_checks"] += len(members)
-                settled[members] = True
+                lo = -1 if cut is None else cut
+                values = [val for cyc, val in hist if cyc > lo]
+                prev = [val for cyc, val in hist if cyc <= lo]
+                if prev:
+                    values.insert(0, prev[-1])
+                elif cut is not None and hist[0][0] > -1:
+                    self.counts["not_checked"] += m          # pruned past the window
+                    self.counts["settled"] += m
+                    settled[members] = True
+                    continue
+            if not any(self._golden(root, va, op, ptep, v) == (fault, frame) for v in values):
+                continue
+            self.counts["scoreboard_checks"] += m
+            if cut is not None and not fault:
+                self.checkers.tlb.checks += m
+                self.counts["stale_checks"] += m
+            self.counts["settled"] += m
+            settled[members] = True
         return settled
 
     def _cut(self, acks, asid: int, va: int, start: int, done: int, core: int):

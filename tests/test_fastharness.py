@@ -73,12 +73,17 @@ def test_same_stream_catches_a_different_record(tmp_path):
     assert len(problems) == 1 and "write log" in problems[0]
 
 
+def _figures(raw: dict) -> dict:
+    """Bench figures by name, with their rates, from the raw figures given."""
+    return {name: bench._rates(dict(f)) for name, f in raw.items()}
+
+
 def test_bench_compares_the_fast_path_with_its_own_harness():
     same = {"cycles": 1000, "accesses": 100}
-    figs = {n: bench._rates(dict(f)) for n, f in {
+    figs = _figures({
         "harness-fast": dict(same, loop_seconds=1.0, accesses_per_cpu_s=100.0),
         "fast-verilator": dict(same, loop_seconds=2.0, accesses_per_cpu_s=40.0),
-        "fast-checked-verilator": dict(same, cycles=1001, loop_seconds=4.0)}.items()}
+        "fast-checked-verilator": dict(same, cycles=1001, loop_seconds=4.0)})
     r = bench.summarize(figs)
     assert r["fast-verilator / harness-fast (accesses/s)"] == 0.5
     assert r["fast-verilator / harness-fast (accesses per CPU s)"] == 0.4
@@ -92,12 +97,12 @@ def test_bench_compares_the_fast_path_with_its_own_harness():
 
 
 def test_the_reclaim_figure_is_judged_against_the_harness_on_its_own_stream():
-    figs = {n: bench._rates(dict(f)) for n, f in {
+    figs = _figures({
         "harness-fast": {"cycles": 1000, "accesses": 100, "loop_seconds": 1.0},
         "harness-fast-reclaim": {"cycles": 800, "accesses": 200, "loop_seconds": 1.0,
                                  "accesses_per_cpu_s": 250.0},
         "reclaim-fast-verilator": {"cycles": 900, "accesses": 200, "loop_seconds": 4.0,
-                                   "accesses_per_cpu_s": 100.0}}.items()}
+                                   "accesses_per_cpu_s": 100.0}})
     r = bench.summarize(figs)
     assert r["reclaim-fast-verilator / harness-fast-reclaim (accesses/s)"] == 0.25
     assert r["reclaim-fast-verilator / harness-fast-reclaim (accesses per CPU s)"] == 0.4
@@ -158,12 +163,12 @@ def test_a_snapshot_needs_every_page_resident():
 
 
 def test_the_trace_point_is_judged_against_the_harness_on_the_same_trace(tmp_path):
-    figs = {n: bench._rates(dict(f)) for n, f in {
+    figs = _figures({
         "harness-fast": {"cycles": 1000, "accesses": 100, "loop_seconds": 1.0},
         "harness-fast-trace": {"cycles": 900, "accesses": 400, "loop_seconds": 1.0,
                                "accesses_per_cpu_s": 500.0},
         "explore-trace-verilator": {"cycles": 950, "accesses": 400, "loop_seconds": 4.0,
-                                    "accesses_per_cpu_s": 200.0}}.items()}
+                                    "accesses_per_cpu_s": 200.0}})
     r = bench.summarize(figs)
     assert r["explore-trace-verilator / harness-fast-trace (accesses/s)"] == 0.25
     assert r["explore-trace-verilator / harness-fast-trace (accesses per CPU s)"] == 0.4

@@ -144,40 +144,42 @@ class LogCheckers:
         others (and any of a group that fails, so its report is the one-by-one report) are
         left to :meth:`_judge_one`."""
         n = len(rec["va"])
-        settled = np.zeros(n, dtype=bool)
-        key = np.stack([rec["va"] >> np.uint64(12), rec["op"].astype(np.uint64),
-                        rec["fault"].astype(np.uint64), rec["pa"] >> np.uint64(12)], axis=1)
-        groups, inverse = np.unique(key, axis=0, return_inverse=True)
-        inverse = inverse.reshape(-1)
-        order = np.argsort(inverse, kind="stable")
-        bounds = np.searchsorted(inverse[order], np.arange(len(groups) + 1))
+        cols = (rec["va"] >> np.uint64(12), rec["op"], rec["fault"], rec["pa"] >> np.uint64(12))
+        order = np.lexsort(cols[::-1])
+        keys = [c[order] for c in cols]
+        change = np.zeros(n, dtype=bool)
+        change[0] = True
+        for c in keys:
+            change[1:] |= c[1:] != c[:-1]
+        heads = np.flatnonzero(change)
+        sizes = np.diff(np.append(heads, n)).tolist()
+        first_start = np.minimum.reduceat(rec["start"][order], heads).tolist()
+        first_done = np.minimum.reduceat(rec["done"][order], heads).tolist()
+        judged = [False] * len(heads)
+        unchecked = checks = stale = 0
         by_page, wide = acks if acks else ({}, ())
-        for g, (vpn, op, fault, frame) in enumerate(groups.tolist()):
-            members = order[bounds[g]:bounds[g + 1]]
-            first_start = int(rec["start"][members].min())
+        for g, (vpn, op, fault, frame) in enumerate(zip(*(c[heads].tolist() for c in keys))):
             cut, late = None, False
             for hist in (by_page.get(vpn, ()), wide):
                 for cyc, fasid, _ in reversed(hist):
                     if fasid is not None and fasid != asid:
                         continue
-                    late = late or cyc > first_start
+                    late = late or cyc > first_start[g]
                     cut = cyc if cut is None or cyc > cut else cut
                     break
             if late:
                 continue
             va = vpn << 12
             ptep, level = self._leaf(root, va)
-            m = len(members)
             if ptep is None or level != 0:
-                self.counts["not_checked"] += m
-                self.counts["settled"] += m
-                settled[members] = True
+                unchecked += sizes[g]
+                judged[g] = True
                 continue
             hist = self.history.get(ptep)
             if hist is None:
                 values = [self.mem.read(ptep)]
             else:
-                if any(cyc > int(rec["done"][members].min()) for cyc, _ in hist):
+                if any(cyc > first_done[g] for cyc, _ in hist):
                     continue
                 lo = -1 if cut is None else cut
                 values = [val for cyc, val in hist if cyc > lo]
@@ -185,18 +187,22 @@ class LogCheckers:
                 if prev:
                     values.insert(0, prev[-1])
                 elif cut is not None and hist[0][0] > -1:
-                    self.counts["not_checked"] += m          # pruned past the window
-                    self.counts["settled"] += m
-                    settled[members] = True
+                    unchecked += sizes[g]                     # pruned past the window
+                    judged[g] = True
                     continue
             if not any(self._golden(root, va, op, ptep, v) == (fault, frame) for v in values):
                 continue
-            self.counts["scoreboard_checks"] += m
+            judged[g] = True
+            checks += sizes[g]
             if cut is not None and not fault:
-                self.checkers.tlb.checks += m
-                self.counts["stale_checks"] += m
-            self.counts["settled"] += m
-            settled[members] = True
+                stale += sizes[g]
+        self.counts["not_checked"] += unchecked
+        self.counts["scoreboard_checks"] += checks
+        self.counts["stale_checks"] += stale
+        self.checkers.tlb.checks += stale
+        self.counts["settled"] += unchecked + checks
+        settled = np.zeros(n, dtype=bool)
+        settled[order] = np.repeat(np.array(judged, dtype=bool), sizes)
         return settled
 
     def _cut(self, acks, asid: int, va: int, start: int, done: int, core: int):

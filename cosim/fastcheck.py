@@ -11,8 +11,12 @@ in the history a record is judged with, except by its cycle):
   invalidation covering the address acknowledged on that core before the request (or the
   start of the history) and the data access; A and D are not compared (the hardware sets them);
 * **stale translation** (checker (a), counted on ``checkers.tlb``): an access that began at or
-  after such an acknowledgement completed through a frame only an older value mapped; and no
-  access straddles an acknowledgement of its own core (the engine re-executes those);
+  after such an acknowledgement completed through a frame only an older value mapped; no
+  access straddles an acknowledgement of its own core (the engine re-executes those); and
+  no answer leaves the MMU port from an acknowledgement on through a frame only a value older
+  than it mapped, though the engine re-executes the attempt it answered (a squashed attempt
+  whose response came at or after an acknowledgement covering it, on its core, after it began:
+  the MMU must have walked again);
 * **shadow memory** (checker (c), ``checkers.shadow``): in the order the memory performed them,
   stores update and loads are compared with the independent shadow of every virtual word.
 
@@ -22,6 +26,14 @@ handled, and at the end) :meth:`LogCheckers.quiescent` runs **rmap completeness*
 PTEs it reads are exact then (every software-port operation applied them, every walker write
 is in the drained write log but A/D updates still in flight, which neither check reads), so
 no PTE goes through the software port.
+
+Two counts say how often the run reached the windows of an invalidation meeting the
+translations it removes (``counts``): ``walks_across_unmap``, walks of a page in flight across
+the acknowledgement of that page's invalidation, its PTE changed after the walk began (an
+attempt the engine re-executed, its answer a walk); and ``ack_cycle_requests``, requests the MMU
+took in the very cycle an invalidation of their page was acknowledged (the cycle a late clear
+would let them hit the entry being removed).  Both only for single-request flushes, whose
+acknowledgement cycle is recorded exactly.
 
 The history is pruned: each PTE keeps its last :data:`HISTORY` values and each core its last
 :data:`FLUSHES` acknowledgements; a record whose window reaches past what is kept is counted
@@ -116,6 +128,8 @@ class LogCheckers:
         first).  Returns the fields of the accesses (squashed attempts dropped: they made no
         data access) for the caller's data pass."""
         attempts = len(rec["va"])
+        if self.enabled and attempts and rec["squashed"].any() and core < len(self.acks):
+            self._judge_squashed(core, rec, asid, root)
         rec = completed(rec)
         n = len(rec["va"])
         self.counts["squashed_attempts"] += attempts - n
@@ -216,6 +230,8 @@ class LogCheckers:
             for cyc, fasid, nreq in reversed(hist):
                 if fasid is not None and fasid != asid:
                     continue
+                if cyc == start and nreq == 1:
+                    self.counts["ack_cycle_requests"] += 1
                 if cyc > start:
                     if cyc <= done and nreq == 1:
                         self._fail_stale(
@@ -228,6 +244,48 @@ class LogCheckers:
                     cut = cyc
                 break
         return cut
+
+    def _judge_squashed(self, core: int, rec: dict, asid: int, root: int) -> None:
+        """The attempts the engine re-executed: one answered (``done``: its response cycle) at
+        or after a single-request acknowledgement covering it that came after it began must
+        be the answer of a walk made after that acknowledgement's invalidation."""
+        by_page, wide = self.acks[core]
+        keep = rec["squashed"] != 0
+        for start, done, va, pa, op, fault, hit in zip(
+                *(rec[f][keep].tolist() for f in ("start", "done", "va", "pa", "op", "fault",
+                                                   "hit"))):
+            cut = None
+            for cyc, fasid, nreq in reversed(by_page.get(va >> 12, ())):
+                if nreq == 1 and start < cyc <= done and (fasid is None or fasid == asid):
+                    cut = cyc
+                    break
+            if cut is None:
+                continue
+            ptep, level = self._leaf(root, va)
+            hist = self.history.get(ptep) if ptep is not None and level == 0 else None
+            if hist is None:
+                continue
+            if not hit and any(start < c <= cut for c, _ in hist):
+                self.counts["walks_across_unmap"] += 1
+            if fault:
+                continue
+            prev = [val for c, val in hist if c <= cut][-1:]
+            if not prev:
+                self.counts["not_checked"] += 1          # pruned past the window
+                continue
+            values = prev + [val for c, val in hist if cut < c <= done]
+            self.counts["answer_checks"] += 1
+            self.checkers.tlb.checks += 1
+            if any(self._golden(root, va, op, ptep, v) == (0, pa >> 12) for v in values):
+                continue
+            older = {self._golden(root, va, op, ptep, v)[1] for c, v in hist if c <= cut}
+            if pa >> 12 in older:
+                self._fail_stale(
+                    f"core {core}: the {AccessType(op).name} of 0x{va:x} (asid {asid}) that "
+                    f"began at cycle {start} was answered at cycle {done} with PA 0x{pa:09x}, "
+                    f"after the invalidation acknowledged at cycle {cut}: frame "
+                    f"{pa >> 12:#x} is mapped only by the PTE values that invalidation "
+                    f"removed (" + ", ".join(describe(v) for v in values) + " since)", ptep)
 
     def _leaf(self, root: int, va: int):
         key = (root, va >> 12)

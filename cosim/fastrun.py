@@ -25,6 +25,12 @@ spans, a power of two), ``FAST_MODE`` (uniform, zipf, stride, chase), ``FAST_STO
 ``FAST_PERIOD`` (cycles between kernel steps), ``FAST_OPS`` (the operations of a kernel
 step, :data:`KERNEL_OPS`), ``FAST_CHECKS`` (1: every checker; 0: records
 counted and applied only), ``FAST_QUIRKS`` (engine quirks, comma-separated),
+``FAST_WALK_DELAY`` (the largest extra delay, in cycles, of a walker's memory response:
+each is drawn in gateware from 0 to it, and the memory serves the software port and the
+engines meanwhile, :class:`simhw.memory.SimMemory`; 0, the default: none), ``FAST_AIM``
+(``random``, the default: a kernel step migrates a random mapped page; ``engines``: the page a
+random core's engine is accessing at that instant, so the unmap and its flush meet the
+engine's walk or its TLB hits of that page),
 ``FAST_PREFAULT`` (1: every window page, or every page of a trace's replayed prefix, is
 touched before the engines start, so the measured run starts warm; 0, the default: first
 touches fault in the run),
@@ -66,7 +72,7 @@ from .fasthw import FastHardware, MirrorMem, decode_records, memload_text
 from .host import HostEnv
 from .ports import read_counters
 
-__all__ = ["FastRun", "run_from_env", "MODES", "KERNEL_OPS", "DEFAULT_OPS"]
+__all__ = ["FastRun", "run_from_env", "MODES", "KERNEL_OPS", "DEFAULT_OPS", "AIMS"]
 
 MODES = {m.name.lower(): m for m in Mode if m != Mode.TRACE}
 #: The operations of a kernel step (``FAST_OPS``, comma-separated; default
@@ -77,6 +83,9 @@ MODES = {m.name.lower(): m for m in Mode if m != Mode.TRACE}
 #: gives it a VMA of its own); and the storms of :mod:`cosim.faststorm` (fork, mprotect,
 #: munmap: fork/COW and mprotect/munmap storms).
 DEFAULT_OPS = ("kswapd", "migration", "writeback", "dontneed", "split")
+#: What a kernel step's migration picks (``FAST_AIM``): a random mapped page, or the page
+#: a random core's engine is accessing right now.
+AIMS = ("random", "engines")
 KERNEL_OPS = DEFAULT_OPS + STORM_OPS
 log = logging.getLogger("cosim.fast")
 
@@ -115,6 +124,10 @@ class FastRun:
         The operations of a kernel step (:data:`KERNEL_OPS`).
     checks : bool
     quirks : list of str
+    walk_delay : int
+        The largest extra delay of a walker's memory response (0 ... 255).
+    aim : str
+        A value of :data:`AIMS`.
     prefault : bool
         Touch every window page before the engines start (:meth:`_prefault`; the bench and
         the demo do).  Its PTE writes apply directly, outside the software port's record.
@@ -125,7 +138,8 @@ class FastRun:
                  period: int = 20_000, ops=DEFAULT_OPS, checks: bool = True, quirks=(),
                  progress=None,
                  trace: str | None = None, stream: str | None = None,
-                 prefault: bool = False, snapshot: str | None = None):
+                 prefault: bool = False, snapshot: str | None = None,
+                 walk_delay: int = 0, aim: str = "random"):
         if pages < 2 or pages & (pages - 1):
             raise ValueError(f"FAST_PAGES must be a power of two of at least 2, not {pages}")
         if mode not in MODES:
@@ -136,6 +150,12 @@ class FastRun:
         if bad:
             raise ValueError(f"FAST_OPS must name operations of {', '.join(KERNEL_OPS)}, not "
                              f"{', '.join(map(repr, bad))}")
+        if not 0 <= walk_delay <= 255:
+            raise ValueError(f"FAST_WALK_DELAY must be 0 ... 255 cycles, not {walk_delay}")
+        if aim not in AIMS:
+            raise ValueError(f"FAST_AIM must be one of {', '.join(AIMS)}, not {aim!r}")
+        self.walk_delay = walk_delay
+        self.aim = aim
         self.ops = tuple(ops)
         self.dut = dut
         self.seed = seed
@@ -183,6 +203,7 @@ class FastRun:
         dut.sw__req__valid.value = 0
         dut.load.value = 0
         dut.wlog__rd_ptr.value = 0
+        dut.mmu_delay.value = self.walk_delay
         for i in range(self.ncores):
             getattr(dut, f"cpu{i}__inval__valid").value = 0
             getattr(dut, f"log{i}__rd_ptr").value = 0
@@ -194,6 +215,8 @@ class FastRun:
         self.env = HostEnv(dut.clk, self.seed, yield_cycles=(0, 2))
         depth = 1 << int(self.fast["log_log2"])
         self.hw = FastHardware(dut, self.ncores, self.mem, log_depth=depth)
+        if self.walk_delay:
+            self.hw.configured["mmu_delay"] = self.walk_delay
         self.arch = FastArch(dut, self.mem, self.env, self.hw, ncores=self.ncores,
                              asid_bits=self.asid_bits,
                              tlb_entries=int(self.mmu.get("tlb_entries", 8)),
@@ -229,8 +252,10 @@ class FastRun:
         workload = (f"FAST_TRACE={self.trace}" if self.trace else
                     f"FAST_PAGES={self.pages} FAST_MODE={self.mode.name.lower()}")
         ops = "" if self.ops == DEFAULT_OPS else f" FAST_OPS={','.join(self.ops)}"
+        race = (f" FAST_WALK_DELAY={self.walk_delay}" if self.walk_delay else "") + (
+            f" FAST_AIM={self.aim}" if self.aim != "random" else "")
         return (f"FAST_ACCESSES={self.accesses} {workload} FAST_KERNEL={self.kernel_mode}"
-                f"{ops} seed {self.seed}")
+                f"{ops}{race} seed {self.seed}")
 
     # --- draining ----------------------------------------------------------------------------
 
@@ -438,8 +463,10 @@ class FastRun:
     async def _kernel_step(self) -> None:
         s, env, rng = self.system, self.env, self.rng
         ops = self.ops
-        pages = s.mapped_user_pages()
-        page = rng.choice(pages) if pages else None
+        page = self._aimed_page() if self.aim == "engines" else None
+        if page is None:
+            pages = s.mapped_user_pages()
+            page = rng.choice(pages) if pages else None
 
         def kswapd():
             s.reclaim(8)
@@ -483,6 +510,17 @@ class FastRun:
         for t in threads:
             await t.join()
         self.stats["kernel_steps"] += 1
+
+    def _aimed_page(self):
+        """The page a random core's engine is accessing at this instant (``FAST_AIM=engines``),
+        or None when its PTE maps none."""
+        from pyrmap.checkers import lookup_pte
+        from pyrmap.pte import _PAGE_V, pte_pfn
+        core = self.rng.randrange(self.ncores)
+        self.hw.drain_writes()
+        _, pte, level = lookup_pte(self.mem, self.mms[core].pgd,
+                                   self.hw.status(core, "fault_va"))
+        return self.system.kernel.pages[pte_pfn(pte)] if pte & _PAGE_V and not level else None
 
     async def run(self) -> dict:
         await self.start()
@@ -637,6 +675,8 @@ class FastRun:
             "host": {key: self.env.stats[key] for key in ("threads", "resumes", "lock_waits")},
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "pages_per_core": self.pages,
+            "walk_delay": self.walk_delay,
+            "aim": self.aim,
             "rtl_tlbs_readable": self.arch.reads_rtl_tlbs,
             "mode": "trace" if self.trace else self.mode.name.lower(),
             "trace": self.trace,
@@ -676,7 +716,9 @@ async def run_from_env(dut) -> dict:
                   quirks=quirks, progress=progress, trace=os.environ.get("FAST_TRACE") or None,
                   stream=os.environ.get("FAST_STREAM") or None,
                   prefault=bool(_env_int("FAST_PREFAULT", 0)),
-                  snapshot=os.environ.get("FAST_SNAPSHOT") or None)
+                  snapshot=os.environ.get("FAST_SNAPSHOT") or None,
+                  walk_delay=_env_int("FAST_WALK_DELAY", 0),
+                  aim=os.environ.get("FAST_AIM", "random"))
     error = None
     profile = os.environ.get("FAST_PROFILE")
     prof = None

@@ -57,6 +57,9 @@ class FastTop(wiring.Component):
         The MMU's memory writes (records: ``addr`` then ``data``).
     sw : In(sw_signature())
         The software port of the memory.
+    mmu_delay : In(8)
+        The largest extra delay of a walker's memory response (:class:`simhw.memory.
+        SimMemory`'s ``mmu_delay``; 0: none).
     load : In(1), loaded : Out(1)
         Verilog only: a toggle of ``load`` writes the words of the file ``memload.hex``
         (:func:`ring_file`) into the memory at the next edge; ``loaded`` follows ``load`` once
@@ -100,6 +103,7 @@ class FastTop(wiring.Component):
             members[f"log{i}"] = Out(ring_control_signature())
         members["wlog"] = Out(ring_control_signature())
         members["sw"] = In(sw_signature())
+        members["mmu_delay"] = In(8)
         members["load"] = In(1)
         members["loaded"] = Out(1)
         members["cycle"] = Out(CYCLE_WIDTH)
@@ -118,7 +122,8 @@ class FastTop(wiring.Component):
         m.d.comb += self.cycle.eq(cycle)
         wiring.connect(m, top.mem, mem.mmu)
         wiring.connect(m, wiring.flipped(self.sw), mem.sw)
-        m.d.comb += [mem.load.eq(self.load), self.loaded.eq(mem.loaded)]
+        m.d.comb += [mem.load.eq(self.load), self.loaded.eq(mem.loaded),
+                     mem.mmu_delay.eq(self.mmu_delay)]
         m.d.comb += [wring.push.valid.eq(mem.wlog.valid),
                      wring.push.data.eq(Cat(mem.wlog.addr, mem.wlog.data))]
         wiring.connect(m, wiring.flipped(self.wlog), wring.ctl)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -58,6 +58,15 @@ class SimMemory(wiring.Component):
     outside the memory answers with ``err`` and writes nothing; ``rdata`` always holds the old
     value (READ data; CAS: success iff it equals ``cmp``).
 
+    ``mmu_delay`` (an input, 0 by default) makes the MMU port's memory far away: each of its
+    operations (the walkers' reads and compare-and-swaps) still reads and writes the word in
+    the cycle after it is taken, but its response comes an extra ``0 ... mmu_delay`` cycles
+    later (uniform, from a free-running 16-bit LFSR; at least one cycle after the access),
+    and the memory takes the other ports' requests meanwhile.  So a software operation can
+    change a PTE, and an invalidation can be acknowledged, while a walk waits for the old
+    value it already read: the window of a walk in flight across an unmapping flush.  With
+    ``mmu_delay`` 0 the MMU port is served like the others.
+
     Every write the MMU port and the software port make (a walker's WRITE or successful CAS;
     a software WRITE, XCHG or successful CAS) is reported on ``wlog`` in the cycle it happens,
     so the software's copy of memory can follow them in the order they happened: a walker's
@@ -88,7 +97,9 @@ class SimMemory(wiring.Component):
     wlog : Out
         ``valid`` pulse with ``addr`` and ``data`` of each MMU-port or software-port write.
     busy : Out(1)
-        An operation is in progress.
+        An operation is in progress (the MMU port's delayed response aside).
+    mmu_delay : In(8)
+        The MMU port's largest extra response delay, in cycles (see above).
     load : In(1), loaded : Out(1)
         Software's bulk write of ``load_file``: a toggle of ``load`` requests one, ``loaded``
         follows ``load`` once it is done (:class:`simhw.ram.Ram`; ignored without a file).
@@ -116,6 +127,7 @@ class SimMemory(wiring.Component):
             "wlog": Out(wiring.Signature({"valid": Out(1), "addr": Out(PA_WIDTH),
                                           "data": Out(64)})),
             "busy": Out(1),
+            "mmu_delay": In(8),
             "load": In(1),
             "loaded": Out(1),
         }
@@ -145,6 +157,15 @@ class SimMemory(wiring.Component):
         old = Signal(64)
         wait = Signal(8)
         rr = Signal(range(max(self.ndata, 1)))     # round robin among the data ports
+        # The MMU port's delayed response (mmu_delay): pending, countdown, data, error.
+        far = Signal()
+        far_wait = Signal(9)
+        far_old = Signal(64)
+        far_err = Signal()
+        lfsr = Signal(16, init=0xACE1)
+        m.d.sync += lfsr.eq(Cat(lfsr[1:], lfsr[0] ^ lfsr[2] ^ lfsr[3] ^ lfsr[5]))
+        extra = Signal(8)
+        m.d.comb += extra.eq((lfsr[:8] * (self.mmu_delay + 1))[8:16])
 
         def in_range(a):
             return (a >> (self.words_log2 + 3)) == 0
@@ -154,7 +175,7 @@ class SimMemory(wiring.Component):
         any_valid = Signal()
         with m.If(self.sw.req.valid):
             m.d.comb += [choice.eq(SW), any_valid.eq(1)]
-        with m.Elif(self.mmu.req.valid):
+        with m.Elif(self.mmu.req.valid & ~far):
             m.d.comb += [choice.eq(MMU), any_valid.eq(1)]
         with m.Else():
             for start in range(self.ndata):
@@ -166,8 +187,16 @@ class SimMemory(wiring.Component):
 
         resp_data = Signal(64)
         resp_err = Signal()
-        for p in ports:
+        for p in ports[:1] + ports[2:]:
             m.d.comb += [p.resp.rdata.eq(resp_data), p.resp.err.eq(resp_err)]
+        m.d.comb += [self.mmu.resp.rdata.eq(Mux(far, far_old, resp_data)),
+                     self.mmu.resp.err.eq(Mux(far, far_err, resp_err))]
+        with m.If(far):
+            with m.If(far_wait <= 1):
+                m.d.comb += self.mmu.resp.valid.eq(1)
+                m.d.sync += far.eq(0)
+            with m.Else():
+                m.d.sync += far_wait.eq(far_wait - 1)
         m.d.comb += [
             ram.raddr.eq(addr[3:3 + self.words_log2]),
             ram.waddr.eq(addr[3:3 + self.words_log2]),
@@ -212,14 +241,21 @@ class SimMemory(wiring.Component):
                 writes = good & ((data_op == SwOp.WRITE) | (data_op == SwOp.XCHG)
                                  | ((data_op == SwOp.CAS) & (ram.rdata == cmp)))
                 m.d.comb += [ram.we.eq(writes), self.wlog.valid.eq(writes & (cur <= MMU))]
-                if self.latency == 0:
-                    m.d.comb += [resp_data.eq(Mux(good, ram.rdata, 0)), resp_err.eq(~good)]
-                    respond(m)
+                with m.If((cur == MMU) & (self.mmu_delay != 0)):
+                    # Far: the response waits in its own register; the memory is free.
+                    m.d.sync += [far.eq(1), far_old.eq(Mux(good, ram.rdata, 0)),
+                                 far_err.eq(~good), far_wait.eq(self.latency + extra)]
                     m.next = "IDLE"
-                else:
-                    m.d.sync += [old.eq(Mux(good, ram.rdata, 0)), err.eq(~good),
-                                 wait.eq(self.latency)]
-                    m.next = "WAIT"
+                with m.Else():
+                    if self.latency == 0:
+                        m.d.comb += [resp_data.eq(Mux(good, ram.rdata, 0)),
+                                     resp_err.eq(~good)]
+                        respond(m)
+                        m.next = "IDLE"
+                    else:
+                        m.d.sync += [old.eq(Mux(good, ram.rdata, 0)), err.eq(~good),
+                                     wait.eq(self.latency)]
+                        m.next = "WAIT"
             if self.latency:
                 with m.State("WAIT"):
                     m.d.comb += self.busy.eq(1)

@@ -157,6 +157,44 @@ def test_memory_software_cas_is_atomic_with_the_mmu_cas():
     assert res["mmu"][0] == 0x200 and res["final"] == 0x200
 
 
+def test_memory_mmu_delay_serves_the_software_port_while_a_walker_waits():
+    """With ``mmu_delay`` a walker's read takes the word in the cycle after it is accepted and
+    answers up to ``mmu_delay`` cycles later: a software exchange of the same word lands and
+    answers meanwhile, and the walker's answer is still the old value.  The delays vary and
+    stay within the bound; with ``mmu_delay`` 0 the MMU port answers after ``latency``."""
+    dut = SimMemory(words_log2=6, latency=1)
+    res = {"mmu": [], "sw": None}
+
+    async def mmu(ctx):
+        ctx.set(dut.mmu_delay, 40)
+        ctx.set(dut.ram.storage.data[2], 0x100)
+        res["mmu"].append(await mem_op(ctx, dut.mmu, MemOp.READ, 0x10))
+        for _ in range(12):
+            res["mmu"].append(await mem_op(ctx, dut.mmu, MemOp.READ, 0x18))
+        ctx.set(dut.mmu_delay, 0)
+        res["plain"] = await mem_op(ctx, dut.mmu, MemOp.READ, 0x18)
+
+    async def sw(ctx):
+        for _ in range(3):
+            await ctx.tick()
+        res["sw"] = await mem_op(ctx, dut.sw, SwOp.XCHG, 0x10, 0x0)
+        res["sw_done"] = res["mmu"] == []
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(mmu)
+    sim.add_testbench(sw)
+    sim.run_until(1e-3)
+    first = res["mmu"][0]
+    waits = [n for _, _, n in res["mmu"]]
+    assert res["sw"][0] == 0x100 and first[0] == 0x100      # both read the old value
+    assert all(1 <= n <= 1 + 40 for n in waits) and len(set(waits)) > 3
+    # The walker's first read waits 18 cycles (the LFSR's draw at that cycle): the exchange,
+    # three cycles behind it, answered first.
+    assert waits[0] > 4 and res["sw_done"]
+    assert res["plain"][2] == 1           # the memory's latency
+
+
 def test_memory_parameters_are_checked():
     with pytest.raises(ValueError, match="Words log2 is 30, which is more than 24"):
         SimMemory(words_log2=30)

@@ -88,6 +88,9 @@ class LogCheckers:
         #: Per core: ({vpn: deque of (cycle, asid or None, requests)}, deque of the ALL/ASID
         #: invalidations as (cycle, asid or None, requests)).
         self.acks: list[tuple[dict, collections.deque]] = []
+        #: Per core: the cycles of its recent single-request page invalidations' acks.
+        self._single_acks: collections.defaultdict = collections.defaultdict(
+            lambda: collections.deque(maxlen=64))
         self.counts: collections.Counter[str] = collections.Counter()
         self._walk_cache: dict = {}
         self._ptep_cache: dict = {}
@@ -115,6 +118,8 @@ class LogCheckers:
                 if h is None:
                     h = by_page[va >> 12] = collections.deque(maxlen=8)
                 h.append((cycle, asid if kind == InvalKind.VA_ASID else None, len(reqs)))
+                if len(reqs) == 1:
+                    self._single_acks[core].append(cycle)
 
     def tables_changed(self) -> None:
         """Page-table pages may have been freed or reused (munmap, exit): forget the leaf
@@ -140,6 +145,8 @@ class LogCheckers:
         if not self.enabled or n == 0:
             return rec
         acks = self.acks[core] if core < len(self.acks) else ()
+        if self._single_acks[core]:
+            self._count_ack_cycle(core, rec, asid)
         rest = np.flatnonzero(~self._judge_settled(rec, acks, root, asid))
         judge = self._judge_one
         for start, done, va, pa, op, fault in zip(
@@ -230,8 +237,6 @@ class LogCheckers:
             for cyc, fasid, nreq in reversed(hist):
                 if fasid is not None and fasid != asid:
                     continue
-                if cyc == start and nreq == 1:
-                    self.counts["ack_cycle_requests"] += 1
                 if cyc > start:
                     if cyc <= done and nreq == 1:
                         self._fail_stale(
@@ -244,6 +249,17 @@ class LogCheckers:
                     cut = cyc
                 break
         return cut
+
+    def _count_ack_cycle(self, core: int, rec: dict, asid: int) -> None:
+        """Count the requests taken in the cycle a single-request invalidation of their page
+        was acknowledged on their core (``ack_cycle_requests``)."""
+        at = np.flatnonzero(np.isin(rec["start"], np.array(self._single_acks[core],
+                                                           dtype=np.uint64)))
+        by_page = self.acks[core][0]
+        for start, va in zip(rec["start"][at].tolist(), rec["va"][at].tolist()):
+            if any(cyc == start and nreq == 1 and (fasid is None or fasid == asid)
+                   for cyc, fasid, nreq in by_page.get(va >> 12, ())):
+                self.counts["ack_cycle_requests"] += 1
 
     def _judge_squashed(self, core: int, rec: dict, asid: int, root: int) -> None:
         """The attempts the engine re-executed: one answered (``done``: its response cycle) at

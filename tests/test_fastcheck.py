@@ -1,6 +1,8 @@
 """The fast path's log checkers (cosim.fastcheck) on hand-made records: records whose leaf
 PTE was settled over their window are judged at once, with the counts of judging them one
-by one; a wrong frame among them is reported with the one-by-one report."""
+by one; a wrong frame among them is reported with the one-by-one report.  An attempt the
+engine re-executed is still judged when the MMU answered it after an acknowledgement covering
+it, and the windows an invalidation met are counted."""
 
 from __future__ import annotations
 
@@ -8,12 +10,16 @@ import numpy as np
 import pytest
 
 from cosim.fastcheck import LogCheckers
-from pyrmap.checkers import Checkers, InvariantViolation
+from pyrmap.arch import InvalKind
+from pyrmap.checkers import Checkers, InvariantViolation, lookup_pte
 from pyrmap.kernel import Kernel
+from pyrmap.memory import do_page_fault
+from pyrmap.mmap import MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE
 from pyrmap.mm_types import VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_WRITE, MmStruct, Vma
 from pyrmap.pagetable import pgd_alloc, pte_alloc
 from pyrmap.physmem import PhysMem
-from pyrmap.pte import PAGE_SHARED, AccessType, pfn_pte
+from pyrmap.pte import PAGE_SHARED, AccessType, FaultKind, pfn_pte, pte_pfn
+from pyrmap.scenario import System
 from pyrmap.softarch import SoftArch
 
 VA = 0x40000000
@@ -92,3 +98,50 @@ def test_an_invalidation_before_the_records_is_their_cut_and_one_among_them_is_j
     logs.judge(0, _records(frames, seed=3, t0=1800), mm, mm.asid, mm.pgd)
     assert logs.counts["scoreboard_checks"] == 400 == logs.counts["stale_checks"]
     assert 200 < logs.counts["settled"] < 400 and not logs.violations
+
+
+# --- answers after an acknowledgement ----------------------------------------------------
+
+
+def _unmapped():
+    """A mapped, written anonymous page; its PTE cleared at cycle 100 and the page's
+    invalidation acknowledged on core 0 at cycle 110."""
+    s = System(seed=1, nframes=64)
+    mm = s.new_process()
+    va = s.mmap(mm, 0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
+    do_page_fault(mm, va, AccessType.STORE)
+    ptep, pte, _ = lookup_pte(s.kernel.mem, mm.pgd, va)
+    logs = LogCheckers(s.checkers, s.kernel.mem)
+    logs.pte_changed(ptep, 100, pte, 0)
+    s.kernel.mem.write(ptep, 0)
+    logs.flushed(0, 110, [(InvalKind.VA_ASID, va, mm.asid)])
+    return s, mm, logs, pte_pfn(pte) << 12, va
+
+
+def _attempt(va, start, done, pa, fault=FaultKind.NONE, hit=0, squashed=1):
+    one = {"start": start, "done": done, "va": va + 8, "pa": pa, "data": 0,
+           "op": int(AccessType.LOAD), "fault": int(fault), "hit": hit, "squashed": squashed}
+    return {k: np.array([v], dtype=np.uint64) for k, v in one.items()}
+
+
+def test_an_answer_after_the_acknowledgement_through_the_removed_frame_fails():
+    s, mm, logs, pa, va = _unmapped()
+    with pytest.raises(InvariantViolation) as exc:
+        logs.judge(0, _attempt(va, 90, 115, pa + 8), mm, mm.asid, mm.pgd)
+    assert exc.value.checker == "tlb" and "after the invalidation acknowledged at cycle 110" \
+        in str(exc.value)
+    assert logs.counts["walks_across_unmap"] == 1
+
+
+def test_answers_the_mmu_may_give_pass():
+    s, mm, logs, pa, va = _unmapped()
+    # answered before the acknowledgement (the engine re-executes it), and a walk made again
+    # after it (a page fault on the cleared PTE)
+    logs.judge(0, _attempt(va, 90, 105, pa + 8), mm, mm.asid, mm.pgd)
+    logs.judge(0, _attempt(va, 90, 140, 0, fault=FaultKind.PAGE), mm, mm.asid, mm.pgd)
+    assert not s.checkers.violations
+    assert logs.counts["walks_across_unmap"] == 1 and logs.counts["squashed_attempts"] == 2
+    # a request taken in the acknowledgement's cycle is counted (the window of a late clear)
+    logs.judge(0, _attempt(va, 110, 112, 0, fault=FaultKind.PAGE, squashed=0), mm, mm.asid,
+               mm.pgd)
+    assert logs.counts["ack_cycle_requests"] == 1 and not s.checkers.violations

@@ -18,8 +18,10 @@ from cosim.fastquirks import FastCatch, NotOnFastPath, fast_quirk_outcome
 
 FAST = [q for q in QUIRKS if isinstance(q.fast, FastCatch)]
 #: In the default suite: a hardware quirk (a walker's plain A/D write resurrecting a PTE), a
+#: walk in flight across an unmapping flush answering after it (the race-seeking knobs), a
 #: kernel race caught by checker (a) at page_mkclean's return, and the rmap row (checker (e)).
-DEFAULT = ("quirk_plain_ad_write", "page_check_address_lockless", "split_vma_keeps_pgoff")
+DEFAULT = ("quirk_plain_ad_write", "quirk_walk_answer_after_inval",
+           "page_check_address_lockless", "split_vma_keeps_pgoff")
 
 
 def test_every_zoo_row_says_how_the_fast_path_catches_it_or_why_not():

@@ -166,25 +166,15 @@ QUIRKS: list[Quirk] = [
     Quirk("nonatomic_ptep_get_and_clear", "kernel",
           "x86 ptep_get_and_clear is xchg (herd STRx+LDR-STRptex+db)",
           "clear_flush_kernel.litmus", runs=40,
-          fast=NotOnFastPath("a walker's D update must land between the kernel's read and its "
-                             "write of the pte, two software-port operations a few cycles "
-                             "apart; caught once (seed 1, by frame) before the fast path's "
-                             "speed-ups and missed after on seeds 1-3 x 1,500 accesses, the "
-                             "litmus test times it")),
+          fast=FastCatch("dirt", env={"FAST_OPS": "race", "FAST_WRITENOTIFY": 0,
+                                      "FAST_YIELD": 16, "FAST_PERIOD": 300,
+                                      "FAST_ACCESSES": 3000})),
     Quirk("page_check_address_lockless", "kernel", "479db0bf408e",
           quirk_races.lockless_race, fast=FastCatch("tlb")),
     Quirk("zap_flush_after_pte_unlock", "kernel", "1cf35d47712d", quirk_races.zap_race,
-          fast=NotOnFastPath("page_mkclean of a dirty page must run between the zap's pte "
-                             "clear and its flush after the pte lock is dropped; the fast "
-                             "path's DONTNEED beside writeback caught it (seed 1, by tlb) until "
-                             "its kernel operations got fewer drains and missed it after on "
-                             "seeds 1-5 x 1,500 accesses, the step path's zap_race places it")),
+          fast=FastCatch("tlb")),
     Quirk("zap_rmap_before_flush", "kernel", "5df397dec7c4", quirk_races.zap_rmap_race,
-          fast=NotOnFastPath("page_mkclean of a dirty page must find it unmapped between the "
-                             "zap's page_remove_rmap and its flush (under the pte lock), with "
-                             "a store in flight; not reached by the fast path's DONTNEED beside "
-                             "writeback (seeds 1-3 x 1,500 accesses; seed 1 with a kernel step "
-                             "every 300 cycles), the step path's zap_rmap_race places it")),
+          fast=FastCatch("tlb")),
     Quirk("notifier_release_unlink_first", "kernel", "3ad3d901bbcf",
           quirk_races.release_race,
           fast=NotOnFastPath("the race is exit's notifier release against a secondary MMU's "

@@ -33,9 +33,10 @@ already clear in the drained copy nothing changes and no port operation is made.
 
 from __future__ import annotations
 
+import collections
 from typing import Callable, Optional
 
-from pyrmap.pte import _PAGE_A, _PAGE_W
+from pyrmap.pte import _PAGE_A, _PAGE_D, _PAGE_V, _PAGE_W, pte_pfn
 from simhw.memory import SwOp
 from cocotb.triggers import ClockCycles
 
@@ -62,6 +63,17 @@ class FastArch(CosimArch):
     latency : int
         The memory's latency (the cycle a software operation took effect is that many
         cycles before its response).
+
+    Members
+    -------
+    windows : collections.Counter
+        The kernel windows reached (the run's report prints them): ``rw`` -- a plain store
+        to a present PTE that the same thread loaded last (a non-atomic read-then-write);
+        ``rw_writable_clean`` -- of those, the PTE read was writable and clean (a store's
+        walk would set D in it); ``rw_landed`` -- the hardware changed the PTE between the
+        read and the write; ``rw_landed_d`` -- that change set D, which the write then
+        overwrote; ``mkclean_unflushed`` -- page_mkclean returned while another thread had
+        cleared a PTE of the page and not flushed since.
     """
 
     def __init__(self, dut, mem, env, hw, *, ncores: int, asid_bits: int = 9,
@@ -85,6 +97,12 @@ class FastArch(CosimArch):
         #: it (:meth:`flush_tlb_page`).
         self._aging: Optional[tuple] = None
         self._flush_cuts_nothing = False
+        #: Kernel windows the run reached (:meth:`_read_then_write`, :meth:`notify`).
+        self.windows: collections.Counter = collections.Counter()
+        #: thread -> (ptep, value) of its last PTE load (:meth:`_read_then_write`).
+        self._loaded: dict = {}
+        #: frame -> thread that cleared a present PTE of it and has not flushed since.
+        self._unflushed: dict = {}
 
     def _drain(self) -> None:
         if self.on_drain is not None:
@@ -93,7 +111,47 @@ class FastArch(CosimArch):
     def pte_load(self, ptep: int) -> int:
         self.hw.drain_writes()
         self.stats["pte_load_copy"] += 1
-        return self.mem.read(ptep)
+        val = self.mem.read(ptep)
+        if self.env.in_host_thread():
+            self._loaded[self.env.current_thread()] = (ptep, val)
+        return val
+
+    def _read_then_write(self, thread: str, ptep: int, old: int) -> None:
+        """Count a plain store to a present PTE the same thread loaded last: a non-atomic
+        read-then-write window (``windows["rw"]``), those that found the PTE writable and
+        clean (a store's walk would set D in it: ``rw_writable_clean``), and those in which
+        the hardware changed the PTE between the read and the write (``rw_landed``: the
+        value the store replaced is not the one read), D among them (``rw_landed_d``: a
+        walker's D update the store overwrote)."""
+        loaded = self._loaded.pop(thread, None)
+        if loaded is None or loaded[0] != ptep or not loaded[1] & _PAGE_V:
+            return
+        self.windows["rw"] += 1
+        if loaded[1] & _PAGE_W and not loaded[1] & _PAGE_D:
+            self.windows["rw_writable_clean"] += 1
+        if old != loaded[1]:
+            self.windows["rw_landed"] += 1
+            if old & _PAGE_D and not loaded[1] & _PAGE_D:
+                self.windows["rw_landed_d"] += 1
+
+    def notify(self, event: str, **details) -> None:
+        """The arch's event, and the count of page_mkclean calls that returned while
+        another thread had cleared a PTE of the page and not flushed yet
+        (``windows["mkclean_unflushed"]``: a TLB may still write the page that
+        page_mkclean found unmapped)."""
+        page = details.get("page")
+        if event == "returned" and page is not None and self._unflushed and details.get(
+                "op") == "page_mkclean":
+            owner = self._unflushed.get(page.pfn)
+            if owner is not None and owner != self.env.current_thread():
+                self.windows["mkclean_unflushed"] += 1
+        super().notify(event, **details)
+
+    def _do_flush(self, what: str, cores, reqs: list) -> None:
+        super()._do_flush(what, cores, reqs)
+        if self._unflushed and self.env.in_host_thread():
+            me = self.env.current_thread()
+            self._unflushed = {pfn: t for pfn, t in self._unflushed.items() if t != me}
 
     def ptep_test_and_clear_young(self, vma, addr: int, ptep: int) -> int:
         young = super().ptep_test_and_clear_young(vma, addr, ptep)
@@ -114,6 +172,8 @@ class FastArch(CosimArch):
 
     def _pte_op(self, op: str, ptep: int, a: int = 0, b: int = 0) -> int:
         self._aging = None
+        if op != "store" and self._loaded and self.env.in_host_thread():
+            self._loaded.pop(self.env.current_thread(), None)    # not a read-then-write
         if op in _AND_BITS and self.env.in_host_thread():
             # The read half from the drained copy (see the module's docstring); the
             # compare-and-swap in _at_edge starts from it.
@@ -143,9 +203,14 @@ class FastArch(CosimArch):
         elif op == "store":
             old, cyc = await sw(SwOp.WRITE, ptep, a & MASK64)
             new = a & MASK64
+            self._read_then_write(thread, ptep, old)
+            if old & _PAGE_V and not new & _PAGE_V:
+                self._unflushed[pte_pfn(old)] = thread
         elif op == "xchg":
             old, cyc = await sw(SwOp.XCHG, ptep, 0)
             new = 0
+            if old & _PAGE_V:
+                self._unflushed[pte_pfn(old)] = thread
         elif op == "cmpxchg":
             old, cyc = await sw(SwOp.CAS, ptep, b & MASK64, a & MASK64)
             if old != a:

@@ -100,8 +100,10 @@ def fast_quirk_outcome(q, sim: str = "verilator", seed: Optional[int] = None) ->
         ``quirk``, ``sim``, ``seed``, ``detected`` (the quirk-on run failed, naming one of the
         row's checkers), ``checker`` (the one it named), ``cycle`` (of the violation),
         ``off_passed`` (the quirk-off run passed with
-        every checker exercised), ``ok`` (both), ``violation`` (its first line) and
-        ``command`` (the environment that reproduces the quirk-on run).
+        every checker exercised), ``ok`` (both), ``violation`` (its first line),
+        ``windows`` and ``windows_off`` (the kernel windows each run reached, its report's
+        ``windows``: :attr:`cosim.fastarch.FastArch.windows`) and ``command`` (the
+        environment that reproduces the quirk-on run).
 
     Raises
     ------
@@ -126,6 +128,7 @@ def fast_quirk_outcome(q, sim: str = "verilator", seed: Optional[int] = None) ->
         "detected": detected, "checker": checker, "cycle": on.get("cycle"),
         "off_passed": off_passed, "ok": detected and off_passed,
         "violation": (on.get("error") or "").split("\n", 1)[0][:200],
+        "windows": on.get("windows", {}), "windows_off": off.get("windows", {}),
         "command": quirk_env + " ".join(f"{k}={v}" for k, v in items) + f" seed {seed}",
         "run_dir": str(where),
     }

@@ -23,7 +23,14 @@ Parameters come from the environment (set by :func:`cosim.fastbuild.fast_run`):
 spans, a power of two), ``FAST_MODE`` (uniform, zipf, stride, chase), ``FAST_STORE``
 (per-mille of stores), ``FAST_KERNEL`` (``reclaim``: kswapd, writeback and migration; ``none``),
 ``FAST_PERIOD`` (cycles between kernel steps), ``FAST_OPS`` (the operations of a kernel
-step, :data:`KERNEL_OPS`), ``FAST_CHECKS`` (1: every checker; 0: records
+step, :data:`KERNEL_OPS`; ``race`` seeks the kernel's race windows, :data:`RACE_OPS`),
+``FAST_YIELD`` (a kernel thread's yield point -- a lock taken, a window the kernel marks
+-- lets the engines run a seeded number of cycles in [0, FAST_YIELD]; default 2),
+``FAST_WRITENOTIFY`` (1, the default: the shared file is dirty-accounted, so a read fault
+maps a clean page read-only and the first store faults; 0: a file without dirty accounting,
+as every shared file mapping was before 2.6.19 and shmem still is: a read fault maps it
+writable and clean, and a store's walker sets D by compare-and-swap),
+``FAST_CHECKS`` (1: every checker; 0: records
 counted and applied only), ``FAST_QUIRKS`` (engine quirks, comma-separated),
 ``FAST_WALK_DELAY`` (the largest extra delay, in cycles, of a walker's memory response:
 each is drawn in gateware from 0 to it, and the memory serves the software port and the
@@ -41,6 +48,11 @@ unused), ``FAST_STREAM`` (a ``.npz`` the run's stream is saved to for the golden
 model's replay, :mod:`cosim.explore.stream`), ``FAST_SNAPSHOT`` (a directory the state at the
 engines' start is written to, for the Python-free harness, :mod:`cosim.fastharness`;
 it needs ``FAST_PREFAULT=1``, and a trace's records go in it too).
+
+The report's ``windows`` counts the kernel windows the run reached
+(:attr:`cosim.fastarch.FastArch.windows`): non-atomic read-then-write windows on present PTEs
+and the hardware updates that landed inside them, and page_mkclean calls that returned while
+another thread had a PTE of the page cleared and not yet flushed.
 """
 
 from __future__ import annotations
@@ -72,7 +84,8 @@ from .fasthw import FastHardware, MirrorMem, decode_records, memload_text
 from .host import HostEnv
 from .ports import read_counters
 
-__all__ = ["FastRun", "run_from_env", "MODES", "KERNEL_OPS", "DEFAULT_OPS", "AIMS"]
+__all__ = ["FastRun", "run_from_env", "MODES", "KERNEL_OPS", "DEFAULT_OPS", "AIMS",
+           "RACE_OPS"]
 
 MODES = {m.name.lower(): m for m in Mode if m != Mode.TRACE}
 #: The operations of a kernel step (``FAST_OPS``, comma-separated; default
@@ -86,7 +99,18 @@ DEFAULT_OPS = ("kswapd", "migration", "writeback", "dontneed", "split")
 #: What a kernel step's migration picks (``FAST_AIM``): a random mapped page, or the page
 #: a random core's engine is accessing right now.
 AIMS = ("random", "engines")
-KERNEL_OPS = DEFAULT_OPS + STORM_OPS
+#: Race-seeking operations (``FAST_OPS``, not in the default): ``race`` -- on the pages of the
+#: shared file window the engine stored to in its last drained block (the pages it is writing
+#: now), a zap (``madvise(MADV_DONTNEED)``) and, a seeded pause later while the engine
+#: faults them back, a second zap, beside a writeback (``msync``) of the same pages that
+#: starts at a seeded offset: page_mkclean meets the zaps' windows (a PTE cleared, its flush
+#: pending) and the second zap meets pages that a load faulted back in and a store is about
+#: to dirty (with ``FAST_WRITENOTIFY=0`` they come back writable and clean: the walker sets
+#: D by compare-and-swap).
+RACE_OPS = ("race",)
+KERNEL_OPS = DEFAULT_OPS + STORM_OPS + RACE_OPS
+#: Cycles over which the race's seeded offsets and pause are drawn.
+RACE_SPREAD = 64
 log = logging.getLogger("cosim.fast")
 
 
@@ -139,7 +163,11 @@ class FastRun:
                  progress=None,
                  trace: str | None = None, stream: str | None = None,
                  prefault: bool = False, snapshot: str | None = None,
-                 walk_delay: int = 0, aim: str = "random"):
+                 walk_delay: int = 0, aim: str = "random",
+                 writenotify: bool = True, yield_cycles: int = 2):
+        if yield_cycles < 0:
+            raise ValueError(f"FAST_YIELD must be a non-negative number of cycles, not "
+                             f"{yield_cycles}")
         if pages < 2 or pages & (pages - 1):
             raise ValueError(f"FAST_PAGES must be a power of two of at least 2, not {pages}")
         if mode not in MODES:
@@ -172,6 +200,8 @@ class FastRun:
         self.checks = checks
         self.quirks = list(quirks)
         self.prefault = prefault
+        self.writenotify = writenotify
+        self.yield_cycles = yield_cycles
         if snapshot and not prefault:
             raise ValueError("FAST_SNAPSHOT needs FAST_PREFAULT=1: the Python-free harness "
                              "serves no page fault, so every page the engines touch must be "
@@ -189,7 +219,9 @@ class FastRun:
             nframes, self.trace_base = self.replay.memory_layout(nframes)
         self.mem = MirrorMem(nframes)
         self.stats = {"faults_handled": 0, "kernel_steps": 0, "drains": 0, "wakes": 0,
-                      "prefaulted": 0}
+                      "prefaulted": 0, "races": 0}
+        #: core -> the virtual page numbers its last drained block stored to (``race``).
+        self.storing: dict | None = {} if "race" in self.ops else None
         self.error: str | None = None
         self.mmu = mmu
         self.stream_path = stream
@@ -212,7 +244,7 @@ class FastRun:
         await ClockCycles(dut.clk, 3)
         dut.rst.value = 0
         await ClockCycles(dut.clk, 2)
-        self.env = HostEnv(dut.clk, self.seed, yield_cycles=(0, 2))
+        self.env = HostEnv(dut.clk, self.seed, yield_cycles=(0, self.yield_cycles))
         depth = 1 << int(self.fast["log_log2"])
         self.hw = FastHardware(dut, self.ncores, self.mem, log_depth=depth)
         if self.walk_delay:
@@ -273,6 +305,10 @@ class FastRun:
                 self.recorder.records(i, rec, mm.asid, mm.pgd)
             rec = self.logs.judge(i, rec, mm, mm.asid, mm.pgd)
             batches.append((mm, rec))
+            if self.storing is not None:
+                st = (rec["op"] == AccessType.STORE) & (rec["fault"] == 0)
+                if st.any():
+                    self.storing[i] = np.unique(rec["va"][st] >> np.uint64(12))
         self.hw.drain_writes()
         if not batches:
             return
@@ -300,6 +336,9 @@ class FastRun:
 
         def body():
             f = s.create_file("data.bin", self.pages)
+            # Without dirty accounting a read fault maps a writable, clean page: the
+            # walkers set D by compare-and-swap on the first store.
+            f.account_dirty = self.writenotify
             parent = s.new_process()
             anon = s.mmap(parent, 0, length, rw, MAP_PRIVATE | MAP_ANONYMOUS)
             fsh = s.mmap(parent, 0, length, rw, MAP_SHARED, file=f)
@@ -505,6 +544,8 @@ class FastRun:
                 threads.append(env.spawn("dontneed", dontneed))
             if "split" in ops and not self.stats["kernel_steps"] and self.pages >= 2:
                 threads.append(env.spawn("split", split))
+            if "race" in ops:
+                threads += self._race(child, fsh, length)
         if self.storm.active:
             threads.append(env.spawn("storm", self.storm.step))
         for t in threads:
@@ -521,6 +562,32 @@ class FastRun:
         _, pte, level = lookup_pte(self.mem, self.mms[core].pgd,
                                    self.hw.status(core, "fault_va"))
         return self.system.kernel.pages[pte_pfn(pte)] if pte & _PAGE_V and not level else None
+
+    def _race(self, mm, base: int, length: int) -> list:
+        """The ``race`` operation's threads (:data:`RACE_OPS`) on the pages of
+        [``base``, ``base + length``) of ``mm`` that an engine stored to in its last drained
+        block (at most 8 pages from the lowest); none when no engine did."""
+        s, env, rng = self.system, self.env, self.rng
+        lo_vpn, hi_vpn = base >> 12, (base + length) >> 12
+        vpns = sorted({int(v) for i, vs in self.storing.items() if self.mms[i] is mm
+                       for v in vs if lo_vpn <= v < hi_vpn})
+        if not vpns:
+            return []
+        start = vpns[0] << 12
+        span = (min(vpns[-1] + 1, vpns[0] + 8) - vpns[0]) << 12
+        pause = 8 + rng.randrange(RACE_SPREAD)
+        lead = rng.randrange(RACE_SPREAD)
+        self.stats["races"] += 1
+
+        def zap_twice():
+            s.madvise_dontneed(mm, start, span)
+            env.wait_cycles(pause)
+            s.madvise_dontneed(mm, start, span)
+
+        def writeback():
+            env.wait_cycles(lead)
+            s.msync(mm, start, span, check_backing=False)
+        return [env.spawn("race-zap", zap_twice), env.spawn("race-writeback", writeback)]
 
     async def run(self) -> dict:
         await self.start()
@@ -667,9 +734,11 @@ class FastRun:
             "words_pushed": self.hw.words_pushed,
             "pushes": self.hw.pushes,
             "prefaulted": self.stats["prefaulted"],
+            "races": self.stats["races"],
             "sw_ops": self.hw.sw_ops,
             "pte_ops": {k: int(v) for k, v in sorted(self.arch.stats.items())
                         if k.startswith("pte_")},
+            "windows": dict(sorted(self.arch.windows.items())),
             "drains": self.stats["drains"],
             "wakes": self.stats["wakes"],
             "host": {key: self.env.stats[key] for key in ("threads", "resumes", "lock_waits")},
@@ -718,7 +787,9 @@ async def run_from_env(dut) -> dict:
                   prefault=bool(_env_int("FAST_PREFAULT", 0)),
                   snapshot=os.environ.get("FAST_SNAPSHOT") or None,
                   walk_delay=_env_int("FAST_WALK_DELAY", 0),
-                  aim=os.environ.get("FAST_AIM", "random"))
+                  aim=os.environ.get("FAST_AIM", "random"),
+                  writenotify=bool(_env_int("FAST_WRITENOTIFY", 1)),
+                  yield_cycles=_env_int("FAST_YIELD", 2))
     error = None
     profile = os.environ.get("FAST_PROFILE")
     prof = None
@@ -731,7 +802,8 @@ async def run_from_env(dut) -> dict:
     except InvariantViolation as exc:
         error = str(exc)
         rep = {"path": "fast", "seed": seed, "error": error, "checker": exc.checker,
-               "cycle": run.hw.cycle(), "quirks": run.quirks}
+               "cycle": run.hw.cycle(), "quirks": run.quirks,
+               "windows": dict(sorted(run.arch.windows.items()))}
     finally:
         if prof is not None:
             prof.disable()

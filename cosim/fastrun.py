@@ -745,6 +745,8 @@ class FastRun:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "pages_per_core": self.pages,
             "walk_delay": self.walk_delay,
+            # Walker memory answers whose PTE a kernel operation changed while they waited.
+            "walk_reads_overtaken": int(self.dut.overtaken.value),
             "aim": self.aim,
             "rtl_tlbs_readable": self.arch.reads_rtl_tlbs,
             "mode": "trace" if self.trace else self.mode.name.lower(),

@@ -60,6 +60,9 @@ class FastTop(wiring.Component):
     mmu_delay : In(8)
         The largest extra delay of a walker's memory response (:class:`simhw.memory.
         SimMemory`'s ``mmu_delay``; 0: none).
+    overtaken : Out(32)
+        Walker memory answers whose word the software port changed while they waited
+        (:class:`simhw.memory.SimMemory`'s ``overtaken``).
     load : In(1), loaded : Out(1)
         Verilog only: a toggle of ``load`` writes the words of the file ``memload.hex``
         (:func:`ring_file`) into the memory at the next edge; ``loaded`` follows ``load`` once
@@ -104,6 +107,7 @@ class FastTop(wiring.Component):
         members["wlog"] = Out(ring_control_signature())
         members["sw"] = In(sw_signature())
         members["mmu_delay"] = In(8)
+        members["overtaken"] = Out(32)
         members["load"] = In(1)
         members["loaded"] = Out(1)
         members["cycle"] = Out(CYCLE_WIDTH)
@@ -123,7 +127,7 @@ class FastTop(wiring.Component):
         wiring.connect(m, top.mem, mem.mmu)
         wiring.connect(m, wiring.flipped(self.sw), mem.sw)
         m.d.comb += [mem.load.eq(self.load), self.loaded.eq(mem.loaded),
-                     mem.mmu_delay.eq(self.mmu_delay)]
+                     mem.mmu_delay.eq(self.mmu_delay), self.overtaken.eq(mem.overtaken)]
         m.d.comb += [wring.push.valid.eq(mem.wlog.valid),
                      wring.push.data.eq(Cat(mem.wlog.addr, mem.wlog.data))]
         wiring.connect(m, wiring.flipped(self.wlog), wring.ctl)

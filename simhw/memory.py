@@ -100,6 +100,8 @@ class SimMemory(wiring.Component):
         An operation is in progress (the MMU port's delayed response aside).
     mmu_delay : In(8)
         The MMU port's largest extra response delay, in cycles (see above).
+    overtaken : Out(32)
+        MMU-port answers whose word the software port wrote while they waited (see above).
     load : In(1), loaded : Out(1)
         Software's bulk write of ``load_file``: a toggle of ``load`` requests one, ``loaded``
         follows ``load`` once it is done (:class:`simhw.ram.Ram`; ignored without a file).
@@ -128,6 +130,7 @@ class SimMemory(wiring.Component):
                                           "data": Out(64)})),
             "busy": Out(1),
             "mmu_delay": In(8),
+            "overtaken": Out(32),
             "load": In(1),
             "loaded": Out(1),
         }
@@ -162,6 +165,13 @@ class SimMemory(wiring.Component):
         far_wait = Signal(9)
         far_old = Signal(64)
         far_err = Signal()
+        far_addr = Signal(PA_WIDTH)
+        far_hit = Signal()           # a software write changed the word since it was read
+        sw_wrote_far = Signal()
+        overtaken = Signal(32)
+        m.d.comb += self.overtaken.eq(overtaken)
+        with m.If(sw_wrote_far):
+            m.d.sync += far_hit.eq(1)
         lfsr = Signal(16, init=0xACE1)
         m.d.sync += lfsr.eq(Cat(lfsr[1:], lfsr[0] ^ lfsr[2] ^ lfsr[3] ^ lfsr[5]))
         extra = Signal(8)
@@ -194,7 +204,9 @@ class SimMemory(wiring.Component):
         with m.If(far):
             with m.If(far_wait <= 1):
                 m.d.comb += self.mmu.resp.valid.eq(1)
-                m.d.sync += far.eq(0)
+                m.d.sync += [far.eq(0), far_hit.eq(0)]
+                with m.If(far_hit | sw_wrote_far):
+                    m.d.sync += overtaken.eq(overtaken + 1)
             with m.Else():
                 m.d.sync += far_wait.eq(far_wait - 1)
         m.d.comb += [
@@ -240,11 +252,13 @@ class SimMemory(wiring.Component):
                 m.d.comb += good.eq(ok & ~bad)
                 writes = good & ((data_op == SwOp.WRITE) | (data_op == SwOp.XCHG)
                                  | ((data_op == SwOp.CAS) & (ram.rdata == cmp)))
-                m.d.comb += [ram.we.eq(writes), self.wlog.valid.eq(writes & (cur <= MMU))]
+                m.d.comb += [ram.we.eq(writes), self.wlog.valid.eq(writes & (cur <= MMU)),
+                             sw_wrote_far.eq(writes & (cur == SW) & far & (addr == far_addr))]
                 with m.If((cur == MMU) & (self.mmu_delay != 0)):
                     # Far: the response waits in its own register; the memory is free.
                     m.d.sync += [far.eq(1), far_old.eq(Mux(good, ram.rdata, 0)),
-                                 far_err.eq(~good), far_wait.eq(self.latency + extra)]
+                                 far_err.eq(~good), far_wait.eq(self.latency + extra),
+                                 far_addr.eq(addr), far_hit.eq(0)]
                     m.next = "IDLE"
                 with m.Else():
                     if self.latency == 0:

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from cosim.bugzoo import FAST_COLUMN, QUIRKS, Outcome, fast_row, format_table
-from cosim.fastquirks import FastCatch, NotOnFastPath, fast_quirk_outcome
+from cosim.fastquirks import INVAL_WINDOWS, FastCatch, NotOnFastPath, fast_quirk_outcome, main
 
 FAST = [q for q in QUIRKS if isinstance(q.fast, FastCatch)]
 #: In the default suite: a hardware quirk (a walker's plain A/D write resurrecting a PTE), a
@@ -69,6 +69,13 @@ def test_the_fast_path_catches_the_quirk(q):
                              f"{row['checker']} {row['violation']} ({row['command']})")
     assert row["off_passed"], f"{q.name}: the same run fails with the quirk off"
     assert row["cycle"] and row["cycle"] > 0
+    assert set(row["inval_windows"]) == set(INVAL_WINDOWS)
+
+
+def test_the_seed_sweep_command_refuses_a_quirk_it_cannot_run(capsys):
+    na = next(q for q in QUIRKS if isinstance(q.fast, NotOnFastPath))
+    assert main([na.name]) == 2
+    assert "invalid choice" in capsys.readouterr().err
 
 
 @pytest.mark.sim

@@ -161,7 +161,8 @@ def test_memory_mmu_delay_serves_the_software_port_while_a_walker_waits():
     """With ``mmu_delay`` a walker's read takes the word in the cycle after it is accepted and
     answers up to ``mmu_delay`` cycles later: a software exchange of the same word lands and
     answers meanwhile, and the walker's answer is still the old value.  The delays vary and
-    stay within the bound; with ``mmu_delay`` 0 the MMU port answers after ``latency``."""
+    stay within the bound; with ``mmu_delay`` 0 the MMU port answers after ``latency``;
+    ``overtaken`` counts the one answer whose word the exchange changed."""
     dut = SimMemory(words_log2=6, latency=1)
     res = {"mmu": [], "sw": None}
 
@@ -173,6 +174,7 @@ def test_memory_mmu_delay_serves_the_software_port_while_a_walker_waits():
             res["mmu"].append(await mem_op(ctx, dut.mmu, MemOp.READ, 0x18))
         ctx.set(dut.mmu_delay, 0)
         res["plain"] = await mem_op(ctx, dut.mmu, MemOp.READ, 0x18)
+        res["overtaken"] = ctx.get(dut.overtaken)
 
     async def sw(ctx):
         for _ in range(3):
@@ -192,6 +194,7 @@ def test_memory_mmu_delay_serves_the_software_port_while_a_walker_waits():
     # The walker's first read waits 18 cycles (the LFSR's draw at that cycle): the exchange,
     # three cycles behind it, answered first.
     assert waits[0] > 4 and res["sw_done"]
+    assert res["overtaken"] == 1          # the first read's answer, and only it
     assert res["plain"][2] == 1           # the memory's latency
 
 

@@ -68,7 +68,8 @@ class DevArch(DevicePort):
         self.arch = arch
         self.dut = dut
         self.env = arch.env
-        self.ports = DeviceDriver(dut, asid_bits=arch.asid_bits, cycle=arch.cycle)
+        driver = getattr(arch, "device_port_driver", DeviceDriver)
+        self.ports = driver(dut, asid_bits=arch.asid_bits, cycle=arch.cycle)
         self.asid_mask = (1 << max(arch.asid_bits, 1)) - 1
         self.stats: collections.Counter[str] = collections.Counter()
         self.inval_log: list[Inval] = []

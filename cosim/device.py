@@ -20,6 +20,11 @@ serves.  For each access it
    without a record.  ``-EFAULT`` (unmapped meanwhile, or the device was stopped by
    ``release``) or ``-ENOMEM`` drops the access; a stopped device ends the workload.
 
+With ``data=False`` (the fast path, :mod:`cosim.fastrun`) step 2 makes the checks and no data
+access: there the data lives in the gateware memory, and the cores' loads and stores are
+judged from their logs in the memory's order, which a word the device wrote from software
+would not be part of.
+
 Members (ports): drives ``dev__req__valid/vaddr/op/asid`` and ``dev__fault__ack``; samples
 ``dev__req__ready``, ``dev__resp__*`` and ``dev__fault__*`` (through
 :class:`cosim.devarch.DevArch`, which owns the port locks).
@@ -32,7 +37,7 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
-from cocotb.triggers import RisingEdge
+from cocotb.triggers import NextTimeStep, ReadOnly, RisingEdge
 
 from pyrmap.arch import DEVICE_COUNTERS, InvalKind
 from pyrmap.devdriver import EFAULT, ENOMEM
@@ -43,10 +48,13 @@ from pyrmap.workload import FaultRetry
 from .inval import InvalDriver
 from .ports import PortTimeout, read_counters
 
-__all__ = ["DeviceDriver", "DeviceRequester", "DeviceOutcome", "DeviceError",
-           "pte_perm_to_port"]
+__all__ = ["DeviceDriver", "SettledDeviceDriver", "DeviceRequester", "DeviceOutcome", "DeviceError",
+           "pte_perm_to_port", "DEVICE_INPUTS"]
 
 MASK64 = (1 << 64) - 1
+#: The DeviceMmu's valid/ack inputs, driven 0 from reset until a device runs.
+DEVICE_INPUTS = ("dev__req__valid", "dev__fill__valid", "dev__young__valid",
+                 "dev__inval__valid", "dev__fault__ack")
 
 
 def pte_perm_to_port(perm: int) -> int:
@@ -106,6 +114,11 @@ class DeviceDriver:
         return (FaultKind(int(self._s("resp__fault").value)), int(self._s("resp__paddr").value),
                 accepted)
 
+    async def _taken(self, ready: str, what: str) -> None:
+        """Return at the edge that took the request whose ``valid`` is held (``ready`` read
+        1 at it)."""
+        await self._wait(ready, what)
+
     def fault_record(self):
         """The pending fault record (vaddr, asid, op) or None (sampled now)."""
         if not int(self._s("fault__valid").value):
@@ -128,7 +141,7 @@ class DeviceDriver:
         self._s("fill__perm").value = pte_perm_to_port(perm)
         self._s("fill__g").value = int(g)
         self._s("fill__valid").value = 1
-        await self._wait("fill__ready", "fill")
+        await self._taken("fill__ready", "fill")
         self._s("fill__valid").value = 0
 
     async def young(self, vaddr: int, asid: int) -> bool:
@@ -147,6 +160,51 @@ class DeviceDriver:
     def counters(self) -> dict[str, int]:
         """The DeviceMmu's counters (``dev__perf__*``, :data:`pyrmap.arch.DEVICE_COUNTERS`)."""
         return read_counters(self.dut, "dev", DEVICE_COUNTERS)
+
+
+class SettledDeviceDriver(DeviceDriver):
+    """The device's port driver for a design whose clock runs inside it (the fast path,
+    :func:`cosim.fastbuild.clocked_verilog`).
+
+    There a coroutine woken by a rising edge of ``clk`` may read the values after that
+    edge's evaluation (the new cycle's), where a cocotb-driven clock gives the values the
+    edge sampled; so a ``ready`` read then need not be the one an edge took.  This driver
+    reads ``ready`` and the response in the ReadOnly phase of a time step (the values the
+    next edge samples, whichever the wake order) and drops ``valid`` right after the edge
+    that took the request: one request per handshake, as :class:`DeviceDriver` makes them.
+    """
+
+    async def _taken(self, ready: str, what: str) -> None:
+        for _ in range(self.TIMEOUT):
+            await ReadOnly()
+            took = int(self._s(ready).value)
+            await RisingEdge(self.dut.clk)
+            if took:
+                return
+        raise PortTimeout(f"dev {what}: {ready} not seen in {self.TIMEOUT} cycles")
+
+    async def request(self, vaddr: int, op: AccessType, asid: int) -> tuple[FaultKind, int, int]:
+        """As :meth:`DeviceDriver.request`; ``accepted`` is the cycle that begins at the edge
+        that took the request."""
+        self._s("req__vaddr").value = vaddr
+        self._s("req__op").value = int(op)
+        self._s("req__asid").value = asid
+        self._s("req__valid").value = 1
+        await self._taken("req__ready", "request")
+        self._s("req__valid").value = 0
+        for waited in range(self.TIMEOUT):
+            await ReadOnly()
+            if not waited:
+                accepted = self.cycle()
+            if int(self._s("resp__valid").value):
+                break
+            await RisingEdge(self.dut.clk)
+        else:
+            raise PortTimeout(f"dev response: resp__valid not seen in {self.TIMEOUT} cycles")
+        out = (FaultKind(int(self._s("resp__fault").value)), int(self._s("resp__paddr").value),
+               accepted)
+        await NextTimeStep()          # out of ReadOnly: the caller may drive ports again
+        return out
 
 
 class DeviceError(RuntimeError):
@@ -173,15 +231,19 @@ class DeviceRequester:
     shadow : pyrmap.checkers.ShadowMemory, optional
     max_retries : int
         Faults on one access before :class:`DeviceError`.
+    data : bool
+        Make each completed access's 8-byte load or store (default); False: check the
+        translation only (see the module's docstring).
 
     Members
     -------
     stats : collections.Counter
-        accesses, loads, stores, misses, page_faults, efaults, retries, cycles,
-        record_checks.
+        accesses, loads, stores, translations (``data=False``), misses, page_faults,
+        efaults, retries, cycles, record_checks.
     """
 
-    def __init__(self, devarch, driver, *, shadow=None, max_retries: int = 64):
+    def __init__(self, devarch, driver, *, shadow=None, max_retries: int = 64,
+                 data: bool = True):
         if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 1:
             raise TypeError(f"Retry limit must be a positive integer, not {max_retries!r}")
         if driver.dev is not devarch:
@@ -194,6 +256,7 @@ class DeviceRequester:
         self.mm = driver.mm
         self.shadow = shadow
         self.max_retries = max_retries
+        self.data = data
         self.stats: collections.Counter[str] = collections.Counter()
         self.stopped = False
         self.log = logging.getLogger("cosim.dev.workload")
@@ -251,6 +314,9 @@ class DeviceRequester:
         """The response instant: checks (a) and (b), then the data access."""
         self.devarch.check_access(self.mm.asid, self.mm.pgd, vaddr, began, paddr, op=op)
         self.driver.completed(vaddr, op, paddr)
+        if not self.data:
+            self.stats["translations"] += 1
+            return None
         word = paddr & ~7
         try:
             if op == AccessType.STORE:

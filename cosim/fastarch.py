@@ -41,6 +41,7 @@ from simhw.memory import SwOp
 from cocotb.triggers import ClockCycles
 
 from .arch import CosimArch, TlbReader
+from .device import SettledDeviceDriver
 
 __all__ = ["FastArch"]
 
@@ -58,8 +59,9 @@ class FastArch(CosimArch):
     mem : cosim.fasthw.MirrorMem
     env : cosim.host.HostEnv
     hw : cosim.fasthw.FastHardware
-    ncores, asid_bits, tlb_entries, sp_entries, svadu
-        As :class:`CosimArch`; the MMU is ``dut.top``.
+    ncores, asid_bits, tlb_entries, sp_entries, svadu, dev_entries
+        As :class:`CosimArch`; the MMU is ``dut.top`` (``dev_entries``: the device TLB's
+        registers to read, 0 for a run without a device).
     latency : int
         The memory's latency (the cycle a software operation took effect is that many
         cycles before its response).
@@ -74,17 +76,23 @@ class FastArch(CosimArch):
         read and the write; ``rw_landed_d`` -- that change set D, which the write then
         overwrote; ``mkclean_unflushed`` -- page_mkclean returned while another thread had
         cleared a PTE of the page and not flushed since.
+    device_port_driver : type
+        The driver :class:`cosim.devarch.DevArch` drives the device's ports with: the one
+        for a clock inside the design (:class:`cosim.device.SettledDeviceDriver`).
     """
+
+    device_port_driver = SettledDeviceDriver
 
     def __init__(self, dut, mem, env, hw, *, ncores: int, asid_bits: int = 9,
                  tlb_entries: int = 8, sp_entries: int = 4, svadu: bool = True,
-                 latency: int = 0):
+                 latency: int = 0, dev_entries: int = 0):
         super().__init__(dut, mem, env, ncores=ncores, asid_bits=asid_bits, memory=None,
-                         tlb_entries=tlb_entries, sp_entries=sp_entries, dev_entries=0,
-                         svadu=svadu)
+                         tlb_entries=tlb_entries, sp_entries=sp_entries,
+                         dev_entries=dev_entries, svadu=svadu)
         self.hw = hw
         self.latency = latency
-        self.tlb_reader = TlbReader(dut.top, ncores, asid_bits, tlb_entries, sp_entries, 0)
+        self.tlb_reader = TlbReader(dut.top, ncores, asid_bits, tlb_entries, sp_entries,
+                                    dev_entries)
         #: Called in the scheduler before every software-port operation that changes a PTE
         #: and after every flush: drain the logs and judge their records (set by the run).
         self.on_drain: Optional[Callable[[], None]] = None

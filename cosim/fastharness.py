@@ -46,7 +46,7 @@ def _port_widths(config, params: FastParams) -> tuple[dict[str, tuple[str, int]]
 
     from simhw.fasttop import FastTop
     ft = FastTop(config, words_log2=params.words_log2, latency=params.latency,
-                 log_log2=params.log_log2, verilog=True)
+                 log_log2=params.log_log2, verilog=True, device=params.device)
     out = {"clk": ("i", 1), "rst": ("i", 1)}
     for path, member in ft.signature.members.flatten():
         if member.is_port:

@@ -13,6 +13,7 @@ only for
 * **log drains**: a ring half full (the ``event`` output), and before every software-port
   operation and after every flush, so every record is judged (:class:`cosim.fastcheck.
   LogCheckers`) before the PTE change that follows it.
+* **the device** (``FAST_DEVICE``, below): each of its accesses, and its faults.
 
 The clock runs inside the design (:func:`cosim.fastbuild.clocked_verilog`: no callback per
 half period) and the coroutines wait on the ``event`` output and on timers, so the simulator
@@ -38,6 +39,14 @@ engines meanwhile, :class:`simhw.memory.SimMemory`; 0, the default: none), ``FAS
 (``random``, the default: a kernel step migrates a random mapped page; ``engines``: the page a
 random core's engine is accessing at that instant, so the unmap and its flush meet the
 engine's walk or its TLB hits of that page),
+``FAST_DEVICE`` (cycles between the accesses of a device -- the DeviceMmu of ``Top``, a
+secondary MMU -- on the shared file window of core 1's process, through its host driver
+(:class:`pyrmap.devdriver.DeviceMmuDriver`, registered as that mm's notifier: the kernel's
+unmaps, zaps and migrations invalidate it through ``dev__inval``); each access is checked
+((a) at cycle level, (b) never through a free frame) without a data access
+(:class:`cosim.device.DeviceRequester` with ``data=False``), and at the end every device
+entry must be backed by its PTE; 0, the default: no device; the driver's quirks
+(:class:`pyrmap.devdriver.DevDriverConfig`) go in ``FAST_QUIRKS`` and need it),
 ``FAST_PREFAULT`` (1: every window page, or every page of a trace's replayed prefix, is
 touched before the engines start, so the measured run starts warm; 0, the default: first
 touches fault in the run),
@@ -70,12 +79,14 @@ from cocotb.triggers import ClockCycles, First, RisingEdge, Timer, ValueChange
 
 from pyrmap.arch import CORE_COUNTERS
 from pyrmap.checkers import InvariantViolation
+from pyrmap.devdriver import DRIVER_QUIRKS, DevDriverConfig
 from pyrmap.mmap import (MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_EXEC, PROT_READ,
                          PROT_WRITE)
 from pyrmap.pte import AccessType, FaultKind
 from pyrmap.scenario import System
 from simhw.traffic import Mode
 
+from .device import DEVICE_INPUTS
 from .fastarch import FastArch
 from .fastbuild import CLOCK_PERIOD_NS
 from .fastcheck import LogCheckers
@@ -155,6 +166,8 @@ class FastRun:
     prefault : bool
         Touch every window page before the engines start (:meth:`_prefault`; the bench and
         the demo do).  Its PTE writes apply directly, outside the software port's record.
+    device : int
+        Cycles between the device's accesses (``FAST_DEVICE``; 0: no device).
     """
 
     def __init__(self, dut, seed: int, mmu: dict, fast: dict, *, accesses: int, pages: int,
@@ -164,7 +177,7 @@ class FastRun:
                  trace: str | None = None, stream: str | None = None,
                  prefault: bool = False, snapshot: str | None = None,
                  walk_delay: int = 0, aim: str = "random",
-                 writenotify: bool = True, yield_cycles: int = 2):
+                 writenotify: bool = True, yield_cycles: int = 2, device: int = 0):
         if yield_cycles < 0:
             raise ValueError(f"FAST_YIELD must be a non-negative number of cycles, not "
                              f"{yield_cycles}")
@@ -182,6 +195,23 @@ class FastRun:
             raise ValueError(f"FAST_WALK_DELAY must be 0 ... 255 cycles, not {walk_delay}")
         if aim not in AIMS:
             raise ValueError(f"FAST_AIM must be one of {', '.join(AIMS)}, not {aim!r}")
+        quirks = list(quirks)
+        dev_quirks = [q for q in quirks if q in DRIVER_QUIRKS]
+        if device < 0:
+            raise ValueError(f"FAST_DEVICE must be a non-negative number of cycles, not "
+                             f"{device}")
+        if dev_quirks and not device:
+            raise ValueError(f"the device driver's quirks ({', '.join(dev_quirks)}) need a "
+                             f"device: FAST_DEVICE=<cycles between its accesses>")
+        if device and trace:
+            raise ValueError("FAST_DEVICE works on the synthetic windows, not on FAST_TRACE")
+        self.device_period = device
+        self.dev_config = DevDriverConfig(**{q: True for q in dev_quirks})
+        self.device = None
+        self._device_stop = False
+        self._device_busy = False
+        self._device_error = None
+        quirks = [q for q in quirks if q not in DRIVER_QUIRKS]
         self.walk_delay = walk_delay
         self.aim = aim
         self.ops = tuple(ops)
@@ -199,6 +229,7 @@ class FastRun:
         self.period = period
         self.checks = checks
         self.quirks = list(quirks)
+        self.dev_quirks = dev_quirks
         self.prefault = prefault
         self.writenotify = writenotify
         self.yield_cycles = yield_cycles
@@ -219,7 +250,7 @@ class FastRun:
             nframes, self.trace_base = self.replay.memory_layout(nframes)
         self.mem = MirrorMem(nframes)
         self.stats = {"faults_handled": 0, "kernel_steps": 0, "drains": 0, "wakes": 0,
-                      "prefaulted": 0, "races": 0}
+                      "prefaulted": 0, "races": 0, "device_entries_checked": 0}
         #: core -> the virtual page numbers its last drained block stored to (``race``).
         self.storing: dict | None = {} if "race" in self.ops else None
         self.error: str | None = None
@@ -236,6 +267,11 @@ class FastRun:
         dut.load.value = 0
         dut.wlog__rd_ptr.value = 0
         dut.mmu_delay.value = self.walk_delay
+        if self.device_period and not hasattr(dut, "dev__req__valid"):
+            raise ValueError("FAST_DEVICE needs FastTop with the device's ports "
+                             "(FastParams(device=True); fast_run sets it for a FAST_DEVICE run)")
+        for name in DEVICE_INPUTS if self.device_period else ():
+            getattr(dut, name).value = 0
         for i in range(self.ncores):
             getattr(dut, f"cpu{i}__inval__valid").value = 0
             getattr(dut, f"log{i}__rd_ptr").value = 0
@@ -253,7 +289,9 @@ class FastRun:
                              asid_bits=self.asid_bits,
                              tlb_entries=int(self.mmu.get("tlb_entries", 8)),
                              sp_entries=int(self.mmu.get("superpage_entries", 4)),
-                             svadu=self.svadu, latency=int(self.fast["latency"]))
+                             svadu=self.svadu, latency=int(self.fast["latency"]),
+                             dev_entries=(int(self.mmu.get("dev_entries", 8))
+                                          if self.device_period else 0))
         arch = self.arch
         self.system = s = System(seed=self.seed, nframes=self.mem.nframes, ncores=self.ncores,
                                  swap_slots=max(256, self.ncores * self.pages),
@@ -285,7 +323,8 @@ class FastRun:
                     f"FAST_PAGES={self.pages} FAST_MODE={self.mode.name.lower()}")
         ops = "" if self.ops == DEFAULT_OPS else f" FAST_OPS={','.join(self.ops)}"
         race = (f" FAST_WALK_DELAY={self.walk_delay}" if self.walk_delay else "") + (
-            f" FAST_AIM={self.aim}" if self.aim != "random" else "")
+            f" FAST_AIM={self.aim}" if self.aim != "random" else "") + (
+            f" FAST_DEVICE={self.device_period}" if self.device_period else "")
         return (f"FAST_ACCESSES={self.accesses} {workload} FAST_KERNEL={self.kernel_mode}"
                 f"{ops}{race} seed {self.seed}")
 
@@ -343,10 +382,22 @@ class FastRun:
             anon = s.mmap(parent, 0, length, rw, MAP_PRIVATE | MAP_ANONYMOUS)
             fsh = s.mmap(parent, 0, length, rw, MAP_SHARED, file=f)
             child = s.fork(parent)
-            return parent, child, anon, fsh
+            drv = None
+            if self.device_period:
+                from pyrmap.devdriver import register_device
+                drv = register_device(child, checkers=s.checkers, config=self.dev_config,
+                                      dev=self.arch.device, name="dev0")
+            return parent, child, anon, fsh, drv
 
-        parent, child, anon, fsh = await self.env.run("setup", body)
+        if self.device_period:
+            from .devarch import DevArch
+            self.arch.attach_device(DevArch(self.arch))
+            self.arch.device.checker = s.checkers.tlb
+        parent, child, anon, fsh, drv = await self.env.run("setup", body)
         self.file_map = (child, fsh, length)
+        if drv is not None:
+            from .device import DeviceRequester
+            self.device = DeviceRequester(self.arch.device, drv, data=False)
         # core 0: the parent's anonymous memory; core 1: the child's shared file mapping;
         # more cores alternate.
         plan = [(parent, anon), (child, fsh)]
@@ -589,6 +640,70 @@ class FastRun:
             s.msync(mm, start, span, check_backing=False)
         return [env.spawn("race-zap", zap_twice), env.spawn("race-writeback", writeback)]
 
+    async def _device_loop(self) -> None:
+        """The device's workload: every ``device_period`` cycles one access (a seeded word of
+        the shared file window, a store with the run's store ratio) through the RTL
+        DeviceMmu, its misses served by the host driver in a host thread, until the engines
+        are done or the device was stopped.  A failure is kept in ``_device_error`` for the
+        run loop (an exception here would end the simulation at once)."""
+        rng = random.Random(self.seed * 7919 + 17)
+        _, base, length = self.file_map
+        try:
+            while not self._device_stop and not self.device.driver.stopped:
+                await Timer(self.device_period * CLOCK_PERIOD_NS, "ns")
+                if self._device_stop:
+                    break
+                va = base + rng.randrange(length // 8) * 8
+                store = rng.randrange(1000) < self.store_permille
+                self._device_busy = True
+                try:
+                    await self.device.access(va, AccessType.STORE if store else AccessType.LOAD,
+                                             rng.getrandbits(64) if store else None)
+                finally:
+                    self._device_busy = False
+        except Exception as exc:  # noqa: BLE001 - raised by the run loop
+            self._device_error = (self.hw.cycle(), exc)
+
+    async def _exit_step(self) -> None:
+        """The engines are done: the device's process exits (``exit_mmap``: the notifier
+        release, which stops the device and invalidates it, then the unmaps) while, a seeded
+        number of cycles (up to :data:`RACE_SPREAD`) after it starts, a page the device
+        maps is migrated: its unmap notifies the secondary MMUs, and its old frame is
+        freed."""
+        s, env, rng = self.system, self.env, self.rng
+        drv = self.device.driver
+        pfns = sorted({pfn for pfn, _ in drv.sptes.values()})
+        page = s.kernel.pages[rng.choice(pfns)] if pfns else None
+        lead = rng.randrange(RACE_SPREAD)
+
+        def migration():
+            env.wait_cycles(lead)
+            if page is not None:
+                s.migrate(page)
+        threads = [env.spawn("exit", s.exit, drv.mm), env.spawn("migration", migration)]
+        for t in threads:
+            await t.join()
+        self.stats["kernel_steps"] += 1
+
+    def _device_failed(self) -> None:
+        """Raise what the device's workload failed with, if it did."""
+        if self._device_error is not None:
+            cycle, exc = self._device_error
+            if isinstance(exc, InvariantViolation):
+                raise exc
+            raise RuntimeError(f"the device failed at cycle {cycle}: {exc}") from exc
+
+    def _check_device_entries(self) -> None:
+        """Every entry of the RTL device TLB is backed by its PTE now (a quiescent point:
+        no host thread runs, the copy is drained); counted in ``device_entries_checked``."""
+        drv = self.device.driver
+        tlb = self.system.checkers.tlb
+        for entry in drv.device_entries():
+            self.stats["device_entries_checked"] += 1
+            problem, ptep, _ = tlb._problem("device TLB", entry, drv.mm)
+            if problem:
+                tlb.fail(f"device TLB holds {entry} of {drv.mm!r} but {problem}", ptep)
+
     async def run(self) -> dict:
         await self.start()
         t0 = time.monotonic()
@@ -607,6 +722,8 @@ class FastRun:
         kernel_task = None
         quiescent_due = False
         wake = ValueChange(dut.wake)
+        device_task = (cocotb.start_soon(self._device_loop()) if self.device is not None
+                       else None)
         while True:
             # Sleep until something needs Python: a ring half full, an engine that faulted
             # or finished (the run ends when the last engine is done, not at the next timer):
@@ -617,6 +734,8 @@ class FastRun:
             triggers += [t.complete for t in pending.values()]
             if kernel_task is not None:
                 triggers.append(kernel_task.complete)
+            if device_task is not None and not device_task.done():
+                triggers.append(device_task.complete)
             wait = (max(1, next_kernel - self.hw.cycle()) if self.kernel_mode != "none"
                     else 1 << 16)
             triggers.append(Timer(wait * CLOCK_PERIOD_NS, "ns"))
@@ -624,6 +743,7 @@ class FastRun:
                                                         and kernel_task.done()):
                 await First(*triggers)
             self.stats["wakes"] += 1
+            self._device_failed()
             if self._rings_half():
                 self.drain()
             for i in range(self.ncores):
@@ -638,7 +758,7 @@ class FastRun:
                 kernel_task.result()
                 kernel_task = None
                 quiescent_due = True
-            if quiescent_due and kernel_task is None and not pending:
+            if quiescent_due and kernel_task is None and not pending and not self._device_busy:
                 # No host thread runs: the quiescent checks, on the drained mirror.
                 self.drain()
                 self.logs.quiescent()
@@ -656,6 +776,15 @@ class FastRun:
                 break
         if kernel_task is not None:
             await kernel_task
+        if device_task is not None:
+            self._device_stop = True
+            await device_task
+            self._device_failed()
+            if self.checks:
+                self.drain()
+                self.logs.quiescent()
+                self._check_device_entries()
+            await self._exit_step()
         self.drain()
         self.logs.quiescent()
         wall = time.monotonic() - t_setup
@@ -751,7 +880,10 @@ class FastRun:
             "rtl_tlbs_readable": self.arch.reads_rtl_tlbs,
             "mode": "trace" if self.trace else self.mode.name.lower(),
             "trace": self.trace,
-            "quirks": self.quirks,
+            "quirks": self.quirks + self.dev_quirks,
+            "device": (dict(self.device.figures(),
+                            entries_checked=self.stats["device_entries_checked"])
+                       if self.device is not None else None),
             "perf": [read_counters(self.dut.top, f"cpu{i}", CORE_COUNTERS)
                      for i in range(self.ncores)],
             "flushes": {k: v for k, v in self.arch.figures().items()
@@ -791,7 +923,8 @@ async def run_from_env(dut) -> dict:
                   walk_delay=_env_int("FAST_WALK_DELAY", 0),
                   aim=os.environ.get("FAST_AIM", "random"),
                   writenotify=bool(_env_int("FAST_WRITENOTIFY", 1)),
-                  yield_cycles=_env_int("FAST_YIELD", 2))
+                  yield_cycles=_env_int("FAST_YIELD", 2),
+                  device=_env_int("FAST_DEVICE", 0))
     error = None
     profile = os.environ.get("FAST_PROFILE")
     prof = None
@@ -804,7 +937,7 @@ async def run_from_env(dut) -> dict:
     except InvariantViolation as exc:
         error = str(exc)
         rep = {"path": "fast", "seed": seed, "error": error, "checker": exc.checker,
-               "cycle": run.hw.cycle(), "quirks": run.quirks,
+               "cycle": run.hw.cycle(), "quirks": run.quirks + run.dev_quirks,
                "windows": dict(sorted(run.arch.windows.items()))}
     finally:
         if prof is not None:

@@ -27,6 +27,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles
 
 from cosim.arch import CosimArch
+from cosim.device import DEVICE_INPUTS
 from cosim.dut import write_report
 from cosim.host import HostEnv, ThreadKilled
 from cosim.memory import Latency, MemoryResponder
@@ -52,8 +53,6 @@ def top_config() -> dict:
 
 
 _INPUTS_ZERO = ("req__valid", "inval__valid")
-_DEV_INPUTS_ZERO = ("dev__req__valid", "dev__fill__valid", "dev__young__valid",
-                    "dev__inval__valid", "dev__fault__ack")
 
 
 async def bring_up(dut, mem, seed: int, *, yield_cycles=(0, 2), latency=None):
@@ -68,7 +67,7 @@ async def bring_up(dut, mem, seed: int, *, yield_cycles=(0, 2), latency=None):
     for i in range(ncores):
         for name in _INPUTS_ZERO:
             getattr(dut, f"cpu{i}__{name}").value = 0
-    for name in _DEV_INPUTS_ZERO:
+    for name in DEVICE_INPUTS:
         h = getattr(dut, name, None)
         if h is not None:
             h.value = 0

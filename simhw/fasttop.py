@@ -51,6 +51,13 @@ class FastTop(wiring.Component):
     cpu{i} : Out, with ``inval`` : In(inval_signature)
         Core ``i``'s invalidation port (passed to the MMU; the same names as on ``Top``:
         ``cpu{i}__inval__…``).
+    device : bool
+        Make the DeviceMmu's ports FastTop's (``dev`` below); without them its inputs are
+        tied to 0 and a simulator drops its logic.
+    dev : Out(the DeviceMmu's signature), with ``device`` only
+        The device's TLB ports (``dev__…``, as on ``Top``: requests, fills, young tests,
+        invalidations, the fault record and the counters), driven from software
+        (:class:`cosim.devarch.DevArch`).
     log{i} : Out(ring_control_signature())
         Core ``i``'s access log (records: :data:`simhw.traffic.RECORD_FIELDS`).
     wlog : Out(ring_control_signature())
@@ -83,7 +90,8 @@ class FastTop(wiring.Component):
     """
 
     def __init__(self, config: MmuConfig, *, words_log2: int, latency: int = 0,
-                 log_log2: int = 12, wlog_log2: int = 8, verilog: bool = False):
+                 log_log2: int = 12, wlog_log2: int = 8, verilog: bool = False,
+                 device: bool = False):
         if not isinstance(config, MmuConfig):
             raise TypeError(f"Config must be an MmuConfig, not {config!r}")
         self.config = config
@@ -104,6 +112,9 @@ class FastTop(wiring.Component):
             members[f"cpu{i}"] = Out(wiring.Signature({
                 "inval": In(inval_signature(config.asid_bits))}))
             members[f"log{i}"] = Out(ring_control_signature())
+        self.device = device
+        if device:
+            members["dev"] = Out(self.top.device.signature)
         members["wlog"] = Out(ring_control_signature())
         members["sw"] = In(sw_signature())
         members["mmu_delay"] = In(8)
@@ -126,6 +137,8 @@ class FastTop(wiring.Component):
         m.d.comb += self.cycle.eq(cycle)
         wiring.connect(m, top.mem, mem.mmu)
         wiring.connect(m, wiring.flipped(self.sw), mem.sw)
+        if self.device:
+            wiring.connect(m, wiring.flipped(self.dev), top.dev)
         m.d.comb += [mem.load.eq(self.load), self.loaded.eq(mem.loaded),
                      mem.mmu_delay.eq(self.mmu_delay), self.overtaken.eq(mem.overtaken)]
         m.d.comb += [wring.push.valid.eq(mem.wlog.valid),

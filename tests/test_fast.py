@@ -59,6 +59,33 @@ def test_fast_path_tiny_windows_lose_no_write():
     assert k["pswpout"] > 0 and rep["faults"] > 100
 
 
+def test_the_device_runs_on_the_fast_path_beside_the_engines_and_the_kernel():
+    """FAST_DEVICE: the DeviceMmu behind its host driver, notified by the kernel's unmaps,
+    zaps and migrations, accesses the shared file window next to the engines; its misses are
+    served, its accesses checked at cycle level, and at the end its process exits (the
+    notifier release stops and invalidates it) with every checker passing."""
+    passed, rep, where = _run(accesses=1500, pages=4, FAST_PERIOD=800, FAST_DEVICE=200)
+    assert rep is not None, f"no report in {where}"
+    assert passed, rep.get("violations") or rep.get("error")
+    assert set(rep["verdicts"].values()) == {"PASS"}
+    dev = rep["device"]
+    assert dev["accesses"] > 20 and dev["misses"] > 0 and dev["fills"] > 0
+    assert dev["access_checks"] > 0 and dev["access_checks"] <= dev["accesses"]
+    # the kernel's operations reached the device through its notifier
+    assert dev["dev_invals"] > 0 and dev["invalidations"] > 0
+    assert dev["releases"] == 1 and dev["entries_checked"] > 0
+    assert dev["perf"]["lookups"] >= dev["accesses"] and dev["perf"]["invals"] == dev["dev_invals"]
+
+
+def test_a_driver_quirk_needs_the_device():
+    from cosim.fastrun import FastRun
+    with pytest.raises(ValueError, match="need a device: FAST_DEVICE"):
+        FastRun(None, 1, {}, {"words_log2": 16}, accesses=10, pages=16,
+                quirks=["no_seq_retry"])
+    with pytest.raises(ValueError, match="FAST_DEVICE must be a non-negative"):
+        FastRun(None, 1, {}, {"words_log2": 16}, accesses=10, pages=16, device=-1)
+
+
 def test_fast_path_checks_off_counts_but_judges_nothing():
     passed, rep, _ = _run(accesses=3000, FAST_CHECKS=0, FAST_KERNEL="none")
     assert passed and rep["accesses"] >= 3000

@@ -19,11 +19,12 @@ from cosim.fastquirks import INVAL_WINDOWS, FastCatch, NotOnFastPath, fast_quirk
 FAST = [q for q in QUIRKS if isinstance(q.fast, FastCatch)]
 #: In the default suite: a hardware quirk (a walker's plain A/D write resurrecting a PTE), a
 #: walk in flight across an unmapping flush answering after it (the race-seeking knobs), a
-#: kernel race caught by checker (a) at page_mkclean's return, and the rmap row (checker (e)).
+#: kernel race caught by checker (a) at page_mkclean's return, the rmap row (checker (e)) and
+#: a device driver's fill inside an open invalidation window (checker (d)).
 #: The race-seeking kernel step's row runs in the default suite through
 #: test_the_race_step_reaches_the_non_atomic_window.
 DEFAULT = ("quirk_plain_ad_write", "quirk_walk_answer_after_inval",
-           "page_check_address_lockless", "split_vma_keeps_pgoff")
+           "page_check_address_lockless", "split_vma_keeps_pgoff", "no_count_check")
 
 
 def test_every_zoo_row_says_how_the_fast_path_catches_it_or_why_not():
@@ -37,8 +38,8 @@ def test_every_zoo_row_says_how_the_fast_path_catches_it_or_why_not():
             assert set(q.fast.checkers) <= set(CHECKERS), q
     assert set(DEFAULT) <= {q.name for q in FAST}
     # every layer the fast path can reach has rows on it
-    assert {q.layer for q in FAST} == {"hdl", "kernel"}
-    assert {q.fast.checker for q in FAST} >= {"tlb", "frame", "rmap"}
+    assert {q.layer for q in FAST} == {"hdl", "kernel", "devdriver"}
+    assert {q.fast.checker for q in FAST} >= {"tlb", "frame", "rmap", "notifier", "dirt"}
 
 
 def test_the_zoo_table_has_the_fast_path_column():

@@ -193,8 +193,8 @@ QUIRKS: list[Quirk] = [
     Quirk("no_seq_retry", "devdriver", "e930bffe95e1 (KVM mmu_notifier_seq)",
           quirk_races.seq_race, fast=FastCatch("notifier", env=_DEVICE, also=("frame",))),
     Quirk("defer_inval_to_range_end", "devdriver", "CVE-2018-18281 (device twin)",
-          quirk_races.defer_migrate, fast=FastCatch("frame", env=_DEVICE,
-                                                    also=("notifier", "tlb"))),
+          quirk_races.defer_migrate, fast=FastCatch("tlb", env=_DEVICE,
+                                                    also=("frame", "notifier"))),
     Quirk("no_count_check", "devdriver", "e930bffe95e1 (KVM mmu_notifier_count)",
           quirk_races.count_race, fast=FastCatch("notifier", env=_DEVICE)),
 ]

@@ -48,8 +48,8 @@ from pyrmap.workload import FaultRetry
 from .inval import InvalDriver
 from .ports import PortTimeout, read_counters
 
-__all__ = ["DeviceDriver", "SettledDeviceDriver", "DeviceRequester", "DeviceOutcome", "DeviceError",
-           "pte_perm_to_port", "DEVICE_INPUTS"]
+__all__ = ["DeviceDriver", "SettledDeviceDriver", "DeviceRequester", "DeviceOutcome",
+           "DeviceError", "pte_perm_to_port", "DEVICE_INPUTS"]
 
 MASK64 = (1 << 64) - 1
 #: The DeviceMmu's valid/ack inputs, driven 0 from reset until a device runs.

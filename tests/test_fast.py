@@ -15,12 +15,12 @@ pytestmark = pytest.mark.sim
 SMALL = FastParams(words_log2=16, latency=1, log_log2=12)     # 512 KiB, 128 frames
 
 
-def _run(seed=1, accesses=3000, pages=16, quirks=(), hdl=None, **env):
+def _run(seed=1, accesses=3000, pages=16, quirks=(), hdl=None, sim="verilator", **env):
     config = MmuConfig(**(hdl or {}))
     e = {"FAST_ACCESSES": accesses, "FAST_PAGES": pages, "FAST_PERIOD": 6000,
          "FAST_QUIRKS": ",".join(quirks)}
     e.update(env)
-    return fast_run(config, SMALL, "verilator", seed=seed, env=e)
+    return fast_run(config, SMALL, sim, seed=seed, env=e)
 
 
 def test_fast_path_reclaim_checks_every_record():
@@ -59,12 +59,14 @@ def test_fast_path_tiny_windows_lose_no_write():
     assert k["pswpout"] > 0 and rep["faults"] > 100
 
 
-def test_the_device_runs_on_the_fast_path_beside_the_engines_and_the_kernel():
+@pytest.mark.parametrize("sim,accesses", [("verilator", 1500), ("icarus", 600)])
+def test_the_device_runs_on_the_fast_path_beside_the_engines_and_the_kernel(sim, accesses):
     """FAST_DEVICE: the DeviceMmu behind its host driver, notified by the kernel's unmaps,
     zaps and migrations, accesses the shared file window next to the engines; its misses are
     served, its accesses checked at cycle level, and at the end its process exits (the
     notifier release stops and invalidates it) with every checker passing."""
-    passed, rep, where = _run(accesses=1500, pages=4, FAST_PERIOD=800, FAST_DEVICE=200)
+    passed, rep, where = _run(accesses=accesses, pages=4, FAST_PERIOD=800, FAST_DEVICE=200,
+                              sim=sim)
     assert rep is not None, f"no report in {where}"
     assert passed, rep.get("violations") or rep.get("error")
     assert set(rep["verdicts"].values()) == {"PASS"}

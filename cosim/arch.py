@@ -40,6 +40,7 @@ from pyrmap.pte import PAGE_SIZE, _PAGE_A, _PAGE_W, AccessType, FaultKind, descr
 
 from .accesscheck import Inval, PteChange, PteLog, inval_record, judge_access
 from .cpu import CpuRequester
+from .device import DeviceDriver
 from .inval import InvalDriver
 from .ports import read_counters
 from .scoreboard import CpuTxn, InvalTxn
@@ -165,11 +166,19 @@ class CosimArch(Arch):
         The cores' MMU (``MmuConfig.mmu``): where their TLB entries are read from
         (``"cva6"``: :class:`cosim.cva6.Cva6TlbReader`).
 
+    Members
+    -------
+    device_port_driver : type
+        The driver :class:`cosim.devarch.DevArch` drives the device's ports with
+        (:class:`cosim.device.DeviceDriver`: a clock driven from cocotb).
+
     Raises
     ------
     TypeError, ValueError
         Bad parameters.
     """
+
+    device_port_driver = DeviceDriver
 
     def __init__(self, dut, mem, env, *, ncores: int, asid_bits: int = 9, memory=None,
                  range_flush_pages: int = 16, tlb_entries: int = 8, sp_entries: int = 4,

@@ -31,8 +31,6 @@ from pyrmap.pte import AccessType, FaultKind
 
 from .accesscheck import Inval, inval_record
 
-from .device import DeviceDriver
-
 __all__ = ["DevArch"]
 
 
@@ -68,8 +66,7 @@ class DevArch(DevicePort):
         self.arch = arch
         self.dut = dut
         self.env = arch.env
-        driver = getattr(arch, "device_port_driver", DeviceDriver)
-        self.ports = driver(dut, asid_bits=arch.asid_bits, cycle=arch.cycle)
+        self.ports = arch.device_port_driver(dut, asid_bits=arch.asid_bits, cycle=arch.cycle)
         self.asid_mask = (1 << max(arch.asid_bits, 1)) - 1
         self.stats: collections.Counter[str] = collections.Counter()
         self.inval_log: list[Inval] = []

@@ -49,7 +49,7 @@ from .inval import InvalDriver
 from .ports import PortTimeout, read_counters
 
 __all__ = ["DeviceDriver", "SettledDeviceDriver", "DeviceRequester", "DeviceOutcome",
-           "DeviceError", "pte_perm_to_port", "DEVICE_INPUTS"]
+           "DeviceError", "pte_perm_to_port", "DEVICE_INPUTS", "check_device_entries"]
 
 MASK64 = (1 << 64) - 1
 #: The DeviceMmu's valid/ack inputs, driven 0 from reset until a device runs.
@@ -205,6 +205,19 @@ class SettledDeviceDriver(DeviceDriver):
                accepted)
         await NextTimeStep()          # out of ReadOnly: the caller may drive ports again
         return out
+
+
+def check_device_entries(tlb, driver) -> int:
+    """Every entry of the RTL device TLB (``driver.device_entries()``) is backed by the
+    current PTE of ``driver.mm``; a failure goes to ``tlb`` (checker (a), a
+    :class:`pyrmap.checkers.Checker`).  Call at a quiescent point.  Returns the number of
+    entries checked."""
+    entries = driver.device_entries()
+    for entry in entries:
+        problem, ptep, _ = tlb._problem("device TLB", entry, driver.mm)
+        if problem:
+            tlb.fail(f"device TLB holds {entry} of {driver.mm!r} but {problem}", ptep)
+    return len(entries)
 
 
 class DeviceError(RuntimeError):

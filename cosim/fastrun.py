@@ -86,7 +86,7 @@ from pyrmap.pte import AccessType, FaultKind
 from pyrmap.scenario import System
 from simhw.traffic import Mode
 
-from .device import DEVICE_INPUTS
+from .device import DEVICE_INPUTS, check_device_entries
 from .fastarch import FastArch
 from .fastbuild import CLOCK_PERIOD_NS
 from .fastcheck import LogCheckers
@@ -693,17 +693,6 @@ class FastRun:
                 raise exc
             raise RuntimeError(f"the device failed at cycle {cycle}: {exc}") from exc
 
-    def _check_device_entries(self) -> None:
-        """Every entry of the RTL device TLB is backed by its PTE now (a quiescent point:
-        no host thread runs, the copy is drained); counted in ``device_entries_checked``."""
-        drv = self.device.driver
-        tlb = self.system.checkers.tlb
-        for entry in drv.device_entries():
-            self.stats["device_entries_checked"] += 1
-            problem, ptep, _ = tlb._problem("device TLB", entry, drv.mm)
-            if problem:
-                tlb.fail(f"device TLB holds {entry} of {drv.mm!r} but {problem}", ptep)
-
     async def run(self) -> dict:
         await self.start()
         t0 = time.monotonic()
@@ -783,7 +772,9 @@ class FastRun:
             if self.checks:
                 self.drain()
                 self.logs.quiescent()
-                self._check_device_entries()
+                # Every device entry backed by its PTE (no host thread runs, copy drained).
+                self.stats["device_entries_checked"] += check_device_entries(
+                    self.system.checkers.tlb, self.device.driver)
             await self._exit_step()
         self.drain()
         self.logs.quiescent()

@@ -27,7 +27,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles
 
 from cosim.arch import CosimArch
-from cosim.device import DEVICE_INPUTS
+from cosim.device import DEVICE_INPUTS, check_device_entries
 from cosim.dut import write_report
 from cosim.host import HostEnv, ThreadKilled
 from cosim.memory import Latency, MemoryResponder
@@ -201,14 +201,10 @@ class CosimSystem(System):
     def check_device_entries(self, driver, mm) -> None:
         """The quiescent checks, and every device TLB entry of ``mm`` (``driver``'s
         :class:`pyrmap.devdriver.DeviceMmuDriver`) backed by its current PTE."""
-        tlb = self.checkers.tlb
         try:
             self.checkers.check_all()
             if not mm.dead:
-                for entry in driver.device_entries():
-                    problem, ptep, _ = tlb._problem("device TLB", entry, mm)
-                    if problem:
-                        tlb.fail(f"device TLB holds {entry} of {mm!r} but {problem}", ptep)
+                check_device_entries(self.checkers.tlb, driver)
         except InvariantViolation as exc:
             raise self._cycle_tag(exc)
 

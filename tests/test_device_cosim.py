@@ -104,7 +104,7 @@ def test_devarch_and_device_driver_constructor_errors():
     import types
 
     from cosim.devarch import DevArch
-    from cosim.device import DeviceRequester
+    from cosim.device import DeviceDriver, DeviceRequester
     arch = types.SimpleNamespace(dut=types.SimpleNamespace(clk=None), env=None, asid_bits=9)
     with pytest.raises(ValueError, match="The design has no dev__req__valid port"):
         DevArch(arch)
@@ -113,7 +113,8 @@ def test_devarch_and_device_driver_constructor_errors():
                                                   "dev__inval__kind", "dev__inval__vaddr",
                                                   "dev__inval__asid", "dev__inval__ack")})
     env = types.SimpleNamespace(in_host_thread=lambda: False)
-    dev = DevArch(types.SimpleNamespace(dut=dut, env=env, asid_bits=9, cycle=lambda: 0))
+    dev = DevArch(types.SimpleNamespace(dut=dut, env=env, asid_bits=9, cycle=lambda: 0,
+                                        device_port_driver=DeviceDriver))
     with pytest.raises(RuntimeError, match="dev_fill needs simulated time"):
         dev._call("fill", None)
     with pytest.raises(TypeError, match="Retry limit must be a positive integer, not 0"):

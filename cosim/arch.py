@@ -32,7 +32,7 @@ from typing import Callable, Iterable, Optional
 
 import cocotb
 from cocotb.triggers import Lock as CoLock
-from cocotb.triggers import RisingEdge, Timer
+from cocotb.triggers import Timer
 
 from pyrmap.arch import (ARCH_COUNTERS, CORE_COUNTERS, DEVICE_COUNTERS, Arch, InvalKind,
                          PteWrite, TlbEntry)
@@ -40,6 +40,7 @@ from pyrmap.pte import PAGE_SIZE, _PAGE_A, _PAGE_W, AccessType, FaultKind, descr
 
 from .accesscheck import Inval, PteChange, PteLog, inval_record, judge_access
 from .cpu import CpuRequester
+from .cycles import CycleClock
 from .device import DeviceDriver
 from .inval import InvalDriver
 from .ports import read_counters
@@ -195,7 +196,7 @@ class CosimArch(Arch):
             memory.listeners.append(self._hw_txn)
         self.range_flush_pages = range_flush_pages
         self.clock_period_ns = clock_period_ns
-        self.clk = dut.clk
+        self.clock = CycleClock.of(dut)
         self.kernel = None                      # set by the scenario once the Kernel exists
         #: The CPU requesters of the cores (:meth:`attach_cpus`) and the device
         #: (:meth:`attach_device`): ``cpu_access`` and ``dev_*`` go through them.
@@ -346,7 +347,7 @@ class CosimArch(Arch):
                         who=f"{kind} core{txn.src}")
 
     async def _at_edge(self, op: str, ptep: int, a: int, b: int, thread: str) -> int:
-        await RisingEdge(self.clk)
+        await self.clock.edge()
         return self._apply(op, ptep, a, b, thread)
 
     def _pte_op(self, op: str, ptep: int, a: int = 0, b: int = 0) -> int:

@@ -37,7 +37,7 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
-from cocotb.triggers import NextTimeStep, ReadOnly, RisingEdge
+from cocotb.triggers import NextTimeStep, ReadOnly
 
 from pyrmap.arch import DEVICE_COUNTERS, InvalKind
 from pyrmap.devdriver import EFAULT, ENOMEM
@@ -45,6 +45,7 @@ from pyrmap.physmem import BusError
 from pyrmap.pte import AccessType, FaultKind
 from pyrmap.workload import FaultRetry
 
+from .cycles import CycleClock
 from .inval import InvalDriver
 from .ports import PortTimeout, read_counters
 
@@ -81,6 +82,7 @@ class DeviceDriver:
         self.dut = dut
         #: The clock-cycle count the request's acceptance is stamped with.
         self.cycle = cycle or cycle_now
+        self.clock = CycleClock.of(dut)
         self.invals = InvalDriver(dut, "dev", asid_bits=asid_bits, timeout=self.TIMEOUT)
 
     def _s(self, name):
@@ -88,7 +90,7 @@ class DeviceDriver:
 
     async def _wait(self, name: str, what: str) -> None:
         for _ in range(self.TIMEOUT):
-            await RisingEdge(self.dut.clk)
+            await self.clock.edge()
             if int(self._s(name).value):
                 return
         raise PortTimeout(f"dev {what}: {name} not seen in {self.TIMEOUT} cycles")
@@ -129,9 +131,9 @@ class DeviceDriver:
     async def ack_fault(self) -> None:
         """Pulse ``fault__ack`` for one cycle (the record is gone the cycle after)."""
         self._s("fault__ack").value = 1
-        await RisingEdge(self.dut.clk)
+        await self.clock.edge()
         self._s("fault__ack").value = 0
-        await RisingEdge(self.dut.clk)
+        await self.clock.edge()
 
     async def fill(self, vaddr: int, asid: int, ppn: int, level: int, perm: int, g: bool):
         self._s("fill__vaddr").value = vaddr
@@ -178,7 +180,7 @@ class SettledDeviceDriver(DeviceDriver):
         for _ in range(self.TIMEOUT):
             await ReadOnly()
             took = int(self._s(ready).value)
-            await RisingEdge(self.dut.clk)
+            await self.clock.edge()
             if took:
                 return
         raise PortTimeout(f"dev {what}: {ready} not seen in {self.TIMEOUT} cycles")
@@ -198,7 +200,7 @@ class SettledDeviceDriver(DeviceDriver):
                 accepted = self.cycle()
             if int(self._s("resp__valid").value):
                 break
-            await RisingEdge(self.dut.clk)
+            await self.clock.edge()
         else:
             raise PortTimeout(f"dev response: resp__valid not seen in {self.TIMEOUT} cycles")
         out = (FaultKind(int(self._s("resp__fault").value)), int(self._s("resp__paddr").value),
@@ -314,7 +316,7 @@ class DeviceRequester:
         ports = self.devarch.ports
         rec = ports.fault_record()
         if rec is None:
-            await RisingEdge(self.arch.clk)
+            await self.arch.clock.edge()
             rec = ports.fault_record()
         want = (vaddr & MASK64, self.mm.asid & self.devarch.asid_mask, op)
         self.stats["record_checks"] += 1

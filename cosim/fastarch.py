@@ -37,8 +37,7 @@ import collections
 from typing import Callable, Optional
 
 from pyrmap.pte import _PAGE_A, _PAGE_D, _PAGE_V, _PAGE_W, pte_pfn
-from simhw.memory import SwOp
-from cocotb.triggers import ClockCycles
+from simhw.abi import SwOp
 
 from .arch import CosimArch, TlbReader
 from .device import SettledDeviceDriver
@@ -264,7 +263,7 @@ class FastArch(CosimArch):
         # A data access the memory took before the acknowledgement reaches its log a few
         # cycles later: let it land, then drain, so the engine's copy of every frame the
         # flush cut off is complete before the engine reads it (swap-out, migration copy).
-        await ClockCycles(self.clk, self.latency + 4)
+        await self.clock.cycles(self.latency + 4)
         self._drain()
         return result
 

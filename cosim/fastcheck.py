@@ -1,6 +1,6 @@
 """Checkers of the fast path, on the drained access logs, at cycle level.
 
-Every record of a core's access log (:data:`simhw.traffic.RECORD_FIELDS`: the cycle the MMU
+Every record of a core's access log (:data:`simhw.abi.RECORD_FIELDS`: the cycle the MMU
 took the request, the cycle the memory took the data access, VA, PA, op, data, fault, hit) is
 judged once, when it is drained, against the PTE history the software port recorded up to that
 instant (records are drained before every software-port operation, so no later PTE change is

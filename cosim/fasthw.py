@@ -26,10 +26,7 @@ from cocotb.triggers import Lock as CoLock
 from cocotb.triggers import RisingEdge, ValueChange
 
 from pyrmap.physmem import WORDS_PER_PAGE, PhysMem
-from simhw.fasttop import ring_file
-from simhw.filelog import record_bytes
-from simhw.memory import WRITE_RECORD_WIDTH, SwOp
-from simhw.traffic import RECORD_FIELDS, RECORD_WIDTH
+from simhw.abi import RECORD_FIELDS, RECORD_WIDTH, WRITE_RECORD_WIDTH, SwOp, record_bytes, ring_file
 
 __all__ = ["MirrorMem", "FastHardware", "decode_records", "completed", "RECORD_NAMES",
            "RingFile", "hex_words", "field", "flush_c_streams", "memload_text"]
@@ -255,7 +252,6 @@ class FastHardware:
         self.sw_ops = 0
         #: Every engine configuration input driven so far, port name -> value.
         self.configured: dict[str, int] = {}
-        self.clk = dut.clk
         self._sw_lock = CoLock()
         self._resp_rise = RisingEdge(dut.sw__resp__valid)
         self._loaded_change = ValueChange(dut.loaded)

@@ -16,8 +16,9 @@ only for
 * **the device** (``FAST_DEVICE``, below): each of its accesses, and its faults.
 
 The clock runs inside the design (:func:`cosim.fastbuild.clocked_verilog`: no callback per
-half period) and the coroutines wait on the ``event`` output and on timers, so the simulator
-runs free between events.
+half period; on Verilator one time step a cycle) and the coroutines wait on the ``event``
+output and on timers, so the simulator runs free between events; a coroutine that waits for
+cycles counts them with :class:`cosim.cycles.CycleClock`.
 
 Parameters come from the environment (set by :func:`cosim.fastbuild.fast_run`):
 ``FAST_ACCESSES`` (checked CPU accesses in all), ``FAST_PAGES`` (pages each core's window
@@ -75,7 +76,7 @@ import sys
 import time
 
 import numpy as np
-from cocotb.triggers import ClockCycles, First, RisingEdge, Timer, ValueChange
+from cocotb.triggers import First, Timer, ValueChange
 
 from pyrmap.arch import CORE_COUNTERS
 from pyrmap.checkers import InvariantViolation
@@ -84,8 +85,9 @@ from pyrmap.mmap import (MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_EXEC, PROT
                          PROT_WRITE)
 from pyrmap.pte import AccessType, FaultKind
 from pyrmap.scenario import System
-from simhw.traffic import Mode
+from simhw.abi import Mode
 
+from .cycles import CycleClock
 from .device import DEVICE_INPUTS, check_device_entries
 from .fastarch import FastArch
 from .fastbuild import CLOCK_PERIOD_NS
@@ -262,6 +264,7 @@ class FastRun:
 
     async def start(self) -> None:
         dut = self.dut
+        self.clock = CycleClock.of(dut)
         dut.rst.value = 1
         dut.sw__req__valid.value = 0
         dut.load.value = 0
@@ -277,10 +280,10 @@ class FastRun:
             getattr(dut, f"log{i}__rd_ptr").value = 0
             for name in ("run", "load_seed", "resume"):
                 getattr(dut, f"eng{i}__{name}").value = 0
-        await ClockCycles(dut.clk, 3)
+        await self.clock.cycles(3)
         dut.rst.value = 0
-        await ClockCycles(dut.clk, 2)
-        self.env = HostEnv(dut.clk, self.seed, yield_cycles=(0, self.yield_cycles))
+        await self.clock.cycles(2)
+        self.env = HostEnv(self.clock, self.seed, yield_cycles=(0, self.yield_cycles))
         depth = 1 << int(self.fast["log_log2"])
         self.hw = FastHardware(dut, self.ncores, self.mem, log_depth=depth)
         if self.walk_delay:
@@ -460,7 +463,7 @@ class FastRun:
             self._write_snapshot(self.snapshot)
         for i in range(self.ncores):
             getattr(dut, f"eng{i}__load_seed").value = 1
-        await RisingEdge(dut.clk)
+        await self.clock.edge()
         for i in range(self.ncores):
             getattr(dut, f"eng{i}__load_seed").value = 0
             getattr(dut, f"eng{i}__run").value = 1
@@ -544,7 +547,7 @@ class FastRun:
         # same time step, before any edge took ``resume``: a one-edge pulse was lost so.
         resume.value = 1
         while int(faulted.value):
-            await RisingEdge(self.dut.clk)
+            await self.clock.edge()
         resume.value = 0
         resumed = self.hw.cycle()
         if self.recorder is not None:

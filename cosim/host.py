@@ -44,10 +44,12 @@ from typing import Any, Callable, Optional
 import cocotb
 import greenlet
 from cocotb.simtime import get_sim_time
-from cocotb.triggers import ClockCycles, Event, First
+from cocotb.triggers import Event, First
 
 from pyrmap.fibers import Fibers
 from pyrmap.locking import Deadlock, LockDep, LockError, SoftLock, SoftRwSem, lock_class
+
+from .cycles import CycleClock
 
 __all__ = ["HostEnv", "HostThread", "SCHEDULER", "LockError", "Deadlock", "ThreadKilled"]
 
@@ -113,8 +115,9 @@ class HostEnv:
 
     Parameters
     ----------
-    clk : cocotb handle
-        The clock every wait counts edges of.
+    clk : cocotb handle or :class:`cosim.cycles.CycleClock`
+        The clock every wait counts cycles of: a clock signal (its rising edges) or the
+        design's :class:`~cosim.cycles.CycleClock`.
     seed : int
         Seeds the generator behind yield points (and anything else the run draws).
     yield_cycles : tuple of int, optional
@@ -129,7 +132,7 @@ class HostEnv:
         lo, hi = yield_cycles
         if not (isinstance(lo, int) and isinstance(hi, int) and 0 <= lo <= hi):
             raise ValueError(f"Yield cycles must be 0 <= lo <= hi, not {yield_cycles!r}")
-        self.clk = clk
+        self.clock = clk if isinstance(clk, CycleClock) else CycleClock(clk)
         self.seed = seed
         self.rng = random.Random(seed)
         self.yield_cycles = (lo, hi)
@@ -272,7 +275,7 @@ class HostEnv:
 
     async def _cycles(self, n: int) -> None:
         if n > 0:
-            await ClockCycles(self.clk, n)
+            await self.clock.cycles(n)
 
     def wait_cycles(self, n: int) -> None:
         """Block the current host thread for ``n`` clock cycles (one round trip)."""
@@ -333,7 +336,7 @@ class HostEnv:
         timeout = self.lock_timeout
 
         async def wait():
-            await First(ev.wait(), ClockCycles(self.clk, timeout))
+            await First(ev.wait(), self.clock.cycles(timeout))
             return ev.is_set()
         if not self.call(wait):
             raise Deadlock(f"Thread {thread.name!r} waited {timeout} cycles for {lock!r} "

@@ -13,10 +13,10 @@ from __future__ import annotations
 from typing import Callable
 
 from cocotb.triggers import Lock as CoLock
-from cocotb.triggers import RisingEdge
 
 from pyrmap.arch import InvalKind
 
+from .cycles import CycleClock
 from .memory import cycle_now
 from .ports import PortTimeout, handles
 
@@ -55,7 +55,7 @@ class InvalDriver:
                  cycle: Callable[[], int] = cycle_now):
         self.dut = dut
         self.prefix = prefix
-        self.clk = dut.clk
+        self.clock = CycleClock.of(dut)
         self.asid_mask = (1 << max(asid_bits, 1)) - 1
         self.timeout = timeout
         self.cycle = cycle
@@ -77,7 +77,7 @@ class InvalDriver:
         self.port.valid.value = 1
         waited = 0
         while True:
-            await RisingEdge(self.clk)
+            await self.clock.edge()
             waited += 1
             if int(self.port.ack.value):
                 self.acks += 1

@@ -10,18 +10,12 @@ from hdl.config import MmuConfig
 from hdl.layouts import inval_signature
 from hdl.top import Top
 
-from .memory import WRITE_RECORD_WIDTH, SimMemory, sw_signature
+from .abi import CYCLE_WIDTH, RECORD_WIDTH, WRITE_RECORD_WIDTH, ring_file
+from .memory import SimMemory, sw_signature
 from .ring import LogRing, ring_control_signature
-from .traffic import CYCLE_WIDTH, RECORD_WIDTH, TrafficEngine, control_signature
+from .traffic import TrafficEngine, control_signature
 
-__all__ = ["FastTop", "ring_file"]
-
-
-def ring_file(ring: str) -> str:
-    """The file (in the simulator's working directory) a Verilog FastTop's ring ``ring``
-    (``log<i>`` or ``wlog``) writes its records to, or (``memload``) its memory's bulk writes
-    are read from."""
-    return f"{ring}.hex"
+__all__ = ["FastTop"]
 
 
 class FastTop(wiring.Component):
@@ -42,7 +36,7 @@ class FastTop(wiring.Component):
     verilog : bool
         Storage arrays for Verilog export (see :class:`simhw.ram.Ram`); the rings then also
         write their records to files in the simulator's working directory
-        (:func:`ring_file`: ``log<i>.hex``, ``wlog.hex``; :class:`simhw.filelog.FileLog`).
+        (:func:`simhw.abi.ring_file`: ``log<i>.hex``, ``wlog.hex``; :class:`simhw.filelog.FileLog`).
 
     Members
     -------
@@ -59,7 +53,7 @@ class FastTop(wiring.Component):
         invalidations, the fault record and the counters), driven from software
         (:class:`cosim.devarch.DevArch`).
     log{i} : Out(ring_control_signature())
-        Core ``i``'s access log (records: :data:`simhw.traffic.RECORD_FIELDS`).
+        Core ``i``'s access log (records: :data:`simhw.abi.RECORD_FIELDS`).
     wlog : Out(ring_control_signature())
         The MMU's memory writes (records: ``addr`` then ``data``).
     sw : In(sw_signature())
@@ -72,7 +66,7 @@ class FastTop(wiring.Component):
         (:class:`simhw.memory.SimMemory`'s ``overtaken``).
     load : In(1), loaded : Out(1)
         Verilog only: a toggle of ``load`` writes the words of the file ``memload.hex``
-        (:func:`ring_file`) into the memory at the next edge; ``loaded`` follows ``load`` once
+        (:func:`simhw.abi.ring_file`) into the memory at the next edge; ``loaded`` follows ``load`` once
         they are in (:class:`simhw.ram.Ram`'s bulk write).
     cycle : Out(CYCLE_WIDTH)
         Cycles since reset.

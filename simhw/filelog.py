@@ -1,8 +1,8 @@
 """FileLog: a simulation-only tap that writes every record a ring takes to a file.
 
 Software drains a ring in blocks: instead of one simulator read per record, it reads the
-records' lines from this file (:func:`record_bytes` bytes each, in push order) between the
-ring's read and write pointers.  For Verilog only (module :data:`FILELOG_MODULE`, Verilog text
+records' lines from this file (:func:`simhw.abi.record_bytes` bytes each, in push order)
+between the ring's read and write pointers.  For Verilog only (module :data:`FILELOG_MODULE`, Verilog text
 :data:`FILELOG_VERILOG`): the simulator opens the file in its working directory at time 0 and
 writes one line per record with ``$fwrite`` (``%h``: every hex digit of the record, most
 significant first, zero-padded, then a newline), buffered by the C library; the reader flushes
@@ -16,7 +16,7 @@ from amaranth.hdl import ClockSignal, Instance, Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
-__all__ = ["FileLog", "FILELOG_MODULE", "FILELOG_VERILOG", "record_bytes"]
+__all__ = ["FileLog", "FILELOG_MODULE", "FILELOG_VERILOG"]
 
 FILELOG_MODULE = "simhw_filelog"
 
@@ -34,11 +34,6 @@ module simhw_filelog #(parameter WIDTH = 8, parameter PATH = "records.hex") (
   end
 endmodule
 """
-
-
-def record_bytes(width: int) -> int:
-    """Bytes of one record's line in the file: its hex digits and a newline."""
-    return (width + 3) // 4 + 1
 
 
 class FileLog(wiring.Component):

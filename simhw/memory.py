@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 
 from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
@@ -10,29 +9,17 @@ from amaranth.lib.wiring import In, Out
 
 from hdl.layouts import PA_WIDTH, mem_signature
 
+from .abi import SwOp
 from .ram import Ram
 
-__all__ = ["SimMemory", "SwOp", "sw_signature", "data_signature", "MAX_WORDS_LOG2",
-           "WRITE_RECORD_WIDTH"]
+__all__ = ["SimMemory", "sw_signature", "data_signature", "MAX_WORDS_LOG2"]
 
 #: Largest memory: 2**24 words (128 MiB).  Simulators hold the array in host memory.
 MAX_WORDS_LOG2 = 24
 
-#: Records of the MMU port's writes: ``addr`` (PA_WIDTH bits) then ``data`` (64 bits).
-WRITE_RECORD_WIDTH = PA_WIDTH + 64
-
-
-class SwOp(enum.IntEnum):
-    """Operations of the software port (and the data ports, which use READ and WRITE)."""
-    READ = 0
-    WRITE = 1
-    CAS = 2
-    XCHG = 3
-
-
 def sw_signature() -> wiring.Signature:
     """The software port (initiator view): as :func:`hdl.layouts.mem_signature` with a 2-bit
-    ``op`` taking :class:`SwOp` (READ, WRITE, CAS, XCHG); ``rdata`` is the old value."""
+    ``op`` taking :class:`simhw.abi.SwOp` (READ, WRITE, CAS, XCHG); ``rdata`` is the old value."""
     return mem_signature()
 
 
@@ -91,7 +78,7 @@ class SimMemory(wiring.Component):
     mmu : In(mem_signature(src=True))
         Answers ``hdl.top.Top.mem`` (READ, WRITE, CAS).
     sw : In(sw_signature())
-        The software port (:class:`SwOp`).
+        The software port (:class:`simhw.abi.SwOp`).
     data : In(data_signature()) array of ``ndata``
         The traffic engines' data accesses (READ, WRITE).
     wlog : Out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from types import SimpleNamespace
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
@@ -12,43 +11,11 @@ from amaranth.lib.wiring import In, Out
 from hdl.core import cpu_req_signature, cpu_resp_signature
 from hdl.layouts import PA_WIDTH, AccessType, FaultKind
 
-from .memory import SwOp, data_signature
+from .abi import CYCLE_WIDTH, RECORD_FIELDS, RECORD_WIDTH, Mode, SwOp
+from .memory import data_signature
 
-__all__ = ["TrafficEngine", "Mode", "RECORD_FIELDS", "RECORD_WIDTH", "control_signature",
-           "xorshift64", "CYCLE_WIDTH"]
+__all__ = ["TrafficEngine", "control_signature", "xorshift64"]
 
-CYCLE_WIDTH = 40
-
-
-class Mode(enum.IntEnum):
-    """Address streams over the window [base, base + 2**span_log2)."""
-    #: Every word equally likely.
-    UNIFORM = 0
-    #: A power law (density ~ 1/offset, Zipf's law with exponent 1, the hot end at ``base``):
-    #: the offset is uniform below a bound that is itself log-uniform.
-    ZIPF = 1
-    #: ``offset += stride`` (wrapping).
-    STRIDE = 2
-    #: A dependent chain: the next offset is the previous one plus the last loaded value plus 8.
-    CHASE = 3
-    #: Replay: record ``k`` (a 64-bit word at physical address ``trace_base + 8k``) holds the
-    #: offset with the AccessType in bits [1:0]; ``k`` wraps at ``trace_len``.
-    TRACE = 4
-
-
-# The access-log record, least significant field first: (name, width).
-RECORD_FIELDS = (
-    ("start", CYCLE_WIDTH),   # cycle the MMU accepted the request
-    ("done", CYCLE_WIDTH),    # cycle the memory took the data access (fault: of the response)
-    ("va", 48),               # the virtual address (bits 47..0)
-    ("pa", PA_WIDTH),         # the physical address (0 on a fault)
-    ("data", 64),             # the value loaded or stored
-    ("op", 2),                # AccessType
-    ("fault", 2),             # FaultKind
-    ("hit", 1),               # the translation came from the TLB
-    ("squashed", 1),          # an attempt an invalidation squashed (issued again after it)
-)
-RECORD_WIDTH = sum(w for _, w in RECORD_FIELDS)
 
 
 def xorshift64(x):
@@ -115,7 +82,7 @@ class TrafficEngine(wiring.Component):
     data : Out(data_signature())
         Data accesses (READ, WRITE) at physical addresses.
     log : Out
-        ``valid``/``ready``, ``data``: :data:`RECORD_FIELDS` packed.
+        ``valid``/``ready``, ``data``: :data:`simhw.abi.RECORD_FIELDS` packed.
     cycle : In(CYCLE_WIDTH)
         The cycle counter.
     ctl : Out(control_signature(asid_bits))

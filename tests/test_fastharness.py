@@ -34,7 +34,15 @@ def test_clocked_verilog_generates_the_clock_inside_the_top_module():
     text = clocked_verilog(TOY)
     top, sub = text.split("endmodule\n")[:2]
     assert top.startswith("module fasttop(\\event , load, rst);")
-    assert "reg clk = 1'b0;\n  always #5 clk = ~clk;\n" in top and "input clk" not in top
+    assert "reg clk = 1'b0;\n" in top and "input clk" not in top
+    # Verilator: one time step a cycle, with tick for Python; Icarus: the toggled clock.
+    verilator, icarus = top.split("`ifdef VERILATOR\n")[1].split("`else\n")
+    assert "clk = 1'b1;\n    clk <= 1'b0;\n  end\n" in verilator and "initial" not in verilator
+    assert "always @(posedge clk) tick <= ~tick;" in verilator
+    assert icarus.startswith("  always #5 clk = ~clk;\n`endif\n")
+    # A design with the device's ports keeps the toggled clock on both simulators.
+    toggled = clocked_verilog(TOY, one_step=False).split("endmodule\n")[0]
+    assert "reg clk = 1'b0;\n  always #5 clk = ~clk;\n" in toggled and "tick" not in toggled
     assert "input clk;\n  wire clk;" in sub                 # submodules keep their port
     with pytest.raises(ValueError, match="no module fasttop with a clk input"):
         clocked_verilog(TOY.replace("clk, rst", "rst"))

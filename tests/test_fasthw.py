@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from cosim.fasthw import decode_records, hex_words, memload_text
-from simhw.filelog import record_bytes
-from simhw.traffic import RECORD_FIELDS, RECORD_WIDTH
+from simhw.abi import RECORD_FIELDS, RECORD_WIDTH, record_bytes
 
 
 def _readmemh(text: bytes, size: int) -> np.ndarray:

@@ -13,10 +13,11 @@ from hdl.layouts import MemOp
 from pyrmap import pte as P
 from pyrmap.arch import InvalKind
 from pyrmap.pte import AccessType, FaultKind
+from simhw.abi import RECORD_FIELDS, Mode, SwOp
 from simhw.fasttop import FastTop
-from simhw.memory import SimMemory, SwOp
+from simhw.memory import SimMemory
 from simhw.ring import LogRing
-from simhw.traffic import RECORD_FIELDS, Mode, xorshift64
+from simhw.traffic import xorshift64
 
 pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 

@@ -145,7 +145,7 @@ class TraceReplay:
     def engine_fields(self, trace_base: int, limit: int) -> dict:
         """The traffic engine's configuration (``FastHardware.configure(core, **fields)``)
         to replay the records at ``trace_base`` until ``limit`` accesses completed."""
-        from simhw.traffic import Mode
+        from simhw.abi import Mode
         if trace_base & 7:
             raise ValueError(f"trace_base must be word aligned, not 0x{trace_base:x}")
         return {"mode": Mode.TRACE, "base": 0, "span_log2": SPAN_LOG2, "trace_base": trace_base,

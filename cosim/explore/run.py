@@ -331,7 +331,7 @@ def _remove_scratch(run_dir: Path, cores: int) -> None:
     """The simulator's scratch files of a passed point: its rings' record files and its
     memory's load file (~85 MB at 10^6 accesses).  The stream, the report and the log stay;
     a failed point keeps everything."""
-    from simhw.fasttop import ring_file
+    from simhw.abi import ring_file
     for ring in [f"log{i}" for i in range(cores)] + ["wlog", "memload"]:
         (run_dir / ring_file(ring)).unlink(missing_ok=True)
 

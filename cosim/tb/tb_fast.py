@@ -19,17 +19,18 @@ async def test_gateware_memory_access(dut):
     are what the software port reads; what the software port writes is what it reads back;
     a push right after a port write keeps the write."""
     import os
-    from cocotb.triggers import ClockCycles
+    from cosim.cycles import CycleClock
     from cosim.fasthw import FastHardware, MirrorMem
-    from simhw.memory import SwOp
+    from simhw.abi import SwOp
     if not os.environ.get("FAST_SELFTEST"):
         return
     dut.rst.value = 1
     dut.sw__req__valid.value = 0
     dut.load.value = 0
-    await ClockCycles(dut.clk, 3)
+    clock = CycleClock.of(dut)
+    await clock.cycles(3)
     dut.rst.value = 0
-    await ClockCycles(dut.clk, 2)
+    await clock.cycles(2)
     mem = MirrorMem(16)
     hw = FastHardware(dut, 2, mem, log_depth=16)
     addrs = (0x0, 0x8, 0x3000, 0x3ff8, 0x1234 * 8)

@@ -37,21 +37,26 @@ class PlruModel:
     def __init__(self, nsets: int, ways: int, rng: random.Random):
         self.ways = ways
         self.bits = [0] * nsets
+        #: Per way, the bits a use of it sets and the bits it keeps: the nodes on the path
+        #: from the root to the way point away from it, every other bit stays.
+        self._sets: list[int] = []
+        self._keeps: list[int] = []
+        for way in range(ways):
+            sets = clears = 0
+            node, lo, hi = 0, 0, ways
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if way < mid:             # accessed the left half: victim goes right
+                    sets |= 1 << node
+                    node, hi = 2 * node + 1, mid
+                else:
+                    clears |= 1 << node
+                    node, lo = 2 * node + 2, mid
+            self._sets.append(sets)
+            self._keeps.append(~clears)
 
     def touch(self, s: int, way: int) -> None:
-        if self.ways == 1:
-            return
-        bits = self.bits[s]
-        node, lo, hi = 0, 0, self.ways
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if way < mid:                 # accessed the left half: victim goes right
-                bits |= 1 << node
-                node, hi = 2 * node + 1, mid
-            else:
-                bits &= ~(1 << node)
-                node, lo = 2 * node + 2, mid
-        self.bits[s] = bits
+        self.bits[s] = (self.bits[s] | self._sets[way]) & self._keeps[way]
 
     def choose(self, s: int) -> int:
         bits = self.bits[s]

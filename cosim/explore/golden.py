@@ -99,10 +99,11 @@ def golden_tlb_check(stream, design: dict, *, limit: int = 5) -> dict:
     bad: list[str] = []
     unknown = 0
     perm_ok: dict[tuple[int, int], bool] = {}
-    # What Tlb.lookup returned for each page a core looked up since its TLB last changed:
-    # with no fill, removal or invalidation on the core in between, a lookup of the same page
-    # finds the same entry (the first that matches), so only its touch of the replacement
-    # state is repeated.  Any fill, removal or invalidation on the core forgets them all.
+    # What Tlb.lookup returned for each page and operation a core looked up since its TLB
+    # last changed, and whether that entry serves the operation: with no fill, removal or
+    # invalidation on the core in between, a lookup of the same page finds the same entry
+    # (the first that matches), so only its touch of the replacement state is repeated.  Any
+    # fill, removal or invalidation on the core forgets them all.
     found_at: list[dict] = [{} for _ in range(ncores)]
     # The lookup result each core's TLB touched last: touching the same way again, with no
     # other touch of that TLB in between, leaves the replacement state as it is (a touch
@@ -114,26 +115,30 @@ def golden_tlb_check(stream, design: dict, *, limit: int = 5) -> dict:
     def lookup(i: int) -> bool:
         """The golden TLB's decision for record ``i``'s access (an entry that cannot serve it
         is dropped)."""
-        c, o, v = core_l[i], op_l[i], va_l[i]
-        vpn = v >> 12
+        c, o = core_l[i], op_l[i]
+        key = (va_l[i] >> 12) << 2 | o           # the page, and the operation in bits 1..0
         known = found_at[c]
-        if vpn in known:
-            found = known[vpn]
-            if found is not None and found is not touched[c]:
-                found[0].touch(found[1], found[2])
-        else:
-            found = known[vpn] = tlbs[c].lookup(v, asid_l[c])
+        got = known.get(key)
+        if got is None:
+            found = tlbs[c].lookup(va_l[i], asid_l[c], touch=False)
+            if found is None:
+                served = False
+            else:
+                e = found[3]
+                pk = (e.perm, o)
+                ok = perm_ok.get(pk)
+                if ok is None:
+                    ok = perm_ok[pk] = check_perm(e.perm, ops[o], user=True, sum=False)
+                served = e.a and ok and (o != store or e.d)
+            got = known[key] = (found, served)
+        found, served = got
         if found is None:
             return False
-        touched[c] = found
-        arr, s, way, e = found
-        key = (e.perm, o)
-        ok = perm_ok.get(key)
-        if ok is None:
-            ok = perm_ok[key] = check_perm(e.perm, ops[o], user=True, sum=False)
-        served = e.a and ok and (o != store or e.d)
+        if found is not touched[c]:
+            found[0].policy.touch(found[1], found[2])
+            touched[c] = found
         if not served:
-            arr.remove(s, way)
+            found[0].remove(found[1], found[2])
             known.clear()
         return served
 

@@ -15,6 +15,7 @@ from cosim.explore.point import Point, PointError
 from cosim.explore.schema import METRIC_NAMES, SCHEMA_VERSION, validate_result
 from cosim.explore.spec import SpecError, grid, load_spec, parse_axis_values
 from cosim.explore.stream import Stream
+from pyrmap.arch import InvalKind
 from pyrmap.pte import _PAGE_A, _PAGE_D, _PAGE_R, _PAGE_U, _PAGE_V, _PAGE_W, AccessType
 
 
@@ -435,3 +436,51 @@ def test_golden_tlb_repeats_the_replacement_touch_of_a_page_looked_up_again():
     assert golden_tlb_check(stream(0), DESIGN)["verdict"] == "pass"
     out = golden_tlb_check(stream(1), DESIGN)
     assert out["verdict"] == "fail" and "record 6" in out["detail"]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_golden_tlb_takes_repeated_lookups_as_hits_only_where_the_full_replay_does(seed):
+    """Random streams over 4 pages, 2 cores, invalidations between: with the RTL's hit bits
+    set to the golden TLB's own decisions (full replay) the check passes, taking many
+    repeated lookups as hits without looking them up; with one bit flipped it fails with
+    the full replay's disagreements."""
+    from cosim.explore.golden import _repeats, _replay
+    rng = np.random.default_rng(seed)
+    recs, t = [], [0, 0]
+    for _ in range(300):
+        c = int(rng.integers(2))
+        t[c] += int(rng.integers(1, 4))
+        start, done = t[c], t[c] + int(rng.integers(0, 3))
+        t[c] = done
+        vpn = int(rng.choice([1, 1, 1, 2, 3, 4]))
+        recs.append((c, start, done, (vpn << 12) | 8, int(rng.choice([L, L, S])), 0, 0))
+    ptes = [((vpn << 12) >> 12 << 3, 0, PTE) for vpn in (1, 2, 3, 4)]
+    invals = []
+    for _ in range(6):
+        c = int(rng.integers(2))
+        invals.append((c, int(rng.integers(max(t))), int(InvalKind.VA_ASID),
+                       int(rng.integers(1, 5)) << 12, c + 1))
+    s = _stream(recs, ptes, invals)
+    s.arrays.update(core_asid=np.array([1, 2]), core_root=np.array([0, 0]))
+    _, model = _replay(s, DESIGN, 5, None)
+    s.arrays["hit"] = model.astype(s["hit"].dtype)
+    assert _repeats(s).sum() > 20
+    out = golden_tlb_check(s, DESIGN)
+    assert out == _replay(s, DESIGN, 5, None)[0] and out["verdict"] == "pass", out
+    k = int(rng.integers(len(recs)))
+    s.arrays["hit"][k] ^= 1
+    out = golden_tlb_check(s, DESIGN)
+    assert out == _replay(s, DESIGN, 5, None)[0] and out["verdict"] == "fail", out
+
+
+def test_golden_tlb_looks_a_repeated_page_up_again_after_an_invalidation_between():
+    """Page 1 loaded three times on one core, an invalidation of page 1 acknowledged between
+    the second and third: the third must miss.  An RTL that ignored the invalidation (the
+    third hits) fails, though that lookup repeats the one before it."""
+    recs = [(0, 10 * k, 10 * k + 5, (1 << 12) | 8, L, 0, h) for k, h in enumerate((0, 1, 1))]
+    ptes = [(1 << 3, 0, PTE)]
+    inval = [(0, 17, int(InvalKind.VA_ASID), 1 << 12, 1)]
+    assert golden_tlb_check(_stream(recs[:2] + [recs[2][:6] + (0,)], ptes, inval),
+                            DESIGN)["verdict"] == "pass"
+    out = golden_tlb_check(_stream(recs, ptes, inval), DESIGN)
+    assert out["verdict"] == "fail" and "record 2" in out["detail"], out

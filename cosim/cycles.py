@@ -56,4 +56,3 @@ class CycleClock:
     def cycles(self, n: int):
         """The trigger of the ``n``-th next cycle (``n`` >= 1)."""
         return ClockCycles(self.signal, n, self.edge_type)
-

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional, Protocol
 
 
@@ -126,6 +126,11 @@ class Event:
     name: str
     fields: tuple[str, ...]
     doc: str
+    #: ``fields`` as a set, for :meth:`Arch.notify`'s check of every event's details.
+    field_set: frozenset = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "field_set", frozenset(self.fields))
 
 
 #: Every event :meth:`Arch.notify` accepts, by name.  Observers (checkers, studies) match on
@@ -418,7 +423,7 @@ class Arch(PteOps, Environment, CpuPort, DevicePort, Inspection):
             raise ValueError(f"Event {event!r} is not one of the declared events "
                              f"({', '.join(EVENTS)})")
         if self.observer is not None:
-            if set(details) != set(spec.fields):
+            if details.keys() != spec.field_set:
                 raise ValueError(f"Event {event!r} carries {', '.join(spec.fields)}, not "
                                  f"{', '.join(details)}")
             self.observer(event, **details)

@@ -119,17 +119,30 @@ def _leaf_pfn_span(val: int, level: int) -> tuple[int, int]:
     return base, base + (PTRS_PER_PTE ** level)
 
 
-def present_leaves(mem, root_pfn: int) -> Iterator[tuple[int, int, int, int]]:
+def present_leaves(mem, root_pfn: int, maps: Optional[int] = None
+                   ) -> Iterator[tuple[int, int, int, int]]:
     """Every present leaf PTE of the tree at ``root_pfn``: ``(va, ptep, value, level)``.
+    With ``maps`` (a frame number), only the leaves that map that frame, in the same order:
+    each table is filtered whole with array operations, so a scan for one frame costs a few
+    of them per table instead of a step per leaf.
 
     Reads memory directly (no arch call, no scheduling point); only the lower (user) half of
     the Sv39 space is walked.
     """
-    def nonzero_valid(pfn):
-        frame = mem.frame(pfn)
-        return np.nonzero(frame & np.uint64(_PAGE_V))[0], frame
+    rwx = np.uint64(_PAGE_R | _PAGE_W | _PAGE_X)
 
-    idx2, f2 = nonzero_valid(root_pfn)
+    def nonzero_valid(pfn, level):
+        frame = mem.frame(pfn)
+        keep = (frame & np.uint64(_PAGE_V)) != 0
+        if maps is not None:
+            # Tables (no R/W/X) stay, to be walked; leaves only where they map ``maps``.
+            base = (frame & np.uint64(PPN_MASK)) >> np.uint64(PPN_SHIFT)
+            target = np.uint64(maps)
+            keep &= (((frame & rwx) == 0)
+                     | ((base <= target) & (target < base + np.uint64(PTRS_PER_PTE ** level))))
+        return np.nonzero(keep)[0], frame
+
+    idx2, f2 = nonzero_valid(root_pfn, 2)
     for i2 in idx2:
         if i2 >= PTRS_PER_PTE // 2:
             continue
@@ -141,7 +154,7 @@ def present_leaves(mem, root_pfn: int) -> Iterator[tuple[int, int, int, int]]:
         t1 = (e2 & PPN_MASK) >> PPN_SHIFT
         if not mem.contains(t1 << 12):
             continue
-        idx1, f1 = nonzero_valid(t1)
+        idx1, f1 = nonzero_valid(t1, 1)
         for i1 in idx1:
             e1 = int(f1[i1])
             va1 = va2 | (int(i1) << 21)
@@ -151,7 +164,7 @@ def present_leaves(mem, root_pfn: int) -> Iterator[tuple[int, int, int, int]]:
             t0 = (e1 & PPN_MASK) >> PPN_SHIFT
             if not mem.contains(t0 << 12):
                 continue
-            idx0, f0 = nonzero_valid(t0)
+            idx0, f0 = nonzero_valid(t0, 0)
             for i0 in idx0:
                 e0 = int(f0[i0])
                 if e0 & (_PAGE_R | _PAGE_W | _PAGE_X):
@@ -1257,9 +1270,8 @@ class Checkers:
                 yield f"secondary MMU of {sec.mm!r} maps 0x{va:x} to it"
         mem = self.kernel.mem
         for mm in self.live_mms():
-            for va, ptep, val, level in present_leaves(mem, mm.pgd):
-                lo, hi = _leaf_pfn_span(val, level)
-                if lo <= pfn < hi and (not writable_only or val & (_PAGE_W | _PAGE_D)):
+            for va, ptep, val, level in present_leaves(mem, mm.pgd, maps=pfn):
+                if not writable_only or val & (_PAGE_W | _PAGE_D):
                     yield f"pte 0x{ptep:09x} (0x{va:x} of {mm!r}) maps it: {describe(val)}"
             if not writable_only and pfn in table_frames(mem, mm.pgd):
                 yield f"it is a page-table page of {mm!r}"

@@ -85,6 +85,27 @@ def test_present_leaves_and_lookup(system):
     assert lookup_pte(kernel.mem, mm.pgd, 0x1000)[0] is None
 
 
+def test_present_leaves_of_one_frame_are_the_leaves_that_map_it(system):
+    """``maps=pfn`` filters each table whole: the same leaves, in the same order, as a
+    filter of the full walk, for every frame (mapped or not); a level-1 leaf (a 2 MiB
+    superpage written by hand) maps every frame of its span."""
+    kernel, chk, mm = system
+    map_anon(kernel, mm, npages=3)
+    f = AddressSpace(kernel, "f", 4)
+    map_file(kernel, mm, f, va=VA + 0x100000, pgoff=0, npages=2)
+    map_file(kernel, mm, f, va=VA + 0x200000, pgoff=0, npages=2)
+    mem = kernel.mem
+    t1 = int(mem.frame(mm.pgd)[(VA >> 30) & 511]) >> 10
+    mem.write((t1 << 12) + (((VA >> 21) & 511) + 8) * 8, (32 << 10) | int(PAGE_SHARED))
+    full = list(present_leaves(mem, mm.pgd))
+    assert len(full) == 8 and [leaf[3] for leaf in full].count(1) == 1
+    for pfn in range(mem.nframes + 8):
+        want = [leaf for leaf in full
+                if leaf[2] >> 10 <= pfn < (leaf[2] >> 10) + 512 ** leaf[3]]
+        assert list(present_leaves(mem, mm.pgd, maps=pfn)) == want, pfn
+    assert [leaf[3] for leaf in present_leaves(mem, mm.pgd, maps=32 + 100)] == [1]
+
+
 # --- (e) rmap completeness -----------------------------------------------------------------
 
 def test_rmap_passes_consistent_anon_and_file(system):

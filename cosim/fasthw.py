@@ -26,7 +26,8 @@ from cocotb.triggers import Lock as CoLock
 from cocotb.triggers import RisingEdge, ValueChange
 
 from pyrmap.physmem import WORDS_PER_PAGE, PhysMem
-from simhw.abi import RECORD_FIELDS, RECORD_WIDTH, WRITE_RECORD_WIDTH, SwOp, record_bytes, ring_file
+from simhw.abi import (RECORD_FIELDS, RECORD_WIDTH, WRITE_RECORD_WIDTH, SwOp, record_bytes,
+                       ring_file)
 
 __all__ = ["MirrorMem", "FastHardware", "decode_records", "completed", "RECORD_NAMES",
            "RingFile", "hex_words", "field", "flush_c_streams", "memload_text"]

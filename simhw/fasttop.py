@@ -36,7 +36,8 @@ class FastTop(wiring.Component):
     verilog : bool
         Storage arrays for Verilog export (see :class:`simhw.ram.Ram`); the rings then also
         write their records to files in the simulator's working directory
-        (:func:`simhw.abi.ring_file`: ``log<i>.hex``, ``wlog.hex``; :class:`simhw.filelog.FileLog`).
+        (:func:`simhw.abi.ring_file`: ``log<i>.hex``, ``wlog.hex``;
+        :class:`simhw.filelog.FileLog`).
 
     Members
     -------
@@ -66,8 +67,8 @@ class FastTop(wiring.Component):
         (:class:`simhw.memory.SimMemory`'s ``overtaken``).
     load : In(1), loaded : Out(1)
         Verilog only: a toggle of ``load`` writes the words of the file ``memload.hex``
-        (:func:`simhw.abi.ring_file`) into the memory at the next edge; ``loaded`` follows ``load`` once
-        they are in (:class:`simhw.ram.Ram`'s bulk write).
+        (:func:`simhw.abi.ring_file`) into the memory at the next edge; ``loaded`` follows
+        ``load`` once they are in (:class:`simhw.ram.Ram`'s bulk write).
     cycle : Out(CYCLE_WIDTH)
         Cycles since reset.
     event : Out(1)

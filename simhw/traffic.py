@@ -17,7 +17,6 @@ from .memory import data_signature
 __all__ = ["TrafficEngine", "control_signature", "xorshift64"]
 
 
-
 def xorshift64(x):
     """One step of Marsaglia's xorshift64 (13, 7, 17) on a 64-bit Value or int."""
     if isinstance(x, int):

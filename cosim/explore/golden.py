@@ -158,10 +158,7 @@ def _replay(stream, design: dict, limit: int, skip) -> tuple[dict, np.ndarray]:
     store, no_fault = int(AccessType.STORE), int(FaultKind.NONE)
     pte_val: dict[int, int] = {}
     hw_dirty: dict[int, bool] = {}
-    model_hit = [False] * n
-    if skip is not None:
-        for i in np.flatnonzero(skip).tolist():
-            model_hit[i] = True
+    model_hit = [False] * n if skip is None else skip.tolist()
     bad: list[str] = []
     unknown = 0
     perm_ok: dict[tuple[int, int], bool] = {}

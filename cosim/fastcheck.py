@@ -99,10 +99,17 @@ class LogCheckers:
     # --- what the software port and the flushes tell ------------------------------------------
 
     def pte_changed(self, ptep: int, cycle: int, old: int, new: int) -> None:
+        """The software port changed the PTE at ``ptep`` from ``old`` to ``new`` at ``cycle``.
+        The port takes one operation at a time, so a PTE's changes come in cycle order; the
+        judging relies on it (a history's last entry is its latest change)."""
         h = self.history.get(ptep)
         if h is None:
             h = self.history[ptep] = collections.deque(maxlen=HISTORY)
             h.append((-1, old))
+        elif cycle < h[-1][0]:
+            raise RuntimeError(f"PTE at 0x{ptep:x} changed at cycle {cycle}, before its change "
+                               f"at cycle {h[-1][0]}: the software port's changes must come "
+                               f"in cycle order")
         h.append((cycle, new))
 
     def flushed(self, core: int, cycle: int, reqs) -> None:
@@ -200,13 +207,17 @@ class LogCheckers:
             if hist is None:
                 values = [self.mem.read(ptep)]
             else:
-                if any(cyc > first_done[g] for cyc, _ in hist):
+                if hist[-1][0] > first_done[g]:                # changes in cycle order
                     continue
                 lo = -1 if cut is None else cut
-                values = [val for cyc, val in hist if cyc > lo]
-                prev = [val for cyc, val in hist if cyc <= lo]
-                if prev:
-                    values.insert(0, prev[-1])
+                values, prev = [], None
+                for cyc, val in hist:
+                    if cyc <= lo:
+                        prev = val
+                    else:
+                        values.append(val)
+                if prev is not None:
+                    values.insert(0, prev)
                 elif cut is not None and hist[0][0] > -1:
                     unchecked += sizes[g]                     # pruned past the window
                     judged[g] = True
@@ -253,8 +264,12 @@ class LogCheckers:
     def _count_ack_cycle(self, core: int, rec: dict, asid: int) -> None:
         """Count the requests taken in the cycle a single-request invalidation of their page
         was acknowledged on their core (``ack_cycle_requests``)."""
-        at = np.flatnonzero(np.isin(rec["start"], np.array(self._single_acks[core],
-                                                           dtype=np.uint64)))
+        starts = rec["start"]
+        lo, hi = int(starts.min()), int(starts.max())
+        cycles = [c for c in self._single_acks[core] if lo <= c <= hi]
+        if not cycles:
+            return
+        at = np.flatnonzero(np.isin(starts, np.array(cycles, dtype=np.uint64)))
         by_page = self.acks[core][0]
         for start, va in zip(rec["start"][at].tolist(), rec["va"][at].tolist()):
             if any(cyc == start and nreq == 1 and (fasid is None or fasid == asid)

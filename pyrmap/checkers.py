@@ -945,10 +945,15 @@ class ShadowMemory(Checker):
                 v = key & ((1 << 40) - 1)
                 if not s.find(v << PAGE_SHIFT).shared:
                     s.written.add(v)
-        end = np.r_[w[1:] != w[:-1], True] & has
-        for i, page in enumerate(pages):
-            sel = end & (w // WORDS == i)
-            page[w[sel] % WORDS] = val[last_store[sel]]
+        # Each stored word's last value, page by page (``w`` is sorted, so a page's words
+        # are one run of the selection).
+        sel = np.flatnonzero(np.r_[w[1:] != w[:-1], True] & has)
+        if len(sel):
+            ws, vs = w[sel], val[last_store[sel]]
+            slot = ws // WORDS
+            bounds = np.flatnonzero(np.r_[True, slot[1:] != slot[:-1], True]).tolist()
+            for lo, hi in zip(bounds, bounds[1:]):
+                pages[int(slot[lo])][ws[lo:hi] % WORDS] = vs[lo:hi]
         return True
 
     def _replay_each(self, mms, which, va, value, store, paddr) -> bool:

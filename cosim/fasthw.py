@@ -26,8 +26,10 @@ from cocotb.triggers import Lock as CoLock
 from cocotb.triggers import RisingEdge, ValueChange
 
 from pyrmap.physmem import WORDS_PER_PAGE, PhysMem
-from simhw.abi import (RECORD_FIELDS, RECORD_WIDTH, WRITE_RECORD_WIDTH, SwOp, record_bytes,
-                       ring_file)
+from simhw.abi import (PA_WIDTH, RECORD_FIELDS, RECORD_WIDTH, WRITE_RECORD_WIDTH, SwOp,
+                       record_bytes, ring_file)
+
+from .signals import peek
 
 __all__ = ["MirrorMem", "FastHardware", "decode_records", "completed", "RECORD_NAMES",
            "RingFile", "hex_words", "field", "flush_c_streams", "memload_text"]
@@ -134,19 +136,33 @@ class RingFile:
         self.line = record_bytes(width)
         self.fd = os.open(path, os.O_RDONLY)
 
-    def read(self, first: int, end: int) -> np.ndarray:
-        """Records ``first .. end - 1`` (ring pointers: the ``k``-th record pushed is line
-        ``k``), as :func:`hex_words`.  Records still in the simulator's C stream buffer are
-        flushed to the file first (:func:`flush_c_streams`, only when the file is short)."""
+    def read_bytes(self, first: int, end: int) -> bytes:
+        """The lines of records ``first .. end - 1`` (ring pointers: the ``k``-th record
+        pushed is line ``k``).  The simulator's C stream buffers are flushed to the file first
+        (:func:`flush_c_streams`): a block read at a drain almost always ends with records
+        still in them."""
         n = end - first
+        flush_c_streams()
         raw = os.pread(self.fd, n * self.line, first * self.line)
-        if len(raw) != n * self.line:
-            flush_c_streams()
-            raw = os.pread(self.fd, n * self.line, first * self.line)
         if len(raw) != n * self.line:
             raise RuntimeError(f"{self.path} holds {len(raw) // self.line} of the {n} records "
                                f"{first} .. {end - 1} the ring took")
-        return hex_words(raw, self.width)
+        return raw
+
+    def read(self, first: int, end: int) -> np.ndarray:
+        """Records ``first .. end - 1``, as :func:`hex_words`."""
+        return hex_words(self.read_bytes(first, end), self.width)
+
+    def read_ints(self, first: int, end: int) -> list[int]:
+        """Records ``first .. end - 1``, each one Python int (for a few records, where
+        :func:`hex_words`' array set-up costs more than the decoding)."""
+        raw = self.read_bytes(first, end)
+        line = self.line
+        try:
+            return [int(raw[k:k + line - 1], 16) for k in range(0, len(raw), line)]
+        except ValueError:
+            hex_words(raw, self.width)           # names the record that is not hex
+            raise
 
     def close(self) -> None:
         os.close(self.fd)
@@ -206,6 +222,9 @@ class MirrorMem(PhysMem):
 
 
 _EMPTY = np.zeros(0, dtype=np.uint64)
+#: A write-log block of at most this many records is decoded record by record.
+_FEW = 16
+_PA_MASK = (1 << PA_WIDTH) - 1
 
 
 class FastHardware:
@@ -243,6 +262,9 @@ class FastHardware:
         self.wring_file = RingFile(where / ring_file("wlog"), WRITE_RECORD_WIDTH)
         self._wr_ptrs = [getattr(dut, f"log{i}__wr_ptr") for i in range(ncores)]
         self._rd_ptrs = [getattr(dut, f"log{i}__rd_ptr") for i in range(ncores)]
+        self._wwr_ptr, self._wrd_ptr = dut.wlog__wr_ptr, dut.wlog__rd_ptr
+        self._cycle = dut.cycle
+        self._status: dict = {}
         self.load_path = where / ring_file("memload")
         self.pushes = 0
         self._load_seq = 0
@@ -294,12 +316,12 @@ class FastHardware:
         self._load_seq ^= 1
         self.load_path.write_bytes(text)
         self.dut.load.value = self._load_seq
-        while int(self.dut.loaded.value) != self._load_seq:
+        while peek(self.dut.loaded) != self._load_seq:
             await self._loaded_change
         self.pushes += 1
 
     def cycle(self) -> int:
-        return int(self.dut.cycle.value)
+        return peek(self._cycle)
 
     # --- software port -------------------------------------------------------------------------
 
@@ -326,10 +348,10 @@ class FastHardware:
         await self._resp_rise
         d.sw__req__valid.value = 0
         self.sw_ops += 1
-        if int(d.sw__resp__err.value):
+        if peek(d.sw__resp__err):
             from pyrmap.physmem import BusError
             raise BusError(addr)
-        rdata, cycle = int(d.sw__resp__rdata.value), int(d.cycle.value) - 1
+        rdata, cycle = peek(d.sw__resp__rdata), peek(self._cycle) - 1
         if op != SwOp.READ and (op != SwOp.CAS or rdata == cmp):
             # The operation's write is in the write log, after every walker write the memory
             # took before it: applying the log up to here leaves the engine's copy of the word
@@ -344,11 +366,11 @@ class FastHardware:
     def backlog(self, core: int) -> int:
         """Records in ``core``'s access log not drained yet (from the write pointer, which
         changes only at clock edges, and this side's read pointer)."""
-        return (int(self._wr_ptrs[core].value) - self.rd[core]) & 0xFFFF_FFFF
+        return (peek(self._wr_ptrs[core]) - self.rd[core]) & 0xFFFF_FFFF
 
     def write_backlog(self) -> int:
         """Records in the write log not drained yet."""
-        return (int(self.dut.wlog__wr_ptr.value) - self.wrd) & 0xFFFF_FFFF
+        return (peek(self._wwr_ptr) - self.wrd) & 0xFFFF_FFFF
 
     def drain(self, core: int) -> dict[str, np.ndarray] | None:
         """Every record of ``core``'s access log not drained yet, oldest first, decoded
@@ -370,11 +392,17 @@ class FastHardware:
         n = self.write_backlog()
         if not n:
             return 0
-        w = self.wring_file.read(self.wrd, self.wrd + n)
+        if n <= _FEW:
+            recs = self.wring_file.read_ints(self.wrd, self.wrd + n)
+            idx = np.array([(r & _PA_MASK) >> 3 for r in recs], dtype=np.int64)
+            vals = np.array([r >> PA_WIDTH for r in recs], dtype=np.uint64)
+        else:
+            w = self.wring_file.read(self.wrd, self.wrd + n)
+            idx = (field(w, 0, PA_WIDTH) >> np.uint64(3)).astype(np.int64)
+            vals = field(w, PA_WIDTH, 64)
         self.wrd += n
-        self.dut.wlog__rd_ptr.value = self.wrd & 0xFFFF_FFFF
-        idx = (field(w, 0, 56) >> np.uint64(3)).astype(np.int64)
-        self.mem.hardware_wrote(idx, field(w, 56, 64))
+        self._wrd_ptr.value = self.wrd & 0xFFFF_FFFF
+        self.mem.hardware_wrote(idx, vals)
         return n
 
     # --- engines -----------------------------------------------------------------------------
@@ -388,5 +416,8 @@ class FastHardware:
             self.configured[port] = int(value)
 
     def status(self, core: int, name: str) -> int:
-        return int(getattr(self.dut, f"eng{core}__{name}").value)
+        h = self._status.get((core, name))
+        if h is None:
+            h = self._status[core, name] = getattr(self.dut, f"eng{core}__{name}")
+        return peek(h)
 

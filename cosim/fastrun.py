@@ -96,6 +96,7 @@ from .faststorm import STORM_OPS, Storm
 from .fasthw import FastHardware, MirrorMem, decode_records, memload_text
 from .host import HostEnv
 from .ports import read_counters
+from .signals import peek
 
 __all__ = ["FastRun", "run_from_env", "MODES", "KERNEL_OPS", "DEFAULT_OPS", "AIMS",
            "RACE_OPS"]
@@ -546,7 +547,7 @@ class FastRun:
         # (this coroutine woke from a host thread that woke on it) fires at once, in that
         # same time step, before any edge took ``resume``: a one-edge pulse was lost so.
         resume.value = 1
-        while int(faulted.value):
+        while peek(faulted):
             await self.clock.edge()
         resume.value = 0
         resumed = self.hw.cycle()
@@ -744,7 +745,7 @@ class FastRun:
                     t.result()
                     del pending[i]
                     t = None
-                if t is None and int(getattr(dut, f"eng{i}__faulted").value):
+                if t is None and self.hw.status(i, "faulted"):
                     pending[i] = cocotb.start_soon(self._fault(i))
             if kernel_task is not None and kernel_task.done():
                 kernel_task.result()
@@ -806,7 +807,7 @@ class FastRun:
             return True
         for i in range(self.ncores):
             t = pending.get(i)
-            if (t is None and int(getattr(dut, f"eng{i}__faulted").value)) or (
+            if (t is None and self.hw.status(i, "faulted")) or (
                     t is not None and t.done()):
                 return True
         return False

@@ -19,6 +19,7 @@ from pyrmap.arch import InvalKind
 from .cycles import CycleClock
 from .memory import cycle_now
 from .ports import PortTimeout, handles
+from .signals import peek
 
 __all__ = ["InvalDriver"]
 
@@ -79,7 +80,7 @@ class InvalDriver:
         while True:
             await self.clock.edge()
             waited += 1
-            if int(self.port.ack.value):
+            if peek(self.port.ack):
                 self.acks += 1
                 break
             if waited > self.timeout:

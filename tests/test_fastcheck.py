@@ -145,3 +145,13 @@ def test_answers_the_mmu_may_give_pass():
     logs.judge(0, _attempt(va, 110, 112, 0, fault=FaultKind.PAGE, squashed=0), mm, mm.asid,
                mm.pgd)
     assert logs.counts["ack_cycle_requests"] == 1 and not s.checkers.violations
+
+
+def test_a_pte_change_before_the_last_recorded_one_is_refused():
+    """The judging reads a PTE history's last entry as its latest change: a change recorded
+    out of cycle order is an error, not a silently wrong window."""
+    s, mm, logs, pa, va = _unmapped()
+    ptep, _, _ = lookup_pte(s.kernel.mem, mm.pgd, va)
+    logs.pte_changed(ptep, 100, 0, 0)                 # the same cycle is in order
+    with pytest.raises(RuntimeError, match="changed at cycle 99, before its change at cycle 100"):
+        logs.pte_changed(ptep, 99, 0, 5)

@@ -1,5 +1,6 @@
 """The fast path's host-side codecs (cosim.fasthw): the ring files' hex records decode to the
-records' fields, and the bulk push's ``$readmemh`` text lists every word at its index."""
+records' fields, record by record as in blocks, and the bulk push's ``$readmemh`` text lists
+every word at its index; a signal read (cosim.signals.peek) names a signal holding X or Z."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import random
 import numpy as np
 import pytest
 
-from cosim.fasthw import decode_records, hex_words, memload_text
-from simhw.abi import RECORD_FIELDS, RECORD_WIDTH, record_bytes
+from cosim.fasthw import RingFile, decode_records, hex_words, memload_text
+from cosim.signals import peek
+from simhw.abi import RECORD_FIELDS, RECORD_WIDTH, WRITE_RECORD_WIDTH, record_bytes
 
 
 def _readmemh(text: bytes, size: int) -> np.ndarray:
@@ -56,3 +58,51 @@ def test_hex_records_decode_to_their_fields():
         assert fields[name].tolist() == [r[name] for r in recs], name
     with pytest.raises(ValueError, match="not hex"):
         hex_words(lines[0].replace(lines[0][3], "x").encode(), RECORD_WIDTH)
+
+
+def test_ring_file_reads_records_by_position_as_ints_and_as_words(tmp_path):
+    rng = random.Random(3)
+    width = WRITE_RECORD_WIDTH
+    digits = record_bytes(width) - 1
+    recs = [rng.getrandbits(width) for _ in range(40)]
+    path = tmp_path / "wlog.hex"
+    path.write_text("".join(f"{r:0{digits}x}\n" for r in recs))
+    ring = RingFile(path, width)
+    try:
+        assert ring.read_ints(5, 12) == recs[5:12]
+        words = ring.read(5, 12)
+        assert [int(w[0]) | int(w[1]) << 64 for w in words] == recs[5:12]
+        with pytest.raises(RuntimeError, match="holds 0 of the 2 records 40 .. 41"):
+            ring.read_ints(40, 42)
+    finally:
+        ring.close()
+    lines = path.read_text().splitlines()
+    lines[7] = "z" + lines[7][1:]
+    path.write_text("".join(line + "\n" for line in lines))
+    ring = RingFile(path, width)
+    try:
+        with pytest.raises(ValueError, match="record 2 of the block is not hex"):
+            ring.read_ints(5, 9)
+    finally:
+        ring.close()
+
+
+class _Sim:
+    def __init__(self, bits):
+        self.bits = bits
+
+    def get_signal_val_binstr(self):
+        return self.bits
+
+
+class _Handle:
+    def __init__(self, bits):
+        self._handle = _Sim(bits)
+        self._path = "fasttop.wlog__wr_ptr"
+
+
+def test_peek_reads_unsigned_and_names_a_signal_that_is_not_binary():
+    assert peek(_Handle("1" * 40)) == (1 << 40) - 1
+    assert peek(_Handle("0101")) == 5
+    with pytest.raises(ValueError, match=r"fasttop.wlog__wr_ptr holds '01x1'"):
+        peek(_Handle("01x1"))

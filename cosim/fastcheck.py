@@ -93,6 +93,8 @@ class LogCheckers:
             lambda: collections.deque(maxlen=64))
         self.counts: collections.Counter[str] = collections.Counter()
         self._walk_cache: dict = {}
+        #: The bits of a leaf PTE the golden walk's answer depends on (:meth:`_golden`).
+        self._walk_mask = ~_AD if svadu else -1
         self._ptep_cache: dict = {}
         self.violations: list[str] = []
 
@@ -186,6 +188,7 @@ class LogCheckers:
         judged = [False] * len(heads)
         unchecked = checks = stale = 0
         by_page, wide = acks if acks else ({}, ())
+        golden = self._golden
         for g, (vpn, op, fault, frame) in enumerate(zip(*(c[heads].tolist() for c in keys))):
             cut, late = None, False
             for hist in (by_page.get(vpn, ()), wide):
@@ -209,20 +212,22 @@ class LogCheckers:
             else:
                 if hist[-1][0] > first_done[g]:                # changes in cycle order
                     continue
+                # From the latest change back to the last one at or before the cut.
                 lo = -1 if cut is None else cut
                 values, prev = [], None
-                for cyc, val in hist:
+                for cyc, val in reversed(hist):
                     if cyc <= lo:
                         prev = val
-                    else:
-                        values.append(val)
+                        break
+                    values.append(val)
                 if prev is not None:
-                    values.insert(0, prev)
+                    values.append(prev)
                 elif cut is not None and hist[0][0] > -1:
                     unchecked += sizes[g]                     # pruned past the window
                     judged[g] = True
                     continue
-            if not any(self._golden(root, va, op, ptep, v) == (fault, frame) for v in values):
+            want = (fault, frame)
+            if not any(golden(root, va, op, ptep, v) == want for v in self._walk_keys(values)):
                 continue
             judged[g] = True
             checks += sizes[g]
@@ -328,8 +333,22 @@ class LogCheckers:
                 self._ptep_cache[key] = hit
         return hit
 
+    def _walk_keys(self, values) -> list:
+        """One value of ``values`` (PTE values) per value :meth:`_golden` tells apart, the
+        first of each: a hot page's history is mostly the same PTE aged and made young
+        again."""
+        if len(values) < 2:
+            return values
+        mask = self._walk_mask
+        return list({v & mask: v for v in reversed(values)}.values())
+
     def _golden(self, root: int, va: int, op: int, ptep: int, leaf: int):
-        key = (root, va >> 12, op, ptep, leaf & ~_AD)
+        """(fault kind, frame) of the walk of ``va`` for ``op`` with the leaf PTE at ``ptep``
+        holding ``leaf`` (the upper levels as the engine's memory holds them now); cached by
+        the leaf without its A and D bits where the walkers set them (Svadu: the walk's
+        answer does not depend on them), by the whole leaf where they do not (Svade: a clear
+        A, or D for a store, faults)."""
+        key = (root, va >> 12, op, ptep, leaf & self._walk_mask)
         out = self._walk_cache.get(key)
         if out is None:
             mem = self.mem
@@ -375,7 +394,7 @@ class LogCheckers:
             if cut is not None:
                 older = [val for cyc, val in hist if cyc <= cut]
         got = (fault, pa >> 12)
-        ok = any(self._golden(root, va, op, ptep, v) == got for v in values)
+        ok = any(self._golden(root, va, op, ptep, v) == got for v in self._walk_keys(values))
         self.counts["scoreboard_checks"] += 1
         sb = self.checkers
         if cut is not None and not fault:                # FaultKind.NONE

@@ -18,7 +18,7 @@ from pyrmap.mmap import MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE
 from pyrmap.mm_types import VM_MAYREAD, VM_MAYWRITE, VM_READ, VM_WRITE, MmStruct, Vma
 from pyrmap.pagetable import pgd_alloc, pte_alloc
 from pyrmap.physmem import PhysMem
-from pyrmap.pte import PAGE_SHARED, AccessType, FaultKind, pfn_pte, pte_pfn
+from pyrmap.pte import _PAGE_A, _PAGE_D, PAGE_SHARED, AccessType, FaultKind, pfn_pte, pte_pfn
 from pyrmap.scenario import System
 from pyrmap.softarch import SoftArch
 
@@ -155,3 +155,20 @@ def test_a_pte_change_before_the_last_recorded_one_is_refused():
     logs.pte_changed(ptep, 100, 0, 0)                 # the same cycle is in order
     with pytest.raises(RuntimeError, match="changed at cycle 99, before its change at cycle 100"):
         logs.pte_changed(ptep, 99, 0, 5)
+
+
+@pytest.mark.parametrize("svadu", [True, False])
+def test_the_golden_walk_tells_a_leaf_without_a_apart_only_where_the_walkers_do_not_set_it(
+        svadu):
+    """With Svadu the walkers set A and D, so a leaf's answer does not depend on them and the
+    walks of a PTE aged and made young again are one; with Svade a clear A faults, so the
+    aged value's answer is a page fault whatever the young value's was."""
+    kernel, chk, mm, _, frames, pteps = _world()
+    logs = LogCheckers(chk, kernel.arch.mem, svadu=svadu)
+    young = kernel.arch.mem.read(pteps[0]) | _PAGE_A | _PAGE_D
+    old = young & ~_PAGE_A
+    load = int(AccessType.LOAD)
+    assert logs._golden(mm.pgd, VA, load, pteps[0], young) == (0, frames[0])
+    want = (0, frames[0]) if svadu else (int(FaultKind.PAGE), 0)
+    assert logs._golden(mm.pgd, VA, load, pteps[0], old) == want
+    assert len(logs._walk_keys([young, old, young])) == (1 if svadu else 2)

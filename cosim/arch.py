@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
 import cocotb
+from cocotb.simtime import convert
 from cocotb.triggers import Lock as CoLock
 from cocotb.triggers import Timer
 
@@ -196,6 +197,8 @@ class CosimArch(Arch):
             memory.listeners.append(self._hw_txn)
         self.range_flush_pages = range_flush_pages
         self.clock_period_ns = clock_period_ns
+        #: Simulator steps per clock cycle (known once the simulator runs: :meth:`cycle`).
+        self._steps_per_cycle: Optional[int] = None
         self.clock = CycleClock.of(dut)
         self.kernel = None                      # set by the scenario once the Kernel exists
         #: The CPU requesters of the cores (:meth:`attach_cpus`) and the device
@@ -253,7 +256,10 @@ class CosimArch(Arch):
     # --- time ------------------------------------------------------------------------------
 
     def cycle(self) -> int:
-        return int(self.env.now_ns() // self.clock_period_ns)
+        """The clock cycle now (host threads: the one they were last resumed in)."""
+        if self._steps_per_cycle is None:
+            self._steps_per_cycle = convert(self.clock_period_ns, "ns", to="step")
+        return self.env.now_steps() // self._steps_per_cycle
 
     # --- PTE access ------------------------------------------------------------------------
 

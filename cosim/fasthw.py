@@ -20,8 +20,10 @@ from __future__ import annotations
 import ctypes
 import os
 from pathlib import Path
+from typing import Callable, Optional
 
 import numpy as np
+from cocotb.simtime import get_sim_time
 from cocotb.triggers import Lock as CoLock
 from cocotb.triggers import RisingEdge, ValueChange
 
@@ -130,20 +132,24 @@ class RingFile:
         Bits per record.
     """
 
-    def __init__(self, path: Path, width: int):
+    def __init__(self, path: Path, width: int, flush: Callable[[], None] = flush_c_streams):
         self.path = path
         self.width = width
         self.line = record_bytes(width)
         self.fd = os.open(path, os.O_RDONLY)
+        self.flush = flush
 
     def read_bytes(self, first: int, end: int) -> bytes:
         """The lines of records ``first .. end - 1`` (ring pointers: the ``k``-th record
-        pushed is line ``k``).  The simulator's C stream buffers are flushed to the file first
-        (:func:`flush_c_streams`): a block read at a drain almost always ends with records
-        still in them."""
+        pushed is line ``k``).  ``flush`` runs first: a block read at a drain almost always
+        ends with records still in the simulator's C stream buffers.  Should the file still be
+        short, every C stream is flushed (:func:`flush_c_streams`) and the block read again."""
         n = end - first
-        flush_c_streams()
+        self.flush()
         raw = os.pread(self.fd, n * self.line, first * self.line)
+        if len(raw) != n * self.line:
+            flush_c_streams()
+            raw = os.pread(self.fd, n * self.line, first * self.line)
         if len(raw) != n * self.line:
             raise RuntimeError(f"{self.path} holds {len(raw) // self.line} of the {n} records "
                                f"{first} .. {end - 1} the ring took")
@@ -257,9 +263,14 @@ class FastHardware:
         self.log_depth = log_depth
         self.wlog_depth = wlog_depth
         where = Path(os.getcwd()) if workdir is None else Path(workdir)
-        self.ring_files = [RingFile(where / ring_file(f"log{i}"), RECORD_WIDTH)
-                           for i in range(ncores)]
-        self.wring_file = RingFile(where / ring_file("wlog"), WRITE_RECORD_WIDTH)
+        self.ring_files = [RingFile(where / ring_file(f"log{i}"), RECORD_WIDTH,
+                                    self._flush_streams) for i in range(ncores)]
+        self.wring_file = RingFile(where / ring_file("wlog"), WRITE_RECORD_WIDTH,
+                                   self._flush_streams)
+        #: The simulator time step in which the C streams were last flushed.
+        self._flushed_at: Optional[int] = None
+        #: The software port's request inputs as last driven (handle -> value).
+        self._sw_req: dict = {}
         self._wr_ptrs = [getattr(dut, f"log{i}__wr_ptr") for i in range(ncores)]
         self._rd_ptrs = [getattr(dut, f"log{i}__rd_ptr") for i in range(ncores)]
         self._wwr_ptr, self._wrd_ptr = dut.wlog__wr_ptr, dut.wlog__rd_ptr
@@ -323,6 +334,15 @@ class FastHardware:
     def cycle(self) -> int:
         return peek(self._cycle)
 
+    def _flush_streams(self) -> None:
+        # The rings' records are written at clock edges, before this side runs in that time
+        # step: one flush of the simulator's C streams per time step serves every ring read
+        # in it (a ring file still short is flushed again, RingFile.read_bytes).
+        now = get_sim_time("step")
+        if now != self._flushed_at:
+            flush_c_streams()
+            self._flushed_at = now
+
     # --- software port -------------------------------------------------------------------------
 
     async def sw_op(self, op: SwOp, addr: int, wdata: int = 0, cmp: int = 0) -> tuple[int, int]:
@@ -336,10 +356,13 @@ class FastHardware:
 
     async def _sw_op(self, op, addr, wdata, cmp):
         d = self.dut
-        d.sw__req__op.value = int(op)
-        d.sw__req__addr.value = addr
-        d.sw__req__wdata.value = wdata
-        d.sw__req__cmp.value = cmp
+        last = self._sw_req
+        for port, value in ((d.sw__req__op, int(op)), (d.sw__req__addr, addr),
+                            (d.sw__req__wdata, wdata), (d.sw__req__cmp, cmp)):
+            # Only this method drives them: an input that already holds the value is left.
+            if last.get(port) != value:
+                port.value = value
+                last[port] = value
         d.sw__req__valid.value = 1
         # One wake per operation: the request stays valid until the response shows (the memory
         # takes a request only when idle, and it is not idle again before the edge after the

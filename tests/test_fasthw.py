@@ -106,3 +106,25 @@ def test_peek_reads_unsigned_and_names_a_signal_that_is_not_binary():
     assert peek(_Handle("0101")) == 5
     with pytest.raises(ValueError, match=r"fasttop.wlog__wr_ptr holds '01x1'"):
         peek(_Handle("01x1"))
+
+
+def test_ring_file_reads_after_its_flush_and_flushes_every_stream_when_still_short(tmp_path):
+    """A ring file is read after the ring's ``flush`` (the driver's once-a-time-step flush of
+    the simulator's streams); records it did not bring to the file are a clear error."""
+    width = WRITE_RECORD_WIDTH
+    digits = record_bytes(width) - 1
+    recs = [random.Random(5).getrandbits(width) for _ in range(4)]
+    path = tmp_path / "wlog.hex"
+    path.write_text("")
+    flushes = []
+
+    def flush():
+        flushes.append(1)
+        path.write_text("".join(f"{r:0{digits}x}\n" for r in recs))
+    ring = RingFile(path, width, flush)
+    try:
+        assert ring.read_ints(0, 4) == recs and flushes == [1]
+        with pytest.raises(RuntimeError, match="holds 4 of the 5 records 0 .. 4"):
+            ring.read_ints(0, 5)
+    finally:
+        ring.close()

@@ -63,6 +63,10 @@ _AD = _PAGE_A | _PAGE_D
 _STORE = int(AccessType.STORE)
 
 
+#: :meth:`LogCheckers._window_verdict`'s answers.
+_MATCH, _NO_MATCH, _PRUNED = "match", "no match", "pruned"
+
+
 class LogCheckers:
     """The fast path's judgement of drained records.
 
@@ -93,6 +97,10 @@ class LogCheckers:
             lambda: collections.deque(maxlen=64))
         self.counts: collections.Counter[str] = collections.Counter()
         self._walk_cache: dict = {}
+        #: Changes recorded per PTE address (a history's version, :meth:`_judge_settled`).
+        self._changes: collections.Counter[int] = collections.Counter()
+        #: Verdicts of settled windows (:meth:`_window_verdict`), by window.
+        self._windows: dict = {}
         #: The bits of a leaf PTE the golden walk's answer depends on (:meth:`_golden`).
         self._walk_mask = ~_AD if svadu else -1
         self._ptep_cache: dict = {}
@@ -113,6 +121,7 @@ class LogCheckers:
                                f"at cycle {h[-1][0]}: the software port's changes must come "
                                f"in cycle order")
         h.append((cycle, new))
+        self._changes[ptep] += 1
 
     def flushed(self, core: int, cycle: int, reqs) -> None:
         """Core ``core`` acknowledged the invalidations ``reqs`` (kind, va, asid) at ``cycle``."""
@@ -134,6 +143,7 @@ class LogCheckers:
         """Page-table pages may have been freed or reused (munmap, exit): forget the leaf
         addresses found so far."""
         self._ptep_cache.clear()
+        self._windows.clear()
 
     # --- judging -------------------------------------------------------------------------
 
@@ -188,7 +198,7 @@ class LogCheckers:
         judged = [False] * len(heads)
         unchecked = checks = stale = 0
         by_page, wide = acks if acks else ({}, ())
-        golden = self._golden
+        windows = self._windows
         for g, (vpn, op, fault, frame) in enumerate(zip(*(c[heads].tolist() for c in keys))):
             cut, late = None, False
             for hist in (by_page.get(vpn, ()), wide):
@@ -207,29 +217,24 @@ class LogCheckers:
                 judged[g] = True
                 continue
             hist = self.history.get(ptep)
-            if hist is None:
-                values = [self.mem.read(ptep)]
-            else:
-                if hist[-1][0] > first_done[g]:                # changes in cycle order
-                    continue
-                # From the latest change back to the last one at or before the cut.
-                lo = -1 if cut is None else cut
-                values, prev = [], None
-                for cyc, val in reversed(hist):
-                    if cyc <= lo:
-                        prev = val
-                        break
-                    values.append(val)
-                if prev is not None:
-                    values.append(prev)
-                elif cut is not None and hist[0][0] > -1:
-                    unchecked += sizes[g]                     # pruned past the window
-                    judged[g] = True
-                    continue
-            want = (fault, frame)
-            if not any(golden(root, va, op, ptep, v) == want for v in self._walk_keys(values)):
+            if hist is not None and hist[-1][0] > first_done[g]:   # changes in cycle order
+                continue
+            # The verdict is the window's: the same cut and the same PTE history (or, with
+            # none, the same PTE value) give the same one, in any drain.
+            key = (root, vpn, op, fault, frame, cut, ptep,
+                   self._changes[ptep] if hist is not None else self.mem.read(ptep))
+            verdict = windows.get(key)
+            if verdict is None:
+                verdict = self._window_verdict(root, va, op, fault, frame, cut, ptep, hist)
+                if len(windows) > 1 << 16:
+                    windows.clear()
+                windows[key] = verdict
+            if verdict is _NO_MATCH:
                 continue
             judged[g] = True
+            if verdict is _PRUNED:
+                unchecked += sizes[g]
+                continue
             checks += sizes[g]
             if cut is not None and not fault:
                 stale += sizes[g]
@@ -241,6 +246,34 @@ class LogCheckers:
         settled = np.zeros(n, dtype=bool)
         settled[order] = np.repeat(np.array(judged, dtype=bool), sizes)
         return settled
+
+    def _window_verdict(self, root: int, va: int, op: int, fault: int, frame: int, cut,
+                        ptep: int, hist) -> str:
+        """Whether the walk of some value the leaf PTE at ``ptep`` held from the
+        acknowledgement at ``cut`` on (None: from the start of its history ``hist``) answers
+        ``(fault, frame)``: :data:`_MATCH`, :data:`_NO_MATCH`, or :data:`_PRUNED` (the history
+        no longer reaches back to ``cut``).  ``hist`` None: no change was recorded, and the
+        PTE's value now is the only one."""
+        if hist is None:
+            values = [self.mem.read(ptep)]
+        else:
+            # From the latest change back to the last one at or before the cut.
+            lo = -1 if cut is None else cut
+            values, prev = [], None
+            for cyc, val in reversed(hist):
+                if cyc <= lo:
+                    prev = val
+                    break
+                values.append(val)
+            if prev is not None:
+                values.append(prev)
+            elif cut is not None and hist[0][0] > -1:
+                return _PRUNED
+        want = (fault, frame)
+        golden = self._golden
+        if any(golden(root, va, op, ptep, v) == want for v in self._walk_keys(values)):
+            return _MATCH
+        return _NO_MATCH
 
     def _cut(self, acks, asid: int, va: int, start: int, done: int, core: int):
         """The last acknowledgement on ``core`` covering (asid, va) at or before ``start``

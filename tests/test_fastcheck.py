@@ -172,3 +172,27 @@ def test_the_golden_walk_tells_a_leaf_without_a_apart_only_where_the_walkers_do_
     want = (0, frames[0]) if svadu else (int(FaultKind.PAGE), 0)
     assert logs._golden(mm.pgd, VA, load, pteps[0], old) == want
     assert len(logs._walk_keys([young, old, young])) == (1 if svadu else 2)
+
+
+def test_a_window_judged_before_is_judged_again_once_its_history_changed():
+    """A settled window's verdict is kept for the next drain's records of the same window
+    only while the PTE's history is the same: once 40 more changes have pruned the value
+    the cut saw, the next records of that window are counted not checked, never checked on
+    the verdict kept from before."""
+    from pyrmap.arch import InvalKind
+    kernel, chk, mm, logs, frames, pteps = _world()
+    logs.flushed(0, 5, [(InvalKind.ALL, 0, 0)])
+    for ptep in pteps:
+        val = kernel.arch.mem.read(ptep)
+        logs.pte_changed(ptep, 6, val, val)
+    logs.judge(0, _records(frames, n=50, t0=10), mm, mm.asid, mm.pgd)
+    assert logs.counts["scoreboard_checks"] == 50 == logs.counts["settled"]
+    logs.judge(0, _records(frames, n=50, seed=2, t0=300), mm, mm.asid, mm.pgd)
+    assert logs.counts["scoreboard_checks"] == 100 and logs.counts["not_checked"] == 0
+    for k in range(40):
+        for ptep in pteps:
+            val = kernel.arch.mem.read(ptep)
+            logs.pte_changed(ptep, 600 + k, val, val)
+    logs.judge(0, _records(frames, n=50, seed=3, t0=800), mm, mm.asid, mm.pgd)
+    assert logs.counts["scoreboard_checks"] == 100 and logs.counts["not_checked"] == 50
+    assert not logs.violations

@@ -88,7 +88,9 @@ class Page:
         return self._lock
 
     def test(self, flag: PG) -> bool:
-        return bool(self.flags & flag)
+        # As integers: ``&`` of two IntFlags makes a new member through the enum machinery,
+        # and the page flags are tested on every page the kernel walks.
+        return int.__and__(self.flags, flag) != 0
 
     def set(self, flag: PG) -> None:
         self.flags |= flag
@@ -97,12 +99,12 @@ class Page:
         self.flags &= ~flag
 
     def test_and_clear(self, flag: PG) -> bool:
-        was = bool(self.flags & flag)
+        was = self.test(flag)
         self.flags &= ~flag
         return was
 
     def test_and_set(self, flag: PG) -> bool:
-        was = bool(self.flags & flag)
+        was = self.test(flag)
         self.flags |= flag
         return was
 

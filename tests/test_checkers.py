@@ -182,6 +182,27 @@ def test_frame_free_with_live_tlb_entry_fails(system):
         kernel.put_page(page)
 
 
+def test_unmap_return_leaves_an_exiting_address_space_to_its_exit_and_fails_a_gone_one(system):
+    """try_to_unmap returning while a TLB holds an entry of an address space with no users
+    left: while its exit is in flight (not torn down yet), the exit's zap holds the page and
+    its flush ends the entry, so the check is left to the exit's return; once it is torn down
+    the entry is stale."""
+    kernel, chk, mm = system
+    _, pages = map_anon(kernel, mm)
+    page, ptep = pages[0]
+    _warm(kernel, 0, VA)
+    kernel.arch.ptep_get_and_clear(mm, VA, ptep)
+    mm.mm_users = 0                                     # exit_mmap under way
+    deferred = chk.tlb.deferred
+    chk.tlb.after_page(page, "unmap", "try_to_unmap")
+    assert chk.tlb.deferred == deferred + 1 and not chk.violations
+    mm.dead = True                                      # exit_mmap done, the entry left
+    with pytest.raises(InvariantViolation, match=r"try_to_unmap of .* returned while core0 "
+                                                 r"TLB still holds .* of an address space that "
+                                                 r"is gone"):
+        chk.tlb.after_page(page, "unmap", "try_to_unmap")
+
+
 def test_frame_free_after_flush_passes(system):
     kernel, chk, mm = system
     vma, pages = map_anon(kernel, mm)

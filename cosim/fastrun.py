@@ -802,7 +802,6 @@ class FastRun:
 
     def _work_now(self, pending) -> bool:
         """Something is waiting already (the edge that would wake us has passed)."""
-        dut = self.dut
         if self._rings_half():
             return True
         for i in range(self.ncores):

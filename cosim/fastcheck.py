@@ -309,7 +309,7 @@ class LogCheckers:
             return
         at = np.flatnonzero(np.isin(starts, np.array(cycles, dtype=np.uint64)))
         by_page = self.acks[core][0]
-        for start, va in zip(rec["start"][at].tolist(), rec["va"][at].tolist()):
+        for start, va in zip(starts[at].tolist(), rec["va"][at].tolist()):
             if any(cyc == start and nreq == 1 and (fasid is None or fasid == asid)
                    for cyc, fasid, nreq in by_page.get(va >> 12, ())):
                 self.counts["ack_cycle_requests"] += 1

@@ -96,7 +96,6 @@ from .faststorm import STORM_OPS, Storm
 from .fasthw import FastHardware, MirrorMem, decode_records, memload_text
 from .host import HostEnv
 from .ports import read_counters
-from .signals import peek
 
 __all__ = ["FastRun", "run_from_env", "MODES", "KERNEL_OPS", "DEFAULT_OPS", "AIMS",
            "RACE_OPS"]
@@ -539,7 +538,6 @@ class FastRun:
         await self.env.run(f"fault/core{core}", self.storm.fault, mm, va, op)
         self.stats["faults_handled"] += 1
         await hw.push()
-        faulted = getattr(self.dut, f"eng{core}__faulted")
         resume = getattr(self.dut, f"eng{core}__resume")
         # ``resume`` stays high until the engine has left its stop (``faulted`` low), and
         # only then does this return (or the run loop would take the same stop for a new
@@ -547,7 +545,7 @@ class FastRun:
         # (this coroutine woke from a host thread that woke on it) fires at once, in that
         # same time step, before any edge took ``resume``: a one-edge pulse was lost so.
         resume.value = 1
-        while peek(faulted):
+        while hw.status(core, "faulted"):
             await self.clock.edge()
         resume.value = 0
         resumed = self.hw.cycle()
